@@ -1,0 +1,1 @@
+"""Model loading, validation, summary (shape trace, MACs, bytes moved) and graph passes."""

@@ -1,0 +1,160 @@
+"""Load and validate an ONNX model: the one entry point every command goes through.
+
+A model that reaches the rest of edgecnn has passed the full ONNX checker, has every dynamic input
+dimension resolved, and has been through strict shape inference, so every tensor has a known shape.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+from google.protobuf.message import DecodeError
+
+from edgecnn.errors import ModelError
+
+MIN_OPSET = 7
+MAX_OPSET = onnx.defs.onnx_opset_version()
+
+_SHAPE_RE = re.compile(r"^(?P<name>[^=]+)=(?P<dims>\d+(?:x\d+)*)$")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoadedModel:
+    """A validated model with all shapes inferred."""
+
+    path: Path
+    model: onnx.ModelProto
+    input_shapes: dict[str, tuple[int, ...]]
+
+    @property
+    def opset(self) -> int:
+        return default_opset(self.model)
+
+
+def parse_input_shapes(specs: list[str] | None) -> dict[str, tuple[int, ...]]:
+    """Parse ``NAME=1x3x224x224`` items (repeatable, or comma-separated in one item)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for spec in specs or []:
+        for item in filter(None, (s.strip() for s in spec.split(","))):
+            m = _SHAPE_RE.match(item)
+            if not m or any(int(d) == 0 for d in m["dims"].split("x")):
+                raise ModelError(
+                    f"--input-shape '{item}': expected NAME=DIMxDIMx... with positive integers, "
+                    "e.g. input=1x3x224x224"
+                )
+            shapes[m["name"]] = tuple(int(d) for d in m["dims"].split("x"))
+    return shapes
+
+
+def default_opset(model: onnx.ModelProto) -> int:
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return imp.version
+    return 0
+
+
+def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    """Real inputs: graph inputs that are not also initializers (old exporters listed weights)."""
+    inits = {i.name for i in model.graph.initializer}
+    return [i for i in model.graph.input if i.name not in inits]
+
+
+def dims_of(vi: onnx.ValueInfoProto) -> list[int | str]:
+    """Dimensions of a value: ints where known, the symbolic name (or '?') where not."""
+    t = vi.type.tensor_type
+    if not t.HasField("shape"):
+        return []
+    return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or "?") for d in t.shape.dim]
+
+
+def _read(path: Path) -> onnx.ModelProto:
+    if not path.exists():
+        raise ModelError(f"{path}: no such file; give the path of an .onnx model")
+    if path.is_dir():
+        raise ModelError(f"{path}: is a directory; give the path of an .onnx model file")
+    if path.stat().st_size == 0:
+        raise ModelError(f"{path}: file is empty; expected an ONNX model")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, RuntimeError, ValueError, OSError) as e:
+        raise ModelError(f"{path}: not a readable ONNX model (protobuf parse failed: {e}); is the file truncated?") from None
+    if model.ir_version == 0 or not model.HasField("graph") or len(model.graph.node) == 0:
+        raise ModelError(f"{path}: not an ONNX model (no IR version or empty graph); is the file truncated or another format?")
+    return model
+
+
+def load_model(path: str | Path, input_shapes: dict[str, tuple[int, ...]] | None = None) -> LoadedModel:
+    """Read, check and shape-infer ``path``; resolve dynamic dims from ``input_shapes``.
+
+    Raises ModelError (exit 2) with a one-line reason for every way a file can be unusable.
+    """
+    path = Path(path)
+    model = _read(path)
+    opset = default_opset(model)
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ModelError(
+            f"{path}: opset {opset} is not supported; edgecnn accepts ai.onnx opsets {MIN_OPSET}..{MAX_OPSET}"
+        )
+    try:
+        onnx.checker.check_model(str(path), full_check=False)
+    except onnx.checker.ValidationError as e:
+        first = str(e).strip().splitlines()[0]
+        raise ModelError(f"{path}: fails the ONNX checker: {first}") from None
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
+        try:
+            onnx.load_external_data_for_model(model, str(path.parent))
+        except (OSError, ValueError) as e:
+            raise ModelError(f"{path}: external data could not be read ({e}); keep the data files beside the model") from None
+
+    shapes = dict(input_shapes or {})
+    inputs = graph_inputs(model)
+    names = [i.name for i in inputs]
+    unknown = sorted(set(shapes) - set(names))
+    if unknown:
+        raise ModelError(f"{path}: --input-shape names unknown input(s) {unknown}; the model's inputs are {names}")
+    dynamic: list[str] = []
+    resolved: dict[str, tuple[int, ...]] = {}
+    for vi in inputs:
+        dims = dims_of(vi)
+        if vi.name in shapes:
+            want = shapes[vi.name]
+            if dims and len(dims) != len(want):
+                raise ModelError(
+                    f"{path}: --input-shape {vi.name}={'x'.join(map(str, want))} has rank {len(want)}, "
+                    f"but the model's input has rank {len(dims)} ({dims})"
+                )
+            for have, new in zip(dims, want, strict=False):
+                if isinstance(have, int) and have != new:
+                    raise ModelError(
+                        f"{path}: --input-shape {vi.name}: dimension {new} conflicts with the model's fixed {have} ({dims})"
+                    )
+            _set_dims(vi, want)
+            resolved[vi.name] = want
+        elif not dims or any(not isinstance(d, int) for d in dims):
+            dynamic.append(f"{vi.name}{dims}")
+        else:
+            resolved[vi.name] = tuple(int(d) for d in dims)
+    if dynamic:
+        raise ModelError(
+            f"{path}: input(s) with dynamic dimensions: {', '.join(dynamic)}; "
+            "fix them with --input-shape NAME=1x3x224x224"
+        )
+    # Stale intermediate shapes could contradict the fixed inputs; infer afresh.
+    del model.graph.value_info[:]
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
+        onnx.checker.check_model(inferred, full_check=False)
+    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, ValueError) as e:
+        first = str(e).strip().splitlines()[0]
+        raise ModelError(f"{path}: fails strict shape inference: {first}") from None
+    return LoadedModel(path=path, model=inferred, input_shapes=resolved)
+
+
+def _set_dims(vi: onnx.ValueInfoProto, dims: tuple[int, ...]) -> None:
+    shape = vi.type.tensor_type.shape
+    del shape.dim[:]
+    for d in dims:
+        shape.dim.add().dim_value = d
