@@ -50,7 +50,11 @@ class Layout(StrEnum):
     NHWC = "NHWC"
 
 
-_RESAMPLE = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
+_RESAMPLE = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+}
 _DTYPES = ("float32", "float16", "uint8", "int8")
 
 
@@ -107,7 +111,9 @@ class PreprocessSpec:
                 im.load()
                 img = im
         except (UnidentifiedImageError, OSError) as e:
-            raise DataError(f"{path}: not a readable image ({e.__class__.__name__}); expected one of {', '.join(IMAGE_SUFFIXES)}") from None
+            raise DataError(
+                f"{path}: not a readable image ({e.__class__.__name__}); expected one of {', '.join(IMAGE_SUFFIXES)}"
+            ) from None
         return self.apply(img, name=str(path))
 
     def apply(self, img: Image.Image, name: str = "<image>") -> np.ndarray:
@@ -153,10 +159,14 @@ class PreprocessSpec:
         return f" ({self.source})" if self.source else ""
 
     # -- model check ------------------------------------------------------------------------------
-    def check_against(self, input_name: str, shape: tuple[int, ...], elem_dtype: str, model_name: str = "model") -> None:
+    def check_against(
+        self, input_name: str, shape: tuple[int, ...], elem_dtype: str, model_name: str = "model"
+    ) -> None:
         """Raise DataError when this spec cannot feed an input of ``shape``/``elem_dtype``; say both sides."""
         if len(shape) != 4:
-            raise DataError(f"{model_name}: input '{input_name}' has shape {list(shape)}; image preprocessing needs a 4-D input")
+            raise DataError(
+                f"{model_name}: input '{input_name}' has shape {list(shape)}; image preprocessing needs a 4-D input"
+            )
         problems: list[str] = []
         if self.layout is Layout.NCHW:
             c, h, w = shape[1], shape[2], shape[3]
@@ -169,7 +179,9 @@ class PreprocessSpec:
             problems.append(f"channels: spec {self.channels} in {self.layout.value}, model {c}{hint}")
         hw = self.output_hw()
         if hw is None:
-            problems.append(f"spatial size: spec gives no fixed size (set resize=[{h}, {w}] or center_crop), model {h}x{w}")
+            problems.append(
+                f"spatial size: spec gives no fixed size (set resize=[{h}, {w}] or center_crop), model {h}x{w}"
+            )
         elif hw != (h, w):
             problems.append(f"spatial size: spec {hw[0]}x{hw[1]}, model {h}x{w}")
         if elem_dtype != self.dtype:
@@ -178,17 +190,33 @@ class PreprocessSpec:
             problems.append(f"mean/std: need {self.channels} values each, spec has {len(self.mean)}/{len(self.std)}")
         if problems:
             raise DataError(
-                f"preprocess spec{self._src()} does not match {model_name} input '{input_name}' {list(shape)}: " + "; ".join(problems)
+                f"preprocess spec{self._src()} does not match {model_name} input '{input_name}' {list(shape)}: "
+                + "; ".join(problems)
             )
 
 
-_KEYS = {"schema_version", "color_order", "layout", "dtype", "resize", "resize_mode", "center_crop", "scale", "mean", "std"}
+_KEYS = {
+    "schema_version",
+    "color_order",
+    "layout",
+    "dtype",
+    "resize",
+    "resize_mode",
+    "center_crop",
+    "scale",
+    "mean",
+    "std",
+}
 
 
 def _int_list(path: Path, key: str, v: object, n: tuple[int, ...]) -> tuple[int, ...]:
     if isinstance(v, int) and not isinstance(v, bool):
         v = [v]
-    if not isinstance(v, list) or len(v) not in n or not all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v):
+    if (
+        not isinstance(v, list)
+        or len(v) not in n
+        or not all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v)
+    ):
         raise ConfigError(f"{path}: {key} = {v!r}; expected {' or '.join(str(k) for k in n)} positive integer(s)")
     return tuple(v)
 
@@ -214,7 +242,11 @@ def spec_from_dict(d: dict[str, object], path: Path) -> PreprocessSpec:
         v = d.get(key, [default] * n)
         if isinstance(v, int | float) and not isinstance(v, bool):
             v = [v] * n
-        if not isinstance(v, list) or len(v) != n or not all(isinstance(x, int | float) and not isinstance(x, bool) for x in v):
+        if (
+            not isinstance(v, list)
+            or len(v) != n
+            or not all(isinstance(x, int | float) and not isinstance(x, bool) for x in v)
+        ):
             raise ConfigError(f"{path}: {key} = {v!r}; expected {n} number(s) for color_order={color.value}")
         if key == "std" and any(x <= 0 for x in v):
             raise ConfigError(f"{path}: std = {v!r}; every value must be > 0")

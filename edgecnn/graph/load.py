@@ -42,8 +42,7 @@ def parse_input_shapes(specs: list[str] | None) -> dict[str, tuple[int, ...]]:
             m = _SHAPE_RE.match(item)
             if not m or any(int(d) == 0 for d in m["dims"].split("x")):
                 raise ModelError(
-                    f"--input-shape '{item}': expected NAME=DIMxDIMx... with positive integers, "
-                    "e.g. input=1x3x224x224"
+                    f"--input-shape '{item}': expected NAME=DIMxDIMx... with positive integers, e.g. input=1x3x224x224"
                 )
             shapes[m["name"]] = tuple(int(d) for d in m["dims"].split("x"))
     return shapes
@@ -80,9 +79,13 @@ def _read(path: Path) -> onnx.ModelProto:
     try:
         model = onnx.load(str(path), load_external_data=False)
     except (DecodeError, RuntimeError, ValueError, OSError) as e:
-        raise ModelError(f"{path}: not a readable ONNX model (protobuf parse failed: {e}); is the file truncated?") from None
+        raise ModelError(
+            f"{path}: not a readable ONNX model (protobuf parse failed: {e}); is the file truncated?"
+        ) from None
     if model.ir_version == 0 or not model.HasField("graph") or len(model.graph.node) == 0:
-        raise ModelError(f"{path}: not an ONNX model (no IR version or empty graph); is the file truncated or another format?")
+        raise ModelError(
+            f"{path}: not an ONNX model (no IR version or empty graph); is the file truncated or another format?"
+        )
     return model
 
 
@@ -107,7 +110,9 @@ def load_model(path: str | Path, input_shapes: dict[str, tuple[int, ...]] | None
         try:
             onnx.load_external_data_for_model(model, str(path.parent))
         except (OSError, ValueError) as e:
-            raise ModelError(f"{path}: external data could not be read ({e}); keep the data files beside the model") from None
+            raise ModelError(
+                f"{path}: external data could not be read ({e}); keep the data files beside the model"
+            ) from None
 
     shapes = dict(input_shapes or {})
     inputs = graph_inputs(model)

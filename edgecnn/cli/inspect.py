@@ -1,0 +1,85 @@
+"""`edgecnn inspect MODEL.onnx`: validate a model and print its per-layer cost table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from edgecnn.cli import app, command, console
+from edgecnn.graph.load import load_model, parse_input_shapes
+from edgecnn.graph.summary import SCHEMA_VERSION, ModelSummary, summarize
+from edgecnn.report.fmt import human_bytes, human_count
+from edgecnn.report.jsonio import write_json
+
+InputShape = Annotated[
+    list[str] | None,
+    typer.Option("--input-shape", help="Fix dynamic dims: NAME=1x3x224x224 (repeatable)."),
+]
+
+
+@command(app, "inspect")
+def inspect_cmd(
+    model: Annotated[Path, typer.Argument(help="ONNX model file.")],
+    input_shape: InputShape = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the summary as JSON here.")] = None,
+    top: Annotated[int, typer.Option(help="Rows of the per-layer table (0 = all).")] = 0,
+) -> None:
+    """Validate MODEL (full checker, strict shape inference) and print params, MACs, bytes and flags per layer."""
+    loaded = load_model(model, parse_input_shapes(input_shape))
+    summary = summarize(loaded)
+    print_summary(summary, top=top)
+    if json_path is not None:
+        write_json(json_path, summary.to_dict(), kind="inspect", schema_version=SCHEMA_VERSION)
+        console.print(f"wrote {json_path}")
+
+
+def print_summary(s: ModelSummary, top: int = 0) -> None:
+    console.print(f"[bold]{s.path}[/]  opset {s.opset}  IR {s.ir_version}  producer {s.producer or '?'}")
+    io = Table(title="Inputs and outputs", show_lines=False)
+    for col in ("kind", "name", "dtype", "shape", "layout"):
+        io.add_column(col)
+    for kind, items in (("input", s.inputs), ("output", s.outputs)):
+        for t in items:
+            io.add_row(kind, t.name, t.dtype, "x".join(map(str, t.shape)), t.layout or "-")
+    console.print(io)
+
+    layers = s.layers
+    if top:
+        layers = sorted(layers, key=lambda lay: lay.macs, reverse=True)[:top]
+    tab = Table(title="Layers" + (f" (top {top} by MACs)" if top else ""))
+    for col, just in (
+        ("#", "right"), ("name", "left"), ("op", "left"), ("output", "left"), ("params", "right"),
+        ("MACs", "right"), ("read", "right"), ("written", "right"), ("MAC/B", "right"), ("flags", "left"),
+    ):  # fmt: skip
+        tab.add_column(col, justify=just)  # type: ignore[arg-type]
+    index = {id(lay): i for i, lay in enumerate(s.layers)}
+    for lay in layers:
+        tab.add_row(
+            str(index[id(lay)]),
+            lay.name,
+            lay.op_type,
+            "x".join(map(str, lay.output_shape)),
+            human_count(lay.params) if lay.params else "",
+            human_count(lay.macs) if lay.macs else "",
+            human_bytes(lay.bytes_read),
+            human_bytes(lay.bytes_written),
+            f"{lay.intensity:.1f}" if lay.macs else "",
+            ", ".join(lay.flags),
+        )
+    console.print(tab)
+
+    tot = Table(title="Totals", show_header=False)
+    tot.add_column("what")
+    tot.add_column("value", justify="right")
+    tot.add_row("parameters", f"{s.total_params:,}")
+    tot.add_row("MACs", f"{s.total_macs:,} ({human_count(s.total_macs)})")
+    tot.add_row("model file", human_bytes(s.model_bytes))
+    tot.add_row("weights", human_bytes(s.weight_bytes))
+    tot.add_row("peak activations (est.)", human_bytes(s.peak_activation_bytes))
+    tot.add_row("ops", ", ".join(f"{k} {v}" for k, v in s.op_histogram.items()))
+    console.print(tot)
+    for w in s.warnings:
+        console.print(f"[yellow]warning:[/] {w}", highlight=False)

@@ -1,0 +1,1 @@
+"""Report writers: console tables, JSON with schema_version, Markdown, JUnit, plots."""

@@ -1,0 +1,80 @@
+"""OpenVINO adapter (CPU plugin). Reads ONNX directly; compiles for latency."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import openvino as ov
+
+from edgecnn.errors import ModelError
+from edgecnn.runtimes.base import TensorSpec
+
+_core: ov.Core | None = None
+
+
+def core() -> ov.Core:
+    global _core
+    if _core is None:
+        _core = ov.Core()
+    return _core
+
+
+class OpenVinoSession:
+    name: ClassVar[str] = "openvino"
+
+    def __init__(
+        self, path: Path, *, threads: int, input_shapes: dict[str, tuple[int, ...]], options: dict[str, str]
+    ) -> None:
+        c = core()
+        try:
+            model = c.read_model(str(path))
+        except RuntimeError as e:
+            raise ModelError(f"{path}: OpenVINO cannot read the model: {str(e).strip().splitlines()[0]}") from None
+        if input_shapes:
+            model.reshape({k: ov.PartialShape(list(v)) for k, v in input_shapes.items()})
+        config: dict[str, str] = {"PERFORMANCE_HINT": "LATENCY"}
+        # f32 by default so results match the float model; pass inference_precision=bf16/f16 to override.
+        config["INFERENCE_PRECISION_HINT"] = options.get("inference_precision", "f32")
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = str(threads)
+        self.device = options.get("device", "CPU")
+        try:
+            self._compiled = c.compile_model(model, self.device, config)
+        except RuntimeError as e:
+            raise ModelError(
+                f"{path}: OpenVINO cannot compile the model for {self.device}: {str(e).strip().splitlines()[0]}"
+            ) from None
+        self._req = self._compiled.create_infer_request()
+        self.threads = threads or int(self._compiled.get_property("INFERENCE_NUM_THREADS"))
+        self._inputs = [
+            TensorSpec(name=p.get_any_name(), shape=tuple(p.get_shape()), dtype=p.get_element_type().to_dtype().name)
+            for p in self._compiled.inputs
+        ]
+        self._outputs = [
+            TensorSpec(
+                name=p.get_any_name(),
+                shape=tuple(p.get_partial_shape().get_min_shape()),
+                dtype=p.get_element_type().to_dtype().name,
+            )
+            for p in self._compiled.outputs
+        ]
+
+    @staticmethod
+    def runtime_version() -> str:
+        return ov.get_version().split("-")[0]
+
+    @property
+    def version(self) -> str:
+        return self.runtime_version()
+
+    def inputs(self) -> list[TensorSpec]:
+        return list(self._inputs)
+
+    def outputs(self) -> list[TensorSpec]:
+        return list(self._outputs)
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        res = self._req.infer(feeds)
+        return [np.array(res[p]) for p in self._compiled.outputs]
