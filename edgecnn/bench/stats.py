@@ -1,0 +1,56 @@
+"""Latency statistics derived from raw per-iteration samples (nanoseconds); never from averages alone."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+PERCENTILES = (50, 90, 95, 99)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LatencyStats:
+    """Per-batch latency in milliseconds; percentiles use linear interpolation between order statistics
+    (numpy's default). ``throughput`` is items per second: batch x count / total timed time."""
+
+    count: int
+    batch: int
+    p50_ms: float
+    p90_ms: float
+    p95_ms: float
+    p99_ms: float
+    min_ms: float
+    max_ms: float
+    mean_ms: float
+    std_ms: float
+    throughput: float
+
+    def to_dict(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+def latency_stats(samples_ns: Sequence[int] | np.ndarray, *, batch: int = 1) -> LatencyStats:
+    """Statistics of ``samples_ns`` (one entry per timed run of a ``batch``-sized input)."""
+    a = np.asarray(samples_ns, dtype=np.float64)
+    if a.ndim != 1 or a.size == 0:
+        raise ValueError("latency_stats needs a non-empty 1-D sequence of samples")
+    if batch < 1:
+        raise ValueError(f"batch = {batch}; expected >= 1")
+    ms = a / 1e6
+    p50, p90, p95, p99 = (float(v) for v in np.percentile(ms, PERCENTILES))
+    total_s = float(a.sum()) / 1e9
+    return LatencyStats(
+        count=int(a.size),
+        batch=batch,
+        p50_ms=p50,
+        p90_ms=p90,
+        p95_ms=p95,
+        p99_ms=p99,
+        min_ms=float(ms.min()),
+        max_ms=float(ms.max()),
+        mean_ms=float(ms.mean()),
+        std_ms=float(ms.std(ddof=1)) if a.size > 1 else 0.0,
+        throughput=batch * a.size / total_s if total_s > 0 else float("inf"),
+    )

@@ -1,0 +1,141 @@
+"""`edgecnn quantize MODEL.onnx --calib DIR -o OUT.onnx`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import onnx
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from edgecnn.cli import app, command, console
+from edgecnn.errors import BadInputError
+from edgecnn.fsutil import atomic_path, check_output_path
+from edgecnn.graph.load import load_model, parse_input_shapes
+from edgecnn.preprocess import find_spec
+from edgecnn.quantize.api import SCHEMA_VERSION, Precision, QuantizeConfig, QuantizeReport, quantize
+from edgecnn.quantize.dataset import ImageDataset
+from edgecnn.quantize.estimators import parse_method
+from edgecnn.quantize.params import RUNTIME_SCHEMES, QuantScheme
+from edgecnn.report.fmt import human_bytes
+from edgecnn.report.jsonio import write_json
+
+
+def resolve_scheme(target: str | None, runtime: str) -> QuantScheme:
+    """The target spec's scheme when --target is given, else the runtime's default."""
+    if target:
+        from edgecnn.target.spec import load_target
+
+        return load_target(target).quant_scheme()
+    if runtime not in RUNTIME_SCHEMES:
+        raise BadInputError(f"--runtime {runtime!r}; valid runtimes are {', '.join(RUNTIME_SCHEMES)}")
+    return RUNTIME_SCHEMES[runtime]
+
+
+@command(app, "quantize")
+def quantize_cmd(
+    model: Annotated[Path, typer.Argument(help="Float ONNX model.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the quantized model.")],
+    calib: Annotated[Path | None, typer.Option("--calib", help="Folder of calibration images (INT8).")] = None,
+    precision: Annotated[str, typer.Option(help="int8 or fp16.")] = "int8",
+    method: Annotated[str, typer.Option(help="Range estimator: minmax, percentile, entropy, mse.")] = "minmax",
+    samples: Annotated[int | None, typer.Option(help="Use the first N images (default: all).")] = None,
+    batch: Annotated[int, typer.Option(help="Calibration batch size.")] = 8,
+    target: Annotated[str | None, typer.Option(help="Target spec name or TOML path: its quantization scheme.")] = None,
+    runtime: Annotated[str, typer.Option(help="Runtime whose default scheme to use without --target.")] = "ort",
+    per_channel: Annotated[bool, typer.Option("--per-channel/--per-tensor", help="Weight scales.")] = True,
+    exclude: Annotated[
+        list[str] | None, typer.Option("--exclude", help="Node name or op type to keep in float (repeatable).")
+    ] = None,
+    preprocess: Annotated[Path | None, typer.Option(help="PreprocessSpec TOML (default: beside the data).")] = None,
+    input_shape: Annotated[list[str] | None, typer.Option("--input-shape", help="NAME=1x3x224x224")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the quantization report here.")] = None,
+) -> None:
+    """Quantize MODEL to INT8 (QDQ, calibrated on real images) or FP16, verified and stamped with provenance."""
+    if precision not in ("int8", "fp16"):
+        raise BadInputError(f"--precision {precision!r}; valid values are int8, fp16")
+    prec = Precision(precision)
+    meth = parse_method(method)
+    if batch <= 0:
+        raise BadInputError(f"--batch {batch}; expected a positive integer")
+    check_output_path(output)
+    if json_path is not None:
+        check_output_path(json_path)
+    loaded = load_model(model, parse_input_shapes(input_shape))
+    dataset = None
+    if prec is Precision.INT8 and calib is None:
+        raise BadInputError("--calib DIR is required for --precision int8 (a folder of representative images)")
+    if calib is not None:
+        dataset = ImageDataset.open(calib, find_spec(calib, preprocess), samples)
+    scheme = resolve_scheme(target, runtime)
+    if not per_channel:
+        scheme = QuantScheme(**{**scheme.to_dict(), "weights_per_channel": False})  # type: ignore[arg-type]
+    config = QuantizeConfig(precision=prec, method=meth, batch=batch, scheme=scheme, exclude=frozenset(exclude or []))
+
+    with Progress(
+        TextColumn("calibrating"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=prec is Precision.FP16,
+    ) as bar:
+        task = bar.add_task("calib", total=len(dataset) if dataset else 0)
+        out, report = quantize(loaded, dataset, config, progress=lambda done, total: bar.update(task, completed=done))
+
+    with atomic_path(output) as tmp:
+        onnx.save(out, str(tmp))
+        onnx.checker.check_model(str(tmp), full_check=True)
+    print_report(report, output)
+    if json_path is not None:
+        write_json(
+            json_path,
+            {"model": str(model), "output": str(output), **report.to_dict()},
+            kind="quantize",
+            schema_version=SCHEMA_VERSION,
+        )
+
+
+def print_report(r: QuantizeReport, output: Path) -> None:
+    t = Table(title=f"quantize -> {output}", show_header=False)
+    t.add_column("what")
+    t.add_column("value")
+    t.add_row("precision / method", f"{r.precision} / {r.method}")
+    if r.scheme:
+        s = r.scheme
+        t.add_row(
+            "scheme",
+            f"{s['name']}: activations {s['activation_dtype']} {'symmetric' if s['activations_symmetric'] else 'asymmetric'}, "
+            f"weights {s['weight_dtype']} {'per-channel' if s['weights_per_channel'] else 'per-tensor'} symmetric",
+        )
+    if r.samples:
+        t.add_row(
+            "calibration",
+            f"{r.samples} images, sha256 {r.calibration_sha256[:16]}…, stats {human_bytes(r.stats_bytes)}",
+        )
+    t.add_row("tensors quantized", f"{r.tensors_quantized} activations, {r.weights_quantized} weights")
+    if r.activations_fused:
+        t.add_row("activations fused", f"{r.activations_fused} Relu/Clip folded into the quantized op")
+    t.add_row("kept float", str(len(r.kept_float)))
+    t.add_row(
+        "size",
+        f"{human_bytes(r.size_before)} -> {human_bytes(r.size_after)} ({r.size_after / max(r.size_before, 1):.2f}x)",
+    )
+    t.add_row("graph prep check", f"max relative diff {r.prep_max_abs_diff:.1e} after BN folding")
+    t.add_row(
+        "time", f"prepare {r.seconds_prepare:.2f}s, calibrate {r.seconds_calibrate:.2f}s, write {r.seconds_write:.2f}s"
+    )
+    console.print(t)
+    if r.kept_float:
+        kf = Table(title="Kept in float")
+        kf.add_column("node")
+        kf.add_column("why")
+        for k, why in list(r.kept_float.items())[:20]:
+            kf.add_row(k, why)
+        if len(r.kept_float) > 20:
+            kf.add_row("…", f"{len(r.kept_float) - 20} more (see --json)")
+        console.print(kf)

@@ -1,0 +1,165 @@
+"""Graph passes: pure functions ModelProto -> ModelProto whose results pass the checker and shape inference.
+
+- ``fold_batchnorm``: Conv (or ConvTranspose) followed by BatchNormalization becomes one Conv.
+- ``remove_identities``: Identity and inference-mode Dropout nodes are bypassed.
+- ``fold_constants``: Constant nodes become initializers (so every weight is an initializer).
+- ``prepare``: all of the above, then shape inference.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+
+def _consumers(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
+    out: dict[str, list[onnx.NodeProto]] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            out.setdefault(i, []).append(n)
+    return out
+
+
+def _attr(node: onnx.NodeProto, name: str, default: object = None) -> object:
+    for a in node.attribute:
+        if a.name == name:
+            return helper.get_attribute_value(a)
+    return default
+
+
+def _rename_input(model: onnx.ModelProto, old: str, new: str) -> None:
+    for n in model.graph.node:
+        for k, i in enumerate(n.input):
+            if i == old:
+                n.input[k] = new
+    for o in model.graph.output:
+        if o.name == old:
+            o.name = new
+
+
+def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Turn Constant nodes carrying a tensor ``value`` into initializers."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    keep = []
+    for n in m.graph.node:
+        value = _attr(n, "value") if n.op_type == "Constant" else None
+        if isinstance(value, onnx.TensorProto):
+            t = onnx.TensorProto()
+            t.CopyFrom(value)
+            t.name = n.output[0]
+            m.graph.initializer.append(t)
+        else:
+            keep.append(n)
+    del m.graph.node[:]
+    m.graph.node.extend(keep)
+    return m
+
+
+def remove_identities(model: onnx.ModelProto) -> onnx.ModelProto:
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    graph_outputs = {o.name for o in m.graph.output}
+    keep = []
+    for n in m.graph.node:
+        if n.op_type in ("Identity", "Dropout") and n.output[0] not in graph_outputs:
+            _rename_input(m, n.output[0], n.input[0])
+        else:
+            keep.append(n)
+    del m.graph.node[:]
+    m.graph.node.extend(keep)
+    return m
+
+
+def fold_batchnorm(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Fold BatchNormalization into the Conv that feeds it (when that Conv feeds nothing else).
+
+    W' = W * gamma / sqrt(var + eps) per output channel; b' = (b - mean) * gamma / sqrt(var + eps) + beta.
+    """
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    inits = {t.name: t for t in m.graph.initializer}
+    consumers = _consumers(m)
+    graph_outputs = {o.name for o in m.graph.output}
+    producers = {o: n for n in m.graph.node for o in n.output}
+    drop: set[int] = set()
+    for bn in m.graph.node:
+        if bn.op_type != "BatchNormalization" or (len(bn.output) != 1 and any(bn.output[1:])):
+            continue
+        conv = producers.get(bn.input[0])
+        if conv is None or conv.op_type != "Conv" or conv.input[1] not in inits:
+            continue
+        if len(consumers.get(conv.output[0], [])) != 1 or conv.output[0] in graph_outputs:
+            continue
+        if not all(name in inits for name in bn.input[1:5]):
+            continue
+        if len(conv.input) > 2 and conv.input[2] and conv.input[2] not in inits:
+            continue
+        gamma, beta, mean, var = (numpy_helper.to_array(inits[x]).astype(np.float64) for x in bn.input[1:5])
+        eps = float(_attr(bn, "epsilon", 1e-5))  # type: ignore[arg-type]
+        w = numpy_helper.to_array(inits[conv.input[1]]).astype(np.float64)
+        b = (
+            numpy_helper.to_array(inits[conv.input[2]]).astype(np.float64)
+            if len(conv.input) > 2 and conv.input[2]
+            else np.zeros(w.shape[0])
+        )
+        f = gamma / np.sqrt(var + eps)
+        dtype = numpy_helper.to_array(inits[conv.input[1]]).dtype
+        w_new = (w * f.reshape(-1, *([1] * (w.ndim - 1)))).astype(dtype)
+        b_new = ((b - mean) * f + beta).astype(dtype)
+        w_name, b_name = f"{conv.input[1]}_bnfold", f"{conv.name or conv.output[0]}_bias_bnfold"
+        m.graph.initializer.append(numpy_helper.from_array(w_new, w_name))
+        m.graph.initializer.append(numpy_helper.from_array(b_new, b_name))
+        conv.input[1] = w_name
+        if len(conv.input) > 2:
+            conv.input[2] = b_name
+        else:
+            conv.input.append(b_name)
+        conv.output[0] = bn.output[0]
+        drop.add(id(bn))
+    keep = [n for n in m.graph.node if id(n) not in drop]
+    del m.graph.node[:]
+    m.graph.node.extend(keep)
+    return remove_unused_initializers(m)
+
+
+def remove_unused_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
+    used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+    keep = [t for t in model.graph.initializer if t.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
+    inputs = [i for i in model.graph.input if i.name in used or i.name not in {t.name for t in keep}]
+    del model.graph.input[:]
+    model.graph.input.extend(inputs)
+    return model
+
+
+def infer(model: onnx.ModelProto) -> onnx.ModelProto:
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    del m.graph.value_info[:]
+    m = onnx.shape_inference.infer_shapes(m, strict_mode=True, data_prop=True)
+    onnx.checker.check_model(m)
+    return m
+
+
+def prepare(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Everything quantization needs first: constants as initializers, no identities, BN folded, shapes inferred."""
+    return infer(fold_batchnorm(remove_identities(fold_constants(model))))
+
+
+def set_batch(model: onnx.ModelProto, batch: int | str) -> onnx.ModelProto:
+    """Copy of ``model`` with the first dim of every input and output set to ``batch`` (int or symbol)."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    for vi in [*m.graph.input, *m.graph.output]:
+        dims = vi.type.tensor_type.shape.dim
+        if len(dims):
+            dims[0].Clear()
+            if isinstance(batch, int):
+                dims[0].dim_value = batch
+            else:
+                dims[0].dim_param = batch
+    del m.graph.value_info[:]
+    return m

@@ -1,0 +1,121 @@
+"""Streaming calibration statistics: memory does not grow with the number of samples.
+
+Each tensor gets a ``TensorStats``: exact min/max, and a histogram over [-R, R] with a fixed number of
+bins where R is always a power of two. When a batch exceeds R, R doubles and pairs of bins merge
+(exact, because with a power-of-two R and a bin count divisible by 4 the coarse edges are a subset
+of the fine ones). So statistics are mergeable: collecting two shards and merging them gives the same
+counts, and hence the same ranges, as one pass over both. That is what lets calibration shard across
+workers (a Ray or Dask map over shards, then ``merge``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+DEFAULT_BINS = 2048
+
+
+def _pow2_ceil(x: float) -> float:
+    if x <= 0 or not math.isfinite(x):
+        return 2.0**-20
+    return 2.0 ** math.ceil(math.log2(x))
+
+
+@dataclass(kw_only=True)
+class TensorStats:
+    """Mergeable statistics of one tensor (mutable while collecting; merged functionally)."""
+
+    bins: int = DEFAULT_BINS
+    min: float = math.inf
+    max: float = -math.inf
+    count: int = 0
+    radius: float = 0.0  # histogram covers [-radius, radius]; 0 until the first update
+    hist: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    with_hist: bool = True
+
+    def update(self, x: np.ndarray) -> None:
+        x = np.asarray(x)
+        if x.size == 0:
+            return
+        lo, hi = float(x.min()), float(x.max())
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            x = x[np.isfinite(x)]
+            if x.size == 0:
+                return
+            lo, hi = float(x.min()), float(x.max())
+        self.min, self.max = min(self.min, lo), max(self.max, hi)
+        self.count += int(x.size)
+        if not self.with_hist:
+            return
+        need = _pow2_ceil(max(abs(lo), abs(hi)))
+        if self.radius == 0.0:
+            self.radius = need
+            self.hist = np.zeros(self.bins, np.int64)
+        elif need > self.radius:
+            self._grow(need)
+        scale = self.bins / (2.0 * self.radius)
+        idx = np.floor((x.astype(np.float64, copy=False).ravel() + self.radius) * scale).astype(np.int64)
+        np.clip(idx, 0, self.bins - 1, out=idx)
+        self.hist += np.bincount(idx, minlength=self.bins)
+
+    def _grow(self, radius: float) -> None:
+        while self.radius < radius:
+            # Coarse bin j covers fine bins 2j-B/2 .. 2j+1-B/2 of the old grid (centre-aligned).
+            b = self.bins
+            coarse = np.zeros(b, np.int64)
+            pairs = self.hist.reshape(b // 2, 2).sum(axis=1)
+            coarse[b // 4 : b // 4 + b // 2] = pairs
+            self.hist = coarse
+            self.radius *= 2.0
+
+    def merged(self, other: TensorStats) -> TensorStats:
+        """A new TensorStats equal to having seen both sample sets."""
+        if self.bins != other.bins:
+            raise ValueError(f"cannot merge histograms with {self.bins} and {other.bins} bins")
+        out = TensorStats(bins=self.bins, with_hist=self.with_hist and other.with_hist)
+        out.min, out.max = min(self.min, other.min), max(self.max, other.max)
+        out.count = self.count + other.count
+        if out.with_hist:
+            parts = [s for s in (self, other) if s.radius > 0]
+            if parts:
+                out.radius = max(s.radius for s in parts)
+                out.hist = np.zeros(self.bins, np.int64)
+                for s in parts:
+                    c = TensorStats(bins=s.bins, radius=s.radius, hist=s.hist.copy())
+                    c._grow(out.radius)
+                    out.hist += c.hist
+        return out
+
+    def edges(self) -> np.ndarray:
+        return np.linspace(-self.radius, self.radius, self.bins + 1)
+
+
+@dataclass(kw_only=True)
+class CalibrationStats:
+    """Statistics for every calibrated tensor, plus how many samples produced them."""
+
+    tensors: dict[str, TensorStats] = field(default_factory=dict)
+    samples: int = 0
+    bins: int = DEFAULT_BINS
+    with_hist: bool = True
+
+    def update(self, batch: dict[str, np.ndarray], n_samples: int) -> None:
+        for name, value in batch.items():
+            st = self.tensors.get(name)
+            if st is None:
+                st = self.tensors[name] = TensorStats(bins=self.bins, with_hist=self.with_hist)
+            st.update(value)
+        self.samples += n_samples
+
+    def merged(self, other: CalibrationStats) -> CalibrationStats:
+        out = CalibrationStats(samples=self.samples + other.samples, bins=self.bins, with_hist=self.with_hist)
+        for name in sorted(set(self.tensors) | set(other.tensors)):
+            a, b = self.tensors.get(name), other.tensors.get(name)
+            out.tensors[name] = a.merged(b) if a and b else (a or b)  # type: ignore[assignment]
+        return out
+
+    def nbytes(self) -> int:
+        return sum(s.hist.nbytes for s in self.tensors.values())

@@ -1,0 +1,125 @@
+"""Range estimators over streaming statistics: minmax, percentile, entropy (KL) and MSE.
+
+Each returns the float range (lo, hi) to map onto the integer grid. The searches are vectorised
+numpy over the histogram; the only Python loop is over candidate thresholds (entropy).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+import numpy as np
+
+from edgecnn.errors import BadInputError
+from edgecnn.quantize.collectors import TensorStats
+
+
+class Method(StrEnum):
+    MINMAX = "minmax"
+    PERCENTILE = "percentile"
+    ENTROPY = "entropy"
+    MSE = "mse"
+
+
+def parse_method(value: str) -> Method:
+    try:
+        return Method(value)
+    except ValueError:
+        raise BadInputError(f"--method {value!r}; valid methods are {', '.join(m.value for m in Method)}") from None
+
+
+def _one_sided(st: TensorStats) -> bool:
+    return st.min >= 0.0
+
+
+def _folded(st: TensorStats) -> tuple[np.ndarray, np.ndarray]:
+    """Histogram of |x| over [0, radius] (bins/2 bins) and the upper edge of each bin."""
+    half = st.bins // 2
+    pos = st.hist[half:].astype(np.float64)
+    neg = st.hist[:half][::-1].astype(np.float64)
+    upper = (np.arange(half) + 1) * (st.radius / half)
+    return pos + neg, upper
+
+
+def _clip(st: TensorStats, t: float) -> tuple[float, float]:
+    """Range for threshold ``t`` on |x|, never wider than what was seen."""
+    if _one_sided(st):
+        return 0.0, min(st.max, t)
+    return max(st.min, -t), min(st.max, t)
+
+
+def minmax(st: TensorStats) -> tuple[float, float]:
+    return st.min, st.max
+
+
+def percentile(st: TensorStats, pct: float = 99.999) -> tuple[float, float]:
+    """Clip at the ``pct`` percentile of |x| (histogram resolution)."""
+    h, upper = _folded(st)
+    total = h.sum()
+    if total == 0:
+        return minmax(st)
+    cdf = np.cumsum(h) / total
+    i = int(np.searchsorted(cdf, pct / 100.0))
+    return _clip(st, float(upper[min(i, len(upper) - 1)]))
+
+
+def entropy(st: TensorStats, levels: int | None = None, candidates: int = 160) -> tuple[float, float]:
+    """Threshold minimising KL(P || Q), P the clipped |x| histogram, Q its quantized version.
+
+    ``levels`` is the number of quantization levels on the side being searched (128 for a signed
+    symmetric range, 256 for a one-sided range mapped to uint8).
+    """
+    h, upper = _folded(st)
+    if h.sum() == 0:
+        return minmax(st)
+    nz = np.nonzero(h)[0]
+    last = int(nz[-1]) + 1
+    if levels is None:
+        levels = 256 if _one_sided(st) else 128
+    if last <= levels:
+        return minmax(st)
+    starts = np.unique(np.linspace(levels, last, num=min(candidates, last - levels + 1)).astype(np.int64))
+    best_kl, best_i = np.inf, last
+    for i in starts:
+        p = h[:i].copy()
+        p[i - 1] += h[i:].sum()
+        group = (np.arange(i) * levels) // i
+        nonzero = (h[:i] > 0).astype(np.float64)
+        gsum = np.bincount(group, weights=h[:i], minlength=levels)
+        gcnt = np.bincount(group, weights=nonzero, minlength=levels)
+        q = np.where(nonzero > 0, (gsum / np.maximum(gcnt, 1))[group], 0.0)
+        ps, qs = p.sum(), q.sum()
+        if qs == 0:
+            continue
+        pn, qn = p / ps, q / qs
+        mask = pn > 0
+        with np.errstate(divide="ignore"):
+            kl = float(np.sum(pn[mask] * np.log(pn[mask] / np.maximum(qn[mask], 1e-12))))
+        if kl < best_kl:
+            best_kl, best_i = kl, int(i)
+    return _clip(st, float(upper[best_i - 1]))
+
+
+def mse(st: TensorStats, levels: int | None = None, candidates: int = 128) -> tuple[float, float]:
+    """Threshold minimising the expected squared error (rounding inside, clipping outside)."""
+    h, upper = _folded(st)
+    if h.sum() == 0:
+        return minmax(st)
+    amax = max(abs(st.min), abs(st.max))
+    if levels is None:
+        levels = 255 if _one_sided(st) else 127
+    centers = upper - (upper[0] / 2.0)
+    ts = np.linspace(amax / candidates, amax, candidates)[:, None]  # (C, 1)
+    step = ts / levels
+    clipped = np.minimum(centers[None, :], ts)
+    rounding = np.where(centers[None, :] <= ts, step**2 / 12.0, 0.0)
+    err = ((centers[None, :] - clipped) ** 2 + rounding) @ h
+    return _clip(st, float(ts[int(np.argmin(err)), 0]))
+
+
+ESTIMATORS = {Method.MINMAX: minmax, Method.PERCENTILE: percentile, Method.ENTROPY: entropy, Method.MSE: mse}
+
+
+def estimate(st: TensorStats, method: Method) -> tuple[float, float]:
+    lo, hi = ESTIMATORS[method](st)
+    return min(lo, 0.0), max(hi, 0.0)  # the range must contain 0 (zero padding, ReLU)

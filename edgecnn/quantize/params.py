@@ -1,0 +1,104 @@
+"""Quantization scheme and parameters: from a float range to (scale, zero point) on an integer grid."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgecnn.errors import BadInputError
+
+
+@dataclass(frozen=True, kw_only=True)
+class QuantScheme:
+    """How a target wants tensors quantized. Target specs produce one; the QDQ writer obeys it."""
+
+    activation_dtype: str = "uint8"  # uint8 | int8 | int16
+    activations_symmetric: bool = False
+    weight_dtype: str = "int8"
+    weights_per_channel: bool = True
+    weights_symmetric: bool = True
+    name: str = "x86-cpu"
+
+    def __post_init__(self) -> None:
+        if self.activation_dtype not in ("uint8", "int8", "int16"):
+            raise BadInputError(f"activation dtype {self.activation_dtype!r}; valid: uint8, int8, int16")
+        if self.weight_dtype not in ("int8", "uint8"):
+            raise BadInputError(f"weight dtype {self.weight_dtype!r}; valid: int8, uint8")
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "activation_dtype": self.activation_dtype,
+            "activations_symmetric": self.activations_symmetric,
+            "weight_dtype": self.weight_dtype,
+            "weights_per_channel": self.weights_per_channel,
+            "weights_symmetric": self.weights_symmetric,
+        }
+
+
+# x86 CPU runtimes (ONNX Runtime MLAS, OpenVINO CPU): u8 activations x s8 weights is the native VNNI
+# instruction (vpdpbusd) and the layout both runtimes' int8 kernels are written for.
+X86_CPU = QuantScheme()
+# Arm CPUs (XNNPACK) and most NPUs: signed int8, symmetric per-channel weights.
+INT8_SYMMETRIC = QuantScheme(activation_dtype="int8", activations_symmetric=False, name="int8")
+
+RUNTIME_SCHEMES = {"ort": X86_CPU, "openvino": X86_CPU, "litert": INT8_SYMMETRIC}
+
+
+def qrange(dtype: str) -> tuple[int, int]:
+    info = np.iinfo(np.dtype(dtype))
+    return int(info.min), int(info.max)
+
+
+def activation_params(lo: float, hi: float, scheme: QuantScheme) -> tuple[float, int]:
+    """Scale and zero point for an activation range [lo, hi] (which contains 0)."""
+    qmin, qmax = qrange(scheme.activation_dtype)
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    if scheme.activations_symmetric:
+        amax = max(abs(lo), abs(hi))
+        scale = amax / ((qmax - qmin) / 2.0) if amax > 0 else 1.0
+        zp = 0 if qmin < 0 else (qmax + 1) // 2
+        return float(scale), int(zp)
+    scale = (hi - lo) / (qmax - qmin) if hi > lo else 1.0
+    zp = int(np.clip(round(qmin - lo / scale), qmin, qmax))
+    return float(scale), zp
+
+
+def weight_params(w: np.ndarray, scheme: QuantScheme, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric scales (per output channel along ``axis``, or per tensor) and zero points."""
+    qmin, qmax = qrange(scheme.weight_dtype)
+    bound = min(abs(qmin), qmax)  # 127: keep the grid symmetric
+    if scheme.weights_per_channel:
+        red = tuple(i for i in range(w.ndim) if i != axis)
+        amax = np.max(np.abs(w), axis=red) if red else np.abs(w)
+    else:
+        amax = np.array(np.max(np.abs(w)))
+    scale = np.where(amax > 0, amax / bound, 1.0).astype(np.float32)
+    zp = np.zeros(scale.shape, dtype=scheme.weight_dtype)
+    return scale, zp
+
+
+def quantize_array(
+    x: np.ndarray, scale: np.ndarray | float, zp: np.ndarray | int, dtype: str, axis: int = 0
+) -> np.ndarray:
+    """Round-to-nearest-even, saturate: the same arithmetic as ONNX QuantizeLinear."""
+    scale = np.asarray(scale, np.float32)
+    zp = np.asarray(zp)
+    if scale.ndim == 1 and x.ndim > 1:
+        shape = [1] * x.ndim
+        shape[axis] = -1
+        scale, zp = scale.reshape(shape), zp.reshape(shape)
+    qmin, qmax = qrange(dtype)
+    q = np.rint(x.astype(np.float32) / scale) + zp.astype(np.float32)
+    return np.clip(q, qmin, qmax).astype(dtype)
+
+
+def dequantize_array(q: np.ndarray, scale: np.ndarray | float, zp: np.ndarray | int, axis: int = 0) -> np.ndarray:
+    scale = np.asarray(scale, np.float32)
+    zp = np.asarray(zp)
+    if scale.ndim == 1 and q.ndim > 1:
+        shape = [1] * q.ndim
+        shape[axis] = -1
+        scale, zp = scale.reshape(shape), zp.reshape(shape)
+    return (q.astype(np.float32) - zp.astype(np.float32)) * scale

@@ -1,0 +1,317 @@
+"""The INT8 writer: a float model plus calibrated ranges becomes a QDQ model.
+
+Policy (what makes the output fast on the runtimes that ship, see README "Why INT8 was slower"):
+- BatchNorm is folded before anything else (``graph.passes.prepare``), so each Conv is one fused
+  integer op instead of Conv -> Q -> DQ -> BatchNorm(float) -> Q.
+- Relu / Clip(0, x) after a quantized op are removed: with an asymmetric grid whose zero point sits at
+  the bottom, QuantizeLinear's saturation *is* the activation, and the runtime sees Conv -> Q directly.
+- Bias is int32 with scale = input scale x weight scale, the form runtimes fuse into integer Conv/Gemm.
+- Shape-only ops (MaxPool, Flatten, Reshape, Transpose, Squeeze, Unsqueeze) reuse their input's scale
+  and zero point, so the runtime drops their Q/DQ pair instead of requantizing.
+- A graph output is left in float (logits keep full precision; the last Gemm still runs in integer).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from edgecnn.quantize.params import QuantScheme, activation_params, quantize_array, weight_params
+
+COMPUTE_OPS = frozenset({"Conv", "Gemm", "MatMul"})
+ARITH_OPS = frozenset({"Add", "Concat", "GlobalAveragePool", "AveragePool"})
+PASS_OPS = frozenset({"MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze"})
+FUSABLE_ACTIVATIONS = frozenset({"Relu", "Clip"})
+QUANT_OPS = COMPUTE_OPS | ARITH_OPS | PASS_OPS
+
+
+@dataclass(frozen=True, kw_only=True)
+class QdqPlan:
+    """What the writer will do, decided from the graph alone (before calibration)."""
+
+    quantized_nodes: tuple[str, ...]
+    activations: tuple[str, ...]  # tensors that get a Q/DQ pair (need a calibrated range)
+    fused_activations: dict[str, str]  # removed Relu/Clip node name -> the producer it folds into
+    kept_float: dict[str, str]  # node name -> why it stays float
+
+
+@dataclass(kw_only=True)
+class QdqResult:
+    model: onnx.ModelProto
+    quantized_tensors: int = 0
+    quantized_weights: int = 0
+    kept_float: dict[str, str] = field(default_factory=dict)
+    fused_activations: int = 0
+
+
+def node_key(node: onnx.NodeProto, idx: int) -> str:
+    return node.name or f"{node.op_type}_{idx}"
+
+
+def _attr(node: onnx.NodeProto, name: str, default: object = None) -> object:
+    for a in node.attribute:
+        if a.name == name:
+            return helper.get_attribute_value(a)
+    return default
+
+
+def _float_tensors(model: onnx.ModelProto) -> set[str]:
+    out = set()
+    for vi in [*model.graph.input, *model.graph.value_info, *model.graph.output]:
+        if vi.type.tensor_type.elem_type == TensorProto.FLOAT:
+            out.add(vi.name)
+    return out
+
+
+def plan(model: onnx.ModelProto, exclude: set[str] | frozenset[str] = frozenset()) -> QdqPlan:
+    """Decide which nodes run in integer and which tensors need a range. ``exclude``: node names or op types."""
+    inits = {t.name for t in model.graph.initializer}
+    floats = _float_tensors(model)
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    graph_outputs = {o.name for o in model.graph.output}
+    nodes = list(model.graph.node)
+    keys = {id(n): node_key(n, i) for i, n in enumerate(nodes)}
+
+    kept: dict[str, str] = {}
+    quantized: list[onnx.NodeProto] = []
+    for n in nodes:
+        k = keys[id(n)]
+        if n.op_type not in QUANT_OPS:
+            if n.op_type not in FUSABLE_ACTIVATIONS:
+                kept[k] = f"{n.op_type} has no integer kernel in the QDQ policy"
+            continue
+        if k in exclude or n.op_type in exclude:
+            kept[k] = "excluded by --exclude"
+            continue
+        act_inputs = [i for i in n.input if i and i not in inits]
+        if not act_inputs or not all(i in floats for i in act_inputs[:1]):
+            kept[k] = "input is not a float activation"
+            continue
+        if n.op_type in COMPUTE_OPS and (len(n.input) < 2 or n.input[1] not in inits):
+            kept[k] = "weights are not constant"
+            continue
+        quantized.append(n)
+
+    fused: dict[str, str] = {}
+    for n in quantized:
+        if n.op_type in PASS_OPS or n.op_type in ("Concat", "GlobalAveragePool", "AveragePool"):
+            continue
+        cons = consumers.get(n.output[0], [])
+        if len(cons) == 1 and cons[0].op_type in FUSABLE_ACTIVATIONS and n.output[0] not in graph_outputs:
+            act = cons[0]
+            ak = keys[id(act)]
+            if ak in exclude or act.op_type in exclude:
+                continue
+            if act.op_type == "Clip" and not _clip_is_relu_like(act, model):
+                continue
+            fused[ak] = keys[id(n)]
+
+    activations: list[str] = []
+    seen: set[str] = set()
+
+    def add(t: str) -> None:
+        if t and t not in seen and t in floats and t not in inits:
+            seen.add(t)
+            activations.append(t)
+
+    fused_out = {keys[id(n)]: n for n in nodes if keys[id(n)] in fused}
+    for n in quantized:
+        if n.op_type in COMPUTE_OPS:
+            add(n.input[0])
+            if n.op_type == "MatMul" and n.input[1] not in inits:
+                add(n.input[1])
+        else:
+            for i in n.input:
+                if i not in inits:
+                    add(i)
+        out = n.output[0]
+        act = next((a for a in fused_out.values() if fused[keys[id(a)]] == keys[id(n)]), None)
+        if act is not None:
+            out = act.output[0]
+        if out not in graph_outputs:
+            add(out)
+    return QdqPlan(
+        quantized_nodes=tuple(keys[id(n)] for n in quantized),
+        activations=tuple(activations),
+        fused_activations=fused,
+        kept_float=kept,
+    )
+
+
+def _clip_is_relu_like(node: onnx.NodeProto, model: onnx.ModelProto) -> bool:
+    inits = {t.name: t for t in model.graph.initializer}
+    lo = _attr(node, "min")
+    if lo is None and len(node.input) > 1 and node.input[1]:
+        t = inits.get(node.input[1])
+        lo = float(numpy_helper.to_array(t)) if t is not None else None
+    return lo is not None and float(lo) == 0.0  # type: ignore[arg-type]
+
+
+def write_qdq(
+    model: onnx.ModelProto,
+    the_plan: QdqPlan,
+    ranges: dict[str, tuple[float, float]],
+    scheme: QuantScheme,
+) -> QdqResult:
+    """Insert Q/DQ pairs and quantized weights per ``the_plan`` with the calibrated ``ranges``."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    if _opset(m) < 13:
+        m = onnx.version_converter.convert_version(m, 13)
+    g = m.graph
+    inits = {t.name: t for t in g.initializer}
+    nodes = list(g.node)
+    keys = {id(n): node_key(n, i) for i, n in enumerate(nodes)}
+    by_key = {keys[id(n)]: n for n in nodes}
+    quantized = set(the_plan.quantized_nodes)
+    result = QdqResult(model=m, kept_float=dict(the_plan.kept_float))
+    act_dtype = scheme.activation_dtype
+
+    # 1. Remove fused activations: the producer writes the activation's output name directly.
+    removed: set[str] = set()
+    for act_key, prod_key in the_plan.fused_activations.items():
+        act, prod = by_key[act_key], by_key[prod_key]
+        lo, hi = ranges.get(act.output[0], (0.0, 0.0))
+        if scheme.activations_symmetric or lo < 0:
+            continue  # saturation would not reproduce the activation; keep the node
+        prod.output[0] = act.output[0]
+        removed.add(act_key)
+    result.fused_activations = len(removed)
+
+    # 2. Activation parameters (pass-through ops inherit their input's).
+    params: dict[str, tuple[float, int]] = {}
+    order = [n for n in nodes if keys[id(n)] not in removed]
+    for n in order:
+        for t in n.input:
+            if t in the_plan.activations and t not in params and t in ranges:
+                params[t] = activation_params(*ranges[t], scheme)
+        if keys[id(n)] in quantized and n.op_type in PASS_OPS and n.input[0] in params:
+            params[n.output[0]] = params[n.input[0]]
+        elif n.output and n.output[0] in the_plan.activations and n.output[0] in ranges:
+            params.setdefault(n.output[0], activation_params(*ranges[n.output[0]], scheme))
+
+    new_inits: list[onnx.TensorProto] = []
+    new_nodes: list[onnx.NodeProto] = []
+    dq_name: dict[str, str] = {}
+    for t, (scale, zp) in params.items():
+        s_name, z_name = f"{t}_scale", f"{t}_zero_point"
+        new_inits.append(numpy_helper.from_array(np.array(scale, np.float32), s_name))
+        new_inits.append(numpy_helper.from_array(np.array(zp, act_dtype), z_name))
+        q, dq = f"{t}_QuantizeLinear", f"{t}_DequantizeLinear"
+        new_nodes.append(helper.make_node("QuantizeLinear", [t, s_name, z_name], [f"{t}_q"], name=q))
+        new_nodes.append(helper.make_node("DequantizeLinear", [f"{t}_q", s_name, z_name], [f"{t}_dq"], name=dq))
+        dq_name[t] = f"{t}_dq"
+    result.quantized_tensors = len(params)
+
+    # 3. Weights and biases of compute ops.
+    for n in order:
+        if keys[id(n)] not in quantized or n.op_type not in COMPUTE_OPS:
+            continue
+        w_name = n.input[1]
+        if w_name not in inits or n.input[0] not in params:
+            continue
+        w = numpy_helper.to_array(inits[w_name]).astype(np.float32)
+        axis = _weight_axis(n, w)
+        if w.ndim == 1:
+            axis = 0
+        w_scale, w_zp = weight_params(w, scheme, axis=axis)
+        wq = quantize_array(w, w_scale, w_zp, scheme.weight_dtype, axis=axis)
+        base = f"{w_name}_{keys[id(n)]}"
+        new_inits += [
+            numpy_helper.from_array(wq, f"{base}_quantized"),
+            numpy_helper.from_array(w_scale, f"{base}_scale"),
+            numpy_helper.from_array(w_zp, f"{base}_zero_point"),
+        ]
+        dq_attrs = {"axis": axis} if w_scale.ndim == 1 else {}
+        new_nodes.append(
+            helper.make_node(
+                "DequantizeLinear",
+                [f"{base}_quantized", f"{base}_scale", f"{base}_zero_point"],
+                [f"{base}_dq"],
+                name=f"{base}_DequantizeLinear",
+                **dq_attrs,
+            )
+        )
+        n.input[1] = f"{base}_dq"
+        result.quantized_weights += 1
+        if len(n.input) > 2 and n.input[2] in inits and n.op_type != "MatMul":
+            b = numpy_helper.to_array(inits[n.input[2]]).astype(np.float64)
+            x_scale = params[n.input[0]][0]
+            b_scale = (np.float64(x_scale) * w_scale.astype(np.float64)).astype(np.float32)
+            if b.ndim == 1 and b_scale.ndim == 0:
+                b_scale_full = np.full(b.shape, b_scale, np.float32)
+            else:
+                b_scale_full = b_scale
+            if b.ndim == 1 and b_scale_full.shape == b.shape:
+                bq = np.clip(np.rint(b / b_scale_full.astype(np.float64)), -(2**31), 2**31 - 1).astype(np.int32)
+                bbase = f"{n.input[2]}_{keys[id(n)]}"
+                new_inits += [
+                    numpy_helper.from_array(bq, f"{bbase}_quantized"),
+                    numpy_helper.from_array(b_scale_full.astype(np.float32), f"{bbase}_scale"),
+                    numpy_helper.from_array(np.zeros(b.shape, np.int32), f"{bbase}_zero_point"),
+                ]
+                new_nodes.append(
+                    helper.make_node(
+                        "DequantizeLinear",
+                        [f"{bbase}_quantized", f"{bbase}_scale", f"{bbase}_zero_point"],
+                        [f"{bbase}_dq"],
+                        name=f"{bbase}_DequantizeLinear",
+                        axis=0,
+                    )
+                )
+                n.input[2] = f"{bbase}_dq"
+
+    # 4. Rewire every consumer of a quantized tensor to its DequantizeLinear output.
+    for n in order:
+        for k, t in enumerate(n.input):
+            if t in dq_name:
+                n.input[k] = dq_name[t]
+
+    # Place each Q/DQ right after its tensor's producer to keep a topological order.
+    producer_pos = {o: i for i, n in enumerate(order) for o in n.output}
+    placed: dict[int, list[onnx.NodeProto]] = {}
+    head: list[onnx.NodeProto] = []
+    for qn in new_nodes:
+        src = qn.input[0]
+        if qn.op_type == "DequantizeLinear" and src.endswith("_q") and src[:-2] in producer_pos:
+            placed.setdefault(producer_pos[src[:-2]], []).append(qn)
+        elif qn.op_type == "QuantizeLinear" and src in producer_pos:
+            placed.setdefault(producer_pos[src], []).append(qn)
+        else:
+            head.append(qn)
+    final: list[onnx.NodeProto] = list(head)
+    for i, n in enumerate(order):
+        final.append(n)
+        final.extend(placed.get(i, []))
+    del g.node[:]
+    g.node.extend(final)
+    g.initializer.extend(new_inits)
+    _drop_unused(m)
+    del g.value_info[:]
+    result.model = onnx.shape_inference.infer_shapes(m, strict_mode=True)
+    return result
+
+
+def _weight_axis(n: onnx.NodeProto, w: np.ndarray) -> int:
+    if n.op_type == "Conv":
+        return 0
+    if n.op_type == "Gemm":
+        return 0 if _attr(n, "transB", 0) else 1
+    return w.ndim - 1  # MatMul: (K, N), per output column
+
+
+def _opset(m: onnx.ModelProto) -> int:
+    return next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def _drop_unused(m: onnx.ModelProto) -> None:
+    used = {i for n in m.graph.node for i in n.input} | {o.name for o in m.graph.output}
+    keep = [t for t in m.graph.initializer if t.name in used]
+    del m.graph.initializer[:]
+    m.graph.initializer.extend(keep)
