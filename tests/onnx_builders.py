@@ -24,12 +24,23 @@ def make_model(
         nodes,
         "test",
         [helper.make_tensor_value_info(n, elem, s) for n, s in inputs],
-        [helper.make_tensor_value_info(n, elem, s) for n, s in outputs],
+        [helper.make_tensor_value_info(n, elem, s) if s is not None else _untyped(n) for n, s in outputs],
         initializer=[numpy_helper.from_array(v, k) for k, v in (inits or {}).items()],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="edgecnn-tests")
     model.ir_version = 8
+    # Outputs given as None take their inferred type, as an exporter would write it.
+    inferred = {vi.name: vi for vi in onnx.shape_inference.infer_shapes(model).graph.value_info}
+    for out in model.graph.output:
+        if not out.type.tensor_type.HasField("shape") and out.name in inferred:
+            out.type.CopyFrom(inferred[out.name].type)
     return model
+
+
+def _untyped(name: str) -> onnx.ValueInfoProto:
+    vi = onnx.ValueInfoProto()
+    vi.name = name
+    return vi
 
 
 def save(model: onnx.ModelProto, path: Path) -> Path:

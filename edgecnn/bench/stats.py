@@ -41,6 +41,7 @@ def latency_stats(samples_ns: Sequence[int] | np.ndarray, *, batch: int = 1) -> 
     ms = a / 1e6
     p50, p90, p95, p99 = (float(v) for v in np.percentile(ms, PERCENTILES))
     total_s = float(a.sum()) / 1e9
+    lo, hi = float(ms.min()), float(ms.max())
     return LatencyStats(
         count=int(a.size),
         batch=batch,
@@ -48,9 +49,9 @@ def latency_stats(samples_ns: Sequence[int] | np.ndarray, *, batch: int = 1) -> 
         p90_ms=p90,
         p95_ms=p95,
         p99_ms=p99,
-        min_ms=float(ms.min()),
-        max_ms=float(ms.max()),
-        mean_ms=float(ms.mean()),
+        min_ms=lo,
+        max_ms=hi,
+        mean_ms=min(max(float(ms.mean()), lo), hi),  # float rounding must not put the mean outside
         std_ms=float(ms.std(ddof=1)) if a.size > 1 else 0.0,
         throughput=batch * a.size / total_s if total_s > 0 else float("inf"),
     )

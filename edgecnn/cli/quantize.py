@@ -13,7 +13,7 @@ from rich.table import Table
 from edgecnn.cli import app, command, console
 from edgecnn.errors import BadInputError
 from edgecnn.fsutil import atomic_path, check_output_path
-from edgecnn.graph.load import load_model, parse_input_shapes
+from edgecnn.graph.load import parse_input_shapes
 from edgecnn.preprocess import find_spec
 from edgecnn.quantize.api import SCHEMA_VERSION, Precision, QuantizeConfig, QuantizeReport, quantize
 from edgecnn.quantize.dataset import ImageDataset
@@ -63,7 +63,7 @@ def quantize_cmd(
     check_output_path(output)
     if json_path is not None:
         check_output_path(json_path)
-    loaded = load_model(model, parse_input_shapes(input_shape))
+    shapes = parse_input_shapes(input_shape)
     dataset = None
     if prec is Precision.INT8 and calib is None:
         raise BadInputError("--calib DIR is required for --precision int8 (a folder of representative images)")
@@ -85,7 +85,9 @@ def quantize_cmd(
         disable=prec is Precision.FP16,
     ) as bar:
         task = bar.add_task("calib", total=len(dataset) if dataset else 0)
-        out, report = quantize(loaded, dataset, config, progress=lambda done, total: bar.update(task, completed=done))
+        out, report = quantize(
+            model, dataset, config, progress=lambda done, total: bar.update(task, completed=done), input_shapes=shapes
+        )
 
     with atomic_path(output) as tmp:
         onnx.save(out, str(tmp))

@@ -147,15 +147,49 @@ def load_model(path: str | Path, input_shapes: dict[str, tuple[int, ...]] | None
             f"{path}: input(s) with dynamic dimensions: {', '.join(dynamic)}; "
             "fix them with --input-shape NAME=1x3x224x224"
         )
-    # Stale intermediate shapes could contradict the fixed inputs; infer afresh.
-    del model.graph.value_info[:]
     try:
-        inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
-        onnx.checker.check_model(inferred, full_check=False)
+        infer_shapes_inplace(model)
     except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, ValueError) as e:
         first = str(e).strip().splitlines()[0]
         raise ModelError(f"{path}: fails strict shape inference: {first}") from None
-    return LoadedModel(path=path, model=inferred, input_shapes=resolved)
+    return LoadedModel(path=path, model=model, input_shapes=resolved)
+
+
+_STRIP_BYTES = 1024
+
+
+def infer_shapes_inplace(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Strict shape inference without copying the weights.
+
+    ``onnx.shape_inference.infer_shapes`` serializes the whole model both ways (four copies of every
+    weight at peak). Shapes only need the initializers' dims, so inference runs on a skeleton whose
+    large initializers point at no data, and the inferred value_info is copied back. Stale
+    value_info is dropped first: it could contradict fixed inputs.
+    """
+    skeleton = onnx.ModelProto()
+    graph = model.graph
+    saved_inits = list(graph.initializer)
+    del graph.initializer[:]
+    skeleton.CopyFrom(model)
+    graph.initializer.extend(saved_inits)
+    for t in saved_inits:
+        light = skeleton.graph.initializer.add()
+        if t.ByteSize() > _STRIP_BYTES and t.data_type != onnx.TensorProto.INT64:
+            light.name, light.data_type = t.name, t.data_type
+            light.dims.extend(t.dims)
+            light.data_location = onnx.TensorProto.EXTERNAL
+            light.external_data.add(key="location", value="edgecnn-shape-inference-skeleton")
+        else:
+            light.CopyFrom(t)
+    del skeleton.graph.value_info[:]
+    inferred = onnx.shape_inference.infer_shapes(skeleton, check_type=True, strict_mode=True, data_prop=True)
+    del graph.value_info[:]
+    graph.value_info.extend(inferred.graph.value_info)
+    outputs = {o.name: o for o in inferred.graph.output}
+    for o in graph.output:
+        if o.name in outputs:
+            o.type.CopyFrom(outputs[o.name].type)
+    return model
 
 
 def _set_dims(vi: onnx.ValueInfoProto, dims: tuple[int, ...]) -> None:

@@ -8,9 +8,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
+
+from edgecnn.graph.external import to_array
+from edgecnn.graph.load import infer_shapes_inplace
 
 
 def _consumers(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
@@ -38,10 +43,7 @@ def _rename_input(model: onnx.ModelProto, old: str, new: str) -> None:
             o.name = new
 
 
-def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Turn Constant nodes carrying a tensor ``value`` into initializers."""
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
+def _fold_constants(m: onnx.ModelProto) -> onnx.ModelProto:
     keep = []
     for n in m.graph.node:
         value = _attr(n, "value") if n.op_type == "Constant" else None
@@ -57,9 +59,7 @@ def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
     return m
 
 
-def remove_identities(model: onnx.ModelProto) -> onnx.ModelProto:
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
+def _remove_identities(m: onnx.ModelProto) -> onnx.ModelProto:
     graph_outputs = {o.name for o in m.graph.output}
     keep = []
     for n in m.graph.node:
@@ -72,13 +72,7 @@ def remove_identities(model: onnx.ModelProto) -> onnx.ModelProto:
     return m
 
 
-def fold_batchnorm(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Fold BatchNormalization into the Conv that feeds it (when that Conv feeds nothing else).
-
-    W' = W * gamma / sqrt(var + eps) per output channel; b' = (b - mean) * gamma / sqrt(var + eps) + beta.
-    """
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
+def _fold_batchnorm(m: onnx.ModelProto, base_dir: Path | None = None) -> onnx.ModelProto:
     inits = {t.name: t for t in m.graph.initializer}
     consumers = _consumers(m)
     graph_outputs = {o.name for o in m.graph.output}
@@ -96,16 +90,17 @@ def fold_batchnorm(model: onnx.ModelProto) -> onnx.ModelProto:
             continue
         if len(conv.input) > 2 and conv.input[2] and conv.input[2] not in inits:
             continue
-        gamma, beta, mean, var = (numpy_helper.to_array(inits[x]).astype(np.float64) for x in bn.input[1:5])
+        gamma, beta, mean, var = (to_array(inits[x], base_dir).astype(np.float64) for x in bn.input[1:5])
         eps = float(_attr(bn, "epsilon", 1e-5))  # type: ignore[arg-type]
-        w = numpy_helper.to_array(inits[conv.input[1]]).astype(np.float64)
+        w_raw = to_array(inits[conv.input[1]], base_dir)
+        w = w_raw.astype(np.float64)
         b = (
-            numpy_helper.to_array(inits[conv.input[2]]).astype(np.float64)
+            to_array(inits[conv.input[2]], base_dir).astype(np.float64)
             if len(conv.input) > 2 and conv.input[2]
             else np.zeros(w.shape[0])
         )
         f = gamma / np.sqrt(var + eps)
-        dtype = numpy_helper.to_array(inits[conv.input[1]]).dtype
+        dtype = w_raw.dtype
         w_new = (w * f.reshape(-1, *([1] * (w.ndim - 1)))).astype(dtype)
         b_new = ((b - mean) * f + beta).astype(dtype)
         w_name, b_name = f"{conv.input[1]}_bnfold", f"{conv.name or conv.output[0]}_bias_bnfold"
@@ -135,18 +130,39 @@ def remove_unused_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-def infer(model: onnx.ModelProto) -> onnx.ModelProto:
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
     m = onnx.ModelProto()
     m.CopyFrom(model)
-    del m.graph.value_info[:]
-    m = onnx.shape_inference.infer_shapes(m, strict_mode=True, data_prop=True)
-    onnx.checker.check_model(m)
     return m
 
 
-def prepare(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Everything quantization needs first: constants as initializers, no identities, BN folded, shapes inferred."""
-    return infer(fold_batchnorm(remove_identities(fold_constants(model))))
+def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Turn Constant nodes carrying a tensor ``value`` into initializers."""
+    return _fold_constants(_copy(model))
+
+
+def remove_identities(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Bypass Identity and inference-mode Dropout nodes."""
+    return _remove_identities(_copy(model))
+
+
+def fold_batchnorm(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Fold BatchNormalization into the Conv that feeds it (when that Conv feeds nothing else).
+
+    W' = W * gamma / sqrt(var + eps) per output channel; b' = (b - mean) * gamma / sqrt(var + eps) + beta.
+    """
+    return _fold_batchnorm(_copy(model))
+
+
+def prepare(model: onnx.ModelProto, base_dir: Path | None = None) -> onnx.ModelProto:
+    """Everything quantization needs first: constants as initializers, no identities, BN folded, shapes inferred.
+
+    One copy of the model, then the passes work in place on it. ``base_dir``: where the model's
+    external weights live (see graph.external), so that a large model need not sit in memory.
+    """
+    m = _fold_batchnorm(_remove_identities(_fold_constants(_copy(model))), base_dir)
+    infer_shapes_inplace(m)
+    return m
 
 
 def set_batch(model: onnx.ModelProto, batch: int | str) -> onnx.ModelProto:

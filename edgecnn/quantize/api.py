@@ -11,7 +11,7 @@ import json
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 
@@ -20,8 +20,9 @@ import onnx
 
 from edgecnn import __version__
 from edgecnn.errors import BadInputError, ModelError
-from edgecnn.graph.load import LoadedModel, graph_inputs
-from edgecnn.graph.passes import prepare, set_batch
+from edgecnn.graph.external import externalized_copy, internalize, release_freed_memory
+from edgecnn.graph.load import LoadedModel, graph_inputs, load_model
+from edgecnn.graph.passes import prepare
 from edgecnn.graph.summary import dtype_name
 from edgecnn.quantize.collectors import CalibrationStats
 from edgecnn.quantize.dataset import ImageDataset
@@ -87,30 +88,58 @@ def _check_inputs(loaded: LoadedModel, dataset: ImageDataset) -> str:
     return vi.name
 
 
-def _with_outputs(model: onnx.ModelProto, tensors: list[str]) -> onnx.ModelProto:
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    have = {o.name for o in m.graph.output}
+def _save_for_calibration(model: onnx.ModelProto, tensors: list[str], path: Path, batch: int | str) -> None:
+    """Save ``model`` with ``tensors`` as extra outputs and batch ``batch``, without copying its weights."""
+    graph = model.graph
+    n_out = len(graph.output)
+    have = {o.name for o in graph.output}
+    old_first = []
+    for vi in [*graph.input, *graph.output]:
+        dims = vi.type.tensor_type.shape.dim
+        old = onnx.TensorShapeProto.Dimension()
+        if len(dims):
+            old.CopyFrom(dims[0])
+            dims[0].Clear()
+            if isinstance(batch, int):
+                dims[0].dim_value = batch
+            else:
+                dims[0].dim_param = batch
+        old_first.append(old)
+    value_info = list(graph.value_info)
+    del graph.value_info[:]
     for t in tensors:
         if t not in have:
-            m.graph.output.append(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None))
-    return m
+            graph.output.append(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None))
+    try:
+        onnx.save(model, str(path))
+    finally:
+        del graph.output[n_out:]
+        graph.value_info.extend(value_info)
+        for vi, old in zip([*graph.input, *graph.output], old_first, strict=True):
+            dims = vi.type.tensor_type.shape.dim
+            if len(dims):
+                dims[0].CopyFrom(old)
 
 
-def _open_batched(model: onnx.ModelProto, tmp: Path, batch: int, input_name: str, sample: np.ndarray, threads: int):
+def _open_batched(model: onnx.ModelProto, tensors: list[str], tmp: Path, batch: int, input_name: str, sample: np.ndarray, threads: int):
     """A session over ``model`` with a symbolic batch; batch 1 when the graph pins its batch size."""
     path = tmp / "calib.onnx"
     if batch > 1:
-        onnx.save(set_batch(model, "N"), str(path))
+        _save_for_calibration(model, tensors, path, "N")
         try:
             sess = open_session("ort", path, threads=threads)
-            probe = np.concatenate([sample, sample])
-            sess.run({input_name: probe})
+            sess.run({input_name: np.concatenate([sample, sample])})
             return sess, batch
         except Exception:  # the graph hard-codes batch 1 (e.g. a Reshape to [1, -1])
             pass
-    onnx.save(model, str(path))
+    _save_for_calibration(model, tensors, path, 1)
     return open_session("ort", path, threads=threads), 1
+
+
+@dataclass(kw_only=True)
+class Calibration:
+    stats: CalibrationStats
+    first_outputs: dict[str, np.ndarray]  # the model's own outputs for the first sample
 
 
 def calibrate(
@@ -123,84 +152,112 @@ def calibrate(
     with_hist: bool,
     threads: int = 0,
     progress: Progress | None = None,
-) -> CalibrationStats:
-    """Stream ``dataset`` through ``model`` and collect statistics of ``tensors``."""
+    workdir: Path | None = None,
+) -> Calibration:
+    """Stream ``dataset`` through ``model`` and collect statistics of ``tensors``, one batch in memory at a time.
+
+    ``workdir``: where the model's external weights live (the calibration graph is saved beside them).
+    """
     stats = CalibrationStats(with_hist=with_hist)
-    aug = _with_outputs(model, tensors)
-    with tempfile.TemporaryDirectory(prefix="edgecnn-calib-") as tmp:
-        first = next(dataset.batches(1))
-        sess, eff_batch = _open_batched(aug, Path(tmp), batch, input_name, first, threads)
+    model_outputs = [o.name for o in model.graph.output]
+    first: dict[str, np.ndarray] = {}
+    with tempfile.TemporaryDirectory(prefix="edgecnn-calib-", dir=workdir) as tmp:
+        sample = next(dataset.batches(1))
+        sess, eff_batch = _open_batched(model, tensors, Path(workdir or tmp), batch, input_name, sample, threads)
         names = [o.name for o in sess.outputs()]
         wanted = set(tensors)
         done = 0
         for x in dataset.batches(eff_batch):
-            outs = sess.run({input_name: x})
-            stats.update({n: v for n, v in zip(names, outs, strict=True) if n in wanted}, len(x))
+            outs = dict(zip(names, sess.run({input_name: x}), strict=True))
+            if not first:
+                first = {n: outs[n][:1].copy() for n in model_outputs}
+            stats.update({n: v for n, v in outs.items() if n in wanted}, len(x))
             if input_name in wanted:
                 stats.update({input_name: x}, 0)
+            del outs
             done += len(x)
             if progress:
                 progress(done, len(dataset))
-    return stats
+        del sess
+    return Calibration(stats=stats, first_outputs=first)
 
 
-def _prep_diff(original: onnx.ModelProto, prepared: onnx.ModelProto, input_name: str, x: np.ndarray) -> float:
-    with tempfile.TemporaryDirectory(prefix="edgecnn-prep-") as tmp:
-        a, b = Path(tmp) / "a.onnx", Path(tmp) / "b.onnx"
-        onnx.save(original, str(a))
-        onnx.save(prepared, str(b))
-        ya = open_session("ort", a, options={"graph_optimization_level": "disable"}).run({input_name: x})
-        yb = open_session("ort", b, options={"graph_optimization_level": "disable"}).run({input_name: x})
-    return float(max(np.max(np.abs(p - q)) / max(1.0, float(np.max(np.abs(p)))) for p, q in zip(ya, yb, strict=True)))
+def _reference_outputs(path: Path, input_name: str, x: np.ndarray) -> list[np.ndarray]:
+    """The original model's outputs on one sample, from the file as the user gave it."""
+    sess = open_session("ort", path, options={"graph_optimization_level": "disable"})
+    return sess.run({input_name: x})
+
+
+def _rel_diff(ref: list[np.ndarray], got: list[np.ndarray]) -> float:
+    return float(max(np.max(np.abs(p - q)) / max(1.0, float(np.max(np.abs(p)))) for p, q in zip(ref, got, strict=True)))
 
 
 def quantize(
-    loaded: LoadedModel,
+    model_path: Path,
     dataset: ImageDataset | None,
     config: QuantizeConfig,
     progress: Progress | None = None,
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
 ) -> tuple[onnx.ModelProto, QuantizeReport]:
-    """Quantize ``loaded`` per ``config``. INT8 needs ``dataset``; FP16 uses it only for the metadata."""
+    """Validate and quantize the model at ``model_path`` per ``config``.
+
+    INT8 needs ``dataset``; FP16 uses it only for the metadata. While it works, the weights live in a
+    temporary file (graph.external) and the validated full model is dropped, so peak memory is about
+    one copy of the weights inside the runtime rather than several inside Python.
+    """
+    with tempfile.TemporaryDirectory(prefix="edgecnn-quantize-") as tmp:
+        work = Path(tmp)
+        full = load_model(model_path, input_shapes)
+        loaded = replace(full, model=externalized_copy(full.model, work, "weights.bin"))
+        del full
+        release_freed_memory()
+        out, report = _quantize(loaded, dataset, config, work, progress)
+        internalize(out, work)
+    _stamp(out, report, loaded)
+    return out, report
+
+
+def _quantize(
+    loaded: LoadedModel,
+    dataset: ImageDataset | None,
+    config: QuantizeConfig,
+    work: Path,
+    progress: Progress | None,
+) -> tuple[onnx.ModelProto, QuantizeReport]:
     t0 = time.perf_counter()
     input_name = _check_inputs(loaded, dataset) if dataset is not None else graph_inputs(loaded.model)[0].name
+    needs_reference = dataset is not None and config.precision is Precision.INT8
+    reference = _reference_outputs(loaded.path, input_name, next(dataset.batches(1))) if needs_reference else []
     try:
-        prepared = prepare(loaded.model)
+        prepared = prepare(loaded.model, work)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
         raise ModelError(f"{loaded.path}: graph preparation failed: {str(e).splitlines()[0]}") from None
-    diff = 0.0
-    if dataset is not None:
-        diff = _prep_diff(loaded.model, prepared, input_name, next(dataset.batches(1)))
-        if diff > 1e-3:
-            raise ModelError(
-                f"{loaded.path}: BN folding changed the outputs by {diff:.2e} (relative); refusing to go on"
-            )
+    prepared = externalized_copy(prepared, work, "prepared.bin")
+    release_freed_memory()
     t_prep = time.perf_counter() - t0
-
     size_before = loaded.path.stat().st_size
+    common = {"size_before": size_before, "seconds_prepare": t_prep, "preprocess": dataset.spec.to_dict() if dataset else {}}
+
     if config.precision is Precision.FP16:
         t1 = time.perf_counter()
-        out, kept = convert_fp16(prepared, DEFAULT_BLOCK | config.exclude)
-        report = QuantizeReport(
+        out, kept = convert_fp16(prepared, DEFAULT_BLOCK | config.exclude, base_dir=work)
+        return out, QuantizeReport(
             precision="fp16",
             method="none",
             scheme={},
             samples=0,
             calibration_sha256="",
-            preprocess=dataset.spec.to_dict() if dataset else {},
             tensors_quantized=0,
             weights_quantized=sum(1 for t in out.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16),
             activations_fused=0,
             kept_float={k: "in the FP16 block list" for k in kept},
-            size_before=size_before,
             size_after=out.ByteSize(),
-            seconds_prepare=t_prep,
             seconds_calibrate=0.0,
             seconds_write=time.perf_counter() - t1,
-            prep_max_abs_diff=diff,
+            prep_max_abs_diff=0.0,
             stats_bytes=0,
+            **common,  # type: ignore[arg-type]
         )
-        _stamp(out, report, loaded)
-        return out, report
 
     assert dataset is not None
     the_plan = plan(prepared, config.exclude)
@@ -210,41 +267,61 @@ def quantize(
             f"({len(the_plan.kept_float)} node(s) kept float, e.g. {next(iter(the_plan.kept_float.items()), ('-', '-'))})"
         )
     t1 = time.perf_counter()
-    stats = calibrate(
+    batch = _memory_capped_batch(prepared, the_plan.activations, config.batch)
+    cal = calibrate(
         prepared,
         list(the_plan.activations),
         dataset,
         input_name,
-        batch=config.batch,
+        batch=batch,
         with_hist=config.method is not Method.MINMAX,
         threads=config.threads,
         progress=progress,
+        workdir=work,
     )
     t_cal = time.perf_counter() - t1
+    # The prepared graph (BN folded, constants folded) must compute what the original computes.
+    diff = _rel_diff(reference, [cal.first_outputs[o.name] for o in prepared.graph.output])
+    if diff > 1e-3:
+        raise ModelError(f"{loaded.path}: graph preparation changed the outputs by {diff:.2e} (relative); refusing to go on")
     t2 = time.perf_counter()
-    ranges = {name: estimate(st, config.method) for name, st in stats.tensors.items()}
-    res = write_qdq(prepared, the_plan, ranges, config.scheme)
-    report = QuantizeReport(
+    ranges = {name: estimate(st, config.method) for name, st in cal.stats.tensors.items()}
+    res = write_qdq(prepared, the_plan, ranges, config.scheme, base_dir=work)
+    return res.model, QuantizeReport(
         precision="int8",
         method=config.method.value,
         scheme=config.scheme.to_dict(),
-        samples=stats.samples,
+        samples=cal.stats.samples,
         calibration_sha256=dataset.digest(),
-        preprocess=dataset.spec.to_dict(),
         tensors_quantized=res.quantized_tensors,
         weights_quantized=res.quantized_weights,
         activations_fused=res.fused_activations,
         kept_float=res.kept_float,
-        size_before=size_before,
         size_after=res.model.ByteSize(),
-        seconds_prepare=t_prep,
         seconds_calibrate=t_cal,
         seconds_write=time.perf_counter() - t2,
         prep_max_abs_diff=diff,
-        stats_bytes=stats.nbytes(),
+        stats_bytes=cal.stats.nbytes(),
+        **common,  # type: ignore[arg-type]
     )
-    _stamp(res.model, report, loaded)
-    return res.model, report
+
+
+# Activations of one calibration batch kept at once (the runtime's outputs, before statistics fold them).
+BATCH_BYTES_BUDGET = 48 << 20
+
+
+def _memory_capped_batch(model: onnx.ModelProto, tensors: tuple[str, ...], batch: int) -> int:
+    """The largest batch <= ``batch`` whose exposed activations fit ``BATCH_BYTES_BUDGET``."""
+    sizes = {vi.name: vi for vi in [*model.graph.value_info, *model.graph.input, *model.graph.output]}
+    per_sample = 0
+    for t in tensors:
+        vi = sizes.get(t)
+        if vi is not None:
+            dims = [d.dim_value for d in vi.type.tensor_type.shape.dim]
+            per_sample += int(np.prod(dims[1:] or [1])) * 4
+    if per_sample == 0:
+        return batch
+    return max(1, min(batch, BATCH_BYTES_BUDGET // per_sample))
 
 
 def _stamp(model: onnx.ModelProto, report: QuantizeReport, loaded: LoadedModel) -> None:

@@ -7,9 +7,14 @@ that), so FP16 is usually *slower* than FP32 on a desktop CPU; `edgecnn bench --
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+from edgecnn.graph.external import to_array
+from edgecnn.graph.load import infer_shapes_inplace
 
 # Ops whose float16 versions lose accuracy or are missing in common runtimes.
 DEFAULT_BLOCK = frozenset(
@@ -18,8 +23,13 @@ DEFAULT_BLOCK = frozenset(
 )  # fmt: skip
 
 
-def convert_fp16(model: onnx.ModelProto, block: frozenset[str] = DEFAULT_BLOCK) -> tuple[onnx.ModelProto, list[str]]:
-    """Return the FP16 model and the names of the nodes kept in float32."""
+def convert_fp16(
+    model: onnx.ModelProto, block: frozenset[str] = DEFAULT_BLOCK, base_dir: Path | None = None
+) -> tuple[onnx.ModelProto, list[str]]:
+    """Return the FP16 model and the names of the nodes kept in float32.
+
+    ``base_dir``: where external weights of ``model`` live (graph.external).
+    """
     m = onnx.ModelProto()
     m.CopyFrom(model)
     g = m.graph
@@ -35,7 +45,7 @@ def convert_fp16(model: onnx.ModelProto, block: frozenset[str] = DEFAULT_BLOCK) 
     new_inits = []
     for t in g.initializer:
         if t.data_type == TensorProto.FLOAT and not (users.get(t.name, set()) & blocked):
-            arr = numpy_helper.to_array(t)
+            arr = to_array(t, base_dir)
             new_inits.append(numpy_helper.from_array(np.clip(arr, -65504, 65504).astype(np.float16), t.name))
         else:
             new_inits.append(t)
@@ -95,14 +105,14 @@ def convert_fp16(model: onnx.ModelProto, block: frozenset[str] = DEFAULT_BLOCK) 
     # Fix consumers of renamed outputs of blocked nodes (they read t, which the Cast now produces): nothing to do.
     del g.node[:]
     g.node.extend(new_nodes)
-    del g.value_info[:]
-    m = onnx.shape_inference.infer_shapes(m, strict_mode=True)
-    onnx.checker.check_model(m)
+    infer_shapes_inplace(m)
     return m, kept
 
 
 def _float_values(model: onnx.ModelProto) -> set[str]:
-    inferred = onnx.shape_inference.infer_shapes(model)
+    inferred = onnx.ModelProto()
+    inferred.CopyFrom(model)
+    infer_shapes_inplace(inferred)
     return {
         vi.name
         for vi in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]

@@ -74,7 +74,9 @@ def weight_params(w: np.ndarray, scheme: QuantScheme, axis: int = 0) -> tuple[np
         amax = np.max(np.abs(w), axis=red) if red else np.abs(w)
     else:
         amax = np.array(np.max(np.abs(w)))
-    scale = np.where(amax > 0, amax / bound, 1.0).astype(np.float32)
+    # Channels that are all (near) zero get scale 1: they quantize to 0 exactly, and a denormal scale would
+    # overflow the division.
+    scale = np.where(amax > 1e-30, amax / bound, 1.0).astype(np.float32)
     zp = np.zeros(scale.shape, dtype=scheme.weight_dtype)
     return scale, zp
 

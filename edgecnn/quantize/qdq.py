@@ -14,11 +14,14 @@ Policy (what makes the output fast on the runtimes that ship, see README "Why IN
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from edgecnn.graph.external import to_array
+from edgecnn.graph.load import infer_shapes_inplace
 from edgecnn.quantize.params import QuantScheme, activation_params, quantize_array, weight_params
 
 COMPUTE_OPS = frozenset({"Conv", "Gemm", "MatMul"})
@@ -158,8 +161,13 @@ def write_qdq(
     the_plan: QdqPlan,
     ranges: dict[str, tuple[float, float]],
     scheme: QuantScheme,
+    base_dir: Path | None = None,
 ) -> QdqResult:
-    """Insert Q/DQ pairs and quantized weights per ``the_plan`` with the calibrated ``ranges``."""
+    """Insert Q/DQ pairs and quantized weights per ``the_plan`` with the calibrated ``ranges``.
+
+    ``base_dir``: where external weights of ``model`` live (graph.external); quantized weights are
+    written into the result in memory (a quarter of the float size).
+    """
     m = onnx.ModelProto()
     m.CopyFrom(model)
     if _opset(m) < 13:
@@ -177,7 +185,7 @@ def write_qdq(
     removed: set[str] = set()
     for act_key, prod_key in the_plan.fused_activations.items():
         act, prod = by_key[act_key], by_key[prod_key]
-        lo, hi = ranges.get(act.output[0], (0.0, 0.0))
+        lo = ranges.get(act.output[0], (0.0, 0.0))[0]
         if scheme.activations_symmetric or lo < 0:
             continue  # saturation would not reproduce the activation; keep the node
         prod.output[0] = act.output[0]
@@ -216,7 +224,7 @@ def write_qdq(
         w_name = n.input[1]
         if w_name not in inits or n.input[0] not in params:
             continue
-        w = numpy_helper.to_array(inits[w_name]).astype(np.float32)
+        w = to_array(inits[w_name], base_dir).astype(np.float32)
         axis = _weight_axis(n, w)
         if w.ndim == 1:
             axis = 0
@@ -241,13 +249,10 @@ def write_qdq(
         n.input[1] = f"{base}_dq"
         result.quantized_weights += 1
         if len(n.input) > 2 and n.input[2] in inits and n.op_type != "MatMul":
-            b = numpy_helper.to_array(inits[n.input[2]]).astype(np.float64)
+            b = to_array(inits[n.input[2]], base_dir).astype(np.float64)
             x_scale = params[n.input[0]][0]
             b_scale = (np.float64(x_scale) * w_scale.astype(np.float64)).astype(np.float32)
-            if b.ndim == 1 and b_scale.ndim == 0:
-                b_scale_full = np.full(b.shape, b_scale, np.float32)
-            else:
-                b_scale_full = b_scale
+            b_scale_full = np.full(b.shape, b_scale, np.float32) if b_scale.ndim == 0 else b_scale
             if b.ndim == 1 and b_scale_full.shape == b.shape:
                 bq = np.clip(np.rint(b / b_scale_full.astype(np.float64)), -(2**31), 2**31 - 1).astype(np.int32)
                 bbase = f"{n.input[2]}_{keys[id(n)]}"
@@ -293,8 +298,7 @@ def write_qdq(
     g.node.extend(final)
     g.initializer.extend(new_inits)
     _drop_unused(m)
-    del g.value_info[:]
-    result.model = onnx.shape_inference.infer_shapes(m, strict_mode=True)
+    result.model = infer_shapes_inplace(m)
     return result
 
 

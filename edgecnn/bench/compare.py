@@ -1,0 +1,72 @@
+"""``--compare``: several models (FP32, FP16, INT8...) against the first, per runtime and machine, with a
+sentence whenever a model expected to be faster is not."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from edgecnn.bench.harness import BenchResult
+
+# A p50 speed-up below this is within run-to-run noise on a quiet CPU: reported as "not faster".
+NOISE = 0.05
+
+
+@dataclass(frozen=True, kw_only=True)
+class Comparison:
+    """``result`` against ``baseline`` (same runtime and host). Ratios > 1 mean ``result`` is faster or
+    larger: speedup = baseline p50 / p50; size and memory ratios = result / baseline."""
+
+    baseline: str  # label of the baseline result
+    model_name: str
+    runtime: str
+    host: str
+    speedup_p50: float
+    speedup_p99: float
+    throughput_ratio: float
+    size_ratio: float
+    peak_rss_ratio: float
+    verdict: str  # one sentence
+
+    def to_dict(self) -> dict[str, object]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def _verdict(base: BenchResult, r: BenchResult, speedup: float) -> str:
+    where = f"on {r.runtime}" + ("" if r.machine.host == "local" else f" on {r.machine.host}")
+    p = f"p50 {r.stats.p50_ms:.3f} ms vs {base.stats.p50_ms:.3f} ms"
+    if speedup >= 1 + NOISE:
+        return f"{r.model_name} is {speedup:.2f}x faster than {base.model_name} {where} ({p})."
+    if speedup > 1 - NOISE:
+        return (
+            f"{r.model_name} is NOT meaningfully faster than {base.model_name} {where}: {speedup:.2f}x, "
+            f"within {NOISE:.0%} ({p})."
+        )
+    return f"{r.model_name} is SLOWER than {base.model_name} {where}: {1 / speedup:.2f}x the latency ({p})."
+
+
+def compare_results(results: Sequence[BenchResult]) -> list[Comparison]:
+    """Compare every model against the first model benchmarked, per (runtime, host)."""
+    out: list[Comparison] = []
+    groups: dict[tuple[str, str], list[BenchResult]] = {}
+    for r in results:
+        groups.setdefault((r.runtime, r.machine.host), []).append(r)
+    for (runtime, host), rs in groups.items():
+        base = rs[0]
+        for r in rs[1:]:
+            speedup = base.stats.p50_ms / r.stats.p50_ms
+            out.append(
+                Comparison(
+                    baseline=base.label,
+                    model_name=r.model_name,
+                    runtime=runtime,
+                    host=host,
+                    speedup_p50=speedup,
+                    speedup_p99=base.stats.p99_ms / r.stats.p99_ms,
+                    throughput_ratio=r.stats.throughput / base.stats.throughput,
+                    size_ratio=r.model_bytes / base.model_bytes,
+                    peak_rss_ratio=r.memory.peak_rss / base.memory.peak_rss if base.memory.peak_rss else float("nan"),
+                    verdict=_verdict(base, r, speedup),
+                )
+            )
+    return out

@@ -1,0 +1,228 @@
+"""`edgecnn bench MODEL.onnx [MODEL2 ...]`: latency percentiles, cold start and peak memory, measured in a
+fresh process per model and runtime -- locally or on a board over SSH -- with the raw samples kept."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from edgecnn.bench.harness import (
+    DEFAULT_ITERATIONS,
+    DEFAULT_WARMUP,
+    RANDOM,
+    BenchResult,
+    BenchSettings,
+    check_runtime_name,
+    prepare_model,
+    require_local_runtime,
+    run_prepared,
+    validate_settings,
+)
+from edgecnn.cli import app, command, console
+from edgecnn.errors import BadInputError
+from edgecnn.fsutil import check_output_path
+from edgecnn.graph.load import parse_input_shapes
+from edgecnn.report.fmt import human_bytes
+
+
+@command(app, "bench")
+def bench_cmd(
+    models: Annotated[list[Path], typer.Argument(help="ONNX model file(s); with --compare the first is the baseline.")],
+    runtime: Annotated[
+        list[str] | None, typer.Option("--runtime", "-r", help="ort | openvino | litert; repeat for side by side.")
+    ] = None,
+    threads: Annotated[int | None, typer.Option(help="Intra-op threads (default: the runtime's choice).")] = None,
+    warmup: Annotated[int, typer.Option(help="Untimed runs after the first inference.")] = DEFAULT_WARMUP,
+    iterations: Annotated[
+        int | None, typer.Option("--iterations", "-n", help=f"Timed runs (default {DEFAULT_ITERATIONS}).")
+    ] = None,
+    duration: Annotated[float | None, typer.Option(help="Run for this many seconds instead of -n.")] = None,
+    batch: Annotated[int | None, typer.Option(help="Batch size for a dynamic first dimension.")] = None,
+    input_source: Annotated[
+        str, typer.Option("--input", help="'random', or a folder of images read through its preprocess.toml.")
+    ] = RANDOM,
+    preprocess: Annotated[Path | None, typer.Option(help="PreprocessSpec for --input DIR.")] = None,
+    input_shape: Annotated[
+        list[str] | None, typer.Option("--input-shape", help="Fix dynamic dims: NAME=1x3x224x224 (repeatable).")
+    ] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the report (raw samples included).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Folder for bench.json, raw samples (.npy) and PNG plots.")] = None,
+    compare: Annotated[bool, typer.Option("--compare", help="Ratios of every model against the first.")] = False,
+    host: Annotated[str | None, typer.Option(help="Run on a board over SSH: user@host.")] = None,
+    ssh_option: Annotated[
+        list[str] | None, typer.Option("--ssh-option", help="ssh -o KEY=VALUE for --host (repeatable).")
+    ] = None,
+    remote_python: Annotated[str, typer.Option(help="Python on the board that has edgecnn.")] = "python3",
+    connect_timeout: Annotated[float, typer.Option(help="Seconds to wait for --host to answer.")] = 10.0,
+) -> None:
+    """Benchmark MODELS on each --runtime: load and first-inference time, p50/p90/p95/p99/min/max, mean, std,
+    throughput, peak RSS of the measuring process, model size, machine facts."""
+    runtimes = list(dict.fromkeys(runtime or ["ort"]))
+    if iterations is None and duration is None:
+        iterations = DEFAULT_ITERATIONS
+    validate_settings(threads=threads, warmup=warmup, iterations=iterations, duration_s=duration, batch=batch or 1)
+    for rt in runtimes:
+        check_runtime_name(rt)
+    if compare and len(models) < 2:
+        raise BadInputError("--compare needs two or more models; the first is the baseline (e.g. fp32.onnx int8.onnx)")
+    if json_path is not None:
+        check_output_path(json_path)
+    if out is not None:
+        if out.exists() and not out.is_dir():
+            raise BadInputError(f"--out {out}: exists and is not a folder")
+        out.mkdir(parents=True, exist_ok=True)
+    board = None
+    if host is not None:
+        from edgecnn.bench.remote import SshHost
+
+        board = SshHost(
+            host, ssh_options=ssh_option or [], remote_python=remote_python, connect_timeout=connect_timeout
+        )
+    else:
+        for rt in runtimes:
+            require_local_runtime(rt)
+    settings = BenchSettings(threads=threads, warmup=warmup, iterations=iterations, duration_s=duration)
+    shapes = parse_input_shapes(input_shape)
+    prepared = [
+        prepare_model(m, input_shapes=shapes, batch=batch, input_source=input_source, preprocess=preprocess)
+        for m in models
+    ]
+
+    results: list[BenchResult] = []
+    with _progress(len(prepared) * len(runtimes)) as step:
+        for p in prepared:
+            for rt in runtimes:
+                results.append(run_prepared(p, rt, settings, host=board, progress=step(f"{p.name} [{rt}]")))
+
+    print_results(results)
+    comparisons = []
+    if compare:
+        from edgecnn.bench.compare import compare_results
+
+        comparisons = compare_results(results)
+        print_comparisons(results, comparisons)
+    _outputs(results, comparisons, json_path, out)
+
+
+@contextmanager
+def _progress(total_runs: int) -> Iterator[Callable[[str], Callable[[int, int], None] | None]]:
+    """A rich progress bar on a terminal, driven by the worker's progress lines; nothing otherwise."""
+    if not console.is_terminal:
+        yield lambda _label: None
+        return
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
+        console=console, transient=True,
+    ) as bar:  # fmt: skip
+
+        def step(label: str) -> Callable[[int, int], None]:
+            task = bar.add_task(label, total=None, info="")
+
+            def update(done: int, total: int) -> None:
+                if total > 0:
+                    bar.update(task, completed=done, total=total, info=f"{done}/{total}")
+                else:
+                    bar.update(task, completed=done, info=f"{done} runs")
+
+            return update
+
+        yield step
+
+
+def _ms(v: float) -> str:
+    return f"{v:.3f}" if v < 100 else f"{v:.1f}"
+
+
+def print_results(results: Sequence[BenchResult]) -> None:
+    tab = Table(title="Latency per batch (ms), from raw samples")
+    remote = any(r.machine.host != "local" for r in results)
+    cols = ["model", "runtime", *(["host"] if remote else []), "thr", "batch", "load", "first"]
+    cols += ["p50", "p90", "p95", "p99", "min", "max", "mean", "std", "items/s", "peak RSS MiB (+model)", "size"]
+    for c in cols:
+        tab.add_column(c, justify="left" if c in ("model", "runtime", "host") else "right")
+    mib = 1024 * 1024
+    for r in results:
+        s = r.stats
+        tab.add_row(
+            r.model_name,
+            r.runtime,
+            *([r.machine.host] if remote else []),
+            str(r.threads) if r.threads else "auto",
+            str(r.batch),
+            _ms(r.load_ms),
+            _ms(r.first_inference_ms),
+            *(_ms(v) for v in (s.p50_ms, s.p90_ms, s.p95_ms, s.p99_ms, s.min_ms, s.max_ms, s.mean_ms, s.std_ms)),
+            f"{s.throughput:,.1f}",
+            f"{r.memory.peak_rss / mib:.1f} (+{r.memory.peak_over_baseline / mib:.1f})",
+            human_bytes(r.model_bytes),
+        )
+    console.print(tab)
+    machines = Table(title="Machines")
+    for c in ("host", "hostname", "CPU", "cores (logical/physical/usable)", "OS", "python", "runtimes"):
+        machines.add_column(c)
+    seen: dict[str, list[BenchResult]] = {}
+    for r in results:
+        seen.setdefault(r.machine.host, []).append(r)
+    for h, rs in seen.items():
+        m = rs[0].machine
+        versions = ", ".join(sorted({f"{r.runtime} {r.runtime_version} ({r.device})" for r in rs}))
+        machines.add_row(
+            h, m.hostname, m.cpu_model, f"{m.cores_logical}/{m.cores_physical or '?'}/{m.cores_usable}", m.os,
+            m.python, versions,
+        )  # fmt: skip
+    console.print(machines)
+    n = results[0].stats.count if results else 0
+    console.print(
+        f"{n} timed runs each after {results[0].warmup if results else 0} warm-up runs; load and first = cold start; "
+        "peak RSS is the measuring process's high-water mark, (+) over its baseline before the model was loaded.",
+        highlight=False,
+    )
+
+
+def print_comparisons(results: Sequence[BenchResult], comparisons: Sequence[object]) -> None:
+    from edgecnn.bench.compare import NOISE, Comparison
+
+    tab = Table(title="Compared with the first model (ratios; speed-up > 1 = faster)")
+    for c in ("model", "runtime", "host", "p50 speed-up", "p99 speed-up", "throughput", "size", "peak RSS"):
+        tab.add_column(c, justify="left" if c in ("model", "runtime", "host") else "right")
+    for c in comparisons:
+        assert isinstance(c, Comparison)
+        tab.add_row(
+            c.model_name, c.runtime, c.host, f"{c.speedup_p50:.2f}x", f"{c.speedup_p99:.2f}x",
+            f"{c.throughput_ratio:.2f}x", f"{c.size_ratio:.2f}x", f"{c.peak_rss_ratio:.2f}x",
+        )  # fmt: skip
+    console.print(tab)
+    for c in comparisons:
+        assert isinstance(c, Comparison)
+        style = "green" if c.speedup_p50 >= 1 + NOISE else "bold yellow"
+        console.print(f"[{style}]{c.verdict}[/]", highlight=False)
+
+
+def _outputs(results: list[BenchResult], comparisons: list, json_path: Path | None, out: Path | None) -> None:
+    from edgecnn.bench.report import slug, write_report, write_samples
+    from edgecnn.report.plots import INSTALL_HINT, LatencySeries, plots_available, text_histogram, write_latency_plots
+
+    if json_path is not None:
+        write_report(json_path, results, comparisons)
+        console.print(f"wrote {json_path}")
+    pngs: list[Path] = []
+    if out is not None:
+        report = write_report(out / "bench.json", results, comparisons)
+        npys = write_samples(out, results)
+        pngs = write_latency_plots(
+            [LatencySeries(label=r.label, stem=slug(r), samples_ms=r.samples_ms()) for r in results], out
+        )
+        console.print(f"wrote {report}, {len(npys)} raw sample file(s) and {len(pngs)} plot(s) to {out}")
+        if not plots_available():
+            console.print(f"no PNG plots: matplotlib is not installed ({INSTALL_HINT}); terminal histogram instead:")
+    if not pngs:
+        for r in results:
+            console.print(f"[bold]{r.label}[/] latency histogram (ms):", highlight=False)
+            for line in text_histogram(r.samples_ms()):
+                console.print("  " + line, highlight=False, markup=False)

@@ -1,0 +1,409 @@
+"""Placement of every node on a target, with every failing rule, and the partitions that result.
+
+Q/DQ handling: in a QDQ model (``QuantizeLinear``/``DequantizeLinear`` around ops, as onnxruntime.quantization
+writes it) an op whose activation inputs all come from DequantizeLinear and whose float outputs all feed
+QuantizeLinear is a quantized op in the DQ input's integer type; its Q/DQ nodes are absorbed into it (a
+converter fuses them) and are not counted as nodes of their own. Converter no-ops (``passthrough`` in the
+spec, e.g. Identity, Dropout) and nodes whose inputs are all constant (constant-folded) are absorbed too.
+
+Partitions: counted nodes in graph (topological) order form runs of the same placement; each run on the
+accelerator is one delegate partition, and each tensor that crosses between placements is a copy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import onnx
+from onnx import helper, numpy_helper
+
+from edgecnn.graph.load import LoadedModel, default_opset, dims_of
+from edgecnn.graph.summary import node_macs
+from edgecnn.target.rules import (
+    CONSTRAINTS,
+    FixKind,
+    NodeFacts,
+    Verdict,
+    op_not_listed,
+    op_unsupported,
+    precision,
+    variant_of,
+)
+from edgecnn.target.spec import Format, OpSpec, TargetSpec
+
+SCHEMA_VERSION = 1
+QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
+WORST_N = 5
+
+
+class Placement(StrEnum):
+    ACCELERATOR = "accelerator"
+    FALLBACK = "fallback"  # runs on the target's fallback device (usually the host CPU)
+    UNSUPPORTED = "unsupported"  # the target has no fallback: the model cannot run
+    ABSORBED = "absorbed"  # fused or folded by the converter (Q/DQ, Identity, constant subgraphs)
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeVerdict:
+    name: str
+    op_type: str
+    placement: Placement
+    precision: str
+    macs: int
+    maps_to: list[str] = field(default_factory=list)
+    failures: list[Verdict] = field(default_factory=list)
+    absorbed: list[str] = field(default_factory=list)  # Q/DQ nodes fused into this one
+
+
+@dataclass(frozen=True, kw_only=True)
+class Advice:
+    fix_kind: FixKind
+    nodes: int
+    example: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class TargetReport:
+    target: str
+    description: str
+    accelerator: str
+    fallback: str
+    runtime: str
+    spec_path: str
+    runnable: bool
+    nodes: list[NodeVerdict]
+    n_nodes: int
+    n_accelerated: int
+    macs_total: int
+    macs_accelerated: int
+    partitions: int
+    copies: int
+    worst: list[NodeVerdict]
+    advice: list[Advice]
+    absorbed: int
+
+    @property
+    def node_share(self) -> float:
+        return self.n_accelerated / self.n_nodes if self.n_nodes else 1.0
+
+    @property
+    def mac_share(self) -> float:
+        return self.macs_accelerated / self.macs_total if self.macs_total else self.node_share
+
+    @property
+    def all_accelerated(self) -> bool:
+        return self.n_accelerated == self.n_nodes
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["node_share"] = round(self.node_share, 4)
+        d["mac_share"] = round(self.mac_share, 4)
+        d["worst"] = [w.name for w in self.worst]
+        return d
+
+
+@dataclass(frozen=True, kw_only=True)
+class SupportReport:
+    model: str
+    targets: list[TargetReport]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema_version": SCHEMA_VERSION, "model": self.model, "targets": [t.to_dict() for t in self.targets]}
+
+    @property
+    def any_fallback(self) -> bool:
+        return any(not t.all_accelerated for t in self.targets)
+
+
+# ---- graph facts --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Graph:
+    nodes: list[onnx.NodeProto]
+    names: list[str]
+    types: dict[str, tuple[int, list[int | str]]]
+    consts: dict[str, onnx.TensorProto]  # initializers and Constant outputs
+    const_names: set[str]  # also DQ(initializer) outputs and constant-folded outputs
+    producer: dict[str, int]
+    consumers: dict[str, list[int]]
+    graph_outputs: set[str]
+    opset: int
+
+
+def _graph(model: onnx.ModelProto) -> _Graph:
+    g = model.graph
+    types: dict[str, tuple[int, list[int | str]]] = {}
+    for vi in [*g.input, *g.value_info, *g.output]:
+        types[vi.name] = (vi.type.tensor_type.elem_type, dims_of(vi))
+    consts: dict[str, onnx.TensorProto] = {i.name: i for i in g.initializer}
+    for i in g.initializer:
+        types[i.name] = (i.data_type, list(i.dims))
+    for n in g.node:
+        if n.op_type == "Constant":
+            for a in n.attribute:
+                if a.name == "value":
+                    consts[n.output[0]] = a.t
+                    types[n.output[0]] = (a.t.data_type, list(a.t.dims))
+    const_names = set(consts)
+    producer: dict[str, int] = {}
+    consumers: dict[str, list[int]] = defaultdict(list)
+    for idx, n in enumerate(g.node):
+        for o in n.output:
+            producer[o] = idx
+        for i in n.input:
+            if i:
+                consumers[i].append(idx)
+        if n.op_type != "Constant" and all((not i) or i in const_names for i in n.input) and n.input:
+            const_names.update(o for o in n.output if o)  # constant subgraph (incl. DQ of a weight)
+    names = [n.name or f"{n.op_type}_{i}" for i, n in enumerate(g.node)]
+    return _Graph(
+        nodes=list(g.node), names=names, types=types, consts=consts, const_names=const_names, producer=producer,
+        consumers=dict(consumers), graph_outputs={o.name for o in g.output}, opset=default_opset(model),
+    )  # fmt: skip
+
+
+_FLOAT_TYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.DOUBLE: "float64",
+                onnx.TensorProto.BFLOAT16: "bfloat16"}  # fmt: skip
+
+
+def _dtype(elem: int) -> str:
+    if elem in _FLOAT_TYPES:
+        return _FLOAT_TYPES[elem]
+    try:
+        return helper.tensor_dtype_to_np_dtype(elem).name
+    except (KeyError, TypeError, ValueError):
+        return "undefined"
+
+
+def _shape(gr: _Graph, name: str) -> tuple[int, ...]:
+    dims = gr.types.get(name, (0, []))[1]
+    return tuple(d if isinstance(d, int) else -1 for d in dims)
+
+
+def _precision(gr: _Graph, idx: int) -> tuple[str, list[int]]:
+    """The precision a node computes in, and the Q/DQ nodes it absorbs."""
+    n = gr.nodes[idx]
+    acts = [i for i in n.input if i and i not in gr.const_names]
+    float_acts = [i for i in acts if gr.types.get(i, (0,))[0] in _FLOAT_TYPES]
+    dq_in = [gr.producer[i] for i in float_acts if i in gr.producer and gr.nodes[gr.producer[i]].op_type == "DequantizeLinear"]
+    weight_dq = [
+        gr.producer[i] for i in n.input
+        if i and i in gr.const_names and i in gr.producer and gr.nodes[gr.producer[i]].op_type == "DequantizeLinear"
+    ]  # fmt: skip
+    float_outs = [o for o in n.output if o and gr.types.get(o, (0,))[0] in _FLOAT_TYPES]
+    q_out: list[int] = []
+    outs_quantized = True
+    for o in float_outs:
+        cons = gr.consumers.get(o, [])
+        if not cons or any(gr.nodes[c].op_type != "QuantizeLinear" for c in cons):
+            outs_quantized = False
+        q_out += [c for c in cons if gr.nodes[c].op_type == "QuantizeLinear"]
+    if float_acts and len(dq_in) == len(float_acts) and outs_quantized:
+        q_elem = gr.types.get(gr.nodes[dq_in[0]].input[0], (0,))[0]
+        return _dtype(q_elem), [*dq_in, *weight_dq, *q_out]
+    if float_acts:
+        return _dtype(gr.types[float_acts[0]][0]), []
+    if acts:
+        return _dtype(gr.types.get(acts[0], (0,))[0]), []
+    return "float32", []
+
+
+def _attrs(n: onnx.NodeProto) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for a in n.attribute:
+        v = helper.get_attribute_value(a)
+        out[a.name] = v.decode() if isinstance(v, bytes) else v
+    return out
+
+
+def _const_value(gr: _Graph, name: str) -> Any:
+    t = gr.consts.get(name)
+    if t is None:
+        return None
+    return numpy_helper.to_array(t).tolist()
+
+
+def _facts(gr: _Graph, idx: int, target: TargetSpec, prec: str) -> NodeFacts:
+    n = gr.nodes[idx]
+    attrs = _attrs(n)
+    ins = tuple(_shape(gr, i) for i in n.input if i)
+    outs = tuple(_shape(gr, o) for o in n.output if o)
+    kw: dict[str, Any] = {}
+    op = n.op_type
+    x = ins[0] if ins else ()
+    if op in ("Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPool"):
+        w = _shape(gr, n.input[1]) if op.startswith("Conv") and len(n.input) > 1 else ()
+        kernel = tuple(attrs.get("kernel_shape") or (w[2:] if len(w) > 2 else ()))
+        nsp = len(kernel)
+        kw.update(
+            kernel=kernel,
+            strides=tuple(attrs.get("strides") or (1,) * nsp),
+            dilations=tuple(attrs.get("dilations") or (1,) * nsp),
+            pads=tuple(attrs.get("pads") or (0,) * (2 * nsp)),
+            group=int(attrs.get("group", 1)),
+            in_channels=x[1] if len(x) > 1 else 0,
+            out_channels=(w[0] if op == "Conv" and w else (outs[0][1] if outs and len(outs[0]) > 1 else 0)),
+        )
+    elif op in ("GlobalAveragePool", "GlobalMaxPool") and len(x) > 2:
+        kw.update(kernel=tuple(x[2:]), strides=(1,) * (len(x) - 2))
+    if op == "Clip":
+        lo = _const_value(gr, n.input[1]) if len(n.input) > 1 and n.input[1] else attrs.get("min")
+        hi = _const_value(gr, n.input[2]) if len(n.input) > 2 and n.input[2] else attrs.get("max")
+        attrs["clip_min"] = float(lo) if lo is not None else None
+        attrs["clip_max"] = float(hi) if hi is not None else None
+    if op == "Pad":
+        pads = _const_value(gr, n.input[1]) if len(n.input) > 1 and n.input[1] else attrs.get("pads")
+        attrs["pads_value"] = list(pads) if pads is not None else None
+    if op.startswith("Reduce") and "axes" not in attrs and len(n.input) > 1 and n.input[1]:
+        axes = _const_value(gr, n.input[1])
+        if axes is not None:
+            attrs["axes"] = list(axes)
+    if op in ("Softmax", "LogSoftmax") and "axis" not in attrs:
+        attrs["axis"] = -1 if gr.opset >= 13 else 1
+    return NodeFacts(
+        name=gr.names[idx], op_type=op, accel=target.accelerator, target=target.name, precision=prec,
+        in_shapes=ins, out_shapes=outs, const_inputs=tuple((not i) or i in gr.const_names for i in n.input),
+        attrs=attrs, **kw,
+    )  # fmt: skip
+
+
+def _cite(target: TargetSpec, sid: str, cite: str = "") -> str:
+    s = target.sources.get(sid)
+    if s is None:
+        return sid
+    return f"{s.url} ({s.version})" + (f", {cite}" if cite else "")
+
+
+def _judge(f: NodeFacts, spec: OpSpec | None, target: TargetSpec) -> tuple[list[Verdict], list[str]]:
+    """Every failing verdict for one node (never stops at the first), and the target ops it maps to."""
+    fails: list[Verdict] = []
+    gen_src = _cite(target, target.source)
+    lim_src = _cite(target, target.limits_source)
+    constraints: dict[str, tuple[Any, str]] = {k: (v, lim_src) for k, v in target.limits.items()}
+    maps_to: list[str] = []
+    if spec is None:
+        fails.append(dataclasses.replace(op_not_listed(f), source=gen_src))
+    else:
+        var = spec.variants.get(variant_of(f) or "")
+        eff = var or spec
+        src = _cite(target, eff.source, eff.cite or spec.cite)
+        maps_to = list(eff.tflite or spec.tflite) if target.format == Format.TFLITE else []
+        # A variant table is a supported configuration unless it says `supported = false`.
+        if not (var.supported if var is not None else spec.supported):
+            fails.append(dataclasses.replace(op_unsupported(f, eff.note or spec.note), source=src))
+        for k, v in spec.constraints.items():
+            constraints[k] = (v, src)
+        if var is not None:
+            for k, v in var.constraints.items():
+                constraints[k] = (v, src)
+    if "dtypes" not in constraints:
+        v = precision(f, [str(p) for p in target.precisions])
+        if not v.ok:
+            fails.append(dataclasses.replace(v, source=gen_src))
+    for key, (value, src) in constraints.items():
+        v = CONSTRAINTS[key].rule(f, value)
+        if not v.ok:
+            fails.append(dataclasses.replace(v, source=src))
+    return fails, maps_to
+
+
+def check_target(loaded: LoadedModel, target: TargetSpec) -> TargetReport:
+    """Place every node of ``loaded`` on ``target``; gather every failing rule per node."""
+    gr = _graph(loaded.model)
+    n_total = len(gr.nodes)
+    placement: list[Placement | None] = [None] * n_total
+    absorbed_into: dict[int, int] = {}
+    verdicts: dict[int, NodeVerdict] = {}
+    for idx, n in enumerate(gr.nodes):
+        if n.op_type == "Constant" or n.op_type in QDQ_OPS:
+            continue
+        if n.input and all((not i) or i in gr.const_names for i in n.input):
+            placement[idx] = Placement.ABSORBED  # constant-folded by the converter
+            continue
+        spec = target.ops.get(n.op_type)
+        if spec is not None and spec.passthrough:
+            placement[idx] = Placement.ABSORBED
+            continue
+        prec, qdq = _precision(gr, idx)
+        facts = _facts(gr, idx, target, prec)
+        fails, maps_to = _judge(facts, spec, target)
+        where = Placement.ACCELERATOR if not fails else Placement.FALLBACK if target.fallback else Placement.UNSUPPORTED
+        placement[idx] = where
+        for q in qdq:
+            absorbed_into.setdefault(q, idx)
+        verdicts[idx] = NodeVerdict(
+            name=gr.names[idx], op_type=n.op_type, placement=where, precision=prec,
+            macs=node_macs(n, gr.types), maps_to=maps_to, failures=fails,
+            absorbed=[gr.names[q] for q in qdq],
+        )  # fmt: skip
+    counted = sorted(verdicts)
+    # Partitions: runs of equal placement over counted nodes in topological order.
+    partitions = 0
+    prev: Placement | None = None
+    for idx in counted:
+        p = verdicts[idx].placement
+        if p == Placement.ACCELERATOR and prev != Placement.ACCELERATOR:
+            partitions += 1
+        prev = p
+    copies = _copies(gr, verdicts, placement)
+    nodes = [verdicts[i] for i in counted]
+    off = [v for v in nodes if v.placement != Placement.ACCELERATOR]
+    worst = sorted(off, key=lambda v: (-v.macs, -len(v.failures), v.name))[:WORST_N]
+    by_kind: dict[FixKind, list[Verdict]] = defaultdict(list)
+    nodes_by_kind: dict[FixKind, set[str]] = defaultdict(set)
+    for v in off:
+        for fl in v.failures:
+            if fl.fix_kind is not None:
+                by_kind[fl.fix_kind].append(fl)
+                nodes_by_kind[fl.fix_kind].add(v.name)
+    advice = [
+        Advice(fix_kind=k, nodes=len(nodes_by_kind[k]), example=Counter(f.fix for f in fl).most_common(1)[0][0])
+        for k, fl in sorted(by_kind.items(), key=lambda kv: -len(nodes_by_kind[kv[0]]))
+    ]
+    n_acc = sum(1 for v in nodes if v.placement == Placement.ACCELERATOR)
+    return TargetReport(
+        target=target.name, description=target.description, accelerator=target.accelerator,
+        fallback=target.fallback, runtime=target.runtime, spec_path=target.path,
+        runnable=not any(v.placement == Placement.UNSUPPORTED for v in nodes),
+        nodes=nodes, n_nodes=len(nodes), n_accelerated=n_acc,
+        macs_total=sum(v.macs for v in nodes),
+        macs_accelerated=sum(v.macs for v in nodes if v.placement == Placement.ACCELERATOR),
+        partitions=partitions, copies=copies, worst=worst, advice=advice,
+        absorbed=sum(1 for i, n in enumerate(gr.nodes) if n.op_type != "Constant" and i not in verdicts),
+    )  # fmt: skip
+
+
+def _copies(gr: _Graph, verdicts: dict[int, NodeVerdict], placement: list[Placement | None]) -> int:
+    """Tensors that cross between accelerator and fallback (each is a copy), looking through absorbed nodes."""
+    memo: dict[int, set[int]] = {}
+
+    def sources(idx: int) -> set[int]:
+        """Counted nodes feeding ``idx`` through absorbed ones."""
+        if idx in memo:
+            return memo[idx]
+        memo[idx] = set()
+        out: set[int] = set()
+        for i in gr.nodes[idx].input:
+            if not i or i in gr.const_names or i not in gr.producer:
+                continue
+            p = gr.producer[i]
+            out |= {p} if p in verdicts else sources(p)
+        memo[idx] = out
+        return out
+
+    crossings: set[tuple[int, Placement]] = set()
+    for idx, v in verdicts.items():
+        for s in sources(idx):
+            if verdicts[s].placement != v.placement:
+                crossings.add((s, v.placement))
+    return len(crossings)
+
+
+def check_model(loaded: LoadedModel, targets: list[TargetSpec]) -> SupportReport:
+    """Check one model against several targets (each independently)."""
+    return SupportReport(model=str(loaded.path), targets=[check_target(loaded, t) for t in targets])

@@ -1,0 +1,513 @@
+"""Rules: small functions, one per constraint, each returning a Verdict; the docstring is what the user reads.
+
+A rule's docstring has two lines of user-facing text, both ``str.format`` templates over the node's facts
+(``label``, ``accel``, ``limit`` and the rule's own fields): the first says what failed, the line starting
+``Fix:`` says what to change. ``docs/targets.md`` is generated from these docstrings
+(``python -m edgecnn.target.docs``). ``CONSTRAINTS`` is the explicit registry: the TOML key, its value
+type and the rule that checks it. Rules never raise on a model; an attribute they cannot read is a pass.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class FixKind(StrEnum):
+    """What the user changes to move a node onto the accelerator."""
+
+    QUANTIZE = "requantize"
+    REPLACE_OP = "replace op"
+    CHANGE_KERNEL = "change kernel/stride/padding"
+    CHANGE_SHAPE = "change tensor shape"
+    CHANGE_ATTRIBUTE = "change attribute"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Verdict:
+    """One rule's verdict on one node: ``ok`` or the reason it fails, the fix, and the source it cites."""
+
+    ok: bool
+    rule: str
+    reason: str = ""
+    fix: str = ""
+    fix_kind: FixKind | None = None
+    source: str = ""
+
+
+PASS = Verdict(ok=True, rule="")
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeFacts:
+    """What the rules need to know about one ONNX node, read once from the shape-inferred graph."""
+
+    name: str
+    op_type: str
+    accel: str
+    target: str
+    precision: str
+    in_shapes: tuple[tuple[int, ...], ...]
+    out_shapes: tuple[tuple[int, ...], ...]
+    const_inputs: tuple[bool, ...] = ()
+    kernel: tuple[int, ...] = ()
+    strides: tuple[int, ...] = ()
+    dilations: tuple[int, ...] = ()
+    pads: tuple[int, ...] = ()
+    group: int = 1
+    in_channels: int = 0
+    out_channels: int = 0
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return f"{self.op_type} '{self.name}'"
+
+    @property
+    def depthwise(self) -> bool:
+        return self.op_type == "Conv" and self.group > 1 and self.group == self.in_channels
+
+    @property
+    def grouped(self) -> bool:
+        return self.op_type in ("Conv", "ConvTranspose") and self.group > 1 and not self.depthwise
+
+
+def _x(dims: tuple[int, ...] | list[int]) -> str:
+    return "x".join(str(d) for d in dims)
+
+
+def _texts(fn: Callable[..., Any]) -> tuple[str, str]:
+    doc = inspect.cleandoc(fn.__doc__ or "")
+    lines = [ln.strip() for ln in doc.splitlines() if ln.strip()]
+    msg = next((ln for ln in lines if not ln.startswith("Fix:")), "")
+    fix = next((ln[4:].strip() for ln in lines if ln.startswith("Fix:")), "")
+    return msg, fix
+
+
+def _fail(fn: Callable[..., Any], f: NodeFacts, limit: Any = None, **kw: Any) -> Verdict:
+    msg, fix = _texts(fn)
+    vals = {"label": f.label, "accel": f.accel, "target": f.target, "op": f.op_type, "limit": limit, **kw}
+    return Verdict(
+        ok=False,
+        rule=fn.__name__,
+        reason=msg.format(**vals),
+        fix=fix.format(**vals),
+        fix_kind=_FIX_KINDS.get(fn.__name__),
+    )
+
+
+# ---- generic rules (always applied) -----------------------------------------------------------------
+
+
+def op_not_listed(f: NodeFacts, source: str = "") -> Verdict:
+    """{label}: {op} is not in the {accel}'s operator list, so it runs on the fallback device.
+    Fix: replace {op} with an operator the target lists{hint} (see `edgecnn targets show {target}`)."""
+    hint = f" such as {REPLACEMENTS[f.op_type]}" if f.op_type in REPLACEMENTS else ""
+    return _fail(op_not_listed, f, hint=hint)
+
+
+def op_unsupported(f: NodeFacts, note: str = "") -> Verdict:
+    """{label}: the {accel} does not run {op}{why}.
+    Fix: replace {op}{hint}, or accept a CPU partition here."""
+    hint = f" with {REPLACEMENTS[f.op_type]}" if f.op_type in REPLACEMENTS else ""
+    return _fail(op_unsupported, f, why=f" ({note})" if note else "", hint=hint)
+
+
+def precision(f: NodeFacts, allowed: list[str]) -> Verdict:
+    """{label}: computes in {precision}, but the {accel} requires {allowed_s} tensors.
+    Fix: {fix_s}"""
+    if _precision_ok(f.precision, allowed):
+        return PASS
+    if f.precision in ("float32", "float16"):
+        fix_s = f"run `edgecnn quantize MODEL --target {f.target}` to write a QDQ {allowed[0]} model."
+    else:
+        fix_s = "give this target the float model (it computes in floating point), or quantize to one of " + ", ".join(
+            allowed
+        )
+    allowed_s = " or ".join(allowed) + (" quantized" if not set(allowed) & {"float32", "float16"} else "")
+    return _fail(precision, f, precision=f.precision, allowed_s=allowed_s, fix_s=fix_s)
+
+
+def _precision_ok(p: str, allowed: list[str]) -> bool:
+    if p in allowed:
+        return True
+    # A float32 model runs on an fp16-only accelerator: the runtime converts weights and activations.
+    return p == "float32" and "float16" in allowed
+
+
+# ---- constraint rules (keyed by TOML constraint name) -----------------------------------------------
+
+
+def dtypes(f: NodeFacts, limit: list[str]) -> Verdict:
+    """{label}: computes in {precision}; the {accel} runs {op} only in {allowed}.
+    Fix: quantize this op to {allowed} (`edgecnn quantize --target {target}`) or replace it."""
+    if _precision_ok(f.precision, limit):
+        return PASS
+    return _fail(dtypes, f, precision=f.precision, allowed=" or ".join(limit))
+
+
+def kernel_max(f: NodeFacts, limit: int) -> Verdict:
+    """{label}: kernel {kernel} exceeds the {accel}'s kernel limit of {limit} per side.
+    Fix: use kernels of at most {limit}x{limit} (e.g. stack 3x3 layers for a large receptive field)."""
+    if f.kernel and max(f.kernel) > limit:
+        return _fail(kernel_max, f, limit, kernel=_x(f.kernel))
+    return PASS
+
+
+def kernel_area_max(f: NodeFacts, limit: int) -> Verdict:
+    """{label}: kernel {kernel} has {area} taps, above the {accel}'s limit of {limit}.
+    Fix: use a smaller kernel, or split the window into two smaller ones."""
+    area = 1
+    for k in f.kernel:
+        area *= k
+    if f.kernel and area > limit:
+        return _fail(kernel_area_max, f, limit, kernel=_x(f.kernel), area=area)
+    return PASS
+
+
+def stride_max(f: NodeFacts, limit: int) -> Verdict:
+    """{label}: stride {stride} exceeds the {accel}'s stride limit of {limit}.
+    Fix: use stride <= {limit} (e.g. stride {limit} here and downsample in a following layer)."""
+    if f.strides and max(f.strides) > limit:
+        return _fail(stride_max, f, limit, stride=_x(f.strides))
+    return PASS
+
+
+def strides_allowed(f: NodeFacts, limit: list[int]) -> Verdict:
+    """{label}: stride {stride} is not one the {accel} supports ({allowed}).
+    Fix: use a stride in {allowed}."""
+    if f.strides and any(s not in limit for s in f.strides):
+        return _fail(strides_allowed, f, limit, stride=_x(f.strides), allowed=", ".join(map(str, limit)))
+    return PASS
+
+
+def dilation_max(f: NodeFacts, limit: int) -> Verdict:
+    """{label}: dilation {dilation} exceeds the {accel}'s limit of {limit}.
+    Fix: use dilation <= {limit}, or an undilated larger kernel."""
+    if f.dilations and max(f.dilations) > limit:
+        return _fail(dilation_max, f, limit, dilation=_x(f.dilations))
+    return PASS
+
+
+def dilated_kernel_h_max(f: NodeFacts, limit: int) -> Verdict:
+    """{label}: dilated kernel height {dk} exceeds the {accel}'s limit of {limit}.
+    Fix: reduce the kernel height or the dilation so that (k-1)*d+1 <= {limit}."""
+    if len(f.kernel) >= 1:
+        d = f.dilations[0] if f.dilations else 1
+        dk = (f.kernel[0] - 1) * d + 1
+        if dk > limit:
+            return _fail(dilated_kernel_h_max, f, limit, dk=dk)
+    return PASS
+
+
+def dilated_kernel_area_max(f: NodeFacts, limit: int) -> Verdict:
+    """{label}: dilated kernel {dk} covers {area} positions, above the {accel}'s limit of {limit}.
+    Fix: reduce the kernel size or the dilation."""
+    if len(f.kernel) == 2:
+        d = f.dilations or (1, 1)
+        dk = [(k - 1) * dd + 1 for k, dd in zip(f.kernel, d, strict=False)]
+        if dk[0] * dk[1] > limit:
+            return _fail(dilated_kernel_area_max, f, limit, dk=_x(dk), area=dk[0] * dk[1])
+    return PASS
+
+
+def pad_max(f: NodeFacts, limit: int) -> Verdict:
+    """{label}: padding {pads} exceeds the {accel}'s limit of {limit} per side.
+    Fix: pad explicitly in a smaller step, or use a smaller kernel."""
+    if f.pads and max(f.pads) > limit:
+        return _fail(pad_max, f, limit, pads=list(f.pads))
+    return PASS
+
+
+def rank_max(f: NodeFacts, limit: int) -> Verdict:
+    """{label}: a tensor of rank {rank} ({shape}); the {accel} handles at most {limit}-D tensors.
+    Fix: reshape to at most {limit} dimensions around this op."""
+    for s in (*f.in_shapes, *f.out_shapes):
+        if len(s) > limit:
+            return _fail(rank_max, f, limit, rank=len(s), shape=_x(s))
+    return PASS
+
+
+def dim_max(f: NodeFacts, limit: int) -> Verdict:
+    """{label}: dimension {dim} in tensor {shape} exceeds the {accel}'s limit of {limit}.
+    Fix: tile or reshape so that no dimension exceeds {limit}."""
+    for s in (*f.in_shapes, *f.out_shapes):
+        for d in s:
+            if d > limit:
+                return _fail(dim_max, f, limit, dim=d, shape=_x(s))
+    return PASS
+
+
+def batch_max(f: NodeFacts, limit: int) -> Verdict:
+    """{label}: batch {batch} exceeds the {accel}'s limit of {limit}.
+    Fix: export the model with batch {limit} (--input-shape NAME=1x...) and loop over images."""
+    for s in f.in_shapes[:1]:
+        if len(s) >= 3 and s[0] > limit:
+            return _fail(batch_max, f, limit, batch=s[0])
+    return PASS
+
+
+def channels_max(f: NodeFacts, limit: int) -> Verdict:
+    """{label}: {channels} channels in tensor {shape} exceed the {accel}'s limit of {limit}.
+    Fix: split the channels into groups of at most {limit} (Split, then Concat)."""
+    for s in (*f.in_shapes[:1], *f.out_shapes[:1]):
+        if len(s) == 4 and s[1] > limit:
+            return _fail(channels_max, f, limit, channels=s[1], shape=_x(s))
+    return PASS
+
+
+def innermost_nonunit_max(f: NodeFacts, limit: int) -> Verdict:
+    """{label}: tensor {shape} has a dimension > 1 outside its {limit} innermost ones; the {accel} does not allow that.
+    Fix: reshape so that only the {limit} innermost dimensions exceed 1 (e.g. batch 1)."""
+    for s in (*f.in_shapes, *f.out_shapes):
+        if len(s) > limit and any(d > 1 for d in s[:-limit]):
+            return _fail(innermost_nonunit_max, f, limit, shape=_x(s))
+    return PASS
+
+
+def ceil_mode(f: NodeFacts, limit: bool) -> Verdict:
+    """{label}: ceil_mode=1, which the {accel} does not support.
+    Fix: export with ceil_mode=0 and pad the input so that the output size stays the same."""
+    if not limit and int(f.attrs.get("ceil_mode", 0)):
+        return _fail(ceil_mode, f, limit)
+    return PASS
+
+
+def grouped(f: NodeFacts, limit: bool) -> Verdict:
+    """{label}: grouped convolution (group={group}); the {accel} runs only dense and depthwise convolutions.
+    Fix: use group=1 or a depthwise convolution (group = input channels), or split into {group} convolutions + Concat."""
+    if not limit and f.grouped:
+        return _fail(grouped, f, limit, group=f.group)
+    return PASS
+
+
+def depth_multiplier_max(f: NodeFacts, limit: int) -> Verdict:
+    """{label}: depthwise convolution with depth multiplier {mult}; the {accel} allows at most {limit} unless the input has 1 channel.
+    Fix: use depth multiplier 1 followed by a 1x1 convolution to widen the channels."""
+    if f.depthwise and f.in_channels > 1 and f.in_channels and f.out_channels // f.in_channels > limit:
+        return _fail(depth_multiplier_max, f, limit, mult=f.out_channels // f.in_channels)
+    return PASS
+
+
+def weights_const(f: NodeFacts, limit: bool) -> Verdict:
+    """{label}: its weights are computed at run time; the {accel} needs constant weights.
+    Fix: make the weights an initializer (constant-fold the graph before export)."""
+    if limit and len(f.const_inputs) > 1 and not f.const_inputs[1]:
+        return _fail(weights_const, f, limit)
+    return PASS
+
+
+def axes_spatial_only(f: NodeFacts, limit: bool) -> Verdict:
+    """{label}: reduces over axes {axes} of a {rank}-D tensor; the {accel} reduces only over height and width.
+    Fix: reduce over the spatial axes (2, 3 in NCHW) only, e.g. with GlobalAveragePool."""
+    if not limit:
+        return PASS
+    rank = len(f.in_shapes[0]) if f.in_shapes else 0
+    axes = f.attrs.get("axes")
+    if axes is None:
+        axes = list(range(rank))
+    axes = sorted({int(a) % rank for a in axes}) if rank else []
+    if rank != 4 or not set(axes) <= {2, 3} or not axes:
+        return _fail(axes_spatial_only, f, limit, axes=axes, rank=rank)
+    return PASS
+
+
+def keepdims(f: NodeFacts, limit: bool) -> Verdict:
+    """{label}: keepdims={have}; the {accel} supports only keepdims={want}.
+    Fix: set keepdims={want} and add a Reshape after it if needed."""
+    have = int(f.attrs.get("keepdims", 1))
+    if bool(have) != limit:
+        return _fail(keepdims, f, limit, have=have, want=int(limit))
+    return PASS
+
+
+def softmax_axis(f: NodeFacts, limit: list[int]) -> Verdict:
+    """{label}: softmax over axis {axis} of a {rank}-D tensor; the {accel} supports axes {allowed}.
+    Fix: transpose so that the softmax runs over an allowed axis, or move it to post-processing."""
+    rank = len(f.in_shapes[0]) if f.in_shapes else 0
+    axis = int(f.attrs.get("axis", -1))
+    ax = axis % rank if rank else axis
+    allowed = {a % rank for a in limit} if rank else set(limit)
+    if rank and ax not in allowed:
+        return _fail(softmax_axis, f, limit, axis=axis, rank=rank, allowed=sorted(allowed))
+    return PASS
+
+
+def resize_modes(f: NodeFacts, limit: list[str]) -> Verdict:
+    """{label}: resize mode '{mode}'; the {accel} supports {allowed}.
+    Fix: use mode {allowed} (nearest is cheapest on most NPUs)."""
+    mode = str(f.attrs.get("mode", "nearest"))
+    if mode not in limit:
+        return _fail(resize_modes, f, limit, mode=mode, allowed=" or ".join(limit))
+    return PASS
+
+
+def _resize_scales(f: NodeFacts) -> list[float]:
+    if not f.in_shapes or not f.out_shapes or len(f.in_shapes[0]) != 4 or len(f.out_shapes[0]) != 4:
+        return []
+    i, o = f.in_shapes[0], f.out_shapes[0]
+    return [o[k] / i[k] for k in (2, 3) if i[k]]
+
+
+def resize_scales(f: NodeFacts, limit: list[int]) -> Verdict:
+    """{label}: scales {have} from {ins} to {outs}; the {accel} resizes only by integer factors {allowed} (equal in H and W).
+    Fix: resize by one of {allowed} (chain resizes for larger factors) or resize in pre/post-processing."""
+    sc = _resize_scales(f)
+    if not sc:
+        return PASS
+    ok = all(s == int(s) and int(s) in limit for s in sc) and len(set(sc)) == 1
+    if not ok:
+        return _fail(
+            resize_scales, f, limit, have=[round(s, 3) for s in sc], ins=_x(f.in_shapes[0]), outs=_x(f.out_shapes[0]),
+            allowed=", ".join(map(str, limit)),
+        )  # fmt: skip
+    return PASS
+
+
+def pad_spatial_only(f: NodeFacts, limit: bool) -> Verdict:
+    """{label}: pads dimensions other than height and width; the {accel} pads only H and W.
+    Fix: pad only the spatial axes (fold channel padding into the next Conv's weights)."""
+    pads = f.attrs.get("pads_value")
+    if not limit or pads is None:
+        return PASS
+    rank = len(pads) // 2
+    for ax in range(rank):
+        if ax in (rank - 2, rank - 1):
+            continue
+        if pads[ax] or pads[ax + rank]:
+            return _fail(pad_spatial_only, f, limit)
+    return PASS
+
+
+def pad_modes(f: NodeFacts, limit: list[str]) -> Verdict:
+    """{label}: pad mode '{mode}'; the {accel} supports {allowed}.
+    Fix: use mode {allowed}."""
+    mode = str(f.attrs.get("mode", "constant"))
+    if mode not in limit:
+        return _fail(pad_modes, f, limit, mode=mode, allowed=" or ".join(limit))
+    return PASS
+
+
+def clip_relu_only(f: NodeFacts, limit: bool) -> Verdict:
+    """{label}: Clip({lo}, {hi}) is not a ReLU/ReLU6; the {accel} runs Clip only as ReLU (min 0) or ReLU6 (0..6).
+    Fix: clip to [0, 6] (ReLU6) or [0, inf) (ReLU)."""
+    lo, hi = f.attrs.get("clip_min"), f.attrs.get("clip_max")
+    if limit and not (lo == 0.0 and hi in (None, 6.0)):
+        return _fail(clip_relu_only, f, limit, lo=lo, hi=hi)
+    return PASS
+
+
+# ---- registries --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Constraint:
+    kind: str  # "int" | "bool" | "ints" | "strs": the TOML value type
+    rule: Callable[..., Verdict]
+    what: str  # one line for the docs page: what the value means
+
+
+CONSTRAINTS: dict[str, Constraint] = {
+    "dtypes": Constraint(kind="strs", rule=dtypes, what="precisions this op runs in (overrides the target's)"),
+    "kernel_max": Constraint(kind="int", rule=kernel_max, what="largest kernel size per spatial side"),
+    "kernel_area_max": Constraint(kind="int", rule=kernel_area_max, what="largest kernel height x width"),
+    "stride_max": Constraint(kind="int", rule=stride_max, what="largest stride per spatial side"),
+    "strides_allowed": Constraint(kind="ints", rule=strides_allowed, what="the only strides allowed"),
+    "dilation_max": Constraint(kind="int", rule=dilation_max, what="largest dilation"),
+    "dilated_kernel_h_max": Constraint(kind="int", rule=dilated_kernel_h_max, what="largest (k_h-1)*d_h+1"),
+    "dilated_kernel_area_max": Constraint(kind="int", rule=dilated_kernel_area_max, what="largest dilated h x w"),
+    "pad_max": Constraint(kind="int", rule=pad_max, what="largest padding per side"),
+    "rank_max": Constraint(kind="int", rule=rank_max, what="largest tensor rank"),
+    "dim_max": Constraint(kind="int", rule=dim_max, what="largest size of any dimension"),
+    "batch_max": Constraint(kind="int", rule=batch_max, what="largest batch (first dim of the input, rank >= 3)"),
+    "channels_max": Constraint(kind="int", rule=channels_max, what="largest channel count (dim 1 of 4-D tensors)"),
+    "innermost_nonunit_max": Constraint(
+        kind="int", rule=innermost_nonunit_max, what="only this many innermost dims may exceed 1"
+    ),
+    "ceil_mode": Constraint(kind="bool", rule=ceil_mode, what="whether pooling with ceil_mode=1 is supported"),
+    "grouped": Constraint(kind="bool", rule=grouped, what="whether grouped (non-depthwise) convolution is supported"),
+    "depth_multiplier_max": Constraint(kind="int", rule=depth_multiplier_max, what="largest depthwise multiplier"),
+    "weights_const": Constraint(kind="bool", rule=weights_const, what="weights (input 1) must be constant"),
+    "axes_spatial_only": Constraint(kind="bool", rule=axes_spatial_only, what="reduce only over H and W of 4-D"),
+    "keepdims": Constraint(kind="bool", rule=keepdims, what="the only keepdims value supported"),
+    "softmax_axis": Constraint(kind="ints", rule=softmax_axis, what="axes softmax may run over"),
+    "resize_modes": Constraint(kind="strs", rule=resize_modes, what="Resize modes supported"),
+    "resize_scales": Constraint(kind="ints", rule=resize_scales, what="integer H/W scale factors supported"),
+    "pad_spatial_only": Constraint(kind="bool", rule=pad_spatial_only, what="Pad only over H and W"),
+    "pad_modes": Constraint(kind="strs", rule=pad_modes, what="Pad modes supported"),
+    "clip_relu_only": Constraint(kind="bool", rule=clip_relu_only, what="Clip only as ReLU or ReLU6"),
+}
+
+GENERIC_RULES: dict[str, Callable[..., Verdict]] = {
+    "op_not_listed": op_not_listed,
+    "op_unsupported": op_unsupported,
+    "precision": precision,
+}
+
+# Variants select a sub-table of an op's spec (e.g. [ops.Conv.depthwise]): name -> one-line meaning.
+VARIANTS: dict[str, str] = {
+    "depthwise": "Conv with group == input channels (TFLite DEPTHWISE_CONV_2D)",
+    "nearest": "Resize with mode='nearest'",
+    "linear": "Resize with mode='linear' (bilinear)",
+    "relu6": "Clip with min 0 and max 6 (TFLite RELU6)",
+}
+
+_FIX_KINDS: dict[str, FixKind] = {
+    "op_not_listed": FixKind.REPLACE_OP, "op_unsupported": FixKind.REPLACE_OP, "precision": FixKind.QUANTIZE,
+    "dtypes": FixKind.QUANTIZE, "kernel_max": FixKind.CHANGE_KERNEL, "kernel_area_max": FixKind.CHANGE_KERNEL,
+    "stride_max": FixKind.CHANGE_KERNEL, "strides_allowed": FixKind.CHANGE_KERNEL,
+    "dilation_max": FixKind.CHANGE_KERNEL, "dilated_kernel_h_max": FixKind.CHANGE_KERNEL,
+    "dilated_kernel_area_max": FixKind.CHANGE_KERNEL, "pad_max": FixKind.CHANGE_KERNEL,
+    "rank_max": FixKind.CHANGE_SHAPE, "dim_max": FixKind.CHANGE_SHAPE, "batch_max": FixKind.CHANGE_SHAPE,
+    "channels_max": FixKind.CHANGE_SHAPE, "innermost_nonunit_max": FixKind.CHANGE_SHAPE,
+    "ceil_mode": FixKind.CHANGE_ATTRIBUTE, "grouped": FixKind.REPLACE_OP, "depth_multiplier_max": FixKind.REPLACE_OP,
+    "weights_const": FixKind.CHANGE_ATTRIBUTE, "axes_spatial_only": FixKind.CHANGE_ATTRIBUTE,
+    "keepdims": FixKind.CHANGE_ATTRIBUTE, "softmax_axis": FixKind.CHANGE_ATTRIBUTE,
+    "resize_modes": FixKind.CHANGE_ATTRIBUTE, "resize_scales": FixKind.CHANGE_SHAPE,
+    "pad_spatial_only": FixKind.CHANGE_ATTRIBUTE, "pad_modes": FixKind.CHANGE_ATTRIBUTE,
+    "clip_relu_only": FixKind.CHANGE_ATTRIBUTE,
+}  # fmt: skip
+
+# Common substitutions an engineer makes when an op is missing on an accelerator.
+REPLACEMENTS: dict[str, str] = {
+    "Gelu": "Relu or HardSwish",
+    "Elu": "Relu",
+    "Selu": "Relu",
+    "Mish": "HardSwish",
+    "Softplus": "Relu",
+    "Erf": "a HardSwish-based activation",
+    "LayerNormalization": "BatchNormalization folded into the preceding Conv",
+    "InstanceNormalization": "BatchNormalization folded into the preceding Conv",
+    "Upsample": "Resize",
+    "GlobalMaxPool": "GlobalAveragePool",
+    "ConvTranspose": "Resize(nearest) + Conv",
+    "Gemm": "a 1x1 Conv",
+    "MatMul": "a 1x1 Conv",
+    "Sigmoid": "HardSigmoid",
+    "Tanh": "Clip or HardSigmoid",
+    "Div": "Mul by the reciprocal",
+    "Softmax": "post-processing on the CPU (argmax needs no softmax)",
+    "BatchNormalization": "BatchNormalization folded into the preceding Conv (edgecnn quantize folds it)",
+}
+
+
+def rule_docs() -> list[tuple[str, str, str, str]]:
+    """(key, value kind, message template, fix template) for every rule, generic first; for the docs page."""
+    out = [(name, "-", *_texts(fn)) for name, fn in GENERIC_RULES.items()]
+    out += [(key, c.kind, *_texts(c.rule)) for key, c in CONSTRAINTS.items()]
+    return out
+
+
+def variant_of(f: NodeFacts) -> str | None:
+    """The variant sub-table that applies to this node, if any."""
+    if f.depthwise:
+        return "depthwise"
+    if f.op_type == "Resize":
+        mode = str(f.attrs.get("mode", "nearest"))
+        return "nearest" if mode == "nearest" else "linear" if mode == "linear" else None
+    if f.op_type == "Clip" and f.attrs.get("clip_min") == 0.0 and f.attrs.get("clip_max") == 6.0:
+        return "relu6"
+    return None

@@ -1,0 +1,170 @@
+"""The harness on the real runtimes: a child process per run, raw samples, cold start, measured memory."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from onnx import helper
+from PIL import Image
+
+from edgecnn.bench import run_bench
+from edgecnn.bench.compare import compare_results
+from edgecnn.bench.harness import BenchResult
+from edgecnn.bench.report import read_report, write_report
+from edgecnn.bench.stats import latency_stats
+from edgecnn.bench.worker import RESULT_MARK
+from edgecnn.errors import DataError, ModelError
+from edgecnn.runtimes import available_runtimes
+from tests.onnx_builders import make_model, rng_w, save, small_cnn
+
+RUNTIMES = [r for r in ("ort", "openvino") if r in available_runtimes()]
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save(small_cnn(), tmp_path_factory.mktemp("m") / "small.onnx")
+
+
+def dynamic_batch_cnn() -> object:
+    m = small_cnn()
+    m.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
+    m.graph.output[0].type.tensor_type.shape.dim[0].dim_param = "N"
+    return m
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_run_bench_on_real_runtime(small: Path, runtime: str) -> None:
+    r = run_bench(small, runtime, threads=1, warmup=2, iterations=40)
+    assert r.runtime == runtime and r.runtime_version
+    assert r.threads == 1 and r.batch == 1
+    assert len(r.samples_ns) == 40 and min(r.samples_ns) > 0
+    assert r.stats == latency_stats(r.samples_ns, batch=1)  # derived from the raw samples
+    assert r.load_ms > 0 and r.first_inference_ms > 0
+    assert 0 < r.memory.baseline_rss <= r.memory.after_load_rss <= r.memory.peak_rss
+    assert r.model_bytes == small.stat().st_size and len(r.model_sha256) == 64
+    assert r.machine.host == "local" and r.machine.cores_logical >= 1 and r.machine.cpu_model
+    assert r.loop_overhead_ns < 20_000  # harness cost outside the timed call
+
+
+def test_peak_rss_is_measured_not_estimated(tmp_path: Path) -> None:
+    # 2048x4096 float weights = 32 MiB: the child's peak over its baseline must show them.
+    w = rng_w(2048, 4096)
+    m = make_model([helper.make_node("MatMul", ["x", "w"], ["y"])], [("x", [1, 2048])], [("y", [1, 4096])], {"w": w})
+    big = save(m, tmp_path / "big.onnx")
+    r = run_bench(big, "ort", threads=1, warmup=0, iterations=3)
+    assert r.memory.peak_over_baseline > 30 * 2**20
+    small_r = run_bench(save(small_cnn(), tmp_path / "s.onnx"), "ort", threads=1, warmup=0, iterations=3)
+    assert small_r.memory.peak_over_baseline < r.memory.peak_over_baseline - 25 * 2**20
+
+
+def test_duration_mode_runs_until_time_is_up(small: Path) -> None:
+    r = run_bench(small, "ort", threads=1, warmup=0, iterations=None, duration_s=0.3)
+    assert r.stats.count > 10
+    assert 0.3 <= sum(r.samples_ns) / 1e9 + r.stats.count * r.loop_overhead_ns / 1e9 < 1.5
+
+
+def test_batch_fills_dynamic_first_dim_and_scales_throughput(tmp_path: Path) -> None:
+    p = save(dynamic_batch_cnn(), tmp_path / "dyn.onnx")
+    r = run_bench(p, "ort", threads=1, warmup=1, iterations=10, batch=4)
+    assert r.batch == 4 and r.input_shapes == {"x": (4, 3, 16, 16)}
+    assert r.stats.throughput == pytest.approx(4 * 10 / (sum(r.samples_ns) / 1e9))
+
+
+def test_fixed_batch_model_rejects_other_batch(small: Path) -> None:
+    with pytest.raises(ModelError, match=r"fixed batch of 1 .* --batch 2 needs a dynamic"):
+        run_bench(small, "ort", iterations=1, batch=2)
+
+
+def test_dynamic_dims_without_input_shape_are_rejected(tmp_path: Path) -> None:
+    p = save(dynamic_batch_cnn(), tmp_path / "dyn.onnx")
+    with pytest.raises(ModelError, match=r"dynamic dimensions.*--input-shape"):
+        run_bench(p, "ort", iterations=1)
+    r = run_bench(p, "ort", iterations=2, warmup=0, input_shapes={"x": (2, 3, 16, 16)})
+    assert r.batch == 2
+
+
+def _image_dir(tmp_path: Path, n: int, size: int = 16) -> Path:
+    d = tmp_path / "imgs"
+    d.mkdir()
+    (d / "preprocess.toml").write_text(f"schema_version = 1\nresize = [{size}, {size}]\n")
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(d / f"img{i}.png")
+    return d
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_image_folder_input_through_preprocess_spec(tmp_path: Path, runtime: str) -> None:
+    d = _image_dir(tmp_path, 3)
+    r = run_bench(save(small_cnn(), tmp_path / "s.onnx"), runtime, threads=1, warmup=1, iterations=6, input_source=d)
+    assert r.input_source == str(d) and r.input_batches == 3
+
+
+def test_image_folder_mismatching_spec_is_an_error_before_work(tmp_path: Path) -> None:
+    d = _image_dir(tmp_path, 2, size=32)
+    with pytest.raises(DataError, match=r"spatial size: spec 32x32, model 16x16"):
+        run_bench(save(small_cnn(), tmp_path / "s.onnx"), "ort", iterations=1, input_source=d)
+
+
+def test_folder_without_usable_images(tmp_path: Path) -> None:
+    d = tmp_path / "data"
+    d.mkdir()
+    (d / "preprocess.toml").write_text("schema_version = 1\nresize = [16, 16]\n")
+    (d / "notes.txt").write_text("no images here")
+    with pytest.raises(DataError, match=r"has no image files"):
+        run_bench(save(small_cnn(), tmp_path / "s.onnx"), "ort", iterations=1, input_source=d)
+    (d / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match=r"no usable images .*broken.png"):
+        run_bench(save(small_cnn(), tmp_path / "s.onnx"), "ort", iterations=1, input_source=d)
+
+
+def test_report_round_trip_recomputes_stats(small: Path, tmp_path: Path) -> None:
+    a = run_bench(small, "ort", threads=1, warmup=0, iterations=8)
+    b = run_bench(small, RUNTIMES[-1], threads=1, warmup=0, iterations=8)
+    path = write_report(tmp_path / "bench.json", [a, b], compare_results([a, a]))
+    raw = json.loads(path.read_text())
+    assert raw["schema_version"] == 1 and raw["kind"] == "bench"
+    back = read_report(path)
+    assert back == [a, b]
+    assert isinstance(back[0], BenchResult) and back[0].stats == a.stats
+
+
+def test_worker_runs_as_a_module_and_prints_one_result(small: Path) -> None:
+    cfg = {"model": str(small), "runtime": "ort", "threads": 1, "warmup": 0, "iterations": 5}
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgecnn.bench.worker", json.dumps(cfg)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    (line,) = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_MARK)]
+    data = json.loads(line[len(RESULT_MARK) :])
+    assert data["ok"] and len(data["samples_ns"]) == 5
+
+
+def test_worker_reports_errors_in_protocol(tmp_path: Path) -> None:
+    cfg = {"model": str(tmp_path / "missing.onnx"), "runtime": "ort", "iterations": 5}
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgecnn.bench.worker", json.dumps(cfg)], capture_output=True, text=True, timeout=60
+    )
+    data = json.loads(proc.stdout.split(RESULT_MARK, 1)[1])
+    assert proc.returncode == 2 and data["ok"] is False and "missing.onnx" in data["error"]
+
+
+def test_missing_runtime_names_the_install_command(small: Path) -> None:
+    from edgecnn.errors import MissingRuntimeError
+
+    if "litert" in available_runtimes():
+        pytest.skip("litert is installed here")
+    with pytest.raises(MissingRuntimeError, match=r"install it with: pip install 'edgecnn\[litert\]'") as e:
+        run_bench(small, "litert", iterations=1)
+    assert e.value.exit_code == 3
+
+
+def test_progress_reports_reach_the_parent(small: Path) -> None:
+    seen: list[tuple[int, int]] = []
+    run_bench(small, "ort", threads=1, warmup=0, iterations=20, progress=lambda d, t: seen.append((d, t)))
+    assert seen and seen[-1] == (20, 20)

@@ -1,0 +1,83 @@
+"""The same cases over every installed runtime: outputs agree with each other and with numpy."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgecnn.errors import BadInputError, MissingRuntimeError
+from edgecnn.runtimes import available_runtimes, open_session, random_feeds
+from tests.onnx_builders import conv_model, save, small_cnn
+
+RUNTIMES = available_runtimes()
+
+
+def conv_ref(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int, pad: int, group: int) -> np.ndarray:
+    """Direct numpy convolution (NCHW), the reference the runtimes must match."""
+    n, c, h, wd = x.shape
+    co, cig, kh, kw = w.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    ho, wo = (h + 2 * pad - kh) // stride + 1, (wd + 2 * pad - kw) // stride + 1
+    y = np.zeros((n, co, ho, wo), np.float64)
+    per = co // group
+    for g in range(group):
+        xs = xp[:, g * cig : (g + 1) * cig]
+        for i in range(kh):
+            for j in range(kw):
+                patch = xs[:, :, i : i + stride * ho : stride, j : j + stride * wo : stride]
+                y[:, g * per : (g + 1) * per] += np.einsum("nchw,oc->nohw", patch, w[g * per : (g + 1) * per, :, i, j])
+    return (y + b.reshape(1, -1, 1, 1)).astype(np.float32)
+
+
+def test_at_least_two_runtimes() -> None:
+    assert {"ort", "openvino"} <= set(RUNTIMES)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.parametrize(("group", "stride"), [(1, 1), (1, 2), (8, 1)])
+def test_conv_matches_numpy(runtime: str, group: int, stride: int, tmp_path: Path) -> None:
+    m = conv_model(cin=8, cout=8, k=3, hw=12, stride=stride, group=group)
+    from onnx import numpy_helper
+
+    w = numpy_helper.to_array(m.graph.initializer[0])
+    b = numpy_helper.to_array(m.graph.initializer[1])
+    sess = open_session(runtime, save(m, tmp_path / "c.onnx"), threads=1)
+    (spec,) = sess.inputs()
+    assert spec.shape == (1, 8, 12, 12) and spec.dtype == "float32"
+    x = random_feeds(sess.inputs(), seed=3)
+    (y,) = sess.run(x)
+    np.testing.assert_allclose(y, conv_ref(x["x"], w, b, stride, 1, group), rtol=1e-4, atol=1e-4)
+    assert sess.version and sess.device == "CPU" and sess.threads >= 1
+
+
+def test_runtimes_agree_on_small_cnn(tmp_path: Path) -> None:
+    p = save(small_cnn(), tmp_path / "s.onnx")
+    outs = {}
+    for rt in RUNTIMES:
+        sess = open_session(rt, p, threads=2)
+        outs[rt] = sess.run(random_feeds(sess.inputs(), seed=1))[0]
+        assert outs[rt].shape == (1, 4)
+    ref = outs[RUNTIMES[0]]
+    for rt, y in outs.items():
+        np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4, err_msg=rt)
+
+
+def test_runtimes_agree_on_bundled_model(sample_model: Path) -> None:
+    outs = [open_session(rt, sample_model).run(random_feeds(open_session(rt, sample_model).inputs(), 5))[0] for rt in RUNTIMES]
+    for y in outs[1:]:
+        np.testing.assert_allclose(y, outs[0], rtol=1e-3, atol=1e-3)
+
+
+def test_unknown_runtime_lists_valid() -> None:
+    with pytest.raises(BadInputError, match="valid runtimes are ort, openvino, litert"):
+        open_session("tensorrt", "x.onnx")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ai_edge_litert") is not None, reason="LiteRT is installed here")
+def test_missing_runtime_exit_3_with_install_command() -> None:
+    with pytest.raises(MissingRuntimeError, match="pip install") as e:
+        open_session("litert", "x.tflite")
+    assert e.value.exit_code == 3
