@@ -91,6 +91,12 @@ class PreprocessSpec:
             return (batch, self.channels, *hw)
         return (batch, *hw, self.channels)
 
+    def value_range(self) -> tuple[float, float]:
+        """The exact range of the tensors this spec produces from 8-bit images (pixel 0..255)."""
+        lows = [(0.0 * self.scale - m) / sd for m, sd in zip(self.mean, self.std, strict=True)]
+        highs = [(255.0 * self.scale - m) / sd for m, sd in zip(self.mean, self.std, strict=True)]
+        return float(min(lows)), float(max(highs))
+
     def to_dict(self) -> dict[str, object]:
         d = asdict(self)
         d.pop("source")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
 from onnx import helper
@@ -153,7 +152,9 @@ def bad_models(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     }
 
 
-@pytest.mark.parametrize("case", ["missing", "directory", "not-onnx", "truncated", "checker", "old-opset", "future-opset"])
+@pytest.mark.parametrize(
+    "case", ["missing", "directory", "not-onnx", "truncated", "checker", "old-opset", "future-opset"]
+)
 def test_bad_models(case: str, tmp_path: Path) -> None:
     path, needle = bad_models(tmp_path)[case]
     out = tmp_path / "out.json"
@@ -192,5 +193,3 @@ def test_subprocess_error_and_debug(tmp_path: Path) -> None:
 def test_version() -> None:
     r = run_cli("--version")
     assert r.returncode == 0 and r.stdout.startswith("edgecnn ")
-
-

@@ -36,7 +36,10 @@ def test_activation_roundtrip_within_half_step(lo: float, hi: float, x: np.ndarr
         back = dequantize_array(quantize_array(v, scale, zp, scheme.activation_dtype), scale, zp)
         assert np.max(np.abs(back - v)) <= scale / 2 * (1 + 1e-4) + 1e-6
         # zero is exactly representable (padding, ReLU)
-        assert dequantize_array(quantize_array(np.zeros(1, np.float32), scale, zp, scheme.activation_dtype), scale, zp)[0] == 0
+        assert (
+            dequantize_array(quantize_array(np.zeros(1, np.float32), scale, zp, scheme.activation_dtype), scale, zp)[0]
+            == 0
+        )
 
 
 @settings(max_examples=100, deadline=None)

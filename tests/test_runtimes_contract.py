@@ -66,7 +66,10 @@ def test_runtimes_agree_on_small_cnn(tmp_path: Path) -> None:
 
 
 def test_runtimes_agree_on_bundled_model(sample_model: Path) -> None:
-    outs = [open_session(rt, sample_model).run(random_feeds(open_session(rt, sample_model).inputs(), 5))[0] for rt in RUNTIMES]
+    outs = [
+        open_session(rt, sample_model).run(random_feeds(open_session(rt, sample_model).inputs(), 5))[0]
+        for rt in RUNTIMES
+    ]
     for y in outs[1:]:
         np.testing.assert_allclose(y, outs[0], rtol=1e-3, atol=1e-3)
 

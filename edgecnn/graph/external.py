@@ -51,7 +51,9 @@ def externalize(model: onnx.ModelProto, directory: Path, filename: str, threshol
     return moved
 
 
-def externalized_copy(model: onnx.ModelProto, directory: Path, filename: str, threshold: int = THRESHOLD) -> onnx.ModelProto:
+def externalized_copy(
+    model: onnx.ModelProto, directory: Path, filename: str, threshold: int = THRESHOLD
+) -> onnx.ModelProto:
     """A new ModelProto equal to ``model`` whose tensors above ``threshold`` bytes live in ``directory/filename``.
 
     A new message rather than an in-place edit: protobuf (upb) frees a message's memory only when the

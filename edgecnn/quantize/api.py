@@ -121,7 +121,9 @@ def _save_for_calibration(model: onnx.ModelProto, tensors: list[str], path: Path
                 dims[0].CopyFrom(old)
 
 
-def _open_batched(model: onnx.ModelProto, tensors: list[str], tmp: Path, batch: int, input_name: str, sample: np.ndarray, threads: int):
+def _open_batched(
+    model: onnx.ModelProto, tensors: list[str], tmp: Path, batch: int, input_name: str, sample: np.ndarray, threads: int
+):
     """A session over ``model`` with a symbolic batch; batch 1 when the graph pins its batch size."""
     path = tmp / "calib.onnx"
     if batch > 1:
@@ -236,7 +238,11 @@ def _quantize(
     release_freed_memory()
     t_prep = time.perf_counter() - t0
     size_before = loaded.path.stat().st_size
-    common = {"size_before": size_before, "seconds_prepare": t_prep, "preprocess": dataset.spec.to_dict() if dataset else {}}
+    common = {
+        "size_before": size_before,
+        "seconds_prepare": t_prep,
+        "preprocess": dataset.spec.to_dict() if dataset else {},
+    }
 
     if config.precision is Precision.FP16:
         t1 = time.perf_counter()
@@ -283,9 +289,15 @@ def _quantize(
     # The prepared graph (BN folded, constants folded) must compute what the original computes.
     diff = _rel_diff(reference, [cal.first_outputs[o.name] for o in prepared.graph.output])
     if diff > 1e-3:
-        raise ModelError(f"{loaded.path}: graph preparation changed the outputs by {diff:.2e} (relative); refusing to go on")
+        raise ModelError(
+            f"{loaded.path}: graph preparation changed the outputs by {diff:.2e} (relative); refusing to go on"
+        )
     t2 = time.perf_counter()
     ranges = {name: estimate(st, config.method) for name, st in cal.stats.tensors.items()}
+    if input_name in ranges and dataset.spec.dtype.startswith("float"):
+        # The model input's range is known exactly from the PreprocessSpec: no estimator can do better, and
+        # a clipping estimator (entropy) would cut the rare bright pixels that carry the signal.
+        ranges[input_name] = dataset.spec.value_range()
     res = write_qdq(prepared, the_plan, ranges, config.scheme, base_dir=work)
     return res.model, QuantizeReport(
         precision="int8",

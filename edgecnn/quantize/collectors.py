@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-DEFAULT_BINS = 2048
+DEFAULT_BINS = 16384
 
 
 def _pow2_ceil(x: float) -> float:
@@ -32,6 +32,7 @@ class TensorStats:
     min: float = math.inf
     max: float = -math.inf
     count: int = 0
+    zeros: int = 0  # exact zeros (ReLU outputs, padding): exactly representable, so estimators discount them
     radius: float = 0.0  # histogram covers [-radius, radius]; 0 until the first update
     hist: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     with_hist: bool = True
@@ -60,6 +61,7 @@ class TensorStats:
         idx = np.floor((x.astype(np.float64, copy=False).ravel() + self.radius) * scale).astype(np.int64)
         np.clip(idx, 0, self.bins - 1, out=idx)
         self.hist += np.bincount(idx, minlength=self.bins)
+        self.zeros += int(np.count_nonzero(x == 0))
 
     def _grow(self, radius: float) -> None:
         while self.radius < radius:
@@ -78,6 +80,7 @@ class TensorStats:
         out = TensorStats(bins=self.bins, with_hist=self.with_hist and other.with_hist)
         out.min, out.max = min(self.min, other.min), max(self.max, other.max)
         out.count = self.count + other.count
+        out.zeros = self.zeros + other.zeros
         if out.with_hist:
             parts = [s for s in (self, other) if s.radius > 0]
             if parts:

@@ -32,13 +32,18 @@ def _one_sided(st: TensorStats) -> bool:
     return st.min >= 0.0
 
 
-def _folded(st: TensorStats) -> tuple[np.ndarray, np.ndarray]:
-    """Histogram of |x| over [0, radius] (bins/2 bins) and the upper edge of each bin."""
+def _folded(st: TensorStats, drop_zeros: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Histogram of |x| over [0, radius] (bins/2 bins) and the upper edge of each bin.
+
+    ``drop_zeros`` removes exact zeros from the first bin: they quantize without error at any
+    threshold, and a ReLU output's spike at 0 would otherwise dominate a divergence search.
+    """
     half = st.bins // 2
-    pos = st.hist[half:].astype(np.float64)
-    neg = st.hist[:half][::-1].astype(np.float64)
+    folded = st.hist[half:].astype(np.float64) + st.hist[:half][::-1].astype(np.float64)
+    if drop_zeros:
+        folded[0] = max(0.0, folded[0] - st.zeros)
     upper = (np.arange(half) + 1) * (st.radius / half)
-    return pos + neg, upper
+    return folded, upper
 
 
 def _clip(st: TensorStats, t: float) -> tuple[float, float]:
@@ -69,7 +74,7 @@ def entropy(st: TensorStats, levels: int | None = None, candidates: int = 160) -
     ``levels`` is the number of quantization levels on the side being searched (128 for a signed
     symmetric range, 256 for a one-sided range mapped to uint8).
     """
-    h, upper = _folded(st)
+    h, upper = _folded(st, drop_zeros=True)
     if h.sum() == 0:
         return minmax(st)
     nz = np.nonzero(h)[0]
@@ -84,20 +89,33 @@ def entropy(st: TensorStats, levels: int | None = None, candidates: int = 160) -
         p = h[:i].copy()
         p[i - 1] += h[i:].sum()
         group = (np.arange(i) * levels) // i
-        nonzero = (h[:i] > 0).astype(np.float64)
+        nonzero = (p > 0).astype(np.float64)
         gsum = np.bincount(group, weights=h[:i], minlength=levels)
         gcnt = np.bincount(group, weights=nonzero, minlength=levels)
         q = np.where(nonzero > 0, (gsum / np.maximum(gcnt, 1))[group], 0.0)
-        ps, qs = p.sum(), q.sum()
-        if qs == 0:
+        if q.sum() == 0:
             continue
-        pn, qn = p / ps, q / qs
-        mask = pn > 0
-        with np.errstate(divide="ignore"):
-            kl = float(np.sum(pn[mask] * np.log(pn[mask] / np.maximum(qn[mask], 1e-12))))
+        kl = _kl(_smooth(p), _smooth(q))
         if kl < best_kl:
             best_kl, best_i = kl, int(i)
     return _clip(st, float(upper[best_i - 1]))
+
+
+def _smooth(d: np.ndarray, eps: float = 1e-4) -> np.ndarray:
+    """Give empty bins a little mass (taken from the others) so KL stays finite; normalise."""
+    d = d / d.sum()
+    zero = d == 0
+    n_zero = int(zero.sum())
+    if n_zero and n_zero < d.size:
+        d = np.where(zero, eps, d - eps * n_zero / (d.size - n_zero))
+        d = np.maximum(d, 0.0)
+        d = d / d.sum()
+    return d
+
+
+def _kl(p: np.ndarray, q: np.ndarray) -> float:
+    mask = p > 0
+    return float(np.sum(p[mask] * np.log(p[mask] / np.maximum(q[mask], 1e-300))))
 
 
 def mse(st: TensorStats, levels: int | None = None, candidates: int = 128) -> tuple[float, float]:

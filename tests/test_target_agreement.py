@@ -1,0 +1,51 @@
+"""edgecnn's verdicts agree with real runtimes: OpenVINO query_model (intel-cpu) and ORT CPU sessions (ort-cpu)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import onnx
+import pytest
+
+from edgecnn.graph.load import load_model
+from edgecnn.runtimes.query import openvino_devices, openvino_query, ort_cpu_query
+from edgecnn.target.check import check_target
+from edgecnn.target.spec import load_target
+from tests.target_corpus import OPENVINO_MISSING, single_op
+
+INTEL = load_target("intel-cpu")
+ORT = load_target("ort-cpu")
+
+
+def _save(tmp_path: Path, op: str) -> Path:
+    p = tmp_path / f"{op}.onnx"
+    onnx.save(single_op(op), p)
+    return p
+
+
+@pytest.mark.parametrize("op", [*sorted(INTEL.ops), *sorted(OPENVINO_MISSING)])
+def test_openvino_query_model_agrees_with_intel_cpu(tmp_path: Path, op: str) -> None:
+    path = _save(tmp_path, op)
+    ours = check_target(load_model(path), INTEL)
+    for device in [d for d in openvino_devices() if d == "CPU"]:
+        real = openvino_query(path, device)
+        assert ours.all_accelerated == real.ok, (op, device, real, ours.nodes)
+    if op in OPENVINO_MISSING:
+        assert not ours.runnable  # negative control: the corpus really exercises the 'no' side
+
+
+@pytest.mark.parametrize("op", sorted(ORT.ops))
+def test_ort_cpu_session_agrees_with_ort_cpu_target(tmp_path: Path, op: str) -> None:
+    path = _save(tmp_path, op)
+    ours = check_target(load_model(path), ORT)
+    real = ort_cpu_query(path)
+    assert ours.all_accelerated == real.ok, (op, real, ours.nodes)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("ai_edge_litert") is None,
+    reason="ai_edge_litert (LiteRT) is not installed; the LiteRT/XNNPACK agreement check needs it",
+)
+def test_litert_xnnpack_agreement() -> None:  # pragma: no cover - runs only where LiteRT is installed
+    pytest.skip("LiteRT export (issue: to_tflite) has not landed; nothing to compare the XNNPACK verdicts with yet")

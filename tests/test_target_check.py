@@ -1,0 +1,200 @@
+"""Placement verdicts: one model per documented constraint, each side of the limit, citing the source line;
+float vs QDQ models on int8 targets; partitions; the CLI (--json, --markdown, --strict) and the docs page."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from typer.testing import CliRunner
+
+from edgecnn.cli import app
+from edgecnn.graph.load import load_model
+from edgecnn.target import docs
+from edgecnn.target.check import Placement, TargetReport, check_target
+from edgecnn.target.spec import load_target
+from tests.onnx_builders import small_cnn
+from tests.target_corpus import conv, pool, resize, single_op, softmax
+
+U55 = load_target("ethos-u55")
+RK = load_target("rknpu2-rk3588")
+GPU = load_target("mobile-gpu")
+
+
+def _check(tmp_path: Path, model: onnx.ModelProto, target: str = "rknpu2-rk3588") -> TargetReport:
+    p = tmp_path / "m.onnx"
+    onnx.save(model, p)
+    return check_target(load_model(p), load_target(target))
+
+
+def _reasons(rep: TargetReport) -> list[str]:
+    return [f.reason for n in rep.nodes for f in n.failures]
+
+
+# (target, model, expected ok, expected text in the reason, source line cited). RKNPU2 facts: RKNN Compiler
+# Support Operator List v1.6.0, chapter 2 (RK3588); Ethos-U facts: Vela 3.6.1 SUPPORTED_OPS.md. RKNN accepts
+# float16, so these float models are judged on geometry alone.
+CASES = [
+    ("rknpu2-rk3588", lambda: conv(k=31, hw=40), True, "", "Convolution"),
+    ("rknpu2-rk3588", lambda: conv(k=33, hw=40), False, "kernel 33x33 exceeds the RK3588 NPU's kernel limit of 31", "Convolution"),
+    ("rknpu2-rk3588", lambda: conv(stride=7, pad=1), True, "", "Convolution"),
+    ("rknpu2-rk3588", lambda: conv(stride=8, pad=1), False, "stride 8x8 exceeds the RK3588 NPU's stride limit of 7", "Convolution"),
+    ("rknpu2-rk3588", lambda: conv(k=3, dilation=32, hw=80, pad=15), True, "", "dilation [1,32]"),
+    ("rknpu2-rk3588", lambda: conv(k=3, dilation=33, hw=80, pad=15), False, "dilation 33x33 exceeds", "dilation [1,32]"),
+    ("rknpu2-rk3588", lambda: conv(k=3, pad=15), True, "", "pads [0,15]"),
+    ("rknpu2-rk3588", lambda: conv(k=3, pad=16), False, "padding [16, 16, 16, 16] exceeds", "pads [0,15]"),
+    ("rknpu2-rk3588", lambda: conv(k=7, group=8), True, "", "Depthwise"),
+    ("rknpu2-rk3588", lambda: conv(k=9, group=8), False, "kernel 9x9 exceeds the RK3588 NPU's kernel limit of 8", "Depthwise"),
+    ("rknpu2-rk3588", lambda: pool(k=7, stride=1), True, "", "MaxPool"),
+    ("rknpu2-rk3588", lambda: pool(k=8, stride=1), False, "kernel 8x8 exceeds", "MaxPool"),
+    ("rknpu2-rk3588", lambda: pool(ceil=1, hw=33), False, "ceil_mode=1", "ceil_mode unsupported"),
+    ("rknpu2-rk3588", lambda: pool(cin=8192, hw=4), True, "", "channel [1,8192]"),
+    ("rknpu2-rk3588", lambda: pool(cin=8193, hw=4), False, "8193 channels", "channel [1,8192]"),
+    ("rknpu2-rk3588", lambda: resize(8.0), True, "", "integer scales 1..8"),
+    ("rknpu2-rk3588", lambda: resize(1.5), False, "integer factors", "integer scales 1..8"),
+    ("rknpu2-rk3588", lambda: softmax(1), True, "", "axis 1 (channel) or 3"),
+    ("rknpu2-rk3588", lambda: softmax(2), False, "softmax over axis 2", "axis 1 (channel) or 3"),
+    ("rknpu2-rk3588", lambda: single_op("Gemm"), False, "does not run Gemm", "Gemm: not yet supported"),
+    ("rknpu2-rk3588", lambda: conv(batch=2), True, "", "Convolution"),
+    ("rknpu2-rk3588", lambda: pool(), True, "", "MaxPool"),
+    ("mobile-gpu", lambda: resize(2.0, "linear"), True, "", "RESIZE_BILINEAR"),
+    ("mobile-gpu", lambda: resize(2.0, "nearest"), False, "does not run Resize", "RESIZE_BILINEAR"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("target", "build", "ok", "text", "cite"), CASES)
+def test_constraint_each_side_of_the_limit(tmp_path: Path, target: str, build, ok: bool, text: str, cite: str) -> None:
+    rep = _check(tmp_path, build(), target)
+    assert rep.all_accelerated == ok, _reasons(rep)
+    if not ok:
+        fails = [f for n in rep.nodes for f in n.failures]
+        hit = [f for f in fails if text in f.reason]
+        assert hit, _reasons(rep)
+        assert cite in hit[0].source and "https://" in hit[0].source
+
+
+def _qdq(tmp_path: Path, model: onnx.ModelProto, per_channel: bool = True) -> onnx.ModelProto:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    src, dst = tmp_path / "float.onnx", tmp_path / "qdq.onnx"
+    onnx.save(model, src)
+    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            rng = np.random.default_rng(0)
+            self.items = iter([{"x": rng.standard_normal(shape).astype(np.float32)} for _ in range(4)])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.items, None)
+
+    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)  # fmt: skip
+    return onnx.load(str(dst))
+
+
+def _u55(tmp_path: Path, model: onnx.ModelProto) -> TargetReport:
+    return _check(tmp_path, model, "ethos-u55")
+
+
+def test_float_model_on_int8_npu_every_node_needs_quantization(tmp_path: Path) -> None:
+    rep = _u55(tmp_path, small_cnn())
+    assert rep.n_accelerated == 0 and rep.n_nodes == 11 and rep.runnable
+    for n in rep.nodes:
+        assert any("requires int8 or uint8 or int16 quantized tensors" in f.reason for f in n.failures), n
+        assert any("edgecnn quantize MODEL --target ethos-u55" in f.fix for f in n.failures)
+    assert rep.advice[0].fix_kind == "requantize"
+
+
+def test_qdq_model_is_judged_on_the_ops_between_qdq_pairs(tmp_path: Path) -> None:
+    rep = _u55(tmp_path, _qdq(tmp_path, small_cnn()))
+    assert all(n.op_type not in ("QuantizeLinear", "DequantizeLinear") for n in rep.nodes)
+    assert rep.absorbed > 0
+    conv_nodes = [n for n in rep.nodes if n.op_type == "Conv"]
+    assert conv_nodes and all(n.precision == "int8" and n.placement == Placement.ACCELERATOR for n in conv_nodes)
+    assert conv_nodes[0].absorbed  # its DQ/Q nodes were fused into it
+    assert rep.mac_share > 0.9, _reasons(rep)
+    # The same QDQ model on a float-only GPU: the int8 ops need the float model there.
+    gpu = _check(tmp_path, _qdq(tmp_path, small_cnn()), "mobile-gpu")
+    assert any("computes in int8" in r for r in _reasons(gpu))
+
+
+def test_every_failure_is_gathered_not_just_the_first(tmp_path: Path) -> None:
+    # Float, depthwise stride 4 (> 3) and dilated kernel height (3-1)*40+1 = 81 (> 64) on Ethos-U55.
+    rep = _u55(tmp_path, conv(k=3, group=8, stride=4, dilation=40, hw=100, pad=40))
+    (node,) = rep.nodes
+    rules = {f.rule for f in node.failures}
+    assert {"precision", "stride_max", "dilated_kernel_h_max", "dilated_kernel_area_max"} <= rules
+    assert "Conv 'conv': stride 4x4 exceeds the Ethos-U55 NPU's stride limit of 3." in [f.reason for f in node.failures]
+    assert all("TFLite DEPTHWISE_CONV_2D Constraints" in f.source for f in node.failures if f.rule == "stride_max")
+    assert node.maps_to == ["DEPTHWISE_CONV_2D"]
+
+
+def test_dense_conv_on_ethos_u_allows_stride_4_depthwise_does_not(tmp_path: Path) -> None:
+    assert not any(f.rule == "stride_max" for n in _u55(tmp_path, conv(stride=4, pad=1)).nodes for f in n.failures)
+    assert any(f.rule == "stride_max" for n in _u55(tmp_path, conv(stride=5, pad=1)).nodes for f in n.failures)
+
+
+def test_partitions_and_copies_count_each_switch(tmp_path: Path) -> None:
+    # Conv -> Gemm(CPU on RK3588) : conv [acc] -> flatten [acc] -> fc [cpu]
+    from onnx import helper
+
+    from tests.target_corpus import _model, _w
+
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="c1", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("GlobalAveragePool", ["c"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["f"], name="flat"),
+        helper.make_node("Gemm", ["f", "fw"], ["h"], name="fc", transB=1),
+        helper.make_node("Relu", ["h"], ["y"], name="relu"),
+    ]
+    m = _model(nodes, {"w": _w(8, 4, 3, 3), "fw": _w(5, 8)})
+    rep = _check(tmp_path, m, "rknpu2-rk3588")
+    assert [n.placement for n in rep.nodes] == ["accelerator"] * 3 + ["fallback", "accelerator"]
+    assert rep.partitions == 2 and rep.copies == 2
+    assert rep.worst[0].name == "fc"
+
+
+def test_model_the_target_cannot_run_at_all(tmp_path: Path) -> None:
+    p = tmp_path / "det.onnx"
+    onnx.save(single_op("Det"), p)
+    r = CliRunner().invoke(app, ["check", str(p), "--target", "intel-cpu", "--strict"])
+    assert r.exit_code == 1, r.output
+    assert "cannot run" in r.output and "Det is not in the OpenVINO CPU plugin's operator list" in r.output
+
+
+def test_cli_json_markdown_strict_and_side_by_side(tmp_path: Path) -> None:
+    p = tmp_path / "cnn.onnx"
+    onnx.save(small_cnn(), p)
+    js, md = tmp_path / "r.json", tmp_path / "r.md"
+    args = ["check", str(p), "-t", "ethos-u55", "-t", "intel-cpu", "--json", str(js), "--markdown", str(md)]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert "ethos-u55" in r.output and "intel-cpu" in r.output and "nodes on accelerator" in r.output
+    data = json.loads(js.read_text())
+    assert data["schema_version"] == 1 and data["kind"] == "check"
+    by = {t["target"]: t for t in data["targets"]}
+    assert by["intel-cpu"]["node_share"] == 1.0 and by["ethos-u55"]["node_share"] == 0.0
+    assert "| nodes on accelerator | 0/11 (0.0%) | 11/11 (100.0%) |" in md.read_text()
+    assert CliRunner().invoke(app, [*args, "--strict"]).exit_code == 1
+    assert CliRunner().invoke(app, ["check", str(p), "-t", "intel-cpu", "--strict"]).exit_code == 0
+    bad = CliRunner().invoke(app, ["check", str(p), "-t", "nope"])
+    assert bad.exit_code == 2 and "valid targets are" in bad.output
+    r = CliRunner().invoke(app, ["check", str(p), "-t", "intel-cpu", "--input-shape", "x=1x3x16x16"])
+    assert r.exit_code == 0, r.output
+
+
+def test_docs_page_is_up_to_date() -> None:
+    assert docs.main(["--check"]) == 0, "docs/targets.md is stale: run python -m edgecnn.target.docs"
+    text = docs.DOC_PATH.read_text()
+    assert "kernel {kernel} exceeds the {accel}'s kernel limit of {limit} per side." in text
+    assert "### `ethos-u55`" in text and "SUPPORTED_OPS.md" in text
+
+
+def test_readme_command_on_the_bundled_model(sample_model: Path) -> None:
+    r = CliRunner().invoke(app, ["check", str(sample_model), "--target", "ethos-u55", "--target", "intel-cpu"])
+    assert r.exit_code == 0, r.output
+    assert "Summary" in r.output

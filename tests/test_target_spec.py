@@ -1,0 +1,153 @@
+"""Target specs: every bundled file loads, and every kind of bad spec is a one-line error naming file, line, key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from edgecnn.cli import app
+from edgecnn.errors import ConfigError
+from edgecnn.target.spec import QuantScheme, available_targets, load_target
+
+REQUIRED = {"arm-cpu-xnnpack", "ethos-u55", "ethos-u65", "qualcomm-htp", "edgetpu", "mobile-gpu", "intel-cpu",
+            "rknpu2-rk3588", "ort-cpu"}  # fmt: skip
+
+MINIMAL = """schema_version = 1
+name = "board"
+description = "my board"
+runtime = "vela"
+format = "tflite"
+accelerator = "Board NPU"
+fallback = "CPU"
+precisions = ["int8"]
+source = "doc"
+{extra}
+[sources.doc]
+url = "https://example.com/ops"
+version = "1.0"
+
+[quant]
+weights_per_channel = true
+weights_symmetric = true
+weight_dtype = "int8"
+activation_dtype = "int8"
+activations_symmetric = false
+source = "doc"
+
+[ops.Conv]
+source = "doc"
+stride_max = 2
+"""
+
+
+def _write(tmp_path: Path, text: str, name: str = "board.toml") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_every_bundled_target_loads_with_sources() -> None:
+    assert set(available_targets()) >= REQUIRED
+    for name in available_targets():
+        t = load_target(name)
+        assert t.sources, name
+        for op in t.ops.values():
+            assert op.source in t.sources, (name, op.op_type)
+            assert t.sources[op.source].url.startswith("https://"), name
+            assert t.sources[op.source].version, name
+
+
+def test_tflite_targets_map_onnx_ops_to_builtins() -> None:
+    for name in ("ethos-u55", "edgetpu", "arm-cpu-xnnpack", "mobile-gpu"):
+        t = load_target(name)
+        assert t.format == "tflite"
+        assert t.ops["Conv"].tflite == ("CONV_2D",)
+        assert t.ops["Conv"].variants["depthwise"].tflite == ("DEPTHWISE_CONV_2D",)
+
+
+def test_quant_scheme_for_the_quantize_command() -> None:
+    q = load_target("ethos-u55").quant
+    assert isinstance(q, QuantScheme)
+    assert (q.weights_per_channel, q.weights_symmetric, q.activation_dtype, q.activations_symmetric) == (
+        True, True, "int8", False,
+    )  # fmt: skip
+    assert load_target("qualcomm-htp").quant.activation_dtype == "uint8"  # type: ignore[union-attr]
+    assert load_target("mobile-gpu").quant is None
+    assert load_target("ethos-u55").requires_quantization and not load_target("mobile-gpu").requires_quantization
+
+
+def test_extends_inherits_and_overrides() -> None:
+    u65 = load_target("ethos-u65")
+    assert u65.accelerator == "Ethos-U65 NPU" and u65.extends == "ethos-u55"
+    assert u65.ops["Conv"].constraints == load_target("ethos-u55").ops["Conv"].constraints
+
+
+def test_user_file_by_path(tmp_path: Path) -> None:
+    t = load_target(_write(tmp_path, MINIMAL.format(extra="")))
+    assert t.name == "board" and t.ops["Conv"].constraints == {"stride_max": 2}
+
+
+def test_unknown_target_lists_valid_names() -> None:
+    with pytest.raises(ConfigError, match=r"unknown target 'ethos-u99'; valid targets are: .*ethos-u55.*intel-cpu"):
+        load_target("ethos-u99")
+
+
+def test_malformed_toml_names_file_and_line(tmp_path: Path) -> None:
+    p = _write(tmp_path, MINIMAL.format(extra="").replace('runtime = "vela"', "runtime = vela"))
+    with pytest.raises(ConfigError, match=rf"{p}: malformed TOML: .*line 4"):
+        load_target(p)
+
+
+def test_unknown_top_key_names_line_and_valid_keys(tmp_path: Path) -> None:
+    p = _write(tmp_path, MINIMAL.format(extra='vendor = "acme"\n'))
+    with pytest.raises(ConfigError, match=rf"{p}:10: key 'vendor': unknown key; valid keys are: .*accelerator"):
+        load_target(p)
+
+
+def test_unknown_constraint_key_in_op(tmp_path: Path) -> None:
+    p = _write(tmp_path, MINIMAL.format(extra="") + "strid_max = 3\n")
+    with pytest.raises(ConfigError, match=r"key 'ops.Conv.strid_max': unknown key; valid keys are: .*stride_max"):
+        load_target(p)
+
+
+def test_bad_constraint_value(tmp_path: Path) -> None:
+    p = _write(tmp_path, MINIMAL.format(extra="").replace("stride_max = 2", 'stride_max = "two"'))
+    with pytest.raises(ConfigError, match=r"key 'ops.Conv.stride_max': value 'two' is not a non-negative integer"):
+        load_target(p)
+
+
+def test_undefined_source_id(tmp_path: Path) -> None:
+    p = _write(tmp_path, MINIMAL.format(extra="").replace('[ops.Conv]\nsource = "doc"', '[ops.Conv]\nsource = "nope"'))
+    with pytest.raises(ConfigError, match=r"'nope' is not defined under \[sources\]"):
+        load_target(p)
+
+
+def test_extends_missing_parent(tmp_path: Path) -> None:
+    p = _write(tmp_path, MINIMAL.format(extra='extends = "no-such-board"\n'))
+    with pytest.raises(
+        ConfigError, match=r"key 'extends': parent 'no-such-board' not found; valid targets are: .*edgetpu"
+    ):
+        load_target(p)
+
+
+def test_extends_cycle(tmp_path: Path) -> None:
+    _write(tmp_path, MINIMAL.format(extra='extends = "b.toml"\n'), "a.toml")
+    _write(tmp_path, MINIMAL.format(extra='extends = "a.toml"\n'), "b.toml")
+    with pytest.raises(ConfigError, match=r"cyclic extends \(a -> b -> a\)"):
+        load_target(tmp_path / "a.toml")
+
+
+def test_targets_cli_list_show_lint(tmp_path: Path) -> None:
+    r = CliRunner().invoke(app, ["targets", "list"])
+    assert r.exit_code == 0 and "ethos-u55" in r.output and "rknpu2-rk3588" in r.output
+    r = CliRunner().invoke(app, ["targets", "show", "ethos-u55"])
+    assert r.exit_code == 0 and "DEPTHWISE_CONV_2D" in r.output and "SUPPORTED_OPS.md" in r.output
+    r = CliRunner().invoke(app, ["targets", "lint"])
+    assert r.exit_code == 0 and r.output.count("ok ") == len(available_targets())
+    bad = _write(tmp_path, MINIMAL.format(extra='vendor = "acme"\n'))
+    r = CliRunner().invoke(app, ["targets", "lint", str(bad)])
+    assert r.exit_code == 2 and "unknown key" in r.output
+    r = CliRunner().invoke(app, ["targets", "show", "nope"])
+    assert r.exit_code == 2 and "valid targets are" in r.output
