@@ -17,7 +17,7 @@ RUNTIMES = available_runtimes()
 
 def conv_ref(x: np.ndarray, w: np.ndarray, b: np.ndarray, stride: int, pad: int, group: int) -> np.ndarray:
     """Direct numpy convolution (NCHW), the reference the runtimes must match."""
-    n, c, h, wd = x.shape
+    n, _c, h, wd = x.shape
     co, cig, kh, kw = w.shape
     xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
     ho, wo = (h + 2 * pad - kh) // stride + 1, (wd + 2 * pad - kw) // stride + 1

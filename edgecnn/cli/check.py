@@ -23,7 +23,8 @@ from edgecnn.target.spec import load_target
 def check_cmd(
     model: Annotated[Path, typer.Argument(help="ONNX model file (float or QDQ-quantized).")],
     target: Annotated[
-        list[str], typer.Option("--target", "-t", help="Target name (see `edgecnn targets list`) or a .toml path; repeatable.")
+        list[str],
+        typer.Option("--target", "-t", help="Target name (see `edgecnn targets list`) or a .toml path; repeatable."),
     ],
     input_shape: Annotated[
         list[str] | None, typer.Option("--input-shape", help="Fix dynamic dims: NAME=1x3x224x224 (repeatable).")
@@ -31,7 +32,9 @@ def check_cmd(
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the full report as JSON here.")] = None,
     markdown: Annotated[Path | None, typer.Option("--markdown", help="Write a Markdown report (for CI) here.")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when any node falls back or cannot run.")] = False,
-    all_nodes: Annotated[bool, typer.Option("--all-nodes", help="List every node, not only those off the accelerator.")] = False,
+    all_nodes: Annotated[
+        bool, typer.Option("--all-nodes", help="List every node, not only those off the accelerator.")
+    ] = False,
 ) -> None:
     """Place every node of MODEL on each TARGET (accelerator or fallback) and give every reason a node falls back."""
     for out in (json_path, markdown):

@@ -33,7 +33,9 @@ def show_cmd(name: Annotated[str, typer.Argument(help="Target name or .toml path
     """Show a target: precisions, quantization scheme, limits, operators with constraints, and sources."""
     t = load_target(name)
     console.print(f"[bold]{t.name}[/]: {t.description}", highlight=False)
-    console.print(f"runtime {t.runtime}; format {t.format}; accelerator {t.accelerator}; fallback {t.fallback or 'none'}")
+    console.print(
+        f"runtime {t.runtime}; format {t.format}; accelerator {t.accelerator}; fallback {t.fallback or 'none'}"
+    )
     console.print(f"precisions: {', '.join(t.precisions)}" + (f"  (extends {t.extends})" if t.extends else ""))
     if t.quant:
         q = t.quant
@@ -52,7 +54,8 @@ def show_cmd(name: Annotated[str, typer.Argument(help="Target name or .toml path
         cons = ", ".join(f"{k}={v}" for k, v in op.constraints.items())
         for vname, var in op.variants.items():
             vc = ", ".join(f"{k}={v}" for k, v in var.constraints.items())
-            cons += f"\n[{vname}] " + ("unsupported" if not var.supported else vc or "ok")
+            runs = "+".join(var.tflite)
+            cons += f"\n[{vname}] " + ("unsupported" if not var.supported else f"{runs} {vc}".strip() or "ok")
         status = "passthrough" if op.passthrough else ("" if op.supported else "unsupported ")
         tab.add_row(op.op_type, status + "+".join(op.tflite), cons, op.source + (f": {op.cite}" if op.cite else ""))
     console.print(tab)
@@ -62,7 +65,9 @@ def show_cmd(name: Annotated[str, typer.Argument(help="Target name or .toml path
 
 @command(targets_app, "lint")
 def lint_cmd(
-    files: Annotated[list[Path] | None, typer.Argument(help="Target TOML files (default: every bundled target).")] = None,
+    files: Annotated[
+        list[Path] | None, typer.Argument(help="Target TOML files (default: every bundled target).")
+    ] = None,
 ) -> None:
     """Validate target specs: schema, known keys, sources for every fact, extends chain."""
     items: list[str] = [str(f) for f in files] if files else available_targets()

@@ -190,7 +190,11 @@ def _precision(gr: _Graph, idx: int) -> tuple[str, list[int]]:
     n = gr.nodes[idx]
     acts = [i for i in n.input if i and i not in gr.const_names]
     float_acts = [i for i in acts if gr.types.get(i, (0,))[0] in _FLOAT_TYPES]
-    dq_in = [gr.producer[i] for i in float_acts if i in gr.producer and gr.nodes[gr.producer[i]].op_type == "DequantizeLinear"]
+    dq_in = [
+        gr.producer[i]
+        for i in float_acts
+        if i in gr.producer and gr.nodes[gr.producer[i]].op_type == "DequantizeLinear"
+    ]
     weight_dq = [
         gr.producer[i] for i in n.input
         if i and i in gr.const_names and i in gr.producer and gr.nodes[gr.producer[i]].op_type == "DequantizeLinear"

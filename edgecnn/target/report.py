@@ -48,7 +48,9 @@ def render_markdown(report: SupportReport) -> str:
         out += ["| node | op | precision | MACs | placement | reasons |", "|---|---|---|---:|---|---|"]
         for n in off:
             reasons = "<br>".join(f.reason.replace("|", "\\|") for f in n.failures)
-            out.append(f"| `{n.name}` | {n.op_type} | {n.precision} | {human_count(n.macs)} | {n.placement} | {reasons} |")
+            out.append(
+                f"| `{n.name}` | {n.op_type} | {n.precision} | {human_count(n.macs)} | {n.placement} | {reasons} |"
+            )
         if t.advice:
             out += ["", "What to change:", ""]
             out += [f"- **{a.fix_kind}** ({a.nodes} node(s)): {a.example}" for a in t.advice]
