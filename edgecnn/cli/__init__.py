@@ -14,6 +14,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from edgecnn import __version__
 from edgecnn.errors import EdgecnnError
@@ -34,7 +35,7 @@ _state = {"debug": False}
 
 
 def fail(exc: BaseException, code: int) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+    err_console.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False)
     return typer.Exit(code)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -28,7 +29,14 @@ def resolve_scheme(target: str | None, runtime: str) -> QuantScheme:
     if target:
         from edgecnn.target.spec import load_target
 
-        return load_target(target).quant_scheme()
+        spec = load_target(target)
+        if spec.quant is None:
+            raise BadInputError(
+                f"--target {target}: runs float only (precisions: {', '.join(str(p) for p in spec.precisions)}); "
+                "use --precision fp16 or a target with a [quant] scheme"
+            )
+        # An accelerator without float (Ethos-U, Edge TPU, HTP) must get the whole graph in integer.
+        return replace(spec.quant, quantize_outputs=spec.requires_quantization)
     if runtime not in RUNTIME_SCHEMES:
         raise BadInputError(f"--runtime {runtime!r}; valid runtimes are {', '.join(RUNTIME_SCHEMES)}")
     return RUNTIME_SCHEMES[runtime]

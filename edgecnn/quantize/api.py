@@ -266,7 +266,7 @@ def _quantize(
         )
 
     assert dataset is not None
-    the_plan = plan(prepared, config.exclude)
+    the_plan = plan(prepared, config.exclude, quantize_outputs=config.scheme.quantize_outputs)
     if not the_plan.quantized_nodes:
         raise BadInputError(
             f"{loaded.path}: nothing to quantize: no float Conv/Gemm/MatMul/Add/pooling node "

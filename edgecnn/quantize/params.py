@@ -11,7 +11,8 @@ from edgecnn.errors import BadInputError
 
 @dataclass(frozen=True, kw_only=True)
 class QuantScheme:
-    """How a target wants tensors quantized. Target specs produce one; the QDQ writer obeys it."""
+    """How a target wants tensors quantized: the one definition. Target specs (``[quant]``) produce one
+    (edgecnn.target.spec), runtimes have defaults (``RUNTIME_SCHEMES``), and the QDQ writer obeys it."""
 
     activation_dtype: str = "uint8"  # uint8 | int8 | int16
     activations_symmetric: bool = False
@@ -19,10 +20,13 @@ class QuantScheme:
     weights_per_channel: bool = True
     weights_symmetric: bool = True
     name: str = "x86-cpu"
+    quantize_outputs: bool = False  # int8-only accelerators: the model's outputs are integer too
+    source: str = ""  # where a target spec's scheme comes from (a source id of that spec)
+    note: str = ""
 
     def __post_init__(self) -> None:
-        if self.activation_dtype not in ("uint8", "int8", "int16"):
-            raise BadInputError(f"activation dtype {self.activation_dtype!r}; valid: uint8, int8, int16")
+        if self.activation_dtype not in ("uint8", "int8", "int16", "uint16"):
+            raise BadInputError(f"activation dtype {self.activation_dtype!r}; valid: uint8, int8, int16, uint16")
         if self.weight_dtype not in ("int8", "uint8"):
             raise BadInputError(f"weight dtype {self.weight_dtype!r}; valid: int8, uint8")
 

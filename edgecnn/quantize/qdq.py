@@ -69,8 +69,14 @@ def _float_tensors(model: onnx.ModelProto) -> set[str]:
     return out
 
 
-def plan(model: onnx.ModelProto, exclude: set[str] | frozenset[str] = frozenset()) -> QdqPlan:
-    """Decide which nodes run in integer and which tensors need a range. ``exclude``: node names or op types."""
+def plan(
+    model: onnx.ModelProto, exclude: set[str] | frozenset[str] = frozenset(), quantize_outputs: bool = False
+) -> QdqPlan:
+    """Decide which nodes run in integer and which tensors need a range. ``exclude``: node names or op types.
+
+    ``quantize_outputs``: also quantize graph outputs (int8-only accelerators need the last op in integer
+    too); otherwise they stay float, which costs nothing on CPUs and keeps the logits exact.
+    """
     inits = {t.name for t in model.graph.initializer}
     floats = _float_tensors(model)
     consumers: dict[str, list[onnx.NodeProto]] = {}
@@ -137,7 +143,7 @@ def plan(model: onnx.ModelProto, exclude: set[str] | frozenset[str] = frozenset(
         act = next((a for a in fused_out.values() if fused[keys[id(a)]] == keys[id(n)]), None)
         if act is not None:
             out = act.output[0]
-        if out not in graph_outputs:
+        if out not in graph_outputs or quantize_outputs:
             add(out)
     return QdqPlan(
         quantized_nodes=tuple(keys[id(n)] for n in quantized),
@@ -204,6 +210,14 @@ def write_qdq(
         elif n.output and n.output[0] in the_plan.activations and n.output[0] in ranges:
             params.setdefault(n.output[0], activation_params(*ranges[n.output[0]], scheme))
 
+    # A quantized graph output keeps its public name on the DequantizeLinear; the producer writes "<name>_float".
+    graph_outputs = {o.name for o in g.output}
+    for t in [t for t in params if t in graph_outputs]:
+        inner = f"{t}_float"
+        for n in order:
+            n.output[:] = [inner if o == t else o for o in n.output]
+            n.input[:] = [inner if i == t else i for i in n.input]
+        params[inner] = params.pop(t)
     new_inits: list[onnx.TensorProto] = []
     new_nodes: list[onnx.NodeProto] = []
     dq_name: dict[str, str] = {}
@@ -213,8 +227,11 @@ def write_qdq(
         new_inits.append(numpy_helper.from_array(np.array(zp, act_dtype), z_name))
         q, dq = f"{t}_QuantizeLinear", f"{t}_DequantizeLinear"
         new_nodes.append(helper.make_node("QuantizeLinear", [t, s_name, z_name], [f"{t}_q"], name=q))
-        new_nodes.append(helper.make_node("DequantizeLinear", [f"{t}_q", s_name, z_name], [f"{t}_dq"], name=dq))
-        dq_name[t] = f"{t}_dq"
+        public = t.removesuffix("_float") if t.removesuffix("_float") in graph_outputs else None
+        dq_out = public or f"{t}_dq"
+        new_nodes.append(helper.make_node("DequantizeLinear", [f"{t}_q", s_name, z_name], [dq_out], name=dq))
+        if public is None:
+            dq_name[t] = dq_out
     result.quantized_tensors = len(params)
 
     # 3. Weights and biases of compute ops.

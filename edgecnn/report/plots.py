@@ -49,7 +49,7 @@ def write_latency_plots(series: Sequence[LatencySeries], folder: Path) -> list[P
         ax_h.set_xlabel("latency per batch (ms)")
         ax_h.set_ylabel("iterations")
         ax_h.legend()
-        tail = f" ({beyond} slower runs beyond p99.5 not shown, max {x.max():.3f} ms)" if beyond else ""
+        tail = f"\n({beyond} slower runs beyond p99.5 not shown, max {x.max():.3f} ms)" if beyond else ""
         ax_h.set_title(f"{s.label}: latency histogram{tail}", fontsize="medium")
         ax_t.plot(np.arange(1, x.size + 1), x, linewidth=0.7, color="#4477aa")
         ax_t.axhline(p50, color="#cc3311", linewidth=0.8)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from edgecnn.errors import ConfigError
+from edgecnn.quantize.params import QuantScheme
 from edgecnn.target.rules import CONSTRAINTS, VARIANTS
 
 SCHEMA_VERSION = 1
@@ -53,19 +54,6 @@ class Source:
     url: str
     version: str
     title: str = ""
-
-
-@dataclass(frozen=True, kw_only=True)
-class QuantScheme:
-    """The quantization a target requires; ``edgecnn quantize --target`` reads it."""
-
-    weights_per_channel: bool
-    weights_symmetric: bool
-    weight_dtype: str  # "int8" | "uint8"
-    activation_dtype: str  # "int8" | "uint8" | "int16" | "uint16"
-    activations_symmetric: bool
-    source: str
-    note: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -366,7 +354,7 @@ def load_target(name_or_path: str | Path) -> TargetSpec:
         if missing:
             raise ConfigError(f"{path}: [quant] is missing {', '.join(missing)}")
         check_src(q["source"], "quant")
-        quant = QuantScheme(**q)
+        quant = QuantScheme(name=str(data.get("name", path.stem)), **q)
     limits = dict(data.get("limits", {}))
     limits_source = limits.pop("source", top_source)
     limits.pop("cite", None)
