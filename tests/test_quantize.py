@@ -278,3 +278,25 @@ def test_interrupt_mid_calibration_leaves_nothing(tmp_path: Path) -> None:
     assert "interrupted" in err and "Traceback" not in err
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.onnx", "calib"]
+
+
+def test_target_scheme_puts_whole_model_on_int8_npu(sample_model: Path, tmp_path: Path) -> None:
+    """--target reads the spec's [quant] scheme; the result then passes that target's check entirely."""
+    dst = tmp_path / "npu.onnx"
+    r = invoke("quantize", sample_model, "--calib", CALIB_DIR, "-o", dst, "--target", "ethos-u55", "--samples", "64")
+    assert r.exit_code == 0, r.output
+    m = onnx.load(str(dst))
+    zps = [t for t in m.graph.initializer if t.name.endswith("_zero_point") and not t.name.endswith("_quantized")]
+    assert zps and all(t.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.INT32) for t in zps)
+    producer = {o: n for n in m.graph.node for o in n.output}
+    assert producer["logits"].op_type == "DequantizeLinear"  # the output is integer too
+    r = invoke("check", dst, "--target", "ethos-u55", "--target", "edgetpu", "--strict")
+    assert r.exit_code == 0, r.output
+    x, _ = _eval_set()
+    agree = np.mean(_predict(dst, "ort", x[:300]) == _predict(sample_model, "ort", x[:300]))
+    assert agree >= 0.98, agree
+
+
+def test_float_only_target_refuses_int8(small: Path, tmp_path: Path) -> None:
+    d = _image_dir(tmp_path, 3)
+    _bad(tmp_path, small, "--calib", d, "--target", "mobile-gpu", needles=("mobile-gpu", "[quant]", "--precision fp16"))

@@ -85,26 +85,27 @@ def weight_params(w: np.ndarray, scheme: QuantScheme, axis: int = 0) -> tuple[np
     return scale, zp
 
 
+def _along(scale: np.ndarray | float, zp: np.ndarray | int, ndim: int, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Scale and zero point shaped to broadcast along ``axis`` of an ``ndim``-D tensor (per-channel)."""
+    scale, zp = np.asarray(scale, np.float32), np.asarray(zp)
+    if scale.ndim == 1 and ndim > 1:
+        shape = [1] * ndim
+        shape[axis] = -1
+        scale, zp = scale.reshape(shape), zp.reshape(shape)
+    return scale, zp
+
+
 def quantize_array(
     x: np.ndarray, scale: np.ndarray | float, zp: np.ndarray | int, dtype: str, axis: int = 0
 ) -> np.ndarray:
     """Round-to-nearest-even, saturate: the same arithmetic as ONNX QuantizeLinear."""
-    scale = np.asarray(scale, np.float32)
-    zp = np.asarray(zp)
-    if scale.ndim == 1 and x.ndim > 1:
-        shape = [1] * x.ndim
-        shape[axis] = -1
-        scale, zp = scale.reshape(shape), zp.reshape(shape)
+    scale, zp = _along(scale, zp, x.ndim, axis)
     qmin, qmax = qrange(dtype)
     q = np.rint(x.astype(np.float32) / scale) + zp.astype(np.float32)
     return np.clip(q, qmin, qmax).astype(dtype)
 
 
 def dequantize_array(q: np.ndarray, scale: np.ndarray | float, zp: np.ndarray | int, axis: int = 0) -> np.ndarray:
-    scale = np.asarray(scale, np.float32)
-    zp = np.asarray(zp)
-    if scale.ndim == 1 and q.ndim > 1:
-        shape = [1] * q.ndim
-        shape[axis] = -1
-        scale, zp = scale.reshape(shape), zp.reshape(shape)
+    """The same arithmetic as ONNX DequantizeLinear."""
+    scale, zp = _along(scale, zp, q.ndim, axis)
     return (q.astype(np.float32) - zp.astype(np.float32)) * scale

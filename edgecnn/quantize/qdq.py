@@ -247,23 +247,7 @@ def write_qdq(
             axis = 0
         w_scale, w_zp = weight_params(w, scheme, axis=axis)
         wq = quantize_array(w, w_scale, w_zp, scheme.weight_dtype, axis=axis)
-        base = f"{w_name}_{keys[id(n)]}"
-        new_inits += [
-            numpy_helper.from_array(wq, f"{base}_quantized"),
-            numpy_helper.from_array(w_scale, f"{base}_scale"),
-            numpy_helper.from_array(w_zp, f"{base}_zero_point"),
-        ]
-        dq_attrs = {"axis": axis} if w_scale.ndim == 1 else {}
-        new_nodes.append(
-            helper.make_node(
-                "DequantizeLinear",
-                [f"{base}_quantized", f"{base}_scale", f"{base}_zero_point"],
-                [f"{base}_dq"],
-                name=f"{base}_DequantizeLinear",
-                **dq_attrs,
-            )
-        )
-        n.input[1] = f"{base}_dq"
+        n.input[1] = _constant_dq(f"{w_name}_{keys[id(n)]}", wq, w_scale, w_zp, axis, new_inits, new_nodes)
         result.quantized_weights += 1
         if len(n.input) > 2 and n.input[2] in inits and n.op_type != "MatMul":
             b = to_array(inits[n.input[2]], base_dir).astype(np.float64)
@@ -272,22 +256,9 @@ def write_qdq(
             b_scale_full = np.full(b.shape, b_scale, np.float32) if b_scale.ndim == 0 else b_scale
             if b.ndim == 1 and b_scale_full.shape == b.shape:
                 bq = np.clip(np.rint(b / b_scale_full.astype(np.float64)), -(2**31), 2**31 - 1).astype(np.int32)
-                bbase = f"{n.input[2]}_{keys[id(n)]}"
-                new_inits += [
-                    numpy_helper.from_array(bq, f"{bbase}_quantized"),
-                    numpy_helper.from_array(b_scale_full.astype(np.float32), f"{bbase}_scale"),
-                    numpy_helper.from_array(np.zeros(b.shape, np.int32), f"{bbase}_zero_point"),
-                ]
-                new_nodes.append(
-                    helper.make_node(
-                        "DequantizeLinear",
-                        [f"{bbase}_quantized", f"{bbase}_scale", f"{bbase}_zero_point"],
-                        [f"{bbase}_dq"],
-                        name=f"{bbase}_DequantizeLinear",
-                        axis=0,
-                    )
-                )
-                n.input[2] = f"{bbase}_dq"
+                zeros = np.zeros(b.shape, np.int32)
+                bias_name = f"{n.input[2]}_{keys[id(n)]}"
+                n.input[2] = _constant_dq(bias_name, bq, b_scale_full, zeros, 0, new_inits, new_nodes)
 
     # 4. Rewire every consumer of a quantized tensor to its DequantizeLinear output.
     for n in order:
@@ -317,6 +288,27 @@ def write_qdq(
     _drop_unused(m)
     result.model = infer_shapes_inplace(m)
     return result
+
+
+def _constant_dq(
+    base: str,
+    q: np.ndarray,
+    scale: np.ndarray,
+    zp: np.ndarray,
+    axis: int,
+    inits: list[onnx.TensorProto],
+    nodes: list[onnx.NodeProto],
+) -> str:
+    """Add an integer initializer with its DequantizeLinear; return the float tensor's name."""
+    inits += [
+        numpy_helper.from_array(q, f"{base}_quantized"),
+        numpy_helper.from_array(np.asarray(scale, np.float32), f"{base}_scale"),
+        numpy_helper.from_array(zp, f"{base}_zero_point"),
+    ]
+    attrs = {"axis": axis} if np.ndim(scale) == 1 else {}
+    inputs = [f"{base}_quantized", f"{base}_scale", f"{base}_zero_point"]
+    nodes.append(helper.make_node("DequantizeLinear", inputs, [f"{base}_dq"], name=f"{base}_DequantizeLinear", **attrs))
+    return f"{base}_dq"
 
 
 def _weight_axis(n: onnx.NodeProto, w: np.ndarray) -> int:

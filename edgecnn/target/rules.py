@@ -231,10 +231,21 @@ def rank_max(f: NodeFacts, limit: int) -> Verdict:
     return PASS
 
 
+def _activation_shapes(f: NodeFacts) -> tuple[tuple[int, ...], ...]:
+    """Shapes of the tensors that flow between ops (not weights): the ones dimension limits apply to.
+
+    A 4-D Conv weight (O, I, kh, kw) becomes a constant buffer of the compiled op, not a tensor the
+    accelerator's data path moves, so the Edge TPU's "3 innermost dimensions" rule and dimension limits
+    do not apply to it.
+    """
+    ins = tuple(s for i, s in enumerate(f.in_shapes) if not (i < len(f.const_inputs) and f.const_inputs[i]))
+    return (*ins, *f.out_shapes)
+
+
 def dim_max(f: NodeFacts, limit: int) -> Verdict:
     """{label}: dimension {dim} in tensor {shape} exceeds the {accel}'s limit of {limit}.
     Fix: tile or reshape so that no dimension exceeds {limit}."""
-    for s in (*f.in_shapes, *f.out_shapes):
+    for s in _activation_shapes(f):
         for d in s:
             if d > limit:
                 return _fail(dim_max, f, limit, dim=d, shape=_x(s))
@@ -262,7 +273,7 @@ def channels_max(f: NodeFacts, limit: int) -> Verdict:
 def innermost_nonunit_max(f: NodeFacts, limit: int) -> Verdict:
     """{label}: tensor {shape} has a dimension > 1 outside its {limit} innermost ones; the {accel} does not allow that.
     Fix: reshape so that only the {limit} innermost dimensions exceed 1 (e.g. batch 1)."""
-    for s in (*f.in_shapes, *f.out_shapes):
+    for s in _activation_shapes(f):
         if len(s) > limit and any(d > 1 for d in s[:-limit]):
             return _fail(innermost_nonunit_max, f, limit, shape=_x(s))
     return PASS
