@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -259,9 +260,11 @@ def test_interrupt_mid_calibration_leaves_nothing(tmp_path: Path) -> None:
     big = save(conv_model(cin=3, cout=64, k=7, hw=224), tmp_path / "big.onnx")
     d = tmp_path / "calib"
     d.mkdir()
-    for p in sorted(CALIB_DIR.glob("*.png"))[:300]:
+    for p in sorted(CALIB_DIR.glob("*.png")):
         shutil.copy(p, d / p.name)
     (d / "preprocess.toml").write_text('schema_version = 1\ncolor_order = "RGB"\nresize = [224, 224]\n')
+    work = tmp_path / "tmpdir"  # the child's TMPDIR: its calibration workspace appears here
+    work.mkdir()
     out = tmp_path / "q.onnx"
     proc = subprocess.Popen(
         [sys.executable, "-m", "edgecnn", "quantize", str(big), "--calib", str(d), "-o", str(out), "--batch", "1"],
@@ -269,15 +272,22 @@ def test_interrupt_mid_calibration_leaves_nothing(tmp_path: Path) -> None:
         stderr=subprocess.PIPE,
         text=True,
         cwd=ROOT,
+        env={**os.environ, "TMPDIR": str(work)},
     )
-    time.sleep(4.0)
-    assert proc.poll() is None, proc.communicate()
+    deadline = time.monotonic() + 120
+    while not list(work.glob("**/calib.onnx")):  # calibration has started
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(0.5)
+    assert proc.poll() is None, "calibration finished before the interrupt; make the test data larger"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
     assert not out.exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.onnx", "calib"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.onnx", "calib", "tmpdir"]
+    assert [p.name for p in work.iterdir() if p.name.startswith("edgecnn")] == []  # (ORT leaves a .ses file here)
 
 
 def test_target_scheme_puts_whole_model_on_int8_npu(sample_model: Path, tmp_path: Path) -> None:

@@ -57,8 +57,12 @@ class TensorStats:
             self.hist = np.zeros(self.bins, np.int64)
         elif need > self.radius:
             self._grow(need)
-        scale = self.bins / (2.0 * self.radius)
-        idx = np.floor((x.astype(np.float64, copy=False).ravel() + self.radius) * scale).astype(np.int64)
+        # bin = floor((x + R) / w) = floor(x * B / 2R) + B / 2. B / 2R is a power of two, so x * scale is
+        # exact in float32 and so is the floor: the same value lands in the same bin on every grid, which
+        # is what makes shards merge exactly (and float32 keeps this pass cheap).
+        scale = np.float32(self.bins / (2.0 * self.radius))
+        idx = np.floor(x.astype(np.float32, copy=False).ravel() * scale).astype(np.int32)
+        idx += self.bins // 2
         np.clip(idx, 0, self.bins - 1, out=idx)
         self.hist += np.bincount(idx, minlength=self.bins)
         self.zeros += int(np.count_nonzero(x == 0))

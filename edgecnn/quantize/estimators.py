@@ -28,6 +28,10 @@ def parse_method(value: str) -> Method:
         raise BadInputError(f"--method {value!r}; valid methods are {', '.join(m.value for m in Method)}") from None
 
 
+# Share of non-zero values an entropy threshold must keep unclipped (percent).
+ENTROPY_KEEP = 99.99
+
+
 def _one_sided(st: TensorStats) -> bool:
     return st.min >= 0.0
 
@@ -68,7 +72,9 @@ def percentile(st: TensorStats, pct: float = 99.999) -> tuple[float, float]:
     return _clip(st, float(upper[min(i, len(upper) - 1)]))
 
 
-def entropy(st: TensorStats, levels: int | None = None, candidates: int = 160) -> tuple[float, float]:
+def entropy(
+    st: TensorStats, levels: int | None = None, candidates: int = 160, keep: float = ENTROPY_KEEP
+) -> tuple[float, float]:
     """Threshold minimising KL(P || Q), P the clipped |x| histogram, Q its quantized version.
 
     ``levels`` is the number of quantization levels on the side being searched (128 for a signed
@@ -83,7 +89,12 @@ def entropy(st: TensorStats, levels: int | None = None, candidates: int = 160) -
         levels = 256 if _one_sided(st) else 128
     if last <= levels:
         return minmax(st)
-    starts = np.unique(np.linspace(levels, last, num=min(candidates, last - levels + 1)).astype(np.int64))
+    # KL weighs a clipped value like any other mismatch, however far it is clipped; in CNN feature maps the
+    # rare large activations carry the signal (edges, strokes), so thresholds that clip more than
+    # (100 - keep)% of the non-zero values are not candidates.
+    floor_bin = int(np.searchsorted(np.cumsum(h) / h.sum(), keep / 100.0)) + 1
+    first = max(levels, min(floor_bin, last))
+    starts = np.unique(np.linspace(first, last, num=min(candidates, last - first + 1)).astype(np.int64))
     best_kl, best_i = np.inf, last
     for i in starts:
         p = h[:i].copy()

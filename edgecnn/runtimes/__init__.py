@@ -56,7 +56,15 @@ def runtime_version(name: str) -> str:
 def _session_class(name: str) -> type[RuntimeSession]:
     target, _, _ = RUNTIMES[name]
     mod, attr = target.split(":")
-    return getattr(importlib.import_module(mod), attr)
+    try:
+        return getattr(importlib.import_module(mod), attr)
+    except ModuleNotFoundError as e:
+        if e.name != mod:
+            raise
+        # The runtime's package is installed but edgecnn's adapter for it is not written yet (LiteRT).
+        raise MissingRuntimeError(
+            f"edgecnn's adapter for runtime '{name}'", "a later edgecnn release; use --runtime ort or openvino"
+        ) from None
 
 
 def open_session(
