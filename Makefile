@@ -25,8 +25,9 @@ demo: $(STAMP)
 	$(EC) quantize models/sample_cnn.onnx --precision fp16 -o $(OUT)/sample_cnn.fp16.onnx
 	$(EC) check $(OUT)/sample_cnn.int8.onnx --target intel-cpu --target arm-cpu-xnnpack --target ethos-u55 --json $(OUT)/check.json --markdown $(OUT)/check.md
 	$(EC) bench models/sample_cnn.onnx $(OUT)/sample_cnn.fp16.onnx $(OUT)/sample_cnn.int8.onnx -r ort -r openvino --threads 2 -n 300 --compare --json $(OUT)/bench.json
-	$(EC) drift models/sample_cnn.onnx $(OUT)/sample_cnn.int8.onnx --data calibration_data/eval --json $(OUT)/drift.json --plot $(OUT)/drift_layers.png
-	$(EC) gate --policy examples/gate-policy.toml --drift $(OUT)/drift.json --bench $(OUT)/bench.json --markdown $(OUT)/gate.md --junit $(OUT)/gate.xml
+	$(EC) drift models/sample_cnn.onnx $(OUT)/sample_cnn.int8.onnx --data calibration_data/eval --json $(OUT)/drift.json --plot $(OUT)/drift_layers.png --markdown $(OUT)/drift.md
+	$(EC) bench $(OUT)/sample_cnn.int8.onnx -r ort --threads 1 -n 300 --json $(OUT)/bench_int8.json
+	$(EC) gate --policy examples/gate-policy.toml --drift $(OUT)/drift.json --bench $(OUT)/bench_int8.json --baseline $(OUT)/baseline.json --update-baseline --markdown $(OUT)/gate.md --junit $(OUT)/gate.xml
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -34,11 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-SPEC = REPO / "benchmarks" / "preprocess_224.toml"
-CALIB = REPO / "calibration_data" / "calib"
-EVAL = REPO / "calibration_data" / "eval"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import CALIB, EVAL, MODELS, SPEC, ort_reader
+
 SQNR_IMAGES = 32
 THREADS = 2
 
@@ -73,20 +71,7 @@ def child_quantize(tool: str, method: str, n: int, model: Path, images: Path, ou
         q, _ = quantize(model, ds, QuantizeConfig(method=Method(method)))
         onnx.save(q, str(out))
     elif tool == "ort":
-        from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, quantize_static
-
-        from edgecnn.preprocess import list_images, load_spec
-
-        spec = load_spec(SPEC)
-        files = list_images(images)[:n]
-
-        class Reader(CalibrationDataReader):
-            def __init__(self) -> None:
-                self.it = iter(files)
-
-            def get_next(self) -> dict[str, np.ndarray] | None:
-                p = next(self.it, None)
-                return None if p is None else {"input": spec.load(p)[None]}
+        from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
 
         meth = {
             "minmax": CalibrationMethod.MinMax,
@@ -97,7 +82,7 @@ def child_quantize(tool: str, method: str, n: int, model: Path, images: Path, ou
         quantize_static(
             str(model),
             str(out),
-            Reader(),
+            ort_reader(images, n),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
             calibrate_method=meth[method],
@@ -233,7 +218,7 @@ def main() -> int:
     ap.add_argument("--rss-limit-gib", type=float, default=12.0)
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
-    model = REPO / "benchmarks" / "models" / f"{a.model}.onnx"
+    model = MODELS / f"{a.model}.onnx"
     if not model.exists():
         print(f"error: {model} not found; run: python benchmarks/build_models.py", file=sys.stderr)
         return 2
@@ -250,7 +235,7 @@ def main() -> int:
             if n > a.samples:
                 jobs.append(("ort", "entropy", n, model))
         for extra in [m for m in a.latency_models.split(",") if m]:
-            p = REPO / "benchmarks" / "models" / f"{extra}.onnx"
+            p = MODELS / f"{extra}.onnx"
             if p.exists():
                 jobs += [("edgecnn", "minmax", min(a.samples, 128), p), ("ort", "minmax", min(a.samples, 128), p)]
         for i, (tool, method, n, mpath) in enumerate(jobs):
@@ -266,7 +251,7 @@ def main() -> int:
                 ev, _, st2 = spawn(["evaluate", str(qpath), str(mpath), ",".join(runtimes)], limit)
                 row.update(ev or {"status": st2})
             rows.append(row)
-        for mpath in {model, *(REPO / "benchmarks" / "models" / f"{m}.onnx" for m in a.latency_models.split(",") if m)}:
+        for mpath in {model, *(MODELS / f"{m}.onnx" for m in a.latency_models.split(",") if m)}:
             if mpath.exists():
                 ev, _, _ = spawn(["evaluate", str(mpath), str(mpath), "ort,openvino"], limit)
                 rows.append(

@@ -32,39 +32,27 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-SPEC = REPO / "benchmarks" / "preprocess_224.toml"
-CALIB = REPO / "calibration_data" / "calib"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import CALIB, MODELS, SPEC, ort_reader
 
 
 def ort_variants(model: Path, tmp: Path, samples: int) -> dict[str, Path]:
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from edgecnn.preprocess import list_images, load_spec
-
-    spec = load_spec(SPEC)
-    files = list_images(CALIB)[:samples]
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.it = iter(files)
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            p = next(self.it, None)
-            return None if p is None else {"input": spec.load(p)[None]}
+    def reader():  # a fresh reader for every quantize_static call
+        return ort_reader(CALIB, samples)
 
     out: dict[str, Path] = {}
     out["ort-default"] = tmp / "ort_default.onnx"
-    quantize_static(str(model), str(out["ort-default"]), Reader(), quant_format=QuantFormat.QDQ, per_channel=True)
+    quantize_static(str(model), str(out["ort-default"]), reader(), quant_format=QuantFormat.QDQ, per_channel=True)
     pre = tmp / "pre.onnx"
-    quant_pre_process(str(model), str(pre))
+    quant_pre_process(str(model), str(pre), skip_symbolic_shape=True)
     out["ort-preprocessed"] = tmp / "ort_pre.onnx"
-    quantize_static(str(pre), str(out["ort-preprocessed"]), Reader(), quant_format=QuantFormat.QDQ, per_channel=True)
+    quantize_static(str(pre), str(out["ort-preprocessed"]), reader(), quant_format=QuantFormat.QDQ, per_channel=True)
     out["ort-u8s8"] = tmp / "ort_u8s8.onnx"
     quantize_static(
-        str(pre), str(out["ort-u8s8"]), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+        str(pre), str(out["ort-u8s8"]), reader(), quant_format=QuantFormat.QDQ, per_channel=True,
         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
     )  # fmt: skip
     return out
@@ -129,7 +117,7 @@ def main() -> int:
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name in a.models.split(","):
-        model = REPO / "benchmarks" / "models" / f"{name}.onnx"
+        model = MODELS / f"{name}.onnx"
         if not model.exists():
             print(f"error: {model} not found; run: python benchmarks/build_models.py", file=sys.stderr)
             return 2

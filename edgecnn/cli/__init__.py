@@ -82,11 +82,7 @@ def _root(
 # the help shows it.
 COMMAND_MODULES = ("inspect", "quantize", "check", "targets", "bench", "drift", "sensitivity", "gate")
 for _mod in COMMAND_MODULES:
-    try:
-        importlib.import_module(f"edgecnn.cli.{_mod}")
-    except ModuleNotFoundError as _e:  # a command still being written; drop before release
-        if _e.name != f"edgecnn.cli.{_mod}":
-            raise
+    importlib.import_module(f"edgecnn.cli.{_mod}")
 
 
 def main() -> None:

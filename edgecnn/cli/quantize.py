@@ -60,6 +60,11 @@ def quantize_cmd(
     preprocess: Annotated[Path | None, typer.Option(help="PreprocessSpec TOML (default: beside the data).")] = None,
     input_shape: Annotated[list[str] | None, typer.Option("--input-shape", help="NAME=1x3x224x224")] = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the quantization report here.")] = None,
+    max_drop: Annotated[
+        float | None, typer.Option(help="Top-1 points the INT8 model may lose on --data; sensitive layers stay float.")
+    ] = None,
+    data: Annotated[Path | None, typer.Option("--data", help="Labeled evaluation images for --max-drop.")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="Sensitivity cache for --max-drop.")] = None,
 ) -> None:
     """Quantize MODEL to INT8 (QDQ, calibrated on real images) or FP16, verified and stamped with provenance."""
     if precision not in ("int8", "fp16"):
@@ -81,6 +86,14 @@ def quantize_cmd(
     if not per_channel:
         scheme = QuantScheme(**{**scheme.to_dict(), "weights_per_channel": False})  # type: ignore[arg-type]
     config = QuantizeConfig(precision=prec, method=meth, batch=batch, scheme=scheme, exclude=frozenset(exclude or []))
+    if max_drop is not None or data is not None:
+        from edgecnn.cli.sensitivity import quantize_budgeted
+
+        if max_drop is None or data is None or prec is not Precision.INT8:
+            raise BadInputError("--max-drop PTS and --data DIR go together, with --precision int8")
+        return quantize_budgeted(
+            model, output, dataset, config, max_drop, data, preprocess, cache_dir, shapes, json_path
+        )
 
     with Progress(
         TextColumn("calibrating"),

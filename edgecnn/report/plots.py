@@ -98,3 +98,55 @@ def text_histogram(samples_ms: np.ndarray, *, bins: int = 8, width: int = 40) ->
     if tail:
         lines.append(f"{'>' + format(hi, '.3f'):>19} ms | {'#' * round(width * tail / top):<{width}} {tail}")
     return lines
+
+
+def _pyplot():  # type: ignore[no-untyped-def]
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _short(name: str, width: int = 38) -> str:
+    return name if len(name) <= width else "…" + name[-(width - 1) :]
+
+
+def write_layer_sqnr_plot(
+    names: Sequence[str], sqnr_db: Sequence[float], path: Path, *, title: str, worst: Sequence[str] = ()
+) -> Path | None:
+    """Per-layer SQNR (dB) in graph order as a bar chart, the ``worst`` layers in red. None without matplotlib."""
+    if not plots_available() or not names:
+        return None
+    plt = _pyplot()
+    y = np.asarray(sqnr_db, dtype=np.float64)
+    fig, ax = plt.subplots(figsize=(max(7.0, 0.38 * len(names) + 2), 4.6), constrained_layout=True)
+    bad = set(worst)
+    ax.bar(np.arange(len(names)), y, color=["#cc3311" if n in bad else "#4477aa" for n in names])
+    ax.set_xticks(np.arange(len(names)), [_short(n) for n in names], rotation=75, ha="right", fontsize="x-small")
+    ax.set_ylabel("SQNR (dB), higher is closer to the reference")
+    ax.set_title(title, fontsize="medium")
+    ax.grid(axis="y", alpha=0.3)
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def write_sensitivity_plot(
+    names: Sequence[str], cost: Sequence[float], path: Path, *, xlabel: str, title: str
+) -> Path | None:
+    """Horizontal bars of each layer's cost (most sensitive on top). None without matplotlib."""
+    if not plots_available() or not names:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, max(3.0, 0.3 * len(names) + 1.2)), constrained_layout=True)
+    pos = np.arange(len(names))[::-1]
+    ax.barh(pos, np.asarray(cost, dtype=np.float64), color="#4477aa")
+    ax.set_yticks(pos, [_short(n, 48) for n in names], fontsize="x-small")
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize="medium")
+    ax.grid(axis="x", alpha=0.3)
+    _save(fig, path)
+    plt.close(fig)
+    return path

@@ -1,0 +1,238 @@
+"""`edgecnn sensitivity MODEL.onnx --calib DIR --data DIR`: rank layers by the accuracy (or SQNR) that
+quantizing them costs; cached, with a progress bar, a table, a plot and JSON."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from edgecnn.cli import app, command, console
+from edgecnn.errors import BadInputError
+from edgecnn.fsutil import check_output_path
+from edgecnn.graph.load import parse_input_shapes
+
+if TYPE_CHECKING:
+    from edgecnn.drift.budget import BudgetReport
+    from edgecnn.drift.sensitivity import SensitivityReport
+    from edgecnn.quantize.api import QuantizeConfig
+    from edgecnn.quantize.dataset import ImageDataset
+
+
+def layer_progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    )
+
+
+@command(app, "sensitivity")
+def sensitivity_cmd(
+    model: Annotated[Path, typer.Argument(help="Float ONNX model.")],
+    calib: Annotated[Path, typer.Option("--calib", help="Calibration images.")],
+    data: Annotated[Path, typer.Option("--data", help="Evaluation images (labels.csv for accuracy).")],
+    mode: Annotated[
+        str, typer.Option(help="one (only this layer INT8) | all-but-one (only this layer float).")
+    ] = "one",
+    rank_by: Annotated[str | None, typer.Option(help="top1 | sqnr (default: top1 with labels).")] = None,
+    method: Annotated[str, typer.Option(help="Range estimator: minmax, percentile, entropy, mse.")] = "minmax",
+    calib_samples: Annotated[int | None, typer.Option(help="Use the first N calibration images.")] = None,
+    samples: Annotated[int | None, typer.Option(help="Use the first N evaluation images.")] = None,
+    runtime: Annotated[str, typer.Option("--runtime", "-r", help="Runtime to score on.")] = "ort",
+    target: Annotated[str | None, typer.Option(help="Target spec: its quantization scheme.")] = None,
+    exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Node or op type kept float.")] = None,
+    preprocess: Annotated[Path | None, typer.Option(help="PreprocessSpec TOML (default: beside the data).")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="Cache folder (default: ~/.cache/edgecnn).")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the cache.")] = False,
+    input_shape: Annotated[list[str] | None, typer.Option("--input-shape", help="NAME=1x3x224x224")] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the ranking (JSON) here.")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Write a bar chart (PNG) here.")] = None,
+    show: Annotated[int, typer.Option(help="Rows in the table.")] = 15,
+) -> None:
+    """Quantize one layer at a time (or all but one) and rank the layers by what they cost."""
+    from edgecnn.cli.quantize import resolve_scheme
+    from edgecnn.drift.evaluate import open_eval_data
+    from edgecnn.drift.sensitivity import Mode, default_cache_dir, run_sensitivity
+    from edgecnn.graph.load import load_model
+    from edgecnn.preprocess import find_spec
+    from edgecnn.quantize.api import QuantizeConfig
+    from edgecnn.quantize.dataset import ImageDataset
+    from edgecnn.quantize.estimators import parse_method
+    from edgecnn.report.jsonio import write_json
+
+    if mode not in ("one", "all-but-one"):
+        raise BadInputError(f"--mode {mode!r}; valid values are one, all-but-one")
+    for p in (json_path, plot):
+        if p is not None:
+            check_output_path(p)
+    shapes = parse_input_shapes(input_shape)
+    loaded = load_model(model, shapes)
+    ds = ImageDataset.open(calib, find_spec(calib, preprocess), calib_samples)
+    evald = open_eval_data(
+        data,
+        loaded,
+        preprocess=preprocess,
+        samples=samples,
+        require_labels="--rank-by top1" if rank_by == "top1" else None,
+    )
+    del loaded
+    config = QuantizeConfig(
+        method=parse_method(method), scheme=resolve_scheme(target, runtime), exclude=frozenset(exclude or [])
+    )
+    with layer_progress() as bar:
+        task = bar.add_task("sensitivity", total=None)
+        rep = run_sensitivity(
+            model,
+            ds,
+            evald,
+            config,
+            mode=Mode(mode),
+            rank_by=rank_by,
+            runtime=runtime,
+            cache_dir=None if no_cache else (cache_dir or default_cache_dir()),
+            input_shapes=shapes,
+            progress=lambda done, total, what: bar.update(
+                task, completed=done, total=total, description=f"sensitivity {what[-40:]}"
+            ),
+        )
+    print_sensitivity(rep, show=show)
+    if json_path is not None:
+        write_json(json_path, rep.to_dict(), kind="sensitivity", schema_version=1)
+    if plot is not None:
+        from edgecnn.report.plots import INSTALL_HINT, write_sensitivity_plot
+
+        by_top1 = rep.rank_by == "top1"
+        what = "top-1 points" if by_top1 else "output SQNR dB"
+        title = f"{Path(rep.model).name}: cost of quantizing {'each layer alone' if rep.mode == 'one' else 'all but each layer'}"
+        if (
+            write_sensitivity_plot(
+                [r.node for r in rep.layers],
+                [(r.cost_top1_pts or 0.0) if by_top1 else r.cost_sqnr_db for r in rep.layers],
+                plot,
+                xlabel=f"cost ({what})"
+                + ("" if by_top1 or rep.mode != "one" else ": minus the SQNR of the model with only this layer INT8"),
+                title=title,
+            )
+            is None
+        ):
+            console.print(f"[yellow]matplotlib is not installed: no plot written ({INSTALL_HINT})[/]")
+
+
+def print_sensitivity(rep: SensitivityReport, *, show: int = 15) -> None:
+    alone = rep.mode == "one"
+    t = Table(
+        title=f"sensitivity of {Path(rep.model).name} ({'one layer INT8 at a time' if alone else 'all but one layer INT8'}, "
+        f"{rep.images} images, ranked by {rep.rank_by})"
+    )
+    for col in ("rank", "node", "op", "top-1", "top-1 cost", "agreement", "SQNR dB"):
+        t.add_column(col, justify="left" if col in ("node", "op") else "right")
+    for i, r in enumerate(rep.layers[:show], start=1):
+        s = r.score
+        t.add_row(
+            str(i),
+            r.node,
+            r.op,
+            "-" if s.top1_pct is None else f"{s.top1_pct:.2f}%",
+            "-" if r.cost_top1_pts is None else f"{r.cost_top1_pts:+.2f} pts",
+            f"{s.agreement_pct:.2f}%",
+            f"{s.sqnr_db:.1f}",
+        )
+    console.print(t)
+    fl = "-" if rep.float_top1_pct is None else f"{rep.float_top1_pct:.2f}%"
+    i8 = "-" if rep.int8.top1_pct is None else f"{rep.int8.top1_pct:.2f}%"
+    console.print(
+        f"float top-1 {fl}; all layers INT8: top-1 {i8}, agreement {rep.int8.agreement_pct:.2f}%, "
+        f"output SQNR {rep.int8.sqnr_db:.1f} dB"
+    )
+    if alone:
+        console.print("  top-1 cost: float top-1 minus the top-1 with only this layer in INT8")
+    else:
+        console.print("  top-1 cost: top-1 won back by keeping only this layer in float")
+    if rep.cache_file:
+        console.print(f"  cache: {rep.cache_file} ({rep.cached_layers} result(s) reused)")
+    if not rep.labeled:
+        console.print("[yellow]note:[/] no labels.csv in the data folder: ranked by output SQNR only")
+
+
+def print_budget(b: BudgetReport) -> None:
+    """What ``quantize --max-drop`` did: the layers kept float, the accuracy and the latency it cost."""
+    t = Table(title=f"accuracy budget: top-1 drop at most {b.max_drop_pts:.2f} pts", show_header=False)
+    t.add_column("what")
+    t.add_column("value")
+    t.add_row("float top-1", f"{b.float_top1_pct:.2f}%")
+    t.add_row("all INT8", f"{b.int8_top1_pct:.2f}% (drop {b.float_top1_pct - b.int8_top1_pct:+.2f} pts)")
+    t.add_row("result", f"{b.final_top1_pct:.2f}% (drop {b.final_drop_pts:+.2f} pts)")
+    t.add_row("kept float", ", ".join(b.kept_float) if b.kept_float else "none: all INT8 is within the budget")
+    t.add_row("tried", "; ".join(f"{tr.float_layers} float -> {tr.drop_pts:+.2f} pts" for tr in b.trials))
+    if b.final_p50_ms is not None and b.int8_p50_ms is not None:
+        t.add_row(
+            "latency cost",
+            f"p50 {b.int8_p50_ms:.3f} -> {b.final_p50_ms:.3f} ms ({b.latency_cost_pct:+.1f}%), "
+            f"p99 {b.int8_p99_ms:.3f} -> {b.final_p99_ms:.3f} ms",
+        )
+    console.print(t)
+
+
+def quantize_budgeted(
+    model: Path,
+    output: Path,
+    calib: ImageDataset | None,
+    config: QuantizeConfig,
+    max_drop: float,
+    data: Path,
+    preprocess: Path | None,
+    cache_dir: Path | None,
+    shapes: dict[str, tuple[int, ...]],
+    json_path: Path | None,
+) -> None:
+    """``edgecnn quantize ... --max-drop PTS --data DIR``: the budgeted search, then the usual outputs."""
+    import onnx
+
+    from edgecnn.cli.quantize import print_report
+    from edgecnn.drift.budget import quantize_within_budget
+    from edgecnn.drift.evaluate import open_eval_data
+    from edgecnn.drift.sensitivity import default_cache_dir
+    from edgecnn.fsutil import atomic_path
+    from edgecnn.graph.load import load_model
+    from edgecnn.quantize.api import SCHEMA_VERSION
+    from edgecnn.report.jsonio import write_json
+
+    assert calib is not None
+    if max_drop < 0:
+        raise BadInputError(f"--max-drop {max_drop}; expected 0 or more percentage points of top-1")
+    evald = open_eval_data(data, load_model(model, shapes), preprocess=preprocess, require_labels="--max-drop")
+    with layer_progress() as bar:
+        task = bar.add_task("accuracy budget", total=None)
+        out, report, budget = quantize_within_budget(
+            model,
+            calib,
+            evald,
+            config,
+            max_drop,
+            cache_dir=cache_dir or default_cache_dir(),
+            input_shapes=shapes,
+            progress=lambda done, total, what: bar.update(
+                task, completed=done, total=total, description=f"sensitivity {what[-40:]}"
+            ),
+        )
+    with atomic_path(output) as tmp:
+        onnx.save(out, str(tmp))
+        onnx.checker.check_model(str(tmp), full_check=True)
+    print_report(report, output)
+    print_budget(budget)
+    if json_path is not None:
+        write_json(
+            json_path,
+            {"model": str(model), "output": str(output), **report.to_dict(), "budget": budget.to_dict()},
+            kind="quantize",
+            schema_version=SCHEMA_VERSION,
+        )

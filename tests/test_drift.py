@@ -1,0 +1,205 @@
+"""edgecnn drift: metrics against numpy references, the bundled INT8 model end to end, per-layer SQNR,
+unlabeled data, and every bad input as a one-line error."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from edgecnn.drift.evaluate import evaluate_drift
+from edgecnn.drift.metrics import ClassificationStats, TensorDrift, cosine_rows, sqnr_db, topk
+from edgecnn.drift.report import read_report, write_report
+from edgecnn.preprocess import find_spec
+from edgecnn.quantize.api import QuantizeConfig, quantize
+from edgecnn.quantize.dataset import ImageDataset
+from tests.cli_helpers import assert_one_line_error, invoke
+from tests.conftest import CALIB_DIR, EVAL_DIR, SAMPLE_MODEL
+from tests.onnx_builders import conv_model, save
+
+EVAL_N = 300
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One good INT8 model (64 calibration images) and one damaged by a calibration of 2 dark images."""
+    d = tmp_path_factory.mktemp("drift_models")
+    ds = ImageDataset.open(CALIB_DIR, find_spec(CALIB_DIR), 64)
+    good, _ = quantize(SAMPLE_MODEL, ds, QuantizeConfig())
+    onnx.save(good, str(d / "int8.onnx"))
+    dark = dark_calib(d)
+    bad, _ = quantize(SAMPLE_MODEL, ImageDataset.open(dark, find_spec(dark)), QuantizeConfig())
+    onnx.save(bad, str(d / "bad.onnx"))
+    return {"good": d / "int8.onnx", "bad": d / "bad.onnx"}
+
+
+def dark_calib(d: Path) -> Path:
+    """2 nearly black images: calibrated ranges far too small, so real digits clip badly."""
+    dark = d / "dark"
+    dark.mkdir()
+    for i in range(2):
+        a = np.zeros((28, 28, 3), np.uint8)
+        a[10:18, 12:16] = 60 + 10 * i
+        Image.fromarray(a).save(dark / f"d{i}.png")
+    shutil.copy(CALIB_DIR.parent / "preprocess.toml", dark / "preprocess.toml")
+    return dark
+
+
+def eval_subset(tmp_path: Path, n: int, labels: bool = True) -> Path:
+    d = tmp_path / f"eval{n}{'' if labels else '_nolabels'}"
+    d.mkdir()
+    files = sorted(EVAL_DIR.glob("*.png"))[:n]
+    for f in files:
+        shutil.copy(f, d / f.name)
+    shutil.copy(EVAL_DIR.parent / "preprocess.toml", d / "preprocess.toml")
+    if labels:
+        rows = (EVAL_DIR / "labels.csv").read_text().splitlines()
+        keep = {f.name for f in files}
+        (d / "labels.csv").write_text("\n".join([rows[0], *[r for r in rows[1:] if r.split(",")[0] in keep]]) + "\n")
+    return d
+
+
+# -- metrics ----------------------------------------------------------------------------------------
+def test_sqnr_and_cosine_match_numpy() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 10)).astype(np.float32)
+    y = x + 0.01 * rng.standard_normal((8, 10)).astype(np.float32)
+    td = TensorDrift()
+    td.update(x, y)
+    want = 10 * np.log10(np.sum(x.astype(np.float64) ** 2) / np.sum((x.astype(np.float64) - y) ** 2))
+    assert td.sqnr_db == pytest.approx(want, rel=1e-6)
+    assert td.cosine == pytest.approx(
+        float(np.dot(x.ravel(), y.ravel()) / np.linalg.norm(x) / np.linalg.norm(y)), rel=1e-6
+    )
+    same = TensorDrift()
+    same.update(x, x)
+    assert same.sqnr_db == sqnr_db(1.0, 0.0) == 200.0
+    np.testing.assert_allclose(cosine_rows(x, 2 * x), np.ones(8), rtol=1e-6)
+    assert topk(np.array([[0.1, 0.5, 0.2, 0.9]]), 2).tolist() == [[3, 1]]
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 40), st.integers(0, 2**31 - 1))
+def test_tensor_drift_shards_merge_to_one_pass(n: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    x, y = rng.standard_normal((n, 6)), rng.standard_normal((n, 6))
+    one = TensorDrift()
+    one.update(x, y)
+    k = n // 2
+    a, b = TensorDrift(), TensorDrift()
+    a.update(x[:k], y[:k])
+    b.update(x[k:], y[k:])
+    m = a.merged(b)
+    assert m.count == one.count and m.max_abs_err == one.max_abs_err
+    assert m.sqnr_db == pytest.approx(one.sqnr_db, rel=1e-9, abs=1e-9)
+    assert m.cosine == pytest.approx(one.cosine, rel=1e-9, abs=1e-12)
+
+
+def test_classification_counts() -> None:
+    c = ClassificationStats(num_classes=3, k=2)
+    ref = np.array([[3, 1, 0], [0, 2, 1], [0, 1, 2.0]])
+    cand = np.array([[3, 1, 0], [2, 1, 0], [0, 2, 1.0]])
+    rp, cp = c.update(ref, cand, np.array([0, 1, 2]))
+    assert rp.tolist() == [0, 1, 2] and cp.tolist() == [0, 0, 1]
+    assert (c.agree, c.ref_top1, c.cand_top1, c.ref_topk, c.cand_topk) == (1, 3, 1, 3, 3)
+    assert c.support.tolist() == [1, 1, 1] and c.cand_correct.tolist() == [1, 0, 0]
+
+
+# -- the bundled model --------------------------------------------------------------------------------
+def test_bundled_int8_drift_report(models: dict[str, Path], tmp_path: Path) -> None:
+    r = evaluate_drift(SAMPLE_MODEL, models["good"], EVAL_DIR, samples=EVAL_N)
+    assert r.labeled and r.images == EVAL_N and r.num_classes == 10 and r.topk == 5
+    assert r.reference_top1_pct is not None and r.reference_top1_pct > 95
+    assert abs(r.top1_drop_pts) <= 1.0 and r.agreement_pct >= 98.0
+    assert r.outputs[0].name == "logits" and r.outputs[0].sqnr_db > 20 and r.outputs[0].cosine_mean > 0.99
+    assert len(r.per_class) == 10 and r.per_class[0].drop_pts == max(c.drop_pts for c in r.per_class)
+    # per layer: matching tensors by name, read after the candidate's Q/DQ pair, the worst ones named
+    tensors = {la.tensor: la for la in r.layers}
+    assert "input" in tensors and "logits" in tensors and "/0/0.2/Relu_output_0" in tensors
+    assert tensors["/0/0.2/Relu_output_0"].candidate_tensor == "/0/0.2/Relu_output_0_dq"
+    assert tensors["/0/0.2/Relu_output_0"].op == "Relu (in Conv)"  # fused into the Conv by the QDQ writer
+    assert len(r.worst_layers) == 5 and all(15 < la.sqnr_db < 200 for la in r.layers)
+    assert min(r.layers, key=lambda la: la.sqnr_db).tensor == r.worst_layers[0]
+    assert r.flips_total == len(r.flips) == round(EVAL_N * (100 - r.agreement_pct) / 100)
+    path = write_report(tmp_path / "d.json", r)
+    assert json.loads(path.read_text())["schema_version"] == 1
+    assert read_report(path) == r
+
+
+def test_damaged_model_drifts_and_says_where(models: dict[str, Path]) -> None:
+    r = evaluate_drift(SAMPLE_MODEL, models["bad"], EVAL_DIR, samples=EVAL_N, layers=False)
+    assert r.top1_drop_pts > 2.0 and r.agreement_pct < 97.0 and r.outputs[0].sqnr_db < 15
+    broke = [f for f in r.flips if f.change == "broke"]
+    assert broke and Path(broke[0].file).is_file() and r.flips[0].change == "broke"
+    assert r.per_class[0].drop_pts >= r.top1_drop_pts and not r.layers
+
+
+def test_cli_json_plot_markdown(models: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    res = invoke(
+        "drift", SAMPLE_MODEL, models["good"], "--data", EVAL_DIR, "--samples", 100,
+        "--json", out / "d.json", "--plot", out / "sqnr.png", "--markdown", out / "d.md",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "top-1" in res.output and "per-layer SQNR" in res.output and "agreement" in res.output
+    d = json.loads((out / "d.json").read_text())
+    assert d["kind"] == "drift" and d["schema_version"] == 1 and d["images"] == 100
+    assert (out / "sqnr.png").read_bytes()[:4] == b"\x89PNG"
+    md = (out / "d.md").read_text()
+    assert md.startswith("### Drift") and "| top-1 |" in md and "Worst layers" in md
+
+
+def test_without_labels_agreement_and_sqnr_only(models: dict[str, Path], tmp_path: Path) -> None:
+    d = eval_subset(tmp_path, 40, labels=False)
+    r = evaluate_drift(SAMPLE_MODEL, models["good"], d)
+    assert not r.labeled and r.reference_top1_pct is None and r.per_class == ()
+    assert r.agreement_pct is not None and r.outputs[0].sqnr_db > 20 and r.layers
+    assert any("no labels" in n for n in r.notes)
+    res = invoke("drift", SAMPLE_MODEL, models["good"], "--data", d, "--no-layers")
+    assert res.exit_code == 0 and "no labels" in res.output
+    res = invoke("drift", SAMPLE_MODEL, models["good"], "--data", d, "--require-labels")
+    assert_one_line_error(res, 2, "no labels.csv", "--require-labels")
+
+
+# -- bad input -------------------------------------------------------------------------------------------
+def test_different_signatures_are_rejected(tmp_path: Path) -> None:
+    a = save(conv_model(cin=3, cout=8, hw=16), tmp_path / "a.onnx")
+    b = save(conv_model(cin=3, cout=8, hw=20), tmp_path / "b.onnx")
+    c = save(conv_model(cin=3, cout=4, hw=16), tmp_path / "c.onnx")
+    d = tmp_path / "imgs"
+    d.mkdir()
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(d / "x.png")
+    (d / "preprocess.toml").write_text("schema_version = 1\nresize = [16, 16]\n")
+    assert_one_line_error(invoke("drift", a, b, "--data", d), 2, "inputs differ", "b.onnx")
+    assert_one_line_error(invoke("drift", a, c, "--data", d), 2, "outputs differ", "c.onnx")
+
+
+def test_labels_that_name_unknown_classes(models: dict[str, Path], tmp_path: Path) -> None:
+    d = eval_subset(tmp_path, 5)
+    rows = (d / "labels.csv").read_text().splitlines()
+    (d / "labels.csv").write_text("\n".join([*rows[:-1], rows[-1].split(",")[0] + ",12"]) + "\n")
+    assert_one_line_error(invoke("drift", SAMPLE_MODEL, models["good"], "--data", d), 2, "label 12", "unknown class")
+    (d / "labels.csv").write_text("\n".join([*rows[:-1], rows[-1].split(",")[0] + ",giraffe"]) + "\n")
+    assert_one_line_error(
+        invoke("drift", SAMPLE_MODEL, models["good"], "--data", d), 2, "'giraffe'", "unknown class", "classes.txt"
+    )
+    # class names from classes.txt are accepted as labels
+    (d / "labels.csv").write_text("\n".join([*rows[:-1], rows[-1].split(",")[0] + ",7"]) + "\n")
+    assert invoke("drift", SAMPLE_MODEL, models["good"], "--data", d, "--no-layers").exit_code == 0
+
+
+def test_unlabeled_image_and_bad_header(models: dict[str, Path], tmp_path: Path) -> None:
+    d = eval_subset(tmp_path, 5)
+    rows = (d / "labels.csv").read_text().splitlines()
+    (d / "labels.csv").write_text("\n".join(rows[:-1]) + "\n")
+    assert_one_line_error(invoke("drift", SAMPLE_MODEL, models["good"], "--data", d), 2, "have no label")
+    (d / "labels.csv").write_text("image;class\n")
+    assert_one_line_error(invoke("drift", SAMPLE_MODEL, models["good"], "--data", d), 2, "file,label")
