@@ -15,6 +15,7 @@ from edgecnn.target.spec import load_target
 from tests.target_corpus import OPENVINO_MISSING, single_op
 
 INTEL = load_target("intel-cpu")
+NPU = load_target("intel-npu")
 ORT = load_target("ort-cpu")
 
 
@@ -49,3 +50,24 @@ def test_ort_cpu_session_agrees_with_ort_cpu_target(tmp_path: Path, op: str) -> 
 )
 def test_litert_xnnpack_agreement() -> None:  # pragma: no cover - runs only where LiteRT is installed
     pytest.skip("LiteRT export (issue: to_tflite) has not landed; nothing to compare the XNNPACK verdicts with yet")
+
+
+def _has_npu() -> bool:
+    try:
+        return "NPU" in openvino_devices()
+    except Exception:  # OpenVINO missing: no NPU either
+        return False
+
+
+@pytest.mark.skipif(
+    not _has_npu(),
+    reason="no NPU in openvino.Core().available_devices (needs Intel Core Ultra + NPU driver); "
+    'intel-npu op list is conservative, Core.query_model(model, "NPU") is the definitive check',
+)
+@pytest.mark.parametrize("op", sorted(NPU.ops))
+def test_openvino_query_model_agrees_with_intel_npu(tmp_path: Path, op: str) -> None:  # pragma: no cover - needs NPU
+    path = _save(tmp_path, op)
+    ours = check_target(load_model(path), NPU)
+    real = openvino_query(path, "NPU")
+    # Listed ops come from the conformance report, not a support list: report both sides on disagreement.
+    assert ours.all_accelerated == real.ok, (op, real, ours.nodes)

@@ -198,3 +198,49 @@ def test_readme_command_on_the_bundled_model(sample_model: Path) -> None:
     r = CliRunner().invoke(app, ["check", str(sample_model), "--target", "ethos-u55", "--target", "intel-cpu"])
     assert r.exit_code == 0, r.output
     assert "Summary" in r.output
+
+
+def test_intel_npu_float_model_runs_in_a_documented_precision(tmp_path: Path) -> None:
+    # NPU device page: F32/F16 inference precisions (computed in FP16), U8 quantized: a float model needs no quantizing.
+    rep = _check(tmp_path, single_op("Conv"), "intel-npu")
+    assert rep.runnable and rep.all_accelerated, _reasons(rep)
+    assert [n.precision for n in rep.nodes] == ["float32"]
+
+
+def _data_dependent_reshape() -> onnx.ModelProto:
+    from onnx import TensorProto, helper
+
+    nodes = [
+        helper.make_node("Reshape", ["x", "s"], ["r"], name="reshape"),
+        helper.make_node("Relu", ["r"], ["y"], name="relu"),
+    ]
+    g = helper.make_graph(
+        nodes, "dyn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8]),
+         helper.make_tensor_value_info("s", TensorProto.INT64, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["a", "b"])],
+    )  # fmt: skip
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+def test_intel_npu_dynamic_dim_cannot_run_static_shapes_required(tmp_path: Path) -> None:
+    # The target shape of Reshape is a run-time input, so its output dims are dynamic.
+    rep = _check(tmp_path, _data_dependent_reshape(), "intel-npu")
+    assert not rep.runnable and rep.n_accelerated == 0
+    fails = [f for n in rep.nodes for f in n.failures]
+    assert fails and all(f.rule == "static_shapes" for f in fails)
+    assert (
+        "has a dynamic dimension; the Intel NPU (OpenVINO NPU plugin) needs static shapes, so the model cannot run"
+        in (fails[0].reason)
+    )
+    assert "inference-devices-and-modes/npu-device.html" in fails[0].source
+    assert "only models with static shapes are supported on NPU" in fails[0].source
+    assert all(n.placement == Placement.UNSUPPORTED for n in rep.nodes)  # no fallback device
+    # The same graph is fine on the CPU plugin, which supports dynamic shapes.
+    assert _check(tmp_path, _data_dependent_reshape(), "intel-cpu").all_accelerated
+    p = tmp_path / "dyn.onnx"
+    onnx.save(_data_dependent_reshape(), p)
+    r = CliRunner().invoke(app, ["check", str(p), "--target", "intel-npu", "--strict"])
+    assert r.exit_code == 1 and "cannot run" in r.output, r.output

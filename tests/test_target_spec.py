@@ -12,7 +12,7 @@ from edgecnn.errors import ConfigError
 from edgecnn.target.spec import QuantScheme, available_targets, load_target
 
 REQUIRED = {"arm-cpu-xnnpack", "ethos-u55", "ethos-u65", "qualcomm-htp", "edgetpu", "mobile-gpu", "intel-cpu",
-            "rknpu2-rk3588", "ort-cpu"}  # fmt: skip
+            "rknpu2-rk3588", "ort-cpu", "intel-npu"}  # fmt: skip
 
 MINIMAL = """schema_version = 1
 name = "board"
@@ -151,3 +151,14 @@ def test_targets_cli_list_show_lint(tmp_path: Path) -> None:
     assert r.exit_code == 2 and "unknown key" in r.output
     r = CliRunner().invoke(app, ["targets", "show", "nope"])
     assert r.exit_code == 2 and "valid targets are" in r.output
+
+
+def test_intel_npu_spec_loads_and_lints() -> None:
+    t = load_target("intel-npu")
+    assert t.fallback == "" and t.limits == {"static_shapes": True}  # no HETERO fallback; static shapes only
+    assert {"float32", "float16", "int8", "uint8"} == set(t.precisions) and not t.requires_quantization
+    assert "MaxPool" not in t.ops  # the conformance report marks MaxPool-8 "not implemented in NPU plugin"
+    assert 'query_model(model, "NPU")' in t.description
+    assert t.sources["npu-device"].url.startswith("https://docs.openvino.ai/2026/")
+    r = CliRunner().invoke(app, ["targets", "lint", "targets/intel-npu.toml"])
+    assert r.exit_code == 0 and "ok " in r.output, r.output

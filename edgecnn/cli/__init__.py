@@ -15,6 +15,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from edgecnn import __version__
 from edgecnn.errors import EdgecnnError
@@ -32,6 +33,20 @@ app = typer.Typer(
 console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, soft_wrap=True)
 _state = {"debug": False}
+
+
+def progress_bar(label: str = "{task.description}", *, disable: bool = False) -> Progress:
+    """The progress bar every long command shows (hidden when output is not a terminal)."""
+    return Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+        disable=disable or not console.is_terminal,
+    )
 
 
 def fail(exc: BaseException, code: int) -> typer.Exit:

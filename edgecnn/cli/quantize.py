@@ -8,10 +8,9 @@ from typing import Annotated
 
 import onnx
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from edgecnn.cli import app, command, console
+from edgecnn.cli import app, command, console, progress_bar
 from edgecnn.errors import BadInputError
 from edgecnn.fsutil import atomic_path, check_output_path
 from edgecnn.graph.load import parse_input_shapes
@@ -95,16 +94,7 @@ def quantize_cmd(
             model, output, dataset, config, max_drop, data, preprocess, cache_dir, shapes, json_path
         )
 
-    with Progress(
-        TextColumn("calibrating"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-        disable=prec is Precision.FP16,
-    ) as bar:
+    with progress_bar("calibrating", disable=prec is Precision.FP16) as bar:
         task = bar.add_task("calib", total=len(dataset) if dataset else 0)
         out, report = quantize(
             model, dataset, config, progress=lambda done, total: bar.update(task, completed=done), input_shapes=shapes
@@ -138,7 +128,8 @@ def print_report(r: QuantizeReport, output: Path) -> None:
     if r.samples:
         t.add_row(
             "calibration",
-            f"{r.samples} images, sha256 {r.calibration_sha256[:16]}…, stats {human_bytes(r.stats_bytes)}",
+            f"{r.samples} images, sha256 {r.calibration_sha256[:16]}…, "
+            + (f"histograms {human_bytes(r.stats_bytes)}" if r.stats_bytes else "running min/max only"),
         )
     t.add_row("tensors quantized", f"{r.tensors_quantized} activations, {r.weights_quantized} weights")
     if r.activations_fused:

@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from edgecnn.cli import app, command, console
+from edgecnn.cli import app, command, console, progress_bar
 from edgecnn.errors import BadInputError
 from edgecnn.fsutil import check_output_path
 from edgecnn.graph.load import parse_input_shapes
@@ -20,19 +19,6 @@ if TYPE_CHECKING:
     from edgecnn.drift.sensitivity import SensitivityReport
     from edgecnn.quantize.api import QuantizeConfig
     from edgecnn.quantize.dataset import ImageDataset
-
-
-def layer_progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-        disable=not console.is_terminal,
-    )
 
 
 @command(app, "sensitivity")
@@ -88,7 +74,7 @@ def sensitivity_cmd(
     config = QuantizeConfig(
         method=parse_method(method), scheme=resolve_scheme(target, runtime), exclude=frozenset(exclude or [])
     )
-    with layer_progress() as bar:
+    with progress_bar() as bar:
         task = bar.add_task("sensitivity", total=None)
         rep = run_sensitivity(
             model,
@@ -210,7 +196,7 @@ def quantize_budgeted(
     if max_drop < 0:
         raise BadInputError(f"--max-drop {max_drop}; expected 0 or more percentage points of top-1")
     evald = open_eval_data(data, load_model(model, shapes), preprocess=preprocess, require_labels="--max-drop")
-    with layer_progress() as bar:
+    with progress_bar() as bar:
         task = bar.add_task("accuracy budget", total=None)
         out, report, budget = quantize_within_budget(
             model,

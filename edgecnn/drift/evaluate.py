@@ -29,6 +29,7 @@ from edgecnn.drift.report import ClassRecall, DriftReport, Flip, LayerDrift, Mod
 from edgecnn.errors import DataError, ModelError
 from edgecnn.fsutil import sha256_file
 from edgecnn.graph.load import LoadedModel, dims_of, graph_inputs, load_model
+from edgecnn.graph.passes import save_with_outputs
 from edgecnn.graph.summary import dtype_name
 from edgecnn.preprocess import find_spec
 from edgecnn.quantize.dataset import ImageDataset
@@ -90,34 +91,13 @@ def class_count(info: ModelInfo) -> int | None:
     return c if len(inner) == 1 and c >= 2 else None
 
 
-def _save_with_outputs(model: onnx.ModelProto, extra: list[str], path: Path, batch: int | str) -> None:
-    """``model`` with ``extra`` tensors as outputs and first dims set to ``batch``, saved to ``path``."""
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    have = {o.name for o in m.graph.output}
-    for vi in [*m.graph.input, *m.graph.output]:
-        dims = vi.type.tensor_type.shape.dim
-        if len(dims):
-            dims[0].Clear()
-            if isinstance(batch, int):
-                dims[0].dim_value = batch
-            else:
-                dims[0].dim_param = batch
-    del m.graph.value_info[:]
-    for t in extra:
-        if t not in have:
-            m.graph.output.append(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None))
-            have.add(t)
-    onnx.save(m, str(path))
-
-
 class BatchSession:
     """A model on a runtime that takes a batch of images and returns named outputs (extra ones included)."""
 
     def __init__(
         self, model: onnx.ModelProto, path: Path, runtime: str, *, extra: list[str], batch: int | str, threads: int
     ) -> None:
-        _save_with_outputs(model, extra, path, batch)
+        save_with_outputs(model, extra, path, batch)
         self.sess = open_session(runtime, path, threads=threads)
         self.input_name = self.sess.inputs()[0].name
         self.names = [o.name for o in self.sess.outputs()]
@@ -185,13 +165,7 @@ def open_eval_data(
 
     data_dir = Path(data_dir)
     dataset = ImageDataset.open(data_dir, find_spec(data_dir, preprocess), samples)
-    inputs = graph_inputs(loaded.model)
-    if len(inputs) != 1:
-        raise DataError(f"{loaded.path}: has {len(inputs)} inputs; image evaluation needs a single image input")
-    vi = inputs[0]
-    dataset.check_model_input(
-        vi.name, loaded.input_shapes[vi.name], dtype_name(vi.type.tensor_type.elem_type), str(loaded.path)
-    )
+    dataset.check_model(loaded)
     labels = load_labels(data_dir, dataset.files, class_count(model_info(loaded)), labels_file)
     if labels is None and require_labels:
         raise DataError(

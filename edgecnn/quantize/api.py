@@ -22,8 +22,7 @@ from edgecnn import __version__
 from edgecnn.errors import BadInputError, ModelError
 from edgecnn.graph.external import externalized_copy, internalize, release_freed_memory
 from edgecnn.graph.load import LoadedModel, graph_inputs, load_model
-from edgecnn.graph.passes import prepare
-from edgecnn.graph.summary import dtype_name
+from edgecnn.graph.passes import prepare, save_with_outputs
 from edgecnn.quantize.collectors import CalibrationStats
 from edgecnn.quantize.dataset import ImageDataset
 from edgecnn.quantize.estimators import Method, estimate
@@ -77,65 +76,41 @@ class QuantizeReport:
         return asdict(self)
 
 
-def _check_inputs(loaded: LoadedModel, dataset: ImageDataset) -> str:
-    inputs = graph_inputs(loaded.model)
-    if len(inputs) != 1:
-        raise BadInputError(f"{loaded.path}: has {len(inputs)} inputs; image calibration needs a single image input")
-    vi = inputs[0]
-    dataset.check_model_input(
-        vi.name, loaded.input_shapes[vi.name], dtype_name(vi.type.tensor_type.elem_type), str(loaded.path)
-    )
-    return vi.name
-
-
-def _save_for_calibration(model: onnx.ModelProto, tensors: list[str], path: Path, batch: int | str) -> None:
-    """Save ``model`` with ``tensors`` as extra outputs and batch ``batch``, without copying its weights."""
-    graph = model.graph
-    n_out = len(graph.output)
-    have = {o.name for o in graph.output}
-    old_first = []
-    for vi in [*graph.input, *graph.output]:
-        dims = vi.type.tensor_type.shape.dim
-        old = onnx.TensorShapeProto.Dimension()
-        if len(dims):
-            old.CopyFrom(dims[0])
-            dims[0].Clear()
-            if isinstance(batch, int):
-                dims[0].dim_value = batch
-            else:
-                dims[0].dim_param = batch
-        old_first.append(old)
-    value_info = list(graph.value_info)
-    del graph.value_info[:]
-    for t in tensors:
-        if t not in have:
-            graph.output.append(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None))
-    try:
-        onnx.save(model, str(path))
-    finally:
-        del graph.output[n_out:]
-        graph.value_info.extend(value_info)
-        for vi, old in zip([*graph.input, *graph.output], old_first, strict=True):
-            dims = vi.type.tensor_type.shape.dim
-            if len(dims):
-                dims[0].CopyFrom(old)
-
-
 def _open_batched(
-    model: onnx.ModelProto, tensors: list[str], tmp: Path, batch: int, input_name: str, sample: np.ndarray, threads: int
+    model: onnx.ModelProto,
+    outputs: list[str],
+    nodes: list[onnx.NodeProto],
+    tmp: Path,
+    batch: int,
+    input_name: str,
+    sample: np.ndarray,
+    threads: int,
 ):
-    """A session over ``model`` with a symbolic batch; batch 1 when the graph pins its batch size."""
+    """A session over ``model`` (plus ``nodes``, exposing ``outputs``) with a symbolic batch; batch 1 when
+    the graph pins its batch size."""
     path = tmp / "calib.onnx"
     if batch > 1:
-        _save_for_calibration(model, tensors, path, "N")
+        save_with_outputs(model, outputs, path, "N", nodes)
         try:
             sess = open_session("ort", path, threads=threads)
             sess.run({input_name: np.concatenate([sample, sample])})
             return sess, batch
         except Exception:  # the graph hard-codes batch 1 (e.g. a Reshape to [1, -1])
             pass
-    _save_for_calibration(model, tensors, path, 1)
+    save_with_outputs(model, outputs, path, 1, nodes)
     return open_session("ort", path, threads=threads), 1
+
+
+def _range_nodes(tensors: list[str]) -> tuple[list[onnx.NodeProto], dict[str, tuple[str, str]]]:
+    """ReduceMin/ReduceMax over every tensor, computed inside the runtime: for min/max calibration the
+    activations then never leave it (no copies into Python, two scalars per tensor per batch)."""
+    nodes, names = [], {}
+    for i, t in enumerate(tensors):
+        lo, hi = f"edgecnn_calib_min_{i}", f"edgecnn_calib_max_{i}"
+        nodes.append(onnx.helper.make_node("ReduceMin", [t], [lo], name=lo, keepdims=0))
+        nodes.append(onnx.helper.make_node("ReduceMax", [t], [hi], name=hi, keepdims=0))
+        names[t] = (lo, hi)
+    return nodes, names
 
 
 @dataclass(kw_only=True)
@@ -162,19 +137,32 @@ def calibrate(
     """
     stats = CalibrationStats(with_hist=with_hist)
     model_outputs = [o.name for o in model.graph.output]
+    graph_tensors = [t for t in tensors if t != input_name]
+    numel = _per_sample_numel(model)
+    if with_hist:  # histograms need the values themselves
+        nodes: list[onnx.NodeProto] = []
+        ranges: dict[str, tuple[str, str]] = {}
+        outputs = graph_tensors
+    else:
+        nodes, ranges = _range_nodes(graph_tensors)
+        outputs = [n for pair in ranges.values() for n in pair]
     first: dict[str, np.ndarray] = {}
     with tempfile.TemporaryDirectory(prefix="edgecnn-calib-", dir=workdir) as tmp:
         sample = next(dataset.batches(1))
-        sess, eff_batch = _open_batched(model, tensors, Path(workdir or tmp), batch, input_name, sample, threads)
+        sess, eff_batch = _open_batched(model, outputs, nodes, Path(workdir or tmp), batch, input_name, sample, threads)
         names = [o.name for o in sess.outputs()]
-        wanted = set(tensors)
         done = 0
-        for x in dataset.batches(eff_batch):
+        for x in dataset.batches(eff_batch, prefetch=True):
             outs = dict(zip(names, sess.run({input_name: x}), strict=True))
             if not first:
                 first = {n: outs[n][:1].copy() for n in model_outputs}
-            stats.update({n: v for n, v in outs.items() if n in wanted}, len(x))
-            if input_name in wanted:
+            if with_hist:
+                stats.update({t: outs[t] for t in graph_tensors}, len(x))
+            else:
+                for t, (lo, hi) in ranges.items():
+                    stats.update_range(t, float(outs[lo]), float(outs[hi]), numel.get(t, 0) * len(x))
+                stats.samples += len(x)
+            if input_name in tensors:
                 stats.update({input_name: x}, 0)
             del outs
             done += len(x)
@@ -227,7 +215,7 @@ def _quantize(
     progress: Progress | None,
 ) -> tuple[onnx.ModelProto, QuantizeReport]:
     t0 = time.perf_counter()
-    input_name = _check_inputs(loaded, dataset) if dataset is not None else graph_inputs(loaded.model)[0].name
+    input_name = dataset.check_model(loaded) if dataset is not None else graph_inputs(loaded.model)[0].name
     needs_reference = dataset is not None and config.precision is Precision.INT8
     reference = _reference_outputs(loaded.path, input_name, next(dataset.batches(1))) if needs_reference else []
     try:
@@ -316,6 +304,14 @@ def _quantize(
         stats_bytes=cal.stats.nbytes(),
         **common,  # type: ignore[arg-type]
     )
+
+
+def _per_sample_numel(model: onnx.ModelProto) -> dict[str, int]:
+    out = {}
+    for vi in [*model.graph.value_info, *model.graph.output]:
+        dims = [d.dim_value for d in vi.type.tensor_type.shape.dim]
+        out[vi.name] = int(np.prod(dims[1:])) if dims and all(dims[1:]) else 0
+    return out
 
 
 # Activations of one calibration batch kept at once (the runtime's outputs, before statistics fold them).

@@ -117,6 +117,16 @@ class CalibrationStats:
             st.update(value)
         self.samples += n_samples
 
+    def update_range(self, name: str, lo: float, hi: float, count: int) -> None:
+        """Fold in a batch's min and max computed elsewhere (inside the runtime); min/max only."""
+        if self.with_hist:
+            raise ValueError("update_range carries no histogram; collect values with update()")
+        st = self.tensors.get(name)
+        if st is None:
+            st = self.tensors[name] = TensorStats(bins=self.bins, with_hist=False)
+        st.min, st.max = min(st.min, lo), max(st.max, hi)
+        st.count += count
+
     def merged(self, other: CalibrationStats) -> CalibrationStats:
         out = CalibrationStats(samples=self.samples + other.samples, bins=self.bins, with_hist=self.with_hist)
         for name in sorted(set(self.tensors) | set(other.tensors)):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from PIL import Image
 
 from edgecnn.errors import DataError
 from edgecnn.fsutil import sha256_file
+from edgecnn.graph.load import LoadedModel, graph_inputs
+from edgecnn.graph.summary import dtype_name
 from edgecnn.preprocess import PreprocessSpec, list_images
 
 
@@ -44,12 +47,36 @@ class ImageDataset:
     def __len__(self) -> int:
         return len(self.files)
 
-    def check_model_input(self, name: str, shape: tuple[int, ...], dtype: str, model_name: str) -> None:
-        self.spec.check_against(name, shape, dtype, model_name)
+    def check_model(self, loaded: LoadedModel) -> str:
+        """Check that the spec can feed ``loaded``'s single image input (before any work); return its name."""
+        inputs = graph_inputs(loaded.model)
+        if len(inputs) != 1:
+            raise DataError(f"{loaded.path}: has {len(inputs)} inputs; image data can feed a single image input")
+        vi = inputs[0]
+        dtype = dtype_name(vi.type.tensor_type.elem_type)
+        self.spec.check_against(vi.name, loaded.input_shapes[vi.name], dtype, str(loaded.path))
+        return vi.name
 
-    def batches(self, batch: int) -> Iterator[np.ndarray]:
-        for i in range(0, len(self.files), batch):
-            yield np.stack([self.spec.load(p) for p in self.files[i : i + batch]])
+    def batches(self, batch: int, prefetch: bool = False) -> Iterator[np.ndarray]:
+        """Stacked tensors, ``batch`` images at a time. ``prefetch`` decodes the next batch in a thread
+        while the caller works on this one (PIL and numpy release the GIL): one extra batch in memory."""
+        chunks = (self.files[i : i + batch] for i in range(0, len(self.files), batch))
+        if not prefetch:
+            for files in chunks:
+                yield self._stack(files)
+            return
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgecnn-decode") as pool:
+            pending = None
+            for files in chunks:
+                nxt = pool.submit(self._stack, files)
+                if pending is not None:
+                    yield pending.result()
+                pending = nxt
+            if pending is not None:
+                yield pending.result()
+
+    def _stack(self, files: tuple[Path, ...]) -> np.ndarray:
+        return np.stack([self.spec.load(p) for p in files])
 
     def digest(self) -> str:
         """SHA-256 over the files' names and contents and the preprocess spec: the calibration set's identity."""

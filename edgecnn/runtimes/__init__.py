@@ -12,7 +12,15 @@ from pathlib import Path
 from edgecnn.errors import BadInputError, MissingRuntimeError
 from edgecnn.runtimes.base import RuntimeSession, TensorSpec, random_feeds
 
-__all__ = ["RUNTIMES", "RuntimeSession", "TensorSpec", "available_runtimes", "open_session", "random_feeds", "runtime_version"]
+__all__ = [
+    "RUNTIMES",
+    "RuntimeSession",
+    "TensorSpec",
+    "available_runtimes",
+    "open_session",
+    "random_feeds",
+    "runtime_version",
+]
 
 # name -> (module:class, python module that must import, pip command)
 RUNTIMES: dict[str, tuple[str, str, str]] = {

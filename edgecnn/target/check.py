@@ -287,7 +287,7 @@ def _judge(f: NodeFacts, spec: OpSpec | None, target: TargetSpec) -> tuple[list[
     """Every failing verdict for one node (never stops at the first), and the target ops it maps to."""
     fails: list[Verdict] = []
     gen_src = _cite(target, target.source)
-    lim_src = _cite(target, target.limits_source)
+    lim_src = _cite(target, target.limits_source, target.limits_cite)
     constraints: dict[str, tuple[Any, str]] = {k: (v, lim_src) for k, v in target.limits.items()}
     maps_to: list[str] = []
     if spec is None:

@@ -411,6 +411,17 @@ def clip_relu_only(f: NodeFacts, limit: bool) -> Verdict:
     return PASS
 
 
+def static_shapes(f: NodeFacts, limit: bool) -> Verdict:
+    """{label}: tensor {shape} has a dynamic dimension; the {accel} needs static shapes, so the model cannot run there.
+    Fix: export with fixed input sizes (or pass --input-shape NAME=1x3xHxW / OpenVINO model.reshape) before compiling."""
+    if not limit:
+        return PASS
+    for s in (*f.in_shapes, *f.out_shapes):
+        if any(d < 0 for d in s):
+            return _fail(static_shapes, f, limit, shape=_x(["?" if d < 0 else d for d in s]))
+    return PASS
+
+
 # ---- registries --------------------------------------------------------------------------------------
 
 
@@ -450,6 +461,7 @@ CONSTRAINTS: dict[str, Constraint] = {
     "pad_spatial_only": Constraint(kind="bool", rule=pad_spatial_only, what="Pad only over H and W"),
     "pad_modes": Constraint(kind="strs", rule=pad_modes, what="Pad modes supported"),
     "clip_relu_only": Constraint(kind="bool", rule=clip_relu_only, what="Clip only as ReLU or ReLU6"),
+    "static_shapes": Constraint(kind="bool", rule=static_shapes, what="every tensor shape must be fully static"),
 }
 
 GENERIC_RULES: dict[str, Callable[..., Verdict]] = {
@@ -479,7 +491,7 @@ _FIX_KINDS: dict[str, FixKind] = {
     "keepdims": FixKind.CHANGE_ATTRIBUTE, "softmax_axis": FixKind.CHANGE_ATTRIBUTE,
     "resize_modes": FixKind.CHANGE_ATTRIBUTE, "resize_scales": FixKind.CHANGE_SHAPE,
     "pad_spatial_only": FixKind.CHANGE_ATTRIBUTE, "pad_modes": FixKind.CHANGE_ATTRIBUTE,
-    "clip_relu_only": FixKind.CHANGE_ATTRIBUTE,
+    "clip_relu_only": FixKind.CHANGE_ATTRIBUTE, "static_shapes": FixKind.CHANGE_SHAPE,
 }  # fmt: skip
 
 # Common substitutions an engineer makes when an op is missing on an accelerator.

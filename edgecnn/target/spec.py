@@ -89,6 +89,7 @@ class TargetSpec:
     sources: dict[str, Source]
     path: str
     extends: str = ""
+    limits_cite: str = ""  # where in limits_source the generic limits are stated
 
     @property
     def requires_quantization(self) -> bool:
@@ -357,7 +358,7 @@ def load_target(name_or_path: str | Path) -> TargetSpec:
         quant = QuantScheme(name=str(data.get("name", path.stem)), **q)
     limits = dict(data.get("limits", {}))
     limits_source = limits.pop("source", top_source)
-    limits.pop("cite", None)
+    limits_cite = str(limits.pop("cite", ""))
     check_src(limits_source, "limits")
     ops: dict[str, OpSpec] = {}
     for op, body in data.get("ops", {}).items():
@@ -387,4 +388,5 @@ def load_target(name_or_path: str | Path) -> TargetSpec:
         sources=sources,
         path=str(path),
         extends=raw.data.get("extends", ""),
+        limits_cite=limits_cite,
     )
