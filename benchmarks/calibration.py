@@ -35,9 +35,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import CALIB, EVAL, MODELS, SPEC, ort_reader
+from common import CALIB, EVAL, MODELS, REPO, SPEC, ort_reader
 
 SQNR_IMAGES = 32
+SAMPLE_MODEL = REPO / "models" / "sample_cnn.onnx"
+SAMPLE_SPEC = REPO / "calibration_data" / "preprocess.toml"
 THREADS = 2
 
 
@@ -56,7 +58,9 @@ def load_images(folder: Path, n: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- children ---------------------------------------
-def child_quantize(tool: str, method: str, n: int, model: Path, images: Path, out: Path) -> dict[str, float]:
+def child_quantize(
+    tool: str, method: str, n: int, model: Path, images: Path, out: Path, spec_path: Path = SPEC
+) -> dict[str, float]:
     t0 = time.perf_counter()
     if tool == "edgecnn":
         import onnx
@@ -67,7 +71,7 @@ def child_quantize(tool: str, method: str, n: int, model: Path, images: Path, ou
         from edgecnn.quantize.estimators import Method
 
         t1 = time.perf_counter()
-        ds = ImageDataset.open(images, load_spec(SPEC), n)
+        ds = ImageDataset.open(images, load_spec(spec_path), n)
         q, _ = quantize(model, ds, QuantizeConfig(method=Method(method)))
         onnx.save(q, str(out))
     elif tool == "ort":
@@ -82,7 +86,7 @@ def child_quantize(tool: str, method: str, n: int, model: Path, images: Path, ou
         quantize_static(
             str(model),
             str(out),
-            ort_reader(images, n),
+            ort_reader(images, n, spec_path),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
             calibrate_method=meth[method],
@@ -94,7 +98,7 @@ def child_quantize(tool: str, method: str, n: int, model: Path, images: Path, ou
 
         from edgecnn.preprocess import list_images, load_spec
 
-        spec = load_spec(SPEC)
+        spec = load_spec(spec_path)
         files = list_images(images)[:n]
         t1 = time.perf_counter()
         as_dict = tool == "nncf-onnx"  # the ONNX backend feeds {input name: array}
@@ -215,6 +219,7 @@ def main() -> int:
     ap.add_argument("--tools", default="edgecnn,ort,nncf-ov,nncf-onnx")
     ap.add_argument("--scaling", default="64,1024", help="N values for the memory-scaling rows ('' to skip)")
     ap.add_argument("--latency-models", default="mobilenetv2", help="more models: edgecnn vs ORT minmax, latency only")
+    ap.add_argument("--accuracy", action=argparse.BooleanOptionalAction, default=True, help="bundled-model top-1")
     ap.add_argument("--rss-limit-gib", type=float, default=12.0)
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
@@ -254,15 +259,73 @@ def main() -> int:
         for mpath in {model, *(MODELS / f"{m}.onnx" for m in a.latency_models.split(",") if m)}:
             if mpath.exists():
                 ev, _, _ = spawn(["evaluate", str(mpath), str(mpath), "ort,openvino"], limit)
-                rows.append(
-                    {"model": mpath.stem, "tool": "float32", "method": "-", "samples": 0, "status": "ok", **(ev or {})}
-                )
+                ev = {k: v for k, v in (ev or {}).items() if k != "sqnr_db"}  # the reference itself
+                rows.append({"model": mpath.stem, "tool": "float32", "method": "-", "samples": 0, "status": "ok", **ev})
+        if a.accuracy:
+            acc_rows = accuracy_rows(a.tools.split(","), a.methods.split(","), tmp, limit)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     report(rows, a.samples)
+    if a.accuracy:
+        report_accuracy(acc_rows)
     if a.json:
-        a.json.write_text(json.dumps({"schema_version": 1, "kind": "calibration-benchmark", "rows": rows}, indent=2))
+        payload = {"schema_version": 1, "kind": "calibration-benchmark", "rows": rows}
+        if a.accuracy:
+            payload["accuracy"] = acc_rows
+        a.json.write_text(json.dumps(payload, indent=2))
     return 0
+
+
+def child_accuracy(model: Path, reference: Path, runtime: str) -> dict[str, float]:
+    """Top-1 of ``model`` and ``reference`` on the bundled evaluation split, and their agreement."""
+    import csv
+
+    from edgecnn.preprocess import load_spec
+
+    spec = load_spec(SAMPLE_SPEC)
+    rows = list(csv.DictReader((EVAL / "labels.csv").open()))
+    x = np.stack([spec.load(EVAL / r["file"]) for r in rows])
+    y = np.array([int(r["label"]) for r in rows])
+    preds = {}
+    for name, path, rt in (("float", reference, "ort"), ("int8", model, runtime)):
+        run = _session(path, rt)
+        preds[name] = np.array([int(np.argmax(run(x[i : i + 1]))) for i in range(len(x))])
+    return {
+        "top1_float": float(100 * np.mean(preds["float"] == y)),
+        "top1_int8": float(100 * np.mean(preds["int8"] == y)),
+        "agreement": float(100 * np.mean(preds["float"] == preds["int8"])),
+    }
+
+
+def accuracy_rows(tools: list[str], methods: list[str], tmp: Path, limit: float) -> list[dict]:
+    """Each tool quantizes the bundled model on all 512 calibration images; top-1 on the 1,000 held-out."""
+    out_rows = []
+    for tool in tools:
+        for method in ["minmax"] if tool.startswith("nncf") else methods:
+            out = tmp / f"acc_{tool}_{method}.onnx"
+            print(f"[accuracy] sample_cnn {tool} {method} ...", flush=True)
+            args = ["quantize", tool, method, "512", str(SAMPLE_MODEL), str(CALIB), str(out), str(SAMPLE_SPEC)]
+            res, _, status = spawn(args, limit)
+            row = {"tool": tool, "method": method, "status": status}
+            if res:
+                qpath = out.with_suffix(".xml") if tool == "nncf-ov" else out
+                runtime = "openvino" if tool == "nncf-ov" else "ort"
+                ev, _, st2 = spawn(["accuracy", str(qpath), str(SAMPLE_MODEL), runtime], limit)
+                row.update(ev or {"status": st2}, runtime=runtime)
+            out_rows.append(row)
+    return out_rows
+
+
+def report_accuracy(rows: list[dict]) -> None:
+    print("\nBundled model (sample_cnn), 512 calibration images, top-1 on the 1,000 held-out images:")
+    print("| tool | method | runtime | top-1 float % | top-1 INT8 % | drop (pts) | agreement % | status |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        drop = r["top1_float"] - r["top1_int8"] if "top1_int8" in r else None
+        print(
+            f"| {r['tool']} | {r['method']} | {r.get('runtime', '-')} | {fmt(r.get('top1_float'), '.1f')} | "
+            f"{fmt(r.get('top1_int8'), '.1f')} | {fmt(drop, '+.1f')} | {fmt(r.get('agreement'), '.1f')} | {r['status']} |"
+        )
 
 
 def report(rows: list[dict], n: int) -> None:
@@ -339,8 +402,11 @@ if __name__ == "__main__":
     if len(sys.argv) > 2 and sys.argv[1] == "--child":
         mode, rest = sys.argv[2], sys.argv[3:]
         if mode == "quantize":
-            tool, method, n, model, images, out = rest
-            res = child_quantize(tool, method, int(n), Path(model), Path(images), Path(out))
+            tool, method, n, model, images, out, *spec = rest
+            res = child_quantize(tool, method, int(n), Path(model), Path(images), Path(out), *map(Path, spec))
+        elif mode == "accuracy":
+            model, reference, runtime = rest
+            res = child_accuracy(Path(model), Path(reference), runtime)
         else:
             model, reference, runtimes = rest
             res = child_evaluate(Path(model), Path(reference), runtimes.split(","))

@@ -15,13 +15,13 @@ EVAL = REPO / "calibration_data" / "eval"
 MODELS = REPO / "benchmarks" / "models"
 
 
-def ort_reader(images: Path, n: int, input_name: str = "input"):  # -> onnxruntime CalibrationDataReader
+def ort_reader(images: Path, n: int, spec_path: Path = SPEC, input_name: str = "input"):  # -> CalibrationDataReader
     """ONNX Runtime's calibration reader over the first ``n`` images, through the same PreprocessSpec as edgecnn."""
     from onnxruntime.quantization import CalibrationDataReader
 
     from edgecnn.preprocess import list_images, load_spec
 
-    spec = load_spec(SPEC)
+    spec = load_spec(spec_path)
     files = list_images(images)[:n]
 
     class Reader(CalibrationDataReader):

@@ -1,8 +1,9 @@
 """quantize(): prepare the graph, calibrate in a stream, choose ranges, write INT8 QDQ or FP16.
 
-Calibration runs the prepared float model on ONNX Runtime (through edgecnn.runtimes) with every
-tensor that needs a range exposed as an output, one batch at a time; statistics are folded into
-mergeable collectors and the batch is dropped, so memory stays flat however many samples are used.
+Calibration runs the prepared float model on ONNX Runtime (through edgecnn.runtimes) one batch at a
+time. For min/max, ReduceMin/ReduceMax nodes inside the graph return two scalars per tensor; for the
+histogram methods every tensor that needs a range is exposed as an output and folded into mergeable
+collectors. Either way the batch is dropped, so memory stays flat however many samples are used.
 """
 
 from __future__ import annotations
