@@ -6,10 +6,11 @@ import contextlib
 import hashlib
 import os
 import tempfile
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
-from edgecnn.errors import BadInputError
+from edgecnn.errors import BadInputError, ConfigError
 
 
 def check_output_path(path: Path) -> Path:
@@ -53,3 +54,16 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def read_toml(path: Path, what: str, hint: str) -> dict[str, object]:
+    """Parse the TOML file ``path`` (a ``what``); a missing, malformed or non-UTF-8 file is a ConfigError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such {what}; {hint}")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: malformed TOML: {e}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 text file; expected a TOML {what}") from None

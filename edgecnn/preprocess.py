@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tomllib
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -34,6 +33,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from edgecnn.errors import ConfigError, DataError
+from edgecnn.fsutil import read_toml
 
 SCHEMA_VERSION = 1
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".pgm")
@@ -277,14 +277,7 @@ def spec_from_dict(d: dict[str, object], path: Path) -> PreprocessSpec:
 
 def load_spec(path: str | Path) -> PreprocessSpec:
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such preprocess spec; write a preprocess.toml (see README) or pass --preprocess")
-    try:
-        d = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: malformed TOML: {e}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a UTF-8 text file; expected a TOML preprocess spec") from None
+    d = read_toml(path, "preprocess spec", "write a preprocess.toml (see README) or pass --preprocess")
     return spec_from_dict(d, path)
 
 

@@ -6,8 +6,7 @@ The public names are imported on first use (explicit and lazy), so that ``python
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from edgecnn.lazy import lazy_getattr
 
 _LAZY: dict[str, str] = {
     "BenchResult": "edgecnn.bench.harness:BenchResult",
@@ -30,8 +29,4 @@ _LAZY: dict[str, str] = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'edgecnn.bench' has no attribute {name!r}")
-    mod, attr = _LAZY[name].split(":")
-    return getattr(importlib.import_module(mod), attr)
+__getattr__ = lazy_getattr(__name__, _LAZY)

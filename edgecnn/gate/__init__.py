@@ -5,8 +5,7 @@ Public names are imported on first use (explicit and lazy).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from edgecnn.lazy import lazy_getattr
 
 _LAZY: dict[str, str] = {
     "Policy": "edgecnn.gate.policy:Policy",
@@ -26,8 +25,4 @@ _LAZY: dict[str, str] = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module 'edgecnn.gate' has no attribute {name!r}")
-    mod, attr = _LAZY[name].split(":")
-    return getattr(importlib.import_module(mod), attr)
+__getattr__ = lazy_getattr(__name__, _LAZY)

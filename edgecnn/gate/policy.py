@@ -13,12 +13,12 @@ Unknown keys and rules are errors, limits must be non-negative numbers, percenta
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
 from edgecnn.errors import ConfigError
+from edgecnn.fsutil import read_toml
 
 SCHEMA_VERSION = 1
 
@@ -124,12 +124,5 @@ def policy_from_dict(d: dict[str, object], source: str) -> Policy:
 
 def load_policy(path: Path) -> Policy:
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such policy file; expected a TOML file with a [rules] table")
-    try:
-        d = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: malformed TOML: {e}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a UTF-8 text file; expected a TOML policy") from None
+    d = read_toml(path, "policy", "expected a TOML file with a [rules] table")
     return policy_from_dict(d, str(path))

@@ -102,8 +102,8 @@ def load_model(path: str | Path, input_shapes: dict[str, tuple[int, ...]] | None
             f"{path}: opset {opset} is not supported; edgecnn accepts ai.onnx opsets {MIN_OPSET}..{MAX_OPSET}"
         )
     try:
-        onnx.checker.check_model(str(path), full_check=False)
-    except onnx.checker.ValidationError as e:
+        onnx.checker.check_model(str(path), full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
         first = str(e).strip().splitlines()[0]
         raise ModelError(f"{path}: fails the ONNX checker: {first}") from None
     if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
