@@ -310,3 +310,28 @@ def test_target_scheme_puts_whole_model_on_int8_npu(sample_model: Path, tmp_path
 def test_float_only_target_refuses_int8(small: Path, tmp_path: Path) -> None:
     d = _image_dir(tmp_path, 3)
     _bad(tmp_path, small, "--calib", d, "--target", "mobile-gpu", needles=("mobile-gpu", "[quant]", "--precision fp16"))
+
+
+def test_constant_subgraphs_are_folded(tmp_path: Path) -> None:
+    """A weight computed at run time (Reshape of a constant, Mul by a Constant) is folded before quantizing."""
+    from onnx import numpy_helper as nh
+
+    from edgecnn.graph.passes import fold_constants
+
+    w = rng_w(8 * 3 * 9)
+    nodes = [
+        helper.make_node("Constant", [], ["two"], value=nh.from_array(np.array(2.0, np.float32))),
+        helper.make_node("Reshape", ["w_flat", "w_shape"], ["w4"], name="reshape_w"),
+        helper.make_node("Mul", ["w4", "two"], ["w"], name="scale_w"),
+        helper.make_node("Conv", ["x", "w"], ["y"], name="conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+    ]
+    inits = {"w_flat": w, "w_shape": np.array([8, 3, 3, 3], np.int64)}
+    m = make_model(nodes, [("x", [1, 3, 16, 16])], [("y", None)], inits)
+    folded = fold_constants(m)
+    assert [n.op_type for n in folded.graph.node] == ["Conv"]
+    got = next(t for t in folded.graph.initializer if t.name == "w")
+    np.testing.assert_array_equal(nh.to_array(got), w.reshape(8, 3, 3, 3) * 2)
+    src = save(m, tmp_path / "c.onnx")
+    d = _image_dir(tmp_path, 4)
+    _, report = quantize(src, ImageDataset.open(d, find_spec(d)), QuantizeConfig())
+    assert report.weights_quantized == 1  # the folded weight is constant, so the Conv runs in integer

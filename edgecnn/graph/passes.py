@@ -2,7 +2,8 @@
 
 - ``fold_batchnorm``: Conv (or ConvTranspose) followed by BatchNormalization becomes one Conv.
 - ``remove_identities``: Identity and inference-mode Dropout nodes are bypassed.
-- ``fold_constants``: Constant nodes become initializers (so every weight is an initializer).
+- ``fold_constants``: Constant nodes become initializers (so every weight is an initializer), and nodes
+  whose inputs are all constant (shape arithmetic, weight reshapes, casts) are computed once.
 - ``prepare``: all of the above, then shape inference.
 """
 
@@ -43,7 +44,16 @@ def _rename_input(model: onnx.ModelProto, old: str, new: str) -> None:
             o.name = new
 
 
-def _fold_constants(m: onnx.ModelProto) -> onnx.ModelProto:
+# Nodes computed ahead of time when all their inputs are constant: shape arithmetic, reshapes of
+# weights, casts. Outputs above this size stay in the graph (folding must not bloat the file).
+FOLD_MAX_BYTES = 1 << 20
+_NEVER_FOLD = frozenset({"QuantizeLinear", "DequantizeLinear", "RandomNormal", "RandomUniform", "RandomNormalLike",
+                         "RandomUniformLike", "Multinomial", "Bernoulli", "If", "Loop", "Scan"})  # fmt: skip
+
+
+def _fold_constants(m: onnx.ModelProto, base_dir: Path | None = None) -> onnx.ModelProto:
+    """Constant nodes become initializers; then nodes whose inputs are all constant are evaluated once
+    (onnx's reference evaluator) and replaced by their values, in graph order, so constant subgraphs vanish."""
     keep = []
     for n in m.graph.node:
         value = _attr(n, "value") if n.op_type == "Constant" else None
@@ -54,8 +64,47 @@ def _fold_constants(m: onnx.ModelProto) -> onnx.ModelProto:
             m.graph.initializer.append(t)
         else:
             keep.append(n)
+    inits = {t.name: t for t in m.graph.initializer}
+    graph_outputs = {o.name for o in m.graph.output}
+    opset = [o for o in m.opset_import]
+    folded: list[onnx.NodeProto] = []
+    for n in keep:
+        ins = [i for i in n.input if i]
+        foldable = (
+            n.domain in ("", "ai.onnx")
+            and n.op_type not in _NEVER_FOLD
+            and ins
+            and all(i in inits for i in ins)
+            and not any(o in graph_outputs for o in n.output)
+            and all(
+                inits[i].ByteSize() <= FOLD_MAX_BYTES or inits[i].data_location == onnx.TensorProto.EXTERNAL
+                for i in ins
+            )
+        )
+        if not foldable:
+            folded.append(n)
+            continue
+        try:
+            from onnx.reference import ReferenceEvaluator  # only when there is something to fold
+
+            feeds = {i: to_array(inits[i], base_dir) for i in ins}
+            one = helper.make_model(
+                helper.make_graph([n], "fold", [], [helper.make_tensor_value_info(o, 0, None) for o in n.output if o]),
+                opset_imports=opset,
+            )
+            values = ReferenceEvaluator(one).run(None, feeds)
+        except Exception:  # an op the reference evaluator cannot run: leave it to the runtime
+            folded.append(n)
+            continue
+        if sum(np.asarray(v).nbytes for v in values) > FOLD_MAX_BYTES:
+            folded.append(n)
+            continue
+        for name, v in zip([o for o in n.output if o], values, strict=True):
+            t = numpy_helper.from_array(np.asarray(v), name)
+            m.graph.initializer.append(t)
+            inits[name] = t
     del m.graph.node[:]
-    m.graph.node.extend(keep)
+    m.graph.node.extend(folded)
     return m
 
 
@@ -137,7 +186,7 @@ def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Turn Constant nodes carrying a tensor ``value`` into initializers."""
+    """Turn Constant nodes into initializers and precompute nodes whose inputs are all constant."""
     return _fold_constants(_copy(model))
 
 
@@ -155,12 +204,13 @@ def fold_batchnorm(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def prepare(model: onnx.ModelProto, base_dir: Path | None = None) -> onnx.ModelProto:
-    """Everything quantization needs first: constants as initializers, no identities, BN folded, shapes inferred.
+    """Everything quantization needs first: constants folded into initializers, no identities, BN folded,
+    shapes inferred.
 
     One copy of the model, then the passes work in place on it. ``base_dir``: where the model's
     external weights live (see graph.external), so that a large model need not sit in memory.
     """
-    m = _fold_batchnorm(_remove_identities(_fold_constants(_copy(model))), base_dir)
+    m = _fold_batchnorm(_remove_identities(_fold_constants(_copy(model), base_dir)), base_dir)
     infer_shapes_inplace(m)
     return m
 
