@@ -24,6 +24,8 @@ demo: $(STAMP)
 	$(EC) quantize models/sample_cnn.onnx --calib calibration_data/calib -o $(OUT)/sample_cnn.int8.onnx --json $(OUT)/quantize.json
 	$(EC) quantize models/sample_cnn.onnx --precision fp16 -o $(OUT)/sample_cnn.fp16.onnx
 	$(EC) check $(OUT)/sample_cnn.int8.onnx --target intel-cpu --target arm-cpu-xnnpack --target ethos-u55 --json $(OUT)/check.json --markdown $(OUT)/check.md
+	$(EC) quantize models/sample_cnn.onnx --calib calibration_data/calib -o $(OUT)/sample_cnn.ethos-u55.onnx --target ethos-u55
+	$(EC) check $(OUT)/sample_cnn.ethos-u55.onnx --target ethos-u55 --target edgetpu --strict
 	$(EC) bench models/sample_cnn.onnx $(OUT)/sample_cnn.fp16.onnx $(OUT)/sample_cnn.int8.onnx -r ort -r openvino --threads 2 -n 300 --compare --json $(OUT)/bench.json
 	$(EC) drift models/sample_cnn.onnx $(OUT)/sample_cnn.int8.onnx --data calibration_data/eval --json $(OUT)/drift.json --plot $(OUT)/drift_layers.png --markdown $(OUT)/drift.md
 	$(EC) bench $(OUT)/sample_cnn.int8.onnx -r ort --threads 1 -n 300 --json $(OUT)/bench_int8.json

@@ -131,7 +131,10 @@ def print_report(r: QuantizeReport, output: Path) -> None:
             f"{r.samples} images, sha256 {r.calibration_sha256[:16]}…, "
             + (f"histograms {human_bytes(r.stats_bytes)}" if r.stats_bytes else "running min/max only"),
         )
-    t.add_row("tensors quantized", f"{r.tensors_quantized} activations, {r.weights_quantized} weights")
+    if r.precision == "fp16":
+        t.add_row("converted to fp16", f"{r.weights_quantized} weight tensors; inputs and outputs stay float32")
+    else:
+        t.add_row("tensors quantized", f"{r.tensors_quantized} activations, {r.weights_quantized} weights")
     if r.activations_fused:
         t.add_row("activations fused", f"{r.activations_fused} Relu/Clip folded into the quantized op")
     t.add_row("kept float", str(len(r.kept_float)))
@@ -139,7 +142,8 @@ def print_report(r: QuantizeReport, output: Path) -> None:
         "size",
         f"{human_bytes(r.size_before)} -> {human_bytes(r.size_after)} ({r.size_after / max(r.size_before, 1):.2f}x)",
     )
-    t.add_row("graph prep check", f"max relative diff {r.prep_max_abs_diff:.1e} after BN folding")
+    if r.samples:  # verified against the original on the first calibration image
+        t.add_row("graph prep check", f"max relative diff {r.prep_max_abs_diff:.1e} after folding (BN, constants)")
     t.add_row(
         "time", f"prepare {r.seconds_prepare:.2f}s, calibrate {r.seconds_calibrate:.2f}s, write {r.seconds_write:.2f}s"
     )
