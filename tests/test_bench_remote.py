@@ -170,25 +170,17 @@ def test_missing_remote_python_is_clear(board: Board, model: Path) -> None:
 
 
 # -- unreachable hosts: only 127.0.0.1 ------------------------------------------------------------------
+def _bench_on_local_port(model: Path, port: int, timeout_s: int):
+    """`edgecnn bench --host` against 127.0.0.1:``port`` (never any other address)."""
+    args = ["bench", str(model), "-n", "3", "--host", "nobody@127.0.0.1", "--ssh-option", f"Port={port}"]
+    return CliRunner().invoke(app, [*args, "--connect-timeout", str(timeout_s)])
+
+
 def test_refused_port_is_a_clear_error(model: Path) -> None:
     if shutil.which("ssh") is None:
         pytest.skip("the ssh client is not installed (apt-get install openssh-client)")
     port = _free_port()  # nothing listens there
-    res = CliRunner().invoke(
-        app,
-        [
-            "bench",
-            str(model),
-            "-n",
-            "3",
-            "--host",
-            "nobody@127.0.0.1",
-            "--ssh-option",
-            f"Port={port}",
-            "--connect-timeout",
-            "3",
-        ],
-    )
+    res = _bench_on_local_port(model, port, timeout_s=3)
     assert res.exit_code == 3, res.output
     assert "host nobody@127.0.0.1: cannot connect over SSH" in res.output
     assert "refused" in res.output.lower()
@@ -216,21 +208,7 @@ def test_silent_host_times_out_clearly(model: Path) -> None:
     t.start()
     try:
         start = time.monotonic()
-        res = CliRunner().invoke(
-            app,
-            [
-                "bench",
-                str(model),
-                "-n",
-                "3",
-                "--host",
-                "nobody@127.0.0.1",
-                "--ssh-option",
-                f"Port={port}",
-                "--connect-timeout",
-                "2",
-            ],
-        )
+        res = _bench_on_local_port(model, port, timeout_s=2)
         elapsed = time.monotonic() - start
     finally:
         stop.set()
