@@ -119,12 +119,7 @@ def print_report(r: QuantizeReport, output: Path) -> None:
     t.add_column("value")
     t.add_row("precision / method", f"{r.precision} / {r.method}")
     if r.scheme:
-        s = r.scheme
-        t.add_row(
-            "scheme",
-            f"{s['name']}: activations {s['activation_dtype']} {'symmetric' if s['activations_symmetric'] else 'asymmetric'}, "
-            f"weights {s['weight_dtype']} {'per-channel' if s['weights_per_channel'] else 'per-tensor'} symmetric",
-        )
+        t.add_row("scheme", f"{r.scheme['name']}: {QuantScheme(**r.scheme).describe()}")  # type: ignore[arg-type]
     if r.samples:
         t.add_row(
             "calibration",

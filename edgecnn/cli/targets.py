@@ -40,9 +40,7 @@ def show_cmd(name: Annotated[str, typer.Argument(help="Target name or .toml path
     if t.quant:
         q = t.quant
         console.print(
-            f"quantization: weights {q.weight_dtype} {'per-channel' if q.weights_per_channel else 'per-tensor'} "
-            f"{'symmetric' if q.weights_symmetric else 'asymmetric'}; activations {q.activation_dtype} "
-            f"{'symmetric' if q.activations_symmetric else 'asymmetric'} [{q.source}]",
+            f"quantization: {q.describe()} [{q.source}]",
             highlight=False,
         )
     if t.limits:

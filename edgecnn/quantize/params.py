@@ -30,6 +30,13 @@ class QuantScheme:
         if self.weight_dtype not in ("int8", "uint8"):
             raise BadInputError(f"weight dtype {self.weight_dtype!r}; valid: int8, uint8")
 
+    def describe(self) -> str:
+        """One line for people: weight and activation dtypes, granularity and symmetry."""
+        w_sym = "symmetric" if self.weights_symmetric else "asymmetric"
+        a_sym = "symmetric" if self.activations_symmetric else "asymmetric"
+        gran = "per-channel" if self.weights_per_channel else "per-tensor"
+        return f"weights {self.weight_dtype} {gran} {w_sym}, activations {self.activation_dtype} {a_sym}"
+
     def to_dict(self) -> dict[str, object]:
         return {
             "name": self.name,

@@ -50,12 +50,7 @@ def render() -> str:
         out.append(f"- precisions: {', '.join(t.precisions)}" + (f"; extends `{t.extends}`" if t.extends else ""))
         if t.quant:
             q = t.quant
-            out.append(
-                f"- quantization: weights {q.weight_dtype} {'per-channel' if q.weights_per_channel else 'per-tensor'}"
-                f" {'symmetric' if q.weights_symmetric else 'asymmetric'}, activations {q.activation_dtype}"
-                f" {'symmetric' if q.activations_symmetric else 'asymmetric'} [{q.source}]"
-                + (f" ({q.note})" if q.note else "")
-            )
+            out.append(f"- quantization: {q.describe()} [{q.source}]" + (f" ({q.note})" if q.note else ""))
         if t.limits:
             out.append("- limits on every op: " + ", ".join(f"`{k} = {v}`" for k, v in t.limits.items()))
         out += ["", "| ONNX op | runs as | constraints | source |", "|---|---|---|---|"]
