@@ -8,10 +8,10 @@ from pathlib import Path
 import onnx
 import pytest
 
+from edgecnn.check.placement import check_target
+from edgecnn.check.spec import load_target
 from edgecnn.graph.load import load_model
 from edgecnn.runtimes.query import openvino_devices, openvino_query, ort_cpu_query
-from edgecnn.target.check import check_target
-from edgecnn.target.spec import load_target
 from tests.target_corpus import OPENVINO_MISSING, single_op
 
 INTEL = load_target("intel-cpu")

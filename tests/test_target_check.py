@@ -11,11 +11,11 @@ import onnx
 import pytest
 from typer.testing import CliRunner
 
+from edgecnn.check import docs
+from edgecnn.check.placement import Placement, TargetReport, check_target
+from edgecnn.check.spec import load_target
 from edgecnn.cli import app
 from edgecnn.graph.load import load_model
-from edgecnn.target import docs
-from edgecnn.target.check import Placement, TargetReport, check_target
-from edgecnn.target.spec import load_target
 from tests.onnx_builders import small_cnn
 from tests.target_corpus import conv, pool, resize, single_op, softmax
 
@@ -188,7 +188,7 @@ def test_cli_json_markdown_strict_and_side_by_side(tmp_path: Path) -> None:
 
 
 def test_docs_page_is_up_to_date() -> None:
-    assert docs.main(["--check"]) == 0, "docs/targets.md is stale: run python -m edgecnn.target.docs"
+    assert docs.main(["--check"]) == 0, "docs/targets.md is stale: run python -m edgecnn.check.docs"
     text = docs.DOC_PATH.read_text()
     assert "kernel {kernel} exceeds the {accel}'s kernel limit of {limit} per side." in text
     assert "### `ethos-u55`" in text and "SUPPORTED_OPS.md" in text

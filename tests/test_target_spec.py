@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from edgecnn.check.spec import QuantScheme, available_targets, load_target
 from edgecnn.cli import app
 from edgecnn.errors import ConfigError
-from edgecnn.target.spec import QuantScheme, available_targets, load_target
 
 REQUIRED = {"arm-cpu-xnnpack", "ethos-u55", "ethos-u65", "qualcomm-htp", "edgetpu", "mobile-gpu", "intel-cpu",
             "rknpu2-rk3588", "ort-cpu", "intel-npu"}  # fmt: skip

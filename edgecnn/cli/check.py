@@ -8,15 +8,15 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from edgecnn.check.placement import SCHEMA_VERSION, Placement, SupportReport, check_model
+from edgecnn.check.report import render_markdown, summary_rows
+from edgecnn.check.spec import load_target
 from edgecnn.cli import app, command, console
 from edgecnn.errors import CheckFailedError
 from edgecnn.fsutil import atomic_write_text, check_output_path
 from edgecnn.graph.load import load_model, parse_input_shapes
 from edgecnn.report.fmt import human_count
 from edgecnn.report.jsonio import write_json
-from edgecnn.target.check import SCHEMA_VERSION, Placement, SupportReport, check_model
-from edgecnn.target.report import render_markdown, summary_rows
-from edgecnn.target.spec import load_target
 
 
 @command(app, "check")

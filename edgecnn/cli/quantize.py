@@ -26,7 +26,7 @@ from edgecnn.report.jsonio import write_json
 def resolve_scheme(target: str | None, runtime: str) -> QuantScheme:
     """The target spec's scheme when --target is given, else the runtime's default."""
     if target:
-        from edgecnn.target.spec import load_target
+        from edgecnn.check.spec import load_target
 
         spec = load_target(target)
         if spec.quant is None:

@@ -8,9 +8,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from edgecnn.check.spec import available_targets, load_target
 from edgecnn.cli import app, command, console
 from edgecnn.errors import ConfigError
-from edgecnn.target.spec import available_targets, load_target
 
 targets_app = typer.Typer(help="List, show and lint target specs (targets/*.toml).", no_args_is_help=True)
 app.add_typer(targets_app, name="targets")

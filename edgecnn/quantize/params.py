@@ -12,7 +12,7 @@ from edgecnn.errors import BadInputError
 @dataclass(frozen=True, kw_only=True)
 class QuantScheme:
     """How a target wants tensors quantized: the one definition. Target specs (``[quant]``) produce one
-    (edgecnn.target.spec), runtimes have defaults (``RUNTIME_SCHEMES``), and the QDQ writer obeys it."""
+    (edgecnn.check.spec), runtimes have defaults (``RUNTIME_SCHEMES``), and the QDQ writer obeys it."""
 
     activation_dtype: str = "uint8"  # uint8 | int8 | int16
     activations_symmetric: bool = False

@@ -21,9 +21,7 @@ from typing import Any
 import onnx
 from onnx import helper, numpy_helper
 
-from edgecnn.graph.load import LoadedModel, default_opset, dims_of
-from edgecnn.graph.summary import node_macs
-from edgecnn.target.rules import (
+from edgecnn.check.rules import (
     CONSTRAINTS,
     FixKind,
     NodeFacts,
@@ -33,7 +31,9 @@ from edgecnn.target.rules import (
     precision,
     variant_of,
 )
-from edgecnn.target.spec import Format, OpSpec, TargetSpec
+from edgecnn.check.spec import Format, OpSpec, TargetSpec
+from edgecnn.graph.load import LoadedModel, default_opset, dims_of
+from edgecnn.graph.summary import node_macs
 
 SCHEMA_VERSION = 1
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})

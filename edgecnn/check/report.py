@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from edgecnn.check.placement import Placement, SupportReport, TargetReport
 from edgecnn.report.fmt import human_count
-from edgecnn.target.check import Placement, SupportReport, TargetReport
 
 
 def _pct(x: float) -> str:

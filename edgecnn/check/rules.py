@@ -3,7 +3,7 @@
 A rule's docstring has two lines of user-facing text, both ``str.format`` templates over the node's facts
 (``label``, ``accel``, ``limit`` and the rule's own fields): the first says what failed, the line starting
 ``Fix:`` says what to change. ``docs/targets.md`` is generated from these docstrings
-(``python -m edgecnn.target.docs``). ``CONSTRAINTS`` is the explicit registry: the TOML key, its value
+(``python -m edgecnn.check.docs``). ``CONSTRAINTS`` is the explicit registry: the TOML key, its value
 type and the rule that checks it. Rules never raise on a model; an attribute they cannot read is a pass.
 """
 

@@ -2,7 +2,7 @@
 
 A target file names the runtime, the precisions the accelerator computes in, the quantization scheme it
 requires (read by ``edgecnn quantize``), generic limits that apply to every operator, and the operators it
-runs, each with constraints (the keys of ``edgecnn.target.rules.CONSTRAINTS``), the TFLite builtin(s) the
+runs, each with constraints (the keys of ``edgecnn.check.rules.CONSTRAINTS``), the TFLite builtin(s) the
 ONNX op becomes when the target's native format is TFLite, and the id of the public source it came from.
 ``extends`` inherits from another target (by name or path); unknown keys are errors that name the file,
 the line and the valid keys.
@@ -17,14 +17,15 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from edgecnn.check.rules import CONSTRAINTS, VARIANTS
 from edgecnn.errors import ConfigError
 from edgecnn.quantize.params import QuantScheme
-from edgecnn.target.rules import CONSTRAINTS, VARIANTS
 
 SCHEMA_VERSION = 1
 
-# Repository checkout: <root>/targets; an installed wheel may carry them as package data.
-_TARGET_DIRS = (Path(__file__).resolve().parents[2] / "targets", Path(__file__).resolve().parent / "_targets")
+# Repository checkout: <root>/targets; an installed wheel carries them as package data at edgecnn/_targets
+# (pyproject.toml: force-include "targets" = "edgecnn/_targets").
+_TARGET_DIRS = (Path(__file__).resolve().parents[2] / "targets", Path(__file__).resolve().parents[1] / "_targets")
 
 
 class Precision(StrEnum):

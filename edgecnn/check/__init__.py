@@ -4,6 +4,6 @@ Runtime-independent: nothing here imports a runtime. ``edgecnn.runtimes.query`` 
 ONNX Runtime look-ups that the agreement tests compare these verdicts with.
 """
 
-from edgecnn.target.spec import QuantScheme, TargetSpec, available_targets, load_target
+from edgecnn.check.spec import QuantScheme, TargetSpec, available_targets, load_target
 
 __all__ = ["QuantScheme", "TargetSpec", "available_targets", "load_target"]
