@@ -64,6 +64,8 @@ def quantize_cmd(
     ] = None,
     data: Annotated[Path | None, typer.Option("--data", help="Labeled evaluation images for --max-drop.")] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="Sensitivity cache for --max-drop.")] = None,
+    workers: Annotated[int, typer.Option(help="Calibration shards collected in parallel, merged exactly.")] = 1,
+    backend: Annotated[str, typer.Option(help="Where shards run: local (processes) or ray (RAY_ADDRESS).")] = "local",
 ) -> None:
     """Quantize MODEL to INT8 (QDQ, calibrated on real images) or FP16, verified and stamped with provenance."""
     if precision not in ("int8", "fp16"):
@@ -84,7 +86,19 @@ def quantize_cmd(
     scheme = resolve_scheme(target, runtime)
     if not per_channel:
         scheme = QuantScheme(**{**scheme.to_dict(), "weights_per_channel": False})  # type: ignore[arg-type]
-    config = QuantizeConfig(precision=prec, method=meth, batch=batch, scheme=scheme, exclude=frozenset(exclude or []))
+    from edgecnn.quantize.distributed import parse_backend
+
+    if not 1 <= workers <= 1024:
+        raise BadInputError(f"--workers {workers}; expected an integer from 1 to 1024")
+    config = QuantizeConfig(
+        precision=prec,
+        method=meth,
+        batch=batch,
+        scheme=scheme,
+        exclude=frozenset(exclude or []),
+        workers=workers,
+        backend=parse_backend(backend).value,
+    )
     if max_drop is not None or data is not None:
         from edgecnn.cli.sensitivity import quantize_budgeted
 

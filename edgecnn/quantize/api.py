@@ -49,6 +49,8 @@ class QuantizeConfig:
     scheme: QuantScheme = field(default_factory=QuantScheme)
     exclude: frozenset[str] = frozenset()
     threads: int = 0
+    workers: int = 1  # calibration shards collected in parallel (edgecnn.quantize.distributed)
+    backend: str = "local"  # "local" or "ray"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -263,17 +265,35 @@ def _quantize(
         )
     t1 = time.perf_counter()
     batch = _memory_capped_batch(prepared, the_plan.activations, config.batch)
-    cal = calibrate(
-        prepared,
-        list(the_plan.activations),
-        dataset,
-        input_name,
-        batch=batch,
-        with_hist=config.method is not Method.MINMAX,
-        threads=config.threads,
-        progress=progress,
-        workdir=work,
-    )
+    if config.workers > 1 or config.backend != "local":
+        from edgecnn.quantize.distributed import collect_distributed, parse_backend
+
+        stats, first = collect_distributed(
+            prepared,
+            list(the_plan.activations),
+            dataset,
+            input_name,
+            batch=batch,
+            with_hist=config.method is not Method.MINMAX,
+            workers=config.workers,
+            backend=parse_backend(config.backend),
+            threads=config.threads,
+            workdir=work,
+            progress=progress,
+        )
+        cal = Calibration(stats=stats, first_outputs=first)
+    else:
+        cal = calibrate(
+            prepared,
+            list(the_plan.activations),
+            dataset,
+            input_name,
+            batch=batch,
+            with_hist=config.method is not Method.MINMAX,
+            threads=config.threads,
+            progress=progress,
+            workdir=work,
+        )
     t_cal = time.perf_counter() - t1
     # The prepared graph (BN folded, constants folded) must compute what the original computes.
     diff = _rel_diff(reference, [cal.first_outputs[o.name] for o in prepared.graph.output])
