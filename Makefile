@@ -1,5 +1,5 @@
 # Two commands do all set-up on a fresh machine with Python 3.11 (see README):
-#   make demo   installs into .venv and runs inspect -> quantize -> check -> bench -> drift -> gate
+#   make demo   installs into .venv and runs the whole pipeline (edgecnn run examples/pipeline.toml) into out/run
 #   make test   installs into .venv and runs ruff and the test suite
 PYTHON ?= python3
 VENV   := .venv
@@ -19,17 +19,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	mkdir -p $(OUT)
-	$(EC) inspect models/sample_cnn.onnx --json $(OUT)/inspect.json --top 8
-	$(EC) quantize models/sample_cnn.onnx --calib calibration_data/calib -o $(OUT)/sample_cnn.int8.onnx --json $(OUT)/quantize.json
-	$(EC) quantize models/sample_cnn.onnx --precision fp16 -o $(OUT)/sample_cnn.fp16.onnx
-	$(EC) check $(OUT)/sample_cnn.int8.onnx --target intel-cpu --target arm-cpu-xnnpack --target ethos-u55 --json $(OUT)/check.json --markdown $(OUT)/check.md
-	$(EC) quantize models/sample_cnn.onnx --calib calibration_data/calib -o $(OUT)/sample_cnn.ethos-u55.onnx --target ethos-u55
-	$(EC) check $(OUT)/sample_cnn.ethos-u55.onnx --target ethos-u55 --target edgetpu --strict
-	$(EC) bench models/sample_cnn.onnx $(OUT)/sample_cnn.fp16.onnx $(OUT)/sample_cnn.int8.onnx -r ort -r openvino --threads 2 -n 300 --compare --json $(OUT)/bench.json
-	$(EC) drift models/sample_cnn.onnx $(OUT)/sample_cnn.int8.onnx --data calibration_data/eval --json $(OUT)/drift.json --plot $(OUT)/drift_layers.png --markdown $(OUT)/drift.md
-	$(EC) bench $(OUT)/sample_cnn.int8.onnx -r ort --threads 1 -n 300 --json $(OUT)/bench_int8.json
-	$(EC) gate --policy examples/gate-policy.toml --drift $(OUT)/drift.json --bench $(OUT)/bench_int8.json --baseline $(OUT)/baseline.json --update-baseline --markdown $(OUT)/gate.md --junit $(OUT)/gate.xml
+	$(EC) run examples/pipeline.toml --out $(OUT)/run --force
 
 test: $(STAMP)
 	$(BIN)/ruff check .
