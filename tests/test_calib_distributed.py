@@ -71,10 +71,13 @@ def test_local_process_shards_merge_exactly(prepared, with_hist: bool) -> None:
 
 def test_ray_tasks_merge_exactly_and_quantize_identically(prepared) -> None:
     import ray  # the dev extra installs it: this test runs, it does not skip
+
     model, tensors, inp, ds = prepared
     try:
         single = calibrate(model, tensors, ds, inp, batch=8, with_hist=True).stats
-        merged, _ = collect_distributed(model, tensors, ds, inp, batch=8, with_hist=True, workers=2, backend=Backend.RAY)
+        merged, _ = collect_distributed(
+            model, tensors, ds, inp, batch=8, with_hist=True, workers=2, backend=Backend.RAY
+        )
         assert_same_stats(single, merged)
         # End to end through quantize(): the same initializers (weights, scales, zero points) either way.
         cfg = QuantizeConfig(method=Method.ENTROPY, batch=8)

@@ -161,6 +161,8 @@ def load_pipeline(path: Path) -> PipelineConfig:
     tfl_targets = tuple(get("export", "tflite_targets", []))
     if tfl_targets and "tflite" not in formats:
         raise _err(path, "export.tflite_targets", "given, but 'tflite' is not in export.formats")
+    if tfl_targets and "int8" not in q_prec:
+        raise _err(path, "export.tflite_targets", "TFLite for a target is INT8: add int8 to quantize.precisions")
     if formats and "int8" not in q_prec and "fp16" not in q_prec:
         raise _err(path, "export.formats", "exports need a quantized model; add int8 or fp16 to quantize.precisions")
     runtimes = _choices(path, "bench.runtimes", get("bench", "runtimes", ["ort"]), RUNTIMES)

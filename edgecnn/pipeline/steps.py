@@ -110,22 +110,29 @@ def build_steps(cfg: PipelineConfig, run_dir: Path) -> list[Step]:
         for target in variants:
             label = f"{fmt}" + (f"-{target}" if target else "")
             if fmt == "openvino":
-                artefact = f"openvino/{stem}.{prec}.xml"
+                artefact = f"{stem}.{prec}.xml"
                 produced: tuple[str, ...] = (artefact, artefact[:-4] + ".bin")
             elif fmt == "tflite":
                 artefact = f"{stem}.{prec}{'.' + target if target else ''}.tflite"
                 produced = (artefact,)
             else:
-                artefact = f"export/{stem}.{prec}.onnx"
+                artefact = f"{stem}.{prec}.exported.onnx"
                 produced = (artefact,)
-            argv = ["export", str(out / source), "--to", fmt, "-o", str(out / artefact)]
-            argv += ["--json", str(out / f"export-{label}.json")]
-            inputs = [out / source]
             if target:
-                argv += ["--target", target]
-            if cfg.evaluation is not None:
-                argv += ["--data", str(cfg.evaluation), *_data_args(cfg)]
-                inputs += [cfg.evaluation, *_data_inputs(cfg)]
+                # A target's TFLite is quantized with that target's own scheme (e.g. int8 symmetric activations
+                # and int8 I/O for Ethos-U), from the float model and the same calibration images.
+                argv = ["export", model, "--to", fmt, "-o", str(out / artefact), "--target", target]
+                argv += ["--calib", str(cfg.calibration), "--method", cfg.method]
+                argv += ["--samples", str(cfg.samples)] if cfg.samples else []
+                inputs = [cfg.model, cfg.calibration]
+                if target.startswith("ethos-u"):  # Vela's optimised file, written beside the export
+                    produced = (*produced, artefact.removesuffix(".tflite") + "_vela.tflite")
+            else:
+                argv = ["export", str(out / source), "--to", fmt, "-o", str(out / artefact)]
+                inputs = [out / source]
+            argv += ["--json", str(out / f"export-{label}.json"), *_shape_args(cfg)]
+            argv += ["--data", str(cfg.evaluation), *_data_args(cfg)]
+            inputs += [cfg.evaluation, *_data_inputs(cfg)]  # type: ignore[list-item]
             steps.append(
                 Step(
                     name=f"export-{label}",
