@@ -32,7 +32,7 @@ SCHEMA: dict[str, dict[str, tuple[type, bool]]] = {
         "workers": (_INT, False),
         "backend": (_STR, False),
     },
-    "export": {"formats": (_LIST, False), "tflite_targets": (_LIST, False), "parity_data": (_STR, False)},
+    "export": {"formats": (_LIST, False), "tflite_targets": (_LIST, False)},
     "bench": {"runtimes": (_LIST, False), "threads": (_INT, False), "iterations": (_INT, False)},
     "drift": {"runtime": (_STR, False), "samples": (_INT, False)},
     "gate": {"policy": (_STR, True), "baseline": (_STR, False)},
