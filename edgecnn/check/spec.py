@@ -35,6 +35,8 @@ class Precision(StrEnum):
     UINT8 = "uint8"
     INT16 = "int16"
     UINT16 = "uint16"
+    INT32 = "int32"  # integer arithmetic that is not quantized (index math, int32 Add/Mul)
+    INT64 = "int64"
 
 
 class Format(StrEnum):
