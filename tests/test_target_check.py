@@ -169,7 +169,9 @@ def test_model_the_target_cannot_run_at_all(tmp_path: Path) -> None:
     onnx.save(single_op("Det"), p)
     r = CliRunner().invoke(app, ["check", str(p), "--target", "intel-cpu", "--strict"])
     assert r.exit_code == 1, r.output
-    assert "cannot run" in r.output and "Det is not in the OpenVINO CPU plugin's operator list" in r.output
+    assert "Det is not in the OpenVINO CPU plugin's published operator list; the target has no fallback" in r.output
+    assert "runs only if the vendor's compiler accepts it" in r.output and "runs on the fallback" not in r.output
+    assert "not in the published list: confirm with the vendor's compiler" in r.output
 
 
 def test_cli_json_markdown_strict_and_side_by_side(tmp_path: Path) -> None:

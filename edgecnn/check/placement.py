@@ -319,6 +319,7 @@ def _facts(gr: _Graph, idx: int, target: TargetSpec, prec: str) -> NodeFacts:
         attrs["axis"] = -1 if gr.opset >= 13 else 1
     return NodeFacts(
         name=gr.names[idx], op_type=op, accel=target.accelerator, target=target.name, precision=prec,
+        fallback=target.fallback,
         in_shapes=ins, out_shapes=outs, const_inputs=tuple((not i) or i in gr.const_names for i in n.input),
         attrs=attrs, **kw,
     )  # fmt: skip

@@ -25,7 +25,7 @@ def summary_rows(report: SupportReport) -> list[tuple[str, list[str]]]:
         ("tensor-copy ops on accelerator", [f"{t.n_data_movement_accelerated}/{t.n_data_movement}" for t in ts]),
         ("accelerator partitions", [str(t.partitions) for t in ts]),
         ("copies across the boundary", [str(t.copies) for t in ts]),
-        ("model runs", [("yes" if t.runnable else "NO: no fallback device") for t in ts]),
+        ("model runs", [_runs(t) for t in ts]),
         ("verdict", [_verdict(t) for t in ts]),
     ]  # fmt: skip
 
@@ -43,9 +43,27 @@ def folded_line(report: SupportReport) -> str:
     return f"Folded {total} shape-computation node(s) at the fixed input shapes, as a converter would: {parts}."
 
 
+def _unlisted_only(t: TargetReport) -> int:
+    """Nodes off the accelerator only because their op is not in the published list (0 if any other reason)."""
+    off = [n for n in t.nodes if n.placement == Placement.UNSUPPORTED]
+    if off and all(f.rule == "op_not_listed" for n in off for f in n.failures):
+        return len(off)
+    return 0
+
+
+def _runs(t: TargetReport) -> str:
+    if t.runnable:
+        return "yes"
+    if _unlisted_only(t):
+        return "unknown: no fallback device"
+    return "NO: no fallback device"
+
+
 def _verdict(t: TargetReport) -> str:
     if t.all_accelerated:
         return "all on accelerator"
+    if not t.runnable and _unlisted_only(t):
+        return f"{_unlisted_only(t)} node(s) not in the published list: confirm with the vendor's compiler"
     if not t.runnable:
         return "cannot run"
     return f"{t.n_nodes - t.n_accelerated} node(s) fall back"

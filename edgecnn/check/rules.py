@@ -50,6 +50,7 @@ class NodeFacts:
     accel: str
     target: str
     precision: str
+    fallback: str = ""  # the target's fallback device ("" = none)
     in_shapes: tuple[tuple[int, ...], ...]
     out_shapes: tuple[tuple[int, ...], ...]
     const_inputs: tuple[bool, ...] = ()
@@ -103,10 +104,16 @@ def _fail(fn: Callable[..., Any], f: NodeFacts, limit: Any = None, **kw: Any) ->
 
 
 def op_not_listed(f: NodeFacts, source: str = "") -> Verdict:
-    """{label}: {op} is not in the {accel}'s operator list, so it runs on the fallback device.
-    Fix: replace {op} with an operator the target lists{hint} (see `edgecnn targets show {target}`)."""
+    """{label}: {op} is not in the {accel}'s published operator list{where}.
+    Fix: replace {op} with an operator the target lists{hint} (see `edgecnn targets show {target}`){confirm}."""
     hint = f" such as {REPLACEMENTS[f.op_type]}" if f.op_type in REPLACEMENTS else ""
-    return _fail(op_not_listed, f, hint=hint)
+    if f.fallback:
+        where, confirm = f", so it runs on the fallback device ({f.fallback})", ""
+    else:
+        # "Not in the published list" is not "cannot run": say what is known, and how to find out.
+        where = "; the target has no fallback device, so the model runs only if the vendor's compiler accepts it"
+        confirm = ", or confirm with the vendor's compiler"
+    return _fail(op_not_listed, f, hint=hint, where=where, confirm=confirm)
 
 
 def op_unsupported(f: NodeFacts, note: str = "") -> Verdict:
