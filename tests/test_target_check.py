@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from edgecnn.check import docs
 from edgecnn.check.placement import Placement, TargetReport, check_target
-from edgecnn.check.spec import load_target
+from edgecnn.check.spec import available_targets, load_target
 from edgecnn.cli import app
 from edgecnn.graph.load import load_model
 from tests.onnx_builders import small_cnn
@@ -255,3 +255,75 @@ def test_intel_npu_dynamic_dim_cannot_run_static_shapes_required(tmp_path: Path)
     onnx.save(_data_dependent_reshape(), p)
     r = CliRunner().invoke(app, ["check", str(p), "--target", "intel-npu", "--strict"])
     assert r.exit_code == 1 and "cannot run" in r.output, r.output
+
+
+QUANT_TARGETS = [n for n in available_targets() if load_target(n).quant is not None]
+
+
+@pytest.mark.parametrize("target", QUANT_TARGETS)
+def test_quantize_for_a_target_writes_what_check_accepts(sample_model: Path, tmp_path: Path, target: str) -> None:
+    # `quantize --target X` then `check --target X`: no precision or dtype verdict on the model it wrote, and
+    # the verdicts equal those on the float model checked "as quantized" (same nodes on the accelerator).
+    from tests.cli_helpers import invoke
+    from tests.conftest import CALIB_DIR
+
+    dst = tmp_path / "q.onnx"
+    r = invoke("quantize", sample_model, "--calib", CALIB_DIR, "-o", dst, "--target", target, "--samples", "8")
+    assert r.exit_code == 0, r.output
+    spec = load_target(target)
+    q = check_target(load_model(dst), spec)
+    assert not [f for n in q.nodes for f in n.failures if f.rule in ("precision", "dtypes")], _reasons(q)
+    f = check_target(load_model(sample_model), spec)
+    # quantize folds BatchNormalization into the Conv before it: compare what is off the accelerator.
+    off = {n.op_type for n in f.nodes if n.placement != Placement.ACCELERATOR} - {"BatchNormalization"}
+    assert {n.op_type for n in q.nodes if n.placement != Placement.ACCELERATOR} == off, _reasons(q)
+    if spec.requires_quantization:
+        assert f.checked_as == spec.quant.activation_dtype and q.checked_as == ""  # type: ignore[union-attr]
+
+
+def test_model_with_only_shape_ops_is_a_clear_verdict(tmp_path: Path) -> None:
+    # Shape -> Gather -> Unsqueeze -> Concat: at fixed input shapes it all folds away; nothing to place.
+    from onnx import TensorProto, helper
+
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"], name="shape"),
+        helper.make_node("Gather", ["s", "i"], ["g"], name="gather", axis=0),
+        helper.make_node("Unsqueeze", ["g", "a"], ["u"], name="unsq"),
+        helper.make_node("Concat", ["u", "u"], ["y"], name="concat", axis=0),
+    ]
+    g = helper.make_graph(
+        nodes, "shapes", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.INT64, [2])],
+        initializer=[onnx.numpy_helper.from_array(np.array(1, np.int64), "i"),
+                     onnx.numpy_helper.from_array(np.array([0], np.int64), "a")],
+    )  # fmt: skip
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    p = tmp_path / "shapes.onnx"
+    onnx.save(m, p)
+    args = ["check", str(p), *[a for t in available_targets() for a in ("-t", t)], "--json", str(tmp_path / "r.json")]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["folded"] == {"Gather": 1, "Shape": 1, "Unsqueeze": 1}  # Concat feeds the graph output: kept
+    for t in data["targets"]:
+        assert t["n_nodes"] <= 1 and t["macs_total"] == 0, t
+
+
+@pytest.mark.parametrize("target", available_targets())
+def test_5d_tensor_on_every_target_is_a_clear_verdict(tmp_path: Path, target: str) -> None:
+    # A 3-D convolution (5-D tensors): every target answers, none crashes, and the answer names the reason.
+    from onnx import helper
+
+    from tests.target_corpus import _model, _w
+
+    node = helper.make_node("Conv", ["x", "w"], ["y"], name="conv3d", kernel_shape=[3, 3, 3], pads=[1] * 6)
+    p = tmp_path / "c3d.onnx"
+    onnx.save(_model([node], {"w": _w(4, 2, 3, 3, 3)}, x_shape=[1, 2, 6, 8, 8]), p)
+    r = CliRunner().invoke(app, ["check", str(p), "-t", target, "--json", str(tmp_path / "r.json")])
+    assert r.exit_code == 0, r.output
+    (t,) = json.loads((tmp_path / "r.json").read_text())["targets"]
+    (n,) = t["nodes"]
+    if n["placement"] != "accelerator":
+        assert n["failures"] and all(f["reason"] for f in n["failures"]), n
+    assert "CONV_2D" not in n["maps_to"]  # a 3-D Conv is never reported as CONV_2D

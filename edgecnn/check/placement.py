@@ -413,7 +413,7 @@ def check_target(loaded: LoadedModel | Prepared, target: TargetSpec) -> TargetRe
             placement[idx] = Placement.ABSORBED
             continue
         prec, qdq = _precision(gr, idx)
-        if checked_as and prec in ("float32", "float16"):
+        if checked_as and prec in ("float32", "float16") and n.op_type not in target.float_only_ops:
             prec = checked_as
         facts = _facts(gr, idx, target, prec)
         fails, maps_to = _judge(facts, spec, target)
