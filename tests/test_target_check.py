@@ -24,6 +24,19 @@ RK = load_target("rknpu2-rk3588")
 GPU = load_target("mobile-gpu")
 
 
+def _conv_nd(nsp: int, op: str) -> onnx.ModelProto:
+    """A Conv or MaxPool over ``nsp`` spatial dims (nsp=3: 5-D tensors)."""
+    from onnx import helper
+
+    from tests.target_corpus import _model, _w
+
+    attrs = {"kernel_shape": [3] * nsp, "pads": [1] * (2 * nsp)}
+    if op == "Conv":
+        node = helper.make_node("Conv", ["x", "w"], ["y"], name="n", **attrs)
+        return _model([node], {"w": _w(4, 2, *[3] * nsp)}, x_shape=[1, 2, *[6] * nsp])
+    return _model([helper.make_node(op, ["x"], ["y"], name="n", **attrs)], x_shape=[1, 2, *[6] * nsp])
+
+
 def _check(tmp_path: Path, model: onnx.ModelProto, target: str = "rknpu2-rk3588") -> TargetReport:
     p = tmp_path / "m.onnx"
     onnx.save(model, p)
@@ -56,6 +69,11 @@ CASES = [
     ("rknpu2-rk3588", lambda: single_op("Selu"), False, "Selu is not in the RK3588 NPU's published operator list", "rknn-toolkit2 2.5.0"),
     ("rknpu2-rk3588", lambda: conv(batch=2), True, "", "Convolution"),
     ("rknpu2-rk3588", lambda: pool(), True, "", "MaxPool"),
+    ("qualcomm-htp", lambda: _conv_nd(3, "Conv"), True, "", ""),
+    ("qualcomm-htp", lambda: _conv_nd(2, "MaxPool"), True, "", ""),
+    ("qualcomm-htp", lambda: _conv_nd(3, "MaxPool"), False, "a 3-D MaxPool", "PoolMax3d"),
+    ("qualcomm-htp", lambda: softmax(2), True, "", ""),
+    ("qualcomm-htp", lambda: single_op("Det"), False, "Det is not in the Hexagon HTP's published operator list, so it runs on the fallback device", "op_builder_factory.cc"),
     ("mobile-gpu", lambda: resize(2.0, "linear"), True, "", "RESIZE_BILINEAR"),
     ("mobile-gpu", lambda: resize(2.0, "nearest"), False, "does not run Resize", "RESIZE_BILINEAR"),
 ]  # fmt: skip
