@@ -152,10 +152,17 @@ def _precision_ok(p: str, allowed: list[str]) -> bool:
 
 def dtypes(f: NodeFacts, limit: list[str]) -> Verdict:
     """{label}: computes in {precision}; the {accel} runs {op} only in {allowed}.
-    Fix: quantize this op to {allowed} (`edgecnn quantize --target {target}`) or replace it."""
+    Fix: {fix_s}"""
     if _precision_ok(f.precision, limit):
         return PASS
-    return _fail(dtypes, f, precision=f.precision, allowed=" or ".join(limit))
+    if f.precision in ("float32", "float16"):
+        fix_s = f"quantize this op to {' or '.join(limit)} (`edgecnn quantize --target {f.target}`) or replace it."
+    elif set(limit) & {"float32", "float16"}:
+        # Not the command that wrote the model: quantize --target keeps such ops float; say how.
+        fix_s = f"keep {f.op_type} in float (`edgecnn quantize --exclude {f.op_type}`), or replace it."
+    else:
+        fix_s = f"compute this op in {' or '.join(limit)}, or replace it."
+    return _fail(dtypes, f, precision=f.precision, allowed=" or ".join(limit), fix_s=fix_s)
 
 
 def kernel_max(f: NodeFacts, limit: int) -> Verdict:
