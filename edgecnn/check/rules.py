@@ -50,6 +50,7 @@ class NodeFacts:
     accel: str
     target: str
     precision: str
+    fallback: str = ""  # the target's fallback device ("" = none)
     in_shapes: tuple[tuple[int, ...], ...]
     out_shapes: tuple[tuple[int, ...], ...]
     const_inputs: tuple[bool, ...] = ()
@@ -103,10 +104,16 @@ def _fail(fn: Callable[..., Any], f: NodeFacts, limit: Any = None, **kw: Any) ->
 
 
 def op_not_listed(f: NodeFacts, source: str = "") -> Verdict:
-    """{label}: {op} is not in the {accel}'s operator list, so it runs on the fallback device.
-    Fix: replace {op} with an operator the target lists{hint} (see `edgecnn targets show {target}`)."""
+    """{label}: {op} is not in the {accel}'s published operator list{where}.
+    Fix: replace {op} with an operator the target lists{hint} (see `edgecnn targets show {target}`){confirm}."""
     hint = f" such as {REPLACEMENTS[f.op_type]}" if f.op_type in REPLACEMENTS else ""
-    return _fail(op_not_listed, f, hint=hint)
+    if f.fallback:
+        where, confirm = f", so it runs on the fallback device ({f.fallback})", ""
+    else:
+        # "Not in the published list" is not "cannot run": say what is known, and how to find out.
+        where = "; the target has no fallback device, so the model runs only if the vendor's compiler accepts it"
+        confirm = ", or confirm with the vendor's compiler"
+    return _fail(op_not_listed, f, hint=hint, where=where, confirm=confirm)
 
 
 def op_unsupported(f: NodeFacts, note: str = "") -> Verdict:
@@ -123,6 +130,8 @@ def precision(f: NodeFacts, allowed: list[str]) -> Verdict:
         return PASS
     if f.precision in ("float32", "float16"):
         fix_s = f"run `edgecnn quantize MODEL --target {f.target}` to write a QDQ {allowed[0]} model."
+    elif f.precision in ("int32", "int64"):
+        fix_s = "keep index arithmetic out of the accelerated graph (fold it at a fixed --input-shape) or cast it"
     else:
         fix_s = "give this target the float model (it computes in floating point), or quantize to one of " + ", ".join(
             allowed
@@ -143,10 +152,17 @@ def _precision_ok(p: str, allowed: list[str]) -> bool:
 
 def dtypes(f: NodeFacts, limit: list[str]) -> Verdict:
     """{label}: computes in {precision}; the {accel} runs {op} only in {allowed}.
-    Fix: quantize this op to {allowed} (`edgecnn quantize --target {target}`) or replace it."""
+    Fix: {fix_s}"""
     if _precision_ok(f.precision, limit):
         return PASS
-    return _fail(dtypes, f, precision=f.precision, allowed=" or ".join(limit))
+    if f.precision in ("float32", "float16"):
+        fix_s = f"quantize this op to {' or '.join(limit)} (`edgecnn quantize --target {f.target}`) or replace it."
+    elif set(limit) & {"float32", "float16"}:
+        # Not the command that wrote the model: quantize --target keeps such ops float; say how.
+        fix_s = f"keep {f.op_type} in float (`edgecnn quantize --exclude {f.op_type}`), or replace it."
+    else:
+        fix_s = f"compute this op in {' or '.join(limit)}, or replace it."
+    return _fail(dtypes, f, precision=f.precision, allowed=" or ".join(limit), fix_s=fix_s)
 
 
 def kernel_max(f: NodeFacts, limit: int) -> Verdict:
@@ -306,6 +322,8 @@ def depth_multiplier_max(f: NodeFacts, limit: int) -> Verdict:
 def weights_const(f: NodeFacts, limit: bool) -> Verdict:
     """{label}: its weights are computed at run time; the {accel} needs constant weights.
     Fix: make the weights an initializer (constant-fold the graph before export)."""
+    if f.op_type == "MatMul" and f.const_inputs[:2] == (False, False):
+        return PASS  # activation x activation is a batched matmul, not a layer with weights
     if limit and len(f.const_inputs) > 1 and not f.const_inputs[1]:
         return _fail(weights_const, f, limit)
     return PASS
@@ -422,6 +440,65 @@ def static_shapes(f: NodeFacts, limit: bool) -> Verdict:
     return PASS
 
 
+# --- generic rules ---
+# Rules any target may use (keys of CONSTRAINTS like the ones above); placement.py applies `spatial_dims`
+# by default where a TFLite builtin is 2-D only.
+
+
+def spatial_dims(f: NodeFacts, limit: list[int]) -> Verdict:
+    """{label}: a {n}-D {op} (kernel {kernel}); the {accel} runs {op} over {allowed} spatial dimension(s) only.
+    Fix: use a {allowed_max}-D {op} (fold the extra dimension into batch or channels with a Reshape)."""
+    n = len(f.kernel)
+    if n and n not in limit:
+        return _fail(
+            spatial_dims, f, limit, n=n, kernel=_x(f.kernel), allowed=" or ".join(map(str, limit)),
+            allowed_max=max(limit) if limit else 2,
+        )  # fmt: skip
+    return PASS
+
+
+def auto_pad_modes(f: NodeFacts, limit: list[str]) -> Verdict:
+    """{label}: auto_pad={mode}; the {accel} supports auto_pad {allowed}.
+    Fix: export with explicit pads (auto_pad=NOTSET)."""
+    mode = str(f.attrs.get("auto_pad", "NOTSET"))
+    if mode not in limit:
+        return _fail(auto_pad_modes, f, limit, mode=mode, allowed=" or ".join(limit))
+    return PASS
+
+
+def width_max(f: NodeFacts, limit: int) -> Verdict:
+    """{label}: width {w} of tensor {shape} exceeds the {accel}'s limit of {limit} for {op}.
+    Fix: split the tensor along its last axis (Split, then Concat) so that no part is wider than {limit}."""
+    for s in _activation_shapes(f):
+        if len(s) >= 2 and s[-1] > limit:
+            return _fail(width_max, f, limit, w=s[-1], shape=_x(s))
+    return PASS
+
+
+def elements_max(f: NodeFacts, limit: int) -> Verdict:
+    """{label}: tensor {shape} has {n} elements, above the {accel}'s limit of {limit} for {op}.
+    Fix: tile the computation into parts of at most {limit} elements."""
+    for s in _activation_shapes(f):
+        n = 1
+        for d in s:
+            n *= max(d, 1)
+        if n > limit:
+            return _fail(elements_max, f, limit, n=n, shape=_x(s))
+    return PASS
+
+
+def input_rank(f: NodeFacts, limit: list[int]) -> Verdict:
+    """{label}: input of rank {rank} ({shape}); the {accel} runs {op} on rank {allowed} inputs only.
+    Fix: reshape the input to rank {allowed} around this op."""
+    if f.in_shapes and f.in_shapes[0] is not None:
+        s = f.in_shapes[0]
+        if len(s) not in limit:
+            return _fail(
+                input_rank, f, limit, rank=len(s), shape=_x(s) or "scalar", allowed=" or ".join(map(str, limit))
+            )
+    return PASS
+
+
 # ---- registries --------------------------------------------------------------------------------------
 
 
@@ -462,6 +539,12 @@ CONSTRAINTS: dict[str, Constraint] = {
     "pad_modes": Constraint(kind="strs", rule=pad_modes, what="Pad modes supported"),
     "clip_relu_only": Constraint(kind="bool", rule=clip_relu_only, what="Clip only as ReLU or ReLU6"),
     "static_shapes": Constraint(kind="bool", rule=static_shapes, what="every tensor shape must be fully static"),
+    # --- generic rules ---
+    "spatial_dims": Constraint(kind="ints", rule=spatial_dims, what="spatial dims a Conv/pool may have (2 = 2-D)"),
+    "auto_pad_modes": Constraint(kind="strs", rule=auto_pad_modes, what="auto_pad values supported"),
+    "width_max": Constraint(kind="int", rule=width_max, what="largest last dimension of an activation"),
+    "elements_max": Constraint(kind="int", rule=elements_max, what="largest element count of an activation"),
+    "input_rank": Constraint(kind="ints", rule=input_rank, what="ranks input 0 may have"),
 }
 
 GENERIC_RULES: dict[str, Callable[..., Verdict]] = {
@@ -492,6 +575,8 @@ _FIX_KINDS: dict[str, FixKind] = {
     "resize_modes": FixKind.CHANGE_ATTRIBUTE, "resize_scales": FixKind.CHANGE_SHAPE,
     "pad_spatial_only": FixKind.CHANGE_ATTRIBUTE, "pad_modes": FixKind.CHANGE_ATTRIBUTE,
     "clip_relu_only": FixKind.CHANGE_ATTRIBUTE, "static_shapes": FixKind.CHANGE_SHAPE,
+    "spatial_dims": FixKind.CHANGE_SHAPE, "auto_pad_modes": FixKind.CHANGE_ATTRIBUTE, "width_max": FixKind.CHANGE_SHAPE,
+    "elements_max": FixKind.CHANGE_SHAPE, "input_rank": FixKind.CHANGE_SHAPE,
 }  # fmt: skip
 
 # Common substitutions an engineer makes when an op is missing on an accelerator.

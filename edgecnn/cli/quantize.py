@@ -86,6 +86,11 @@ def quantize_cmd(
     scheme = resolve_scheme(target, runtime)
     if not per_channel:
         scheme = QuantScheme(**{**scheme.to_dict(), "weights_per_channel": False})  # type: ignore[arg-type]
+    keep_float: frozenset[str] = frozenset()
+    if target and prec is Precision.INT8:
+        from edgecnn.check.spec import load_target
+
+        keep_float = load_target(target).float_only_ops  # ops the target runs only in float stay float
     from edgecnn.quantize.distributed import parse_backend
 
     if not 1 <= workers <= 1024:
@@ -95,7 +100,7 @@ def quantize_cmd(
         method=meth,
         batch=batch,
         scheme=scheme,
-        exclude=frozenset(exclude or []),
+        exclude=frozenset(exclude or []) | keep_float,
         workers=workers,
         backend=parse_backend(backend).value,
     )
