@@ -336,6 +336,9 @@ def run_pipeline(
         state.status = "passed" if exit_code == 0 else "verdict-failed"
         state.write()
     except KeyboardInterrupt:
+        for s in state.steps:  # the signal may land before or after the child ran: no step stays "running"
+            if s.get("status") == "running":
+                s["status"] = "interrupted"
         state.status = "interrupted"
         state.write()
         raise InterruptedError_(
