@@ -89,6 +89,8 @@ _NEAREST: dict[str, str] = {
 
 _PASS_OPS = frozenset({"MaxPool", "GlobalMaxPool", "ReduceMax", "Reshape", "Flatten", "Squeeze", "Unsqueeze",
                        "Transpose", "Slice", "Split", "Pad", "Relu", "Identity", "Resize"})  # fmt: skip
+_LOOK_THROUGH = frozenset({"Split", "Resize", "MaxPool", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose",
+                           "Slice"})  # fmt: skip
 _FIXED_INT8: dict[str, tuple[float, int]] = {"Sigmoid": (1 / 256, -128), "Softmax": (1 / 256, -128),
                                             "Tanh": (1 / 128, 0)}  # fmt: skip
 _INT8_OPS = _PASS_OPS | frozenset(_FIXED_INT8) | frozenset({"Conv", "Gemm", "MatMul", "Add", "Sub", "Mul", "Concat",
@@ -670,16 +672,46 @@ class _Converter:
             return self.vals[acts[0]].qp
         if n.op_type in _FIXED_INT8:
             return _QP(*_FIXED_INT8[n.op_type])
-        outs = [o for o in n.output if o]
-        params = set()
-        for o in outs:
-            cons = self.consumers.get(o, [])
-            if not cons or any(c.op_type != "QuantizeLinear" for c in cons) or o in self.graph_outputs:
+        params: set[tuple[float, int]] = set()
+        for o in (o for o in n.output if o):
+            found = self._downstream_q(o, 0)
+            if found is None:
                 return None
-            params |= {self._q_params(c) for c in cons}
-        if len(params) != 1:
+            params |= found
+        if len(params) == 1:
+            return _QP(*next(iter(params)))
+        # several grids downstream (e.g. Split halves quantized separately): one grid covering all of them,
+        # requantized to each (exact when they agree, else at most half a step of the wider grid)
+        lo = min((-128 - z) * s for s, z in params)
+        hi = max((127 - z) * s for s, z in params)
+        scale = (hi - lo) / 255.0
+        zp = int(np.clip(round(-128 - lo / scale), -128, 127))
+        self.notes.append(
+            f"node '{n.name}' ({n.op_type}) runs in int8 on a grid covering the {len(params)} QDQ grids downstream "
+            f"(scale {scale:g}); each consumer requantizes"
+        )
+        return _QP(float(np.float32(scale)), zp)
+
+    def _downstream_q(self, t: str, depth: int) -> set[tuple[float, int]] | None:
+        """The QDQ grids ``t`` reaches through shape-only ops, or None if a float consumer needs it."""
+        cons = self.consumers.get(t, [])
+        if not cons or t in self.graph_outputs or depth > 4:
             return None
-        return _QP(*next(iter(params)))
+        out: set[tuple[float, int]] = set()
+        for c in cons:
+            if c.op_type == "QuantizeLinear":
+                out.add(self._q_params(c))
+            elif c.op_type in _LOOK_THROUGH and c.input[0] == t and c.name not in self.fused:
+                if c.op_type == "Resize" and _attr(c, "mode", b"nearest") not in (b"nearest", "nearest"):
+                    return None
+                for o in (o for o in c.output if o):
+                    found = self._downstream_q(o, depth + 1)
+                    if found is None:
+                        return None
+                    out |= found
+            else:
+                return None
+        return out
 
     def _op(self, n: onnx.NodeProto) -> None:
         handler = getattr(self, f"_op_{n.op_type}", None)
@@ -1230,6 +1262,13 @@ class _Converter:
         nhwc = rank == 4 and any(self.vals[i].nhwc for i in ins)
         kind = "q" if qp is not None else "f"
         srcs = [self.act(i, kind, nhwc) for i in ins]
+        if qp is not None:  # XNNPACK's int8 concatenation needs every input on the output's grid
+            for k, i in enumerate(ins):
+                if not qp.same(self.vals[i].qp):
+                    shape = self.stored_shape(self.vals[i], nhwc)
+                    t = self.b.add_tensor(f"{i}/requantized", shape, "int8", scale=[qp.scale], zero_point=[qp.zp])
+                    self.b.add_op("QUANTIZE", [srcs[k]], [t])
+                    srcs[k] = t
         axis = self._axis(self.vals[ins[0]], int(_attr(n, "axis")), nhwc)
         self.emit(n, "CONCATENATION", srcs, qp, nhwc, {"axis": axis})
 
