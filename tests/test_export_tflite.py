@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import sys
 from collections import Counter
 from dataclasses import replace
@@ -218,6 +220,22 @@ def test_int8_io_for_npus(sample_qdq: onnx.ModelProto) -> None:
         assert io_meta["inputs"][0]["dtype"] == io
         agree = sum(int(lite(x)[0].argmax() == ort_run(q, x)[0].argmax()) for x in eval_images(50))
         assert agree >= 49
+
+
+def test_vela_compiles_the_int8_io_export_entirely_onto_the_npu(tmp_path: Path) -> None:
+    q = qdq_of(SAMPLE_MODEL, outputs=True, samples=16)
+    src = tmp_path / "s8.tflite"
+    src.write_bytes(onnx_to_tflite(q, io_dtype="int8").data)
+    vela = shutil.which("vela") or str(Path(sys.executable).with_name("vela"))
+    r = subprocess.run(
+        [vela, str(src), "--output-dir", str(tmp_path / "out"), "--accelerator-config", "ethos-u55-128"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "CPU operators = 0 " in r.stdout, r.stdout
+    assert [op.builtin for op in read_tflite((tmp_path / "out" / "s8_vela.tflite").read_bytes()).ops] == ["CUSTOM"]
 
 
 # -- YOLO-style detector block -----------------------------------------------------------------------------------

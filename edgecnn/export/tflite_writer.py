@@ -464,7 +464,7 @@ class TFLiteBuilder:
         size = sum(len(getattr(b, "payload", b"")) for b in self._buffers)
         builder = flatbuffers.Builder(size + 1024 * 1024)
         builder.Finish(model.Pack(builder), file_identifier=FILE_IDENTIFIER)
-        return bytes(builder.Output())
+        return bytes(memoryview(builder.Bytes)[builder.Head() :])  # one copy, not two
 
 
 def _options_dict(obj: Any) -> dict[str, Any]:

@@ -48,7 +48,7 @@ from edgecnn.errors import BadInputError, ModelError
 from edgecnn.export.tflite_writer import TFLiteBuilder
 from edgecnn.graph.external import to_array
 from edgecnn.graph.load import dims_of, graph_inputs, infer_shapes_inplace
-from edgecnn.graph.passes import _fold_constants, prepare
+from edgecnn.graph.passes import _fold_batchnorm, _fold_constants, _remove_identities
 from edgecnn.preprocess import Layout, PreprocessSpec, spec_from_dict
 
 PRECISIONS = ("auto", "float32", "float16", "int8")
@@ -232,7 +232,9 @@ def _prepare(model: onnx.ModelProto, base_dir: Path | None) -> onnx.ModelProto:
                 break
             _fold_constants(m, base_dir)
             infer_shapes_inplace(m)
-        m = prepare(m, base_dir)
+        # the passes of graph.passes.prepare, in place on our copy (no second copy of the weights)
+        m = _fold_batchnorm(_remove_identities(_fold_constants(m, base_dir)), base_dir)
+        infer_shapes_inplace(m)
     except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as e:
         raise ModelError(
             f"shape inference failed while preparing the TFLite export: {str(e).splitlines()[0]}"
@@ -359,9 +361,12 @@ class _Converter:
         """The real (float, or integer for int tensors) value of a constant, dequantized if it has a DQ."""
         if name in self.cdq:
             return self.cdq[name].real()
-        if name not in self._const_cache:
-            self._const_cache[name] = to_array(self.inits[name], self.base_dir)
-        return self._const_cache[name]
+        if name in self._const_cache:
+            return self._const_cache[name]
+        arr = to_array(self.inits[name], self.base_dir)
+        if arr.nbytes <= 4096:  # small constants are read repeatedly (shapes, scales); weights once
+            self._const_cache[name] = arr
+        return arr
 
     def const_tensor(self, name: str, arr: np.ndarray, dtype: str | None = None) -> int:
         """A constant TFLite tensor; float constants become FP16 + DEQUANTIZE in float16 mode."""
@@ -750,7 +755,10 @@ class _Converter:
         v = self.new_val(name, shape, "q" if qp is not None else "f", nhwc, qp)
         self.b.add_op(builtin, list(inputs), [next(iter(v.reps.values()))], opts or None)
         if qp is None and self.int8 and any(self.vals[a].qp is not None for a in self._acts(n) if a in self.vals):
-            self.notes.append(f"node '{n.name}' ({n.op_type}) runs in float between DEQUANTIZE/QUANTIZE")
+            self.notes.append(
+                f"node '{n.name}' ({n.op_type}) runs in float (DEQUANTIZE before it): the QDQ model gives its "
+                "output no int8 grid, or TFLite has no int8 form of it"
+            )
         return v
 
     # -- pads ---------------------------------------------------------------------------------------
