@@ -372,6 +372,40 @@ def test_yolo_block_int8_parity(yolo_files) -> None:
             assert sqnr > 25, sqnr
 
 
+def test_hand_written_qdq_conv_transpose_runs_int8_per_channel() -> None:
+    """A QDQ model written by hand (int8 activations, as ORT's quantizer writes them), not by edgecnn."""
+    w = rng_w(6, 4, 2, 2)
+    w_s = (np.abs(w).max(axis=(0, 2, 3)) / 127).astype(np.float32)  # per output channel: axis 1
+    wq = np.clip(np.rint(w / w_s[None, :, None, None]), -127, 127).astype(np.int8)
+    x_s, y_s = np.float32(0.03), np.float32(0.05)
+    b = rng_w(4, seed=3)
+    bq = np.rint(b / (x_s * w_s)).astype(np.int32)
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+        helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["wd"], axis=1),
+        helper.make_node("DequantizeLinear", ["bq", "bs", "bz"], ["bd"], axis=0),
+        helper.make_node(
+            "ConvTranspose", ["xd", "wd", "bd"], ["c"], name="deconv", kernel_shape=[2, 2], strides=[2, 2]
+        ),
+        helper.make_node("QuantizeLinear", ["c", "ys", "yz"], ["cq"]),
+        helper.make_node("DequantizeLinear", ["cq", "ys", "yz"], ["y"]),
+    ]
+    inits = {"xs": x_s, "xz": np.int8(0), "wq": wq, "ws": w_s, "wz": np.zeros(4, np.int8), "bq": bq,
+             "bs": (x_s * w_s).astype(np.float32), "bz": np.zeros(4, np.int32), "ys": y_s, "yz": np.int8(3)}  # fmt: skip
+    m = make_model(nodes, [("x", [1, 6, 5, 7])], [("y", [1, 4, 10, 14])], {k: np.asarray(v) for k, v in inits.items()})
+    ex = onnx_to_tflite(m)
+    g = read_tflite(ex.data)
+    (op,) = [op for op in g.ops if op.builtin == "TRANSPOSE_CONV"]
+    wt = g.tensors[op.inputs[1]]
+    assert wt.dtype == "int8" and wt.shape == (4, 2, 2, 6) and wt.quantized_dimension == 0
+    np.testing.assert_array_equal(np.float32(wt.scale), w_s)
+    assert g.tensors[op.outputs[0]].dtype == "int8"
+    x = np.random.default_rng(5).standard_normal((1, 6, 5, 7)).astype(np.float32)
+    (got,), (ref,) = Lite(ex.data)(x), ort_run(m, x)
+    assert np.abs(got - ref).max() <= float(y_s) + 1e-6  # at most one output step apart
+
+
 # -- benchmark models (low resolution keeps the test fast) --------------------------------------------------------
 def _bench_model(name: str, hw: int) -> onnx.ModelProto:
     sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -437,6 +471,15 @@ def _layout_cases() -> dict[str, onnx.ModelProto]:
                               count_include_pad=1)],
             {**base, "k": np.arange(6, dtype=np.float32).reshape(6, 1, 1)},
         ),
+        "conv_transpose_valid_2x": (
+            [conv, helper.make_node("ConvTranspose", ["c", "wt", "bt"], ["y"], kernel_shape=[2, 2], strides=[2, 2])],
+            {**base, "wt": rng_w(6, 4, 2, 2), "bt": rng_w(4)},
+        ),
+        "conv_transpose_same_k4": (
+            [conv, helper.make_node("ConvTranspose", ["c", "wt"], ["y"], kernel_shape=[4, 4], strides=[2, 2],
+                                    pads=[1, 1, 1, 1])],
+            {**base, "wt": rng_w(6, 4, 4, 4)},
+        ),
         "gemm_after_reshape": (
             [conv, helper.make_node("Reshape", ["c", "s"], ["r"]), helper.make_node("Gemm", ["r", "g"], ["y"])],
             {**base, "s": np.array([1, -1], np.int64), "g": rng_w(480, 5)},
@@ -472,15 +515,20 @@ def test_layout_transposes_only_where_semantics_need_them() -> None:
 
 # -- errors -------------------------------------------------------------------------------------------------------
 def test_unsupported_op_names_node_op_and_alternative() -> None:
-    m = make_model(
-        [helper.make_node("ConvTranspose", ["x", "w"], ["y"], name="up_deconv", kernel_shape=[2, 2], strides=[2, 2])],
-        [("x", [1, 3, 8, 8])],
-        [("y", None)],
-        {"w": rng_w(3, 4, 2, 2)},
-    )
-    with pytest.raises(UnsupportedOpError, match=r"node 'up_deconv' \(ConvTranspose\).*nearest supported: Resize") as e:
+    m = make_model([helper.make_node("Erf", ["x"], ["y"], name="gelu_erf")], [("x", [1, 3, 8, 8])], [("y", None)])
+    with pytest.raises(UnsupportedOpError, match=r"node 'gelu_erf' \(Erf\).*nearest supported: Sigmoid") as e:
         onnx_to_tflite(m)
     assert e.value.exit_code == 2 and "\n" not in str(e.value)
+    # a ConvTranspose whose cropping has no TFLite SAME/VALID form is refused, not approximated
+    deconv = make_model(
+        [helper.make_node("ConvTranspose", ["x", "w"], ["y"], name="up3", kernel_shape=[3, 3], strides=[2, 2],
+                          pads=[1, 1, 1, 1], output_padding=[1, 1])],
+        [("x", [1, 3, 8, 8])],
+        [("y", None)],
+        {"w": rng_w(3, 4, 3, 3)},
+    )  # fmt: skip
+    with pytest.raises(UnsupportedOpError, match=r"node 'up3' \(ConvTranspose\).*no TFLite SAME/VALID form"):
+        onnx_to_tflite(deconv)
     grouped = make_model(
         [helper.make_node("Conv", ["x", "w"], ["y"], name="g2", kernel_shape=[1, 1], group=2)],
         [("x", [1, 4, 8, 8])],

@@ -60,14 +60,13 @@ _P = (0, 2, 3, 1)  # NCHW -> NHWC: stored axis j holds logical axis _P[j]
 _INV_P = (0, 3, 1, 2)  # logical axis a sits at stored axis _INV_P[a]
 
 SUPPORTED_OPS = (
-    "Add", "AveragePool", "BatchNormalization", "Clip", "Concat", "Conv", "DequantizeLinear", "Div", "Flatten",
-    "Gemm", "GlobalAveragePool", "GlobalMaxPool", "HardSwish", "LeakyRelu", "MatMul", "Max", "MaxPool", "Min",
-    "Mul", "Pad", "QuantizeLinear", "ReduceMax", "ReduceMean", "Relu", "Reshape", "Resize", "Sigmoid", "Slice",
-    "Softmax", "Split", "Squeeze", "Sub", "Tanh", "Transpose", "Unsqueeze",
+    "Add", "AveragePool", "BatchNormalization", "Clip", "Concat", "Conv", "ConvTranspose", "DequantizeLinear", "Div",
+    "Flatten", "Gemm", "GlobalAveragePool", "GlobalMaxPool", "HardSwish", "LeakyRelu", "MatMul", "Max", "MaxPool",
+    "Min", "Mul", "Pad", "QuantizeLinear", "ReduceMax", "ReduceMean", "Relu", "Reshape", "Resize", "Sigmoid",
+    "Slice", "Softmax", "Split", "Squeeze", "Sub", "Tanh", "Transpose", "Unsqueeze",
 )  # fmt: skip
 # Nearest supported alternative for ops people commonly meet in CNN exports.
 _NEAREST: dict[str, str] = {
-    "ConvTranspose": "Resize (nearest, 2x) followed by Conv",
     "Gather": "Slice with constant starts/ends (or fold it: fix the input shape)",
     "Shape": "a fixed input shape (--input-shape), so the shape subgraph folds away",
     "Expand": "a broadcasting Mul/Add with a constant of ones",
@@ -93,7 +92,7 @@ _LOOK_THROUGH = frozenset({"Split", "Resize", "MaxPool", "Reshape", "Flatten", "
                            "Slice"})  # fmt: skip
 _FIXED_INT8: dict[str, tuple[float, int]] = {"Sigmoid": (1 / 256, -128), "Softmax": (1 / 256, -128),
                                             "Tanh": (1 / 128, 0)}  # fmt: skip
-_INT8_OPS = _PASS_OPS | frozenset(_FIXED_INT8) | frozenset({"Conv", "Gemm", "MatMul", "Add", "Sub", "Mul", "Concat",
+_INT8_OPS = _PASS_OPS | frozenset(_FIXED_INT8) | frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Sub", "Mul", "Concat",
     "AveragePool", "GlobalAveragePool", "ReduceMean", "HardSwish", "LeakyRelu", "Max", "Min", "Div", "Clip"})  # fmt: skip
 _FUSABLE = frozenset({"Conv", "Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "AveragePool", "MaxPool", "Concat"})
 _FUSED_TFL = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "SUB", "MUL", "DIV",
@@ -941,6 +940,74 @@ class _Converter:
             self._fc(n, qp, n.input[0], n.input[1], w_real, True, bname)
         else:
             self._fc(n, qp, n.input[0], n.input[1], w_real, False, bname)
+
+    def _op_ConvTranspose(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        """TRANSPOSE_CONV: weights [C_in, C_out, kh, kw] -> OHWI [C_out, kh, kw, C_in], bias as the 4th input."""
+        x, wname = n.input[0], n.input[1]
+        bname = n.input[2] if len(n.input) > 2 and n.input[2] else None
+        if not self.is_const(wname):
+            raise self.unsupported(n, "weights are computed at run time", "a ConvTranspose with constant weights")
+        v = self.vals[x]
+        if len(v.shape) != 4:
+            raise self.unsupported(n, f"{len(v.shape) - 2}-D transposed convolution", "2-D ConvTranspose")
+        if int(_attr(n, "group", 1)) != 1 or list(_attr(n, "dilations", [1, 1])) != [1, 1]:
+            raise self.unsupported(n, "group or dilation other than 1", "ConvTranspose with group=1, dilations=1")
+        w_real = self.const(wname)
+        _cin, cout, kh, kw = w_real.shape
+        strides = list(_attr(n, "strides", [1, 1]))
+        out_shape = list(self.shapes[n.output[0]])
+        pads = list(_attr(n, "pads", [0, 0, 0, 0]))
+        opad = list(_attr(n, "output_padding", [0, 0]))
+        eff = [pads[0], pads[1], pads[2] - opad[0], pads[3] - opad[1]]  # t, l, b, r actually cropped
+        auto = _attr(n, "auto_pad", b"NOTSET")
+        auto = auto.decode() if isinstance(auto, bytes) else auto
+        padding = None
+        if auto == "VALID" or (auto == "NOTSET" and not any(eff)):
+            padding = "VALID"
+        else:
+            same = True
+            for i, k in enumerate((kh, kw)):
+                inn, out = v.shape[2 + i], out_shape[2 + i]
+                total = max((inn - 1) * strides[i] + k - out, 0)
+                if out != inn * strides[i] or (
+                    auto == "NOTSET" and [eff[i], eff[i + 2]] != [total // 2, total - total // 2]
+                ):
+                    same = False
+            padding = "SAME" if same and auto in ("NOTSET", "SAME_UPPER") else None
+        if padding is None:
+            raise self.unsupported(
+                n, f"pads {pads} with output_padding {opad} have no TFLite SAME/VALID form",
+                "ConvTranspose with pads 0 (VALID) or pads giving output = input x stride (SAME)",
+            )  # fmt: skip
+        wq = self._weights_int8(n, wname) if qp is not None else None
+        if wq is not None and wq.scale.size > 1 and wq.axis != 1:
+            wq = None
+        if qp is not None and wq is None:
+            qp = None
+        kind = "q" if qp is not None else "f"
+        src = self.act(x, kind, True)
+        perm = (1, 2, 3, 0)
+        shape_t = self.int_tensor(f"{n.name}/output_shape", [out_shape[i] for i in _P])
+        if qp is not None:
+            assert wq is not None
+            in_qp = v.qp
+            assert in_qp is not None
+            w_s = wq.scale.astype(np.float32)
+            wt = self.b.add_tensor(
+                f"{wname}/tfl", [w_real.shape[i] for i in perm], "int8", data=wq.q.transpose(perm), scale=w_s,
+                zero_point=[0] * w_s.size, quantized_dimension=0,
+            )  # fmt: skip
+            bq = self._bias_int32(n, bname, cout, in_qp.scale, w_s)
+            b_s = (np.float64(np.float32(in_qp.scale)) * w_s.astype(np.float64)).astype(np.float32)
+            bt = self.b.add_tensor(f"{n.name}/bias", [cout], "int32", data=bq, scale=b_s, zero_point=[0] * b_s.size)
+        else:
+            wt = self.const_tensor(f"{wname}/tfl", w_real.transpose(perm))
+            bias = self.const(bname).reshape(cout) if bname else np.zeros(cout, np.float32)
+            bt = self.const_tensor(f"{n.name}/bias", bias.astype(np.float32))
+        out = self.new_val(n.output[0], out_shape, kind, True, qp)
+        opts = {"padding": padding, "stride_h": strides[0], "stride_w": strides[1]}
+        # version 3 added the bias input (LiteRT op_version.cc)
+        self.b.add_op("TRANSPOSE_CONV", [shape_t, wt, src, bt], [out.reps[(kind, True)]], opts, version=3)
 
     def _op_MatMul(self, n: onnx.NodeProto, qp: _QP | None) -> None:
         a, bn = n.input
