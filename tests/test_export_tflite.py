@@ -480,6 +480,32 @@ def _layout_cases() -> dict[str, onnx.ModelProto]:
                                     pads=[1, 1, 1, 1])],
             {**base, "wt": rng_w(6, 4, 4, 4)},
         ),
+        "unary_chain": (
+            [conv, helper.make_node("HardSwish", ["c"], ["h"]), helper.make_node("LeakyRelu", ["h"], ["l"], alpha=0.2),
+             helper.make_node("Tanh", ["l"], ["t"]), helper.make_node("Max", ["t", "k1"], ["mx"]),
+             helper.make_node("Min", ["mx", "k2"], ["y"])],
+            {**base, "k1": np.float32(-0.5).reshape(()), "k2": np.full((1, 6, 1, 1), 0.7, np.float32)},
+        ),
+        "bn_after_add_and_clip": (
+            [conv, helper.make_node("Add", ["c", "c"], ["a"]),
+             helper.make_node("BatchNormalization", ["a", "g", "bb", "mu", "var"], ["bn"]),
+             helper.make_node("Clip", ["bn", "lo", "hi"], ["y"])],
+            {**base, "g": rng_w(6) + 1, "bb": rng_w(6), "mu": rng_w(6), "var": np.abs(rng_w(6)) + 0.5,
+             "lo": np.float32(-1.0).reshape(()), "hi": np.float32(2.0).reshape(())},
+        ),
+        "global_max_squeeze_matmul_unsqueeze": (
+            [conv, helper.make_node("GlobalMaxPool", ["c"], ["g"]), helper.make_node("Squeeze", ["g", "ax23"], ["s"]),
+             helper.make_node("MatMul", ["s", "mw"], ["mm"]), helper.make_node("Unsqueeze", ["mm", "ax1"], ["y"])],
+            {**base, "ax23": np.array([2, 3], np.int64), "mw": rng_w(6, 5), "ax1": np.array([1], np.int64)},
+        ),
+        "reduce_max_channels_keepdims": (
+            [conv, helper.make_node("ReduceMax", ["c"], ["y"], axes=[1], keepdims=1)], base
+        ),
+        "div_by_activation_and_pad_value": (
+            [conv, helper.make_node("Sigmoid", ["c"], ["sg"]), helper.make_node("Div", ["c", "sg"], ["d"]),
+             helper.make_node("Pad", ["d", "p", "pv"], ["y"])],
+            {**base, "p": np.array([0, 0, 1, 0, 0, 0, 0, 2], np.int64), "pv": np.float32(0.5).reshape(())},
+        ),
         "gemm_after_reshape": (
             [conv, helper.make_node("Reshape", ["c", "s"], ["r"]), helper.make_node("Gemm", ["r", "g"], ["y"])],
             {**base, "s": np.array([1, -1], np.int64), "g": rng_w(480, 5)},
