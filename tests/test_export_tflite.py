@@ -406,6 +406,40 @@ def test_hand_written_qdq_conv_transpose_runs_int8_per_channel() -> None:
     assert np.abs(got - ref).max() <= float(y_s) + 1e-6  # at most one output step apart
 
 
+def test_int8_ops_that_need_one_grid_get_one(tmp_path: Path) -> None:
+    """AveragePool and bilinear Resize average int8 values without rescaling, and Clip(-1, 2) would compare values
+    on different grids: the export keeps them exact (same grid + requantize, or float), checked against ORT."""
+    nodes = [
+        helper.make_node("Conv", ["input", "w1", "b1"], ["c1"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("AveragePool", ["r1"], ["ap"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Resize", ["ap", "", "sc"], ["up"], mode="linear"),
+        helper.make_node("Conv", ["up", "w2", "b2"], ["c2"], kernel_shape=[1, 1]),
+        helper.make_node("Clip", ["c2", "lo", "hi"], ["cl"]),
+        helper.make_node("GlobalAveragePool", ["cl"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["y"]),
+    ]
+    inits = {"w1": rng_w(8, 3, 3, 3), "b1": rng_w(8, seed=1), "sc": np.array([1, 1, 2, 2], np.float32),
+             "w2": rng_w(4, 8, 1, 1, seed=2), "b2": rng_w(4, seed=3), "lo": np.float32(-1.0).reshape(()),
+             "hi": np.float32(2.0).reshape(())}  # fmt: skip
+    path = tmp_path / "grids.onnx"
+    onnx.save(make_model(nodes, [("input", [1, 3, 32, 32])], [("y", None)], inits), str(path))
+    q = qdq_of(path, samples=16)
+    ex = onnx_to_tflite(q)
+    g = read_tflite(ex.data)
+    for op in g.ops:
+        if op.builtin in ("AVERAGE_POOL_2D", "RESIZE_BILINEAR") and g.tensors[op.inputs[0]].dtype == "int8":
+            i, o = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]
+            assert (i.scale, i.zero_point) == (o.scale, o.zero_point), op.builtin
+    assert {"AVERAGE_POOL_2D", "RESIZE_BILINEAR"} <= set(int8_ops(g))
+    assert not {"MAXIMUM", "MINIMUM"} & set(int8_ops(g))
+    out_scale = max(abs(np.asarray(ort_run(q, x)[0])).max() for x in eval_images(2)) / 127
+    for x in eval_images(8):
+        (y,) = Lite(ex.data)(x)
+        (r,) = ort_run(q, x)
+        assert np.abs(y - r).max() <= 4 * out_scale + 1e-4, (np.abs(y - r).max(), out_scale)
+
+
 # -- benchmark models (low resolution keeps the test fast) --------------------------------------------------------
 def _bench_model(name: str, hw: int) -> onnx.ModelProto:
     sys.path.insert(0, str(ROOT / "benchmarks"))

@@ -86,14 +86,16 @@ _NEAREST: dict[str, str] = {
     "LRN": "BatchNormalization",
 }
 
+# Ops whose TFLite int8 kernels assume the output on the input's grid (they move or pick values, or average
+# them without rescaling: AVERAGE_POOL_2D, RESIZE_BILINEAR); a different downstream grid is a requantize after.
 _PASS_OPS = frozenset({"MaxPool", "GlobalMaxPool", "ReduceMax", "Reshape", "Flatten", "Squeeze", "Unsqueeze",
-                       "Transpose", "Slice", "Split", "Pad", "Relu", "Identity", "Resize"})  # fmt: skip
-_LOOK_THROUGH = frozenset({"Split", "Resize", "MaxPool", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose",
-                           "Slice"})  # fmt: skip
+                       "Transpose", "Slice", "Split", "Pad", "Relu", "Identity", "Resize", "AveragePool"})  # fmt: skip
+_LOOK_THROUGH = frozenset({"Split", "Resize", "MaxPool", "AveragePool", "Reshape", "Flatten", "Squeeze", "Unsqueeze",
+                           "Transpose", "Slice"})  # fmt: skip
 _FIXED_INT8: dict[str, tuple[float, int]] = {"Sigmoid": (1 / 256, -128), "Softmax": (1 / 256, -128),
                                             "Tanh": (1 / 128, 0)}  # fmt: skip
 _INT8_OPS = _PASS_OPS | frozenset(_FIXED_INT8) | frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Sub", "Mul", "Concat",
-    "AveragePool", "GlobalAveragePool", "ReduceMean", "HardSwish", "LeakyRelu", "Max", "Min", "Div", "Clip"})  # fmt: skip
+    "GlobalAveragePool", "ReduceMean", "HardSwish", "LeakyRelu", "Div", "Clip"})  # fmt: skip
 _FUSABLE = frozenset({"Conv", "Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "AveragePool", "MaxPool", "Concat"})
 _FUSED_TFL = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "SUB", "MUL", "DIV",
                         "AVERAGE_POOL_2D", "MAX_POOL_2D", "CONCATENATION"})  # fmt: skip
@@ -672,7 +674,9 @@ class _Converter:
             return None
         if not all(self.vals[a].qp is not None for a in acts):
             return None
-        if n.op_type in _PASS_OPS and not (n.op_type == "Resize" and _attr(n, "mode", "nearest") != "nearest"):
+        if n.op_type == "Clip" and self._activation_kind(n) is None:
+            return None  # MAXIMUM/MINIMUM int8 need their operands on one grid: float is exact
+        if n.op_type in _PASS_OPS:
             return self.vals[acts[0]].qp
         if n.op_type in _FIXED_INT8:
             return _QP(*_FIXED_INT8[n.op_type])
@@ -706,8 +710,6 @@ class _Converter:
             if c.op_type == "QuantizeLinear":
                 out.add(self._q_params(c))
             elif c.op_type in _LOOK_THROUGH and c.input[0] == t and c.name not in self.fused:
-                if c.op_type == "Resize" and _attr(c, "mode", b"nearest") not in (b"nearest", "nearest"):
-                    return None
                 for o in (o for o in c.output if o):
                     found = self._downstream_q(o, depth + 1)
                     if found is None:
@@ -1138,6 +1140,7 @@ class _Converter:
         scale = (hi - lo) / 255.0 or 1.0
         zp = int(np.clip(round(-128 - lo / scale), -128, 127))
         q = np.clip(np.rint(arr / scale) + zp, -128, 127).astype(np.int8)
+        self.notes.append(f"constant '{name}' is quantized to int8 on its own range (scale {scale:g}) for an int8 op")
         return self.b.add_tensor(name, arr.shape, "int8", data=q, scale=[scale], zero_point=[zp])
 
     def _broadcast_act(self, n: onnx.NodeProto, name: str, kind: str, rank: int, nhwc: bool) -> int:
