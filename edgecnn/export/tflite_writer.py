@@ -251,14 +251,15 @@ class TFLiteGraph:
 class _AlignedBuffer(schema.BufferT):
     """A buffer whose data vector starts on a 16-byte boundary (schema: ``force_align: 16``)."""
 
-    def __init__(self, payload: bytes) -> None:
+    def __init__(self, payload: bytes | np.ndarray) -> None:
         super().__init__()
-        self.payload = payload
+        # a contiguous little-endian array is kept as is (no bytes copy until it lands in the flatbuffer)
+        self.payload = memoryview(payload).cast("B") if isinstance(payload, np.ndarray) else memoryview(payload)
 
     def Pack(self, builder: flatbuffers.Builder) -> int:
         vec = None
-        if self.payload:
-            n = len(self.payload)
+        if self.payload.nbytes:
+            n = self.payload.nbytes
             builder.StartVector(1, n, _ALIGN)
             builder.head = builder.head - n
             builder.Bytes[builder.head : builder.head + n] = self.payload
@@ -329,7 +330,7 @@ class TFLiteBuilder:
                 raise BadInputError(
                     f"tensor '{name}': data has shape {list(arr.shape)} but the tensor shape is {shape}"
                 )
-            self._buffers.append(_AlignedBuffer(arr.astype(arr.dtype.newbyteorder("<")).tobytes()))
+            self._buffers.append(_AlignedBuffer(np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))))
             t.buffer = len(self._buffers) - 1
         if scale is not None:
             scales = [float(s) for s in scale]
@@ -461,7 +462,7 @@ class TFLiteBuilder:
         model.subgraphs = [sg]
         model.buffers = self._buffers
         model.metadata = self._metadata or None
-        size = sum(len(getattr(b, "payload", b"")) for b in self._buffers)
+        size = sum(b.payload.nbytes for b in self._buffers if isinstance(b, _AlignedBuffer))
         builder = flatbuffers.Builder(size + 1024 * 1024)
         builder.Finish(model.Pack(builder), file_identifier=FILE_IDENTIFIER)
         return bytes(memoryview(builder.Bytes)[builder.Head() :])  # one copy, not two

@@ -35,6 +35,7 @@ padding SAME puts the extra row/column at the end.
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -46,7 +47,7 @@ from onnx import helper, numpy_helper
 
 from edgecnn.errors import BadInputError, ModelError
 from edgecnn.export.tflite_writer import TFLiteBuilder
-from edgecnn.graph.external import to_array
+from edgecnn.graph.external import externalized_copy, to_array
 from edgecnn.graph.load import dims_of, graph_inputs, infer_shapes_inplace
 from edgecnn.graph.passes import _fold_batchnorm, _fold_constants, _remove_identities
 from edgecnn.preprocess import Layout, PreprocessSpec, spec_from_dict
@@ -157,9 +158,13 @@ def onnx_to_tflite(
         preprocess = _spec_from_metadata(model)
 
     before = [_node_label(n, i) for i, n in enumerate(model.graph.node)]
-    m = _prepare(model, base_dir)
-    conv = _Converter(m, base_dir=base_dir, int8=precision == "int8", fp16=precision == "float16", io=io_dtype)
-    conv.run()
+    with tempfile.TemporaryDirectory(prefix="edgecnn-tflite-") as tmp:
+        if not any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
+            # weights out of the proto while it is transformed (graph.external): one copy less at the peak
+            model, base_dir = externalized_copy(model, Path(tmp), "weights.bin"), Path(tmp)
+        m = _prepare(model, base_dir)
+        conv = _Converter(m, base_dir=base_dir, int8=precision == "int8", fp16=precision == "float16", io=io_dtype)
+        conv.run()
     after = {n.name for n in m.graph.node}
     folded = [b for b in before if b not in after and b not in conv.absorbed]
     folded += sorted(conv.absorbed)
