@@ -132,7 +132,10 @@ def op_version(builtin: str, input_dtype: str | None, *, per_channel: bool = Fal
     """The op version LiteRT's ``op_version.cc`` gives this builtin for these input types (subset).
 
     Source: google-ai-edge/LiteRT ``tflite/tools/versioning/op_version.cc`` (2.x). Only the cases this
-    project writes are listed; the rest are version 1, which every reader accepts.
+    project writes are listed; the rest are version 1, which every reader accepts. Every version here is
+    within the range LiteRT's ``BuiltinOpResolver`` registers (``tflite/core/kernels/register.cc``: e.g.
+    HARD_SWISH, RESHAPE and PRELU register version 1 only, so they stay at 1 for int8 too); a version
+    outside that range makes the interpreter refuse the file.
     """
     opts = dict(options or {})
     dt = input_dtype
@@ -180,13 +183,11 @@ def op_version(builtin: str, input_dtype: str | None, *, per_channel: bool = Fal
         "MINIMUM",
         "RELU",
         "RELU6",
-        "HARD_SWISH",
         "LEAKY_RELU",
         "GATHER",
         "REDUCE_MAX",
         "SUM",
         "DIV",
-        "PRELU",
     ):
         return 2 if dt == "int8" else 1
     return 1
