@@ -42,7 +42,7 @@ class Lite:
 
     def __call__(self, *xs: np.ndarray) -> list[np.ndarray]:
         for d, x in zip(self.inp, xs, strict=True):
-            if x.ndim == 4:
+            if x.ndim == 4 and tuple(d["shape"]) != x.shape:
                 x = x.transpose(0, 2, 3, 1)
             if d["dtype"] != np.float32:
                 s, z = d["quantization"]
@@ -571,6 +571,27 @@ def test_layout_transposes_only_where_semantics_need_them() -> None:
     }
     # channel softmax is the NHWC last axis; mean over H, W leaves [N, C]; a 4-D map flattened needs NCHW order
     assert n_transposes == {"flatten_map": 1, "softmax_axis1": 1, "reduce_mean_hw": 0, "reshape_4d_map": 1}
+
+
+def test_nhwc_onnx_input_stays_nhwc_and_its_transpose_disappears() -> None:
+    """A model exported from an NHWC framework: input [1, H, W, C] then Transpose to NCHW for the Conv."""
+    m = make_model(
+        [
+            helper.make_node("Transpose", ["x"], ["t"], perm=[0, 3, 1, 2]),
+            helper.make_node("Conv", ["t", "w"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+            helper.make_node("Transpose", ["c"], ["y"], perm=[0, 2, 3, 1]),
+        ],
+        [("x", [1, 12, 10, 3])],
+        [("y", None)],
+        {"w": rng_w(5, 3, 3, 3)},
+    )
+    ex = onnx_to_tflite(m)
+    g = read_tflite(ex.data)
+    assert g.tensors[g.inputs[0]].shape == (1, 12, 10, 3) and ex.input_layout == "NHWC"
+    assert [op.builtin for op in g.ops] == ["CONV_2D"]
+    x = np.random.default_rng(2).standard_normal((1, 12, 10, 3)).astype(np.float32)
+    (got,), (ref,) = Lite(ex.data)(x), ort_run(m, x)
+    np.testing.assert_allclose(got, ref, atol=1e-4)
 
 
 # -- errors -------------------------------------------------------------------------------------------------------

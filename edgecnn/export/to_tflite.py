@@ -163,13 +163,22 @@ def onnx_to_tflite(
             # weights out of the proto while it is transformed (graph.external): one copy less at the peak
             model, base_dir = externalized_copy(model, Path(tmp), "weights.bin"), Path(tmp)
         m = _prepare(model, base_dir)
-        conv = _Converter(m, base_dir=base_dir, int8=precision == "int8", fp16=precision == "float16", io=io_dtype)
+        conv = _Converter(
+            m,
+            base_dir=base_dir,
+            int8=precision == "int8",
+            fp16=precision == "float16",
+            io=io_dtype,
+            spec_layout=preprocess.layout.value if preprocess is not None else None,
+        )
         conv.run()
     after = {n.name for n in m.graph.node}
     folded = [b for b in before if b not in after and b not in conv.absorbed]
     folded += sorted(conv.absorbed)
 
     input_layout = "NHWC" if any(v == "NHWC" for v in conv.input_layouts.values()) else "NCHW"
+    if preprocess is not None and input_layout == "NCHW":
+        preprocess = None  # the spec describes an image input; this model's 4-D input is not one
     io_meta = {
         "schema_version": 1,
         "inputs": [{"name": k, "layout": v, **conv.io_quant.get(k, {})} for k, v in conv.input_layouts.items()],
@@ -289,6 +298,16 @@ def _attr(node: onnx.NodeProto, name: str, default: Any = None) -> Any:
     return default
 
 
+def _is_nchw_image(shape: Sequence[int], spec_layout: str | None) -> bool:
+    """Whether a graph input is an NCHW image whose TFLite input becomes NHWC: the PreprocessSpec says so, or
+    without one, dim 1 looks like channels (1, 3 or 4) and dim 3 does not."""
+    if len(shape) != 4:
+        return False
+    if spec_layout is not None:
+        return spec_layout == "NCHW"
+    return shape[1] in (1, 3, 4) and shape[3] not in (1, 3, 4)
+
+
 def _memory_noop(stored_shape: Sequence[int], perm: Sequence[int]) -> bool:
     """True when transposing ``stored_shape`` by ``perm`` keeps the element order (only size-1 axes move)."""
     moved = [p for p in perm if stored_shape[p] != 1]
@@ -334,8 +353,11 @@ class _ConstDQ:
 
 
 class _Converter:
-    def __init__(self, m: onnx.ModelProto, *, base_dir: Path | None, int8: bool, fp16: bool, io: str) -> None:
+    def __init__(
+        self, m: onnx.ModelProto, *, base_dir: Path | None, int8: bool, fp16: bool, io: str, spec_layout: str | None
+    ) -> None:
         self.m = m
+        self.spec_layout = spec_layout
         self.base_dir = base_dir
         self.int8 = int8
         self.fp16 = fp16
@@ -561,8 +583,18 @@ class _Converter:
                 f"input '{name}' has ONNX type {onnx.TensorProto.DataType.Name(elem)}; the converter takes float32 "
                 "inputs (use io dtype int8/uint8 for quantized I/O)"
             )
-        nhwc = len(shape) == 4
-        self.input_layouts[name] = "NHWC" if nhwc else "ONNX"
+        nhwc = _is_nchw_image(shape, self.spec_layout)
+        if nhwc:
+            self.input_layouts[name] = "NHWC"
+        elif len(shape) == 4 and (
+            self.spec_layout == "NHWC"
+            or (self.spec_layout is None and shape[3] in (1, 3, 4) and shape[1] not in (1, 3, 4))
+        ):
+            self.input_layouts[name] = "NHWC"  # the ONNX model already takes NHWC: kept as is
+        else:
+            self.input_layouts[name] = "NCHW" if len(shape) == 4 else "ONNX"
+            if len(shape) == 4:
+                self.notes.append(f"input '{name}' {list(shape)} is kept in ONNX order (it does not look like NCHW)")
         if self.io == "float32":
             v = self.new_val(name, shape, "f", nhwc)
             self.input_idx[name] = v.reps[("f", nhwc)]
