@@ -23,11 +23,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import flatbuffers
 import numpy as np
-from ai_edge_litert import schema_py_generated as schema
 
-from edgecnn.errors import BadInputError, ModelError
+from edgecnn.errors import BadInputError, MissingRuntimeError, ModelError
+
+try:  # the schema ships with the `litert` extra (ai-edge-litert >= 1.2 has every field used here)
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+except ImportError:  # pragma: no cover - exercised only without the extra
+    raise MissingRuntimeError("the TFLite schema (ai-edge-litert)", "pip install 'edgecnn[litert]'") from None
 
 FILE_IDENTIFIER = b"TFL3"
 SCHEMA_VERSION = 3
