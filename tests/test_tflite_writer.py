@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -191,3 +192,14 @@ def test_int8_unary_ops_load_with_the_versions_we_write(builtin: str) -> None:
     }[builtin]
     got = (yq.astype(np.float64) - out_q[1]) * out_q[0]
     assert np.abs(got - ref).max() <= 1.5 * out_q[0], (got, ref)
+
+
+def test_missing_litert_is_exit_3_with_the_install_command() -> None:
+    code = (
+        "import sys; sys.modules['ai_edge_litert'] = None\n"
+        "from edgecnn.errors import MissingRuntimeError\n"
+        "try:\n    import edgecnn.export.to_tflite\nexcept MissingRuntimeError as e:\n"
+        "    print(e.exit_code, e)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.stdout.startswith("3 ") and "pip install 'edgecnn[litert]'" in r.stdout, r.stdout + r.stderr
