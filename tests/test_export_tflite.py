@@ -517,7 +517,8 @@ def _layout_cases() -> dict[str, onnx.ModelProto]:
         "unary_chain": (
             [conv, helper.make_node("HardSwish", ["c"], ["h"]), helper.make_node("LeakyRelu", ["h"], ["l"], alpha=0.2),
              helper.make_node("Tanh", ["l"], ["t"]), helper.make_node("Max", ["t", "k1"], ["mx"]),
-             helper.make_node("Min", ["mx", "k2"], ["y"])],
+             helper.make_node("Min", ["mx", "k2"], ["mn"]), helper.make_node("HardSigmoid", ["mn"], ["hs"], alpha=0.4),
+             helper.make_node("Mul", ["c", "hs"], ["y"])],
             {**base, "k1": np.float32(-0.5).reshape(()), "k2": np.full((1, 6, 1, 1), 0.7, np.float32)},
         ),
         "bn_after_add_and_clip": (

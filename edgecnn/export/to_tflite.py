@@ -62,9 +62,9 @@ _INV_P = (0, 3, 1, 2)  # logical axis a sits at stored axis _INV_P[a]
 
 SUPPORTED_OPS = (
     "Add", "AveragePool", "BatchNormalization", "Clip", "Concat", "Conv", "ConvTranspose", "DequantizeLinear", "Div",
-    "Flatten", "Gemm", "GlobalAveragePool", "GlobalMaxPool", "HardSwish", "LeakyRelu", "MatMul", "Max", "MaxPool",
-    "Min", "Mul", "Pad", "QuantizeLinear", "ReduceMax", "ReduceMean", "Relu", "Reshape", "Resize", "Sigmoid",
-    "Slice", "Softmax", "Split", "Squeeze", "Sub", "Tanh", "Transpose", "Unsqueeze",
+    "Flatten", "Gemm", "GlobalAveragePool", "GlobalMaxPool", "HardSigmoid", "HardSwish", "LeakyRelu", "MatMul",
+    "Max", "MaxPool", "Min", "Mul", "Pad", "QuantizeLinear", "ReduceMax", "ReduceMean", "Relu", "Reshape",
+    "Resize", "Sigmoid", "Slice", "Softmax", "Split", "Squeeze", "Sub", "Tanh", "Transpose", "Unsqueeze",
 )  # fmt: skip
 # Nearest supported alternative for ops people commonly meet in CNN exports.
 _NEAREST: dict[str, str] = {
@@ -74,7 +74,6 @@ _NEAREST: dict[str, str] = {
     "Einsum": "MatMul / Gemm",
     "LayerNormalization": "ReduceMean + Sub + Mul + Div (or BatchNormalization after a Conv)",
     "InstanceNormalization": "BatchNormalization folded into the preceding Conv",
-    "HardSigmoid": "HardSwish, or Clip(0, 6) * 1/6",
     "PRelu": "LeakyRelu (one slope) or Relu",
     "Elu": "Relu or LeakyRelu",
     "Gelu": "Sigmoid(1.702 x) * x, or Relu",
@@ -1246,6 +1245,22 @@ class _Converter:
 
     def _op_HardSwish(self, n: onnx.NodeProto, qp: _QP | None) -> None:
         self._unary(n, qp, "HARD_SWISH")
+
+    def _op_HardSigmoid(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        """max(0, min(1, alpha x + beta)) as float MUL, ADD, MAXIMUM, MINIMUM (TFLite has no HARD_SIGMOID)."""
+        alpha, beta = float(_attr(n, "alpha", 0.2)), float(_attr(n, "beta", 0.5))
+        x = n.input[0]
+        v = self.vals[x]
+        nhwc = v.nhwc
+        shape = self.stored_shape(v, nhwc)
+        cur = self.act(x, "f", nhwc)
+        for k, (builtin, c) in enumerate((("MUL", alpha), ("ADD", beta), ("MAXIMUM", 0.0), ("MINIMUM", 1.0))):
+            out = self.b.add_tensor(f"{n.name}/hardsigmoid{k}", shape, "float32")
+            self.b.add_op(builtin, [cur, self.const_tensor(f"{n.name}/c{k}", np.array(c, np.float32))], [out])
+            cur = out
+        self.vals[n.output[0]] = _Val(name=n.output[0], shape=v.shape, reps={("f", nhwc): cur})
+        if self.int8:
+            self.notes.append(f"node '{n.name}' (HardSigmoid) runs in float as MUL, ADD, MAXIMUM, MINIMUM")
 
     def _op_LeakyRelu(self, n: onnx.NodeProto, qp: _QP | None) -> None:
         self._unary(n, qp, "LEAKY_RELU", {"alpha": float(_attr(n, "alpha", 0.01))})
