@@ -92,6 +92,7 @@ _PASS_OPS = frozenset({"MaxPool", "GlobalMaxPool", "ReduceMax", "Reshape", "Flat
                        "Transpose", "Slice", "Split", "Pad", "Relu", "Identity", "Resize", "AveragePool"})  # fmt: skip
 _LOOK_THROUGH = frozenset({"Split", "Resize", "MaxPool", "AveragePool", "Reshape", "Flatten", "Squeeze", "Unsqueeze",
                            "Transpose", "Slice"})  # fmt: skip
+_NHWC_NATIVE = frozenset({"Conv", "ConvTranspose", "MaxPool", "AveragePool", "Resize", "GlobalAveragePool"})
 _FIXED_INT8: dict[str, tuple[float, int]] = {"Sigmoid": (1 / 256, -128), "Softmax": (1 / 256, -128),
                                             "Tanh": (1 / 128, 0)}  # fmt: skip
 _INT8_OPS = _PASS_OPS | frozenset(_FIXED_INT8) | frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Sub", "Mul", "Concat",
@@ -1348,8 +1349,7 @@ class _Converter:
         rank = len(v.shape)
         perm = list(_attr(n, "perm", list(range(rank))[::-1]))
         kind = "q" if qp is not None else "f"
-        in_nhwc = (kind, True) in v.reps or (v.nhwc and ("f", True) in v.reps) or v.nhwc
-        in_nhwc = in_nhwc and rank == 4
+        in_nhwc = rank == 4 and ((kind, True) in v.reps or v.nhwc)
         src = self.act(x, kind, in_nhwc)
         inv_in = list(_INV_P) if in_nhwc else list(range(rank))
         out_shape = self.shapes[n.output[0]]
@@ -1364,8 +1364,9 @@ class _Converter:
             if best is None and _memory_noop(stored_in, total):
                 best = ("reshape", out_nhwc, total)
         if best is None:
-            p_out = list(range(rank))
-            best = ("transpose", False, [inv_in[perm[p_out[j]]] for j in range(rank)])
+            out_nhwc = rank == 4 and self._wants_nhwc(n.output[0])
+            p_out = list(_P) if out_nhwc else list(range(rank))
+            best = ("transpose", out_nhwc, [inv_in[perm[p_out[j]]] for j in range(rank)])
         how, out_nhwc, total = best
         if how == "alias":
             nv = _Val(name=n.output[0], shape=tuple(out_shape), qp=qp, reps={(kind, out_nhwc): src})
@@ -1379,6 +1380,17 @@ class _Converter:
             )
         else:
             self.emit(n, "TRANSPOSE", [src, self.int_tensor("perm", total)], qp, out_nhwc)
+
+    def _wants_nhwc(self, t: str, depth: int = 0) -> bool:
+        """Whether the ops reading ``t`` (through Q/DQ) work in NHWC: then a TRANSPOSE producing ``t`` writes NHWC
+        directly instead of writing ONNX order and transposing again."""
+        for c in self.consumers.get(t, []):
+            if c.op_type in ("QuantizeLinear", "DequantizeLinear") and depth < 4:
+                if any(self._wants_nhwc(o, depth + 1) for o in c.output):
+                    return True
+            elif c.op_type in _NHWC_NATIVE or (c.op_type == "Softmax" and int(_attr(c, "axis", -1)) % 4 == 1):
+                return True
+        return False
 
     def _axis(self, v: _Val, axis: int, nhwc: bool) -> int:
         axis %= len(v.shape)
