@@ -345,6 +345,9 @@ def test_yolo_block_float_parity_and_shape_subgraph_folded(yolo_files) -> None:
     ops = {op.builtin for op in g.ops}
     assert {"LOGISTIC", "SPLIT_V", "CONCATENATION", "MAX_POOL_2D", "RESIZE_NEAREST_NEIGHBOR", "SOFTMAX"} <= ops
     assert "SHAPE" not in ops and "GATHER" not in ops
+    # where ONNX order is needed: before the head Reshape and the box Reshape, the head's own Transpose, and
+    # the two 4-D outputs (dist, scores) handed back in ONNX order
+    assert sum(op.builtin == "TRANSPOSE" for op in g.ops) == 5
     lite = Lite(ex.data)
     for x in eval_images(4):
         got, ref = lite(x), ort_run(m, x)
