@@ -1425,14 +1425,12 @@ class _Converter:
         sizes = [self.shapes[o][int(_attr(n, "axis", 0)) % len(v.shape)] for o in outs]
         tensors = []
         for o in outs:
-            shape = self.shapes[o]
-            stored = [shape[i] for i in _P] if nhwc else list(shape)
-            nv = self.new_val(o, shape, kind, nhwc, qp)
+            nv = self.new_val(o, self.shapes[o], kind, nhwc, qp)
             tensors.append(nv.reps[(kind, nhwc)])
-            del stored
+        axis_t = self.b.add_tensor(f"{n.name}/axis", [], "int32", data=np.array(axis, np.int32))  # 0-D, as specified
         self.b.add_op(
             "SPLIT_V",
-            [src, self.int_tensor(f"{n.name}/sizes", sizes), self.int_tensor(f"{n.name}/axis", [axis])],
+            [src, self.int_tensor(f"{n.name}/sizes", sizes), axis_t],
             tensors,
             {"num_splits": len(outs)},
         )
