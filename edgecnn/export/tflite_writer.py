@@ -12,6 +12,19 @@ file layout follows the schema's comments (LiteRT ``tflite/converter/schema/sche
   (codes >= 127 only fit the new field, older readers look at the deprecated one);
 - metadata entries name a buffer.
 
+A single-operator int8 file (e.g. for Vela or XNNPACK ground truth)::
+
+    b = TFLiteBuilder()
+    x = b.add_tensor("x", [1, 8, 8, 4], "int8", scale=[0.05], zero_point=[-3])
+    w = b.add_tensor("w", [6, 3, 3, 4], "int8", data=wq, scale=w_scales, zero_point=[0] * 6)  # per channel, dim 0
+    bias = b.add_tensor("b", [6], "int32", data=bq, scale=0.05 * w_scales, zero_point=[0] * 6)
+    y = b.add_tensor("y", [1, 8, 8, 6], "int8", scale=[0.2], zero_point=[5])
+    b.add_op("CONV_2D", [x, w, bias], [y], {"padding": "SAME", "stride_h": 1, "stride_w": 1})
+    b.set_io([x], [y])
+    data = b.to_bytes()
+
+Arrays passed as ``data`` are referenced, not copied, until ``to_bytes``: do not modify them in between.
+
 Op versions follow LiteRT's ``op_version.cc`` for the cases this project emits (int8 kernels need the
 version that introduced them, otherwise an old reader would refuse them); everything else is version 1.
 """
@@ -113,6 +126,9 @@ _ENUM_FIELDS: dict[str, type] = {
     "output_type": schema.TensorType,
     "quantized_bias_type": schema.TensorType,
     "idx_out_type": schema.TensorType,
+    "kernel_type": schema.LSTMKernelType,
+    "combiner": schema.CombinerType,
+    "reduce_function": schema.ReduceWindowFunction,
 }
 
 
