@@ -443,6 +443,33 @@ def test_int8_ops_that_need_one_grid_get_one(tmp_path: Path) -> None:
         assert np.abs(y - r).max() <= 4 * out_scale + 1e-4, (np.abs(y - r).max(), out_scale)
 
 
+@pytest.mark.parametrize(("zp", "absorbed"), [(-128, True), (-20, False)])
+def test_relu_between_qdq_is_absorbed_only_when_the_grid_is_non_negative(zp: int, absorbed: bool) -> None:
+    """Conv -> Q -> DQ -> Relu -> Q -> DQ, as other quantizers write it: with the conv output's grid starting at
+    real 0 the Relu changes nothing and disappears; with a grid reaching below 0 it must stay."""
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+        helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["wd"], axis=0),
+        helper.make_node("Conv", ["xd", "wd"], ["c"], kernel_shape=[1, 1]),
+        helper.make_node("QuantizeLinear", ["c", "cs", "cz"], ["cq"]),
+        helper.make_node("DequantizeLinear", ["cq", "cs", "cz"], ["cd"]),
+        helper.make_node("Relu", ["cd"], ["r"], name="relu"),
+        helper.make_node("QuantizeLinear", ["r", "cs", "cz"], ["rq"]),
+        helper.make_node("DequantizeLinear", ["rq", "cs", "cz"], ["y"]),
+    ]
+    wq = np.random.default_rng(0).integers(-127, 128, (4, 3, 1, 1)).astype(np.int8)
+    inits = {"xs": np.float32(0.02), "xz": np.int8(0), "wq": wq, "ws": np.full(4, 0.01, np.float32),
+             "wz": np.zeros(4, np.int8), "cs": np.float32(0.01), "cz": np.int8(zp)}  # fmt: skip
+    m = make_model(nodes, [("x", [1, 3, 6, 6])], [("y", [1, 4, 6, 6])], {k: np.asarray(v) for k, v in inits.items()})
+    ex = onnx_to_tflite(m)
+    ops = [op.builtin for op in read_tflite(ex.data).ops]
+    assert ("RELU" not in ops) is absorbed, ops
+    x = np.random.default_rng(1).standard_normal((1, 3, 6, 6)).astype(np.float32)
+    (got,), (ref,) = Lite(ex.data)(x), ort_run(m, x)
+    assert np.abs(got - ref).max() <= 0.01 + 1e-6
+
+
 # -- benchmark models (low resolution keeps the test fast) --------------------------------------------------------
 def _bench_model(name: str, hw: int) -> onnx.ModelProto:
     sys.path.insert(0, str(ROOT / "benchmarks"))

@@ -1236,7 +1236,22 @@ class _Converter:
             )
 
     def _op_Relu(self, n: onnx.NodeProto, qp: _QP | None) -> None:
-        self._unary(n, qp, "RELU")
+        if not self._absorb_activation(n, 0.0, None):
+            self._unary(n, qp, "RELU")
+
+    def _absorb_activation(self, n: onnx.NodeProto, lo: float | None, hi: float | None) -> bool:
+        """An activation on an int8 input whose grid already lies inside [lo, hi] changes nothing: it is
+        absorbed (the output is the input tensor). True when absorbed."""
+        v = self.vals[n.input[0]]
+        if not self.int8 or v.qp is None or n.name in self.fused:
+            return False
+        g_lo, g_hi = (-128 - v.qp.zp) * v.qp.scale, (127 - v.qp.zp) * v.qp.scale
+        if (lo is not None and g_lo < lo) or (hi is not None and g_hi > hi):
+            return False
+        self.alias(n.output[0], n.input[0])
+        self.absorbed.add(n.name)
+        self.notes.append(f"node '{n.name}' ({n.op_type}) absorbed: its int8 input grid is already within its range")
+        return True
 
     def _op_Sigmoid(self, n: onnx.NodeProto, qp: _QP | None) -> None:
         self._unary(n, qp, "LOGISTIC")
@@ -1269,7 +1284,9 @@ class _Converter:
     def _op_Clip(self, n: onnx.NodeProto, qp: _QP | None) -> None:
         kind = self._activation_kind(n)
         if kind is not None:
-            self._unary(n, qp, kind)
+            bounds = {"RELU": (0.0, None), "RELU6": (0.0, 6.0), "RELU_N1_TO_1": (-1.0, 1.0)}[kind]
+            if not self._absorb_activation(n, *bounds):
+                self._unary(n, qp, kind)
             return
         lo, hi = self._clip_bounds(n)
         x = n.input[0]
