@@ -218,6 +218,10 @@ def test_int8_io_for_npus(sample_qdq: onnx.ModelProto) -> None:
         assert ops["QUANTIZE"] == (0 if io == "int8" else 2)
         io_meta = json.loads(g.metadata["edgecnn.io"])
         assert io_meta["inputs"][0]["dtype"] == io
+        s, z = lite.inp[0]["quantization"]
+        assert (np.float32(io_meta["inputs"][0]["scale"]), io_meta["inputs"][0]["zero_point"]) == (np.float32(s), z)
+        spec = read_preprocess(ex.data)
+        assert spec is not None and spec.dtype == "float32" and spec.layout is Layout.NHWC
         agree = sum(int(lite(x)[0].argmax() == ort_run(q, x)[0].argmax()) for x in eval_images(50))
         assert agree >= 49
 

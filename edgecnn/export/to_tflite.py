@@ -188,9 +188,9 @@ def onnx_to_tflite(
     }
     conv.b.add_metadata(METADATA_IO, json.dumps(io_meta, sort_keys=True).encode())
     if preprocess is not None:
+        # dtype stays the spec's (float): an int8/uint8 input is that tensor quantized with the scale and zero
+        # point of the TFLite input (also in edgecnn.io); a cast to int8 would be silently wrong
         spec = replace(preprocess, layout=Layout.NHWC if input_layout == "NHWC" else preprocess.layout)
-        if io_dtype != "float32":
-            spec = replace(spec, dtype=io_dtype)
         conv.b.add_metadata(METADATA_PREPROCESS, spec.to_json().encode())
     return TFLiteExport(
         data=conv.b.to_bytes(),
