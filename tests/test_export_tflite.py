@@ -575,6 +575,11 @@ def _layout_cases() -> dict[str, onnx.ModelProto]:
              helper.make_node("Pad", ["d", "p", "pv"], ["y"])],
             {**base, "p": np.array([0, 0, 1, 0, 0, 0, 0, 2], np.int64), "pv": np.float32(0.5).reshape(())},
         ),
+        "gather_channel_and_rows": (
+            [conv, helper.make_node("Gather", ["c", "i0"], ["g0"], axis=1),
+             helper.make_node("Gather", ["g0", "rows"], ["y"], axis=1)],
+            {**base, "i0": np.array(2, np.int64), "rows": np.array([0, -1, 3], np.int64)},
+        ),
         "gemm_after_reshape": (
             [conv, helper.make_node("Reshape", ["c", "s"], ["r"]), helper.make_node("Gemm", ["r", "g"], ["y"])],
             {**base, "s": np.array([1, -1], np.int64), "g": rng_w(480, 5)},

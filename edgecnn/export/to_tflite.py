@@ -62,13 +62,13 @@ _INV_P = (0, 3, 1, 2)  # logical axis a sits at stored axis _INV_P[a]
 
 SUPPORTED_OPS = (
     "Add", "AveragePool", "BatchNormalization", "Clip", "Concat", "Conv", "ConvTranspose", "DequantizeLinear", "Div",
-    "Flatten", "Gemm", "GlobalAveragePool", "GlobalMaxPool", "HardSigmoid", "HardSwish", "LeakyRelu", "MatMul",
+    "Flatten", "Gather", "Gemm", "GlobalAveragePool", "GlobalMaxPool", "HardSigmoid", "HardSwish", "LeakyRelu", "MatMul",
     "Max", "MaxPool", "Min", "Mul", "Pad", "QuantizeLinear", "ReduceMax", "ReduceMean", "Relu", "Reshape",
     "Resize", "Sigmoid", "Slice", "Softmax", "Split", "Squeeze", "Sub", "Tanh", "Transpose", "Unsqueeze",
 )  # fmt: skip
 # Nearest supported alternative for ops people commonly meet in CNN exports.
 _NEAREST: dict[str, str] = {
-    "Gather": "Slice with constant starts/ends (or fold it: fix the input shape)",
+    "GatherElements": "Gather with constant indices, or Slice",
     "Shape": "a fixed input shape (--input-shape), so the shape subgraph folds away",
     "Expand": "a broadcasting Mul/Add with a constant of ones",
     "Einsum": "MatMul / Gemm",
@@ -89,9 +89,10 @@ _NEAREST: dict[str, str] = {
 # Ops whose TFLite int8 kernels assume the output on the input's grid (they move or pick values, or average
 # them without rescaling: AVERAGE_POOL_2D, RESIZE_BILINEAR); a different downstream grid is a requantize after.
 _PASS_OPS = frozenset({"MaxPool", "GlobalMaxPool", "ReduceMax", "Reshape", "Flatten", "Squeeze", "Unsqueeze",
-                       "Transpose", "Slice", "Split", "Pad", "Relu", "Identity", "Resize", "AveragePool"})  # fmt: skip
+                       "Transpose", "Slice", "Split", "Pad", "Relu", "Identity", "Resize", "AveragePool",
+                       "Gather"})  # fmt: skip
 _LOOK_THROUGH = frozenset({"Split", "Resize", "MaxPool", "AveragePool", "Reshape", "Flatten", "Squeeze", "Unsqueeze",
-                           "Transpose", "Slice"})  # fmt: skip
+                           "Transpose", "Slice", "Gather"})  # fmt: skip
 _NHWC_NATIVE = frozenset({"Conv", "ConvTranspose", "MaxPool", "AveragePool", "Resize", "GlobalAveragePool"})
 _FIXED_INT8: dict[str, tuple[float, int]] = {"Sigmoid": (1 / 256, -128), "Softmax": (1 / 256, -128),
                                             "Tanh": (1 / 128, 0)}  # fmt: skip
@@ -1479,6 +1480,20 @@ class _Converter:
         ins = [src, self.int_tensor(f"{n.name}/begin", begin), self.int_tensor(f"{n.name}/end", end),
                self.int_tensor(f"{n.name}/strides", stride)]  # fmt: skip
         self.emit(n, "STRIDED_SLICE", ins, qp, nhwc)
+
+    def _op_Gather(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        """GATHER with constant indices (e.g. ``x[:, 0]`` in a detection head), on the ONNX-ordered tensor."""
+        x, idx = n.input
+        if not self.is_const(idx) or self.is_const(x):
+            raise self.unsupported(n, "indices computed at run time", "Gather with constant indices, or Slice")
+        v = self.vals[x]
+        axis = int(_attr(n, "axis", 0)) % len(v.shape)
+        ind = self.const(idx).astype(np.int64)
+        ind = np.where(ind < 0, ind + v.shape[axis], ind).astype(np.int32)
+        kind = "q" if qp is not None else "f"
+        src = self.act(x, kind, False)
+        it = self.b.add_tensor(f"{n.name}/indices", ind.shape, "int32", data=ind)
+        self.emit(n, "GATHER", [src, it], qp, False, {"axis": axis, "batch_dims": 0})
 
     def _op_Softmax(self, n: onnx.NodeProto, qp: _QP | None) -> None:
         x = n.input[0]
