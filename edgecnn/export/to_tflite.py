@@ -62,8 +62,8 @@ _INV_P = (0, 3, 1, 2)  # logical axis a sits at stored axis _INV_P[a]
 
 SUPPORTED_OPS = (
     "Add", "AveragePool", "BatchNormalization", "Clip", "Concat", "Conv", "ConvTranspose", "DequantizeLinear", "Div",
-    "Flatten", "Gather", "Gemm", "GlobalAveragePool", "GlobalMaxPool", "HardSigmoid", "HardSwish", "LeakyRelu", "MatMul",
-    "Max", "MaxPool", "Min", "Mul", "Pad", "QuantizeLinear", "ReduceMax", "ReduceMean", "Relu", "Reshape",
+    "Flatten", "Gather", "Gemm", "GlobalAveragePool", "GlobalMaxPool", "HardSigmoid", "HardSwish", "LeakyRelu",
+    "MatMul", "Max", "MaxPool", "Min", "Mul", "Pad", "QuantizeLinear", "ReduceMax", "ReduceMean", "Relu", "Reshape",
     "Resize", "Sigmoid", "Slice", "Softmax", "Split", "Squeeze", "Sub", "Tanh", "Transpose", "Unsqueeze",
 )  # fmt: skip
 # Nearest supported alternative for ops people commonly meet in CNN exports.
@@ -96,8 +96,8 @@ _LOOK_THROUGH = frozenset({"Split", "Resize", "MaxPool", "AveragePool", "Reshape
 _NHWC_NATIVE = frozenset({"Conv", "ConvTranspose", "MaxPool", "AveragePool", "Resize", "GlobalAveragePool"})
 _FIXED_INT8: dict[str, tuple[float, int]] = {"Sigmoid": (1 / 256, -128), "Softmax": (1 / 256, -128),
                                             "Tanh": (1 / 128, 0)}  # fmt: skip
-_INT8_OPS = _PASS_OPS | frozenset(_FIXED_INT8) | frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Sub", "Mul", "Concat",
-    "GlobalAveragePool", "ReduceMean", "HardSwish", "LeakyRelu", "Div", "Clip"})  # fmt: skip
+_INT8_OPS = _PASS_OPS | frozenset(_FIXED_INT8) | frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Sub",
+    "Mul", "Concat", "GlobalAveragePool", "ReduceMean", "HardSwish", "LeakyRelu", "Div", "Clip"})  # fmt: skip
 _FUSABLE = frozenset({"Conv", "Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "AveragePool", "MaxPool", "Concat"})
 _FUSED_TFL = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "SUB", "MUL", "DIV",
                         "AVERAGE_POOL_2D", "MAX_POOL_2D", "CONCATENATION"})  # fmt: skip
