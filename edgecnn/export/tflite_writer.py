@@ -316,6 +316,10 @@ class TFLiteBuilder:
         """The dtype name of tensor ``index``."""
         return _DTYPE_NAMES[self._tensors[index].type]
 
+    def tensor_shape(self, index: int) -> list[int]:
+        """The shape of tensor ``index``."""
+        return [int(d) for d in self._tensors[index].shape]
+
     def add_tensor(
         self,
         name: str,

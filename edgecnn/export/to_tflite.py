@@ -97,7 +97,8 @@ _NHWC_NATIVE = frozenset({"Conv", "ConvTranspose", "MaxPool", "AveragePool", "Re
 _FIXED_INT8: dict[str, tuple[float, int]] = {"Sigmoid": (1 / 256, -128), "Softmax": (1 / 256, -128),
                                             "Tanh": (1 / 128, 0)}  # fmt: skip
 _INT8_OPS = _PASS_OPS | frozenset(_FIXED_INT8) | frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Sub",
-    "Mul", "Concat", "GlobalAveragePool", "ReduceMean", "HardSwish", "LeakyRelu", "Div", "Clip"})  # fmt: skip
+    "Mul", "Concat", "GlobalAveragePool", "ReduceMean", "HardSwish", "LeakyRelu", "Div", "Clip", "Max", "Min",
+    "HardSigmoid"})  # fmt: skip
 _FUSABLE = frozenset({"Conv", "Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "AveragePool", "MaxPool", "Concat"})
 _FUSED_TFL = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "SUB", "MUL", "DIV",
                         "AVERAGE_POOL_2D", "MAX_POOL_2D", "CONCATENATION"})  # fmt: skip
@@ -712,8 +713,6 @@ class _Converter:
             return None
         if not all(self.vals[a].qp is not None for a in acts):
             return None
-        if n.op_type == "Clip" and self._activation_kind(n) is None:
-            return None  # MAXIMUM/MINIMUM int8 need their operands on one grid: float is exact
         if n.op_type in _PASS_OPS:
             return self.vals[acts[0]].qp
         if n.op_type in _FIXED_INT8:
@@ -1140,7 +1139,9 @@ class _Converter:
 
     # -- elementwise ----------------------------------------------------------------------------------------
     def _elementwise(self, n: onnx.NodeProto, qp: _QP | None, builtin: str, operands: list[str] | None = None,
-                     consts: dict[str, np.ndarray] | None = None) -> None:  # fmt: skip
+                     consts: dict[str, np.ndarray] | None = None, one_grid: bool = False) -> None:  # fmt: skip
+        """``one_grid``: an int8 kernel that compares raw values (MAXIMUM, MINIMUM) gets every operand on the
+        output grid: activations requantized, constants quantized on it (exact: quantization is monotonic)."""
         operands = operands or [i for i in n.input if i]
         consts = consts or {}
         out_shape = self.shapes[n.output[0]]
@@ -1162,14 +1163,31 @@ class _Converter:
                     arr = arr.transpose(_P)
                 if arr.size == 1:
                     arr = arr.reshape(())
-                ins.append(self._const_operand(f"{n.name}/{i}", arr, kind))
+                if one_grid and qp is not None:
+                    ins.append(self._const_on_grid(f"{n.name}/{i}", arr, qp))
+                else:
+                    ins.append(self._const_operand(f"{n.name}/{i}", arr, kind))
                 continue
             av = self.vals[i]
-            if len(av.shape) == rank:
-                ins.append(self.act(i, kind, nhwc))
-            else:
-                ins.append(self._broadcast_act(n, i, kind, rank, nhwc))
+            t = self.act(i, kind, nhwc) if len(av.shape) == rank else self._broadcast_act(n, i, kind, rank, nhwc)
+            if one_grid and qp is not None:
+                t = self._requantize(t, av, qp)
+            ins.append(t)
         self.emit(n, builtin, ins, qp, nhwc)
+
+    def _const_on_grid(self, name: str, arr: np.ndarray, qp: _QP) -> int:
+        q = np.clip(np.rint(arr.astype(np.float64) / qp.scale) + qp.zp, -128, 127).astype(np.int8)
+        return self.b.add_tensor(name, arr.shape, "int8", data=q, scale=[qp.scale], zero_point=[qp.zp])
+
+    def _requantize(self, t: int, v: _Val, qp: _QP) -> int:
+        """int8 tensor ``t`` (on ``v``'s grid) on grid ``qp``: itself, or a QUANTIZE int8 -> int8."""
+        if qp.same(v.qp):
+            return t
+        out = self.b.add_tensor(
+            f"{v.name}/requantized", self.b.tensor_shape(t), "int8", scale=[qp.scale], zero_point=[qp.zp]
+        )
+        self.b.add_op("QUANTIZE", [t], [out])
+        return out
 
     def _const_operand(self, name: str, arr: np.ndarray, kind: str) -> int:
         if kind == "f":
@@ -1216,14 +1234,33 @@ class _Converter:
         self._elementwise(n, None, "DIV")
 
     def _op_Max(self, n: onnx.NodeProto, qp: _QP | None) -> None:
-        if len(n.input) != 2:
-            raise self.unsupported(n, f"{len(n.input)} inputs", "Max of two tensors")
-        self._elementwise(n, qp, "MAXIMUM")
+        self._minmax(n, qp, "MAXIMUM")
 
     def _op_Min(self, n: onnx.NodeProto, qp: _QP | None) -> None:
-        if len(n.input) != 2:
-            raise self.unsupported(n, f"{len(n.input)} inputs", "Min of two tensors")
-        self._elementwise(n, qp, "MINIMUM")
+        self._minmax(n, qp, "MINIMUM")
+
+    def _minmax(self, n: onnx.NodeProto, qp: _QP | None, builtin: str) -> None:
+        ins = [i for i in n.input if i]
+        if len(ins) == 1:
+            self.alias(n.output[0], ins[0])
+            return
+        if len(ins) > 2:  # a chain of two-input ops, each on the output grid (exact: the order does not matter)
+            cur = ins[0]
+            for k, other in enumerate(ins[1:-1]):
+                tmp = onnx.NodeProto()
+                tmp.CopyFrom(n)
+                tmp.name = f"{n.name}/{k}"
+                del tmp.input[:], tmp.output[:]
+                tmp.input.extend([cur, other])
+                tmp.output.append(f"{n.name}/{k}")
+                self.shapes[tmp.output[0]] = tuple(
+                    np.broadcast_shapes(self.shapes.get(cur, ()), self.shapes.get(other, ()))
+                )
+                self._elementwise(tmp, qp, builtin, one_grid=True)
+                cur = tmp.output[0]
+            self._elementwise(n, qp, builtin, [cur, ins[-1]], one_grid=True)
+            return
+        self._elementwise(n, qp, builtin, one_grid=True)
 
     def _unary(self, n: onnx.NodeProto, qp: _QP | None, builtin: str, options: dict[str, Any] | None = None) -> None:
         x = n.input[0]
@@ -1264,12 +1301,31 @@ class _Converter:
         self._unary(n, qp, "HARD_SWISH")
 
     def _op_HardSigmoid(self, n: onnx.NodeProto, qp: _QP | None) -> None:
-        """max(0, min(1, alpha x + beta)) as float MUL, ADD, MAXIMUM, MINIMUM (TFLite has no HARD_SIGMOID)."""
+        """max(0, min(1, alpha x + beta)); TFLite has no HARD_SIGMOID.
+
+        int8 (alpha > 0): MUL by alpha onto the grid (alpha * s_in, z_in) -- exact, every product lands on it --
+        then ADD beta onto the output grid with a fused RELU (the clamp at 0), and MINIMUM 1 on the output grid
+        when that grid reaches above 1. Float: MUL, ADD, MAXIMUM, MINIMUM."""
         alpha, beta = float(_attr(n, "alpha", 0.2)), float(_attr(n, "beta", 0.5))
         x = n.input[0]
         v = self.vals[x]
         nhwc = v.nhwc
         shape = self.stored_shape(v, nhwc)
+        if qp is not None and v.qp is not None and alpha > 0:
+            g1 = _QP(float(np.float32(alpha * v.qp.scale)), v.qp.zp)
+            t1 = self.b.add_tensor(f"{n.name}/alpha_x", shape, "int8", scale=[g1.scale], zero_point=[g1.zp])
+            c_a = self._const_operand(f"{n.name}/alpha", np.array(alpha, np.float32), "q")
+            self.b.add_op("MUL", [self.act(x, "q", nhwc), c_a], [t1])
+            c_b = self._const_operand(f"{n.name}/beta", np.array(beta, np.float32), "q")
+            t2 = self.b.add_tensor(f"{n.name}/plus_beta", shape, "int8", scale=[qp.scale], zero_point=[qp.zp])
+            self.b.add_op("ADD", [t1, c_b], [t2], {"fused_activation_function": "RELU"})
+            cur = t2
+            if (127 - qp.zp) * qp.scale > 1.0 + qp.scale / 2:
+                cur = self.b.add_tensor(f"{n.name}/min1", shape, "int8", scale=[qp.scale], zero_point=[qp.zp])
+                self.b.add_op("MINIMUM", [t2, self._const_on_grid(f"{n.name}/one", np.array(1.0, np.float32), qp)],
+                              [cur])  # fmt: skip
+            self.vals[n.output[0]] = _Val(name=n.output[0], shape=v.shape, qp=qp, reps={("q", nhwc): cur})
+            return
         cur = self.act(x, "f", nhwc)
         for k, (builtin, c) in enumerate((("MUL", alpha), ("ADD", beta), ("MAXIMUM", 0.0), ("MINIMUM", 1.0))):
             out = self.b.add_tensor(f"{n.name}/hardsigmoid{k}", shape, "float32")
@@ -1294,18 +1350,24 @@ class _Converter:
         v = self.vals[x]
         k = "q" if qp is not None else "f"
         cur = self.act(x, k, v.nhwc)
+        if qp is not None:  # MAXIMUM/MINIMUM compare raw int8 values: input and bounds on the output grid (exact)
+            cur = self._requantize(cur, v, qp)
         shape = self.stored_shape(v, v.nhwc)
         for bound, builtin in ((lo, "MAXIMUM"), (hi, "MINIMUM")):
             if bound is None:
                 continue
-            c = self._const_operand(f"{n.name}/{builtin.lower()}", np.array(bound, np.float32), k)
-            out = self._like(v, k, shape, f"{n.name}/{builtin.lower()}") if k == "f" else self.b.add_tensor(
-                f"{n.name}/{builtin.lower()}", shape, "int8", scale=[qp.scale], zero_point=[qp.zp]  # type: ignore[union-attr]
-            )  # fmt: skip
+            arr = np.array(bound, np.float32)
+            if qp is not None:
+                c = self._const_on_grid(f"{n.name}/{builtin.lower()}", arr, qp)
+                out = self.b.add_tensor(
+                    f"{n.name}/{builtin.lower()}", shape, "int8", scale=[qp.scale], zero_point=[qp.zp]
+                )
+            else:
+                c = self.const_tensor(f"{n.name}/{builtin.lower()}", arr)
+                out = self.b.add_tensor(f"{n.name}/{builtin.lower()}", shape, "float32")
             self.b.add_op(builtin, [cur, c], [out])
             cur = out
-        nv = _Val(name=n.output[0], shape=v.shape, qp=qp, reps={(k, v.nhwc): cur})
-        self.vals[n.output[0]] = nv
+        self.vals[n.output[0]] = _Val(name=n.output[0], shape=v.shape, qp=qp, reps={(k, v.nhwc): cur})
 
     def _op_BatchNormalization(self, n: onnx.NodeProto, qp: _QP | None) -> None:
         gamma, beta, mean, var = (self.const(i).astype(np.float64) for i in n.input[1:5])

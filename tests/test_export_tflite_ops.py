@@ -1,0 +1,158 @@
+"""Per-op coverage of onnx_to_tflite: INT8 kernels from QDQ models written by ONNX Runtime's own quantizer, and
+float parity for the ops real exported CNNs use (one table row per op/attributes), on LiteRT vs ONNX Runtime."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+from edgecnn.export.tflite_writer import read_tflite
+from edgecnn.export.to_tflite import onnx_to_tflite
+from tests.onnx_builders import make_model, rng_w
+from tests.test_export_tflite import Lite, int8_ops, ort_run
+
+X = (1, 3, 8, 10)
+
+
+def _inputs(n: int, seed: int) -> list[np.ndarray]:
+    return [np.random.default_rng(seed + i).standard_normal(X).astype(np.float32) * 2 for i in range(n)]
+
+
+class _Reader(CalibrationDataReader):
+    def __init__(self, xs: list[np.ndarray]) -> None:
+        self._it = iter([{"x": x} for x in xs])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._it, None)
+
+
+def ort_qdq(m: onnx.ModelProto, tmp: Path) -> onnx.ModelProto:
+    """The QDQ model ONNX Runtime's quantize_static writes (int8 activations, per-channel int8 weights)."""
+    f, q = tmp / "f.onnx", tmp / "q.onnx"
+    onnx.save(m, str(f))
+    ops = sorted({n.op_type for n in m.graph.node})
+    quantize_static(str(f), str(q), _Reader(_inputs(8, 0)), quant_format=QuantFormat.QDQ,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
+                    op_types_to_quantize=ops)  # fmt: skip
+    return onnx.load(str(q))
+
+
+def _out_scale(q: onnx.ModelProto) -> float:
+    out = q.graph.output[0].name
+    (dq,) = [n for n in q.graph.node if out in n.output and n.op_type == "DequantizeLinear"]
+    (s,) = [t for t in q.graph.initializer if t.name == dq.input[1]]
+    return float(onnx.numpy_helper.to_array(s))
+
+
+S = np.float32  # scalar constants
+CONV = helper.make_node("Conv", ["x", "w"], ["x1"], kernel_shape=[1, 1])
+INT8_CASES: dict[str, tuple[list[onnx.NodeProto], dict[str, np.ndarray], set[str]]] = {
+    "hardswish": ([helper.make_node("HardSwish", ["x"], ["y"])], {}, {"HARD_SWISH"}),
+    "hardsigmoid": ([helper.make_node("HardSigmoid", ["x"], ["y"], alpha=1 / 6, beta=0.5)], {}, {"MUL", "ADD"}),
+    "hardsigmoid_0.2": ([helper.make_node("HardSigmoid", ["x"], ["y"])], {}, {"MUL", "ADD"}),
+    "sigmoid": ([helper.make_node("Sigmoid", ["x"], ["y"])], {}, {"LOGISTIC"}),
+    "softmax_axis1": ([helper.make_node("Softmax", ["x"], ["y"], axis=1)], {}, {"SOFTMAX"}),
+    "softmax_last": ([helper.make_node("Softmax", ["x"], ["y"], axis=-1)], {}, {"SOFTMAX"}),
+    "leaky_relu": ([helper.make_node("LeakyRelu", ["x"], ["y"], alpha=0.1)], {}, {"LEAKY_RELU"}),
+    "add_const": ([helper.make_node("Add", ["x", "k"], ["y"])], {"k": S(0.75).reshape(())}, {"ADD"}),
+    "sub_const": ([helper.make_node("Sub", ["x", "k"], ["y"])], {"k": np.full((1, 3, 1, 1), 0.3, S)}, {"SUB"}),
+    "mul_const": ([helper.make_node("Mul", ["x", "k"], ["y"])], {"k": S(2.5).reshape(())}, {"MUL"}),
+    "div_const": ([helper.make_node("Div", ["x", "k"], ["y"])], {"k": S(4.0).reshape(())}, {"MUL"}),
+    "max_const": ([helper.make_node("Max", ["x", "k"], ["y"])], {"k": S(-0.4).reshape(())}, {"MAXIMUM"}),
+    "min_const": ([helper.make_node("Min", ["x", "k"], ["y"])], {"k": S(1.3).reshape(())}, {"MINIMUM"}),
+    "max_two_acts": ([CONV, helper.make_node("Max", ["x", "x1"], ["y"])], {"w": rng_w(3, 3, 1, 1)}, {"MAXIMUM"}),
+    "mobilenetv3_se_chain": (
+        [CONV, helper.make_node("HardSwish", ["x1"], ["h"]),
+         helper.make_node("GlobalAveragePool", ["h"], ["g"]),
+         helper.make_node("Conv", ["g", "w2"], ["g2"], kernel_shape=[1, 1]),
+         helper.make_node("HardSigmoid", ["g2"], ["hs"], alpha=1 / 6, beta=0.5),
+         helper.make_node("Mul", ["h", "hs"], ["y"])],
+        {"w": rng_w(3, 3, 1, 1), "w2": rng_w(3, 3, 1, 1, seed=1)}, {"HARD_SWISH", "MUL", "ADD", "MEAN"},
+    ),
+    "yolo_silu_decode_chain": (
+        [CONV, helper.make_node("Sigmoid", ["x1"], ["s"]), helper.make_node("Mul", ["x1", "s"], ["si"]),
+         helper.make_node("Mul", ["si", "two"], ["m2"]), helper.make_node("Sub", ["m2", "half"], ["sb"]),
+         helper.make_node("Div", ["sb", "four"], ["d"]), helper.make_node("Clip", ["d", "lo", "hi"], ["y"])],
+        {"w": rng_w(3, 3, 1, 1), "two": S(2.0).reshape(()), "half": S(0.5).reshape(()),
+         "four": S(4.0).reshape(()), "lo": S(-0.2).reshape(()), "hi": S(0.9).reshape(())},
+        {"LOGISTIC", "MUL", "SUB"},  # ORT drops the Clip into the output grid (saturation clips)
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(INT8_CASES))
+def test_int8_op_runs_as_int8_kernel_and_matches_the_qdq_model(case: str, tmp_path: Path) -> None:
+    nodes, inits, want = INT8_CASES[case]
+    q = ort_qdq(make_model(nodes, [("x", list(X))], [("y", None)], inits), tmp_path)
+    ex = onnx_to_tflite(q)
+    g = read_tflite(ex.data)
+    ops = Counter(op.builtin for op in g.ops)
+    assert want <= set(int8_ops(g)), (case, ops)
+    # int8 from the input QUANTIZE to the output DEQUANTIZE: no float island in between
+    assert ops["DEQUANTIZE"] == 1, ops
+    assert not [op for op in g.ops if op.builtin not in ("DEQUANTIZE", "QUANTIZE", "TRANSPOSE")
+                and g.tensors[op.outputs[0]].dtype == "float32"], ops  # fmt: skip
+    step = _out_scale(q)
+    lite = Lite(ex.data)
+    worst = 0.0
+    for x in _inputs(4, 100):
+        (got,), (ref,) = lite(x), ort_run(q, x)
+        assert got.shape == ref.shape
+        worst = max(worst, float(np.abs(got - ref).max()) / step)
+    assert worst <= 2.01, f"{case}: {worst:.2f} output steps apart"
+
+
+def hand_qdq(node: onnx.NodeProto, inits: dict[str, np.ndarray], xq: tuple[float, int], yq: tuple[float, int]):
+    """x -> Q/DQ (grid xq) -> node -> Q/DQ (grid yq) -> y, as a quantizer that keeps the op writes it."""
+    node.input[0] = "xd"
+    node.output[0] = "yf"
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+        node,
+        helper.make_node("QuantizeLinear", ["yf", "ys", "yz"], ["yq"]),
+        helper.make_node("DequantizeLinear", ["yq", "ys", "yz"], ["y"]),
+    ]
+    grids = {"xs": S(xq[0]), "xz": np.int8(xq[1]), "ys": S(yq[0]), "yz": np.int8(yq[1])}
+    return make_model(
+        nodes, [("x", list(X))], [("y", list(X))], {**inits, **{k: np.asarray(v) for k, v in grids.items()}}
+    )
+
+
+HAND_CASES = {
+    # the Clip bounds and the input on other grids than the output: requantized, then compared raw (exact)
+    "clip_-1_2": (helper.make_node("Clip", ["x", "lo", "hi"], ["y"]),
+                  {"lo": S(-1.0).reshape(()), "hi": S(2.0).reshape(())}, (0.03, 5), (0.02, -30), {"MAXIMUM", "MINIMUM"}),
+    "clip_min_only": (helper.make_node("Clip", ["x", "lo"], ["y"]), {"lo": S(-0.5).reshape(())}, (0.03, 0), (0.03, 0),
+                      {"MAXIMUM"}),
+    # an output grid reaching below 0 and above 1: the fused RELU and a MINIMUM do the clamping
+    "hardsigmoid_wide_grid": (helper.make_node("HardSigmoid", ["x"], ["y"], alpha=1 / 6, beta=0.5), {}, (0.03, 0),
+                              (2 / 255, -64), {"MUL", "ADD", "MINIMUM"}),
+    "sigmoid_on_other_grid": (helper.make_node("Sigmoid", ["x"], ["y"]), {}, (0.03, 0), (1 / 255, -128),
+                              {"LOGISTIC"}),
+    "softmax_on_other_grid": (helper.make_node("Softmax", ["x"], ["y"], axis=1), {}, (0.03, 0), (1 / 250, -120),
+                              {"SOFTMAX"}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(HAND_CASES))
+def test_int8_hand_written_qdq_ops_match_onnxruntime(case: str) -> None:
+    node, inits, xq, yq, want = HAND_CASES[case]
+    n = onnx.NodeProto()
+    n.CopyFrom(node)
+    q = hand_qdq(n, inits, xq, yq)
+    ex = onnx_to_tflite(q)
+    g = read_tflite(ex.data)
+    assert want <= set(int8_ops(g)), Counter(op.builtin for op in g.ops)
+    # one step (rounding ties); two for the fixed-grid kernels, whose 1/256 output is requantized once more
+    tol = 2.01 if want & {"LOGISTIC", "SOFTMAX"} else 1.01
+    lite = Lite(ex.data)
+    for x in _inputs(3, 50):
+        (got,), (ref,) = lite(x), ort_run(q, x)
+        assert np.abs(got - ref).max() <= tol * yq[0], (case, np.abs(got - ref).max() / yq[0])
