@@ -156,3 +156,80 @@ def test_int8_hand_written_qdq_ops_match_onnxruntime(case: str) -> None:
     for x in _inputs(3, 50):
         (got,), (ref,) = lite(x), ort_run(q, x)
         assert np.abs(got - ref).max() <= tol * yq[0], (case, np.abs(got - ref).max() / yq[0])
+
+
+# -- float parity: one row per op / attributes, LiteRT vs ONNX Runtime ------------------------------------------
+def _c(*v: float) -> np.ndarray:
+    return np.asarray(v, np.float32).reshape(()) if len(v) == 1 else np.asarray(v, np.float32)
+
+
+def _i(*v: int) -> np.ndarray:
+    return np.asarray(v, np.int64)
+
+
+N = helper.make_node
+CONV6 = N("Conv", ["x", "w6"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+W6 = {"w6": rng_w(6, 3, 3, 3)}
+FLOAT_CASES: dict[str, tuple[list[onnx.NodeProto], dict[str, np.ndarray], int]] = {
+    "gemm_alpha_beta_bias_row": ([N("Flatten", ["x"], ["f"]), N("Gemm", ["f", "g", "gc"], ["y"], transB=1, alpha=0.5,
+                                  beta=2.0)], {"g": rng_w(5, 240), "gc": rng_w(1, 5)}, 17),
+    "gemm_transA": ([N("Reshape", ["x", "s"], ["r"]), N("Gemm", ["r", "g", "gc"], ["y"], transA=1)],
+                    {"s": _i(240, 1), "g": rng_w(240, 5), "gc": rng_w(5)}, 17),
+    "grouped_conv": ([CONV6, N("Conv", ["c", "wg", "bg"], ["y"], kernel_shape=[3, 3], group=2, strides=[2, 2])],
+                     {**W6, "wg": rng_w(4, 3, 3, 3, seed=1), "bg": rng_w(4)}, 17),
+    "conv1d_relu_maxpool1d": ([N("Reshape", ["x", "s"], ["r"]),
+                               N("Conv", ["r", "w1", "b1"], ["c1"], kernel_shape=[3], pads=[1, 1], dilations=[2]),
+                               N("Relu", ["c1"], ["a"]), N("MaxPool", ["a"], ["y"], kernel_shape=[2], strides=[2])],
+                              {"s": _i(1, 3, 80), "w1": rng_w(5, 3, 3), "b1": rng_w(5)}, 17),
+    "cast_int_roundtrip": ([N("Cast", ["x"], ["ci"], to=onnx.TensorProto.INT32),
+                            N("Cast", ["ci"], ["cf"], to=onnx.TensorProto.FLOAT), N("Add", ["cf", "x"], ["y"])], {}, 17),
+    "expand_channel_mean": ([N("ReduceMean", ["x"], ["m"], axes=[1], keepdims=1), N("Expand", ["m", "sh"], ["e"]),
+                             N("Mul", ["e", "x"], ["y"])], {"sh": _i(1, 3, 8, 10)}, 17),
+    "reduce_sum_c_w": ([CONV6, N("ReduceSum", ["c", "ax"], ["y"], keepdims=0)], {**W6, "ax": _i(1, 3)}, 17),
+    "reduce_mean_c_w_keep": ([CONV6, N("ReduceMean", ["c"], ["y"], axes=[1, 3], keepdims=1)], W6, 17),
+    "gelu_op_tanh": ([N("Gelu", ["x"], ["y"], approximate="tanh")], {}, 20),
+    "gelu_op": ([N("Gelu", ["x"], ["y"])], {}, 20),
+    "gelu_erf_pattern": ([N("Div", ["x", "r2"], ["d"]), N("Erf", ["d"], ["e"]), N("Add", ["e", "one"], ["a"]),
+                          N("Mul", ["x", "a"], ["m"]), N("Mul", ["m", "half"], ["y"])],
+                         {"r2": _c(2**0.5), "one": _c(1.0), "half": _c(0.5)}, 17),
+    "layernorm_last_axis": ([N("Transpose", ["x"], ["t"], perm=[0, 2, 3, 1]),
+                             N("LayerNormalization", ["t", "lg", "lb"], ["y"], epsilon=1e-3)],
+                            {"lg": rng_w(3) + 1, "lb": rng_w(3, seed=2)}, 17),
+    "flatten_axis2": ([CONV6, N("Flatten", ["c"], ["y"], axis=2)], W6, 17),
+    "tile": ([N("Tile", ["x", "rep"], ["y"])], {"rep": _i(1, 2, 1, 2)}, 17),
+    "where_greater": ([N("Greater", ["x", "k"], ["g"]), N("Neg", ["x"], ["ng"]), N("Where", ["g", "x", "ng"], ["y"])],
+                      {"k": _c(0.3)}, 17),
+    "logic_chain": ([N("Greater", ["x", "lo"], ["a"]), N("Less", ["x", "hi"], ["b"]), N("And", ["a", "b"], ["ab"]),
+                     N("Equal", ["x", "x"], ["e"]), N("Not", ["ab"], ["na"]), N("And", ["na", "e"], ["o"]),
+                     N("Cast", ["o"], ["y"], to=onnx.TensorProto.FLOAT)], {"lo": _c(-0.5), "hi": _c(0.5)}, 17),
+    "unary_math": ([N("Abs", ["x"], ["a"]), N("Add", ["a", "one"], ["a1"]), N("Log", ["a1"], ["l"]),
+                    N("Exp", ["l"], ["e"]), N("Sqrt", ["e"], ["s"]), N("Neg", ["s"], ["y"])], {"one": _c(1.0)}, 17),
+    "pow_2_half_1.5": ([N("Pow", ["x", "two"], ["p2"]), N("Pow", ["p2", "half"], ["ph"]),
+                        N("Pow", ["ph", "p15"], ["y"])], {"two": _c(2.0), "half": _c(0.5), "p15": _c(1.5)}, 17),
+    "prelu_per_channel": ([CONV6, N("PRelu", ["c", "sl"], ["y"])], {**W6, "sl": rng_w(6, 1, 1)}, 17),
+    "elu": ([N("Elu", ["x"], ["y"])], {}, 17),
+    "upsample_nearest_opset9": ([N("Upsample", ["x", "sc"], ["y"], mode="nearest")], {"sc": _c(1, 1, 2, 3)}, 9),
+    "upsample_linear_opset9": ([N("Upsample", ["x", "sc"], ["y"], mode="linear")], {"sc": _c(1, 1, 2, 2)}, 9),
+    "resize_sizes_nearest": ([N("Resize", ["x", "", "", "sz"], ["y"], mode="nearest")], {"sz": _i(1, 3, 16, 30)}, 17),
+    "resize_linear_align_corners": ([N("Resize", ["x", "", "sc"], ["y"], mode="linear",
+                                       coordinate_transformation_mode="align_corners")], {"sc": _c(1, 1, 2, 2)}, 17),
+    "resize_linear_asymmetric": ([N("Resize", ["x", "", "sc"], ["y"], mode="linear",
+                                    coordinate_transformation_mode="asymmetric")], {"sc": _c(1, 1, 2, 2)}, 17),
+    "resize_linear_half_pixel_sizes": ([N("Resize", ["x", "", "", "sz"], ["y"], mode="linear")],
+                                       {"sz": _i(1, 3, 12, 15)}, 17),
+    "space_to_depth": ([N("SpaceToDepth", ["x"], ["y"], blocksize=2)], {}, 17),
+    "depth_to_space_dcr": ([N("Conv", ["x", "w8"], ["c"], kernel_shape=[1, 1]),
+                            N("DepthToSpace", ["c"], ["y"], blocksize=2, mode="DCR")], {"w8": rng_w(8, 3, 1, 1)}, 17),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(FLOAT_CASES))
+def test_float_op_matches_onnxruntime(case: str) -> None:
+    nodes, inits, opset = FLOAT_CASES[case]
+    m = make_model(nodes, [("x", list(X))], [("y", None)], inits, opset=opset)
+    ex = onnx_to_tflite(m)
+    lite = Lite(ex.data)
+    for x in _inputs(2, 7):
+        (got,), (ref,) = lite(x), ort_run(m, x)
+        assert got.shape == ref.shape, (got.shape, ref.shape)
+        np.testing.assert_allclose(got, ref, atol=2e-4, rtol=2e-4)

@@ -171,6 +171,8 @@ def op_version(builtin: str, input_dtype: str | None, *, per_channel: bool = Fal
         if opts.get("dilation_h_factor", 1) != 1 or opts.get("dilation_w_factor", 1) != 1:
             return 2
         return 1
+    if builtin == "BROADCAST_TO":  # registered from version 2 (version 1 was the Flex op)
+        return 2
     if builtin == "FULLY_CONNECTED":
         return 4 if dt == "int8" else 1
     if builtin == "DEQUANTIZE":
@@ -315,6 +317,23 @@ class TFLiteBuilder:
     def tensor_dtype(self, index: int) -> str:
         """The dtype name of tensor ``index``."""
         return _DTYPE_NAMES[self._tensors[index].type]
+
+    @property
+    def num_ops(self) -> int:
+        """How many operators were added."""
+        return len(self._ops)
+
+    def set_op_version(self, index: int, version: int) -> None:
+        """Set the version of operator ``index`` (its op code is shared per (builtin, version))."""
+        op = self._ops[index]
+        builtin = next(k for k, v in self._opcode_index.items() if v == op.opcodeIndex)[0]
+        op.opcodeIndex = self._opcode(builtin, version)
+
+    def set_tensor_dtype(self, index: int, dtype: str) -> None:
+        """Change the dtype of tensor ``index`` (e.g. the output of a CAST), one of the writer's dtype names."""
+        if dtype not in DTYPES:
+            raise BadInputError(f"unknown tensor dtype {dtype!r}; valid: {', '.join(sorted(DTYPES))}")
+        self._tensors[index].type = DTYPES[dtype]
 
     def tensor_shape(self, index: int) -> list[int]:
         """The shape of tensor ``index``."""

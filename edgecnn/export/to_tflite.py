@@ -99,6 +99,7 @@ _FIXED_INT8: dict[str, tuple[float, int]] = {"Sigmoid": (1 / 256, -128), "Softma
 _INT8_OPS = _PASS_OPS | frozenset(_FIXED_INT8) | frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Sub",
     "Mul", "Concat", "GlobalAveragePool", "ReduceMean", "HardSwish", "LeakyRelu", "Div", "Clip", "Max", "Min",
     "HardSigmoid"})  # fmt: skip
+_KIND_DTYPE = {"f": "float32", "q": "int8", "b": "bool", "i": "int32"}
 _FUSABLE = frozenset({"Conv", "Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "AveragePool", "MaxPool", "Concat"})
 _FUSED_TFL = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "SUB", "MUL", "DIV",
                         "AVERAGE_POOL_2D", "MAX_POOL_2D", "CONCATENATION"})  # fmt: skip
@@ -368,6 +369,7 @@ class _Converter:
         self.shapes = _shape_map(m)
         self.inits = {t.name: t for t in m.graph.initializer}
         self._const_cache: dict[str, np.ndarray] = {}
+        self._made: set[str] = set()
         self.cdq: dict[str, _ConstDQ] = {}
         self.vals: dict[str, _Val] = {}
         self.consumers: dict[str, list[onnx.NodeProto]] = {}
@@ -385,7 +387,12 @@ class _Converter:
 
     # -- constants ---------------------------------------------------------------------------------
     def is_const(self, name: str) -> bool:
-        return name in self.inits or name in self.cdq
+        return name in self.inits or name in self.cdq or name in self._made
+
+    def add_const(self, name: str, arr: np.ndarray) -> None:
+        """A constant made by the converter (folded weights), read back with :meth:`const`."""
+        self._made.add(name)
+        self._const_cache[name] = np.asarray(arr, np.float32) if np.asarray(arr).dtype.kind == "f" else arr
 
     def const(self, name: str) -> np.ndarray:
         """The real (float, or integer for int tensors) value of a constant, dequantized if it has a DQ."""
@@ -423,7 +430,7 @@ class _Converter:
             assert qp is not None
             idx = self.b.add_tensor(name, stored, "int8", scale=[qp.scale], zero_point=[qp.zp])
         else:
-            idx = self.b.add_tensor(name, stored, "float32")
+            idx = self.b.add_tensor(name, stored, _KIND_DTYPE[kind])
         v = _Val(name=name, shape=tuple(int(d) for d in shape), qp=qp, reps={(kind, nhwc): idx})
         self.vals[name] = v
         return v
@@ -461,6 +468,9 @@ class _Converter:
             v.reps[(kind, nhwc)] = out
             return out
         # other kind: convert in whichever layout exists, then fix the layout
+        if kind not in ("f", "q") or not any(k in ("f", "q") for k, _ in v.reps):
+            have = next(iter(v.reps))[0]
+            raise ModelError(f"tensor '{name}' is {_KIND_DTYPE[have]}; an op here needs it as {_KIND_DTYPE[kind]}")
         other = "q" if kind == "f" else "f"
         have_nhwc = (other, nhwc) in v.reps
         src_layout = nhwc if have_nhwc else (not nhwc)
@@ -481,7 +491,7 @@ class _Converter:
         if kind == "q":
             assert v.qp is not None
             return self.b.add_tensor(name, shape, "int8", scale=[v.qp.scale], zero_point=[v.qp.zp])
-        return self.b.add_tensor(name, shape, "float32")
+        return self.b.add_tensor(name, shape, _KIND_DTYPE[kind])
 
     def alias(self, name: str, src: str) -> None:
         self.vals[name] = self.vals[src]
@@ -490,6 +500,7 @@ class _Converter:
     def run(self) -> None:
         g = self.m.graph
         self._collect_const_dq()
+        self._match_gelu()
         self._fuse_activations()
         for vi in graph_inputs(self.m):
             self._input(vi)
@@ -779,6 +790,7 @@ class _Converter:
         options: dict[str, Any] | None = None,
         out_name: str | None = None,
         shape: Sequence[int] | None = None,
+        out_kind: str | None = None,
     ) -> _Val:
         name = out_name or n.output[0]
         shape = shape if shape is not None else self.shapes[name]
@@ -790,7 +802,7 @@ class _Converter:
             if builtin not in _FUSED_TFL:
                 raise self.unsupported(n, f"cannot fuse {fused}", "Relu/Clip after Conv, Gemm, Add or pooling")
             opts["fused_activation_function"] = fused
-        v = self.new_val(name, shape, "q" if qp is not None else "f", nhwc, qp)
+        v = self.new_val(name, shape, out_kind or ("q" if qp is not None else "f"), nhwc, qp)
         self.b.add_op(builtin, list(inputs), [next(iter(v.reps.values()))], opts or None)
         if qp is None and self.int8 and any(self.vals[a].qp is not None for a in self._acts(n) if a in self.vals):
             self.notes.append(
@@ -878,15 +890,20 @@ class _Converter:
         if not self.is_const(wname):
             raise self.unsupported(n, "weights are computed at run time", "a Conv with constant weights")
         v = self.vals[x]
+        if len(v.shape) == 3:
+            self._via_2d(n, qp, self._op_Conv)
+            return
         if len(v.shape) != 4:
-            raise self.unsupported(n, f"{len(v.shape) - 2}-D convolution", "2-D Conv on NCHW input")
+            raise self.unsupported(n, f"{len(v.shape) - 2}-D convolution", "1-D or 2-D Conv")
         w_real = self.const(wname)
         cout, cin_g, kh, kw = w_real.shape
         cin = v.shape[1]
         group = int(_attr(n, "group", 1))
         depthwise = group > 1 and group == cin and cin_g == 1
-        if group > 1 and not depthwise:
-            raise self.unsupported(n, f"grouped convolution (group={group})", "group=1 or depthwise (group=C_in)")
+        if group > 1 and not depthwise and (cin % group or cout % group or cin_g * group != cin):
+            raise self.unsupported(n, f"group={group} does not divide the channels", "group dividing C_in and C_out")
+        # grouped (not depthwise): CONV_2D whose filter has C_in / group input channels, which LiteRT's builtin
+        # kernel and XNNPACK run as a grouped convolution (op version 6, LiteRT op_version.cc "grouped conv")
         wq = self._weights_int8(n, wname) if qp is not None else None
         if qp is not None and wq is None:
             qp = None
@@ -927,7 +944,16 @@ class _Converter:
             wt = self.const_tensor(f"{wname}/tfl", w_real.transpose(perm))
             bias = self.const(bname).reshape(cout) if bname else np.zeros(cout, np.float32)
             bt = self.const_tensor(f"{n.name}/bias", bias.astype(np.float32))
+        if group > 1 and not depthwise:
+            self._grouped_conv(n, [src, wt, bt], qp, opts)
+            return
         self.emit(n, "DEPTHWISE_CONV_2D" if depthwise else "CONV_2D", [src, wt, bt], qp, True, opts)
+
+    def _grouped_conv(self, n: onnx.NodeProto, ins: list[int], qp: _QP | None, opts: dict[str, Any]) -> None:
+        v = self.emit(n, "CONV_2D", ins, qp, True, opts)
+        self.b.set_op_version(self.b.num_ops - 1, 6)
+        self.notes.append(f"node '{n.name}' (Conv group={_attr(n, 'group')}) is a grouped CONV_2D (version 6)")
+        del v
 
     def _fc(self, n: onnx.NodeProto, qp: _QP | None, x: str, w: str, w_real: np.ndarray, transposed: bool,
             bname: str | None) -> None:  # fmt: skip
@@ -959,26 +985,50 @@ class _Converter:
         self.emit(n, "FULLY_CONNECTED", [src, wt, bt], qp, False, opts)
 
     def _op_Gemm(self, n: onnx.NodeProto, qp: _QP | None) -> None:
-        if _attr(n, "transA", 0) or float(_attr(n, "alpha", 1.0)) != 1.0 or float(_attr(n, "beta", 1.0)) != 1.0:
-            raise self.unsupported(n, "transA/alpha/beta other than 0/1/1", "Gemm(transA=0, alpha=1, beta=1)")
+        """FULLY_CONNECTED: alpha folded into the weights (their scales in int8), beta into the bias, transA as a
+        TRANSPOSE of the 2-D input."""
+        alpha, beta = float(_attr(n, "alpha", 1.0)), float(_attr(n, "beta", 1.0))
         if not self.is_const(n.input[1]):
             raise self.unsupported(n, "B is computed at run time", "Gemm with constant B (MatMul for two activations)")
         w = self.const(n.input[1])
         trans_b = bool(_attr(n, "transB", 0))
         w_real = w if trans_b else w.T
+        cout = w_real.shape[0]
         bname = n.input[2] if len(n.input) > 2 and n.input[2] else None
         if bname and not self.is_const(bname):
             raise self.unsupported(n, "C is computed at run time", "Gemm with a constant bias")
-        if bname and self.const(bname).size != w_real.shape[0]:
-            raise self.unsupported(n, "bias is not one value per output", "Gemm with a bias of shape [N]")
+        if bname and self.const(bname).size not in (1, cout):
+            raise self.unsupported(n, "bias is not one value per output", "Gemm with a bias of shape [N] or [1, N]")
         if qp is not None and n.input[1] in self.cdq:
             dq = self.cdq[n.input[1]]
             if (not trans_b and dq.scale.size > 1 and dq.axis != 1) or (trans_b and dq.scale.size > 1 and dq.axis != 0):
                 qp = None
-        if trans_b:
-            self._fc(n, qp, n.input[0], n.input[1], w_real, True, bname)
+        if qp is not None and alpha <= 0:
+            qp = None
+        x = n.input[0]
+        if _attr(n, "transA", 0):
+            v = self.vals[x]
+            kind = "q" if qp is not None else "f"
+            src = self.act(x, kind, False)
+            t = self._like(v, kind, list(v.shape)[::-1], f"{n.name}/a_t")
+            self.b.add_op("TRANSPOSE", [src, self.int_tensor("perm", [1, 0])], [t])
+            x = f"{n.name}/a_t"
+            self.vals[x] = _Val(name=x, shape=tuple(v.shape[::-1]), qp=v.qp, reps={(kind, False): t})
+        bias = None
+        if bname and (beta != 1.0 or self.const(bname).size != cout):
+            bias = f"{n.name}/bias_c"
+            self.add_const(bias, np.broadcast_to(self.const(bname).reshape(-1), (cout,)) * np.float32(beta))
+        if alpha != 1.0:
+            wname = f"{n.input[1]}/alpha"
+            if qp is not None:
+                dq = self.cdq[n.input[1]]
+                self.cdq[wname] = _ConstDQ(q=dq.q, scale=dq.scale * np.float32(alpha), zp=dq.zp, axis=dq.axis)
+            else:
+                self.add_const(wname, w * np.float32(alpha))
+            w_real = w_real * np.float32(alpha)
         else:
-            self._fc(n, qp, n.input[0], n.input[1], w_real, False, bname)
+            wname = n.input[1]
+        self._fc(n, qp, x, wname, w_real, trans_b, bias or bname)
 
     def _op_ConvTranspose(self, n: onnx.NodeProto, qp: _QP | None) -> None:
         """TRANSPOSE_CONV: weights [C_in, C_out, kh, kw] -> OHWI [C_out, kh, kw, C_in], bias as the 4th input."""
@@ -1065,8 +1115,11 @@ class _Converter:
     def _pool(self, n: onnx.NodeProto, qp: _QP | None, builtin: str) -> None:
         x = n.input[0]
         v = self.vals[x]
+        if len(v.shape) == 3:
+            self._via_2d(n, qp, lambda m, q: self._pool(m, q, builtin))
+            return
         if len(v.shape) != 4:
-            raise self.unsupported(n, f"{len(v.shape) - 2}-D pooling", "2-D pooling on NCHW input")
+            raise self.unsupported(n, f"{len(v.shape) - 2}-D pooling", "1-D or 2-D pooling")
         k = list(_attr(n, "kernel_shape"))
         if list(_attr(n, "dilations", [1, 1])) != [1, 1]:
             raise self.unsupported(n, "dilated pooling", "pooling with dilations 1")
@@ -1139,7 +1192,8 @@ class _Converter:
 
     # -- elementwise ----------------------------------------------------------------------------------------
     def _elementwise(self, n: onnx.NodeProto, qp: _QP | None, builtin: str, operands: list[str] | None = None,
-                     consts: dict[str, np.ndarray] | None = None, one_grid: bool = False) -> None:  # fmt: skip
+                     consts: dict[str, np.ndarray] | None = None, one_grid: bool = False, in_kind: str | None = None,
+                     out_kind: str | None = None) -> None:  # fmt: skip
         """``one_grid``: an int8 kernel that compares raw values (MAXIMUM, MINIMUM) gets every operand on the
         output grid: activations requantized, constants quantized on it (exact: quantization is monotonic)."""
         operands = operands or [i for i in n.input if i]
@@ -1150,14 +1204,14 @@ class _Converter:
         if not acts:
             raise self.unsupported(n, "all inputs are constant", "constant folding (fixed shapes)")
         nhwc = rank == 4 and any(self.vals[a].nhwc and len(self.vals[a].shape) == 4 for a in acts)
-        kind = "q" if qp is not None else "f"
+        kind = in_kind or ("q" if qp is not None else "f")
         ins = []
         for i in operands:
             if i in consts or self.is_const(i):
                 arr = consts.get(i)
                 if arr is None:
                     arr = self.const(i)
-                arr = np.asarray(arr, np.float32)
+                arr = np.asarray(arr, np.float32 if kind in ("f", "q") else _KIND_DTYPE[kind])
                 arr = arr.reshape((1,) * (rank - arr.ndim) + arr.shape) if arr.ndim < rank else arr
                 if nhwc and arr.ndim == 4:
                     arr = arr.transpose(_P)
@@ -1165,6 +1219,8 @@ class _Converter:
                     arr = arr.reshape(())
                 if one_grid and qp is not None:
                     ins.append(self._const_on_grid(f"{n.name}/{i}", arr, qp))
+                elif kind not in ("f", "q"):
+                    ins.append(self.b.add_tensor(f"{n.name}/{i}", arr.shape, _KIND_DTYPE[kind], data=arr))
                 else:
                     ins.append(self._const_operand(f"{n.name}/{i}", arr, kind))
                 continue
@@ -1173,7 +1229,7 @@ class _Converter:
             if one_grid and qp is not None:
                 t = self._requantize(t, av, qp)
             ins.append(t)
-        self.emit(n, builtin, ins, qp, nhwc)
+        self.emit(n, builtin, ins, qp, nhwc, out_kind=out_kind)
 
     def _const_on_grid(self, name: str, arr: np.ndarray, qp: _QP) -> int:
         q = np.clip(np.rint(arr.astype(np.float64) / qp.scale) + qp.zp, -128, 127).astype(np.int8)
@@ -1594,7 +1650,11 @@ class _Converter:
     def _opset(self) -> int:
         return next((o.version for o in self.m.opset_import if o.domain in ("", "ai.onnx")), 0)
 
-    def _op_Resize(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+    def _op_Resize(
+        self, n: onnx.NodeProto, qp: _QP | None, ctm_default: str | None = None, nearest_default: str | None = None
+    ) -> None:
+        if ctm_default is None and self._opset() < 11:  # Resize-10: asymmetric coordinates, nearest = floor
+            ctm_default, nearest_default = "asymmetric", "floor"
         x = n.input[0]
         v = self.vals[x]
         if len(v.shape) != 4:
@@ -1604,9 +1664,9 @@ class _Converter:
             raise self.unsupported(n, "resizes batch or channels", "Resize of H and W only")
         mode = _attr(n, "mode", b"nearest")
         mode = mode.decode() if isinstance(mode, bytes) else mode
-        ctm = _attr(n, "coordinate_transformation_mode", b"half_pixel")
+        ctm = _attr(n, "coordinate_transformation_mode", ctm_default or b"half_pixel")
         ctm = ctm.decode() if isinstance(ctm, bytes) else ctm
-        nm = _attr(n, "nearest_mode", b"round_prefer_floor")
+        nm = _attr(n, "nearest_mode", nearest_default or b"round_prefer_floor")
         nm = nm.decode() if isinstance(nm, bytes) else nm
         h, w = out_shape[2], out_shape[3]
         integer = h % v.shape[2] == 0 and w % v.shape[3] == 0
@@ -1681,3 +1741,349 @@ class _Converter:
             self.emit(n, "PADV2", [src, pt, cv], qp, nhwc)
         else:
             raise self.unsupported(n, f"mode {mode}", "Pad with mode constant or reflect")
+
+    # -- coverage for exported models (round 2) --------------------------------------------------------------
+    def _kind(self, name: str) -> str:
+        """The value kind of activation ``name`` for an op that reads it as is: "f" for float and int8 values
+        (which the op reads as float unless it runs int8), "b" bool, "i" int32."""
+        k = next(iter(self.vals[name].reps))[0]
+        return "f" if k == "q" else k
+
+    def _same_layout(self, n: onnx.NodeProto, qp: _QP | None, builtin: str, extra: Sequence[int] = (),
+                     options: dict[str, Any] | None = None, kind: str | None = None) -> None:  # fmt: skip
+        """An op that works elementwise on its first input in whatever layout it is stored."""
+        x = n.input[0]
+        v = self.vals[x]
+        kind = kind or ("q" if qp is not None else self._kind(x))
+        self.emit(n, builtin, [self.act(x, kind, v.nhwc), *extra], qp, v.nhwc, options, out_kind=kind)
+
+    def _op_Neg(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        self._same_layout(n, None, "NEG", kind="f" if self._kind(n.input[0]) == "f" else "i")
+
+    def _op_Abs(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        self._same_layout(n, None, "ABS", kind="f")
+
+    def _op_Sqrt(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        self._same_layout(n, None, "SQRT", kind="f")
+
+    def _op_Exp(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        self._same_layout(n, None, "EXP", kind="f")
+
+    def _op_Log(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        self._same_layout(n, None, "LOG", kind="f")
+
+    def _op_Not(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        self._same_layout(n, None, "LOGICAL_NOT", kind="b")
+
+    def _op_Erf(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        raise self.unsupported(
+            n, "TFLite has no ERF (only the whole GELU x * 0.5 * (1 + erf(x / sqrt(2))) is matched)",
+            "Gelu (opset 20), or the exact GELU pattern Div(x, sqrt 2) -> Erf -> Add 1 -> Mul x -> Mul 0.5",
+        )  # fmt: skip
+
+    def _op_Gelu(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        approx = _attr(n, "approximate", b"none")
+        approx = approx.decode() if isinstance(approx, bytes) else approx
+        self._same_layout(n, None, "GELU", options={"approximate": approx == "tanh"}, kind="f")
+
+    def _op_Elu(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        if float(_attr(n, "alpha", 1.0)) != 1.0:
+            raise self.unsupported(n, f"alpha {_attr(n, 'alpha')} (TFLite ELU has alpha 1)", "Elu with alpha 1")
+        self._same_layout(n, None, "ELU", kind="f")
+
+    def _op_Pow(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        x, e = n.input
+        if self.is_const(e) and self.const(e).size == 1:
+            p = float(self.const(e).reshape(()))
+            if p == 2.0:
+                self._same_layout(n, None, "SQUARE", kind="f")
+                return
+            if p == 0.5:
+                self._same_layout(n, None, "SQRT", kind="f")
+                return
+            if p == 1.0:
+                self.alias(n.output[0], x)
+                return
+        self._elementwise(n, None, "POW")
+
+    def _op_PRelu(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        if not self.is_const(n.input[1]):
+            raise self.unsupported(n, "slope computed at run time", "PRelu with a constant slope")
+        self._elementwise(n, None, "PRELU")
+
+    def _compare(self, n: onnx.NodeProto, builtin: str) -> None:
+        self._elementwise(n, None, builtin, in_kind=self._kind(self._acts(n)[0]), out_kind="b")
+
+    def _op_Equal(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        self._compare(n, "EQUAL")
+
+    def _op_Greater(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        self._compare(n, "GREATER")
+
+    def _op_Less(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        self._compare(n, "LESS")
+
+    def _op_GreaterOrEqual(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        self._compare(n, "GREATER_EQUAL")
+
+    def _op_LessOrEqual(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        self._compare(n, "LESS_EQUAL")
+
+    def _op_And(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        self._elementwise(n, None, "LOGICAL_AND", in_kind="b", out_kind="b")
+
+    def _op_Or(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        self._elementwise(n, None, "LOGICAL_OR", in_kind="b", out_kind="b")
+
+    def _op_Where(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        """SELECT_V2 (broadcasting): the condition as bool, both branches float."""
+        out_shape = self.shapes[n.output[0]]
+        rank = len(out_shape)
+        acts = self._acts(n)
+        if not acts:
+            raise self.unsupported(n, "all inputs are constant", "constant folding (fixed shapes)")
+        nhwc = rank == 4 and any(self.vals[a].nhwc and len(self.vals[a].shape) == 4 for a in acts)
+        ins = []
+        for k, i in enumerate(n.input):
+            kind = "b" if k == 0 else "f"
+            if self.is_const(i):
+                arr = np.asarray(self.const(i), _KIND_DTYPE[kind])
+                arr = arr.reshape((1,) * (rank - arr.ndim) + arr.shape)
+                if nhwc:
+                    arr = arr.transpose(_P)
+                ins.append(self.b.add_tensor(f"{n.name}/{i}", arr.shape, _KIND_DTYPE[kind], data=arr))
+            elif len(self.vals[i].shape) == rank:
+                ins.append(self.act(i, kind, nhwc))
+            else:
+                ins.append(self._broadcast_act(n, i, kind, rank, nhwc))
+        self.emit(n, "SELECT_V2", ins, None, nhwc)
+
+    def _op_Cast(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        to = int(_attr(n, "to"))
+        T = onnx.TensorProto
+        kinds = {T.FLOAT: "f", T.INT32: "i", T.INT64: "i", T.BOOL: "b", T.FLOAT16: "f", T.DOUBLE: "f"}
+        if to not in kinds:
+            raise self.unsupported(n, f"cast to {T.DataType.Name(to)}", "Cast to float, int32/int64 or bool")
+        src = self._kind(n.input[0])
+        if kinds[to] == src:
+            self.alias(n.output[0], n.input[0])
+            self.absorbed.add(n.name)
+            if to in (T.FLOAT16, T.DOUBLE):
+                self.notes.append(f"node '{n.name}' (Cast to {T.DataType.Name(to)}) kept in float32")
+            return
+        self._same_layout(n, None, "CAST", kind=src)
+        v = self.vals[n.output[0]]
+        (_k, nh), idx = next(iter(v.reps.items()))
+        self.b.set_tensor_dtype(idx, _KIND_DTYPE[kinds[to]])
+        v.reps = {(kinds[to], nh): idx}
+
+    def _op_ReduceSum(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        if _attr(n, "noop_with_empty_axes", 0) and not self._reduce_axes_given(n):
+            self.alias(n.output[0], n.input[0])
+            return
+        self._reduce(n, None, "SUM", self._reduce_axes(n), bool(_attr(n, "keepdims", 1)))
+
+    def _reduce_axes_given(self, n: onnx.NodeProto) -> bool:
+        return _attr(n, "axes") is not None or (len(n.input) > 1 and bool(n.input[1]))
+
+    def _op_Expand(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        """BROADCAST_TO the output shape (in the input's stored layout when both are 4-D)."""
+        x = n.input[0]
+        v = self.vals[x]
+        out_shape = list(self.shapes[n.output[0]])
+        if list(v.shape) == out_shape:
+            self.alias(n.output[0], x)
+            self.absorbed.add(n.name)
+            return
+        kind = "q" if qp is not None else self._kind(x)
+        nhwc = v.nhwc and len(v.shape) == 4 and len(out_shape) == 4
+        src = self.act(x, kind, nhwc)
+        if not nhwc and len(v.shape) < len(out_shape):
+            src = self._broadcast_act(n, x, kind, len(out_shape), False)
+        target = [out_shape[i] for i in _P] if nhwc else out_shape
+        self.emit(n, "BROADCAST_TO", [src, self.int_tensor(f"{n.name}/shape", target)], qp, nhwc, out_kind=kind)
+
+    def _op_Tile(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        x, reps = n.input[0], n.input[1]
+        if not self.is_const(reps):
+            raise self.unsupported(n, "repeats computed at run time", "Tile with constant repeats")
+        v = self.vals[x]
+        mult = [int(r) for r in self.const(reps).tolist()]
+        kind = "q" if qp is not None else self._kind(x)
+        nhwc = v.nhwc and len(v.shape) == 4
+        if nhwc:
+            mult = [mult[i] for i in _P]
+        src = self.act(x, kind, nhwc)
+        self.emit(n, "TILE", [src, self.int_tensor(f"{n.name}/multiples", mult)], qp, nhwc, out_kind=kind)
+
+    def _op_SpaceToDepth(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        self._space_depth(n, qp, "SPACE_TO_DEPTH")
+
+    def _op_DepthToSpace(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        mode = _attr(n, "mode", b"DCR")
+        mode = mode.decode() if isinstance(mode, bytes) else mode
+        if mode != "DCR":
+            # TFLite's DEPTH_TO_SPACE reads channels as (block_y, block_x, C) = ONNX DCR; CRD orders (C, by, bx)
+            raise self.unsupported(n, f"mode {mode} (TFLite DEPTH_TO_SPACE is DCR)", "DepthToSpace mode DCR")
+        self._space_depth(n, qp, "DEPTH_TO_SPACE")
+
+    def _space_depth(self, n: onnx.NodeProto, qp: _QP | None, builtin: str) -> None:
+        x = n.input[0]
+        if len(self.vals[x].shape) != 4:
+            raise self.unsupported(n, "input is not 4-D", f"{n.op_type} on an NCHW map")
+        kind = "q" if qp is not None else "f"
+        bs = int(_attr(n, "blocksize"))
+        self.emit(n, builtin, [self.act(x, kind, True)], qp, True, {"block_size": bs})
+
+    def _op_Upsample(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        # opset 7-9 Upsample = Resize with coordinate_transformation_mode asymmetric (nearest: floor)
+        self._op_Resize(n, qp, ctm_default="asymmetric", nearest_default="floor")
+
+    def _op_LayerNormalization(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        """Float MEAN, SUB, MUL, MEAN, ADD eps, RSQRT, MUL, MUL gamma, ADD beta over the trailing axes."""
+        x = n.input[0]
+        v = self.vals[x]
+        rank = len(v.shape)
+        axis = int(_attr(n, "axis", -1)) % rank
+        eps = float(_attr(n, "epsilon", 1e-5))
+        if len([o for o in n.output if o]) > 1:
+            raise self.unsupported(n, "Mean/InvStdDev outputs", "LayerNormalization with one output")
+        src = self.act(x, "f", False)
+        shape = list(v.shape)
+        red = shape[:axis] + [1] * (rank - axis)
+        axes = self.int_tensor(f"{n.name}/axes", list(range(axis, rank)))
+
+        def t(name: str, shp: Sequence[int]) -> int:
+            return self.b.add_tensor(f"{n.name}/{name}", shp, "float32")
+
+        mean, d, sq, var = t("mean", red), t("centered", shape), t("squared", shape), t("var", red)
+        self.b.add_op("MEAN", [src, axes], [mean], {"keep_dims": True})
+        self.b.add_op("SUB", [src, mean], [d])
+        self.b.add_op("MUL", [d, d], [sq])
+        self.b.add_op("MEAN", [sq, axes], [var], {"keep_dims": True})
+        ve, rs, nd = t("var_eps", red), t("rsqrt", red), t("normalized", shape)
+        self.b.add_op("ADD", [var, self.const_tensor(f"{n.name}/eps", np.array(eps, np.float32))], [ve])
+        self.b.add_op("RSQRT", [ve], [rs])
+        self.b.add_op("MUL", [d, rs], [nd])
+        cur = nd
+        for k, (i, builtin) in enumerate(((1, "MUL"), (2, "ADD"))):
+            if len(n.input) > i and n.input[i]:
+                c = np.asarray(self.const(n.input[i]), np.float32)
+                c = c.reshape((1,) * (rank - c.ndim) + c.shape)
+                out = t(f"affine{k}", shape)
+                self.b.add_op(builtin, [cur, self.const_tensor(f"{n.name}/{n.input[i]}", c)], [out])
+                cur = out
+        self.vals[n.output[0]] = _Val(name=n.output[0], shape=v.shape, reps={("f", False): cur})
+        self.notes.append(f"node '{n.name}' (LayerNormalization) runs in float as MEAN/SUB/MUL/RSQRT")
+
+    def _via_2d(self, n: onnx.NodeProto, qp: _QP | None, handler: Any) -> None:
+        """A 1-D Conv / pooling [N, C, L] as its 2-D form on [N, C, 1, L] (RESHAPE in, RESHAPE out)."""
+        x, y = n.input[0], n.output[0]
+        v = self.vals[x]
+        nb, c, length = v.shape
+        wname = n.input[1] if n.op_type == "Conv" else None
+        wq = self.cdq.get(wname) if wname else None
+        int8_w = wq is not None and wq.q.dtype == np.int8 and not np.any(wq.zp != 0)
+        kind = "q" if qp is not None and (wname is None or int8_w) else "f"
+        qp = qp if kind == "q" else None
+        x4, y4 = f"{n.name}/in_2d", f"{n.name}/out_2d"
+        shape4 = [nb, c, 1, length]
+        t = self._like(v, kind, shape4, x4)
+        self.b.add_op("RESHAPE", [self.act(x, kind, False), self.int_tensor("shape", shape4)], [t],
+                      {"new_shape": shape4})  # fmt: skip
+        self.vals[x4] = _Val(name=x4, shape=tuple(shape4), qp=v.qp if kind == "q" else None, reps={(kind, False): t})
+        tmp = onnx.NodeProto()
+        tmp.CopyFrom(n)
+        del tmp.input[:], tmp.output[:], tmp.attribute[:]
+        tmp.input.extend([x4, *n.input[1:]])
+        tmp.output.append(y4)
+        for a in n.attribute:
+            val = helper.get_attribute_value(a)
+            if a.name in ("kernel_shape", "strides", "dilations"):
+                val = [1, *val]
+            elif a.name == "pads":
+                val = [0, val[0], 0, val[1]]
+            tmp.attribute.append(helper.make_attribute(a.name, val.decode() if isinstance(val, bytes) else val))
+        if wname is not None:
+            w4 = f"{wname}/2d"
+            if wq is not None:
+                self.cdq[w4] = _ConstDQ(q=wq.q[:, :, None, :], scale=wq.scale, zp=wq.zp, axis=wq.axis)
+            else:
+                w = self.const(wname)
+                self.add_const(w4, w.reshape(w.shape[0], w.shape[1], 1, w.shape[2]))
+            tmp.input[1] = w4
+        out3 = self.shapes[y]
+        self.shapes[y4] = (out3[0], out3[1], 1, out3[2])
+        handler(tmp, qp)
+        yv = self.vals[y4]
+        src = self._logical(y4, kind)
+        out = self.new_val(y, out3, kind, False, yv.qp)
+        self.b.add_op("RESHAPE", [src, self.int_tensor("shape", list(out3))], [out.reps[(kind, False)]],
+                      {"new_shape": list(out3)})  # fmt: skip
+        self.notes.append(f"node '{n.name}' ({n.op_type} 1-D) runs as its 2-D form with H = 1")
+
+    def _scalar(self, name: str) -> float | None:
+        if not self.is_const(name):
+            return None
+        c = np.asarray(self.const(name))
+        return float(c.reshape(())) if c.size == 1 else None
+
+    def _match_gelu(self) -> None:
+        """The exact GELU as PyTorch exports it before opset 20 -- Div(x, sqrt 2) (or Mul(x, 1/sqrt 2)) -> Erf ->
+        Add 1 -> Mul x -> Mul 0.5 (the 0.5 may come first) -- becomes one Gelu node (TFLite GELU)."""
+        nodes = [n for n in self.m.graph.node if n.name not in self._skip]
+        producer = {o: n for n in nodes for o in n.output}
+        users: dict[str, list[onnx.NodeProto]] = {}
+        for n in nodes:
+            for i in n.input:
+                users.setdefault(i, []).append(n)
+
+        def only_user(t: str, op: str) -> onnx.NodeProto | None:
+            u = users.get(t, [])
+            return u[0] if len(u) == 1 and u[0].op_type == op and t not in self.graph_outputs else None
+
+        def other(n: onnx.NodeProto, t: str) -> str:
+            return n.input[1] if n.input[0] == t else n.input[0]
+
+        def near(v: float | None, want: float) -> bool:
+            return v is not None and abs(v - want) <= 1e-4 * abs(want)
+
+        for erf in [n for n in nodes if n.op_type == "Erf"]:
+            pre = producer.get(erf.input[0])
+            if pre is None or only_user(pre.output[0], "Erf") is None:
+                continue
+            if pre.op_type == "Div" and near(self._scalar(pre.input[1]), 2**0.5):
+                x = pre.input[0]
+            elif pre.op_type == "Mul" and near(self._scalar(other(pre, pre.input[0])), 2**-0.5):
+                x = pre.input[0] if not self.is_const(pre.input[0]) else pre.input[1]
+            else:
+                continue
+            add = only_user(erf.output[0], "Add")
+            if add is None or not near(self._scalar(other(add, erf.output[0])), 1.0):
+                continue
+            m1 = only_user(add.output[0], "Mul")
+            if m1 is None:
+                continue
+            partner = other(m1, add.output[0])
+            gone = [pre, erf, add]
+            if partner == x:
+                m2 = only_user(m1.output[0], "Mul")
+                if m2 is None or not near(self._scalar(other(m2, m1.output[0])), 0.5):
+                    continue
+                gone.append(m1)
+                final = m2
+            else:
+                half = producer.get(partner)
+                if half is None or half.op_type != "Mul" or only_user(partner, "Mul") is not m1:
+                    continue
+                if x not in half.input or not near(self._scalar(other(half, x)), 0.5):
+                    continue
+                gone.append(half)
+                final = m1
+            for g in gone:
+                self._skip.add(g.name)
+                self.absorbed.add(g.name)
+            final.op_type = "Gelu"
+            del final.input[:], final.attribute[:]
+            final.input.append(x)
+            self.notes.append(f"GELU pattern (Erf '{erf.name}') ending at '{final.name}' runs as TFLite GELU")
