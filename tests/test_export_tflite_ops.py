@@ -13,7 +13,7 @@ from onnx import helper
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
 from edgecnn.export.tflite_writer import read_tflite
-from edgecnn.export.to_tflite import onnx_to_tflite
+from edgecnn.export.to_tflite import UnsupportedOpError, onnx_to_tflite
 from tests.onnx_builders import make_model, rng_w
 from tests.test_export_tflite import Lite, int8_ops, ort_run
 
@@ -50,6 +50,15 @@ def _out_scale(q: onnx.ModelProto) -> float:
     return float(onnx.numpy_helper.to_array(s))
 
 
+def _c(*v: float) -> np.ndarray:
+    return np.asarray(v, np.float32).reshape(()) if len(v) == 1 else np.asarray(v, np.float32)
+
+
+def _i(*v: int) -> np.ndarray:
+    return np.asarray(v, np.int64)
+
+
+N = helper.make_node
 S = np.float32  # scalar constants
 CONV = helper.make_node("Conv", ["x", "w"], ["x1"], kernel_shape=[1, 1])
 INT8_CASES: dict[str, tuple[list[onnx.NodeProto], dict[str, np.ndarray], set[str]]] = {
@@ -67,6 +76,20 @@ INT8_CASES: dict[str, tuple[list[onnx.NodeProto], dict[str, np.ndarray], set[str
     "max_const": ([helper.make_node("Max", ["x", "k"], ["y"])], {"k": S(-0.4).reshape(())}, {"MAXIMUM"}),
     "min_const": ([helper.make_node("Min", ["x", "k"], ["y"])], {"k": S(1.3).reshape(())}, {"MINIMUM"}),
     "max_two_acts": ([CONV, helper.make_node("Max", ["x", "x1"], ["y"])], {"w": rng_w(3, 3, 1, 1)}, {"MAXIMUM"}),
+    "prelu": ([CONV, N("PRelu", ["x1", "sl"], ["y"])], {"w": rng_w(3, 3, 1, 1), "sl": rng_w(3, 1, 1) * 0.3},
+              {"PRELU"}),
+    "grouped_conv": ([N("Conv", ["x", "w"], ["x1"], kernel_shape=[1, 1]),
+                      N("Conv", ["x1", "wg"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=2)],
+                     {"w": rng_w(4, 3, 1, 1), "wg": rng_w(6, 2, 3, 3, seed=3)}, {"CONV_2D"}),
+    "conv1d": ([N("Reshape", ["x", "s"], ["r"]), N("Conv", ["r", "w1", "b1"], ["y"], kernel_shape=[3], pads=[1, 1])],
+               {"s": _i(1, 3, 80), "w1": rng_w(5, 3, 3), "b1": rng_w(5)}, {"CONV_2D"}),
+    "gemm_alpha_beta": ([N("Flatten", ["x"], ["f"]), N("Gemm", ["f", "g", "gc"], ["y"], transB=1, alpha=0.5,
+                         beta=2.0)], {"g": rng_w(5, 240), "gc": rng_w(5)}, {"FULLY_CONNECTED"}),
+    "depth_to_space_upsample_tile": (
+        [N("Conv", ["x", "w8"], ["c"], kernel_shape=[1, 1]), N("DepthToSpace", ["c"], ["d"], blocksize=2),
+         N("Tile", ["d", "rep"], ["y"])],
+        {"w8": rng_w(8, 3, 1, 1), "rep": _i(1, 1, 1, 2)}, {"DEPTH_TO_SPACE", "TILE"},
+    ),
     "mobilenetv3_se_chain": (
         [CONV, helper.make_node("HardSwish", ["x1"], ["h"]),
          helper.make_node("GlobalAveragePool", ["h"], ["g"]),
@@ -96,7 +119,7 @@ def test_int8_op_runs_as_int8_kernel_and_matches_the_qdq_model(case: str, tmp_pa
     assert want <= set(int8_ops(g)), (case, ops)
     # int8 from the input QUANTIZE to the output DEQUANTIZE: no float island in between
     assert ops["DEQUANTIZE"] == 1, ops
-    assert not [op for op in g.ops if op.builtin not in ("DEQUANTIZE", "QUANTIZE", "TRANSPOSE")
+    assert not [op for op in g.ops if op.builtin not in ("DEQUANTIZE", "QUANTIZE", "TRANSPOSE", "RESHAPE")
                 and g.tensors[op.outputs[0]].dtype == "float32"], ops  # fmt: skip
     step = _out_scale(q)
     lite = Lite(ex.data)
@@ -159,15 +182,6 @@ def test_int8_hand_written_qdq_ops_match_onnxruntime(case: str) -> None:
 
 
 # -- float parity: one row per op / attributes, LiteRT vs ONNX Runtime ------------------------------------------
-def _c(*v: float) -> np.ndarray:
-    return np.asarray(v, np.float32).reshape(()) if len(v) == 1 else np.asarray(v, np.float32)
-
-
-def _i(*v: int) -> np.ndarray:
-    return np.asarray(v, np.int64)
-
-
-N = helper.make_node
 CONV6 = N("Conv", ["x", "w6"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
 W6 = {"w6": rng_w(6, 3, 3, 3)}
 FLOAT_CASES: dict[str, tuple[list[onnx.NodeProto], dict[str, np.ndarray], int]] = {
@@ -233,3 +247,29 @@ def test_float_op_matches_onnxruntime(case: str) -> None:
         (got,), (ref,) = lite(x), ort_run(m, x)
         assert got.shape == ref.shape, (got.shape, ref.shape)
         np.testing.assert_allclose(got, ref, atol=2e-4, rtol=2e-4)
+
+
+# -- refusals: an op or attribute with no faithful TFLite form is exit 2 naming node, op and the nearest form -------
+REFUSED: dict[str, tuple[onnx.NodeProto, dict[str, np.ndarray], str]] = {
+    "depth_to_space_crd": (N("DepthToSpace", ["x"], ["y"], name="n", blocksize=2, mode="CRD"), {}, "mode CRD"),
+    "erf_alone": (N("Erf", ["x"], ["y"], name="n"), {}, "no ERF"),
+    "gather_elements": (N("GatherElements", ["x", "gi"], ["y"], name="n", axis=1),
+                        {"gi": np.zeros((1, 2, 8, 10), np.int64)}, "no TFLite conversion"),
+    "dilated_maxpool": (N("MaxPool", ["x"], ["y"], name="n", kernel_shape=[2, 2], dilations=[2, 2]), {},
+                        "dilated pooling"),
+    "elu_alpha": (N("Elu", ["x"], ["y"], name="n", alpha=0.5), {}, "alpha 0.5"),
+    "resize_nearest_align_corners": (N("Resize", ["x", "", "sc"], ["y"], name="n", mode="nearest",
+                                       coordinate_transformation_mode="align_corners"), {"sc": _c(1, 1, 2, 2)},
+                                     "coordinate_transformation_mode=align_corners"),
+    "resize_cubic": (N("Resize", ["x", "", "sc"], ["y"], name="n", mode="cubic"), {"sc": _c(1, 1, 2, 2)},
+                     "mode cubic"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_unconvertible_ops_are_refused_by_name(case: str) -> None:
+    node, inits, why = REFUSED[case]
+    m = make_model([node], [("x", list(X))], [("y", None)], inits)
+    with pytest.raises(UnsupportedOpError, match=rf"node 'n' \({node.op_type}\).*{why}.*nearest supported") as e:
+        onnx_to_tflite(m)
+    assert e.value.exit_code == 2 and "\n" not in str(e.value)

@@ -61,44 +61,42 @@ _P = (0, 2, 3, 1)  # NCHW -> NHWC: stored axis j holds logical axis _P[j]
 _INV_P = (0, 3, 1, 2)  # logical axis a sits at stored axis _INV_P[a]
 
 SUPPORTED_OPS = (
-    "Add", "AveragePool", "BatchNormalization", "Clip", "Concat", "Conv", "ConvTranspose", "DequantizeLinear", "Div",
-    "Flatten", "Gather", "Gemm", "GlobalAveragePool", "GlobalMaxPool", "HardSigmoid", "HardSwish", "LeakyRelu",
-    "MatMul", "Max", "MaxPool", "Min", "Mul", "Pad", "QuantizeLinear", "ReduceMax", "ReduceMean", "Relu", "Reshape",
-    "Resize", "Sigmoid", "Slice", "Softmax", "Split", "Squeeze", "Sub", "Tanh", "Transpose", "Unsqueeze",
+    "Abs", "Add", "And", "AveragePool", "BatchNormalization", "Cast", "Clip", "Concat", "Conv", "ConvTranspose",
+    "DepthToSpace", "DequantizeLinear", "Div", "Elu", "Equal", "Exp", "Expand", "Flatten", "Gather", "Gelu", "Gemm",
+    "GlobalAveragePool", "GlobalMaxPool", "Greater", "GreaterOrEqual", "HardSigmoid", "HardSwish",
+    "LayerNormalization", "LeakyRelu", "Less", "LessOrEqual", "Log", "MatMul", "Max", "MaxPool", "Min", "Mul",
+    "Neg", "Not", "Or", "PRelu", "Pad", "Pow", "QuantizeLinear", "ReduceMax", "ReduceMean", "ReduceSum", "Relu",
+    "Reshape", "Resize", "Sigmoid", "Slice", "Softmax", "SpaceToDepth", "Split", "Sqrt", "Squeeze", "Sub", "Tanh",
+    "Tile", "Transpose", "Unsqueeze", "Upsample", "Where",
 )  # fmt: skip
 # Nearest supported alternative for ops people commonly meet in CNN exports.
 _NEAREST: dict[str, str] = {
-    "GatherElements": "Gather with constant indices, or Slice",
+    "GatherElements": "Gather with constant indices, or Slice (TFLite has no per-element gather along an axis)",
     "Shape": "a fixed input shape (--input-shape), so the shape subgraph folds away",
-    "Expand": "a broadcasting Mul/Add with a constant of ones",
     "Einsum": "MatMul / Gemm",
-    "LayerNormalization": "ReduceMean + Sub + Mul + Div (or BatchNormalization after a Conv)",
-    "InstanceNormalization": "BatchNormalization folded into the preceding Conv",
-    "PRelu": "LeakyRelu (one slope) or Relu",
-    "Elu": "Relu or LeakyRelu",
-    "Gelu": "Sigmoid(1.702 x) * x, or Relu",
-    "Erf": "Sigmoid-based GELU approximation: x * Sigmoid(1.702 x)",
-    "Cast": "keep the graph in one float type",
+    "InstanceNormalization": "BatchNormalization folded into the preceding Conv, or LayerNormalization",
     "ConstantOfShape": "a constant initializer (fix the input shape)",
     "NonMaxSuppression": "run NMS outside the model, on its raw boxes and scores",
     "TopK": "post-processing outside the model",
-    "Upsample": "Resize (opset >= 11)",
     "LRN": "BatchNormalization",
+    "ScatterND": "Concat of Slices (write the updated tensor from its parts)",
+    "Range": "a constant initializer (fix the input shape)",
 }
 
 # Ops whose TFLite int8 kernels assume the output on the input's grid (they move or pick values, or average
 # them without rescaling: AVERAGE_POOL_2D, RESIZE_BILINEAR); a different downstream grid is a requantize after.
 _PASS_OPS = frozenset({"MaxPool", "GlobalMaxPool", "ReduceMax", "Reshape", "Flatten", "Squeeze", "Unsqueeze",
                        "Transpose", "Slice", "Split", "Pad", "Relu", "Identity", "Resize", "AveragePool",
-                       "Gather"})  # fmt: skip
+                       "Gather", "Expand", "Tile", "SpaceToDepth", "DepthToSpace", "Upsample"})  # fmt: skip
 _LOOK_THROUGH = frozenset({"Split", "Resize", "MaxPool", "AveragePool", "Reshape", "Flatten", "Squeeze", "Unsqueeze",
-                           "Transpose", "Slice", "Gather"})  # fmt: skip
+                           "Transpose", "Slice", "Gather", "Expand", "Tile", "SpaceToDepth", "DepthToSpace",
+                           "Upsample"})  # fmt: skip
 _NHWC_NATIVE = frozenset({"Conv", "ConvTranspose", "MaxPool", "AveragePool", "Resize", "GlobalAveragePool"})
 _FIXED_INT8: dict[str, tuple[float, int]] = {"Sigmoid": (1 / 256, -128), "Softmax": (1 / 256, -128),
                                             "Tanh": (1 / 128, 0)}  # fmt: skip
 _INT8_OPS = _PASS_OPS | frozenset(_FIXED_INT8) | frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Sub",
     "Mul", "Concat", "GlobalAveragePool", "ReduceMean", "HardSwish", "LeakyRelu", "Div", "Clip", "Max", "Min",
-    "HardSigmoid"})  # fmt: skip
+    "HardSigmoid", "PRelu"})  # fmt: skip
 _KIND_DTYPE = {"f": "float32", "q": "int8", "b": "bool", "i": "int32"}
 _FUSABLE = frozenset({"Conv", "Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "AveragePool", "MaxPool", "Concat"})
 _FUSED_TFL = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "SUB", "MUL", "DIV",
@@ -1809,7 +1807,7 @@ class _Converter:
     def _op_PRelu(self, n: onnx.NodeProto, qp: _QP | None) -> None:
         if not self.is_const(n.input[1]):
             raise self.unsupported(n, "slope computed at run time", "PRelu with a constant slope")
-        self._elementwise(n, None, "PRELU")
+        self._elementwise(n, qp, "PRELU")
 
     def _compare(self, n: onnx.NodeProto, builtin: str) -> None:
         self._elementwise(n, None, builtin, in_kind=self._kind(self._acts(n)[0]), out_kind="b")
