@@ -241,6 +241,8 @@ def _prepare(model: onnx.ModelProto, base_dir: Path | None) -> onnx.ModelProto:
             f"input(s) with dynamic dimensions: {', '.join(dynamic) or 'unknown shape'}; TFLite export needs a fixed "
             "input shape: fix them with --input-shape NAME=1x3x224x224"
         )
+    _fold_quantized_shape_inputs(m, base_dir)
+    del m.graph.value_info[:]  # recomputed at the fixed shape (exporters and quantizers leave symbolic or stale ones)
     try:
         infer_shapes_inplace(m)
         for _ in range(8):
@@ -256,6 +258,60 @@ def _prepare(model: onnx.ModelProto, base_dir: Path | None) -> onnx.ModelProto:
             f"shape inference failed while preparing the TFLite export: {str(e).splitlines()[0]}"
         ) from None
     return m
+
+
+_SHAPE_INPUTS = {"Resize": (1, 2, 3), "Upsample": (1,), "Reshape": (1,), "Expand": (1,), "Tile": (1,)}
+
+
+def _fold_quantized_shape_inputs(m: onnx.ModelProto, base_dir: Path | None) -> None:
+    """A Resize scale (or Reshape/Expand/Tile shape) that a quantizer routed through QuantizeLinear ->
+    DequantizeLinear of a constant (ORT's quantize_static does this to Resize scales) becomes that constant as
+    written, so that shape inference knows the output shape; a DequantizeLinear of an integer initializer is
+    evaluated."""
+    consts = [n for n in m.graph.node if n.op_type == "Constant" and _attr(n, "value") is not None]
+    if consts:  # Constant nodes with a tensor value are initializers (exporters write both)
+        for n in consts:
+            m.graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(_attr(n, "value")), n.output[0]))
+        keep = [n for n in m.graph.node if not (n.op_type == "Constant" and _attr(n, "value") is not None)]
+        del m.graph.node[:]
+        m.graph.node.extend(keep)
+    inits = {t.name: t for t in m.graph.initializer}
+    producer = {o: n for n in m.graph.node for o in n.output}
+    drop: set[str] = set()
+    for n in m.graph.node:
+        for k in _SHAPE_INPUTS.get(n.op_type, ()):
+            if k >= len(n.input) or not n.input[k]:
+                continue
+            dq = producer.get(n.input[k])
+            if dq is None or dq.op_type != "DequantizeLinear":
+                continue
+            q = producer.get(dq.input[0])
+            src = q.input[0] if q is not None and q.op_type == "QuantizeLinear" else dq.input[0]
+            if src not in inits or any(i and i not in inits for i in (*dq.input[1:], *(q.input[1:] if q else ()))):
+                continue
+            arr = to_array(inits[src], base_dir)
+            if q is None or q.op_type != "QuantizeLinear":
+                arr = _q_dq(arr, [to_array(inits[i], base_dir) for i in dq.input[1:] if i], "dq")
+            # else: the constant as written; a quantized scale (2/255 steps: 1 -> 0.996) would change the shape
+            new = f"{n.input[k]}/folded"
+            if new not in inits:
+                t = numpy_helper.from_array(arr.astype(np.float32) if arr.dtype.kind == "f" else arr, new)
+                m.graph.initializer.append(t)
+                inits[new] = t
+            n.input[k] = new
+            drop.add(dq.name)
+    if drop:
+        used = {i for n in m.graph.node if n.name not in drop for i in n.input}
+        keep = [n for n in m.graph.node if n.name not in drop or any(o in used for o in n.output)]
+        del m.graph.node[:]
+        m.graph.node.extend(keep)
+
+
+def _q_dq(x: np.ndarray, params: list[np.ndarray], how: str) -> np.ndarray:
+    """Per-tensor DequantizeLinear of a constant."""
+    scale = np.float32(np.asarray(params[0]).reshape(()))
+    zp = np.asarray(params[1]).reshape(()) if len(params) > 1 else np.zeros((), np.uint8)
+    return ((x.astype(np.int32) - int(zp)).astype(np.float32) * scale).astype(np.float32)
 
 
 def _shape_map(m: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
@@ -516,9 +572,32 @@ class _Converter:
 
     def _collect_const_dq(self) -> None:
         self._skip: set[str] = set()
+        folded_q: dict[str, np.ndarray] = {}  # QuantizeLinear of a constant (ORT writes them), done here
+        self.const_float: dict[str, np.ndarray] = {}  # DQ(Q(c)) -> c, for attribute-like uses (Clip bounds)
         for n in self.m.graph.node:
-            if n.op_type == "DequantizeLinear" and n.input[0] in self.inits:
-                q = to_array(self.inits[n.input[0]], self.base_dir)
+            if n.op_type == "QuantizeLinear" and n.input[0] in self.inits and n.input[0] not in self.cdq:
+                c = to_array(self.inits[n.input[0]], self.base_dir).astype(np.float64)
+                scale = self.const(n.input[1]).astype(np.float64)
+                zp_arr = self.const(n.input[2]) if len(n.input) > 2 and n.input[2] else np.zeros((), np.uint8)
+                axis = int(_attr(n, "axis", 1))
+                if scale.size > 1:
+                    shape = [1] * c.ndim
+                    shape[axis % c.ndim] = -1
+                    scale, zp = scale.reshape(shape), zp_arr.astype(np.float64).reshape(shape)
+                else:
+                    scale, zp = scale.reshape(()), zp_arr.astype(np.float64).reshape(())
+                info = np.iinfo(zp_arr.dtype)
+                folded_q[n.output[0]] = np.clip(np.rint(c / scale) + zp, info.min, info.max).astype(zp_arr.dtype)
+                self.const_float[n.output[0]] = c.astype(np.float32)
+                self._skip.add(n.name)
+                self.absorbed.add(n.name)
+                continue
+            if n.op_type == "DequantizeLinear" and (n.input[0] in self.inits or n.input[0] in folded_q):
+                q = folded_q.get(n.input[0])
+                if q is None:
+                    q = to_array(self.inits[n.input[0]], self.base_dir)
+                elif n.input[0] in self.const_float:
+                    self.const_float[n.output[0]] = self.const_float[n.input[0]]
                 scale = np.atleast_1d(self.const(n.input[1]).astype(np.float32))
                 zp = (
                     np.atleast_1d(self.const(n.input[2])).astype(np.int64)
@@ -571,12 +650,16 @@ class _Converter:
             return "RELU"
         return None
 
+    def _bound(self, name: str) -> float:
+        """A scalar bound as written before quantization (DQ(Q(6.0)) is 6.0 here, so RELU6 stays RELU6)."""
+        return float(np.asarray(self.const_float.get(name, self.const(name))).reshape(()))
+
     def _clip_bounds(self, n: onnx.NodeProto) -> tuple[float | None, float | None]:
         lo, hi = _attr(n, "min"), _attr(n, "max")
         if len(n.input) > 1 and n.input[1]:
-            lo = float(self.const(n.input[1])) if self.is_const(n.input[1]) else "dyn"
+            lo = float(self._bound(n.input[1])) if self.is_const(n.input[1]) else "dyn"
         if len(n.input) > 2 and n.input[2]:
-            hi = float(self.const(n.input[2])) if self.is_const(n.input[2]) else "dyn"
+            hi = float(self._bound(n.input[2])) if self.is_const(n.input[2]) else "dyn"
         if lo == "dyn" or hi == "dyn":
             raise UnsupportedOpError(
                 f"node '{n.name}' (Clip): min/max are computed at run time; nearest supported: constant min/max"
@@ -1611,7 +1694,10 @@ class _Converter:
         it = self.b.add_tensor(f"{n.name}/indices", ind.shape, "int32", data=ind)
         self.emit(n, "GATHER", [src, it], qp, False, {"axis": axis, "batch_dims": 0})
 
-    def _op_Softmax(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+    def _op_LogSoftmax(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        self._op_Softmax(n, None, "LOG_SOFTMAX")
+
+    def _op_Softmax(self, n: onnx.NodeProto, qp: _QP | None, builtin: str = "SOFTMAX") -> None:
         x = n.input[0]
         v = self.vals[x]
         rank = len(v.shape)
@@ -1622,7 +1708,7 @@ class _Converter:
         for nhwc in [v.nhwc, not v.nhwc] if rank == 4 else [False]:
             if self._axis(v, axis, nhwc) == rank - 1:
                 src = self.act(x, kind, nhwc)
-                self.emit(n, "SOFTMAX", [src], qp, nhwc, {"beta": 1.0})
+                self.emit(n, builtin, [src], qp, nhwc, {"beta": 1.0} if builtin == "SOFTMAX" else None)
                 if qp is not None:
                     self.notes.append(
                         f"node '{n.name}' (Softmax) runs as int8 with output scale 1/256, zero point -128"
@@ -1641,9 +1727,9 @@ class _Converter:
             if qp2 is not None
             else self.b.add_tensor(f"{n.name}/softmax", tshape, "float32")
         )
-        self.b.add_op("SOFTMAX", [t1], [t2], {"beta": 1.0})
+        self.b.add_op(builtin, [t1], [t2], {"beta": 1.0} if builtin == "SOFTMAX" else None)
         self.emit(n, "TRANSPOSE", [t2, self.int_tensor("perm", [int(i) for i in inv])], qp, False)
-        self.notes.append(f"node '{n.name}' (Softmax over axis {axis}): TRANSPOSE around SOFTMAX (last axis only)")
+        self.notes.append(f"node '{n.name}' ({n.op_type} over axis {axis}): TRANSPOSE around {builtin} (last axis only)")
 
     def _opset(self) -> int:
         return next((o.version for o in self.m.opset_import if o.domain in ("", "ai.onnx")), 0)
