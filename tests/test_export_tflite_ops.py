@@ -309,3 +309,38 @@ def test_exported_cnn_converts_float_and_fully_int8_from_onnxruntime_qdq(name: s
         (got,), (ref,) = lite(x), ort_run(q, x)
         assert got.shape == ref.shape
         assert np.abs(got - ref).max() <= 2.01 * step, (name, np.abs(got - ref).max() / step)
+
+
+# -- memory: weights are read once and never written back into a proto or held twice ---------------------------
+def test_batchnorm_folds_without_writing_weights_into_the_proto(tmp_path: Path) -> None:
+    from edgecnn.export.to_tflite import _prepare
+    from edgecnn.graph.external import externalized_copy
+    from tests.test_export_tflite import _bench_model
+
+    m = _bench_model("resnet18", 32)
+    assert any(n.op_type == "BatchNormalization" for n in m.graph.node)
+    p = _prepare(externalized_copy(m, tmp_path, "w.bin"), tmp_path)
+    assert not any(n.op_type == "BatchNormalization" for n in p.graph.node)
+    inline = [
+        t.name for t in p.graph.initializer if t.data_location != onnx.TensorProto.EXTERNAL and t.ByteSize() > 8192
+    ]
+    assert not inline, inline  # only per-channel factors and biases are new; weights stay in the external file
+    ex = onnx_to_tflite(m)
+    x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    (got,), (ref,) = Lite(ex.data)(x), ort_run(m, x)
+    np.testing.assert_allclose(got, ref, atol=1e-4 * float(np.abs(ref).max()), rtol=1e-4)
+
+
+def test_release_serializes_once() -> None:
+    from edgecnn.export.tflite_writer import TFLiteBuilder
+
+    b = TFLiteBuilder()
+    w = b.add_tensor("w", [4], "float32", data=np.arange(4, dtype=np.float32))
+    y = b.add_tensor("y", [4], "float32")
+    x = b.add_tensor("x", [4], "float32")
+    b.add_op("ADD", [x, w], [y])
+    b.set_io([x], [y])
+    first = b.to_bytes(release=True)
+    assert read_tflite(first).tensors[w].has_data
+    with pytest.raises(RuntimeError, match="release=True"):
+        b.to_bytes()

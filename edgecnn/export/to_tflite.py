@@ -49,7 +49,8 @@ from edgecnn.errors import BadInputError, ModelError
 from edgecnn.export.tflite_writer import TFLiteBuilder
 from edgecnn.graph.external import externalized_copy, to_array
 from edgecnn.graph.load import dims_of, graph_inputs, infer_shapes_inplace
-from edgecnn.graph.passes import _fold_batchnorm, _fold_constants, _remove_identities
+from edgecnn.graph.passes import _attr as _pass_attr
+from edgecnn.graph.passes import _consumers, _fold_constants, _remove_identities, remove_unused_initializers
 from edgecnn.preprocess import Layout, PreprocessSpec, spec_from_dict
 
 PRECISIONS = ("auto", "float32", "float16", "int8")
@@ -194,7 +195,7 @@ def onnx_to_tflite(
         spec = replace(preprocess, layout=Layout.NHWC if input_layout == "NHWC" else preprocess.layout)
         conv.b.add_metadata(METADATA_PREPROCESS, spec.to_json().encode())
     return TFLiteExport(
-        data=conv.b.to_bytes(),
+        data=conv.b.to_bytes(release=True),
         precision=precision,
         io_dtype=io_dtype,
         input_layout=input_layout,
@@ -251,7 +252,7 @@ def _prepare(model: onnx.ModelProto, base_dir: Path | None) -> onnx.ModelProto:
             _fold_constants(m, base_dir)
             infer_shapes_inplace(m)
         # the passes of graph.passes.prepare, in place on our copy (no second copy of the weights)
-        m = _fold_batchnorm(_remove_identities(_fold_constants(m, base_dir)), base_dir)
+        m = _fold_batchnorm_lazily(_remove_identities(_fold_constants(m, base_dir)), base_dir)
         infer_shapes_inplace(m)
     except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as e:
         raise ModelError(
@@ -312,6 +313,60 @@ def _q_dq(x: np.ndarray, params: list[np.ndarray], how: str) -> np.ndarray:
     scale = np.float32(np.asarray(params[0]).reshape(()))
     zp = np.asarray(params[1]).reshape(()) if len(params) > 1 else np.zeros((), np.uint8)
     return ((x.astype(np.int32) - int(zp)).astype(np.float32) * scale).astype(np.float32)
+
+
+_BN_SCALE = "edgecnn.bn_scale"  # metadata key prefix on the prepared copy: conv name -> per-channel factor
+
+
+def _fold_batchnorm_lazily(m: onnx.ModelProto, base_dir: Path | None) -> onnx.ModelProto:
+    """Conv -> BatchNormalization becomes one Conv without writing new weights into the proto: the folded bias
+    (small) is a new initializer, the per-output-channel factor gamma / sqrt(var + eps) is kept (as a small
+    initializer named ``<conv>/bn_scale``) and applied when the converter reads the weights, once. The same
+    arithmetic as ``graph.passes._fold_batchnorm`` (float64, then the weight dtype); the weights are never
+    held twice."""
+    inits = {t.name: t for t in m.graph.initializer}
+    consumers = _consumers(m)
+    outs = {o.name for o in m.graph.output}
+    producers = {o: n for n in m.graph.node for o in n.output}
+    drop: set[int] = set()
+    for bn in m.graph.node:
+        if bn.op_type != "BatchNormalization" or (len(bn.output) != 1 and any(bn.output[1:])):
+            continue
+        conv = producers.get(bn.input[0])
+        if conv is None or conv.op_type != "Conv" or conv.input[1] not in inits:
+            continue
+        if len(consumers.get(conv.output[0], [])) != 1 or conv.output[0] in outs:
+            continue
+        if not all(x in inits for x in bn.input[1:5]) or f"{conv.name}/bn_scale" in inits:
+            continue
+        if len(conv.input) > 2 and conv.input[2] and conv.input[2] not in inits:
+            continue
+        gamma, beta, mean, var = (to_array(inits[x], base_dir).astype(np.float64) for x in bn.input[1:5])
+        f = gamma / np.sqrt(var + float(_pass_attr(bn, "epsilon", 1e-5)))  # type: ignore[arg-type]
+        cout = int(inits[conv.input[1]].dims[0])
+        b = (
+            to_array(inits[conv.input[2]], base_dir).astype(np.float64)
+            if len(conv.input) > 2 and conv.input[2]
+            else np.zeros(cout)
+        )
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(inits[conv.input[1]].data_type)
+        b_name, s_name = f"{conv.name}/bias_bnfold", f"{conv.name}/bn_scale"
+        m.graph.initializer.append(numpy_helper.from_array(((b - mean) * f + beta).astype(dtype), b_name))
+        m.graph.initializer.append(numpy_helper.from_array(f, s_name))
+        inits[s_name] = m.graph.initializer[-1]
+        if len(conv.input) > 2:
+            conv.input[2] = b_name
+        else:
+            conv.input.append(b_name)
+        conv.output[0] = bn.output[0]
+        drop.add(id(bn))
+    keep = [n for n in m.graph.node if id(n) not in drop]
+    del m.graph.node[:]
+    m.graph.node.extend(keep)
+    scales = [t for t in m.graph.initializer if t.name.endswith("/bn_scale")]
+    m = remove_unused_initializers(m)
+    m.graph.initializer.extend(scales)  # read by the converter, not by a node
+    return m
 
 
 def _shape_map(m: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
@@ -977,6 +1032,9 @@ class _Converter:
         if len(v.shape) != 4:
             raise self.unsupported(n, f"{len(v.shape) - 2}-D convolution", "1-D or 2-D Conv")
         w_real = self.const(wname)
+        if f"{n.name}/bn_scale" in self.inits:  # BatchNormalization folded lazily (_fold_batchnorm_lazily)
+            f = self.const(f"{n.name}/bn_scale")
+            w_real = (w_real.astype(np.float64) * f.reshape(-1, 1, 1, 1)).astype(w_real.dtype)
         cout, cin_g, kh, kw = w_real.shape
         cin = v.shape[1]
         group = int(_attr(n, "group", 1))
