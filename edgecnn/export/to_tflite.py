@@ -1787,7 +1787,9 @@ class _Converter:
         )
         self.b.add_op(builtin, [t1], [t2], {"beta": 1.0} if builtin == "SOFTMAX" else None)
         self.emit(n, "TRANSPOSE", [t2, self.int_tensor("perm", [int(i) for i in inv])], qp, False)
-        self.notes.append(f"node '{n.name}' ({n.op_type} over axis {axis}): TRANSPOSE around {builtin} (last axis only)")
+        self.notes.append(
+            f"node '{n.name}' ({n.op_type} over axis {axis}): TRANSPOSE around {builtin} (last axis only)"
+        )
 
     def _opset(self) -> int:
         return next((o.version for o in self.m.opset_import if o.domain in ("", "ai.onnx")), 0)
@@ -1813,16 +1815,21 @@ class _Converter:
         h, w = out_shape[2], out_shape[3]
         integer = h % v.shape[2] == 0 and w % v.shape[3] == 0
         if mode == "nearest":
-            if ctm == "asymmetric" and nm == "floor":
+            # TFLite: asymmetric -> floor(x / k); half_pixel_centers -> floor((x + 0.5) / k). ONNX agrees exactly:
+            # asymmetric with nearest_mode floor (any scale), or round_prefer_floor at integer scales <= 2 (x / 2
+            # is never above .5); half_pixel at an integer scale with round_prefer_floor/ceil ((x + 0.5) / k - 0.5
+            # is never a tie). nearest_mode floor/ceil with half_pixel, or larger scales rounded, differ.
+            ks = {out_shape[2] / v.shape[2], out_shape[3] / v.shape[3]}
+            if ctm == "asymmetric" and (nm == "floor" or (integer and ks <= {1.0, 2.0} and nm == "round_prefer_floor")):
                 opts = {"align_corners": False, "half_pixel_centers": False}
-            elif ctm in ("half_pixel", "pytorch_half_pixel") and integer and nm in ("round_prefer_floor", "floor"):
+            elif ctm in ("half_pixel", "pytorch_half_pixel") and integer and nm.startswith("round_prefer"):
                 opts = {"align_corners": False, "half_pixel_centers": True}
-            elif ctm == "asymmetric" and integer:
+            elif ks == {1.0}:
                 opts = {"align_corners": False, "half_pixel_centers": False}
             else:
                 raise self.unsupported(
-                    n, f"nearest with coordinate_transformation_mode={ctm}, nearest_mode={nm}",
-                    "Resize nearest with asymmetric/floor or an integer scale",
+                    n, f"nearest with coordinate_transformation_mode={ctm}, nearest_mode={nm} at scale {sorted(ks)}",
+                    "Resize nearest with asymmetric + floor, or half_pixel + round_prefer_floor at an integer scale",
                 )  # fmt: skip
             builtin = "RESIZE_NEAREST_NEIGHBOR"
         elif mode == "linear":
