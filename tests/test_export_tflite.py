@@ -52,7 +52,7 @@ class Lite:
         outs = []
         for d in self.out:
             y = self.it.get_tensor(d["index"])
-            if d["dtype"] != np.float32:
+            if d["dtype"] != np.float32 and d["quantization"][0]:
                 s, z = d["quantization"]
                 y = (y.astype(np.float32) - z) * s
             outs.append(y.copy())

@@ -210,6 +210,15 @@ FLOAT_CASES: dict[str, tuple[list[onnx.NodeProto], dict[str, np.ndarray], int]] 
                              N("LayerNormalization", ["t", "lg", "lb"], ["y"], epsilon=1e-3)],
                             {"lg": rng_w(3) + 1, "lb": rng_w(3, seed=2)}, 17),
     "flatten_axis2": ([CONV6, N("Flatten", ["c"], ["y"], axis=2)], W6, 17),
+    "reduce_min_prod_l2": ([CONV6, N("ReduceMin", ["c"], ["mn"], axes=[2], keepdims=1),
+                            N("ReduceProd", ["mn"], ["p"], axes=[3], keepdims=1),
+                            N("ReduceL2", ["c"], ["l2"], axes=[1, 3], keepdims=1), N("Mul", ["p", "l2"], ["y"])], W6, 17),
+    "argmax_channels": ([CONV6, N("ArgMax", ["c"], ["y"], axis=1, keepdims=0)], W6, 17),
+    "argmax_width_keepdims": ([CONV6, N("ArgMin", ["c"], ["y"], axis=3, keepdims=1)], W6, 17),
+    "floor_ceil_round_reciprocal": ([N("Mul", ["x", "k"], ["m"]), N("Floor", ["m"], ["f"]), N("Ceil", ["m"], ["c"]),
+                                     N("Round", ["m"], ["r"]), N("Add", ["f", "c"], ["fc"]), N("Add", ["fc", "r"], ["s"]),
+                                     N("Add", ["s", "k"], ["s1"]), N("Reciprocal", ["s1"], ["y"])],
+                                    {"k": _c(10.5)}, 17),
     "tile": ([N("Tile", ["x", "rep"], ["y"])], {"rep": _i(1, 2, 1, 2)}, 17),
     "where_greater": ([N("Greater", ["x", "k"], ["g"]), N("Neg", ["x"], ["ng"]), N("Where", ["g", "x", "ng"], ["y"])],
                       {"k": _c(0.3)}, 17),
@@ -355,3 +364,19 @@ def test_release_serializes_once() -> None:
     assert read_tflite(first).tensors[w].has_data
     with pytest.raises(RuntimeError, match="release=True"):
         b.to_bytes()
+
+
+def test_int8_argmax_compares_int8_values_and_matches_onnxruntime(tmp_path: Path) -> None:
+    """A segmentation-style head: ArgMax over the channels of an int8 map reads the int8 tensor directly
+    (quantization is monotonic, so the indices are those of the dequantized values)."""
+    nodes = [N("Conv", ["x", "w"], ["x1"], kernel_shape=[1, 1]), N("ArgMax", ["x1"], ["y"], axis=1, keepdims=1)]
+    q = ort_qdq(make_model(nodes, [("x", list(X))], [("y", None)], {"w": rng_w(5, 3, 1, 1)}), tmp_path)
+    g = read_tflite(onnx_to_tflite(q).data)
+    (am,) = [op for op in g.ops if op.builtin == "ARG_MAX"]
+    assert g.tensors[am.inputs[0]].dtype == "int8" and g.tensors[am.outputs[0]].dtype == "int64"
+    assert "DEQUANTIZE" not in {op.builtin for op in g.ops}
+    lite = Lite(onnx_to_tflite(q).data)
+    for x in _inputs(3, 20):
+        (got,), (ref,) = lite(x), ort_run(q, x)
+        assert got.dtype == ref.dtype == np.int64
+        np.testing.assert_array_equal(got, ref)

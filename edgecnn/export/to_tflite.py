@@ -62,12 +62,13 @@ _P = (0, 2, 3, 1)  # NCHW -> NHWC: stored axis j holds logical axis _P[j]
 _INV_P = (0, 3, 1, 2)  # logical axis a sits at stored axis _INV_P[a]
 
 SUPPORTED_OPS = (
-    "Abs", "Add", "And", "AveragePool", "BatchNormalization", "Cast", "Clip", "Concat", "Conv", "ConvTranspose",
-    "DepthToSpace", "DequantizeLinear", "Div", "Elu", "Equal", "Exp", "Expand", "Flatten", "Gather", "Gelu", "Gemm",
-    "GlobalAveragePool", "GlobalMaxPool", "Greater", "GreaterOrEqual", "HardSigmoid", "HardSwish",
-    "LayerNormalization", "LeakyRelu", "Less", "LessOrEqual", "Log", "MatMul", "Max", "MaxPool", "Min", "Mul",
-    "Neg", "Not", "Or", "PRelu", "Pad", "Pow", "QuantizeLinear", "ReduceMax", "ReduceMean", "ReduceSum", "Relu",
-    "Reshape", "Resize", "Sigmoid", "Slice", "Softmax", "SpaceToDepth", "Split", "Sqrt", "Squeeze", "Sub", "Tanh",
+    "Abs", "Add", "And", "ArgMax", "ArgMin", "AveragePool", "BatchNormalization", "Cast", "Ceil", "Clip", "Concat",
+    "Conv", "ConvTranspose", "DepthToSpace", "DequantizeLinear", "Div", "Elu", "Equal", "Exp", "Expand", "Flatten",
+    "Floor", "Gather", "Gelu", "Gemm", "GlobalAveragePool", "GlobalMaxPool", "Greater", "GreaterOrEqual",
+    "HardSigmoid", "HardSwish", "LayerNormalization", "LeakyRelu", "Less", "LessOrEqual", "Log", "LogSoftmax",
+    "MatMul", "Max", "MaxPool", "Min", "Mul", "Neg", "Not", "Or", "PRelu", "Pad", "Pow", "QuantizeLinear",
+    "Reciprocal", "ReduceL2", "ReduceMax", "ReduceMean", "ReduceMin", "ReduceProd", "ReduceSum", "Relu", "Reshape",
+    "Resize", "Round", "Sigmoid", "Slice", "Softmax", "SpaceToDepth", "Split", "Sqrt", "Squeeze", "Sub", "Tanh",
     "Tile", "Transpose", "Unsqueeze", "Upsample", "Where",
 )  # fmt: skip
 # Nearest supported alternative for ops people commonly meet in CNN exports.
@@ -88,7 +89,7 @@ _NEAREST: dict[str, str] = {
 # them without rescaling: AVERAGE_POOL_2D, RESIZE_BILINEAR); a different downstream grid is a requantize after.
 _PASS_OPS = frozenset({"MaxPool", "GlobalMaxPool", "ReduceMax", "Reshape", "Flatten", "Squeeze", "Unsqueeze",
                        "Transpose", "Slice", "Split", "Pad", "Relu", "Identity", "Resize", "AveragePool",
-                       "Gather", "Expand", "Tile", "SpaceToDepth", "DepthToSpace", "Upsample"})  # fmt: skip
+                       "Gather", "Expand", "Tile", "SpaceToDepth", "DepthToSpace", "Upsample", "ReduceMin"})  # fmt: skip
 _LOOK_THROUGH = frozenset({"Split", "Resize", "MaxPool", "AveragePool", "Reshape", "Flatten", "Squeeze", "Unsqueeze",
                            "Transpose", "Slice", "Gather", "Expand", "Tile", "SpaceToDepth", "DepthToSpace",
                            "Upsample"})  # fmt: skip
@@ -98,7 +99,7 @@ _FIXED_INT8: dict[str, tuple[float, int]] = {"Sigmoid": (1 / 256, -128), "Softma
 _INT8_OPS = _PASS_OPS | frozenset(_FIXED_INT8) | frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Sub",
     "Mul", "Concat", "GlobalAveragePool", "ReduceMean", "HardSwish", "LeakyRelu", "Div", "Clip", "Max", "Min",
     "HardSigmoid", "PRelu"})  # fmt: skip
-_KIND_DTYPE = {"f": "float32", "q": "int8", "b": "bool", "i": "int32"}
+_KIND_DTYPE = {"f": "float32", "q": "int8", "b": "bool", "i": "int32", "l": "int64"}
 _FUSABLE = frozenset({"Conv", "Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "AveragePool", "MaxPool", "Concat"})
 _FUSED_TFL = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "SUB", "MUL", "DIV",
                         "AVERAGE_POOL_2D", "MAX_POOL_2D", "CONCATENATION"})  # fmt: skip
@@ -775,7 +776,9 @@ class _Converter:
             raise ModelError(f"output '{name}' is not produced by any converted node")
         if v.nhwc and len(v.shape) == 4:
             self.notes.append(f"output '{name}' keeps the ONNX (NCHW) order: a TRANSPOSE back from NHWC ends the graph")
-        if self.io == "float32":
+        if self._kind(name) not in ("f", "q"):  # indices, masks: as they are
+            idx = self.act(name, self._kind(name), False)
+        elif self.io == "float32":
             idx = self.act(name, "f", False)
         else:
             if v.qp is None:
@@ -2236,3 +2239,81 @@ class _Converter:
             del final.input[:], final.attribute[:]
             final.input.append(x)
             self.notes.append(f"GELU pattern (Erf '{erf.name}') ending at '{final.name}' runs as TFLite GELU")
+
+    def _op_ReduceMin(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        self._reduce(n, qp, "REDUCE_MIN", self._reduce_axes(n), bool(_attr(n, "keepdims", 1)))
+
+    def _op_ReduceProd(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        self._reduce(n, None, "REDUCE_PROD", self._reduce_axes(n), bool(_attr(n, "keepdims", 1)))
+
+    def _op_ReduceL2(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        """sqrt(sum(x^2)): float SQUARE, SUM, SQRT."""
+        x = n.input[0]
+        v = self.vals[x]
+        sq = f"{n.name}/square"
+        self.vals[sq] = _Val(
+            name=sq, shape=v.shape, reps={("f", v.nhwc): self._like(v, "f", self.stored_shape(v, v.nhwc), sq)}
+        )
+        self.b.add_op("SQUARE", [self.act(x, "f", v.nhwc)], [self.vals[sq].reps[("f", v.nhwc)]])
+        summed = f"{n.name}/sum"
+        tmp = onnx.NodeProto()
+        tmp.CopyFrom(n)
+        del tmp.input[:], tmp.output[:]
+        tmp.input.extend([sq, *n.input[1:]])
+        tmp.output.append(summed)
+        self.shapes[summed] = self.shapes[n.output[0]]
+        self._reduce(tmp, None, "SUM", self._reduce_axes(n), bool(_attr(n, "keepdims", 1)))
+        sv = self.vals[summed]
+        self.emit(n, "SQRT", [self.act(summed, "f", sv.nhwc)], None, sv.nhwc)
+
+    def _op_ArgMax(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        self._arg(n, "ARG_MAX")
+
+    def _op_ArgMin(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        self._arg(n, "ARG_MIN")
+
+    def _arg(self, n: onnx.NodeProto, builtin: str) -> None:
+        """ARG_MAX / ARG_MIN (int64 indices, as ONNX); an int8 input is compared as is (quantization is
+        monotonic); keepdims=1 adds a RESHAPE."""
+        if _attr(n, "select_last_index", 0):
+            raise self.unsupported(n, "select_last_index=1", f"{n.op_type} with select_last_index=0 (first index)")
+        x = n.input[0]
+        v = self.vals[x]
+        rank = len(v.shape)
+        axis = int(_attr(n, "axis", 0)) % rank
+        keep = bool(_attr(n, "keepdims", 1))
+        kind = "q" if ("q", v.nhwc) in v.reps or ("q", not v.nhwc) in v.reps else "f"
+        nhwc = v.nhwc and rank == 4 and not keep
+        if nhwc and [_P[d] for d in range(4) if d != _INV_P[axis]] != sorted(
+            _P[d] for d in range(4) if d != _INV_P[axis]
+        ):
+            nhwc = False
+        nhwc = nhwc or (v.nhwc and rank == 4 and keep)
+        src = self.act(x, kind, nhwc)
+        ax = self.b.add_tensor(
+            f"{n.name}/axis", [1], "int32", data=np.array([_INV_P[axis] if nhwc else axis], np.int32)
+        )
+        out_shape = list(self.shapes[n.output[0]])
+        if not keep:
+            self.emit(n, builtin, [src, ax], None, False, {"output_type": "INT64"}, out_kind="l")
+            return
+        reduced = [d for i, d in enumerate(out_shape) if i != axis]
+        stored = [d for i, d in enumerate(self.stored_shape(v, nhwc)) if i != (_INV_P[axis] if nhwc else axis)]
+        t = self.b.add_tensor(f"{n.name}/reduced", stored, "int64")
+        self.b.add_op(builtin, [src, ax], [t], {"output_type": "INT64"})
+        full = [out_shape[i] for i in _P] if nhwc else out_shape
+        del reduced
+        self.emit(n, "RESHAPE", [t, self.int_tensor("shape", full)], None, nhwc, {"new_shape": full}, out_kind="l")
+
+    def _op_Floor(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        self._same_layout(n, None, "FLOOR", kind="f")
+
+    def _op_Ceil(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        self._same_layout(n, None, "CEIL", kind="f")
+
+    def _op_Round(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        self._same_layout(n, None, "ROUND", kind="f")
+
+    def _op_Reciprocal(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        x = n.input[0]
+        self._elementwise(n, None, "DIV", [f"{n.name}/one", x], {f"{n.name}/one": np.array(1.0, np.float32)})
