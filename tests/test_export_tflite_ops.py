@@ -90,6 +90,11 @@ INT8_CASES: dict[str, tuple[list[onnx.NodeProto], dict[str, np.ndarray], set[str
          N("Tile", ["d", "rep"], ["y"])],
         {"w8": rng_w(8, 3, 1, 1), "rep": _i(1, 1, 1, 2)}, {"DEPTH_TO_SPACE", "TILE"},
     ),
+    "pixel_shuffle_crd": ([N("Conv", ["x", "w8"], ["c"], kernel_shape=[1, 1]),
+                           N("DepthToSpace", ["c"], ["y"], blocksize=2, mode="CRD")], {"w8": rng_w(8, 3, 1, 1)},
+                          {"GATHER", "DEPTH_TO_SPACE"}),
+    "concat_with_constant": ([CONV, N("Concat", ["x1", "kc"], ["y"], axis=1)],
+                             {"w": rng_w(3, 3, 1, 1), "kc": rng_w(1, 2, 8, 10, seed=4)}, {"CONCATENATION"}),
     "mobilenetv3_se_chain": (
         [CONV, helper.make_node("HardSwish", ["x1"], ["h"]),
          helper.make_node("GlobalAveragePool", ["h"], ["g"]),
@@ -246,6 +251,11 @@ FLOAT_CASES: dict[str, tuple[list[onnx.NodeProto], dict[str, np.ndarray], int]] 
                                     coordinate_transformation_mode="asymmetric")], {"sc": _c(1, 1, 2, 2)}, 17),
     "resize_linear_half_pixel_sizes": ([N("Resize", ["x", "", "", "sz"], ["y"], mode="linear")],
                                        {"sz": _i(1, 3, 12, 15)}, 17),
+    "depth_to_space_crd_pixel_shuffle": ([N("Conv", ["x", "w8"], ["c"], kernel_shape=[1, 1]),
+                                          N("DepthToSpace", ["c"], ["y"], blocksize=2, mode="CRD")],
+                                         {"w8": rng_w(8, 3, 1, 1)}, 17),
+    "concat_with_constant": ([CONV6, N("Concat", ["c", "kc", "x"], ["y"], axis=1)],
+                             {**W6, "kc": rng_w(1, 2, 8, 10, seed=4)}, 17),
     "space_to_depth": ([N("SpaceToDepth", ["x"], ["y"], blocksize=2)], {}, 17),
     "depth_to_space_dcr": ([N("Conv", ["x", "w8"], ["c"], kernel_shape=[1, 1]),
                             N("DepthToSpace", ["c"], ["y"], blocksize=2, mode="DCR")], {"w8": rng_w(8, 3, 1, 1)}, 17),
@@ -266,7 +276,6 @@ def test_float_op_matches_onnxruntime(case: str) -> None:
 
 # -- refusals: an op or attribute with no faithful TFLite form is exit 2 naming node, op and the nearest form -------
 REFUSED: dict[str, tuple[onnx.NodeProto, dict[str, np.ndarray], str]] = {
-    "depth_to_space_crd": (N("DepthToSpace", ["x"], ["y"], name="n", blocksize=2, mode="CRD"), {}, "mode CRD"),
     "erf_alone": (N("Erf", ["x"], ["y"], name="n"), {}, "no ERF"),
     "gather_elements": (N("GatherElements", ["x", "gi"], ["y"], name="n", axis=1),
                         {"gi": np.zeros((1, 2, 8, 10), np.int64)}, "no TFLite conversion"),

@@ -1676,20 +1676,30 @@ class _Converter:
 
     def _op_Concat(self, n: onnx.NodeProto, qp: _QP | None) -> None:
         ins = [i for i in n.input if i]
-        if any(self.is_const(i) for i in ins):
-            raise self.unsupported(n, "constant operand", "Concat of activations only")
+        if all(self.is_const(i) for i in ins):
+            raise self.unsupported(n, "all inputs are constant", "constant folding (fixed shapes)")
         rank = len(self.shapes[n.output[0]])
-        nhwc = rank == 4 and any(self.vals[i].nhwc for i in ins)
+        nhwc = rank == 4 and any(self.vals[i].nhwc for i in ins if not self.is_const(i))
         kind = "q" if qp is not None else "f"
-        srcs = [self.act(i, kind, nhwc) for i in ins]
+        srcs = []
+        for i in ins:
+            if self.is_const(i):  # int8: quantized on the output grid, exactly what Q(concat) does to it
+                arr = np.asarray(self.const(i), np.float32)
+                arr = arr.transpose(_P) if nhwc else arr
+                srcs.append(
+                    self._const_on_grid(f"{n.name}/{i}", arr, qp) if qp else self.const_tensor(f"{n.name}/{i}", arr)
+                )
+            else:
+                srcs.append(self.act(i, kind, nhwc))
         if qp is not None:  # XNNPACK's int8 concatenation needs every input on the output's grid
             for k, i in enumerate(ins):
-                if not qp.same(self.vals[i].qp):
+                if not self.is_const(i) and not qp.same(self.vals[i].qp):
                     shape = self.stored_shape(self.vals[i], nhwc)
                     t = self.b.add_tensor(f"{i}/requantized", shape, "int8", scale=[qp.scale], zero_point=[qp.zp])
                     self.b.add_op("QUANTIZE", [srcs[k]], [t])
                     srcs[k] = t
-        axis = self._axis(self.vals[ins[0]], int(_attr(n, "axis")), nhwc)
+        axis = int(_attr(n, "axis")) % rank
+        axis = _INV_P[axis] if nhwc else axis
         self.emit(n, "CONCATENATION", srcs, qp, nhwc, {"axis": axis})
 
     def _op_Split(self, n: onnx.NodeProto, qp: _QP | None) -> None:
@@ -2074,9 +2084,26 @@ class _Converter:
     def _op_DepthToSpace(self, n: onnx.NodeProto, qp: _QP | None) -> None:
         mode = _attr(n, "mode", b"DCR")
         mode = mode.decode() if isinstance(mode, bytes) else mode
+        if mode == "CRD":
+            # TFLite's DEPTH_TO_SPACE reads channels as (block_y, block_x, C) = ONNX DCR; CRD (PyTorch's
+            # PixelShuffle) orders them (C, block_y, block_x): a GATHER on the channel axis reorders them first
+            x = n.input[0]
+            v = self.vals[x]
+            if len(v.shape) != 4:
+                raise self.unsupported(n, "input is not 4-D", "DepthToSpace on an NCHW map")
+            bs = int(_attr(n, "blocksize"))
+            c = v.shape[1] // (bs * bs)
+            perm = np.array([ch * bs * bs + k for k in range(bs * bs) for ch in range(c)], np.int32)
+            kind = "q" if qp is not None else "f"
+            src = self.act(x, kind, True)
+            it = self.b.add_tensor(f"{n.name}/crd_to_dcr", [len(perm)], "int32", data=perm)
+            g = self._like(v, kind, self.stored_shape(v, True), f"{n.name}/dcr")
+            self.b.add_op("GATHER", [src, it], [g], {"axis": 3, "batch_dims": 0})
+            self.emit(n, "DEPTH_TO_SPACE", [g], qp, True, {"block_size": bs})
+            self.notes.append(f"node '{n.name}' (DepthToSpace CRD): channels reordered by GATHER, then DEPTH_TO_SPACE")
+            return
         if mode != "DCR":
-            # TFLite's DEPTH_TO_SPACE reads channels as (block_y, block_x, C) = ONNX DCR; CRD orders (C, by, bx)
-            raise self.unsupported(n, f"mode {mode} (TFLite DEPTH_TO_SPACE is DCR)", "DepthToSpace mode DCR")
+            raise self.unsupported(n, f"mode {mode}", "DepthToSpace mode DCR or CRD")
         self._space_depth(n, qp, "DEPTH_TO_SPACE")
 
     def _space_depth(self, n: onnx.NodeProto, qp: _QP | None, builtin: str) -> None:
