@@ -98,7 +98,7 @@ _FIXED_INT8: dict[str, tuple[float, int]] = {"Sigmoid": (1 / 256, -128), "Softma
                                             "Tanh": (1 / 128, 0)}  # fmt: skip
 _INT8_OPS = _PASS_OPS | frozenset(_FIXED_INT8) | frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Sub",
     "Mul", "Concat", "GlobalAveragePool", "ReduceMean", "HardSwish", "LeakyRelu", "Div", "Clip", "Max", "Min",
-    "HardSigmoid", "PRelu"})  # fmt: skip
+    "HardSigmoid", "PRelu", "Pow"})  # fmt: skip
 _KIND_DTYPE = {"f": "float32", "q": "int8", "b": "bool", "i": "int32", "l": "int64"}
 _FUSABLE = frozenset({"Conv", "Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "AveragePool", "MaxPool", "Concat"})
 _FUSED_TFL = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "SUB", "MUL", "DIV",
@@ -1957,6 +1957,11 @@ class _Converter:
         x, e = n.input
         if self.is_const(e) and self.const(e).size == 1:
             p = float(self.const(e).reshape(()))
+            if p == 2.0 and qp is not None:  # TFLite's SQUARE is float only: int8 MUL(x, x) onto the output grid
+                v = self.vals[x]
+                src = self.act(x, "q", v.nhwc)
+                self.emit(n, "MUL", [src, src], qp, v.nhwc)
+                return
             if p == 2.0:
                 self._same_layout(n, None, "SQUARE", kind="f")
                 return
