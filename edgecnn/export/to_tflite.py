@@ -83,6 +83,8 @@ _NEAREST: dict[str, str] = {
     "LRN": "BatchNormalization",
     "ScatterND": "Concat of Slices (write the updated tensor from its parts)",
     "Range": "a constant initializer (fix the input shape)",
+    "LSTM": "export the CNN up to the recurrent head and run the LSTM/GRU outside the model",
+    "GRU": "export the CNN up to the recurrent head and run the LSTM/GRU outside the model",
 }
 
 # Ops whose TFLite int8 kernels assume the output on the input's grid (they move or pick values, or average
