@@ -401,3 +401,26 @@ def test_int8_argmax_compares_int8_values_and_matches_onnxruntime(tmp_path: Path
         (got,), (ref,) = lite(x), ort_run(q, x)
         assert got.dtype == ref.dtype == np.int64
         np.testing.assert_array_equal(got, ref)
+
+
+# -- speed: the INT8 MobileNetV2 export is one XNNPACK partition --------------------------------------------------
+def test_int8_mobilenetv2_is_one_xnnpack_partition(tmp_path: Path) -> None:
+    """Every op of the INT8 MobileNetV2 export is claimed by LiteRT's default XNNPACK delegate: after
+    allocate_tensors the execution plan ends in one DELEGATE node reading the graph input and writing the graph
+    output. A float island or an op XNNPACK cannot run in int8 would split it (or leave ops outside it)."""
+    from dataclasses import replace as dc_replace
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgecnn.preprocess import load_spec
+    from tests.test_export_tflite import SPEC, _bench_model, qdq_of
+
+    path = tmp_path / "mobilenetv2.onnx"
+    onnx.save(_bench_model("mobilenetv2", 64), str(path))
+    q = qdq_of(path, spec=dc_replace(load_spec(SPEC), resize=(64, 64)), samples=4)
+    it = Interpreter(model_content=onnx_to_tflite(q).data, num_threads=1)
+    it.allocate_tensors()
+    delegates = [d for d in it._get_ops_details() if d["op_name"] == "DELEGATE"]
+    assert len(delegates) == 1, [d["op_name"] for d in it._get_ops_details()]
+    (inp,), (out,) = it.get_input_details(), it.get_output_details()
+    assert inp["index"] in delegates[0]["inputs"] and list(delegates[0]["outputs"]) == [out["index"]]
