@@ -61,6 +61,12 @@ class NodeFacts:
     in_channels: int = 0
     out_channels: int = 0
     attrs: dict[str, Any] = field(default_factory=dict)
+    # "NCHW" for ONNX graphs; "NHWC" for TFLite graphs (edgecnn/check/tflite_graph.py): which axes of a 4-D
+    # activation are channels and spatial ones.
+    layout: str = "NCHW"
+    # (scale, zero point) of each activation input / output when quantized per tensor, else None.
+    quant_in: tuple[tuple[float, int] | None, ...] = ()
+    quant_out: tuple[tuple[float, int] | None, ...] = ()
 
     @property
     def label(self) -> str:
@@ -73,6 +79,20 @@ class NodeFacts:
     @property
     def grouped(self) -> bool:
         return self.op_type in ("Conv", "ConvTranspose") and self.group > 1 and not self.depthwise
+
+
+def spatial_axes(rank: int, layout: str) -> tuple[int, ...]:
+    """The H and W axes of a 4-D activation in ``layout`` (NCHW: 2, 3; NHWC: 1, 2); () for other ranks."""
+    if rank != 4:
+        return ()
+    return (1, 2) if layout == "NHWC" else (2, 3)
+
+
+def channel_axis(rank: int, layout: str) -> int:
+    """The channel axis of a 4-D activation in ``layout`` (NCHW: 1; NHWC: 3); -1 (last) for other ranks."""
+    if rank == 4 and layout != "NHWC":
+        return 1
+    return rank - 1
 
 
 def _x(dims: tuple[int, ...] | list[int]) -> str:
@@ -265,8 +285,8 @@ def channels_max(f: NodeFacts, limit: int) -> Verdict:
     """{label}: {channels} channels in tensor {shape} exceed the {accel}'s limit of {limit}.
     Fix: split the channels into groups of at most {limit} (Split, then Concat)."""
     for s in (*f.in_shapes[:1], *f.out_shapes[:1]):
-        if len(s) == 4 and s[1] > limit:
-            return _fail(channels_max, f, limit, channels=s[1], shape=_x(s))
+        if len(s) == 4 and s[channel_axis(4, f.layout)] > limit:
+            return _fail(channels_max, f, limit, channels=s[channel_axis(4, f.layout)], shape=_x(s))
     return PASS
 
 
@@ -321,7 +341,7 @@ def axes_spatial_only(f: NodeFacts, limit: bool) -> Verdict:
     if axes is None:
         axes = list(range(rank))
     axes = sorted({int(a) % rank for a in axes}) if rank else []
-    if rank != 4 or not set(axes) <= {2, 3} or not axes:
+    if rank != 4 or not set(axes) <= set(spatial_axes(4, f.layout)) or not axes:
         return _fail(axes_spatial_only, f, limit, axes=axes, rank=rank)
     return PASS
 
@@ -360,7 +380,7 @@ def _resize_scales(f: NodeFacts) -> list[float]:
     if not f.in_shapes or not f.out_shapes or len(f.in_shapes[0]) != 4 or len(f.out_shapes[0]) != 4:
         return []
     i, o = f.in_shapes[0], f.out_shapes[0]
-    return [o[k] / i[k] for k in (2, 3) if i[k]]
+    return [o[k] / i[k] for k in spatial_axes(4, f.layout) if i[k]]
 
 
 def resize_scales(f: NodeFacts, limit: list[int]) -> Verdict:
@@ -385,8 +405,9 @@ def pad_spatial_only(f: NodeFacts, limit: bool) -> Verdict:
     if not limit or pads is None:
         return PASS
     rank = len(pads) // 2
+    keep = spatial_axes(rank, f.layout) or (rank - 2, rank - 1)
     for ax in range(rank):
-        if ax in (rank - 2, rank - 1):
+        if ax in keep:
             continue
         if pads[ax] or pads[ax + rank]:
             return _fail(pad_spatial_only, f, limit)
@@ -419,6 +440,239 @@ def static_shapes(f: NodeFacts, limit: bool) -> Verdict:
     for s in (*f.in_shapes, *f.out_shapes):
         if any(d < 0 for d in s):
             return _fail(static_shapes, f, limit, shape=_x(["?" if d < 0 else d for d in s]))
+    return PASS
+
+# --- TFLite-target rules ---
+# Constraints of the TFLite-consuming targets (Ethos-U via Vela, XNNPACK, the GPU delegate, the Edge TPU
+# compiler), read from the vendors' current code and checked against Vela and the LiteRT interpreter
+# (tests/test_target_vela.py, tests/test_target_xnnpack.py). They read the same NodeFacts for an ONNX node
+# and for a TFLite operator (edgecnn/check/tflite_graph.py); ``layout`` says where H, W and C are.
+
+
+def _padded(f: NodeFacts) -> bool:
+    return any(p != 0 for p in f.pads)
+
+
+def large_stride_valid_only(f: NodeFacts, limit: int) -> Verdict:
+    """{label}: stride {stride} above {limit} with {why}; the {accel} takes strides above {limit} only without padding and dilation.
+    Fix: use stride <= {limit}, or drop the padding (VALID) and dilation so that the large stride is allowed."""
+    if not f.strides or max(f.strides) <= limit:
+        return PASS
+    dilated = bool(f.dilations) and max(f.dilations) > 1
+    if _padded(f) or dilated:
+        why = " and ".join(w for w, c in (("padding " + str(list(f.pads)), _padded(f)), ("dilation", dilated)) if c)
+        return _fail(large_stride_valid_only, f, limit, stride=_x(f.strides), why=why)
+    return PASS
+
+
+def padded_kernel_max(f: NodeFacts, limit: int) -> Verdict:
+    """{label}: kernel {kernel} with padding; the {accel} pads windows of at most {limit}x{limit}.
+    Fix: use a kernel of at most {limit} per side, or VALID padding (pad explicitly before the op)."""
+    if f.kernel and _padded(f) and max(f.kernel) > limit:
+        return _fail(padded_kernel_max, f, limit, kernel=_x(f.kernel))
+    return PASS
+
+
+def kernel_h_max(f: NodeFacts, limit: int) -> Verdict:
+    """{label}: kernel height {kh} exceeds the {accel}'s limit of {limit}.
+    Fix: use a kernel at most {limit} high (split the window into two pooling steps)."""
+    if f.kernel and f.kernel[0] > limit:
+        return _fail(kernel_h_max, f, limit, kh=f.kernel[0])
+    return PASS
+
+
+def unit_kernel_stride(f: NodeFacts, limit: bool) -> Verdict:
+    """{label}: a 1x1 window with stride {stride}; the {accel} does not run 1x1 pooling with a stride above 1.
+    Fix: replace it with a strided Slice (or a 1x1 stride-2 depthwise Conv), or pool with a larger window."""
+    if not limit and f.kernel and all(k == 1 for k in f.kernel) and f.strides and max(f.strides) > 1:
+        return _fail(unit_kernel_stride, f, limit, stride=_x(f.strides))
+    return PASS
+
+
+def spatial_dims_max(f: NodeFacts, limit: int) -> Verdict:
+    """{label}: a {n}-D window ({kernel}); the {accel} runs this op with at most {limit} spatial dimensions.
+    Fix: reshape to {limit} spatial dimensions (e.g. fold depth into batch or channels) around this op."""
+    if len(f.kernel) > limit:
+        return _fail(spatial_dims_max, f, limit, n=len(f.kernel), kernel=_x(f.kernel))
+    return PASS
+
+
+def quant_match(f: NodeFacts, limit: bool) -> Verdict:
+    """{label}: input quantization {qin} differs from the output's {qout}; the {accel} needs them equal for {op}.
+    Fix: give every input of {op} the output's scale and zero point (calibrate them together)."""
+    if not limit or not f.quant_out or f.quant_out[0] is None:
+        return PASS
+    out = f.quant_out[0]
+    for q in f.quant_in:
+        if q is not None and not _same_q(q, out):
+            return _fail(quant_match, f, limit, qin=_q_s(q), qout=_q_s(out))
+    return PASS
+
+
+def _same_q(a: tuple[float, int], b: tuple[float, int]) -> bool:
+    return abs(a[0] - b[0]) <= 1e-6 * max(abs(a[0]), abs(b[0])) and a[1] == b[1]
+
+
+def _q_s(q: tuple[float, int]) -> str:
+    return f"(scale {q[0]:.6g}, zero point {q[1]})"
+
+
+def depth_reduce_needs_unit(f: NodeFacts, limit: bool) -> Verdict:
+    """{label}: reduces over channels of a {shape} tensor; the {accel} reduces channels only when H, W or C is 1.
+    Fix: reduce over H and W only, or reshape so that one of H, W, C is 1."""
+    if not limit or not f.in_shapes or len(f.in_shapes[0]) != 4:
+        return PASS
+    shape = f.in_shapes[0]
+    axes = f.attrs.get("axes")
+    axes = list(range(4)) if axes is None else [int(a) % 4 for a in axes]
+    c = channel_axis(4, f.layout)
+    h, w = spatial_axes(4, f.layout)
+    if c in axes and 1 not in (shape[h], shape[w], shape[c]):
+        return _fail(depth_reduce_needs_unit, f, limit, shape=_x(shape))
+    return PASS
+
+
+def _resize_geometry(f: NodeFacts) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    if not f.in_shapes or not f.out_shapes or len(f.in_shapes[0]) != 4 or len(f.out_shapes[0]) != 4:
+        return None
+    h, w = spatial_axes(4, f.layout)
+    i, o = f.in_shapes[0], f.out_shapes[0]
+    return (i[h], i[w]), (o[h], o[w])
+
+
+def _coord_mode(f: NodeFacts) -> str:
+    return str(f.attrs.get("coordinate_transformation_mode", "half_pixel"))
+
+
+def resize_factors(f: NodeFacts, limit: list[int]) -> Verdict:
+    """{label}: resize {ins} -> {outs} is a factor of {have}; the {accel} resizes by {allowed} only (equal in H and W).
+    Fix: resize by one of {allowed} (chain resizes for other factors) or resize in pre/post-processing."""
+    g = _resize_geometry(f)
+    if g is None:
+        return PASS
+    (ih, iw), (oh, ow) = g
+    if (ih, iw) == (oh, ow) or (ih, iw) == (1, 1):
+        return PASS
+    align = _coord_mode(f) == "align_corners"
+
+    def factor(i: int, o: int) -> float:
+        if align and i > 1 and o > 1:
+            return (o - 1) / (i - 1)
+        return o / i if i else 0.0
+
+    fh, fw = factor(ih, oh), factor(iw, ow)
+    if fh != fw:
+        # Only a 1-D resize: the output is 1 along the other axis and that axis is not scaled.
+        ok = (ow == 1 and fw == 1 and fh in limit) or (oh == 1 and fh == 1 and fw in limit)
+    else:
+        ok = fh in limit
+    if not ok:
+        have = f"{fh:g}x{fw:g}" + (" (align_corners)" if align else "")
+        return _fail(
+            resize_factors, f, limit, ins=f"{ih}x{iw}", outs=f"{oh}x{ow}", have=have,
+            allowed=", ".join(f"{v}x" for v in limit),
+        )  # fmt: skip
+    return PASS
+
+
+_HALF_PIXEL = ("half_pixel", "pytorch_half_pixel", "tf_half_pixel_for_nn")
+
+
+def half_pixel_factors(f: NodeFacts, limit: list[int]) -> Verdict:
+    """{label}: half-pixel resize {ins} -> {outs}; with half-pixel centers the {accel} resizes by {allowed} only.
+    Fix: resize by {allowed}, or export with coordinate_transformation_mode='asymmetric' or 'align_corners'."""
+    g = _resize_geometry(f)
+    if g is None or _coord_mode(f) not in _HALF_PIXEL:
+        return PASS
+    (ih, iw), (oh, ow) = g
+    if (ih, iw) == (oh, ow) or (ih, iw) == (1, 1):
+        return PASS
+    if not all(i and o / i in limit for i, o in ((ih, oh), (iw, ow)) if not (o == 1 and i == 1)):
+        return _fail(
+            half_pixel_factors, f, limit, ins=f"{ih}x{iw}", outs=f"{oh}x{ow}",
+            allowed=", ".join(f"{v}x" for v in limit),
+        )  # fmt: skip
+    return PASS
+
+
+def _axis_names(rank: int, layout: str) -> list[str]:
+    if rank == 4 and layout != "NHWC":
+        return ["N", "C", "H", "W"]
+    return (["N"] * max(rank - 3, 0) + ["H", "W", "C"])[-rank:] if rank else []
+
+
+def slice_step_axes(f: NodeFacts, limit: list[str]) -> Verdict:
+    """{label}: steps {steps} (axes {axes}); the {accel} slices with a step other than 1 only along {allowed}.
+    Fix: slice with step 1 here and subsample with a strided Conv or pooling, or move the slice to post-processing."""
+    steps = f.attrs.get("steps_value")
+    if not steps or not f.in_shapes:
+        return PASS
+    rank = len(f.in_shapes[0])
+    names = _axis_names(rank, f.layout)
+    axes = f.attrs.get("axes_value") or list(range(len(steps)))
+    bad = []
+    for ax, st in zip(axes, steps, strict=False):
+        ax = int(ax) % rank if rank else int(ax)
+        if int(st) != 1 and (int(st) < 1 or ax >= len(names) or names[ax] not in limit):
+            bad.append(ax)
+    if bad:
+        allowed = ", ".join(limit) if limit else "no axis"
+        return _fail(slice_step_axes, f, limit, steps=list(steps), axes=bad, allowed=allowed)
+    return PASS
+
+
+def inputs_max(f: NodeFacts, limit: int) -> Verdict:
+    """{label}: {n} inputs; the {accel} runs {op} with at most {limit}.
+    Fix: split it into a tree of {op} nodes with at most {limit} inputs each."""
+    n = sum(1 for _ in f.in_shapes)
+    if n > limit:
+        return _fail(inputs_max, f, limit, n=n)
+    return PASS
+
+
+def outputs_max(f: NodeFacts, limit: int) -> Verdict:
+    """{label}: {n} outputs; the {accel} runs {op} with at most {limit}.
+    Fix: split in two steps with at most {limit} outputs each (or use Slice for each part)."""
+    n = len(f.out_shapes)
+    if n > limit:
+        return _fail(outputs_max, f, limit, n=n)
+    return PASS
+
+
+def transpose_axis_product_max(f: NodeFacts, limit: int) -> Verdict:
+    """{label}: transposes {shape} with perm {perm}; the {accel} needs every product of {k} axes <= {limit} for this permutation.
+    Fix: transpose a smaller tensor (split it first) or keep the channel axis last so that no transpose is needed."""
+    perm = f.attrs.get("perm")
+    if not f.in_shapes:
+        return PASS
+    shape = f.in_shapes[0]
+    rank = len(shape)
+    perm = list(range(rank))[::-1] if perm is None else [int(p) % rank for p in perm]
+    moved = [i for i, p in enumerate(perm) if p != i]
+    if not moved:
+        return PASS
+    # Only unit axes outside the last three: a 3-D transpose, each of H, W, C up to the limit.
+    if all(shape[i] == 1 for i in range(max(rank - 3, 0))) and all(perm[i] == i for i in range(max(rank - 3, 0))):
+        if all(d <= limit for d in shape[-3:]):
+            return PASS
+    k = max(rank - 2, 1)
+    from itertools import combinations
+
+    for axes in combinations(range(rank), k):
+        prod = 1
+        for a in axes:
+            prod *= shape[a]
+        if prod > limit:
+            return _fail(transpose_axis_product_max, f, limit, shape=_x(shape), perm=perm, k=k)
+    return PASS
+
+
+def pad_nonnegative(f: NodeFacts, limit: bool) -> Verdict:
+    """{label}: negative pads {pads} (cropping); the {accel} pads only by non-negative amounts.
+    Fix: crop with a Slice instead of a negative Pad."""
+    pads = f.attrs.get("pads_value")
+    if limit and pads is not None and any(int(p) < 0 for p in pads):
+        return _fail(pad_nonnegative, f, limit, pads=list(pads))
     return PASS
 
 
@@ -462,6 +716,27 @@ CONSTRAINTS: dict[str, Constraint] = {
     "pad_modes": Constraint(kind="strs", rule=pad_modes, what="Pad modes supported"),
     "clip_relu_only": Constraint(kind="bool", rule=clip_relu_only, what="Clip only as ReLU or ReLU6"),
     "static_shapes": Constraint(kind="bool", rule=static_shapes, what="every tensor shape must be fully static"),
+    # TFLite-target rules
+    "large_stride_valid_only": Constraint(
+        kind="int", rule=large_stride_valid_only, what="strides above this only without padding and dilation"
+    ),
+    "padded_kernel_max": Constraint(kind="int", rule=padded_kernel_max, what="largest kernel side when padded"),
+    "kernel_h_max": Constraint(kind="int", rule=kernel_h_max, what="largest kernel height"),
+    "unit_kernel_stride": Constraint(kind="bool", rule=unit_kernel_stride, what="whether 1x1 windows may stride"),
+    "spatial_dims_max": Constraint(kind="int", rule=spatial_dims_max, what="most spatial dims of a window (2 = 2-D)"),
+    "quant_match": Constraint(kind="bool", rule=quant_match, what="inputs quantized exactly like the output"),
+    "depth_reduce_needs_unit": Constraint(
+        kind="bool", rule=depth_reduce_needs_unit, what="channel reduction only when H, W or C is 1"
+    ),
+    "resize_factors": Constraint(kind="ints", rule=resize_factors, what="resize factors (align_corners aware)"),
+    "half_pixel_factors": Constraint(kind="ints", rule=half_pixel_factors, what="factors with half-pixel centers"),
+    "slice_step_axes": Constraint(kind="strs", rule=slice_step_axes, what="axes (N/H/W/C) where a step != 1 is ok"),
+    "inputs_max": Constraint(kind="int", rule=inputs_max, what="most inputs"),
+    "outputs_max": Constraint(kind="int", rule=outputs_max, what="most outputs"),
+    "transpose_axis_product_max": Constraint(
+        kind="int", rule=transpose_axis_product_max, what="largest product of rank-2 axes moved by a transpose"
+    ),
+    "pad_nonnegative": Constraint(kind="bool", rule=pad_nonnegative, what="pads must be >= 0"),
 }
 
 GENERIC_RULES: dict[str, Callable[..., Verdict]] = {
@@ -492,6 +767,13 @@ _FIX_KINDS: dict[str, FixKind] = {
     "resize_modes": FixKind.CHANGE_ATTRIBUTE, "resize_scales": FixKind.CHANGE_SHAPE,
     "pad_spatial_only": FixKind.CHANGE_ATTRIBUTE, "pad_modes": FixKind.CHANGE_ATTRIBUTE,
     "clip_relu_only": FixKind.CHANGE_ATTRIBUTE, "static_shapes": FixKind.CHANGE_SHAPE,
+    "large_stride_valid_only": FixKind.CHANGE_KERNEL, "padded_kernel_max": FixKind.CHANGE_KERNEL,
+    "kernel_h_max": FixKind.CHANGE_KERNEL, "unit_kernel_stride": FixKind.CHANGE_KERNEL,
+    "spatial_dims_max": FixKind.CHANGE_SHAPE, "quant_match": FixKind.QUANTIZE,
+    "depth_reduce_needs_unit": FixKind.CHANGE_ATTRIBUTE, "resize_factors": FixKind.CHANGE_SHAPE,
+    "half_pixel_factors": FixKind.CHANGE_ATTRIBUTE, "slice_step_axes": FixKind.CHANGE_ATTRIBUTE,
+    "inputs_max": FixKind.CHANGE_SHAPE, "outputs_max": FixKind.CHANGE_SHAPE,
+    "transpose_axis_product_max": FixKind.CHANGE_SHAPE, "pad_nonnegative": FixKind.CHANGE_ATTRIBUTE,
 }  # fmt: skip
 
 # Common substitutions an engineer makes when an op is missing on an accelerator.
