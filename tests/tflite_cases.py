@@ -122,6 +122,7 @@ def conv(
     mult: int = 1,
     batch: int = 1,
     const_w: bool = True,
+    groups: int = 1,
 ) -> bytes:
     kw = k if kw is None else kw
     b = TFLiteBuilder()
@@ -130,7 +131,7 @@ def conv(
         cout = cin * mult
         wshape = [1, k, kw, cout]
     else:
-        wshape = [cout, k, kw, cin]
+        wshape = [cout, k, kw, cin // groups]
     wdt = "int8" if dt in ("int8", "int16") else dt
     w = _const(b, "w", _w(wshape, wdt), wdt) if const_w else _act(b, "w", wshape, wdt)
     bias = _bias(b, cout, dt)
@@ -147,6 +148,29 @@ def conv(
     return _finish(b, [x] if const_w else [x, w], [y])
 
 
+def conv3d(dt: str = "int8", *, d: int = 4, hw: int = 8, c: int = 8, k: int = 3) -> bytes:
+    b = TFLiteBuilder()
+    x = _act(b, "x", [1, d, hw, hw, c], dt)
+    wdt = "int8" if dt == "int8" else dt
+    w = _const(b, "w", _w([k, k, k, c, c], wdt), wdt)
+    y = _act(b, "y", [1, d, hw, hw, c], dt, scale=1.0)
+    opts = {"padding": "SAME", "stride_d": 1, "stride_h": 1, "stride_w": 1}
+    b.add_op("CONV_3D", [x, w, -1], [y], opts)
+    return _finish(b, [x], [y])
+
+
+def conv_u8() -> bytes:
+    """CONV_2D in the older asymmetric uint8 scheme (uint8 weights with a zero point of 128)."""
+    b = TFLiteBuilder()
+    x = _act(b, "x", [1, 16, 16, 8], "uint8")
+    w = b.add_tensor("w", [8, 3, 3, 8], "uint8", data=(_w([8, 3, 3, 8], "int8").astype(np.int16) + 128).astype(np.uint8),
+                     scale=[W_SCALE], zero_point=[128])  # fmt: skip
+    bias = b.add_tensor("bias", [8], "int32", data=np.zeros(8, np.int32), scale=[ACT_SCALE * W_SCALE], zero_point=[0])
+    y = _act(b, "y", [1, 16, 16, 8], "uint8", scale=1.0)
+    b.add_op("CONV_2D", [x, w, bias], [y], {"padding": "SAME", "stride_h": 1, "stride_w": 1})
+    return _finish(b, [x], [y])
+
+
 def transpose_conv(dt: str = "int8", *, stride: int = 2, k: int = 2, hw: int = 8, c: int = 8) -> bytes:
     b = TFLiteBuilder()
     o = hw * stride
@@ -160,15 +184,16 @@ def transpose_conv(dt: str = "int8", *, stride: int = 2, k: int = 2, hw: int = 8
 
 def pool(
     op: str = "MAX_POOL_2D", dt: str = "int8", *, hw: int = 16, c: int = 8, k: int = 2, kw: int | None = None,
-    stride: int = 2, padding: str = "VALID",
+    stride: int = 2, padding: str = "VALID", w: int | None = None,
 ) -> bytes:  # fmt: skip
     kw = k if kw is None else kw
+    w = hw if w is None else w
     b = TFLiteBuilder()
-    x = _act(b, "x", [1, hw, hw, c], dt)
+    x = _act(b, "x", [1, hw, w, c], dt)
     if padding == "SAME":
-        oh = ow = _same_out(hw, stride)
+        oh, ow = _same_out(hw, stride), _same_out(w, stride)
     else:
-        oh, ow = _valid_out(hw, k, stride), _valid_out(hw, kw, stride)
+        oh, ow = _valid_out(hw, k, stride), _valid_out(w, kw, stride)
     y = _act(b, "y", [1, oh, ow, c], dt)
     opts = {"padding": padding, "stride_h": stride, "stride_w": stride, "filter_height": k, "filter_width": kw}
     b.add_op(op, [x], [y], opts)
@@ -211,11 +236,11 @@ def reduce(
 
 def resize(
     op: str = "RESIZE_NEAREST_NEIGHBOR", dt: str = "int8", *, hw: int = 8, out: int = 16, out_w: int | None = None,
-    align_corners: bool = False, half_pixel: bool = False, c: int = 8,
+    align_corners: bool = False, half_pixel: bool = False, c: int = 8, in_w: int | None = None,
 ) -> bytes:  # fmt: skip
     b = TFLiteBuilder()
     ow = out if out_w is None else out_w
-    x = _act(b, "x", [1, hw, hw, c], dt)
+    x = _act(b, "x", [1, hw, hw if in_w is None else in_w, c], dt)
     size = _const(b, "size", _ints([out, ow]), "int32")
     y = _act(b, "y", [1, out, ow, c], dt)
     b.add_op(op, [x, size], [y], {"align_corners": align_corners, "half_pixel_centers": half_pixel})
@@ -450,14 +475,33 @@ def _cases() -> list[Case]:
         add(f"reshape-{dt}", lambda dt=dt: reshape(dt))
         add(f"d2s-{dt}", lambda dt=dt: depth_space("DEPTH_TO_SPACE", dt))
         add(f"s2d-{dt}", lambda dt=dt: depth_space("SPACE_TO_DEPTH", dt))
+    for dt in ("int8", "float32"):
+        add(f"conv-grouped-{dt}", lambda dt=dt: conv(dt, groups=2))
+        add(f"conv-s4-dil2-valid-{dt}", lambda dt=dt: conv(dt, stride=4, k=3, dilation=2, padding="VALID", hw=19))
+        add(f"dw-dil2-{dt}", lambda dt=dt: conv(dt, depthwise=True, dilation=2))
+        add(f"split3-{dt}", lambda dt=dt: split(dt, shape=(1, 8, 8, 12), n=3))
+        add(f"split4-{dt}", lambda dt=dt: split(dt, n=4))
+        add(f"maxpool-kh257-{dt}", lambda dt=dt: pool("MAX_POOL_2D", dt, hw=260, w=4, k=257, kw=1, stride=1))
+        add(f"maxpool-kh256-{dt}", lambda dt=dt: pool("MAX_POOL_2D", dt, hw=260, w=4, k=256, kw=1, stride=1))
+        add(f"resize-nn-from1x1-{dt}", lambda dt=dt: resize("RESIZE_NEAREST_NEIGHBOR", dt, hw=1, out=16))
+        add(f"resize-nn-same-{dt}", lambda dt=dt: resize("RESIZE_NEAREST_NEIGHBOR", dt, out=8))
+        add(f"resize-nn-h-only-{dt}", lambda dt=dt: resize("RESIZE_NEAREST_NEIGHBOR", dt, out=16, out_w=1, in_w=1))
+        add(f"resize-bl-8x-{dt}", lambda dt=dt: resize("RESIZE_BILINEAR", dt, hw=4, out=32))
+        add(f"transpose-3d-big-{dt}", lambda dt=dt: transpose(dt, shape=(1, 300, 300, 2), perm=(0, 2, 1, 3)))
+        add(f"mean-batch2-{dt}", lambda dt=dt: reduce("MEAN", dt, shape=(2, 8, 8, 16)))
+        add(f"softmax-3d-{dt}", lambda dt=dt: softmax(dt, shape=(1, 64, 10)))
+    for dt in ("uint8", "int16"):
+        add(f"conv-{dt}", lambda dt=dt: conv(dt) if dt == "int16" else conv_u8())
+        add(f"add-{dt}", lambda dt=dt: binary("ADD", dt))
+        add(f"maxpool-2x2-{dt}", lambda dt=dt: pool("MAX_POOL_2D", dt))
+        add(f"mean-hw-{dt}", lambda dt=dt: reduce("MEAN", dt))
+        add(f"logistic-{dt}", lambda dt=dt: unary("LOGISTIC", dt))
     add("quantize-f32-int8", lambda: quantize_op("float32", "int8"))
     add("quantize-int8-int8", lambda: quantize_op("int8", "int8"))
     add("dequantize-int8", lambda: dequantize_op("int8"))
     add("add-int32", lambda: binary("ADD", "int32"))
     add("mul-int32", lambda: binary("MUL", "int32"))
     add("sub-int32", lambda: binary("SUB", "int32"))
-    add("conv-int16", lambda: conv("int16"))
-    add("add-int16", lambda: binary("ADD", "int16"))
     return c
 
 

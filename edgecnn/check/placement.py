@@ -185,8 +185,39 @@ def _shape(gr: _Graph, name: str) -> tuple[int, ...]:
     return tuple(d if isinstance(d, int) else -1 for d in dims)
 
 
+# Ops a TFLite converter fuses an activation into (``fused_activation_function``), and the activations it
+# fuses: Relu, and Clip to [0, 6], [-1, 1] or [0, inf). PyTorch QDQ exports write Conv -> Clip(0, 6) -> Q.
+_FUSES_ACTIVATION = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "AveragePool",
+                               "MaxPool", "Concat"})  # fmt: skip
+
+
+def _fusable_activation(gr: _Graph, idx: int) -> bool:
+    """Whether node ``idx`` is an activation a converter fuses into the op that produces its input."""
+    n = gr.nodes[idx]
+    if n.op_type == "Relu":
+        pass
+    elif n.op_type == "Clip":
+        lo = _const_value(gr, n.input[1]) if len(n.input) > 1 and n.input[1] else _attrs(n).get("min")
+        hi = _const_value(gr, n.input[2]) if len(n.input) > 2 and n.input[2] else _attrs(n).get("max")
+        if (lo, hi) not in ((0.0, 6.0), (-1.0, 1.0), (0.0, None)) and not (lo == 0 and hi in (6, None)):
+            return False
+    else:
+        return False
+    src = n.input[0] if n.input else ""
+    p = gr.producer.get(src)
+    return p is not None and gr.nodes[p].op_type in _FUSES_ACTIVATION and gr.consumers.get(src, []) == [idx]
+
+
+def _fused_into(gr: _Graph, o: str) -> int | None:
+    """The fusable activation that is the only consumer of tensor ``o``, if any."""
+    cons = gr.consumers.get(o, [])
+    if len(cons) == 1 and _fusable_activation(gr, cons[0]):
+        return cons[0]
+    return None
+
+
 def _precision(gr: _Graph, idx: int) -> tuple[str, list[int]]:
-    """The precision a node computes in, and the Q/DQ nodes it absorbs."""
+    """The precision a node computes in, and the Q/DQ nodes it absorbs (through a fused activation)."""
     n = gr.nodes[idx]
     acts = [i for i in n.input if i and i not in gr.const_names]
     float_acts = [i for i in acts if gr.types.get(i, (0,))[0] in _FLOAT_TYPES]
@@ -203,6 +234,9 @@ def _precision(gr: _Graph, idx: int) -> tuple[str, list[int]]:
     q_out: list[int] = []
     outs_quantized = True
     for o in float_outs:
+        act = _fused_into(gr, o)
+        if act is not None and gr.nodes[act].output:
+            o = gr.nodes[act].output[0]
         cons = gr.consumers.get(o, [])
         if not cons or any(gr.nodes[c].op_type != "QuantizeLinear" for c in cons):
             outs_quantized = False
@@ -253,6 +287,12 @@ def _facts(gr: _Graph, idx: int, target: TargetSpec, prec: str) -> NodeFacts:
             in_channels=x[1] if len(x) > 1 else 0,
             out_channels=(w[0] if op == "Conv" and w else (outs[0][1] if outs and len(outs[0]) > 1 else 0)),
         )
+        auto = str(attrs.get("auto_pad", "NOTSET"))
+        if auto.startswith("SAME") and op != "ConvTranspose" and len(x) == 2 + nsp and outs and len(outs[0]) == 2 + nsp:
+            tot = [max((outs[0][2 + i] - 1) * kw["strides"][i] + (kernel[i] - 1) * kw["dilations"][i] + 1 - x[2 + i], 0)
+                   for i in range(nsp)]  # fmt: skip
+            lo = [t // 2 if auto == "SAME_UPPER" else t - t // 2 for t in tot]
+            kw["pads"] = (*lo, *(t - low for t, low in zip(tot, lo, strict=True)))
     elif op in ("GlobalAveragePool", "GlobalMaxPool") and len(x) > 2:
         kw.update(kernel=tuple(x[2:]), strides=(1,) * (len(x) - 2))
     if op == "Clip":
@@ -263,6 +303,27 @@ def _facts(gr: _Graph, idx: int, target: TargetSpec, prec: str) -> NodeFacts:
     if op == "Pad":
         pads = _const_value(gr, n.input[1]) if len(n.input) > 1 and n.input[1] else attrs.get("pads")
         attrs["pads_value"] = list(pads) if pads is not None else None
+        axes = _const_value(gr, n.input[3]) if len(n.input) > 3 and n.input[3] else None
+        if pads is not None and axes is not None and x:
+            # opset 18: pads only for `axes`; spread them over every axis so that the pad rules see them.
+            rank = len(x)
+            full = [0] * (2 * rank)
+            for j, a in enumerate(axes):
+                full[int(a) % rank] = int(pads[j])
+                full[int(a) % rank + rank] = int(pads[j + len(axes)])
+            attrs["pads_value"] = full
+    if op == "Slice":
+        if gr.opset >= 10:
+            axes = _const_value(gr, n.input[3]) if len(n.input) > 3 and n.input[3] else None
+            steps = _const_value(gr, n.input[4]) if len(n.input) > 4 and n.input[4] else None
+        else:
+            axes, steps = attrs.get("axes"), None
+        starts = _const_value(gr, n.input[1]) if gr.opset >= 10 and len(n.input) > 1 else attrs.get("starts")
+        if axes is None and starts is not None:
+            axes = list(range(len(starts)))
+        if steps is not None:
+            attrs["steps_value"] = [int(v) for v in steps]
+            attrs["axes_value"] = [int(a) for a in (axes or range(len(steps)))]
     if op.startswith("Reduce") and "axes" not in attrs and len(n.input) > 1 and n.input[1]:
         axes = _const_value(gr, n.input[1])
         if axes is not None:
@@ -272,8 +333,33 @@ def _facts(gr: _Graph, idx: int, target: TargetSpec, prec: str) -> NodeFacts:
     return NodeFacts(
         name=gr.names[idx], op_type=op, accel=target.accelerator, target=target.name, precision=prec,
         in_shapes=ins, out_shapes=outs, const_inputs=tuple((not i) or i in gr.const_names for i in n.input),
-        attrs=attrs, **kw,
+        attrs=attrs, quant_in=tuple(_quant_in(gr, i) for i in n.input if i and i not in gr.const_names),
+        quant_out=tuple(_quant_out(gr, o) for o in n.output if o), **kw,
     )  # fmt: skip
+
+
+def _scalar_q(gr: _Graph, node: onnx.NodeProto) -> tuple[float, int] | None:
+    """(scale, zero point) of a per-tensor QuantizeLinear/DequantizeLinear, else None."""
+    scale = _const_value(gr, node.input[1]) if len(node.input) > 1 else None
+    zp = _const_value(gr, node.input[2]) if len(node.input) > 2 and node.input[2] else 0
+    if isinstance(scale, list) or isinstance(zp, list) or scale is None:
+        return None
+    return (float(scale), int(zp))
+
+
+def _quant_in(gr: _Graph, name: str) -> tuple[float, int] | None:
+    p = gr.producer.get(name)
+    if p is None or gr.nodes[p].op_type != "DequantizeLinear":
+        return None
+    return _scalar_q(gr, gr.nodes[p])
+
+
+def _quant_out(gr: _Graph, name: str) -> tuple[float, int] | None:
+    act = _fused_into(gr, name)
+    if act is not None and gr.nodes[act].output:
+        name = gr.nodes[act].output[0]
+    qs = [c for c in gr.consumers.get(name, []) if gr.nodes[c].op_type == "QuantizeLinear"]
+    return _scalar_q(gr, gr.nodes[qs[0]]) if qs else None
 
 
 def _cite(target: TargetSpec, sid: str, cite: str = "") -> str:
@@ -332,6 +418,9 @@ def check_target(loaded: LoadedModel, target: TargetSpec) -> TargetReport:
         spec = target.ops.get(n.op_type)
         if spec is not None and spec.passthrough:
             placement[idx] = Placement.ABSORBED
+            continue
+        if target.format == Format.TFLITE and _fusable_activation(gr, idx):
+            placement[idx] = Placement.ABSORBED  # fused_activation_function of the op that feeds it
             continue
         prec, qdq = _precision(gr, idx)
         facts = _facts(gr, idx, target, prec)

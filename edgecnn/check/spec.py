@@ -35,7 +35,6 @@ class Precision(StrEnum):
     UINT8 = "uint8"
     INT16 = "int16"
     UINT16 = "uint16"
-    INT32 = "int32"  # integer tensors (e.g. int32 ADD on Ethos-U), never a quantization target
 
 
 class Format(StrEnum):
@@ -92,7 +91,6 @@ class TargetSpec:
     path: str
     extends: str = ""
     limits_cite: str = ""  # where in limits_source the generic limits are stated
-    validation: dict[str, Any] = field(default_factory=dict)  # tool, test, cases, agreement (see _VALIDATION_KEYS)
 
     @property
     def requires_quantization(self) -> bool:
@@ -105,10 +103,8 @@ class TargetSpec:
 _TOP_KEYS = {
     "schema_version": "int", "name": "str", "description": "str", "runtime": "str", "format": "str",
     "accelerator": "str", "fallback": "str", "precisions": "list", "source": "str", "extends": "str",
-    "quant": "table", "limits": "table", "ops": "table", "sources": "table", "validation": "table",
+    "quant": "table", "limits": "table", "ops": "table", "sources": "table",
 }  # fmt: skip
-# [validation]: how this target's verdicts were checked against the vendor's own tool (rendered in the docs).
-_VALIDATION_KEYS = {"tool": str, "test": str, "cases": int, "agreement": int, "note": str}
 _REQUIRED_TOP = ("schema_version", "name", "description", "runtime", "format", "accelerator", "precisions", "source")
 _QUANT_KEYS = {
     "weights_per_channel": bool, "weights_symmetric": bool, "weight_dtype": str, "activation_dtype": str,
@@ -274,11 +270,6 @@ def _validate_raw(raw: _Raw) -> None:
         for k in ("activation_dtype", "weight_dtype"):
             if k in d["quant"] and d["quant"][k] not in _QDTYPES:
                 raise _err(raw, k, "quant", f"'{d['quant'][k]}' is not valid; expected one of {', '.join(_QDTYPES)}")
-    if "validation" in d:
-        _check_keys(raw, "validation", d["validation"], _VALIDATION_KEYS)
-        for k, v in d["validation"].items():
-            if not isinstance(v, _VALIDATION_KEYS[k]) or isinstance(v, bool):
-                raise _err(raw, k, "validation", f"value {v!r} should be a {_VALIDATION_KEYS[k].__name__}")
     if "limits" in d:
         _check_keys(raw, "limits", d["limits"], set(CONSTRAINTS) | {"source", "cite"})
         for k, v in d["limits"].items():
@@ -399,5 +390,4 @@ def load_target(name_or_path: str | Path) -> TargetSpec:
         path=str(path),
         extends=raw.data.get("extends", ""),
         limits_cite=limits_cite,
-        validation=dict(raw.data.get("validation", {})),
     )
