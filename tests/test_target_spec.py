@@ -162,3 +162,34 @@ def test_intel_npu_spec_loads_and_lints() -> None:
     assert t.sources["npu-device"].url.startswith("https://docs.openvino.ai/2026/")
     r = CliRunner().invoke(app, ["targets", "lint", "targets/intel-npu.toml"])
     assert r.exit_code == 0 and "ok " in r.output, r.output
+
+
+def test_a_source_without_a_version_is_a_lint_error(tmp_path: Path) -> None:
+    p = _write(tmp_path, MINIMAL.format(extra="").replace('version = "1.0"', 'version = "latest"'))
+    with pytest.raises(ConfigError, match=r"key 'sources.doc.version': 'latest' names no version; give the release"):
+        load_target(p)
+    r = CliRunner().invoke(app, ["targets", "lint", str(p)])
+    assert r.exit_code == 2 and "names no version" in r.output and "Traceback" not in r.output
+
+
+def test_a_limit_with_an_unknown_fact_key_is_a_lint_error(tmp_path: Path) -> None:
+    p = _write(tmp_path, MINIMAL.format(extra='\n[limits]\nsource = "doc"\nrank_maxx = 4\n'))
+    with pytest.raises(ConfigError, match=r"key 'limits.rank_maxx': unknown key; valid keys are: .*rank_max"):
+        load_target(p)
+    variant = MINIMAL.format(extra="") + "[ops.Conv.depthwise]\nstrid_max = 1\n"
+    with pytest.raises(ConfigError, match=r"key 'ops.Conv.depthwise.strid_max': unknown key"):
+        load_target(_write(tmp_path, variant, "v.toml"))
+
+
+def test_validation_table_is_checked_and_matches_the_agreement_tests(tmp_path: Path) -> None:
+    p = _write(tmp_path, MINIMAL.format(extra='\n[validation]\ntool = "x"\ncases = "many"\n'))
+    with pytest.raises(ConfigError, match=r"key 'validation.cases': value 'many' should be a int"):
+        load_target(p)
+    # The counts docs/targets.md shows are the agreement tests' own corpora (a stale number fails here).
+    from tests.test_target_agreement import ORT_CASES, ORT_REJECTS, OV_CASES, OV_REJECTS
+
+    ort, ov = load_target("ort-cpu").validation, load_target("intel-cpu").validation
+    assert ort["cases"] == len(ORT_CASES) + len(ORT_REJECTS) and ort["agreement"] == f"{ort['cases']}/{ort['cases']}"
+    assert ov["cases"] == len(OV_CASES) + len(OV_REJECTS) and ov["agreement"] == f"{ov['cases']}/{ov['cases']}"
+    for name in ("qualcomm-htp", "rknpu2-rk3588", "intel-npu"):
+        assert load_target(name).validation["tool"], name  # says how (or that it was not) validated

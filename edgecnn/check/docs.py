@@ -20,6 +20,20 @@ def _esc(s: str) -> str:
     return s.replace("|", "\\|")
 
 
+def _validation(v: dict[str, object]) -> str:
+    """How this target's verdicts were checked against a real tool (the TOML's [validation] table)."""
+    if not v:
+        return "not against a real tool (rules only; see tests/test_target_rules.py)"
+    parts = [str(v["tool"])] if "tool" in v else []
+    if "cases" in v:
+        parts.append(f"{v['cases']} cases")
+    if "agreement" in v:
+        parts.append(f"agreement {v['agreement']}")
+    if "test" in v:
+        parts.append(f"`{v['test']}`")
+    return "; ".join(parts) + (f" ({v['note']})" if "note" in v else "")
+
+
 def render() -> str:
     out = [
         "# Targets and rules",
@@ -53,6 +67,7 @@ def render() -> str:
             out.append(f"- quantization: {q.describe()} [{q.source}]" + (f" ({q.note})" if q.note else ""))
         if t.limits:
             out.append("- limits on every op: " + ", ".join(f"`{k} = {v}`" for k, v in t.limits.items()))
+        out.append("- validated: " + _validation(t.validation))
         out += ["", "| ONNX op | runs as | constraints | source |", "|---|---|---|---|"]
         for op in t.ops.values():
             cons = ", ".join(f"`{k}={v}`" for k, v in op.constraints.items())

@@ -33,11 +33,19 @@ from edgecnn.check.rules import (
 )
 from edgecnn.check.spec import Format, OpSpec, TargetSpec
 from edgecnn.graph.load import LoadedModel, default_opset, dims_of
+from edgecnn.graph.passes import fold_static_shapes
 from edgecnn.graph.summary import node_macs
 
 SCHEMA_VERSION = 1
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 WORST_N = 5
+# Activations a converter fuses into the op before them (TFLite fused_activation_function, QNN/ORT QDQ
+# node units): DQ -> Conv -> Clip(0, 6) -> Q is one quantized Conv with a ReLU6, as PyTorch exports it.
+FUSED_ACTIVATIONS = frozenset({"Relu", "Clip"})
+# Ops that move or reshape data without arithmetic (no MACs): counted beside the MAC share, since a graph
+# can be "100% of MACs on the accelerator" with half of its nodes copying tensors on the CPU.
+DATA_MOVEMENT = frozenset({"Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Concat", "Split", "Slice",
+                           "Gather", "Pad", "DepthToSpace", "SpaceToDepth", "Expand", "Tile", "Cast"})  # fmt: skip
 
 
 class Placement(StrEnum):
@@ -85,6 +93,9 @@ class TargetReport:
     worst: list[NodeVerdict]
     advice: list[Advice]
     absorbed: int
+    n_data_movement: int = 0  # Transpose/Reshape/Concat/... nodes (no MACs) counted in n_nodes
+    n_data_movement_accelerated: int = 0
+    checked_as: str = ""  # e.g. "int8": a float model judged as `edgecnn quantize --target` would write it
 
     @property
     def node_share(self) -> float:
@@ -110,9 +121,11 @@ class TargetReport:
 class SupportReport:
     model: str
     targets: list[TargetReport]
+    folded: dict[str, int] = field(default_factory=dict)  # op type -> nodes folded at the fixed input shapes
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema_version": SCHEMA_VERSION, "model": self.model, "targets": [t.to_dict() for t in self.targets]}
+        return {"schema_version": SCHEMA_VERSION, "model": self.model, "folded": dict(self.folded),
+                "targets": [t.to_dict() for t in self.targets]}  # fmt: skip
 
     @property
     def any_fallback(self) -> bool:
@@ -185,39 +198,31 @@ def _shape(gr: _Graph, name: str) -> tuple[int, ...]:
     return tuple(d if isinstance(d, int) else -1 for d in dims)
 
 
-# Ops a TFLite converter fuses an activation into (``fused_activation_function``), and the activations it
-# fuses: Relu, and Clip to [0, 6], [-1, 1] or [0, inf). PyTorch QDQ exports write Conv -> Clip(0, 6) -> Q.
-_FUSES_ACTIVATION = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "AveragePool",
-                               "MaxPool", "Concat"})  # fmt: skip
+def _only_quantize(gr: _Graph, out: str) -> list[int] | None:
+    """The QuantizeLinear nodes that consume ``out`` when every consumer is one, else None."""
+    cons = gr.consumers.get(out, [])
+    if not cons or out in gr.graph_outputs or any(gr.nodes[c].op_type != "QuantizeLinear" for c in cons):
+        return None
+    return list(cons)
 
 
-def _fusable_activation(gr: _Graph, idx: int) -> bool:
-    """Whether node ``idx`` is an activation a converter fuses into the op that produces its input."""
-    n = gr.nodes[idx]
-    if n.op_type == "Relu":
-        pass
-    elif n.op_type == "Clip":
-        lo = _const_value(gr, n.input[1]) if len(n.input) > 1 and n.input[1] else _attrs(n).get("min")
-        hi = _const_value(gr, n.input[2]) if len(n.input) > 2 and n.input[2] else _attrs(n).get("max")
-        if (lo, hi) not in ((0.0, 6.0), (-1.0, 1.0), (0.0, None)) and not (lo == 0 and hi in (6, None)):
-            return False
-    else:
-        return False
-    src = n.input[0] if n.input else ""
-    p = gr.producer.get(src)
-    return p is not None and gr.nodes[p].op_type in _FUSES_ACTIVATION and gr.consumers.get(src, []) == [idx]
-
-
-def _fused_into(gr: _Graph, o: str) -> int | None:
-    """The fusable activation that is the only consumer of tensor ``o``, if any."""
-    cons = gr.consumers.get(o, [])
-    if len(cons) == 1 and _fusable_activation(gr, cons[0]):
-        return cons[0]
-    return None
+def _fused_activation(gr: _Graph, out: str) -> tuple[int, list[int]] | None:
+    """``out`` feeds only a Relu/Clip whose output feeds only QuantizeLinear: (activation, its Q nodes)."""
+    cons = gr.consumers.get(out, [])
+    if len(cons) != 1 or out in gr.graph_outputs or gr.nodes[cons[0]].op_type not in FUSED_ACTIVATIONS:
+        return None
+    act = gr.nodes[cons[0]]
+    if act.op_type == "Clip":
+        lo = _const_value(gr, act.input[1]) if len(act.input) > 1 and act.input[1] else None
+        hi = _const_value(gr, act.input[2]) if len(act.input) > 2 and act.input[2] else None
+        if (lo, hi) not in ((0.0, 6.0), (0.0, None), (-1.0, 1.0)):
+            return None  # only ReLU, ReLU6 and ReLU_N1_TO_1 are fused activations
+    q = _only_quantize(gr, act.output[0])
+    return (cons[0], q) if q is not None else None
 
 
 def _precision(gr: _Graph, idx: int) -> tuple[str, list[int]]:
-    """The precision a node computes in, and the Q/DQ nodes it absorbs (through a fused activation)."""
+    """The precision a node computes in, and the Q/DQ nodes (and a fused Relu/Clip) it absorbs."""
     n = gr.nodes[idx]
     acts = [i for i in n.input if i and i not in gr.const_names]
     float_acts = [i for i in acts if gr.types.get(i, (0,))[0] in _FLOAT_TYPES]
@@ -234,13 +239,14 @@ def _precision(gr: _Graph, idx: int) -> tuple[str, list[int]]:
     q_out: list[int] = []
     outs_quantized = True
     for o in float_outs:
-        act = _fused_into(gr, o)
-        if act is not None and gr.nodes[act].output:
-            o = gr.nodes[act].output[0]
-        cons = gr.consumers.get(o, [])
-        if not cons or any(gr.nodes[c].op_type != "QuantizeLinear" for c in cons):
+        q = _only_quantize(gr, o)
+        fused = _fused_activation(gr, o) if q is None and n.op_type not in FUSED_ACTIVATIONS else None
+        if q is not None:
+            q_out += q
+        elif fused is not None:
+            q_out += [fused[0], *fused[1]]
+        else:
             outs_quantized = False
-        q_out += [c for c in cons if gr.nodes[c].op_type == "QuantizeLinear"]
     if float_acts and len(dq_in) == len(float_acts) and outs_quantized:
         q_elem = gr.types.get(gr.nodes[dq_in[0]].input[0], (0,))[0]
         return _dtype(q_elem), [*dq_in, *weight_dq, *q_out]
@@ -302,6 +308,14 @@ def _facts(gr: _Graph, idx: int, target: TargetSpec, prec: str) -> NodeFacts:
         attrs["clip_max"] = float(hi) if hi is not None else None
     if op == "Pad":
         pads = _const_value(gr, n.input[1]) if len(n.input) > 1 and n.input[1] else attrs.get("pads")
+        axes = _const_value(gr, n.input[3]) if len(n.input) > 3 and n.input[3] else None
+        if pads is not None and axes is not None and x:
+            # opset 18: pads list only the given axes; expand to begin/end pads over every axis.
+            rank, k = len(x), len(axes)
+            full = [0] * (2 * rank)
+            for j, a in enumerate(axes):
+                full[int(a) % rank], full[int(a) % rank + rank] = int(pads[j]), int(pads[j + k])
+            pads = full
         attrs["pads_value"] = list(pads) if pads is not None else None
         axes = _const_value(gr, n.input[3]) if len(n.input) > 3 and n.input[3] else None
         if pads is not None and axes is not None and x:
@@ -332,6 +346,7 @@ def _facts(gr: _Graph, idx: int, target: TargetSpec, prec: str) -> NodeFacts:
         attrs["axis"] = -1 if gr.opset >= 13 else 1
     return NodeFacts(
         name=gr.names[idx], op_type=op, accel=target.accelerator, target=target.name, precision=prec,
+        fallback=target.fallback,
         in_shapes=ins, out_shapes=outs, const_inputs=tuple((not i) or i in gr.const_names for i in n.input),
         attrs=attrs, quant_in=tuple(_quant_in(gr, i) for i in n.input if i and i not in gr.const_names),
         quant_out=tuple(_quant_out(gr, o) for o in n.output if o), **kw,
@@ -355,9 +370,9 @@ def _quant_in(gr: _Graph, name: str) -> tuple[float, int] | None:
 
 
 def _quant_out(gr: _Graph, name: str) -> tuple[float, int] | None:
-    act = _fused_into(gr, name)
-    if act is not None and gr.nodes[act].output:
-        name = gr.nodes[act].output[0]
+    fused = _fused_activation(gr, name)
+    if fused is not None:
+        name = gr.nodes[fused[0]].output[0]
     qs = [c for c in gr.consumers.get(name, []) if gr.nodes[c].op_type == "QuantizeLinear"]
     return _scalar_q(gr, gr.nodes[qs[0]]) if qs else None
 
@@ -383,6 +398,10 @@ def _judge(f: NodeFacts, spec: OpSpec | None, target: TargetSpec) -> tuple[list[
         eff = var or spec
         src = _cite(target, eff.source, eff.cite or spec.cite)
         maps_to = list(eff.tflite or spec.tflite) if target.format == Format.TFLITE else []
+        if f.kernel and any(b.endswith("_2D") for b in maps_to) and len(f.kernel) > 2:
+            # A 3-D Conv/pool is not CONV_2D/*_POOL_2D: unless the spec says otherwise, the builtin does not apply.
+            constraints["spatial_dims"] = ([1, 2], src)
+            maps_to = [b.replace("_2D", "_3D") for b in maps_to]
         # A variant table is a supported configuration unless it says `supported = false`.
         if not (var.supported if var is not None else spec.supported):
             fails.append(dataclasses.replace(op_unsupported(f, eff.note or spec.note), source=src))
@@ -402,15 +421,41 @@ def _judge(f: NodeFacts, spec: OpSpec | None, target: TargetSpec) -> tuple[list[
     return fails, maps_to
 
 
-def check_target(loaded: LoadedModel, target: TargetSpec) -> TargetReport:
-    """Place every node of ``loaded`` on ``target``; gather every failing rule per node."""
-    gr = _graph(loaded.model)
+@dataclass(frozen=True, kw_only=True)
+class Prepared:
+    """A model ready for placement: static shape subgraphs folded at the fixed input shapes."""
+
+    path: str
+    model: onnx.ModelProto
+    folded: dict[str, int]
+
+
+def prepare_for_check(loaded: LoadedModel) -> Prepared:
+    """Fold what a vendor converter folds at fixed input shapes (Shape/Size of static tensors and the
+    constant shape arithmetic after them), so those nodes are not reported as fallbacks."""
+    model, folded = fold_static_shapes(loaded.model)
+    return Prepared(path=str(loaded.path), model=model, folded=dict(sorted(folded.items())))
+
+
+def check_target(loaded: LoadedModel | Prepared, target: TargetSpec) -> TargetReport:
+    """Place every node of ``loaded`` on ``target``; gather every failing rule per node.
+
+    A float model on a target that computes only in integers is judged as ``edgecnn quantize --target``
+    would write it (every float op in the target's activation dtype), so that the verdicts show the
+    structural fallbacks rather than "requantize" on every node; ``checked_as`` says so.
+    """
+    prepared = loaded if isinstance(loaded, Prepared) else prepare_for_check(loaded)
+    gr = _graph(prepared.model)
     n_total = len(gr.nodes)
     placement: list[Placement | None] = [None] * n_total
     absorbed_into: dict[int, int] = {}
     verdicts: dict[int, NodeVerdict] = {}
+    is_float_model = not any(n.op_type in QDQ_OPS for n in gr.nodes)
+    checked_as = (
+        target.quant.activation_dtype if target.requires_quantization and target.quant and is_float_model else ""
+    )
     for idx, n in enumerate(gr.nodes):
-        if n.op_type == "Constant" or n.op_type in QDQ_OPS:
+        if n.op_type == "Constant" or n.op_type in QDQ_OPS or idx in absorbed_into:
             continue
         if n.input and all((not i) or i in gr.const_names for i in n.input):
             placement[idx] = Placement.ABSORBED  # constant-folded by the converter
@@ -419,10 +464,9 @@ def check_target(loaded: LoadedModel, target: TargetSpec) -> TargetReport:
         if spec is not None and spec.passthrough:
             placement[idx] = Placement.ABSORBED
             continue
-        if target.format == Format.TFLITE and _fusable_activation(gr, idx):
-            placement[idx] = Placement.ABSORBED  # fused_activation_function of the op that feeds it
-            continue
         prec, qdq = _precision(gr, idx)
+        if checked_as and prec in ("float32", "float16") and n.op_type not in target.float_only_ops:
+            prec = checked_as
         facts = _facts(gr, idx, target, prec)
         fails, maps_to = _judge(facts, spec, target)
         where = Placement.ACCELERATOR if not fails else Placement.FALLBACK if target.fallback else Placement.UNSUPPORTED
@@ -459,6 +503,7 @@ def check_target(loaded: LoadedModel, target: TargetSpec) -> TargetReport:
         for k, fl in sorted(by_kind.items(), key=lambda kv: -len(nodes_by_kind[kv[0]]))
     ]
     n_acc = sum(1 for v in nodes if v.placement == Placement.ACCELERATOR)
+    moves = [v for v in nodes if v.op_type in DATA_MOVEMENT]
     return TargetReport(
         target=target.name, description=target.description, accelerator=target.accelerator,
         fallback=target.fallback, runtime=target.runtime, spec_path=target.path,
@@ -468,6 +513,9 @@ def check_target(loaded: LoadedModel, target: TargetSpec) -> TargetReport:
         macs_accelerated=sum(v.macs for v in nodes if v.placement == Placement.ACCELERATOR),
         partitions=partitions, copies=copies, worst=worst, advice=advice,
         absorbed=sum(1 for i, n in enumerate(gr.nodes) if n.op_type != "Constant" and i not in verdicts),
+        n_data_movement=len(moves),
+        n_data_movement_accelerated=sum(1 for v in moves if v.placement == Placement.ACCELERATOR),
+        checked_as=checked_as,
     )  # fmt: skip
 
 
@@ -498,5 +546,8 @@ def _copies(gr: _Graph, verdicts: dict[int, NodeVerdict], placement: list[Placem
 
 
 def check_model(loaded: LoadedModel, targets: list[TargetSpec]) -> SupportReport:
-    """Check one model against several targets (each independently)."""
-    return SupportReport(model=str(loaded.path), targets=[check_target(loaded, t) for t in targets])
+    """Check one model against several targets (each independently), folding its shape subgraphs once."""
+    prepared = prepare_for_check(loaded)
+    return SupportReport(
+        model=str(loaded.path), targets=[check_target(prepared, t) for t in targets], folded=prepared.folded
+    )

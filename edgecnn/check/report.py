@@ -11,22 +11,59 @@ def _pct(x: float) -> str:
 
 
 def summary_rows(report: SupportReport) -> list[tuple[str, list[str]]]:
-    """(row label, one cell per target): shared by the console table and the Markdown report."""
+    """(row label, one cell per target): shared by the console table and the Markdown report.
+
+    The MAC share sits between the node count and the count of tensor-copy ops (Transpose, Reshape, Concat,
+    ...): those have no MACs, so "100% of MACs" alone can hide half of the nodes running on the CPU.
+    """
     ts = report.targets
     return [
         ("accelerator", [t.accelerator for t in ts]),
+        ("checked as", [_checked_as(t) for t in ts]),
         ("nodes on accelerator", [f"{t.n_accelerated}/{t.n_nodes} ({_pct(t.node_share)})" for t in ts]),
         ("MACs on accelerator", [f"{human_count(t.macs_accelerated)}/{human_count(t.macs_total)} ({_pct(t.mac_share)})" for t in ts]),
+        ("tensor-copy ops on accelerator", [f"{t.n_data_movement_accelerated}/{t.n_data_movement}" for t in ts]),
         ("accelerator partitions", [str(t.partitions) for t in ts]),
         ("copies across the boundary", [str(t.copies) for t in ts]),
-        ("model runs", [("yes" if t.runnable else "NO: no fallback device") for t in ts]),
+        ("model runs", [_runs(t) for t in ts]),
         ("verdict", [_verdict(t) for t in ts]),
     ]  # fmt: skip
+
+
+def _checked_as(t: TargetReport) -> str:
+    return f"{t.checked_as} (float model, as quantized for it)" if t.checked_as else "as given"
+
+
+def folded_line(report: SupportReport) -> str:
+    """One sentence on what was folded at the fixed input shapes before placing nodes ('' when nothing)."""
+    if not report.folded:
+        return ""
+    parts = ", ".join(f"{op} x{n}" for op, n in report.folded.items())
+    total = sum(report.folded.values())
+    return f"Folded {total} shape-computation node(s) at the fixed input shapes, as a converter would: {parts}."
+
+
+def _unlisted_only(t: TargetReport) -> int:
+    """Nodes off the accelerator only because their op is not in the published list (0 if any other reason)."""
+    off = [n for n in t.nodes if n.placement == Placement.UNSUPPORTED]
+    if off and all(f.rule == "op_not_listed" for n in off for f in n.failures):
+        return len(off)
+    return 0
+
+
+def _runs(t: TargetReport) -> str:
+    if t.runnable:
+        return "yes"
+    if _unlisted_only(t):
+        return "unknown: no fallback device"
+    return "NO: no fallback device"
 
 
 def _verdict(t: TargetReport) -> str:
     if t.all_accelerated:
         return "all on accelerator"
+    if not t.runnable and _unlisted_only(t):
+        return f"{_unlisted_only(t)} node(s) not in the published list: confirm with the vendor's compiler"
     if not t.runnable:
         return "cannot run"
     return f"{t.n_nodes - t.n_accelerated} node(s) fall back"
@@ -39,6 +76,8 @@ def render_markdown(report: SupportReport) -> str:
     out.append("|---|" + "---|" * len(ts))
     for label, cells in summary_rows(report):
         out.append(f"| {label} | " + " | ".join(cells) + " |")
+    if folded_line(report):
+        out += ["", folded_line(report)]
     for t in ts:
         out += ["", f"## `{t.target}`: {t.description}", ""]
         off = [n for n in t.nodes if n.placement != Placement.ACCELERATOR]

@@ -50,6 +50,7 @@ class NodeFacts:
     accel: str
     target: str
     precision: str
+    fallback: str = ""  # the target's fallback device ("" = none)
     in_shapes: tuple[tuple[int, ...], ...]
     out_shapes: tuple[tuple[int, ...], ...]
     const_inputs: tuple[bool, ...] = ()
@@ -123,10 +124,16 @@ def _fail(fn: Callable[..., Any], f: NodeFacts, limit: Any = None, **kw: Any) ->
 
 
 def op_not_listed(f: NodeFacts, source: str = "") -> Verdict:
-    """{label}: {op} is not in the {accel}'s operator list, so it runs on the fallback device.
-    Fix: replace {op} with an operator the target lists{hint} (see `edgecnn targets show {target}`)."""
+    """{label}: {op} is not in the {accel}'s published operator list{where}.
+    Fix: replace {op} with an operator the target lists{hint} (see `edgecnn targets show {target}`){confirm}."""
     hint = f" such as {REPLACEMENTS[f.op_type]}" if f.op_type in REPLACEMENTS else ""
-    return _fail(op_not_listed, f, hint=hint)
+    if f.fallback:
+        where, confirm = f", so it runs on the fallback device ({f.fallback})", ""
+    else:
+        # "Not in the published list" is not "cannot run": say what is known, and how to find out.
+        where = "; the target has no fallback device, so the model runs only if the vendor's compiler accepts it"
+        confirm = ", or confirm with the vendor's compiler"
+    return _fail(op_not_listed, f, hint=hint, where=where, confirm=confirm)
 
 
 def op_unsupported(f: NodeFacts, note: str = "") -> Verdict:
@@ -143,6 +150,8 @@ def precision(f: NodeFacts, allowed: list[str]) -> Verdict:
         return PASS
     if f.precision in ("float32", "float16"):
         fix_s = f"run `edgecnn quantize MODEL --target {f.target}` to write a QDQ {allowed[0]} model."
+    elif f.precision in ("int32", "int64"):
+        fix_s = "keep index arithmetic out of the accelerated graph (fold it at a fixed --input-shape) or cast it"
     else:
         fix_s = "give this target the float model (it computes in floating point), or quantize to one of " + ", ".join(
             allowed
@@ -326,6 +335,8 @@ def depth_multiplier_max(f: NodeFacts, limit: int) -> Verdict:
 def weights_const(f: NodeFacts, limit: bool) -> Verdict:
     """{label}: its weights are computed at run time; the {accel} needs constant weights.
     Fix: make the weights an initializer (constant-fold the graph before export)."""
+    if f.op_type == "MatMul" and f.const_inputs[:2] == (False, False):
+        return PASS  # activation x activation is a batched matmul, not a layer with weights
     if limit and len(f.const_inputs) > 1 and not f.const_inputs[1]:
         return _fail(weights_const, f, limit)
     return PASS
@@ -456,8 +467,8 @@ def _padded(f: NodeFacts) -> bool:
 def large_stride_valid_only(f: NodeFacts, limit: int) -> Verdict:
     """{label}: stride {stride} above {limit} with {why}; the {accel} takes strides above {limit} only without padding and dilation.
     Fix: use stride <= {limit}, or drop the padding (VALID) and dilation so that the large stride is allowed."""
-    if not f.strides or max(f.strides) <= limit:
-        return PASS
+    if not f.strides or max(f.strides) <= limit or f.depthwise:
+        return PASS  # a depthwise conv is judged by its own stride range (its variant's stride_max)
     dilated = bool(f.dilations) and max(f.dilations) > 1
     if _padded(f) or dilated:
         why = " and ".join(w for w, c in (("padding " + str(list(f.pads)), _padded(f)), ("dilation", dilated)) if c)
@@ -488,13 +499,6 @@ def unit_kernel_stride(f: NodeFacts, limit: bool) -> Verdict:
         return _fail(unit_kernel_stride, f, limit, stride=_x(f.strides))
     return PASS
 
-
-def spatial_dims_max(f: NodeFacts, limit: int) -> Verdict:
-    """{label}: a {n}-D window ({kernel}); the {accel} runs this op with at most {limit} spatial dimensions.
-    Fix: reshape to {limit} spatial dimensions (e.g. fold depth into batch or channels) around this op."""
-    if len(f.kernel) > limit:
-        return _fail(spatial_dims_max, f, limit, n=len(f.kernel), kernel=_x(f.kernel))
-    return PASS
 
 
 def quant_match(f: NodeFacts, limit: bool) -> Verdict:
@@ -676,6 +680,65 @@ def pad_nonnegative(f: NodeFacts, limit: bool) -> Verdict:
     return PASS
 
 
+# --- generic rules ---
+# Rules any target may use (keys of CONSTRAINTS like the ones above); placement.py applies `spatial_dims`
+# by default where a TFLite builtin is 2-D only.
+
+
+def spatial_dims(f: NodeFacts, limit: list[int]) -> Verdict:
+    """{label}: a {n}-D {op} (kernel {kernel}); the {accel} runs {op} over {allowed} spatial dimension(s) only.
+    Fix: use a {allowed_max}-D {op} (fold the extra dimension into batch or channels with a Reshape)."""
+    n = len(f.kernel)
+    if n and n not in limit:
+        return _fail(
+            spatial_dims, f, limit, n=n, kernel=_x(f.kernel), allowed=" or ".join(map(str, limit)),
+            allowed_max=max(limit) if limit else 2,
+        )  # fmt: skip
+    return PASS
+
+
+def auto_pad_modes(f: NodeFacts, limit: list[str]) -> Verdict:
+    """{label}: auto_pad={mode}; the {accel} supports auto_pad {allowed}.
+    Fix: export with explicit pads (auto_pad=NOTSET)."""
+    mode = str(f.attrs.get("auto_pad", "NOTSET"))
+    if mode not in limit:
+        return _fail(auto_pad_modes, f, limit, mode=mode, allowed=" or ".join(limit))
+    return PASS
+
+
+def width_max(f: NodeFacts, limit: int) -> Verdict:
+    """{label}: width {w} of tensor {shape} exceeds the {accel}'s limit of {limit} for {op}.
+    Fix: split the tensor along its last axis (Split, then Concat) so that no part is wider than {limit}."""
+    for s in _activation_shapes(f):
+        if len(s) >= 2 and s[-1] > limit:
+            return _fail(width_max, f, limit, w=s[-1], shape=_x(s))
+    return PASS
+
+
+def elements_max(f: NodeFacts, limit: int) -> Verdict:
+    """{label}: tensor {shape} has {n} elements, above the {accel}'s limit of {limit} for {op}.
+    Fix: tile the computation into parts of at most {limit} elements."""
+    for s in _activation_shapes(f):
+        n = 1
+        for d in s:
+            n *= max(d, 1)
+        if n > limit:
+            return _fail(elements_max, f, limit, n=n, shape=_x(s))
+    return PASS
+
+
+def input_rank(f: NodeFacts, limit: list[int]) -> Verdict:
+    """{label}: input of rank {rank} ({shape}); the {accel} runs {op} on rank {allowed} inputs only.
+    Fix: reshape the input to rank {allowed} around this op."""
+    if f.in_shapes and f.in_shapes[0] is not None:
+        s = f.in_shapes[0]
+        if len(s) not in limit:
+            return _fail(
+                input_rank, f, limit, rank=len(s), shape=_x(s) or "scalar", allowed=" or ".join(map(str, limit))
+            )
+    return PASS
+
+
 # ---- registries --------------------------------------------------------------------------------------
 
 
@@ -723,7 +786,6 @@ CONSTRAINTS: dict[str, Constraint] = {
     "padded_kernel_max": Constraint(kind="int", rule=padded_kernel_max, what="largest kernel side when padded"),
     "kernel_h_max": Constraint(kind="int", rule=kernel_h_max, what="largest kernel height"),
     "unit_kernel_stride": Constraint(kind="bool", rule=unit_kernel_stride, what="whether 1x1 windows may stride"),
-    "spatial_dims_max": Constraint(kind="int", rule=spatial_dims_max, what="most spatial dims of a window (2 = 2-D)"),
     "quant_match": Constraint(kind="bool", rule=quant_match, what="inputs quantized exactly like the output"),
     "depth_reduce_needs_unit": Constraint(
         kind="bool", rule=depth_reduce_needs_unit, what="channel reduction only when H, W or C is 1"
@@ -737,6 +799,12 @@ CONSTRAINTS: dict[str, Constraint] = {
         kind="int", rule=transpose_axis_product_max, what="largest product of rank-2 axes moved by a transpose"
     ),
     "pad_nonnegative": Constraint(kind="bool", rule=pad_nonnegative, what="pads must be >= 0"),
+    # --- generic rules ---
+    "spatial_dims": Constraint(kind="ints", rule=spatial_dims, what="spatial dims a Conv/pool may have (2 = 2-D)"),
+    "auto_pad_modes": Constraint(kind="strs", rule=auto_pad_modes, what="auto_pad values supported"),
+    "width_max": Constraint(kind="int", rule=width_max, what="largest last dimension of an activation"),
+    "elements_max": Constraint(kind="int", rule=elements_max, what="largest element count of an activation"),
+    "input_rank": Constraint(kind="ints", rule=input_rank, what="ranks input 0 may have"),
 }
 
 GENERIC_RULES: dict[str, Callable[..., Verdict]] = {
@@ -769,11 +837,13 @@ _FIX_KINDS: dict[str, FixKind] = {
     "clip_relu_only": FixKind.CHANGE_ATTRIBUTE, "static_shapes": FixKind.CHANGE_SHAPE,
     "large_stride_valid_only": FixKind.CHANGE_KERNEL, "padded_kernel_max": FixKind.CHANGE_KERNEL,
     "kernel_h_max": FixKind.CHANGE_KERNEL, "unit_kernel_stride": FixKind.CHANGE_KERNEL,
-    "spatial_dims_max": FixKind.CHANGE_SHAPE, "quant_match": FixKind.QUANTIZE,
+    "quant_match": FixKind.QUANTIZE,
     "depth_reduce_needs_unit": FixKind.CHANGE_ATTRIBUTE, "resize_factors": FixKind.CHANGE_SHAPE,
     "half_pixel_factors": FixKind.CHANGE_ATTRIBUTE, "slice_step_axes": FixKind.CHANGE_ATTRIBUTE,
     "inputs_max": FixKind.CHANGE_SHAPE, "outputs_max": FixKind.CHANGE_SHAPE,
     "transpose_axis_product_max": FixKind.CHANGE_SHAPE, "pad_nonnegative": FixKind.CHANGE_ATTRIBUTE,
+    "spatial_dims": FixKind.CHANGE_SHAPE, "auto_pad_modes": FixKind.CHANGE_ATTRIBUTE, "width_max": FixKind.CHANGE_SHAPE,
+    "elements_max": FixKind.CHANGE_SHAPE, "input_rank": FixKind.CHANGE_SHAPE,
 }  # fmt: skip
 
 # Common substitutions an engineer makes when an op is missing on an accelerator.

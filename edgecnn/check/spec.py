@@ -35,6 +35,8 @@ class Precision(StrEnum):
     UINT8 = "uint8"
     INT16 = "int16"
     UINT16 = "uint16"
+    INT32 = "int32"  # integer arithmetic that is not quantized (index math, int32 Add/Mul)
+    INT64 = "int64"
 
 
 class Format(StrEnum):
@@ -91,10 +93,24 @@ class TargetSpec:
     path: str
     extends: str = ""
     limits_cite: str = ""  # where in limits_source the generic limits are stated
+    validation: dict[str, Any] = field(default_factory=dict)  # tool, cases, agreement, test, note
 
     @property
     def requires_quantization(self) -> bool:
         return not (set(self.precisions) & FLOAT_PRECISIONS)
+
+    @property
+    def float_only_ops(self) -> frozenset[str]:
+        """Op types whose ``dtypes`` exclude the [quant] activation type but allow float: `quantize --target`
+        keeps them in float, and `check` judges a float model's nodes of these types in float."""
+        if self.quant is None:
+            return frozenset()
+        return frozenset(
+            op for op, spec in self.ops.items()
+            if op not in ("Relu", "Clip")  # fused into the op before them when quantized, not run on their own
+            and "dtypes" in spec.constraints and self.quant.activation_dtype not in spec.constraints["dtypes"]
+            and set(spec.constraints["dtypes"]) & FLOAT_PRECISIONS
+        )  # fmt: skip
 
     def source_of(self, sid: str) -> Source:
         return self.sources[sid]
@@ -103,8 +119,10 @@ class TargetSpec:
 _TOP_KEYS = {
     "schema_version": "int", "name": "str", "description": "str", "runtime": "str", "format": "str",
     "accelerator": "str", "fallback": "str", "precisions": "list", "source": "str", "extends": "str",
-    "quant": "table", "limits": "table", "ops": "table", "sources": "table",
+    "quant": "table", "limits": "table", "ops": "table", "sources": "table", "validation": "table",
 }  # fmt: skip
+# How a target's verdicts were checked against a real tool: rendered by docs.py into docs/targets.md.
+_VALIDATION_KEYS = {"tool": str, "cases": int, "agreement": str, "test": str, "note": str}
 _REQUIRED_TOP = ("schema_version", "name", "description", "runtime", "format", "accelerator", "precisions", "source")
 _QUANT_KEYS = {
     "weights_per_channel": bool, "weights_symmetric": bool, "weight_dtype": str, "activation_dtype": str,
@@ -262,6 +280,12 @@ def _validate_raw(raw: _Raw) -> None:
         for req in ("url", "version"):
             if not isinstance(body.get(req), str) or not body.get(req):
                 raise _err(raw, req, f"sources.{sid}", f"missing; every source needs {req} (where and which edition)")
+        if not any(c.isdigit() for c in body["version"]):
+            raise _err(
+                raw, "version", f"sources.{sid}",
+                f"'{body['version']}' names no version; give the release, tag, commit or date you read "
+                "(e.g. 'v2.3.2', 'commit 00cd7c6', '2025-11-01')",
+            )  # fmt: skip
     if "quant" in d:
         _check_keys(raw, "quant", d["quant"], _QUANT_KEYS)
         for k, v in d["quant"].items():
@@ -270,6 +294,11 @@ def _validate_raw(raw: _Raw) -> None:
         for k in ("activation_dtype", "weight_dtype"):
             if k in d["quant"] and d["quant"][k] not in _QDTYPES:
                 raise _err(raw, k, "quant", f"'{d['quant'][k]}' is not valid; expected one of {', '.join(_QDTYPES)}")
+    if "validation" in d:
+        _check_keys(raw, "validation", d["validation"], _VALIDATION_KEYS)
+        for k, v in d["validation"].items():
+            if not isinstance(v, _VALIDATION_KEYS[k]) or isinstance(v, bool):
+                raise _err(raw, k, "validation", f"value {v!r} should be a {_VALIDATION_KEYS[k].__name__}")
     if "limits" in d:
         _check_keys(raw, "limits", d["limits"], set(CONSTRAINTS) | {"source", "cite"})
         for k, v in d["limits"].items():
@@ -390,4 +419,5 @@ def load_target(name_or_path: str | Path) -> TargetSpec:
         path=str(path),
         extends=raw.data.get("extends", ""),
         limits_cite=limits_cite,
+        validation=dict(raw.data.get("validation", {})),
     )

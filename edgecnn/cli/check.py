@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from edgecnn.check.placement import SCHEMA_VERSION, Placement, SupportReport, check_model
-from edgecnn.check.report import render_markdown, summary_rows
+from edgecnn.check.report import folded_line, render_markdown, summary_rows
 from edgecnn.check.spec import load_target
 from edgecnn.cli import app, command, console
 from edgecnn.errors import CheckFailedError
@@ -87,3 +87,12 @@ def print_report(report: SupportReport, *, all_nodes: bool = False) -> None:
     worst = [", ".join(f"{w.name} ({w.op_type})" for w in t.worst[:3]) or "-" for t in report.targets]
     summary.add_row("worst offenders", *worst)
     console.print(summary)
+    if folded_line(report):
+        console.print(folded_line(report), highlight=False)
+    for t in report.targets:
+        if t.checked_as:
+            console.print(
+                f"{t.target}: a float model, checked as `edgecnn quantize --target {t.target}` would write it "
+                f"({t.checked_as}); the verdicts above assume that quantization.",
+                highlight=False,
+            )

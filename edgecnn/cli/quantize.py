@@ -84,7 +84,13 @@ def quantize_cmd(
     scheme = resolve_scheme(target, runtime)
     if not per_channel:
         scheme = QuantScheme(**{**scheme.to_dict(), "weights_per_channel": False})  # type: ignore[arg-type]
-    config = QuantizeConfig(precision=prec, method=meth, batch=batch, scheme=scheme, exclude=frozenset(exclude or []))
+    keep_float: frozenset[str] = frozenset()
+    if target and prec is Precision.INT8:
+        from edgecnn.check.spec import load_target
+
+        keep_float = load_target(target).float_only_ops  # ops the target runs only in float stay float
+    config = QuantizeConfig(precision=prec, method=meth, batch=batch, scheme=scheme,
+                            exclude=frozenset(exclude or []) | keep_float)  # fmt: skip
     if max_drop is not None or data is not None:
         from edgecnn.cli.sensitivity import quantize_budgeted
 

@@ -138,7 +138,8 @@ def load_model(path: str | Path, input_shapes: dict[str, tuple[int, ...]] | None
                     )
             _set_dims(vi, want)
             resolved[vi.name] = want
-        elif not dims or any(not isinstance(d, int) for d in dims):
+        elif not vi.type.tensor_type.HasField("shape") or any(not isinstance(d, int) for d in dims):
+            # no shape at all is dynamic; a shape with no dims is a rank-0 (scalar) input, which is static
             dynamic.append(f"{vi.name}{dims}")
         else:
             resolved[vi.name] = tuple(int(d) for d in dims)

@@ -4,11 +4,15 @@
 - ``remove_identities``: Identity and inference-mode Dropout nodes are bypassed.
 - ``fold_constants``: Constant nodes become initializers (so every weight is an initializer), and nodes
   whose inputs are all constant (shape arithmetic, weight reshapes, casts) are computed once.
-- ``prepare``: all of the above, then shape inference.
+- ``fold_static_shapes``: at fixed input shapes, Shape/Size of a tensor whose shape is known become
+  constants, then ``fold_constants`` computes the shape arithmetic that hangs off them (Gather, Unsqueeze,
+  Concat, Range, ConstantOfShape, ...), as a vendor converter does at a fixed input size.
+- ``prepare``: all of the above but static shapes, then shape inference.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -188,6 +192,56 @@ def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
 def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
     """Turn Constant nodes into initializers and precompute nodes whose inputs are all constant."""
     return _fold_constants(_copy(model))
+
+
+def _static_dims(vi: onnx.ValueInfoProto) -> list[int] | None:
+    t = vi.type.tensor_type
+    if not t.HasField("shape"):
+        return None
+    dims = [d.dim_value if d.HasField("dim_value") else -1 for d in t.shape.dim]
+    return None if any(d < 0 for d in dims) else dims
+
+
+def fold_static_shapes(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Counter[str]]:
+    """Fold the shape subgraphs of a model whose tensor shapes are all inferred (a fixed --input-shape).
+
+    ``Shape`` (with opset-15 ``start``/``end``) and ``Size`` of a tensor with a static shape become
+    constants; then every node whose inputs are all constant is computed with onnx's reference evaluator
+    (``fold_constants``). Returns the new model (shapes re-inferred) and how many nodes of each op type were
+    folded away. The input model is not modified; needs shapes inferred (``load_model`` does that).
+    """
+    m = _copy(model)
+    g = m.graph
+    known: dict[str, list[int]] = {}
+    for vi in [*g.input, *g.value_info, *g.output]:
+        dims = _static_dims(vi)
+        if dims is not None:
+            known[vi.name] = dims
+    for t in g.initializer:
+        known[t.name] = list(t.dims)
+    before = Counter(n.op_type for n in g.node if n.op_type != "Constant")
+    keep = []
+    for n in g.node:
+        src = n.input[0] if n.input else ""
+        if n.op_type in ("Shape", "Size") and src in known and n.output[0] not in {o.name for o in g.output}:
+            dims = known[src]
+            if n.op_type == "Shape":
+                rank = len(dims)
+                start = int(_attr(n, "start", 0))  # type: ignore[arg-type]
+                end = int(_attr(n, "end", rank))  # type: ignore[arg-type]
+                value = np.array(dims[slice(start, end)], np.int64)
+            else:
+                value = np.array(int(np.prod(dims, dtype=np.int64)), np.int64)
+            g.initializer.append(numpy_helper.from_array(value, n.output[0]))
+        else:
+            keep.append(n)
+    del g.node[:]
+    g.node.extend(keep)
+    m = remove_unused_initializers(_fold_constants(m))
+    infer_shapes_inplace(m)
+    after = Counter(n.op_type for n in m.graph.node)
+    folded = Counter({op: c - after.get(op, 0) for op, c in before.items() if c > after.get(op, 0)})
+    return m, folded
 
 
 def remove_identities(model: onnx.ModelProto) -> onnx.ModelProto:
