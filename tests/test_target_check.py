@@ -144,7 +144,11 @@ def test_dense_conv_on_ethos_u_takes_stride_4_only_without_padding(tmp_path: Pat
     rules = {f.rule for n in _u55(tmp_path, conv(stride=4, pad=0)).nodes for f in n.failures}
     assert "large_stride_valid_only" not in rules and "stride_max" not in rules
     rep = _u55(tmp_path, conv(stride=4, pad=1))
-    assert any(f.rule == "large_stride_valid_only" and "padding [1, 1, 1, 1]" in f.reason for n in rep.nodes for f in n.failures)
+    assert any(
+        f.rule == "large_stride_valid_only" and "padding [1, 1, 1, 1]" in f.reason
+        for n in rep.nodes
+        for f in n.failures
+    )
 
 
 def test_partitions_and_copies_count_each_switch(tmp_path: Path) -> None:

@@ -212,6 +212,8 @@ ROWS = [
     Row("slice_step_axes", "Slice", 'slice_step_axes = ["H", "W"]', lambda: strided_slice(2), lambda: strided_slice(1)),
     Row("inputs_max", "Concat", "inputs_max = 2", lambda: concat(2), lambda: concat(3)),
     Row("outputs_max", "Split", "outputs_max = 2", lambda: split(2), lambda: split(4)),
+    Row("pad_value_zero", "Pad", "pad_value_zero = true", lambda: pad_value(0.0), lambda: pad_value(-1.0)),
+    Row("split_equal", "Split", "split_equal = true", lambda: split(2), lambda: split_sizes([1, 3])),
     Row("transpose_axis_product_max", "Transpose", "transpose_axis_product_max = 16", lambda: transpose([1, 4, 8, 8]), lambda: transpose([2, 4, 8, 8])),
     Row("pad_nonnegative", "Pad", "pad_nonnegative = true", lambda: pad([0, 0, 1, 1, 0, 0, 1, 1]), lambda: pad([0, 0, -1, 0, 0, 0, 0, 0])),
 ]  # fmt: skip
@@ -248,6 +250,16 @@ def concat(n: int) -> onnx.ModelProto:
 def split(n: int) -> onnx.ModelProto:
     outs = [f"y{i}" if i else "y" for i in range(n)]
     return _model([helper.make_node("Split", ["x", "sp"], outs, name="split", axis=1)], {"sp": _ints([4 // n] * n)})
+
+
+def pad_value(v: float) -> onnx.ModelProto:
+    inits = {"p": _ints([0, 0, 1, 1, 0, 0, 1, 1]), "v": np.array(v, np.float32)}
+    return _model([_n("Pad", ["x", "p", "v"], mode="constant")], inits)
+
+
+def split_sizes(sizes: list[int]) -> onnx.ModelProto:
+    outs = [f"y{i}" if i else "y" for i in range(len(sizes))]
+    return _model([helper.make_node("Split", ["x", "sp"], outs, name="split", axis=1)], {"sp": _ints(sizes)})
 
 
 def transpose(shape: list[int]) -> onnx.ModelProto:

@@ -228,7 +228,11 @@ def reduce(
     ax = _const(b, "axes", _ints(axes), "int32")
     rank = len(shape)
     norm = {a % rank for a in axes}
-    out = [1 if i in norm else d for i, d in enumerate(shape)] if keep else [d for i, d in enumerate(shape) if i not in norm]
+    out = (
+        [1 if i in norm else d for i, d in enumerate(shape)]
+        if keep
+        else [d for i, d in enumerate(shape) if i not in norm]
+    )
     y = _act(b, "y", out, dt)
     b.add_op(op, [x, ax], [y], {"keep_dims": keep})
     return _finish(b, [x], [y])

@@ -317,15 +317,8 @@ def _facts(gr: _Graph, idx: int, target: TargetSpec, prec: str) -> NodeFacts:
                 full[int(a) % rank], full[int(a) % rank + rank] = int(pads[j]), int(pads[j + k])
             pads = full
         attrs["pads_value"] = list(pads) if pads is not None else None
-        axes = _const_value(gr, n.input[3]) if len(n.input) > 3 and n.input[3] else None
-        if pads is not None and axes is not None and x:
-            # opset 18: pads only for `axes`; spread them over every axis so that the pad rules see them.
-            rank = len(x)
-            full = [0] * (2 * rank)
-            for j, a in enumerate(axes):
-                full[int(a) % rank] = int(pads[j])
-                full[int(a) % rank + rank] = int(pads[j + len(axes)])
-            attrs["pads_value"] = full
+        value = _const_value(gr, n.input[2]) if len(n.input) > 2 and n.input[2] else attrs.get("value", 0.0)
+        attrs["pad_constant"] = float(value) if isinstance(value, (int, float)) else None
     if op == "Slice":
         if gr.opset >= 10:
             axes = _const_value(gr, n.input[3]) if len(n.input) > 3 and n.input[3] else None

@@ -453,6 +453,7 @@ def static_shapes(f: NodeFacts, limit: bool) -> Verdict:
             return _fail(static_shapes, f, limit, shape=_x(["?" if d < 0 else d for d in s]))
     return PASS
 
+
 # --- TFLite-target rules ---
 # Constraints of the TFLite-consuming targets (Ethos-U via Vela, XNNPACK, the GPU delegate, the Edge TPU
 # compiler), read from the vendors' current code and checked against Vela and the LiteRT interpreter
@@ -498,7 +499,6 @@ def unit_kernel_stride(f: NodeFacts, limit: bool) -> Verdict:
     if not limit and f.kernel and all(k == 1 for k in f.kernel) and f.strides and max(f.strides) > 1:
         return _fail(unit_kernel_stride, f, limit, stride=_x(f.strides))
     return PASS
-
 
 
 def quant_match(f: NodeFacts, limit: bool) -> Verdict:
@@ -565,11 +565,9 @@ def resize_factors(f: NodeFacts, limit: list[int]) -> Verdict:
         return o / i if i else 0.0
 
     fh, fw = factor(ih, oh), factor(iw, ow)
-    if fh != fw:
-        # Only a 1-D resize: the output is 1 along the other axis and that axis is not scaled.
-        ok = (ow == 1 and fw == 1 and fh in limit) or (oh == 1 and fh == 1 and fw in limit)
-    else:
-        ok = fh in limit
+    # Unequal factors only for a 1-D resize: the output is 1 along the other axis and that axis is not scaled.
+    one_d = (ow == 1 and fw == 1 and fh in limit) or (oh == 1 and fh == 1 and fw in limit)
+    ok = one_d if fh != fw else fh in limit
     if not ok:
         have = f"{fh:g}x{fw:g}" + (" (align_corners)" if align else "")
         return _fail(
@@ -643,6 +641,28 @@ def outputs_max(f: NodeFacts, limit: int) -> Verdict:
     return PASS
 
 
+def pad_value_zero(f: NodeFacts, limit: bool) -> Verdict:
+    """{label}: pads with the constant {value} (TFLite PADV2); the {accel} pads only with zeros (PAD).
+    Fix: pad with 0 (or fold the padding into the next Conv/pool as SAME padding)."""
+    value = f.attrs.get("pad_constant")
+    if limit and value not in (None, 0, 0.0):
+        return _fail(pad_value_zero, f, limit, value=value)
+    return PASS
+
+
+def split_equal(f: NodeFacts, limit: bool) -> Verdict:
+    """{label}: splits into unequal parts {sizes} (TFLite SPLIT_V); the {accel} takes only equal splits (SPLIT).
+    Fix: split into equal parts (and Slice the remainder), or accept a CPU kernel here."""
+    if not limit or len(f.out_shapes) < 2 or not f.in_shapes:
+        return PASS
+    rank = len(f.in_shapes[0])
+    axis = int(f.attrs.get("axis", 0)) % rank if rank else 0
+    sizes = [s[axis] for s in f.out_shapes if len(s) > axis]
+    if len(set(sizes)) > 1:
+        return _fail(split_equal, f, limit, sizes=sizes)
+    return PASS
+
+
 def transpose_axis_product_max(f: NodeFacts, limit: int) -> Verdict:
     """{label}: transposes {shape} with perm {perm}; the {accel} needs every product of {k} axes <= {limit} for this permutation.
     Fix: transpose a smaller tensor (split it first) or keep the channel axis last so that no transpose is needed."""
@@ -656,9 +676,9 @@ def transpose_axis_product_max(f: NodeFacts, limit: int) -> Verdict:
     if not moved:
         return PASS
     # Only unit axes outside the last three: a 3-D transpose, each of H, W, C up to the limit.
-    if all(shape[i] == 1 for i in range(max(rank - 3, 0))) and all(perm[i] == i for i in range(max(rank - 3, 0))):
-        if all(d <= limit for d in shape[-3:]):
-            return PASS
+    lead = range(max(rank - 3, 0))
+    if all(shape[i] == 1 and perm[i] == i for i in lead) and all(d <= limit for d in shape[-3:]):
+        return PASS
     k = max(rank - 2, 1)
     from itertools import combinations
 
@@ -799,6 +819,8 @@ CONSTRAINTS: dict[str, Constraint] = {
         kind="int", rule=transpose_axis_product_max, what="largest product of rank-2 axes moved by a transpose"
     ),
     "pad_nonnegative": Constraint(kind="bool", rule=pad_nonnegative, what="pads must be >= 0"),
+    "split_equal": Constraint(kind="bool", rule=split_equal, what="Split only into equal parts (TFLite SPLIT)"),
+    "pad_value_zero": Constraint(kind="bool", rule=pad_value_zero, what="constant Pad only with 0 (TFLite PAD)"),
     # --- generic rules ---
     "spatial_dims": Constraint(kind="ints", rule=spatial_dims, what="spatial dims a Conv/pool may have (2 = 2-D)"),
     "auto_pad_modes": Constraint(kind="strs", rule=auto_pad_modes, what="auto_pad values supported"),
@@ -842,6 +864,7 @@ _FIX_KINDS: dict[str, FixKind] = {
     "half_pixel_factors": FixKind.CHANGE_ATTRIBUTE, "slice_step_axes": FixKind.CHANGE_ATTRIBUTE,
     "inputs_max": FixKind.CHANGE_SHAPE, "outputs_max": FixKind.CHANGE_SHAPE,
     "transpose_axis_product_max": FixKind.CHANGE_SHAPE, "pad_nonnegative": FixKind.CHANGE_ATTRIBUTE,
+    "split_equal": FixKind.CHANGE_SHAPE, "pad_value_zero": FixKind.CHANGE_ATTRIBUTE,
     "spatial_dims": FixKind.CHANGE_SHAPE, "auto_pad_modes": FixKind.CHANGE_ATTRIBUTE, "width_max": FixKind.CHANGE_SHAPE,
     "elements_max": FixKind.CHANGE_SHAPE, "input_rank": FixKind.CHANGE_SHAPE,
 }  # fmt: skip

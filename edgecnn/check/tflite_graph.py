@@ -44,8 +44,8 @@ TFLITE_TO_ONNX: dict[str, str] = {
     "MEAN": "ReduceMean", "SUM": "ReduceSum", "REDUCE_MAX": "ReduceMax", "REDUCE_MIN": "ReduceMin",
     "REDUCE_PROD": "ReduceProd",
     "RESIZE_NEAREST_NEIGHBOR": "Resize", "RESIZE_BILINEAR": "Resize", "SOFTMAX": "Softmax",
-    "LOG_SOFTMAX": "LogSoftmax", "TRANSPOSE": "Transpose", "PAD": "Pad", "PADV2": "Pad", "MIRROR_PAD": "Pad",
-    "STRIDED_SLICE": "Slice", "SLICE": "Slice", "CONCATENATION": "Concat", "SPLIT": "Split", "SPLIT_V": "Split",
+    "LOG_SOFTMAX": "LogSoftmax", "TRANSPOSE": "Transpose", "PAD": "Pad", "MIRROR_PAD": "Pad",
+    "STRIDED_SLICE": "Slice", "SLICE": "Slice", "CONCATENATION": "Concat", "SPLIT": "Split",
     "RESHAPE": "Reshape", "SQUEEZE": "Squeeze", "EXPAND_DIMS": "Unsqueeze", "DEPTH_TO_SPACE": "DepthToSpace",
     "SPACE_TO_DEPTH": "SpaceToDepth", "GATHER": "Gather", "CAST": "Cast", "ARG_MAX": "ArgMax",
     "ARG_MIN": "ArgMin", "TILE": "Tile", "QUANTIZE": "QuantizeLinear", "DEQUANTIZE": "DequantizeLinear",
@@ -69,13 +69,17 @@ def _read(path: Path) -> Any:
     except BadInputError as e:
         raise ModelError(f"{path}: {e}; give a .tflite flatbuffer (or an .onnx model)") from None
     except Exception as e:  # a truncated or corrupt flatbuffer fails deep inside the schema reader
-        raise ModelError(f"{path}: not a readable TFLite flatbuffer ({type(e).__name__}); give a valid .tflite") from None
+        raise ModelError(
+            f"{path}: not a readable TFLite flatbuffer ({type(e).__name__}); give a valid .tflite"
+        ) from None
 
 
 def _same_pads(in_hw: tuple[int, int], out_hw: tuple[int, int], k: tuple[int, int], s: tuple[int, int],
                d: tuple[int, int]) -> tuple[int, int, int, int]:  # fmt: skip
     """ONNX-order pads [h_begin, w_begin, h_end, w_end] that TFLite SAME padding adds."""
-    tot = [max((o - 1) * st + (kk - 1) * dd + 1 - i, 0) for i, o, kk, st, dd in zip(in_hw, out_hw, k, s, d, strict=True)]
+    tot = [
+        max((o - 1) * st + (kk - 1) * dd + 1 - i, 0) for i, o, kk, st, dd in zip(in_hw, out_hw, k, s, d, strict=True)
+    ]
     return (tot[0] // 2, tot[1] // 2, tot[0] - tot[0] // 2, tot[1] - tot[1] // 2)
 
 
@@ -108,7 +112,7 @@ def facts_of(g: Any, op: Any, target: TargetSpec) -> tuple[NodeFacts, str]:
     b = op.builtin
     o = dict(op.options)
     ins = [i for i in op.inputs if i >= 0]
-    if b == "SPLIT" and len(ins) == 2:
+    if b in ("SPLIT",) and len(ins) == 2:
         ins = [ins[1], ins[0]]  # (axis, x) -> x first, as ONNX Split(x, split)
     if b == "TRANSPOSE_CONV" and len(ins) >= 3:
         ins = [ins[2], ins[1], *ins[3:], ins[0]]  # (output_shape, w, x[, bias]) -> x, w[, bias], output_shape
@@ -175,6 +179,9 @@ def facts_of(g: Any, op: Any, target: TargetSpec) -> tuple[NodeFacts, str]:
             pairs = [p[i : i + 2] for i in range(0, len(p), 2)]
             attrs["pads_value"] = [int(a) for a, _ in pairs] + [int(c) for _, c in pairs]
         attrs["mode"] = "constant" if b != "MIRROR_PAD" else ("reflect" if o.get("mode", 0) == 0 else "symmetric")
+        if b == "PADV2" and len(ins) > 2:
+            val = r.const(ins[2])
+            attrs["pad_constant"] = float(val[0]) if val else 0.0
     if b == "STRIDED_SLICE" and len(ins) > 3:
         steps = r.const(ins[3])
         if steps is not None:
@@ -182,6 +189,10 @@ def facts_of(g: Any, op: Any, target: TargetSpec) -> tuple[NodeFacts, str]:
             attrs["axes_value"] = list(range(len(steps)))
     if b == "CONCATENATION":
         attrs["axis"] = int(o.get("axis", 0))
+    if b == "SPLIT" and len(ins) == 2:
+        ax = r.const(ins[1])
+        if ax:
+            attrs["axis"] = int(ax[0])
     if b == "LEAKY_RELU":
         attrs["alpha"] = float(o.get("alpha", 0.0))
     act_outs = [t for t in outs if t >= 0]
@@ -280,5 +291,3 @@ def check_tflite(path: Path, targets: list[TargetSpec]) -> SupportReport:
 def placements(report: TargetReport) -> list[bool]:
     """Per counted operator, whether it runs on the accelerator (for agreement tests and summaries)."""
     return [n.placement == Placement.ACCELERATOR for n in report.nodes]
-
-
