@@ -201,6 +201,7 @@ ROWS = [
     Row("variant:linear", "Resize", "[ops.Resize.linear]\nsupported = false", lambda: resize(2.0), lambda: resize(2.0, "linear")),
     Row("variant:relu6", "Clip", "[ops.Clip.relu6]\nsupported = false", lambda: clip(-1, 1), lambda: clip(0, 6)),
     # --- TFLite-target rules (branch targets-tfl; Vela 5.2.0 / XNNPACK facts) ---
+    Row("variant:const_divisor", "Div", "[ops.Div.const_divisor]\nsupported = false", lambda: div(const=False), lambda: div(const=True)),
     Row("large_stride_valid_only", "Conv", "large_stride_valid_only = 3", lambda: conv(stride=4, pad=0), lambda: conv(stride=4, pad=1)),
     Row("padded_kernel_max", "AveragePool", "padded_kernel_max = 8", lambda: avg_pool(9, 0), lambda: avg_pool(9, 4)),
     Row("kernel_h_max", "MaxPool", "kernel_h_max = 4", lambda: pool(k=4), lambda: pool(k=5)),
@@ -217,6 +218,13 @@ ROWS = [
     Row("transpose_axis_product_max", "Transpose", "transpose_axis_product_max = 16", lambda: transpose([1, 4, 8, 8]), lambda: transpose([2, 4, 8, 8])),
     Row("pad_nonnegative", "Pad", "pad_nonnegative = true", lambda: pad([0, 0, 1, 1, 0, 0, 1, 1]), lambda: pad([0, 0, -1, 0, 0, 0, 0, 0])),
 ]  # fmt: skip
+
+
+def div(const: bool) -> onnx.ModelProto:
+    """x / c with c an initializer, or x / x (a runtime divisor)."""
+    if const:
+        return _model([_n("Div", ["x", "c"])], {"c": np.full([1, 4, 1, 1], 2.0, np.float32)})
+    return _model([_n("Div", ["x", "x"])])
 
 
 def avg_pool(k: int, p: int) -> onnx.ModelProto:

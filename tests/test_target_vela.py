@@ -25,6 +25,8 @@ from edgecnn.cli import app
 from edgecnn.export.tflite_writer import read_tflite
 from edgecnn.export.to_tflite import onnx_to_tflite
 from edgecnn.graph.load import load_model
+from edgecnn.errors import BadInputError
+from tests.onnx_tfl_cases import ONNX_CASES
 from tests.tflite_cases import CASES, conv, pool
 from tests.tflite_oracles import VelaError, vela_on_npu
 
@@ -53,11 +55,44 @@ def test_check_places_every_op_where_vela_does(case_id: str, target: str) -> Non
     assert ours == real, f"{case_id} on {target}: Vela NPU={real}, edgecnn NPU={ours}"
 
 
+# The ONNX side: `check` on the QDQ model before export vs Vela on what `edgecnn export` writes from it (int8
+# I/O, as an Ethos-U deployment uses). One ONNX op may become several TFLite ops (a PAD before a conv, a
+# TRANSPOSE at an output), so the comparison is model-level: everything on the NPU, or not.
+ONNX_INT8 = [c.id for c in ONNX_CASES if c.id.endswith("-int8")]
+
+
+@functools.cache
+def _onnx_case(case_id: str, target: str) -> tuple[bool | None, bool]:
+    import tempfile
+
+    m = next(c for c in ONNX_CASES if c.id == case_id).build()
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "m.onnx"
+        onnx.save(m, str(p))
+        ours = check_target(load_model(p), load_target(target)).all_accelerated
+    try:
+        data = onnx_to_tflite(m, io_dtype="int8").data
+        return all(vela_on_npu(data, ACCEL[target])), ours
+    except (BadInputError, VelaError):  # the converter or Vela itself cannot handle it: no oracle answer
+        return None, ours
+
+
+@pytest.mark.parametrize("case_id", ONNX_INT8)
+def test_check_on_the_onnx_model_agrees_with_vela_on_its_export(case_id: str) -> None:
+    real, ours = _onnx_case(case_id, "ethos-u55")
+    if real is not None:
+        assert ours == real, f"{case_id}: Vela all-NPU={real}, edgecnn on the ONNX model={ours}"
+
+
 @pytest.mark.parametrize("target", sorted(ACCEL))
 def test_validation_counts_in_the_target_file_are_the_measured_ones(target: str) -> None:
     results = [_case(c.id, target) for c in CASES]
     judged = [(r, o) for r, o in results if r is not None]
     agree = sum(r == o for r, o in judged)
+    onnx_judged = [(r, o) for r, o in (_onnx_case(c, target) for c in ONNX_INT8) if r is not None]
+    assert sum(r is False for r, _ in onnx_judged) >= 8  # negative controls on the ONNX side too
+    agree += sum(r == o for r, o in onnx_judged)
+    judged += [([r], [o]) for r, o in onnx_judged]
     v = load_target(target).validation
     assert v["cases"] == len(judged) and v["agreement"] == f"{agree}/{len(judged)}", (len(judged), agree)
     # Negative controls: the table really has both answers on the integer cases, so an always-NPU or an

@@ -22,6 +22,10 @@ from edgecnn.check.tflite_graph import check_tflite_target, placements
 from edgecnn.export.tflite_writer import read_tflite
 from edgecnn.export.to_tflite import onnx_to_tflite
 from tests.test_target_vela import qdq_models  # noqa: F401 - the module-scoped fixture of exported models
+from edgecnn.check.placement import check_target
+from edgecnn.errors import BadInputError
+from edgecnn.graph.load import load_model
+from tests.onnx_tfl_cases import ONNX_CASES
 from tests.tflite_cases import CASES
 from tests.tflite_oracles import xnnpack_claimed
 
@@ -48,10 +52,41 @@ def test_check_claims_what_the_xnnpack_delegate_claims(case_id: str) -> None:
     assert ours == real, f"{case_id}: XNNPACK claims {real}, edgecnn says {ours}"
 
 
+# The ONNX side: `check` on the ONNX model (float32 or QDQ int8) vs the delegate on what `edgecnn export` writes
+# from it (float I/O); model-level, as one ONNX op may become several TFLite ops.
+ONNX_IDS = [c.id for c in ONNX_CASES]
+
+
+@functools.cache
+def _onnx_case(case_id: str) -> tuple[bool | None, bool]:
+    import tempfile
+
+    m = next(c for c in ONNX_CASES if c.id == case_id).build()
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "m.onnx"
+        onnx.save(m, str(p))
+        ours = check_target(load_model(p), load_target("arm-cpu-xnnpack")).all_accelerated
+    try:
+        return all(xnnpack_claimed(onnx_to_tflite(m).data)), ours
+    except (BadInputError, RuntimeError, ValueError):  # no conversion, or no LiteRT kernel: no oracle answer
+        return None, ours
+
+
+@pytest.mark.parametrize("case_id", ONNX_IDS)
+def test_check_on_the_onnx_model_agrees_with_the_delegate_on_its_export(case_id: str) -> None:
+    real, ours = _onnx_case(case_id)
+    if real is not None:
+        assert ours == real, f"{case_id}: XNNPACK claims all={real}, edgecnn on the ONNX model={ours}"
+
+
 def test_validation_counts_in_the_target_file_are_the_measured_ones() -> None:
     results = [_case(c.id) for c in CASES]
     judged = [(r, o) for r, o in results if r is not None]
     agree = sum(r == o for r, o in judged)
+    onnx_judged = [(r, o) for r, o in (_onnx_case(c) for c in ONNX_IDS) if r is not None]
+    assert sum(r is False for r, _ in onnx_judged) >= 8  # negative controls on the ONNX side too
+    agree += sum(r == o for r, o in onnx_judged)
+    judged += [([r], [o]) for r, o in onnx_judged]
     v = load_target("arm-cpu-xnnpack").validation
     assert v["cases"] == len(judged) and v["agreement"] == f"{agree}/{len(judged)}", (len(judged), agree)
     claimed = [r[0] for r, _ in judged]

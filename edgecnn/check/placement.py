@@ -341,7 +341,7 @@ def _facts(gr: _Graph, idx: int, target: TargetSpec, prec: str) -> NodeFacts:
         name=gr.names[idx], op_type=op, accel=target.accelerator, target=target.name, precision=prec,
         fallback=target.fallback,
         in_shapes=ins, out_shapes=outs, const_inputs=tuple((not i) or i in gr.const_names for i in n.input),
-        attrs=attrs, quant_in=tuple(_quant_in(gr, i) for i in n.input if i and i not in gr.const_names),
+        attrs=attrs, quant_in=tuple(_quant_in(gr, i) for i in n.input if i),
         quant_out=tuple(_quant_out(gr, o) for o in n.output if o), **kw,
     )  # fmt: skip
 

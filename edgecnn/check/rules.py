@@ -841,6 +841,7 @@ VARIANTS: dict[str, str] = {
     "nearest": "Resize with mode='nearest'",
     "linear": "Resize with mode='linear' (bilinear)",
     "relu6": "Clip with min 0 and max 6 (TFLite RELU6)",
+    "const_divisor": "ONNX Div by a constant (a TFLite converter writes MUL by the reciprocal)",
 }
 
 _FIX_KINDS: dict[str, FixKind] = {
@@ -908,4 +909,6 @@ def variant_of(f: NodeFacts) -> str | None:
         return "nearest" if mode == "nearest" else "linear" if mode == "linear" else None
     if f.op_type == "Clip" and f.attrs.get("clip_min") == 0.0 and f.attrs.get("clip_max") == 6.0:
         return "relu6"
+    if f.op_type == "Div" and "tflite_builtin" not in f.attrs and len(f.const_inputs) > 1 and f.const_inputs[1]:
+        return "const_divisor"
     return None
