@@ -25,7 +25,9 @@ class OnnxCase:
     build: Callable[[], onnx.ModelProto]
 
 
-def _model(nodes: list[onnx.NodeProto], inits: dict[str, np.ndarray], x: list[int], opset: int = OPSET) -> onnx.ModelProto:
+def _model(
+    nodes: list[onnx.NodeProto], inits: dict[str, np.ndarray], x: list[int], opset: int = OPSET
+) -> onnx.ModelProto:
     g = helper.make_graph(
         nodes, "case", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x)],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
@@ -60,7 +62,9 @@ def conv(k: int = 3, stride: int = 1, pad: int | None = None, dilation: int = 1,
 
 
 def pool(op: str = "MaxPool", k: int = 2, stride: int = 2, pad: int = 0, hw: int = 16, c: int = 8) -> onnx.ModelProto:
-    node = helper.make_node(op, ["x"], ["y"], name=op.lower(), kernel_shape=[k, k], strides=[stride] * 2, pads=[pad] * 4)
+    node = helper.make_node(
+        op, ["x"], ["y"], name=op.lower(), kernel_shape=[k, k], strides=[stride] * 2, pads=[pad] * 4
+    )
     return _model([node], {}, [1, c, hw, hw])
 
 
@@ -132,7 +136,9 @@ def gemm(n_in: int = 32, n_out: int = 16) -> onnx.ModelProto:
 
 
 def conv_transpose(stride: int = 2, k: int = 2) -> onnx.ModelProto:
-    node = helper.make_node("ConvTranspose", ["x", "w"], ["y"], name="deconv", kernel_shape=[k, k], strides=[stride] * 2)
+    node = helper.make_node(
+        "ConvTranspose", ["x", "w"], ["y"], name="deconv", kernel_shape=[k, k], strides=[stride] * 2
+    )
     return _model([node], {"w": _w(8, 8, k, k)}, [1, 8, 8, 8])
 
 

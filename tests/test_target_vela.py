@@ -22,10 +22,10 @@ from edgecnn.check.placement import check_target
 from edgecnn.check.spec import load_target
 from edgecnn.check.tflite_graph import check_tflite_target, placements
 from edgecnn.cli import app
+from edgecnn.errors import BadInputError
 from edgecnn.export.tflite_writer import read_tflite
 from edgecnn.export.to_tflite import onnx_to_tflite
 from edgecnn.graph.load import load_model
-from edgecnn.errors import BadInputError
 from tests.onnx_tfl_cases import ONNX_CASES
 from tests.tflite_cases import CASES, conv, pool
 from tests.tflite_oracles import VelaError, vela_on_npu

@@ -17,15 +17,15 @@ from pathlib import Path
 import onnx
 import pytest
 
+from edgecnn.check.placement import check_target
 from edgecnn.check.spec import load_target
 from edgecnn.check.tflite_graph import check_tflite_target, placements
+from edgecnn.errors import BadInputError
 from edgecnn.export.tflite_writer import read_tflite
 from edgecnn.export.to_tflite import onnx_to_tflite
-from tests.test_target_vela import qdq_models  # noqa: F401 - the module-scoped fixture of exported models
-from edgecnn.check.placement import check_target
-from edgecnn.errors import BadInputError
 from edgecnn.graph.load import load_model
 from tests.onnx_tfl_cases import ONNX_CASES
+from tests.test_target_vela import qdq_models  # noqa: F401 - the module-scoped fixture of exported models
 from tests.tflite_cases import CASES
 from tests.tflite_oracles import xnnpack_claimed
 
