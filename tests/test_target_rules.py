@@ -214,6 +214,7 @@ ROWS = [
     Row("inputs_max", "Concat", "inputs_max = 2", lambda: concat(2), lambda: concat(3)),
     Row("outputs_max", "Split", "outputs_max = 2", lambda: split(2), lambda: split(4)),
     Row("pad_value_zero", "Pad", "pad_value_zero = true", lambda: pad_value(0.0), lambda: pad_value(-1.0)),
+    Row("batch_axis_untouched", "Transpose", "batch_axis_untouched = true", lambda: transpose([1, 4, 8, 8]), lambda: transpose_batch()),
     Row("split_equal", "Split", "split_equal = true", lambda: split(2), lambda: split_sizes([1, 3])),
     Row("transpose_axis_product_max", "Transpose", "transpose_axis_product_max = 16", lambda: transpose([1, 4, 8, 8]), lambda: transpose([2, 4, 8, 8])),
     Row("pad_nonnegative", "Pad", "pad_nonnegative = true", lambda: pad([0, 0, 1, 1, 0, 0, 1, 1]), lambda: pad([0, 0, -1, 0, 0, 0, 0, 0])),
@@ -268,6 +269,10 @@ def pad_value(v: float) -> onnx.ModelProto:
 def split_sizes(sizes: list[int]) -> onnx.ModelProto:
     outs = [f"y{i}" if i else "y" for i in range(len(sizes))]
     return _model([helper.make_node("Split", ["x", "sp"], outs, name="split", axis=1)], {"sp": _ints(sizes)})
+
+
+def transpose_batch() -> onnx.ModelProto:
+    return _model([_n("Transpose", ["x"], perm=[1, 0, 2, 3])])
 
 
 def transpose(shape: list[int]) -> onnx.ModelProto:

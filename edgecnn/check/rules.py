@@ -650,6 +650,31 @@ def pad_value_zero(f: NodeFacts, limit: bool) -> Verdict:
     return PASS
 
 
+def batch_axis_untouched(f: NodeFacts, limit: bool) -> Verdict:
+    """{label}: works along the batch dimension (axis 0: {what}); the {accel} does not {op} across the batch.
+    Fix: keep axis 0 out of {op} (reshape the batch into another axis first, or run this step per image)."""
+    if not limit or not f.in_shapes or not f.in_shapes[0]:
+        return PASS
+    rank = len(f.in_shapes[0])
+    what = ""
+    axes = f.attrs.get("axes")
+    if f.op_type.startswith("Reduce") and axes is None:
+        axes = list(range(rank))  # no axes: a reduction over every axis, the batch included
+    if f.op_type.startswith("Reduce") or f.op_type == "Split":
+        ax = list(axes) if f.op_type.startswith("Reduce") else [f.attrs.get("axis", 0)]
+        if 0 in [int(a) % rank for a in ax]:
+            what = f"axes {ax}"
+    pads = f.attrs.get("pads_value")
+    if pads and len(pads) == 2 * rank and (pads[0] or pads[rank]):
+        what = f"pads {list(pads)}"
+    perm = f.attrs.get("perm")
+    if f.op_type == "Transpose" and perm is not None and int(perm[0]) != 0:
+        what = f"perm {list(perm)}"
+    if what:
+        return _fail(batch_axis_untouched, f, limit, what=what)
+    return PASS
+
+
 def split_equal(f: NodeFacts, limit: bool) -> Verdict:
     """{label}: splits into unequal parts {sizes} (TFLite SPLIT_V); the {accel} takes only equal splits (SPLIT).
     Fix: split into equal parts (and Slice the remainder), or accept a CPU kernel here."""
@@ -820,6 +845,9 @@ CONSTRAINTS: dict[str, Constraint] = {
     ),
     "pad_nonnegative": Constraint(kind="bool", rule=pad_nonnegative, what="pads must be >= 0"),
     "split_equal": Constraint(kind="bool", rule=split_equal, what="Split only into equal parts (TFLite SPLIT)"),
+    "batch_axis_untouched": Constraint(
+        kind="bool", rule=batch_axis_untouched, what="no reduce/split/pad/transpose across axis 0 (the batch)"
+    ),
     "pad_value_zero": Constraint(kind="bool", rule=pad_value_zero, what="constant Pad only with 0 (TFLite PAD)"),
     # --- generic rules ---
     "spatial_dims": Constraint(kind="ints", rule=spatial_dims, what="spatial dims a Conv/pool may have (2 = 2-D)"),
@@ -866,6 +894,7 @@ _FIX_KINDS: dict[str, FixKind] = {
     "inputs_max": FixKind.CHANGE_SHAPE, "outputs_max": FixKind.CHANGE_SHAPE,
     "transpose_axis_product_max": FixKind.CHANGE_SHAPE, "pad_nonnegative": FixKind.CHANGE_ATTRIBUTE,
     "split_equal": FixKind.CHANGE_SHAPE, "pad_value_zero": FixKind.CHANGE_ATTRIBUTE,
+    "batch_axis_untouched": FixKind.CHANGE_SHAPE,
     "spatial_dims": FixKind.CHANGE_SHAPE, "auto_pad_modes": FixKind.CHANGE_ATTRIBUTE, "width_max": FixKind.CHANGE_SHAPE,
     "elements_max": FixKind.CHANGE_SHAPE, "input_rank": FixKind.CHANGE_SHAPE,
 }  # fmt: skip
