@@ -101,6 +101,7 @@ def test_validation_counts_in_the_target_file_are_the_measured_ones(target: str)
     assert on_int.count(True) >= 50 and on_int.count(False) >= 20
 
 
+@functools.cache
 def _qdq_models() -> dict[str, onnx.ModelProto]:
     from tests.test_export_tflite import SAMPLE_MODEL, SPEC, _bench_model, load_spec, qdq_of, yolo_block
 

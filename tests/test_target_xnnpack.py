@@ -117,3 +117,16 @@ def test_whole_exported_int8_models_claimed_op_by_op(qdq_models) -> None:  # noq
         real = xnnpack_claimed(data)
         rep = check_tflite_target(Path(f"{name}.tflite"), xnn, read_tflite(data))
         assert placements(rep) == real, (name, [(n.name, n.op_type) for n in rep.nodes], real)
+
+
+def test_an_int8_op_the_delegate_runs_only_in_float_is_told_to_stay_float(tmp_path: Path) -> None:
+    # The fix must not send the user back to the command that wrote the QDQ model (issue 11, wording).
+    from tests.onnx_tfl_cases import qdq, softmax
+
+    p = tmp_path / "s.onnx"
+    onnx.save(qdq(softmax(1)), str(p))
+    rep = check_target(load_model(p), load_target("arm-cpu-xnnpack"))
+    (node,) = rep.nodes
+    (fail,) = node.failures
+    assert fail.rule == "dtypes" and "computes in int8" in fail.reason and "only in float32" in fail.reason
+    assert fail.fix.startswith("keep Softmax in float") and "quantize this op" not in fail.fix

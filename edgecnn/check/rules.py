@@ -172,10 +172,22 @@ def _precision_ok(p: str, allowed: list[str]) -> bool:
 
 def dtypes(f: NodeFacts, limit: list[str]) -> Verdict:
     """{label}: computes in {precision}; the {accel} runs {op} only in {allowed}.
-    Fix: quantize this op to {allowed} (`edgecnn quantize --target {target}`) or replace it."""
+    Fix: {fix_s}"""
     if _precision_ok(f.precision, limit):
         return PASS
-    return _fail(dtypes, f, precision=f.precision, allowed=" or ".join(limit))
+    floats = [p for p in limit if p in ("float32", "float16")]
+    ints = [p for p in limit if p not in ("float32", "float16")]
+    if f.precision in ("float32", "float16") and ints:
+        fix_s = f"quantize this op to {' or '.join(ints)} (`edgecnn quantize MODEL --target {f.target}`) or replace it."
+    elif floats:
+        # A quantized op the target runs only in float: re-quantizing cannot help; the op must stay float.
+        fix_s = (
+            f"keep {f.op_type} in float: leave it out of the QDQ pairs (`edgecnn quantize --target {f.target}` "
+            f"does so for the ops this target runs only in float), or accept a CPU kernel here."
+        )
+    else:
+        fix_s = f"requantize this op to {' or '.join(ints)}, or replace it."
+    return _fail(dtypes, f, precision=f.precision, allowed=" or ".join(limit), fix_s=fix_s)
 
 
 def kernel_max(f: NodeFacts, limit: int) -> Verdict:
