@@ -347,6 +347,17 @@ def depth_space(op: str = "DEPTH_TO_SPACE", dt: str = "int8", *, block: int = 2)
     return _finish(b, [x], [y])
 
 
+def argmax(dt: str = "int8", *, c: int = 16, axis: int = 3) -> bytes:
+    b = TFLiteBuilder()
+    x = _act(b, "x", [1, 8, 8, c], dt)
+    a = _const(b, "axis", _ints([axis]), "int32")
+    shape = [1, 8, 8, c]
+    del shape[axis]
+    y = b.add_tensor("y", shape, "int32")
+    b.add_op("ARG_MAX", [x, a], [y], {"output_type": "INT32"})
+    return _finish(b, [x], [y])
+
+
 def leaky_relu(dt: str = "int8") -> bytes:
     return unary("LEAKY_RELU", dt, options={"alpha": 0.1})
 
@@ -494,6 +505,10 @@ def _cases() -> list[Case]:
         add(f"transpose-3d-big-{dt}", lambda dt=dt: transpose(dt, shape=(1, 300, 300, 2), perm=(0, 2, 1, 3)))
         add(f"mean-batch2-{dt}", lambda dt=dt: reduce("MEAN", dt, shape=(2, 8, 8, 16)))
         add(f"softmax-3d-{dt}", lambda dt=dt: softmax(dt, shape=(1, 64, 10)))
+        add(f"argmax-c16-{dt}", lambda dt=dt: argmax(dt))
+        add(f"argmax-c127-{dt}", lambda dt=dt: argmax(dt, c=127))
+        add(f"argmax-c128-{dt}", lambda dt=dt: argmax(dt, c=128))
+        add(f"argmax-w-{dt}", lambda dt=dt: argmax(dt, axis=2))
     for dt in ("uint8", "int16"):
         add(f"conv-{dt}", lambda dt=dt: conv(dt) if dt == "int16" else conv_u8())
         add(f"add-{dt}", lambda dt=dt: binary("ADD", dt))

@@ -687,6 +687,20 @@ def batch_axis_untouched(f: NodeFacts, limit: bool) -> Verdict:
     return PASS
 
 
+def depth_axis_max(f: NodeFacts, limit: int) -> Verdict:
+    """{label}: works along axis {axis} of a {shape} tensor; the {accel} runs {op} only along the channel axis, at most {limit} deep.
+    Fix: run {op} over the channels ({limit} or fewer), e.g. transpose first, or move it to post-processing."""
+    if not f.in_shapes or not f.in_shapes[0]:
+        return PASS
+    shape = f.in_shapes[0]
+    rank = len(shape)
+    axis = int(f.attrs.get("axis", 0)) % rank
+    c = channel_axis(rank, f.layout)
+    if axis != c or shape[c] > limit:
+        return _fail(depth_axis_max, f, limit, axis=axis, shape=_x(shape))
+    return PASS
+
+
 def split_equal(f: NodeFacts, limit: bool) -> Verdict:
     """{label}: splits into unequal parts {sizes} (TFLite SPLIT_V); the {accel} takes only equal splits (SPLIT).
     Fix: split into equal parts (and Slice the remainder), or accept a CPU kernel here."""
@@ -857,6 +871,9 @@ CONSTRAINTS: dict[str, Constraint] = {
     ),
     "pad_nonnegative": Constraint(kind="bool", rule=pad_nonnegative, what="pads must be >= 0"),
     "split_equal": Constraint(kind="bool", rule=split_equal, what="Split only into equal parts (TFLite SPLIT)"),
+    "depth_axis_max": Constraint(
+        kind="int", rule=depth_axis_max, what="only along the channel axis, at most this deep"
+    ),
     "batch_axis_untouched": Constraint(
         kind="bool", rule=batch_axis_untouched, what="no reduce/split/pad/transpose across axis 0 (the batch)"
     ),
@@ -906,7 +923,7 @@ _FIX_KINDS: dict[str, FixKind] = {
     "inputs_max": FixKind.CHANGE_SHAPE, "outputs_max": FixKind.CHANGE_SHAPE,
     "transpose_axis_product_max": FixKind.CHANGE_SHAPE, "pad_nonnegative": FixKind.CHANGE_ATTRIBUTE,
     "split_equal": FixKind.CHANGE_SHAPE, "pad_value_zero": FixKind.CHANGE_ATTRIBUTE,
-    "batch_axis_untouched": FixKind.CHANGE_SHAPE,
+    "batch_axis_untouched": FixKind.CHANGE_SHAPE, "depth_axis_max": FixKind.CHANGE_SHAPE,
     "spatial_dims": FixKind.CHANGE_SHAPE, "auto_pad_modes": FixKind.CHANGE_ATTRIBUTE, "width_max": FixKind.CHANGE_SHAPE,
     "elements_max": FixKind.CHANGE_SHAPE, "input_rank": FixKind.CHANGE_SHAPE,
 }  # fmt: skip

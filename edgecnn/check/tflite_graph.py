@@ -189,6 +189,10 @@ def facts_of(g: Any, op: Any, target: TargetSpec) -> tuple[NodeFacts, str]:
             attrs["axes_value"] = list(range(len(steps)))
     if b == "CONCATENATION":
         attrs["axis"] = int(o.get("axis", 0))
+    if b in ("ARG_MAX", "ARG_MIN") and len(ins) > 1:
+        ax = r.const(ins[1])
+        if ax:
+            attrs["axis"] = int(ax[0])
     if b == "SPLIT" and len(ins) == 2:
         ax = r.const(ins[1])
         if ax:
