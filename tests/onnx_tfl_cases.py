@@ -125,9 +125,8 @@ def slice_(starts: list[int], ends: list[int], axes: list[int], steps: list[int]
 
 
 def concat(n: int, axis: int = 1) -> onnx.ModelProto:
-    ins = ["x"] + [f"c{i}" for i in range(n - 1)]
-    inits = {f"c{i}": _w(1, 8, 8, 8, seed=i) for i in range(n - 1)}
-    return _model([helper.make_node("Concat", ins, ["y"], name="concat", axis=axis)], inits, [1, 8, 8, 8])
+    """Concat of n activations (the same input n times: converters refuse or fold constant operands)."""
+    return _model([helper.make_node("Concat", ["x"] * n, ["y"], name="concat", axis=axis)], {}, [1, 8, 8, 8])
 
 
 def gemm(n_in: int = 32, n_out: int = 16) -> onnx.ModelProto:
@@ -219,6 +218,10 @@ def _float_cases() -> list[tuple[str, Callable[[], onnx.ModelProto]]]:
         ("maxpool", lambda: pool()),
         ("maxpool-1x1-s2", lambda: pool(k=1, stride=2)),
         ("maxpool-s4-pad0", lambda: pool(k=4, stride=4)),
+        ("maxpool-k3s2p1-even", lambda: pool(k=3, stride=2, pad=1, hw=16)),
+        ("maxpool-k3s2p1-odd", lambda: pool(k=3, stride=2, pad=1, hw=15)),
+        ("maxpool-k3s1p1", lambda: pool(k=3, stride=1, pad=1)),
+        ("avgpool-k3s2p1-even", lambda: pool("AveragePool", k=3, stride=2, pad=1, hw=16)),
         ("avgpool", lambda: pool("AveragePool")),
         ("avgpool-1x1-s2", lambda: pool("AveragePool", k=1, stride=2)),
         ("avgpool-k9-pad4", lambda: pool("AveragePool", k=9, stride=1, pad=4)),

@@ -216,6 +216,7 @@ ROWS = [
     Row("pad_value_zero", "Pad", "pad_value_zero = true", lambda: pad_value(0.0), lambda: pad_value(-1.0)),
     Row("batch_axis_untouched", "Transpose", "batch_axis_untouched = true", lambda: transpose([1, 4, 8, 8]), lambda: transpose_batch()),
     Row("depth_axis_max", "ArgMax", "depth_axis_max = 4", lambda: arg_max(1), lambda: arg_max(2)),
+    Row("pads_same_or_none", "MaxPool", "pads_same_or_none = true", lambda: max_pool_pads(15), lambda: max_pool_pads(16)),
     Row("split_equal", "Split", "split_equal = true", lambda: split(2), lambda: split_sizes([1, 3])),
     Row("transpose_axis_product_max", "Transpose", "transpose_axis_product_max = 16", lambda: transpose([1, 4, 8, 8]), lambda: transpose([2, 4, 8, 8])),
     Row("pad_nonnegative", "Pad", "pad_nonnegative = true", lambda: pad([0, 0, 1, 1, 0, 0, 1, 1]), lambda: pad([0, 0, -1, 0, 0, 0, 0, 0])),
@@ -270,6 +271,11 @@ def pad_value(v: float) -> onnx.ModelProto:
 def split_sizes(sizes: list[int]) -> onnx.ModelProto:
     outs = [f"y{i}" if i else "y" for i in range(len(sizes))]
     return _model([helper.make_node("Split", ["x", "sp"], outs, name="split", axis=1)], {"sp": _ints(sizes)})
+
+
+def max_pool_pads(hw: int) -> onnx.ModelProto:
+    """MaxPool k3 s2 p1: on an odd size the pads equal TFLite SAME's, on an even size they do not."""
+    return _model([_n("MaxPool", ["x"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])], x_shape=[1, 4, hw, hw])
 
 
 def arg_max(axis: int) -> onnx.ModelProto:

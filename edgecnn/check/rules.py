@@ -701,6 +701,33 @@ def depth_axis_max(f: NodeFacts, limit: int) -> Verdict:
     return PASS
 
 
+def _same_upper_pads(f: NodeFacts) -> tuple[int, ...] | None:
+    """The pads TFLite SAME padding adds (extra on the end side), in ONNX order, or None if unknown."""
+    if not f.in_shapes or not f.out_shapes or not f.kernel:
+        return None
+    x, y = f.in_shapes[0], f.out_shapes[0]
+    n = len(f.kernel)
+    if len(x) != n + 2 or len(y) != n + 2:
+        return None
+    sp = spatial_axes(len(x), f.layout) or tuple(range(2, 2 + n))
+    d = f.dilations or (1,) * n
+    s = f.strides or (1,) * n
+    tot = [max((y[a] - 1) * s[i] + (f.kernel[i] - 1) * d[i] + 1 - x[a], 0) for i, a in enumerate(sp)]
+    return (*(t // 2 for t in tot), *(t - t // 2 for t in tot))
+
+
+def pads_same_or_none(f: NodeFacts, limit: bool) -> Verdict:
+    """{label}: pads {pads} are neither none nor TFLite SAME padding {same}; they become a separate {pad_op} before it, which the {accel} does not take.
+    Fix: pad as SAME does (the extra row/column at the end), or remove the padding (VALID)."""
+    if not limit or not f.pads or not any(f.pads):
+        return PASS
+    same = _same_upper_pads(f)
+    if same is not None and tuple(f.pads) != same:
+        pad_op = "PADV2 (padding with -inf)" if f.op_type == "MaxPool" else "PAD"
+        return _fail(pads_same_or_none, f, limit, pads=list(f.pads), same=list(same), pad_op=pad_op)
+    return PASS
+
+
 def split_equal(f: NodeFacts, limit: bool) -> Verdict:
     """{label}: splits into unequal parts {sizes} (TFLite SPLIT_V); the {accel} takes only equal splits (SPLIT).
     Fix: split into equal parts (and Slice the remainder), or accept a CPU kernel here."""
@@ -871,6 +898,9 @@ CONSTRAINTS: dict[str, Constraint] = {
     ),
     "pad_nonnegative": Constraint(kind="bool", rule=pad_nonnegative, what="pads must be >= 0"),
     "split_equal": Constraint(kind="bool", rule=split_equal, what="Split only into equal parts (TFLite SPLIT)"),
+    "pads_same_or_none": Constraint(
+        kind="bool", rule=pads_same_or_none, what="pads none or exactly TFLite SAME (else a separate PAD op)"
+    ),
     "depth_axis_max": Constraint(
         kind="int", rule=depth_axis_max, what="only along the channel axis, at most this deep"
     ),
@@ -924,6 +954,7 @@ _FIX_KINDS: dict[str, FixKind] = {
     "transpose_axis_product_max": FixKind.CHANGE_SHAPE, "pad_nonnegative": FixKind.CHANGE_ATTRIBUTE,
     "split_equal": FixKind.CHANGE_SHAPE, "pad_value_zero": FixKind.CHANGE_ATTRIBUTE,
     "batch_axis_untouched": FixKind.CHANGE_SHAPE, "depth_axis_max": FixKind.CHANGE_SHAPE,
+    "pads_same_or_none": FixKind.CHANGE_KERNEL,
     "spatial_dims": FixKind.CHANGE_SHAPE, "auto_pad_modes": FixKind.CHANGE_ATTRIBUTE, "width_max": FixKind.CHANGE_SHAPE,
     "elements_max": FixKind.CHANGE_SHAPE, "input_rank": FixKind.CHANGE_SHAPE,
 }  # fmt: skip
