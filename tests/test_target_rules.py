@@ -275,7 +275,9 @@ def split_sizes(sizes: list[int]) -> onnx.ModelProto:
 
 def max_pool_pads(hw: int) -> onnx.ModelProto:
     """MaxPool k3 s2 p1: on an odd size the pads equal TFLite SAME's, on an even size they do not."""
-    return _model([_n("MaxPool", ["x"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])], x_shape=[1, 4, hw, hw])
+    return _model(
+        [_n("MaxPool", ["x"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])], x_shape=[1, 4, hw, hw]
+    )
 
 
 def arg_max(axis: int) -> onnx.ModelProto:
