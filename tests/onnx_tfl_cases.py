@@ -61,6 +61,12 @@ def conv(k: int = 3, stride: int = 1, pad: int | None = None, dilation: int = 1,
     return _model([node], {"w": _w(cout, cin // group, k, k), "b": _w(cout, seed=1)}, [1, cin, hw, hw])
 
 
+def conv_const_w(cin: int, k: int = 8) -> onnx.ModelProto:
+    """A VALID conv whose weights all have one magnitude: as int8, each is 127 (weight sum cin * k * k * 127)."""
+    node = helper.make_node("Conv", ["x", "w"], ["y"], name="conv", kernel_shape=[k, k])
+    return _model([node], {"w": np.full((4, cin, k, k), 0.01, np.float32)}, [1, cin, k, k])
+
+
 def pool(op: str = "MaxPool", k: int = 2, stride: int = 2, pad: int = 0, hw: int = 16, c: int = 8) -> onnx.ModelProto:
     node = helper.make_node(
         op, ["x"], ["y"], name=op.lower(), kernel_shape=[k, k], strides=[stride] * 2, pads=[pad] * 4
@@ -209,6 +215,8 @@ def _float_cases() -> list[tuple[str, Callable[[], onnx.ModelProto]]]:
         ("conv-s4-same-upper", lambda: conv(k=5, stride=4, auto_pad="SAME_UPPER")),
         ("conv-dil2", lambda: conv(dilation=2)),
         ("conv-1x1", lambda: conv(k=1)),
+        ("conv-wsum-at-limit", lambda: conv_const_w(1024)),
+        ("conv-wsum-over-limit", lambda: conv_const_w(1032)),
         ("dw", lambda: conv(group=8)),
         ("dw-s2", lambda: conv(group=8, stride=2)),
         ("dw-s4-pad0", lambda: conv(k=4, group=8, stride=4, pad=0)),
@@ -229,6 +237,10 @@ def _float_cases() -> list[tuple[str, Callable[[], onnx.ModelProto]]]:
         ("mean-hw", lambda: reduce_mean([2, 3])),
         ("mean-c", lambda: reduce_mean([1])),
         ("mean-c-h1", lambda: reduce_mean([1], x=[1, 8, 1, 8])),
+        ("mean-h4096", lambda: reduce_mean([2], x=[1, 8, 4096, 1])),
+        ("mean-h4097", lambda: reduce_mean([2], x=[1, 8, 4097, 1])),
+        ("softmax-c-256x256", lambda: softmax(1, [1, 2, 256, 256])),
+        ("softmax-c-257x256", lambda: softmax(1, [1, 2, 257, 256])),
         ("gemm", lambda: gemm()),
         ("add", lambda: binary("Add")),
         ("sub", lambda: binary("Sub")),

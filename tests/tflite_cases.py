@@ -358,6 +358,17 @@ def argmax(dt: str = "int8", *, c: int = 16, axis: int = 3) -> bytes:
     return _finish(b, [x], [y])
 
 
+def conv_weight_sum(cin: int, k: int = 8, value: int = 127) -> bytes:
+    """A VALID int8 CONV_2D whose every weight is ``value``: per-output |weight| sum = cin * k * k * value."""
+    b = TFLiteBuilder()
+    x = _act(b, "x", [1, k, k, cin], "int8")
+    w = b.add_tensor("w", [4, k, k, cin], "int8", data=np.full([4, k, k, cin], value, np.int8), scale=[W_SCALE],
+                     zero_point=[0])  # fmt: skip
+    y = _act(b, "y", [1, 1, 1, 4], "int8", scale=1.0)
+    b.add_op("CONV_2D", [x, w, _bias(b, 4, "int8")], [y], {"padding": "VALID", "stride_h": 1, "stride_w": 1})
+    return _finish(b, [x], [y])
+
+
 def leaky_relu(dt: str = "int8") -> bytes:
     return unary("LEAKY_RELU", dt, options={"alpha": 0.1})
 
@@ -515,6 +526,14 @@ def _cases() -> list[Case]:
         add(f"maxpool-2x2-{dt}", lambda dt=dt: pool("MAX_POOL_2D", dt))
         add(f"mean-hw-{dt}", lambda dt=dt: reduce("MEAN", dt))
         add(f"logistic-{dt}", lambda dt=dt: unary("LOGISTIC", dt))
+    add("conv-wsum-at-limit-int8", lambda: conv_weight_sum(1024))
+    add("conv-wsum-over-limit-int8", lambda: conv_weight_sum(1032))
+    for dt in ("int8", "float32"):
+        add(f"mean-h4096-{dt}", lambda dt=dt: reduce("MEAN", dt, shape=(1, 4096, 1, 8), axes=(1,)))
+        add(f"mean-h4097-{dt}", lambda dt=dt: reduce("MEAN", dt, shape=(1, 4097, 1, 8), axes=(1,)))
+        add(f"mean-c5000-h1-{dt}", lambda dt=dt: reduce("MEAN", dt, shape=(1, 1, 2, 5000), axes=(3,)))
+        add(f"softmax-257x256-{dt}", lambda dt=dt: softmax(dt, shape=(1, 257, 256, 2)))
+        add(f"softmax-2d-70000-{dt}", lambda dt=dt: softmax(dt, shape=(70000, 2)))
     add("quantize-f32-int8", lambda: quantize_op("float32", "int8"))
     add("quantize-int8-int8", lambda: quantize_op("int8", "int8"))
     add("dequantize-int8", lambda: dequantize_op("int8"))

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
@@ -272,9 +273,56 @@ def _const_value(gr: _Graph, name: str) -> Any:
     return numpy_helper.to_array(t).tolist()
 
 
+_WEIGHT_OUT_AXIS = {"Conv": 0, "ConvTranspose": 1, "MatMul": -1}
+
+
+def _weight_abs_sum(gr: _Graph, n: onnx.NodeProto) -> int | None:
+    """Largest per-output-channel sum of |int8 weight - zero point| (Vela's weight-sum limit), or None.
+
+    From the int8 initializer behind a weight DequantizeLinear; for a float weight, as symmetric per-channel
+    int8 quantization would store it (the largest |w| of each channel becomes 127).
+    """
+    if n.op_type not in ("Conv", "ConvTranspose", "Gemm", "MatMul") or len(n.input) < 2 or not n.input[1]:
+        return None
+    axis = _WEIGHT_OUT_AXIS.get(n.op_type, 0 if _attrs(n).get("transB", 0) else 1)
+    try:
+        p = gr.producer.get(n.input[1])
+        if p is not None and gr.nodes[p].op_type == "DequantizeLinear":
+            dq = gr.nodes[p]
+            t = gr.consts.get(dq.input[0])
+            if t is None:
+                return None
+            q = numpy_helper.to_array(t).astype(np.int64)
+            zp = np.asarray(_const_value(gr, dq.input[2]) if len(dq.input) > 2 and dq.input[2] else 0, np.int64)
+            if zp.ndim == 1 and q.ndim > 1:
+                shape = [1] * q.ndim
+                shape[int(_attrs(dq).get("axis", 1)) % q.ndim] = -1
+                zp = zp.reshape(shape)
+            a = np.abs(q - zp)
+        else:
+            t = gr.consts.get(n.input[1])
+            if t is None:
+                return None
+            w = np.abs(numpy_helper.to_array(t).astype(np.float32))
+            if w.ndim < 2:
+                return None
+            others = tuple(i for i in range(w.ndim) if i != axis % w.ndim)
+            m = np.maximum(w.max(axis=others, keepdims=True), np.float32(1e-30))
+            a = np.round(w / m * 127.0)
+        if a.ndim < 2:
+            return None
+        others = tuple(i for i in range(a.ndim) if i != axis % a.ndim)
+        return int(a.sum(axis=others).max())
+    except (ValueError, TypeError, OSError):  # external or odd weights: the rule passes
+        return None
+
+
 def _facts(gr: _Graph, idx: int, target: TargetSpec, prec: str) -> NodeFacts:
     n = gr.nodes[idx]
     attrs = _attrs(n)
+    wsum = _weight_abs_sum(gr, n)
+    if wsum is not None:
+        attrs["weight_abs_sum"] = wsum
     ins = tuple(_shape(gr, i) for i in n.input if i)
     outs = tuple(_shape(gr, o) for o in n.output if o)
     kw: dict[str, Any] = {}

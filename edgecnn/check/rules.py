@@ -728,6 +728,50 @@ def pads_same_or_none(f: NodeFacts, limit: bool) -> Verdict:
     return PASS
 
 
+def weight_abs_sum_max(f: NodeFacts, limit: int) -> Verdict:
+    """{label}: one output channel's int8 weights add up to {have} in absolute value, above the {accel}'s limit of {limit}.
+    Fix: split the input channels (two convolutions + Add), or use a smaller kernel, so that each output's weight sum stays under {limit}."""
+    have = f.attrs.get("weight_abs_sum")
+    if have is not None and have > limit:
+        return _fail(weight_abs_sum_max, f, limit, have=have)
+    return PASS
+
+
+def reduced_axis_max(f: NodeFacts, limit: int) -> Verdict:
+    """{label}: reduces an axis of {n} elements ({shape}); the {accel} reduces axes of at most {limit}.
+    Fix: reduce in two steps (e.g. reshape the long axis into two and reduce each), or pool first."""
+    if not f.in_shapes or not f.in_shapes[0]:
+        return PASS
+    shape = f.in_shapes[0]
+    rank = len(shape)
+    if f.op_type.startswith("Global"):
+        axes = list(spatial_axes(rank, f.layout) or range(2, rank))
+    else:
+        axes = f.attrs.get("axes")
+        axes = list(range(rank)) if axes is None else [int(a) % rank for a in axes]
+    big = [shape[a] for a in axes if shape[a] > limit]
+    if big:
+        return _fail(reduced_axis_max, f, limit, n=big[0], shape=_x(shape))
+    return PASS
+
+
+def softmax_rows_max(f: NodeFacts, limit: int) -> Verdict:
+    """{label}: softmax over {rows} rows of {shape}; the {accel} takes at most {limit} (H x W of the input).
+    Fix: split the softmax input, or move the softmax to post-processing on the CPU."""
+    if not f.in_shapes or not f.in_shapes[0]:
+        return PASS
+    shape = f.in_shapes[0]
+    rank = len(shape)
+    axis = int(f.attrs.get("axis", -1)) % rank
+    rows = 1
+    for i, d in enumerate(shape):
+        if i != axis and not (rank == 4 and i == 0):
+            rows *= d
+    if rows > limit:
+        return _fail(softmax_rows_max, f, limit, rows=rows, shape=_x(shape))
+    return PASS
+
+
 def split_equal(f: NodeFacts, limit: bool) -> Verdict:
     """{label}: splits into unequal parts {sizes} (TFLite SPLIT_V); the {accel} takes only equal splits (SPLIT).
     Fix: split into equal parts (and Slice the remainder), or accept a CPU kernel here."""
@@ -898,6 +942,11 @@ CONSTRAINTS: dict[str, Constraint] = {
     ),
     "pad_nonnegative": Constraint(kind="bool", rule=pad_nonnegative, what="pads must be >= 0"),
     "split_equal": Constraint(kind="bool", rule=split_equal, what="Split only into equal parts (TFLite SPLIT)"),
+    "weight_abs_sum_max": Constraint(
+        kind="int", rule=weight_abs_sum_max, what="largest per-output sum of |int8 weight - zero point|"
+    ),
+    "reduced_axis_max": Constraint(kind="int", rule=reduced_axis_max, what="largest size of a reduced axis"),
+    "softmax_rows_max": Constraint(kind="int", rule=softmax_rows_max, what="largest H x W of a softmax input"),
     "pads_same_or_none": Constraint(
         kind="bool", rule=pads_same_or_none, what="pads none or exactly TFLite SAME (else a separate PAD op)"
     ),
@@ -954,7 +1003,8 @@ _FIX_KINDS: dict[str, FixKind] = {
     "transpose_axis_product_max": FixKind.CHANGE_SHAPE, "pad_nonnegative": FixKind.CHANGE_ATTRIBUTE,
     "split_equal": FixKind.CHANGE_SHAPE, "pad_value_zero": FixKind.CHANGE_ATTRIBUTE,
     "batch_axis_untouched": FixKind.CHANGE_SHAPE, "depth_axis_max": FixKind.CHANGE_SHAPE,
-    "pads_same_or_none": FixKind.CHANGE_KERNEL,
+    "pads_same_or_none": FixKind.CHANGE_KERNEL, "weight_abs_sum_max": FixKind.CHANGE_KERNEL,
+    "reduced_axis_max": FixKind.CHANGE_SHAPE, "softmax_rows_max": FixKind.CHANGE_SHAPE,
     "spatial_dims": FixKind.CHANGE_SHAPE, "auto_pad_modes": FixKind.CHANGE_ATTRIBUTE, "width_max": FixKind.CHANGE_SHAPE,
     "elements_max": FixKind.CHANGE_SHAPE, "input_rank": FixKind.CHANGE_SHAPE,
 }  # fmt: skip

@@ -18,6 +18,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edgecnn.check.placement import (
     WORST_N,
     Advice,
@@ -106,6 +108,22 @@ class _Reader:
         return None
 
 
+def _weight_abs_sum(g: Any, t: int, out_axis: int) -> int | None:
+    """Largest per-output-channel sum of |q - zero point| of an integer weight tensor (Vela's weight-sum limit)."""
+    tt = g.tensors[t]
+    if not tt.has_data or tt.dtype not in _QDTYPES or len(tt.shape) < 2:
+        return None
+    q = g.tensor_data(t).astype(np.int64)
+    zp = np.asarray(tt.zero_point or (0,), np.int64)
+    if zp.size > 1:
+        shape = [1] * q.ndim
+        shape[tt.quantized_dimension] = -1
+        zp = zp.reshape(shape)
+    a = np.abs(q - zp)
+    others = tuple(i for i in range(a.ndim) if i != out_axis % a.ndim)
+    return int(a.sum(axis=others).max())
+
+
 def facts_of(g: Any, op: Any, target: TargetSpec) -> tuple[NodeFacts, str]:
     """The NodeFacts of TFLite operator ``op`` (ONNX conventions, NHWC layout) and its precision."""
     r = _Reader(g)
@@ -152,6 +170,10 @@ def facts_of(g: Any, op: Any, target: TargetSpec) -> tuple[NodeFacts, str]:
         s = (int(o.get("stride_h", 1)), int(o.get("stride_w", 1)))
         pads = _same_pads((x[1], x[2]), (y[1], y[2]), k, s, (1, 1)) if o.get("padding") == 0 else (0, 0, 0, 0)
         kw.update(kernel=k, strides=s, dilations=(1, 1), pads=pads, in_channels=x[3], out_channels=y[3])
+    if b in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV") and len(ins) > 1:
+        wsum = _weight_abs_sum(g, ins[1], 3 if b == "DEPTHWISE_CONV_2D" else 0)
+        if wsum is not None:
+            attrs["weight_abs_sum"] = wsum
     if b in _CLIP:
         attrs["clip_min"], attrs["clip_max"] = _CLIP[b]
     if b in ("MEAN", "SUM", "REDUCE_MAX", "REDUCE_MIN", "REDUCE_PROD") and len(ins) > 1:
