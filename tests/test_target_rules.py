@@ -210,6 +210,7 @@ ROWS = [
     Row("depth_reduce_needs_unit", "ReduceMean", "depth_reduce_needs_unit = true", lambda: reduce_mean([2, 3]), lambda: reduce_mean([1])),
     Row("resize_factors", "Resize", "resize_factors = [2, 4, 8]", lambda: resize(4.0), lambda: resize(3.0)),
     Row("half_pixel_factors", "Resize", "half_pixel_factors = [2]", lambda: resize(2.0, "linear"), lambda: resize(4.0, "linear")),
+    Row("resize_coord_modes", "Resize", 'resize_coord_modes = ["asymmetric", "half_pixel"]', lambda: resize_coord("asymmetric"), lambda: resize_coord("tf_crop_and_resize")),
     Row("slice_step_axes", "Slice", 'slice_step_axes = ["H", "W"]', lambda: strided_slice(2), lambda: strided_slice(1)),
     Row("inputs_max", "Concat", "inputs_max = 2", lambda: concat(2), lambda: concat(3)),
     Row("outputs_max", "Split", "outputs_max = 2", lambda: split(2), lambda: split(4)),
@@ -281,6 +282,12 @@ def max_pool_pads(hw: int) -> onnx.ModelProto:
     return _model(
         [_n("MaxPool", ["x"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])], x_shape=[1, 4, hw, hw]
     )
+
+
+def resize_coord(mode: str) -> onnx.ModelProto:
+    node = _n("Resize", ["x", "roi", "sc"], mode="linear", coordinate_transformation_mode=mode)
+    inits = {"roi": np.array([0, 0, 0, 0, 1, 1, 1, 1], np.float32), "sc": np.array([1, 1, 2, 2], np.float32)}
+    return _model([node], inits)
 
 
 def arg_max(axis: int) -> onnx.ModelProto:

@@ -615,6 +615,15 @@ def _axis_names(rank: int, layout: str) -> list[str]:
     return (["N"] * max(rank - 3, 0) + ["H", "W", "C"])[-rank:] if rank else []
 
 
+def resize_coord_modes(f: NodeFacts, limit: list[str]) -> Verdict:
+    """{label}: coordinate_transformation_mode '{mode}' has no {accel} (TFLite RESIZE_*) equivalent; supported: {allowed}.
+    Fix: export the Resize with one of {allowed} (align_corners or half_pixel cover most models)."""
+    mode = _coord_mode(f)
+    if mode not in limit:
+        return _fail(resize_coord_modes, f, limit, mode=mode, allowed=", ".join(limit))
+    return PASS
+
+
 def slice_step_axes(f: NodeFacts, limit: list[str]) -> Verdict:
     """{label}: steps {steps} (axes {axes}); the {accel} slices with a step other than 1 only along {allowed}.
     Fix: slice with step 1 here and subsample with a strided Conv or pooling, or move the slice to post-processing."""
@@ -934,6 +943,9 @@ CONSTRAINTS: dict[str, Constraint] = {
     ),
     "resize_factors": Constraint(kind="ints", rule=resize_factors, what="resize factors (align_corners aware)"),
     "half_pixel_factors": Constraint(kind="ints", rule=half_pixel_factors, what="factors with half-pixel centers"),
+    "resize_coord_modes": Constraint(
+        kind="strs", rule=resize_coord_modes, what="Resize coordinate_transformation_mode values supported"
+    ),
     "slice_step_axes": Constraint(kind="strs", rule=slice_step_axes, what="axes (N/H/W/C) where a step != 1 is ok"),
     "inputs_max": Constraint(kind="int", rule=inputs_max, what="most inputs"),
     "outputs_max": Constraint(kind="int", rule=outputs_max, what="most outputs"),
@@ -998,7 +1010,7 @@ _FIX_KINDS: dict[str, FixKind] = {
     "kernel_h_max": FixKind.CHANGE_KERNEL, "unit_kernel_stride": FixKind.CHANGE_KERNEL,
     "quant_match": FixKind.QUANTIZE,
     "depth_reduce_needs_unit": FixKind.CHANGE_ATTRIBUTE, "resize_factors": FixKind.CHANGE_SHAPE,
-    "half_pixel_factors": FixKind.CHANGE_ATTRIBUTE, "slice_step_axes": FixKind.CHANGE_ATTRIBUTE,
+    "half_pixel_factors": FixKind.CHANGE_ATTRIBUTE, "resize_coord_modes": FixKind.CHANGE_ATTRIBUTE, "slice_step_axes": FixKind.CHANGE_ATTRIBUTE,
     "inputs_max": FixKind.CHANGE_SHAPE, "outputs_max": FixKind.CHANGE_SHAPE,
     "transpose_axis_product_max": FixKind.CHANGE_SHAPE, "pad_nonnegative": FixKind.CHANGE_ATTRIBUTE,
     "split_equal": FixKind.CHANGE_SHAPE, "pad_value_zero": FixKind.CHANGE_ATTRIBUTE,
