@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from edgecnn.check.placement import check_target
 from edgecnn.check.spec import load_target
-from edgecnn.check.tflite_graph import check_tflite_target, placements
+from edgecnn.check.tflite_graph import check_tflite, check_tflite_target, placements
 from edgecnn.cli import app
 from edgecnn.errors import BadInputError
 from edgecnn.export.tflite_writer import read_tflite
@@ -169,3 +169,18 @@ def test_check_cli_reads_a_tflite_file(tmp_path: Path) -> None:
     junk.write_bytes(b"not a flatbuffer at all")
     r = CliRunner().invoke(app, ["check", str(junk), "-t", "ethos-u55"])
     assert r.exit_code == 2 and r.output.startswith("error:") and "junk.tflite" in r.output, r.output
+
+
+def test_tflite_report_counts_copy_ops_and_names_the_fallback(tmp_path: Path) -> None:
+    from tests.tflite_cases import depth_space, transpose
+
+    p = tmp_path / "d2s.tflite"
+    p.write_bytes(depth_space("DEPTH_TO_SPACE", "int8"))
+    (rep,) = check_tflite(p, [load_target("ethos-u55")]).targets
+    (node,) = rep.nodes
+    assert node.op_type == "DEPTH_TO_SPACE" and node.placement == "fallback"
+    assert "runs on the fallback device (Cortex-M CPU" in node.failures[0].reason
+    assert rep.n_data_movement == 1 and rep.n_data_movement_accelerated == 0
+    p.write_bytes(transpose("int8"))
+    (rep,) = check_tflite(p, [load_target("ethos-u55")]).targets
+    assert rep.n_data_movement == rep.n_data_movement_accelerated == 1 and rep.all_accelerated

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from edgecnn.check.placement import (
+    DATA_MOVEMENT,
     WORST_N,
     Advice,
     NodeVerdict,
@@ -224,7 +225,7 @@ def facts_of(g: Any, op: Any, target: TargetSpec) -> tuple[NodeFacts, str]:
     act_outs = [t for t in outs if t >= 0]
     facts = NodeFacts(
         name=g.tensors[outs[0]].name if outs else f"{b}_{op.index}", op_type=onnx_op, accel=target.accelerator,
-        target=target.name, precision=prec, in_shapes=tuple(r.shape(i) for i in ins),
+        target=target.name, fallback=target.fallback, precision=prec, in_shapes=tuple(r.shape(i) for i in ins),
         out_shapes=tuple(r.shape(t) for t in act_outs), const_inputs=const, attrs=attrs, layout="NHWC",
         quant_in=tuple(r.quant(i) for i in acts), quant_out=tuple(r.quant(t) for t in act_outs), **kw,
     )  # fmt: skip
@@ -262,7 +263,7 @@ def check_tflite_target(path: Path, target: TargetSpec, graph: Any | None = None
         where = Placement.ACCELERATOR if not fails else Placement.FALLBACK if target.fallback else Placement.UNSUPPORTED
         verdicts[op.index] = NodeVerdict(
             name=facts.name, op_type=op.builtin, placement=where, precision=prec, macs=_macs(facts),
-            maps_to=[op.builtin], failures=fails,
+            maps_to=[], failures=fails,
         )  # fmt: skip
     return _report(g, target, verdicts, producer, absorbed)
 
@@ -296,6 +297,7 @@ def _report(g: Any, target: TargetSpec, verdicts: dict[int, NodeVerdict], produc
         for k, fl in sorted(by_kind.items(), key=lambda kv: -len(names_by_kind[kv[0]]))
     ]
     n_acc = sum(1 for v in nodes if v.placement == Placement.ACCELERATOR)
+    moves = [v for v in nodes if TFLITE_TO_ONNX.get(v.op_type, v.op_type) in DATA_MOVEMENT or v.op_type == "SPLIT_V"]
     return TargetReport(
         target=target.name, description=target.description, accelerator=target.accelerator,
         fallback=target.fallback, runtime=target.runtime, spec_path=target.path,
@@ -303,6 +305,8 @@ def _report(g: Any, target: TargetSpec, verdicts: dict[int, NodeVerdict], produc
         n_accelerated=n_acc, macs_total=sum(v.macs for v in nodes),
         macs_accelerated=sum(v.macs for v in nodes if v.placement == Placement.ACCELERATOR),
         partitions=partitions, copies=len(crossings), worst=worst, advice=advice, absorbed=absorbed,
+        n_data_movement=len(moves),
+        n_data_movement_accelerated=sum(1 for v in moves if v.placement == Placement.ACCELERATOR),
     )  # fmt: skip
 
 
