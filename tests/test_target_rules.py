@@ -221,6 +221,8 @@ ROWS = [
     Row("weight_abs_sum_max", "Conv", "weight_abs_sum_max = 2500", lambda: conv(k=3, cin=4), lambda: conv(k=3, cin=8)),
     Row("reduced_axis_max", "ReduceMean", "reduced_axis_max = 8", lambda: reduce_mean([2, 3]), lambda: unary("ReduceMean", [1, 4, 9, 8], axes=[2])),
     Row("softmax_rows_max", "Softmax", "softmax_rows_max = 64", lambda: softmax(1), lambda: unary("Softmax", [1, 4, 9, 8], axis=1)),
+    Row("channel_reduce_multiple", "ReduceMean", "channel_reduce_multiple = 4", lambda: reduce_mean([1]), lambda: unary("ReduceMean", [1, 6, 8, 8], axes=[1])),
+    Row("equal_dilation", "Conv", "equal_dilation = true", lambda: conv(dilation=2, pad=2), lambda: conv_dilation([1, 2])),
     Row("split_equal", "Split", "split_equal = true", lambda: split(2), lambda: split_sizes([1, 3])),
     Row("transpose_axis_product_max", "Transpose", "transpose_axis_product_max = 16", lambda: transpose([1, 4, 8, 8]), lambda: transpose([2, 4, 8, 8])),
     Row("pad_nonnegative", "Pad", "pad_nonnegative = true", lambda: pad([0, 0, 1, 1, 0, 0, 1, 1]), lambda: pad([0, 0, -1, 0, 0, 0, 0, 0])),
@@ -288,6 +290,11 @@ def resize_coord(mode: str) -> onnx.ModelProto:
     node = _n("Resize", ["x", "roi", "sc"], mode="linear", coordinate_transformation_mode=mode)
     inits = {"roi": np.array([0, 0, 0, 0, 1, 1, 1, 1], np.float32), "sc": np.array([1, 1, 2, 2], np.float32)}
     return _model([node], inits)
+
+
+def conv_dilation(d: list[int]) -> onnx.ModelProto:
+    node = helper.make_node("Conv", ["x", "w"], ["y"], name="conv", kernel_shape=[3, 3], dilations=d, pads=[1, 2, 1, 2])
+    return _model([node], {"w": _w(8, 4, 3, 3)})
 
 
 def arg_max(axis: int) -> onnx.ModelProto:

@@ -781,6 +781,29 @@ def softmax_rows_max(f: NodeFacts, limit: int) -> Verdict:
     return PASS
 
 
+def channel_reduce_multiple(f: NodeFacts, limit: int) -> Verdict:
+    """{label}: reduces over {c} channels; the {accel} reduces over channels only when their count is a multiple of {limit}.
+    Fix: pad the channels to a multiple of {limit} (zeros do not change a sum; rescale a mean), or reduce over H and W."""
+    if not f.in_shapes or len(f.in_shapes[0]) < 2:
+        return PASS
+    shape = f.in_shapes[0]
+    rank = len(shape)
+    axes = f.attrs.get("axes")
+    axes = list(range(rank)) if axes is None else [int(a) % rank for a in axes]
+    c = channel_axis(rank, f.layout)
+    if c in axes and shape[c] % limit:
+        return _fail(channel_reduce_multiple, f, limit, c=shape[c])
+    return PASS
+
+
+def equal_dilation(f: NodeFacts, limit: bool) -> Verdict:
+    """{label}: dilation {dilation} differs between height and width; the {accel} needs the same dilation in x and y.
+    Fix: use the same dilation along height and width."""
+    if limit and len(f.dilations) == 2 and f.dilations[0] != f.dilations[1]:
+        return _fail(equal_dilation, f, limit, dilation=_x(f.dilations))
+    return PASS
+
+
 def split_equal(f: NodeFacts, limit: bool) -> Verdict:
     """{label}: splits into unequal parts {sizes} (TFLite SPLIT_V); the {accel} takes only equal splits (SPLIT).
     Fix: split into equal parts (and Slice the remainder), or accept a CPU kernel here."""
@@ -959,6 +982,10 @@ CONSTRAINTS: dict[str, Constraint] = {
     ),
     "reduced_axis_max": Constraint(kind="int", rule=reduced_axis_max, what="largest size of a reduced axis"),
     "softmax_rows_max": Constraint(kind="int", rule=softmax_rows_max, what="largest H x W of a softmax input"),
+    "channel_reduce_multiple": Constraint(
+        kind="int", rule=channel_reduce_multiple, what="a channel reduction needs channels % this == 0"
+    ),
+    "equal_dilation": Constraint(kind="bool", rule=equal_dilation, what="same dilation along height and width"),
     "pads_same_or_none": Constraint(
         kind="bool", rule=pads_same_or_none, what="pads none or exactly TFLite SAME (else a separate PAD op)"
     ),
@@ -1016,6 +1043,7 @@ _FIX_KINDS: dict[str, FixKind] = {
     "split_equal": FixKind.CHANGE_SHAPE, "pad_value_zero": FixKind.CHANGE_ATTRIBUTE,
     "batch_axis_untouched": FixKind.CHANGE_SHAPE, "depth_axis_max": FixKind.CHANGE_SHAPE,
     "pads_same_or_none": FixKind.CHANGE_KERNEL, "weight_abs_sum_max": FixKind.CHANGE_KERNEL,
+    "channel_reduce_multiple": FixKind.CHANGE_SHAPE, "equal_dilation": FixKind.CHANGE_KERNEL,
     "reduced_axis_max": FixKind.CHANGE_SHAPE, "softmax_rows_max": FixKind.CHANGE_SHAPE,
     "spatial_dims": FixKind.CHANGE_SHAPE, "auto_pad_modes": FixKind.CHANGE_ATTRIBUTE, "width_max": FixKind.CHANGE_SHAPE,
     "elements_max": FixKind.CHANGE_SHAPE, "input_rank": FixKind.CHANGE_SHAPE,
