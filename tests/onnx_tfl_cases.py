@@ -48,8 +48,9 @@ def _i(v: list[int]) -> np.ndarray:
     return np.asarray(v, np.int64)
 
 
-def conv(k: int = 3, stride: int = 1, pad: int | None = None, dilation: int = 1, group: int = 1, cin: int = 8,
+def conv(k: int = 3, stride: int = 1, pad: int | None = None, dilation: int = 1, group: int = 1, cin: int = 4,
          cout: int = 8, hw: int = 16, auto_pad: str | None = None) -> onnx.ModelProto:  # fmt: skip
+    """Conv; cin 4 by default: edgecnn export treats an [N, 1|3|4, H, W] input as an NCHW image (NHWC in TFLite)."""
     p = (k // 2) * dilation if pad is None else pad
     attrs: dict[str, object] = {"kernel_shape": [k, k], "strides": [stride] * 2, "dilations": [dilation] * 2,
                                 "group": group}  # fmt: skip
@@ -67,7 +68,7 @@ def conv_const_w(cin: int, k: int = 8) -> onnx.ModelProto:
     return _model([node], {"w": np.full((4, cin, k, k), 0.01, np.float32)}, [1, cin, k, k])
 
 
-def pool(op: str = "MaxPool", k: int = 2, stride: int = 2, pad: int = 0, hw: int = 16, c: int = 8) -> onnx.ModelProto:
+def pool(op: str = "MaxPool", k: int = 2, stride: int = 2, pad: int = 0, hw: int = 16, c: int = 4) -> onnx.ModelProto:
     node = helper.make_node(
         op, ["x"], ["y"], name=op.lower(), kernel_shape=[k, k], strides=[stride] * 2, pads=[pad] * 4
     )
@@ -75,23 +76,23 @@ def pool(op: str = "MaxPool", k: int = 2, stride: int = 2, pad: int = 0, hw: int
 
 
 def unary(op: str, x: list[int] | None = None, **attrs: object) -> onnx.ModelProto:
-    return _model([helper.make_node(op, ["x"], ["y"], name=op.lower(), **attrs)], {}, x or [1, 8, 8, 8])
+    return _model([helper.make_node(op, ["x"], ["y"], name=op.lower(), **attrs)], {}, x or [1, 4, 8, 8])
 
 
 def binary(op: str, c_shape: list[int] | None = None) -> onnx.ModelProto:
-    c = np.full(c_shape or [1, 8, 1, 1], 0.5, np.float32)
-    return _model([helper.make_node(op, ["x", "c"], ["y"], name=op.lower())], {"c": c}, [1, 8, 8, 8])
+    c = np.full(c_shape or [1, 4, 1, 1], 0.5, np.float32)
+    return _model([helper.make_node(op, ["x", "c"], ["y"], name=op.lower())], {"c": c}, [1, 4, 8, 8])
 
 
 def self_binary(op: str) -> onnx.ModelProto:
     """op(x, x): two activation operands with one quantization (a constant operand gets the converter's own
     scale in edgecnn export, so it would test the converter rather than the target)."""
-    return _model([helper.make_node(op, ["x", "x"], ["y"], name=op.lower())], {}, [1, 8, 8, 8])
+    return _model([helper.make_node(op, ["x", "x"], ["y"], name=op.lower())], {}, [1, 4, 8, 8])
 
 
 def clip(lo: float, hi: float) -> onnx.ModelProto:
     inits = {"lo": np.array(lo, np.float32), "hi": np.array(hi, np.float32)}
-    return _model([helper.make_node("Clip", ["x", "lo", "hi"], ["y"], name="clip")], inits, [1, 8, 8, 8])
+    return _model([helper.make_node("Clip", ["x", "lo", "hi"], ["y"], name="clip")], inits, [1, 4, 8, 8])
 
 
 def resize(scale: float, mode: str = "nearest", coord: str = "asymmetric", hw: int = 8,
@@ -100,20 +101,20 @@ def resize(scale: float, mode: str = "nearest", coord: str = "asymmetric", hw: i
     if mode == "nearest":
         attrs["nearest_mode"] = nearest_mode
     node = helper.make_node("Resize", ["x", "", "s"], ["y"], name="resize", **attrs)
-    return _model([node], {"s": np.array([1, 1, scale, scale], np.float32)}, [1, 8, hw, hw])
+    return _model([node], {"s": np.array([1, 1, scale, scale], np.float32)}, [1, 4, hw, hw])
 
 
 def reduce_mean(axes: list[int], keepdims: int = 1, x: list[int] | None = None) -> onnx.ModelProto:
     node = helper.make_node("ReduceMean", ["x"], ["y"], name="mean", axes=axes, keepdims=keepdims)
-    return _model([node], {}, x or [1, 8, 8, 8])
+    return _model([node], {}, x or [1, 4, 8, 8])
 
 
 def gap(x: list[int] | None = None) -> onnx.ModelProto:
-    return unary("GlobalAveragePool", x or [1, 8, 8, 8])
+    return unary("GlobalAveragePool", x or [1, 4, 8, 8])
 
 
 def softmax(axis: int, x: list[int] | None = None) -> onnx.ModelProto:
-    return unary("Softmax", x or [1, 8, 8, 8], axis=axis)
+    return unary("Softmax", x or [1, 4, 8, 8], axis=axis)
 
 
 def transpose(perm: list[int], x: list[int]) -> onnx.ModelProto:
@@ -122,17 +123,17 @@ def transpose(perm: list[int], x: list[int]) -> onnx.ModelProto:
 
 def pad(pads: list[int], mode: str = "constant") -> onnx.ModelProto:
     node = helper.make_node("Pad", ["x", "p"], ["y"], name="pad", mode=mode)
-    return _model([node], {"p": _i(pads)}, [1, 8, 8, 8])
+    return _model([node], {"p": _i(pads)}, [1, 4, 8, 8])
 
 
 def slice_(starts: list[int], ends: list[int], axes: list[int], steps: list[int]) -> onnx.ModelProto:
     node = helper.make_node("Slice", ["x", "s", "e", "a", "t"], ["y"], name="slice")
-    return _model([node], {"s": _i(starts), "e": _i(ends), "a": _i(axes), "t": _i(steps)}, [1, 8, 8, 8])
+    return _model([node], {"s": _i(starts), "e": _i(ends), "a": _i(axes), "t": _i(steps)}, [1, 4, 8, 8])
 
 
 def concat(n: int, axis: int = 1) -> onnx.ModelProto:
     """Concat of n activations (the same input n times: converters refuse or fold constant operands)."""
-    return _model([helper.make_node("Concat", ["x"] * n, ["y"], name="concat", axis=axis)], {}, [1, 8, 8, 8])
+    return _model([helper.make_node("Concat", ["x"] * n, ["y"], name="concat", axis=axis)], {}, [1, 4, 8, 8])
 
 
 def gemm(n_in: int = 32, n_out: int = 16) -> onnx.ModelProto:
@@ -144,11 +145,11 @@ def conv_transpose(stride: int = 2, k: int = 2) -> onnx.ModelProto:
     node = helper.make_node(
         "ConvTranspose", ["x", "w"], ["y"], name="deconv", kernel_shape=[k, k], strides=[stride] * 2
     )
-    return _model([node], {"w": _w(8, 8, k, k)}, [1, 8, 8, 8])
+    return _model([node], {"w": _w(4, 4, k, k)}, [1, 4, 8, 8])
 
 
 def depth_to_space(block: int = 2) -> onnx.ModelProto:
-    return unary("DepthToSpace", [1, 16, 4, 4], blocksize=block, mode="DCR")
+    return unary("DepthToSpace", [1, 4, 6, 6], blocksize=block, mode="DCR")
 
 
 # ---- QDQ wrapping ---------------------------------------------------------------------------------------------
@@ -217,10 +218,10 @@ def _float_cases() -> list[tuple[str, Callable[[], onnx.ModelProto]]]:
         ("conv-1x1", lambda: conv(k=1)),
         ("conv-wsum-at-limit", lambda: conv_const_w(1024)),
         ("conv-wsum-over-limit", lambda: conv_const_w(1032)),
-        ("dw", lambda: conv(group=8)),
-        ("dw-s2", lambda: conv(group=8, stride=2)),
-        ("dw-s4-pad0", lambda: conv(k=4, group=8, stride=4, pad=0)),
-        ("dw-mult2", lambda: conv(group=8, cout=16)),
+        ("dw", lambda: conv(group=4, cout=4)),
+        ("dw-s2", lambda: conv(group=4, cout=4, stride=2)),
+        ("dw-s4-pad0", lambda: conv(k=4, group=4, cout=4, stride=4, pad=0)),
+        ("dw-mult2", lambda: conv(group=4, cout=8)),
         ("deconv-s2", lambda: conv_transpose()),
         ("deconv-s3", lambda: conv_transpose(3, 3)),
         ("maxpool", lambda: pool()),
@@ -236,11 +237,11 @@ def _float_cases() -> list[tuple[str, Callable[[], onnx.ModelProto]]]:
         ("gap", lambda: gap()),
         ("mean-hw", lambda: reduce_mean([2, 3])),
         ("mean-c", lambda: reduce_mean([1])),
-        ("mean-c-h1", lambda: reduce_mean([1], x=[1, 8, 1, 8])),
-        ("mean-h4096", lambda: reduce_mean([2], x=[1, 8, 4096, 1])),
-        ("mean-h4097", lambda: reduce_mean([2], x=[1, 8, 4097, 1])),
-        ("softmax-c-256x256", lambda: softmax(1, [1, 2, 256, 256])),
-        ("softmax-c-257x256", lambda: softmax(1, [1, 2, 257, 256])),
+        ("mean-c-h1", lambda: reduce_mean([1], x=[1, 4, 1, 8])),
+        ("mean-h4096", lambda: reduce_mean([2], x=[1, 4, 4096, 2])),
+        ("mean-h4097", lambda: reduce_mean([2], x=[1, 4, 4097, 2])),
+        ("softmax-c-256x256", lambda: softmax(1, [1, 4, 256, 256])),
+        ("softmax-c-257x256", lambda: softmax(1, [1, 4, 257, 256])),
         ("gemm", lambda: gemm()),
         ("add", lambda: binary("Add")),
         ("sub", lambda: binary("Sub")),
@@ -263,14 +264,14 @@ def _float_cases() -> list[tuple[str, Callable[[], onnx.ModelProto]]]:
         ("resize-bl-4x-asym", lambda: resize(4.0, "linear", "asymmetric")),
         ("softmax-c", lambda: softmax(1)),
         ("softmax-last", lambda: softmax(-1, [1, 100])),
-        ("transpose-nhwc", lambda: transpose([0, 2, 3, 1], [1, 8, 8, 8])),
+        ("transpose-nhwc", lambda: transpose([0, 2, 3, 1], [1, 4, 8, 8])),
         ("transpose-3d", lambda: transpose([0, 2, 1], [1, 64, 16])),
         ("pad-hw", lambda: pad([0, 0, 1, 1, 0, 0, 1, 1])),
         ("pad-c", lambda: pad([0, 2, 0, 0, 0, 2, 0, 0])),
         ("pad-reflect", lambda: pad([0, 0, 1, 1, 0, 0, 1, 1], "reflect")),
-        ("slice-c", lambda: slice_([0], [4], [1], [1])),
+        ("slice-c", lambda: slice_([0], [2], [1], [1])),
         ("slice-h-s2", lambda: slice_([0], [8], [2], [2])),
-        ("slice-c-s2", lambda: slice_([0], [8], [1], [2])),
+        ("slice-c-s2", lambda: slice_([0], [4], [1], [2])),
         ("concat2", lambda: concat(2)),
         ("concat6", lambda: concat(6)),
         ("d2s", lambda: depth_to_space()),

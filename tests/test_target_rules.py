@@ -206,7 +206,7 @@ ROWS = [
     Row("padded_kernel_max", "AveragePool", "padded_kernel_max = 8", lambda: avg_pool(9, 0), lambda: avg_pool(9, 4)),
     Row("kernel_h_max", "MaxPool", "kernel_h_max = 4", lambda: pool(k=4), lambda: pool(k=5)),
     Row("unit_kernel_stride", "MaxPool", "unit_kernel_stride = false", lambda: pool(k=1, stride=1), lambda: pool(k=1, stride=2)),
-    Row("quant_match", "Max", "quant_match = true", lambda: qdq_max(0.05), lambda: qdq_max(0.1), precisions='["int8"]'),
+    Row("quant_match", "Add", "quant_match = true", lambda: qdq_max(0.05, "Add"), lambda: qdq_max(0.1, "Add"), precisions='["int8"]'),
     Row("depth_reduce_needs_unit", "ReduceMean", "depth_reduce_needs_unit = true", lambda: reduce_mean([2, 3]), lambda: reduce_mean([1])),
     Row("resize_factors", "Resize", "resize_factors = [2, 4, 8]", lambda: resize(4.0), lambda: resize(3.0)),
     Row("half_pixel_factors", "Resize", "half_pixel_factors = [2]", lambda: resize(2.0, "linear"), lambda: resize(4.0, "linear")),
@@ -240,15 +240,15 @@ def avg_pool(k: int, p: int) -> onnx.ModelProto:
     return _model([_n("AveragePool", ["x"], kernel_shape=[k, k], pads=[p] * 4)], x_shape=[1, 4, 16, 16])
 
 
-def qdq_max(out_scale: float) -> onnx.ModelProto:
-    """DQ(x), DQ(c) -> Max -> Q with the output scale given: equal to the inputs' 0.05, or not."""
+def qdq_max(out_scale: float, op: str = "Max") -> onnx.ModelProto:
+    """DQ(x), DQ(c) -> op -> Q with the output scale given: equal to the inputs' 0.05, or not."""
     inits = {"s": np.array(0.05, np.float32), "so": np.array(out_scale, np.float32), "z": np.array(0, np.int8),
              "cq": np.ones((1, 4, 1, 1), np.int8)}  # fmt: skip
     nodes = [
         helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"], name="q_in"),
         helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"], name="dq_in"),
         helper.make_node("DequantizeLinear", ["cq", "s", "z"], ["cd"], name="dq_c"),
-        helper.make_node("Max", ["xd", "cd"], ["m"], name="max"),
+        helper.make_node(op, ["xd", "cd"], ["m"], name=op.lower()),
         helper.make_node("QuantizeLinear", ["m", "so", "z"], ["mq"], name="q_out"),
         helper.make_node("DequantizeLinear", ["mq", "so", "z"], ["y"], name="dq_out"),
     ]

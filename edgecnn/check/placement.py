@@ -273,6 +273,10 @@ def _const_value(gr: _Graph, name: str) -> Any:
     return numpy_helper.to_array(t).tolist()
 
 
+# The LiteRT quantization spec restricts these ops' inputs and output to one grid, so a converter puts their
+# operands on the output grid (a requantize each, which the accelerators run); their ONNX Q/DQ scales do not
+# reach the TFLite op. (edgecnn export does so: int8 Max/Min/Concat operands on the output grid.)
+_REQUANTIZED_BY_CONVERTER = frozenset({"Max", "Min", "Concat"})
 _WEIGHT_OUT_AXIS = {"Conv": 0, "ConvTranspose": 1, "MatMul": -1}
 
 
@@ -389,7 +393,7 @@ def _facts(gr: _Graph, idx: int, target: TargetSpec, prec: str) -> NodeFacts:
         name=gr.names[idx], op_type=op, accel=target.accelerator, target=target.name, precision=prec,
         fallback=target.fallback,
         in_shapes=ins, out_shapes=outs, const_inputs=tuple((not i) or i in gr.const_names for i in n.input),
-        attrs=attrs, quant_in=tuple(_quant_in(gr, i) for i in n.input if i),
+        attrs=attrs, quant_in=() if op in _REQUANTIZED_BY_CONVERTER else tuple(_quant_in(gr, i) for i in n.input if i),
         quant_out=tuple(_quant_out(gr, o) for o in n.output if o), **kw,
     )  # fmt: skip
 

@@ -1729,7 +1729,9 @@ class _Converter:
         )
         self.b.add_op(builtin, [t1], [t2], {"beta": 1.0} if builtin == "SOFTMAX" else None)
         self.emit(n, "TRANSPOSE", [t2, self.int_tensor("perm", [int(i) for i in inv])], qp, False)
-        self.notes.append(f"node '{n.name}' ({n.op_type} over axis {axis}): TRANSPOSE around {builtin} (last axis only)")
+        self.notes.append(
+            f"node '{n.name}' ({n.op_type} over axis {axis}): TRANSPOSE around {builtin} (last axis only)"
+        )
 
     def _opset(self) -> int:
         return next((o.version for o in self.m.opset_import if o.domain in ("", "ai.onnx")), 0)
