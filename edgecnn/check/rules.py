@@ -175,18 +175,13 @@ def dtypes(f: NodeFacts, limit: list[str]) -> Verdict:
     Fix: {fix_s}"""
     if _precision_ok(f.precision, limit):
         return PASS
-    floats = [p for p in limit if p in ("float32", "float16")]
-    ints = [p for p in limit if p not in ("float32", "float16")]
-    if f.precision in ("float32", "float16") and ints:
-        fix_s = f"quantize this op to {' or '.join(ints)} (`edgecnn quantize MODEL --target {f.target}`) or replace it."
-    elif floats:
-        # A quantized op the target runs only in float: re-quantizing cannot help; the op must stay float.
-        fix_s = (
-            f"keep {f.op_type} in float: leave it out of the QDQ pairs (`edgecnn quantize --target {f.target}` "
-            f"does so for the ops this target runs only in float), or accept a CPU kernel here."
-        )
+    if f.precision in ("float32", "float16"):
+        fix_s = f"quantize this op to {' or '.join(limit)} (`edgecnn quantize --target {f.target}`) or replace it."
+    elif set(limit) & {"float32", "float16"}:
+        # Not the command that wrote the model: quantize --target keeps such ops float; say how.
+        fix_s = f"keep {f.op_type} in float (`edgecnn quantize --exclude {f.op_type}`), or replace it."
     else:
-        fix_s = f"requantize this op to {' or '.join(ints)}, or replace it."
+        fix_s = f"compute this op in {' or '.join(limit)}, or replace it."
     return _fail(dtypes, f, precision=f.precision, allowed=" or ".join(limit), fix_s=fix_s)
 
 
