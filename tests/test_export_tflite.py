@@ -52,7 +52,7 @@ class Lite:
         outs = []
         for d in self.out:
             y = self.it.get_tensor(d["index"])
-            if d["dtype"] != np.float32:
+            if d["dtype"] != np.float32 and d["quantization"][0]:
                 s, z = d["quantization"]
                 y = (y.astype(np.float32) - z) * s
             outs.append(y.copy())
@@ -652,13 +652,14 @@ def test_unsupported_op_names_node_op_and_alternative() -> None:
     )  # fmt: skip
     with pytest.raises(UnsupportedOpError, match=r"node 'up3' \(ConvTranspose\).*no TFLite SAME/VALID form"):
         onnx_to_tflite(deconv)
-    crd = make_model(
-        [helper.make_node("DepthToSpace", ["x"], ["y"], name="d2s", blocksize=2, mode="CRD")],
+    resize = make_model(
+        [helper.make_node("Resize", ["x", "", "sc"], ["y"], name="rs", mode="cubic")],
         [("x", [1, 4, 8, 8])],
         [("y", None)],
+        {"sc": np.array([1, 1, 2, 2], np.float32)},
     )
-    with pytest.raises(UnsupportedOpError, match=r"node 'd2s' \(DepthToSpace\): mode CRD"):
-        onnx_to_tflite(crd)
+    with pytest.raises(UnsupportedOpError, match=r"node 'rs' \(Resize\): mode cubic"):
+        onnx_to_tflite(resize)
 
 
 def test_bad_requests_are_one_line_errors(sample_qdq: onnx.ModelProto) -> None:

@@ -278,6 +278,7 @@ class _AlignedBuffer(schema.BufferT):
         super().__init__()
         # a contiguous little-endian array is kept as is (no bytes copy until it lands in the flatbuffer)
         self.payload = memoryview(payload).cast("B") if isinstance(payload, np.ndarray) else memoryview(payload)
+        self.release = False
 
     def Pack(self, builder: flatbuffers.Builder) -> int:
         vec = None
@@ -288,6 +289,8 @@ class _AlignedBuffer(schema.BufferT):
             builder.Bytes[builder.head : builder.head + n] = self.payload
             builder.vectorNumElems = n
             vec = builder.EndVector()
+            if self.release:  # the array is in the flatbuffer now: let it go (weights are not held twice)
+                self.payload = memoryview(b"")
         schema.BufferStart(builder)
         if vec is not None:
             schema.BufferAddData(builder, vec)
@@ -308,6 +311,7 @@ class TFLiteBuilder:
         self._outputs: list[int] = []
         self._metadata: list[schema.MetadataT] = []
         self._names: set[str] = set()
+        self._released = False
 
     @property
     def num_tensors(self) -> int:
@@ -491,8 +495,13 @@ class TFLiteBuilder:
         m.buffer = len(self._buffers) - 1
         self._metadata.append(m)
 
-    def to_bytes(self) -> bytes:
-        """Serialize to a TFLite flatbuffer (identifier ``TFL3``)."""
+    def to_bytes(self, *, release: bool = False) -> bytes:
+        """Serialize to a TFLite flatbuffer (identifier ``TFL3``).
+
+        ``release=True`` drops each constant array as soon as it is copied into the flatbuffer, so the weights
+        are never held twice; the builder cannot serialize again afterwards."""
+        if self._released:
+            raise RuntimeError("this TFLiteBuilder was serialized with release=True; build it again")
         sg = schema.SubGraphT()
         sg.tensors = self._tensors
         sg.operators = self._ops
@@ -507,6 +516,10 @@ class TFLiteBuilder:
         model.buffers = self._buffers
         model.metadata = self._metadata or None
         size = sum(b.payload.nbytes for b in self._buffers if isinstance(b, _AlignedBuffer))
+        for b in self._buffers:
+            if isinstance(b, _AlignedBuffer):
+                b.release = release
+        self._released = release
         builder = flatbuffers.Builder(size + 1024 * 1024)
         builder.Finish(model.Pack(builder), file_identifier=FILE_IDENTIFIER)
         return bytes(memoryview(builder.Bytes)[builder.Head() :])  # one copy, not two

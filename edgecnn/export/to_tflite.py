@@ -49,7 +49,8 @@ from edgecnn.errors import BadInputError, ModelError
 from edgecnn.export.tflite_writer import TFLiteBuilder
 from edgecnn.graph.external import externalized_copy, to_array
 from edgecnn.graph.load import dims_of, graph_inputs, infer_shapes_inplace
-from edgecnn.graph.passes import _fold_batchnorm, _fold_constants, _remove_identities
+from edgecnn.graph.passes import _attr as _pass_attr
+from edgecnn.graph.passes import _consumers, _fold_constants, _remove_identities, remove_unused_initializers
 from edgecnn.preprocess import Layout, PreprocessSpec, spec_from_dict
 
 PRECISIONS = ("auto", "float32", "float16", "int8")
@@ -61,12 +62,13 @@ _P = (0, 2, 3, 1)  # NCHW -> NHWC: stored axis j holds logical axis _P[j]
 _INV_P = (0, 3, 1, 2)  # logical axis a sits at stored axis _INV_P[a]
 
 SUPPORTED_OPS = (
-    "Abs", "Add", "And", "AveragePool", "BatchNormalization", "Cast", "Clip", "Concat", "Conv", "ConvTranspose",
-    "DepthToSpace", "DequantizeLinear", "Div", "Elu", "Equal", "Exp", "Expand", "Flatten", "Gather", "Gelu", "Gemm",
-    "GlobalAveragePool", "GlobalMaxPool", "Greater", "GreaterOrEqual", "HardSigmoid", "HardSwish",
-    "LayerNormalization", "LeakyRelu", "Less", "LessOrEqual", "Log", "MatMul", "Max", "MaxPool", "Min", "Mul",
-    "Neg", "Not", "Or", "PRelu", "Pad", "Pow", "QuantizeLinear", "ReduceMax", "ReduceMean", "ReduceSum", "Relu",
-    "Reshape", "Resize", "Sigmoid", "Slice", "Softmax", "SpaceToDepth", "Split", "Sqrt", "Squeeze", "Sub", "Tanh",
+    "Abs", "Add", "And", "ArgMax", "ArgMin", "AveragePool", "BatchNormalization", "Cast", "Ceil", "Clip", "Concat",
+    "Conv", "ConvTranspose", "DepthToSpace", "DequantizeLinear", "Div", "Elu", "Equal", "Exp", "Expand", "Flatten",
+    "Floor", "Gather", "Gelu", "Gemm", "GlobalAveragePool", "GlobalMaxPool", "Greater", "GreaterOrEqual",
+    "HardSigmoid", "HardSwish", "LayerNormalization", "LeakyRelu", "Less", "LessOrEqual", "Log", "LogSoftmax",
+    "MatMul", "Max", "MaxPool", "Min", "Mul", "Neg", "Not", "Or", "PRelu", "Pad", "Pow", "QuantizeLinear",
+    "Reciprocal", "ReduceL2", "ReduceMax", "ReduceMean", "ReduceMin", "ReduceProd", "ReduceSum", "Relu", "Reshape",
+    "Resize", "Round", "Sigmoid", "Slice", "Softmax", "SpaceToDepth", "Split", "Sqrt", "Squeeze", "Sub", "Tanh",
     "Tile", "Transpose", "Unsqueeze", "Upsample", "Where",
 )  # fmt: skip
 # Nearest supported alternative for ops people commonly meet in CNN exports.
@@ -81,13 +83,15 @@ _NEAREST: dict[str, str] = {
     "LRN": "BatchNormalization",
     "ScatterND": "Concat of Slices (write the updated tensor from its parts)",
     "Range": "a constant initializer (fix the input shape)",
+    "LSTM": "export the CNN up to the recurrent head and run the LSTM/GRU outside the model",
+    "GRU": "export the CNN up to the recurrent head and run the LSTM/GRU outside the model",
 }
 
 # Ops whose TFLite int8 kernels assume the output on the input's grid (they move or pick values, or average
 # them without rescaling: AVERAGE_POOL_2D, RESIZE_BILINEAR); a different downstream grid is a requantize after.
 _PASS_OPS = frozenset({"MaxPool", "GlobalMaxPool", "ReduceMax", "Reshape", "Flatten", "Squeeze", "Unsqueeze",
                        "Transpose", "Slice", "Split", "Pad", "Relu", "Identity", "Resize", "AveragePool",
-                       "Gather", "Expand", "Tile", "SpaceToDepth", "DepthToSpace", "Upsample"})  # fmt: skip
+                       "Gather", "Expand", "Tile", "SpaceToDepth", "DepthToSpace", "Upsample", "ReduceMin"})  # fmt: skip
 _LOOK_THROUGH = frozenset({"Split", "Resize", "MaxPool", "AveragePool", "Reshape", "Flatten", "Squeeze", "Unsqueeze",
                            "Transpose", "Slice", "Gather", "Expand", "Tile", "SpaceToDepth", "DepthToSpace",
                            "Upsample"})  # fmt: skip
@@ -96,8 +100,8 @@ _FIXED_INT8: dict[str, tuple[float, int]] = {"Sigmoid": (1 / 256, -128), "Softma
                                             "Tanh": (1 / 128, 0)}  # fmt: skip
 _INT8_OPS = _PASS_OPS | frozenset(_FIXED_INT8) | frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Sub",
     "Mul", "Concat", "GlobalAveragePool", "ReduceMean", "HardSwish", "LeakyRelu", "Div", "Clip", "Max", "Min",
-    "HardSigmoid", "PRelu"})  # fmt: skip
-_KIND_DTYPE = {"f": "float32", "q": "int8", "b": "bool", "i": "int32"}
+    "HardSigmoid", "PRelu", "Pow"})  # fmt: skip
+_KIND_DTYPE = {"f": "float32", "q": "int8", "b": "bool", "i": "int32", "l": "int64"}
 _FUSABLE = frozenset({"Conv", "Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "AveragePool", "MaxPool", "Concat"})
 _FUSED_TFL = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "SUB", "MUL", "DIV",
                         "AVERAGE_POOL_2D", "MAX_POOL_2D", "CONCATENATION"})  # fmt: skip
@@ -194,7 +198,7 @@ def onnx_to_tflite(
         spec = replace(preprocess, layout=Layout.NHWC if input_layout == "NHWC" else preprocess.layout)
         conv.b.add_metadata(METADATA_PREPROCESS, spec.to_json().encode())
     return TFLiteExport(
-        data=conv.b.to_bytes(),
+        data=conv.b.to_bytes(release=True),
         precision=precision,
         io_dtype=io_dtype,
         input_layout=input_layout,
@@ -251,7 +255,7 @@ def _prepare(model: onnx.ModelProto, base_dir: Path | None) -> onnx.ModelProto:
             _fold_constants(m, base_dir)
             infer_shapes_inplace(m)
         # the passes of graph.passes.prepare, in place on our copy (no second copy of the weights)
-        m = _fold_batchnorm(_remove_identities(_fold_constants(m, base_dir)), base_dir)
+        m = _fold_batchnorm_lazily(_remove_identities(_fold_constants(m, base_dir)), base_dir)
         infer_shapes_inplace(m)
     except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as e:
         raise ModelError(
@@ -312,6 +316,60 @@ def _q_dq(x: np.ndarray, params: list[np.ndarray], how: str) -> np.ndarray:
     scale = np.float32(np.asarray(params[0]).reshape(()))
     zp = np.asarray(params[1]).reshape(()) if len(params) > 1 else np.zeros((), np.uint8)
     return ((x.astype(np.int32) - int(zp)).astype(np.float32) * scale).astype(np.float32)
+
+
+_BN_SCALE = "edgecnn.bn_scale"  # metadata key prefix on the prepared copy: conv name -> per-channel factor
+
+
+def _fold_batchnorm_lazily(m: onnx.ModelProto, base_dir: Path | None) -> onnx.ModelProto:
+    """Conv -> BatchNormalization becomes one Conv without writing new weights into the proto: the folded bias
+    (small) is a new initializer, the per-output-channel factor gamma / sqrt(var + eps) is kept (as a small
+    initializer named ``<conv>/bn_scale``) and applied when the converter reads the weights, once. The same
+    arithmetic as ``graph.passes._fold_batchnorm`` (float64, then the weight dtype); the weights are never
+    held twice."""
+    inits = {t.name: t for t in m.graph.initializer}
+    consumers = _consumers(m)
+    outs = {o.name for o in m.graph.output}
+    producers = {o: n for n in m.graph.node for o in n.output}
+    drop: set[int] = set()
+    for bn in m.graph.node:
+        if bn.op_type != "BatchNormalization" or (len(bn.output) != 1 and any(bn.output[1:])):
+            continue
+        conv = producers.get(bn.input[0])
+        if conv is None or conv.op_type != "Conv" or conv.input[1] not in inits:
+            continue
+        if len(consumers.get(conv.output[0], [])) != 1 or conv.output[0] in outs:
+            continue
+        if not all(x in inits for x in bn.input[1:5]) or f"{conv.name}/bn_scale" in inits:
+            continue
+        if len(conv.input) > 2 and conv.input[2] and conv.input[2] not in inits:
+            continue
+        gamma, beta, mean, var = (to_array(inits[x], base_dir).astype(np.float64) for x in bn.input[1:5])
+        f = gamma / np.sqrt(var + float(_pass_attr(bn, "epsilon", 1e-5)))  # type: ignore[arg-type]
+        cout = int(inits[conv.input[1]].dims[0])
+        b = (
+            to_array(inits[conv.input[2]], base_dir).astype(np.float64)
+            if len(conv.input) > 2 and conv.input[2]
+            else np.zeros(cout)
+        )
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(inits[conv.input[1]].data_type)
+        b_name, s_name = f"{conv.name}/bias_bnfold", f"{conv.name}/bn_scale"
+        m.graph.initializer.append(numpy_helper.from_array(((b - mean) * f + beta).astype(dtype), b_name))
+        m.graph.initializer.append(numpy_helper.from_array(f, s_name))
+        inits[s_name] = m.graph.initializer[-1]
+        if len(conv.input) > 2:
+            conv.input[2] = b_name
+        else:
+            conv.input.append(b_name)
+        conv.output[0] = bn.output[0]
+        drop.add(id(bn))
+    keep = [n for n in m.graph.node if id(n) not in drop]
+    del m.graph.node[:]
+    m.graph.node.extend(keep)
+    scales = [t for t in m.graph.initializer if t.name.endswith("/bn_scale")]
+    m = remove_unused_initializers(m)
+    m.graph.initializer.extend(scales)  # read by the converter, not by a node
+    return m
 
 
 def _shape_map(m: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
@@ -720,7 +778,9 @@ class _Converter:
             raise ModelError(f"output '{name}' is not produced by any converted node")
         if v.nhwc and len(v.shape) == 4:
             self.notes.append(f"output '{name}' keeps the ONNX (NCHW) order: a TRANSPOSE back from NHWC ends the graph")
-        if self.io == "float32":
+        if self._kind(name) not in ("f", "q"):  # indices, masks: as they are
+            idx = self.act(name, self._kind(name), False)
+        elif self.io == "float32":
             idx = self.act(name, "f", False)
         else:
             if v.qp is None:
@@ -977,6 +1037,9 @@ class _Converter:
         if len(v.shape) != 4:
             raise self.unsupported(n, f"{len(v.shape) - 2}-D convolution", "1-D or 2-D Conv")
         w_real = self.const(wname)
+        if f"{n.name}/bn_scale" in self.inits:  # BatchNormalization folded lazily (_fold_batchnorm_lazily)
+            f = self.const(f"{n.name}/bn_scale")
+            w_real = (w_real.astype(np.float64) * f.reshape(-1, 1, 1, 1)).astype(w_real.dtype)
         cout, cin_g, kh, kw = w_real.shape
         cin = v.shape[1]
         group = int(_attr(n, "group", 1))
@@ -1615,20 +1678,30 @@ class _Converter:
 
     def _op_Concat(self, n: onnx.NodeProto, qp: _QP | None) -> None:
         ins = [i for i in n.input if i]
-        if any(self.is_const(i) for i in ins):
-            raise self.unsupported(n, "constant operand", "Concat of activations only")
+        if all(self.is_const(i) for i in ins):
+            raise self.unsupported(n, "all inputs are constant", "constant folding (fixed shapes)")
         rank = len(self.shapes[n.output[0]])
-        nhwc = rank == 4 and any(self.vals[i].nhwc for i in ins)
+        nhwc = rank == 4 and any(self.vals[i].nhwc for i in ins if not self.is_const(i))
         kind = "q" if qp is not None else "f"
-        srcs = [self.act(i, kind, nhwc) for i in ins]
+        srcs = []
+        for i in ins:
+            if self.is_const(i):  # int8: quantized on the output grid, exactly what Q(concat) does to it
+                arr = np.asarray(self.const(i), np.float32)
+                arr = arr.transpose(_P) if nhwc else arr
+                srcs.append(
+                    self._const_on_grid(f"{n.name}/{i}", arr, qp) if qp else self.const_tensor(f"{n.name}/{i}", arr)
+                )
+            else:
+                srcs.append(self.act(i, kind, nhwc))
         if qp is not None:  # XNNPACK's int8 concatenation needs every input on the output's grid
             for k, i in enumerate(ins):
-                if not qp.same(self.vals[i].qp):
+                if not self.is_const(i) and not qp.same(self.vals[i].qp):
                     shape = self.stored_shape(self.vals[i], nhwc)
                     t = self.b.add_tensor(f"{i}/requantized", shape, "int8", scale=[qp.scale], zero_point=[qp.zp])
                     self.b.add_op("QUANTIZE", [srcs[k]], [t])
                     srcs[k] = t
-        axis = self._axis(self.vals[ins[0]], int(_attr(n, "axis")), nhwc)
+        axis = int(_attr(n, "axis")) % rank
+        axis = _INV_P[axis] if nhwc else axis
         self.emit(n, "CONCATENATION", srcs, qp, nhwc, {"axis": axis})
 
     def _op_Split(self, n: onnx.NodeProto, qp: _QP | None) -> None:
@@ -1757,16 +1830,21 @@ class _Converter:
         h, w = out_shape[2], out_shape[3]
         integer = h % v.shape[2] == 0 and w % v.shape[3] == 0
         if mode == "nearest":
-            if ctm == "asymmetric" and nm == "floor":
+            # TFLite: asymmetric -> floor(x / k); half_pixel_centers -> floor((x + 0.5) / k). ONNX agrees exactly:
+            # asymmetric with nearest_mode floor (any scale), or round_prefer_floor at integer scales <= 2 (x / 2
+            # is never above .5); half_pixel at an integer scale with round_prefer_floor/ceil ((x + 0.5) / k - 0.5
+            # is never a tie). nearest_mode floor/ceil with half_pixel, or larger scales rounded, differ.
+            ks = {out_shape[2] / v.shape[2], out_shape[3] / v.shape[3]}
+            if ctm == "asymmetric" and (nm == "floor" or (integer and ks <= {1.0, 2.0} and nm == "round_prefer_floor")):
                 opts = {"align_corners": False, "half_pixel_centers": False}
-            elif ctm in ("half_pixel", "pytorch_half_pixel") and integer and nm in ("round_prefer_floor", "floor"):
+            elif ctm in ("half_pixel", "pytorch_half_pixel") and integer and nm.startswith("round_prefer"):
                 opts = {"align_corners": False, "half_pixel_centers": True}
-            elif ctm == "asymmetric" and integer:
+            elif ks == {1.0}:
                 opts = {"align_corners": False, "half_pixel_centers": False}
             else:
                 raise self.unsupported(
-                    n, f"nearest with coordinate_transformation_mode={ctm}, nearest_mode={nm}",
-                    "Resize nearest with asymmetric/floor or an integer scale",
+                    n, f"nearest with coordinate_transformation_mode={ctm}, nearest_mode={nm} at scale {sorted(ks)}",
+                    "Resize nearest with asymmetric + floor, or half_pixel + round_prefer_floor at an integer scale",
                 )  # fmt: skip
             builtin = "RESIZE_NEAREST_NEIGHBOR"
         elif mode == "linear":
@@ -1881,6 +1959,11 @@ class _Converter:
         x, e = n.input
         if self.is_const(e) and self.const(e).size == 1:
             p = float(self.const(e).reshape(()))
+            if p == 2.0 and qp is not None:  # TFLite's SQUARE is float only: int8 MUL(x, x) onto the output grid
+                v = self.vals[x]
+                src = self.act(x, "q", v.nhwc)
+                self.emit(n, "MUL", [src, src], qp, v.nhwc)
+                return
             if p == 2.0:
                 self._same_layout(n, None, "SQUARE", kind="f")
                 return
@@ -2008,9 +2091,26 @@ class _Converter:
     def _op_DepthToSpace(self, n: onnx.NodeProto, qp: _QP | None) -> None:
         mode = _attr(n, "mode", b"DCR")
         mode = mode.decode() if isinstance(mode, bytes) else mode
+        if mode == "CRD":
+            # TFLite's DEPTH_TO_SPACE reads channels as (block_y, block_x, C) = ONNX DCR; CRD (PyTorch's
+            # PixelShuffle) orders them (C, block_y, block_x): a GATHER on the channel axis reorders them first
+            x = n.input[0]
+            v = self.vals[x]
+            if len(v.shape) != 4:
+                raise self.unsupported(n, "input is not 4-D", "DepthToSpace on an NCHW map")
+            bs = int(_attr(n, "blocksize"))
+            c = v.shape[1] // (bs * bs)
+            perm = np.array([ch * bs * bs + k for k in range(bs * bs) for ch in range(c)], np.int32)
+            kind = "q" if qp is not None else "f"
+            src = self.act(x, kind, True)
+            it = self.b.add_tensor(f"{n.name}/crd_to_dcr", [len(perm)], "int32", data=perm)
+            g = self._like(v, kind, self.stored_shape(v, True), f"{n.name}/dcr")
+            self.b.add_op("GATHER", [src, it], [g], {"axis": 3, "batch_dims": 0})
+            self.emit(n, "DEPTH_TO_SPACE", [g], qp, True, {"block_size": bs})
+            self.notes.append(f"node '{n.name}' (DepthToSpace CRD): channels reordered by GATHER, then DEPTH_TO_SPACE")
+            return
         if mode != "DCR":
-            # TFLite's DEPTH_TO_SPACE reads channels as (block_y, block_x, C) = ONNX DCR; CRD orders (C, by, bx)
-            raise self.unsupported(n, f"mode {mode} (TFLite DEPTH_TO_SPACE is DCR)", "DepthToSpace mode DCR")
+            raise self.unsupported(n, f"mode {mode}", "DepthToSpace mode DCR or CRD")
         self._space_depth(n, qp, "DEPTH_TO_SPACE")
 
     def _space_depth(self, n: onnx.NodeProto, qp: _QP | None, builtin: str) -> None:
@@ -2173,3 +2273,81 @@ class _Converter:
             del final.input[:], final.attribute[:]
             final.input.append(x)
             self.notes.append(f"GELU pattern (Erf '{erf.name}') ending at '{final.name}' runs as TFLite GELU")
+
+    def _op_ReduceMin(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        self._reduce(n, qp, "REDUCE_MIN", self._reduce_axes(n), bool(_attr(n, "keepdims", 1)))
+
+    def _op_ReduceProd(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        self._reduce(n, None, "REDUCE_PROD", self._reduce_axes(n), bool(_attr(n, "keepdims", 1)))
+
+    def _op_ReduceL2(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        """sqrt(sum(x^2)): float SQUARE, SUM, SQRT."""
+        x = n.input[0]
+        v = self.vals[x]
+        sq = f"{n.name}/square"
+        self.vals[sq] = _Val(
+            name=sq, shape=v.shape, reps={("f", v.nhwc): self._like(v, "f", self.stored_shape(v, v.nhwc), sq)}
+        )
+        self.b.add_op("SQUARE", [self.act(x, "f", v.nhwc)], [self.vals[sq].reps[("f", v.nhwc)]])
+        summed = f"{n.name}/sum"
+        tmp = onnx.NodeProto()
+        tmp.CopyFrom(n)
+        del tmp.input[:], tmp.output[:]
+        tmp.input.extend([sq, *n.input[1:]])
+        tmp.output.append(summed)
+        self.shapes[summed] = self.shapes[n.output[0]]
+        self._reduce(tmp, None, "SUM", self._reduce_axes(n), bool(_attr(n, "keepdims", 1)))
+        sv = self.vals[summed]
+        self.emit(n, "SQRT", [self.act(summed, "f", sv.nhwc)], None, sv.nhwc)
+
+    def _op_ArgMax(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        self._arg(n, "ARG_MAX")
+
+    def _op_ArgMin(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        self._arg(n, "ARG_MIN")
+
+    def _arg(self, n: onnx.NodeProto, builtin: str) -> None:
+        """ARG_MAX / ARG_MIN (int64 indices, as ONNX); an int8 input is compared as is (quantization is
+        monotonic); keepdims=1 adds a RESHAPE."""
+        if _attr(n, "select_last_index", 0):
+            raise self.unsupported(n, "select_last_index=1", f"{n.op_type} with select_last_index=0 (first index)")
+        x = n.input[0]
+        v = self.vals[x]
+        rank = len(v.shape)
+        axis = int(_attr(n, "axis", 0)) % rank
+        keep = bool(_attr(n, "keepdims", 1))
+        kind = "q" if ("q", v.nhwc) in v.reps or ("q", not v.nhwc) in v.reps else "f"
+        nhwc = v.nhwc and rank == 4 and not keep
+        if nhwc and [_P[d] for d in range(4) if d != _INV_P[axis]] != sorted(
+            _P[d] for d in range(4) if d != _INV_P[axis]
+        ):
+            nhwc = False
+        nhwc = nhwc or (v.nhwc and rank == 4 and keep)
+        src = self.act(x, kind, nhwc)
+        ax = self.b.add_tensor(
+            f"{n.name}/axis", [1], "int32", data=np.array([_INV_P[axis] if nhwc else axis], np.int32)
+        )
+        out_shape = list(self.shapes[n.output[0]])
+        if not keep:
+            self.emit(n, builtin, [src, ax], None, False, {"output_type": "INT64"}, out_kind="l")
+            return
+        reduced = [d for i, d in enumerate(out_shape) if i != axis]
+        stored = [d for i, d in enumerate(self.stored_shape(v, nhwc)) if i != (_INV_P[axis] if nhwc else axis)]
+        t = self.b.add_tensor(f"{n.name}/reduced", stored, "int64")
+        self.b.add_op(builtin, [src, ax], [t], {"output_type": "INT64"})
+        full = [out_shape[i] for i in _P] if nhwc else out_shape
+        del reduced
+        self.emit(n, "RESHAPE", [t, self.int_tensor("shape", full)], None, nhwc, {"new_shape": full}, out_kind="l")
+
+    def _op_Floor(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        self._same_layout(n, None, "FLOOR", kind="f")
+
+    def _op_Ceil(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        self._same_layout(n, None, "CEIL", kind="f")
+
+    def _op_Round(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        self._same_layout(n, None, "ROUND", kind="f")
+
+    def _op_Reciprocal(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        x = n.input[0]
+        self._elementwise(n, None, "DIV", [f"{n.name}/one", x], {f"{n.name}/one": np.array(1.0, np.float32)})

@@ -1,15 +1,17 @@
 """Small CNNs in the shapes real exporters write (torch.onnx.export, TorchScript exporter, opset 17), saved next to
 this file for tests/test_export_tflite_ops.py: MobileNetV3 blocks (HardSwish, SE with HardSigmoid), a YOLOv8-style
 detector (SiLU, C2f Split/Concat, SPPF MaxPool, nearest Upsample, DFL Softmax head, box decoding Sub/Add/Div/Mul),
+the YOLOv5 Detect head (5-D view/permute, grid and anchor constants, slices of the last axis, Pow 2),
 EfficientNet-lite (ReLU6), a CRNN-style OCR model (MaxPool (2, 1), Permute/Reshape, Linear on 3-D, LogSoftmax) and
 a ResNet stem + basic block. Weights are random (seed 0) with non-trivial BatchNorm statistics.
 
 Regenerate (needs torch; the .onnx files are committed so the tests do not):
-    PYTHONPATH=. python tests/data/exported_cnns/make_models.py
+    PYTHONPATH=. python tests/data/exported_cnns/make_models.py [NAME ...]
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
@@ -88,6 +90,28 @@ class YoloV8Style(nn.Module):
         return torch.cat([torch.cat([(x1y1 + x2y2) / 2, x2y2 - x1y1], 1) * 8.0, cls.sigmoid()], 1)
 
 
+class YoloV5Head(nn.Module):
+    """The YOLOv5 Detect head: 5-D view/permute, sigmoid, xy = (2 s - 0.5 + grid) * stride, wh = (2 s) ** 2 * anchor."""
+
+    def __init__(self, nc: int = 3, na: int = 3) -> None:
+        super().__init__()
+        self.b = nn.Sequential(cbn(3, 16, 3, 2, act=nn.SiLU), cbn(16, 32, 3, 2, act=nn.SiLU))
+        self.na, self.no = na, nc + 5
+        self.m = nn.Conv2d(32, na * self.no, 1)
+        self.register_buffer("anchor", torch.tensor([[10.0, 13.0], [16.0, 30.0], [33.0, 23.0]]).view(1, na, 1, 1, 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.m(self.b(x))
+        bs, _, ny, nx = x.shape
+        x = x.view(bs, self.na, self.no, ny, nx).permute(0, 1, 3, 4, 2).contiguous()
+        yv, xv = torch.meshgrid(torch.arange(ny), torch.arange(nx), indexing="ij")
+        grid = torch.stack((xv, yv), 2).view(1, 1, ny, nx, 2).float()
+        y = x.sigmoid()
+        xy = (y[..., 0:2] * 2 - 0.5 + grid) * 4.0
+        wh = (y[..., 2:4] * 2) ** 2 * self.anchor
+        return torch.cat((xy, wh, y[..., 4:]), -1).view(bs, -1, self.no)
+
+
 class EfficientNetLiteBlocks(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -132,15 +156,18 @@ class ResNetStem(nn.Module):
 MODELS = {
     "mobilenetv3": (MobileNetV3Blocks, (1, 3, 96, 96)),
     "yolov8": (YoloV8Style, (1, 3, 64, 64)),
+    "yolov5_head": (YoloV5Head, (1, 3, 64, 64)),
     "efficientnet_lite": (EfficientNetLiteBlocks, (1, 3, 64, 64)),
     "crnn": (CRNNStyle, (1, 1, 32, 64)),
     "resnet": (ResNetStem, (1, 3, 64, 64)),
 }
 
 
-def main() -> None:
+def main(names: list[str]) -> None:
     here = Path(__file__).parent
     for name, (cls, shape) in MODELS.items():
+        if names and name not in names:
+            continue
         torch.manual_seed(0)
         m = cls().eval()
         for mod in m.modules():
@@ -152,4 +179,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
