@@ -200,7 +200,113 @@ ROWS = [
     Row("variant:nearest", "Resize", "[ops.Resize.nearest]\nsupported = false", lambda: resize(2.0, "linear"), lambda: resize(2.0)),
     Row("variant:linear", "Resize", "[ops.Resize.linear]\nsupported = false", lambda: resize(2.0), lambda: resize(2.0, "linear")),
     Row("variant:relu6", "Clip", "[ops.Clip.relu6]\nsupported = false", lambda: clip(-1, 1), lambda: clip(0, 6)),
+    # --- TFLite-target rules (branch targets-tfl; Vela 5.2.0 / XNNPACK facts) ---
+    Row("variant:const_divisor", "Div", "[ops.Div.const_divisor]\nsupported = false", lambda: div(const=False), lambda: div(const=True)),
+    Row("large_stride_valid_only", "Conv", "large_stride_valid_only = 3", lambda: conv(stride=4, pad=0), lambda: conv(stride=4, pad=1)),
+    Row("padded_kernel_max", "AveragePool", "padded_kernel_max = 8", lambda: avg_pool(9, 0), lambda: avg_pool(9, 4)),
+    Row("kernel_h_max", "MaxPool", "kernel_h_max = 4", lambda: pool(k=4), lambda: pool(k=5)),
+    Row("unit_kernel_stride", "MaxPool", "unit_kernel_stride = false", lambda: pool(k=1, stride=1), lambda: pool(k=1, stride=2)),
+    Row("quant_match", "Add", "quant_match = true", lambda: qdq_max(0.05, "Add"), lambda: qdq_max(0.1, "Add"), precisions='["int8"]'),
+    Row("depth_reduce_needs_unit", "ReduceMean", "depth_reduce_needs_unit = true", lambda: reduce_mean([2, 3]), lambda: reduce_mean([1])),
+    Row("resize_factors", "Resize", "resize_factors = [2, 4, 8]", lambda: resize(4.0), lambda: resize(3.0)),
+    Row("half_pixel_factors", "Resize", "half_pixel_factors = [2]", lambda: resize(2.0, "linear"), lambda: resize(4.0, "linear")),
+    Row("resize_coord_modes", "Resize", 'resize_coord_modes = ["asymmetric", "half_pixel"]', lambda: resize_coord("asymmetric"), lambda: resize_coord("tf_crop_and_resize")),
+    Row("slice_step_axes", "Slice", 'slice_step_axes = ["H", "W"]', lambda: strided_slice(2), lambda: strided_slice(1)),
+    Row("inputs_max", "Concat", "inputs_max = 2", lambda: concat(2), lambda: concat(3)),
+    Row("outputs_max", "Split", "outputs_max = 2", lambda: split(2), lambda: split(4)),
+    Row("pad_value_zero", "Pad", "pad_value_zero = true", lambda: pad_value(0.0), lambda: pad_value(-1.0)),
+    Row("batch_axis_untouched", "Transpose", "batch_axis_untouched = true", lambda: transpose([1, 4, 8, 8]), lambda: transpose_batch()),
+    Row("depth_axis_max", "ArgMax", "depth_axis_max = 4", lambda: arg_max(1), lambda: arg_max(2)),
+    Row("pads_same_or_none", "MaxPool", "pads_same_or_none = true", lambda: max_pool_pads(15), lambda: max_pool_pads(16)),
+    Row("weight_abs_sum_max", "Conv", "weight_abs_sum_max = 2500", lambda: conv(k=3, cin=4), lambda: conv(k=3, cin=8)),
+    Row("reduced_axis_max", "ReduceMean", "reduced_axis_max = 8", lambda: reduce_mean([2, 3]), lambda: unary("ReduceMean", [1, 4, 9, 8], axes=[2])),
+    Row("softmax_rows_max", "Softmax", "softmax_rows_max = 64", lambda: softmax(1), lambda: unary("Softmax", [1, 4, 9, 8], axis=1)),
+    Row("channel_reduce_multiple", "ReduceMean", "channel_reduce_multiple = 4", lambda: reduce_mean([1]), lambda: unary("ReduceMean", [1, 6, 8, 8], axes=[1])),
+    Row("equal_dilation", "Conv", "equal_dilation = true", lambda: conv(dilation=2, pad=2), lambda: conv_dilation([1, 2])),
+    Row("split_equal", "Split", "split_equal = true", lambda: split(2), lambda: split_sizes([1, 3])),
+    Row("transpose_axis_product_max", "Transpose", "transpose_axis_product_max = 16", lambda: transpose([1, 4, 8, 8]), lambda: transpose([2, 4, 8, 8])),
+    Row("pad_nonnegative", "Pad", "pad_nonnegative = true", lambda: pad([0, 0, 1, 1, 0, 0, 1, 1]), lambda: pad([0, 0, -1, 0, 0, 0, 0, 0])),
 ]  # fmt: skip
+
+
+def div(const: bool) -> onnx.ModelProto:
+    """x / c with c an initializer, or x / x (a runtime divisor)."""
+    if const:
+        return _model([_n("Div", ["x", "c"])], {"c": np.full([1, 4, 1, 1], 2.0, np.float32)})
+    return _model([_n("Div", ["x", "x"])])
+
+
+def avg_pool(k: int, p: int) -> onnx.ModelProto:
+    return _model([_n("AveragePool", ["x"], kernel_shape=[k, k], pads=[p] * 4)], x_shape=[1, 4, 16, 16])
+
+
+def qdq_max(out_scale: float, op: str = "Max") -> onnx.ModelProto:
+    """DQ(x), DQ(c) -> op -> Q with the output scale given: equal to the inputs' 0.05, or not."""
+    inits = {"s": np.array(0.05, np.float32), "so": np.array(out_scale, np.float32), "z": np.array(0, np.int8),
+             "cq": np.ones((1, 4, 1, 1), np.int8)}  # fmt: skip
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"], name="q_in"),
+        helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"], name="dq_in"),
+        helper.make_node("DequantizeLinear", ["cq", "s", "z"], ["cd"], name="dq_c"),
+        helper.make_node(op, ["xd", "cd"], ["m"], name=op.lower()),
+        helper.make_node("QuantizeLinear", ["m", "so", "z"], ["mq"], name="q_out"),
+        helper.make_node("DequantizeLinear", ["mq", "so", "z"], ["y"], name="dq_out"),
+    ]
+    return _model(nodes, inits)
+
+
+def strided_slice(axis: int) -> onnx.ModelProto:
+    inits = {"st": _ints([0]), "en": _ints([8]), "ax": _ints([axis]), "sp": _ints([2])}
+    return _model([_n("Slice", ["x", "st", "en", "ax", "sp"])], inits)
+
+
+def concat(n: int) -> onnx.ModelProto:
+    return _model([_n("Concat", ["x"] * n, axis=1)])
+
+
+def split(n: int) -> onnx.ModelProto:
+    outs = [f"y{i}" if i else "y" for i in range(n)]
+    return _model([helper.make_node("Split", ["x", "sp"], outs, name="split", axis=1)], {"sp": _ints([4 // n] * n)})
+
+
+def pad_value(v: float) -> onnx.ModelProto:
+    inits = {"p": _ints([0, 0, 1, 1, 0, 0, 1, 1]), "v": np.array(v, np.float32)}
+    return _model([_n("Pad", ["x", "p", "v"], mode="constant")], inits)
+
+
+def split_sizes(sizes: list[int]) -> onnx.ModelProto:
+    outs = [f"y{i}" if i else "y" for i in range(len(sizes))]
+    return _model([helper.make_node("Split", ["x", "sp"], outs, name="split", axis=1)], {"sp": _ints(sizes)})
+
+
+def max_pool_pads(hw: int) -> onnx.ModelProto:
+    """MaxPool k3 s2 p1: on an odd size the pads equal TFLite SAME's, on an even size they do not."""
+    return _model(
+        [_n("MaxPool", ["x"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])], x_shape=[1, 4, hw, hw]
+    )
+
+
+def resize_coord(mode: str) -> onnx.ModelProto:
+    node = _n("Resize", ["x", "roi", "sc"], mode="linear", coordinate_transformation_mode=mode)
+    inits = {"roi": np.array([0, 0, 0, 0, 1, 1, 1, 1], np.float32), "sc": np.array([1, 1, 2, 2], np.float32)}
+    return _model([node], inits)
+
+
+def conv_dilation(d: list[int]) -> onnx.ModelProto:
+    node = helper.make_node("Conv", ["x", "w"], ["y"], name="conv", kernel_shape=[3, 3], dilations=d, pads=[1, 2, 1, 2])
+    return _model([node], {"w": _w(8, 4, 3, 3)})
+
+
+def arg_max(axis: int) -> onnx.ModelProto:
+    return _model([_n("ArgMax", ["x"], axis=axis)], out_type=TensorProto.INT64)
+
+
+def transpose_batch() -> onnx.ModelProto:
+    return _model([_n("Transpose", ["x"], perm=[1, 0, 2, 3])])
+
+
+def transpose(shape: list[int]) -> onnx.ModelProto:
+    return _model([_n("Transpose", ["x"], perm=[0, 2, 3, 1])], x_shape=shape)
 
 
 def matmul_runtime_b() -> onnx.ModelProto:

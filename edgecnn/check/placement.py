@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
@@ -272,9 +273,60 @@ def _const_value(gr: _Graph, name: str) -> Any:
     return numpy_helper.to_array(t).tolist()
 
 
+# The LiteRT quantization spec restricts these ops' inputs and output to one grid, so a converter puts their
+# operands on the output grid (a requantize each, which the accelerators run); their ONNX Q/DQ scales do not
+# reach the TFLite op. (edgecnn export does so: int8 Max/Min/Concat operands on the output grid.)
+_REQUANTIZED_BY_CONVERTER = frozenset({"Max", "Min", "Concat"})
+_WEIGHT_OUT_AXIS = {"Conv": 0, "ConvTranspose": 1, "MatMul": -1}
+
+
+def _weight_abs_sum(gr: _Graph, n: onnx.NodeProto) -> int | None:
+    """Largest per-output-channel sum of |int8 weight - zero point| (Vela's weight-sum limit), or None.
+
+    From the int8 initializer behind a weight DequantizeLinear; for a float weight, as symmetric per-channel
+    int8 quantization would store it (the largest |w| of each channel becomes 127).
+    """
+    if n.op_type not in ("Conv", "ConvTranspose", "Gemm", "MatMul") or len(n.input) < 2 or not n.input[1]:
+        return None
+    axis = _WEIGHT_OUT_AXIS.get(n.op_type, 0 if _attrs(n).get("transB", 0) else 1)
+    try:
+        p = gr.producer.get(n.input[1])
+        if p is not None and gr.nodes[p].op_type == "DequantizeLinear":
+            dq = gr.nodes[p]
+            t = gr.consts.get(dq.input[0])
+            if t is None:
+                return None
+            q = numpy_helper.to_array(t).astype(np.int64)
+            zp = np.asarray(_const_value(gr, dq.input[2]) if len(dq.input) > 2 and dq.input[2] else 0, np.int64)
+            if zp.ndim == 1 and q.ndim > 1:
+                shape = [1] * q.ndim
+                shape[int(_attrs(dq).get("axis", 1)) % q.ndim] = -1
+                zp = zp.reshape(shape)
+            a = np.abs(q - zp)
+        else:
+            t = gr.consts.get(n.input[1])
+            if t is None:
+                return None
+            w = np.abs(numpy_helper.to_array(t).astype(np.float32))
+            if w.ndim < 2:
+                return None
+            others = tuple(i for i in range(w.ndim) if i != axis % w.ndim)
+            m = np.maximum(w.max(axis=others, keepdims=True), np.float32(1e-30))
+            a = np.round(w / m * 127.0)
+        if a.ndim < 2:
+            return None
+        others = tuple(i for i in range(a.ndim) if i != axis % a.ndim)
+        return int(a.sum(axis=others).max())
+    except (ValueError, TypeError, OSError):  # external or odd weights: the rule passes
+        return None
+
+
 def _facts(gr: _Graph, idx: int, target: TargetSpec, prec: str) -> NodeFacts:
     n = gr.nodes[idx]
     attrs = _attrs(n)
+    wsum = _weight_abs_sum(gr, n)
+    if wsum is not None:
+        attrs["weight_abs_sum"] = wsum
     ins = tuple(_shape(gr, i) for i in n.input if i)
     outs = tuple(_shape(gr, o) for o in n.output if o)
     kw: dict[str, Any] = {}
@@ -293,6 +345,12 @@ def _facts(gr: _Graph, idx: int, target: TargetSpec, prec: str) -> NodeFacts:
             in_channels=x[1] if len(x) > 1 else 0,
             out_channels=(w[0] if op == "Conv" and w else (outs[0][1] if outs and len(outs[0]) > 1 else 0)),
         )
+        auto = str(attrs.get("auto_pad", "NOTSET"))
+        if auto.startswith("SAME") and op != "ConvTranspose" and len(x) == 2 + nsp and outs and len(outs[0]) == 2 + nsp:
+            tot = [max((outs[0][2 + i] - 1) * kw["strides"][i] + (kernel[i] - 1) * kw["dilations"][i] + 1 - x[2 + i], 0)
+                   for i in range(nsp)]  # fmt: skip
+            lo = [t // 2 if auto == "SAME_UPPER" else t - t // 2 for t in tot]
+            kw["pads"] = (*lo, *(t - low for t, low in zip(tot, lo, strict=True)))
     elif op in ("GlobalAveragePool", "GlobalMaxPool") and len(x) > 2:
         kw.update(kernel=tuple(x[2:]), strides=(1,) * (len(x) - 2))
     if op == "Clip":
@@ -311,6 +369,20 @@ def _facts(gr: _Graph, idx: int, target: TargetSpec, prec: str) -> NodeFacts:
                 full[int(a) % rank], full[int(a) % rank + rank] = int(pads[j]), int(pads[j + k])
             pads = full
         attrs["pads_value"] = list(pads) if pads is not None else None
+        value = _const_value(gr, n.input[2]) if len(n.input) > 2 and n.input[2] else attrs.get("value", 0.0)
+        attrs["pad_constant"] = float(value) if isinstance(value, (int, float)) else None
+    if op == "Slice":
+        if gr.opset >= 10:
+            axes = _const_value(gr, n.input[3]) if len(n.input) > 3 and n.input[3] else None
+            steps = _const_value(gr, n.input[4]) if len(n.input) > 4 and n.input[4] else None
+        else:
+            axes, steps = attrs.get("axes"), None
+        starts = _const_value(gr, n.input[1]) if gr.opset >= 10 and len(n.input) > 1 else attrs.get("starts")
+        if axes is None and starts is not None:
+            axes = list(range(len(starts)))
+        if steps is not None:
+            attrs["steps_value"] = [int(v) for v in steps]
+            attrs["axes_value"] = [int(a) for a in (axes or range(len(steps)))]
     if op.startswith("Reduce") and "axes" not in attrs and len(n.input) > 1 and n.input[1]:
         axes = _const_value(gr, n.input[1])
         if axes is not None:
@@ -321,8 +393,33 @@ def _facts(gr: _Graph, idx: int, target: TargetSpec, prec: str) -> NodeFacts:
         name=gr.names[idx], op_type=op, accel=target.accelerator, target=target.name, precision=prec,
         fallback=target.fallback,
         in_shapes=ins, out_shapes=outs, const_inputs=tuple((not i) or i in gr.const_names for i in n.input),
-        attrs=attrs, **kw,
+        attrs=attrs, quant_in=() if op in _REQUANTIZED_BY_CONVERTER else tuple(_quant_in(gr, i) for i in n.input if i),
+        quant_out=tuple(_quant_out(gr, o) for o in n.output if o), **kw,
     )  # fmt: skip
+
+
+def _scalar_q(gr: _Graph, node: onnx.NodeProto) -> tuple[float, int] | None:
+    """(scale, zero point) of a per-tensor QuantizeLinear/DequantizeLinear, else None."""
+    scale = _const_value(gr, node.input[1]) if len(node.input) > 1 else None
+    zp = _const_value(gr, node.input[2]) if len(node.input) > 2 and node.input[2] else 0
+    if isinstance(scale, list) or isinstance(zp, list) or scale is None:
+        return None
+    return (float(scale), int(zp))
+
+
+def _quant_in(gr: _Graph, name: str) -> tuple[float, int] | None:
+    p = gr.producer.get(name)
+    if p is None or gr.nodes[p].op_type != "DequantizeLinear":
+        return None
+    return _scalar_q(gr, gr.nodes[p])
+
+
+def _quant_out(gr: _Graph, name: str) -> tuple[float, int] | None:
+    fused = _fused_activation(gr, name)
+    if fused is not None:
+        name = gr.nodes[fused[0]].output[0]
+    qs = [c for c in gr.consumers.get(name, []) if gr.nodes[c].op_type == "QuantizeLinear"]
+    return _scalar_q(gr, gr.nodes[qs[0]]) if qs else None
 
 
 def _cite(target: TargetSpec, sid: str, cite: str = "") -> str:

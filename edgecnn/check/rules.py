@@ -62,6 +62,12 @@ class NodeFacts:
     in_channels: int = 0
     out_channels: int = 0
     attrs: dict[str, Any] = field(default_factory=dict)
+    # "NCHW" for ONNX graphs; "NHWC" for TFLite graphs (edgecnn/check/tflite_graph.py): which axes of a 4-D
+    # activation are channels and spatial ones.
+    layout: str = "NCHW"
+    # (scale, zero point) of each activation input / output when quantized per tensor, else None.
+    quant_in: tuple[tuple[float, int] | None, ...] = ()
+    quant_out: tuple[tuple[float, int] | None, ...] = ()
 
     @property
     def label(self) -> str:
@@ -74,6 +80,20 @@ class NodeFacts:
     @property
     def grouped(self) -> bool:
         return self.op_type in ("Conv", "ConvTranspose") and self.group > 1 and not self.depthwise
+
+
+def spatial_axes(rank: int, layout: str) -> tuple[int, ...]:
+    """The H and W axes of a 4-D activation in ``layout`` (NCHW: 2, 3; NHWC: 1, 2); () for other ranks."""
+    if rank != 4:
+        return ()
+    return (1, 2) if layout == "NHWC" else (2, 3)
+
+
+def channel_axis(rank: int, layout: str) -> int:
+    """The channel axis of a 4-D activation in ``layout`` (NCHW: 1; NHWC: 3); -1 (last) for other ranks."""
+    if rank == 4 and layout != "NHWC":
+        return 1
+    return rank - 1
 
 
 def _x(dims: tuple[int, ...] | list[int]) -> str:
@@ -281,8 +301,8 @@ def channels_max(f: NodeFacts, limit: int) -> Verdict:
     """{label}: {channels} channels in tensor {shape} exceed the {accel}'s limit of {limit}.
     Fix: split the channels into groups of at most {limit} (Split, then Concat)."""
     for s in (*f.in_shapes[:1], *f.out_shapes[:1]):
-        if len(s) == 4 and s[1] > limit:
-            return _fail(channels_max, f, limit, channels=s[1], shape=_x(s))
+        if len(s) == 4 and s[channel_axis(4, f.layout)] > limit:
+            return _fail(channels_max, f, limit, channels=s[channel_axis(4, f.layout)], shape=_x(s))
     return PASS
 
 
@@ -339,7 +359,7 @@ def axes_spatial_only(f: NodeFacts, limit: bool) -> Verdict:
     if axes is None:
         axes = list(range(rank))
     axes = sorted({int(a) % rank for a in axes}) if rank else []
-    if rank != 4 or not set(axes) <= {2, 3} or not axes:
+    if rank != 4 or not set(axes) <= set(spatial_axes(4, f.layout)) or not axes:
         return _fail(axes_spatial_only, f, limit, axes=axes, rank=rank)
     return PASS
 
@@ -378,7 +398,7 @@ def _resize_scales(f: NodeFacts) -> list[float]:
     if not f.in_shapes or not f.out_shapes or len(f.in_shapes[0]) != 4 or len(f.out_shapes[0]) != 4:
         return []
     i, o = f.in_shapes[0], f.out_shapes[0]
-    return [o[k] / i[k] for k in (2, 3) if i[k]]
+    return [o[k] / i[k] for k in spatial_axes(4, f.layout) if i[k]]
 
 
 def resize_scales(f: NodeFacts, limit: list[int]) -> Verdict:
@@ -403,8 +423,9 @@ def pad_spatial_only(f: NodeFacts, limit: bool) -> Verdict:
     if not limit or pads is None:
         return PASS
     rank = len(pads) // 2
+    keep = spatial_axes(rank, f.layout) or (rank - 2, rank - 1)
     for ax in range(rank):
-        if ax in (rank - 2, rank - 1):
+        if ax in keep:
             continue
         if pads[ax] or pads[ax + rank]:
             return _fail(pad_spatial_only, f, limit)
@@ -437,6 +458,394 @@ def static_shapes(f: NodeFacts, limit: bool) -> Verdict:
     for s in (*f.in_shapes, *f.out_shapes):
         if any(d < 0 for d in s):
             return _fail(static_shapes, f, limit, shape=_x(["?" if d < 0 else d for d in s]))
+    return PASS
+
+
+# --- TFLite-target rules ---
+# Constraints of the TFLite-consuming targets (Ethos-U via Vela, XNNPACK, the GPU delegate, the Edge TPU
+# compiler), read from the vendors' current code and checked against Vela and the LiteRT interpreter
+# (tests/test_target_vela.py, tests/test_target_xnnpack.py). They read the same NodeFacts for an ONNX node
+# and for a TFLite operator (edgecnn/check/tflite_graph.py); ``layout`` says where H, W and C are.
+
+
+def _padded(f: NodeFacts) -> bool:
+    return any(p != 0 for p in f.pads)
+
+
+def large_stride_valid_only(f: NodeFacts, limit: int) -> Verdict:
+    """{label}: stride {stride} above {limit} with {why}; the {accel} takes strides above {limit} only without padding and dilation.
+    Fix: use stride <= {limit}, or drop the padding (VALID) and dilation so that the large stride is allowed."""
+    if not f.strides or max(f.strides) <= limit or f.depthwise:
+        return PASS  # a depthwise conv is judged by its own stride range (its variant's stride_max)
+    dilated = bool(f.dilations) and max(f.dilations) > 1
+    if _padded(f) or dilated:
+        why = " and ".join(w for w, c in (("padding " + str(list(f.pads)), _padded(f)), ("dilation", dilated)) if c)
+        return _fail(large_stride_valid_only, f, limit, stride=_x(f.strides), why=why)
+    return PASS
+
+
+def padded_kernel_max(f: NodeFacts, limit: int) -> Verdict:
+    """{label}: kernel {kernel} with padding; the {accel} pads windows of at most {limit}x{limit}.
+    Fix: use a kernel of at most {limit} per side, or VALID padding (pad explicitly before the op)."""
+    if f.kernel and _padded(f) and max(f.kernel) > limit:
+        return _fail(padded_kernel_max, f, limit, kernel=_x(f.kernel))
+    return PASS
+
+
+def kernel_h_max(f: NodeFacts, limit: int) -> Verdict:
+    """{label}: kernel height {kh} exceeds the {accel}'s limit of {limit}.
+    Fix: use a kernel at most {limit} high (split the window into two pooling steps)."""
+    if f.kernel and f.kernel[0] > limit:
+        return _fail(kernel_h_max, f, limit, kh=f.kernel[0])
+    return PASS
+
+
+def unit_kernel_stride(f: NodeFacts, limit: bool) -> Verdict:
+    """{label}: a 1x1 window with stride {stride}; the {accel} does not run 1x1 pooling with a stride above 1.
+    Fix: replace it with a strided Slice (or a 1x1 stride-2 depthwise Conv), or pool with a larger window."""
+    if not limit and f.kernel and all(k == 1 for k in f.kernel) and f.strides and max(f.strides) > 1:
+        return _fail(unit_kernel_stride, f, limit, stride=_x(f.strides))
+    return PASS
+
+
+def quant_match(f: NodeFacts, limit: bool) -> Verdict:
+    """{label}: input quantization {qin} differs from the output's {qout}; the {accel} needs them equal for {op}.
+    Fix: give every input of {op} the output's scale and zero point (calibrate them together)."""
+    if not limit or not f.quant_out or f.quant_out[0] is None:
+        return PASS
+    out = f.quant_out[0]
+    for q in f.quant_in:
+        if q is not None and not _same_q(q, out):
+            return _fail(quant_match, f, limit, qin=_q_s(q), qout=_q_s(out))
+    return PASS
+
+
+def _same_q(a: tuple[float, int], b: tuple[float, int]) -> bool:
+    return abs(a[0] - b[0]) <= 1e-6 * max(abs(a[0]), abs(b[0])) and a[1] == b[1]
+
+
+def _q_s(q: tuple[float, int]) -> str:
+    return f"(scale {q[0]:.6g}, zero point {q[1]})"
+
+
+def depth_reduce_needs_unit(f: NodeFacts, limit: bool) -> Verdict:
+    """{label}: reduces over channels of a {shape} tensor; the {accel} reduces channels only when H, W or C is 1.
+    Fix: reduce over H and W only, or reshape so that one of H, W, C is 1."""
+    if not limit or not f.in_shapes or len(f.in_shapes[0]) != 4:
+        return PASS
+    shape = f.in_shapes[0]
+    axes = f.attrs.get("axes")
+    axes = list(range(4)) if axes is None else [int(a) % 4 for a in axes]
+    c = channel_axis(4, f.layout)
+    h, w = spatial_axes(4, f.layout)
+    if c in axes and 1 not in (shape[h], shape[w], shape[c]):
+        return _fail(depth_reduce_needs_unit, f, limit, shape=_x(shape))
+    return PASS
+
+
+def _resize_geometry(f: NodeFacts) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    if not f.in_shapes or not f.out_shapes or len(f.in_shapes[0]) != 4 or len(f.out_shapes[0]) != 4:
+        return None
+    h, w = spatial_axes(4, f.layout)
+    i, o = f.in_shapes[0], f.out_shapes[0]
+    return (i[h], i[w]), (o[h], o[w])
+
+
+def _coord_mode(f: NodeFacts) -> str:
+    return str(f.attrs.get("coordinate_transformation_mode", "half_pixel"))
+
+
+def resize_factors(f: NodeFacts, limit: list[int]) -> Verdict:
+    """{label}: resize {ins} -> {outs} is a factor of {have}; the {accel} resizes by {allowed} only (equal in H and W).
+    Fix: resize by one of {allowed} (chain resizes for other factors) or resize in pre/post-processing."""
+    g = _resize_geometry(f)
+    if g is None:
+        return PASS
+    (ih, iw), (oh, ow) = g
+    if (ih, iw) == (oh, ow) or (ih, iw) == (1, 1):
+        return PASS
+    align = _coord_mode(f) == "align_corners"
+
+    def factor(i: int, o: int) -> float:
+        if align and i > 1 and o > 1:
+            return (o - 1) / (i - 1)
+        return o / i if i else 0.0
+
+    fh, fw = factor(ih, oh), factor(iw, ow)
+    # Unequal factors only for a 1-D resize: the output is 1 along the other axis and that axis is not scaled.
+    one_d = (ow == 1 and fw == 1 and fh in limit) or (oh == 1 and fh == 1 and fw in limit)
+    ok = one_d if fh != fw else fh in limit
+    if not ok:
+        have = f"{fh:g}x{fw:g}" + (" (align_corners)" if align else "")
+        return _fail(
+            resize_factors, f, limit, ins=f"{ih}x{iw}", outs=f"{oh}x{ow}", have=have,
+            allowed=", ".join(f"{v}x" for v in limit),
+        )  # fmt: skip
+    return PASS
+
+
+_HALF_PIXEL = ("half_pixel", "pytorch_half_pixel", "tf_half_pixel_for_nn")
+
+
+def half_pixel_factors(f: NodeFacts, limit: list[int]) -> Verdict:
+    """{label}: half-pixel resize {ins} -> {outs}; with half-pixel centers the {accel} resizes by {allowed} only.
+    Fix: resize by {allowed}, or export with coordinate_transformation_mode='asymmetric' or 'align_corners'."""
+    g = _resize_geometry(f)
+    if g is None or _coord_mode(f) not in _HALF_PIXEL:
+        return PASS
+    (ih, iw), (oh, ow) = g
+    if (ih, iw) == (oh, ow) or (ih, iw) == (1, 1):
+        return PASS
+    if not all(i and o / i in limit for i, o in ((ih, oh), (iw, ow)) if not (o == 1 and i == 1)):
+        return _fail(
+            half_pixel_factors, f, limit, ins=f"{ih}x{iw}", outs=f"{oh}x{ow}",
+            allowed=", ".join(f"{v}x" for v in limit),
+        )  # fmt: skip
+    return PASS
+
+
+def _axis_names(rank: int, layout: str) -> list[str]:
+    if rank == 4 and layout != "NHWC":
+        return ["N", "C", "H", "W"]
+    return (["N"] * max(rank - 3, 0) + ["H", "W", "C"])[-rank:] if rank else []
+
+
+def resize_coord_modes(f: NodeFacts, limit: list[str]) -> Verdict:
+    """{label}: coordinate_transformation_mode '{mode}' has no {accel} (TFLite RESIZE_*) equivalent; supported: {allowed}.
+    Fix: export the Resize with one of {allowed} (align_corners or half_pixel cover most models)."""
+    mode = _coord_mode(f)
+    if mode not in limit:
+        return _fail(resize_coord_modes, f, limit, mode=mode, allowed=", ".join(limit))
+    return PASS
+
+
+def slice_step_axes(f: NodeFacts, limit: list[str]) -> Verdict:
+    """{label}: steps {steps} (axes {axes}); the {accel} slices with a step other than 1 only along {allowed}.
+    Fix: slice with step 1 here and subsample with a strided Conv or pooling, or move the slice to post-processing."""
+    steps = f.attrs.get("steps_value")
+    if not steps or not f.in_shapes:
+        return PASS
+    rank = len(f.in_shapes[0])
+    names = _axis_names(rank, f.layout)
+    axes = f.attrs.get("axes_value") or list(range(len(steps)))
+    bad = []
+    for ax, st in zip(axes, steps, strict=False):
+        ax = int(ax) % rank if rank else int(ax)
+        if int(st) != 1 and (int(st) < 1 or ax >= len(names) or names[ax] not in limit):
+            bad.append(ax)
+    if bad:
+        allowed = ", ".join(limit) if limit else "no axis"
+        return _fail(slice_step_axes, f, limit, steps=list(steps), axes=bad, allowed=allowed)
+    return PASS
+
+
+def inputs_max(f: NodeFacts, limit: int) -> Verdict:
+    """{label}: {n} inputs; the {accel} runs {op} with at most {limit}.
+    Fix: split it into a tree of {op} nodes with at most {limit} inputs each."""
+    n = sum(1 for _ in f.in_shapes)
+    if n > limit:
+        return _fail(inputs_max, f, limit, n=n)
+    return PASS
+
+
+def outputs_max(f: NodeFacts, limit: int) -> Verdict:
+    """{label}: {n} outputs; the {accel} runs {op} with at most {limit}.
+    Fix: split in two steps with at most {limit} outputs each (or use Slice for each part)."""
+    n = len(f.out_shapes)
+    if n > limit:
+        return _fail(outputs_max, f, limit, n=n)
+    return PASS
+
+
+def pad_value_zero(f: NodeFacts, limit: bool) -> Verdict:
+    """{label}: pads with the constant {value} (TFLite PADV2); the {accel} pads only with zeros (PAD).
+    Fix: pad with 0 (or fold the padding into the next Conv/pool as SAME padding)."""
+    value = f.attrs.get("pad_constant")
+    if limit and value not in (None, 0, 0.0):
+        return _fail(pad_value_zero, f, limit, value=value)
+    return PASS
+
+
+def batch_axis_untouched(f: NodeFacts, limit: bool) -> Verdict:
+    """{label}: works along the batch dimension (axis 0: {what}); the {accel} does not {op} across the batch.
+    Fix: keep axis 0 out of {op} (reshape the batch into another axis first, or run this step per image)."""
+    if not limit or not f.in_shapes or not f.in_shapes[0]:
+        return PASS
+    rank = len(f.in_shapes[0])
+    what = ""
+    axes = f.attrs.get("axes")
+    if f.op_type.startswith("Reduce") and axes is None:
+        axes = list(range(rank))  # no axes: a reduction over every axis, the batch included
+    if f.op_type.startswith("Reduce") or f.op_type == "Split":
+        ax = list(axes) if f.op_type.startswith("Reduce") else [f.attrs.get("axis", 0)]
+        if 0 in [int(a) % rank for a in ax]:
+            what = f"axes {ax}"
+    pads = f.attrs.get("pads_value")
+    if pads and len(pads) == 2 * rank and (pads[0] or pads[rank]):
+        what = f"pads {list(pads)}"
+    perm = f.attrs.get("perm")
+    if f.op_type == "Transpose" and perm is not None and int(perm[0]) != 0:
+        what = f"perm {list(perm)}"
+    if what:
+        return _fail(batch_axis_untouched, f, limit, what=what)
+    return PASS
+
+
+def depth_axis_max(f: NodeFacts, limit: int) -> Verdict:
+    """{label}: works along axis {axis} of a {shape} tensor; the {accel} runs {op} only along the channel axis, at most {limit} deep.
+    Fix: run {op} over the channels ({limit} or fewer), e.g. transpose first, or move it to post-processing."""
+    if not f.in_shapes or not f.in_shapes[0]:
+        return PASS
+    shape = f.in_shapes[0]
+    rank = len(shape)
+    axis = int(f.attrs.get("axis", 0)) % rank
+    c = channel_axis(rank, f.layout)
+    if axis != c or shape[c] > limit:
+        return _fail(depth_axis_max, f, limit, axis=axis, shape=_x(shape))
+    return PASS
+
+
+def _same_upper_pads(f: NodeFacts) -> tuple[int, ...] | None:
+    """The pads TFLite SAME padding adds (extra on the end side), in ONNX order, or None if unknown."""
+    if not f.in_shapes or not f.out_shapes or not f.kernel:
+        return None
+    x, y = f.in_shapes[0], f.out_shapes[0]
+    n = len(f.kernel)
+    if len(x) != n + 2 or len(y) != n + 2:
+        return None
+    sp = spatial_axes(len(x), f.layout) or tuple(range(2, 2 + n))
+    d = f.dilations or (1,) * n
+    s = f.strides or (1,) * n
+    tot = [max((y[a] - 1) * s[i] + (f.kernel[i] - 1) * d[i] + 1 - x[a], 0) for i, a in enumerate(sp)]
+    return (*(t // 2 for t in tot), *(t - t // 2 for t in tot))
+
+
+def pads_same_or_none(f: NodeFacts, limit: bool) -> Verdict:
+    """{label}: pads {pads} are neither none nor TFLite SAME padding {same}; they become a separate {pad_op} before it, which the {accel} does not take.
+    Fix: pad as SAME does (the extra row/column at the end), or remove the padding (VALID)."""
+    if not limit or not f.pads or not any(f.pads):
+        return PASS
+    same = _same_upper_pads(f)
+    if same is not None and tuple(f.pads) != same:
+        pad_op = "PADV2 (padding with -inf)" if f.op_type == "MaxPool" else "PAD"
+        return _fail(pads_same_or_none, f, limit, pads=list(f.pads), same=list(same), pad_op=pad_op)
+    return PASS
+
+
+def weight_abs_sum_max(f: NodeFacts, limit: int) -> Verdict:
+    """{label}: one output channel's int8 weights add up to {have} in absolute value, above the {accel}'s limit of {limit}.
+    Fix: split the input channels (two convolutions + Add), or use a smaller kernel, so that each output's weight sum stays under {limit}."""
+    have = f.attrs.get("weight_abs_sum")
+    if have is not None and have > limit:
+        return _fail(weight_abs_sum_max, f, limit, have=have)
+    return PASS
+
+
+def reduced_axis_max(f: NodeFacts, limit: int) -> Verdict:
+    """{label}: reduces an axis of {n} elements ({shape}); the {accel} reduces axes of at most {limit}.
+    Fix: reduce in two steps (e.g. reshape the long axis into two and reduce each), or pool first."""
+    if not f.in_shapes or not f.in_shapes[0]:
+        return PASS
+    shape = f.in_shapes[0]
+    rank = len(shape)
+    if f.op_type.startswith("Global"):
+        axes = list(spatial_axes(rank, f.layout) or range(2, rank))
+    else:
+        axes = f.attrs.get("axes")
+        axes = list(range(rank)) if axes is None else [int(a) % rank for a in axes]
+    big = [shape[a] for a in axes if shape[a] > limit]
+    if big:
+        return _fail(reduced_axis_max, f, limit, n=big[0], shape=_x(shape))
+    return PASS
+
+
+def softmax_rows_max(f: NodeFacts, limit: int) -> Verdict:
+    """{label}: softmax over {rows} rows of {shape}; the {accel} takes at most {limit} (H x W of the input).
+    Fix: split the softmax input, or move the softmax to post-processing on the CPU."""
+    if not f.in_shapes or not f.in_shapes[0]:
+        return PASS
+    shape = f.in_shapes[0]
+    rank = len(shape)
+    axis = int(f.attrs.get("axis", -1)) % rank
+    rows = 1
+    for i, d in enumerate(shape):
+        if i != axis and not (rank == 4 and i == 0):
+            rows *= d
+    if rows > limit:
+        return _fail(softmax_rows_max, f, limit, rows=rows, shape=_x(shape))
+    return PASS
+
+
+def channel_reduce_multiple(f: NodeFacts, limit: int) -> Verdict:
+    """{label}: reduces over {c} channels; the {accel} reduces over channels only when their count is a multiple of {limit}.
+    Fix: pad the channels to a multiple of {limit} (zeros do not change a sum; rescale a mean), or reduce over H and W."""
+    if not f.in_shapes or len(f.in_shapes[0]) < 2:
+        return PASS
+    shape = f.in_shapes[0]
+    rank = len(shape)
+    axes = f.attrs.get("axes")
+    axes = list(range(rank)) if axes is None else [int(a) % rank for a in axes]
+    c = channel_axis(rank, f.layout)
+    if c in axes and shape[c] % limit:
+        return _fail(channel_reduce_multiple, f, limit, c=shape[c])
+    return PASS
+
+
+def equal_dilation(f: NodeFacts, limit: bool) -> Verdict:
+    """{label}: dilation {dilation} differs between height and width; the {accel} needs the same dilation in x and y.
+    Fix: use the same dilation along height and width."""
+    if limit and len(f.dilations) == 2 and f.dilations[0] != f.dilations[1]:
+        return _fail(equal_dilation, f, limit, dilation=_x(f.dilations))
+    return PASS
+
+
+def split_equal(f: NodeFacts, limit: bool) -> Verdict:
+    """{label}: splits into unequal parts {sizes} (TFLite SPLIT_V); the {accel} takes only equal splits (SPLIT).
+    Fix: split into equal parts (and Slice the remainder), or accept a CPU kernel here."""
+    if not limit or len(f.out_shapes) < 2 or not f.in_shapes:
+        return PASS
+    rank = len(f.in_shapes[0])
+    axis = int(f.attrs.get("axis", 0)) % rank if rank else 0
+    sizes = [s[axis] for s in f.out_shapes if len(s) > axis]
+    if len(set(sizes)) > 1:
+        return _fail(split_equal, f, limit, sizes=sizes)
+    return PASS
+
+
+def transpose_axis_product_max(f: NodeFacts, limit: int) -> Verdict:
+    """{label}: transposes {shape} with perm {perm}; the {accel} needs every product of {k} axes <= {limit} for this permutation.
+    Fix: transpose a smaller tensor (split it first) or keep the channel axis last so that no transpose is needed."""
+    perm = f.attrs.get("perm")
+    if not f.in_shapes:
+        return PASS
+    shape = f.in_shapes[0]
+    rank = len(shape)
+    perm = list(range(rank))[::-1] if perm is None else [int(p) % rank for p in perm]
+    moved = [i for i, p in enumerate(perm) if p != i]
+    if not moved:
+        return PASS
+    # Only unit axes outside the last three: a 3-D transpose, each of H, W, C up to the limit.
+    lead = range(max(rank - 3, 0))
+    if all(shape[i] == 1 and perm[i] == i for i in lead) and all(d <= limit for d in shape[-3:]):
+        return PASS
+    k = max(rank - 2, 1)
+    from itertools import combinations
+
+    for axes in combinations(range(rank), k):
+        prod = 1
+        for a in axes:
+            prod *= shape[a]
+        if prod > limit:
+            return _fail(transpose_axis_product_max, f, limit, shape=_x(shape), perm=perm, k=k)
+    return PASS
+
+
+def pad_nonnegative(f: NodeFacts, limit: bool) -> Verdict:
+    """{label}: negative pads {pads} (cropping); the {accel} pads only by non-negative amounts.
+    Fix: crop with a Slice instead of a negative Pad."""
+    pads = f.attrs.get("pads_value")
+    if limit and pads is not None and any(int(p) < 0 for p in pads):
+        return _fail(pad_nonnegative, f, limit, pads=list(pads))
     return PASS
 
 
@@ -539,6 +948,49 @@ CONSTRAINTS: dict[str, Constraint] = {
     "pad_modes": Constraint(kind="strs", rule=pad_modes, what="Pad modes supported"),
     "clip_relu_only": Constraint(kind="bool", rule=clip_relu_only, what="Clip only as ReLU or ReLU6"),
     "static_shapes": Constraint(kind="bool", rule=static_shapes, what="every tensor shape must be fully static"),
+    # TFLite-target rules
+    "large_stride_valid_only": Constraint(
+        kind="int", rule=large_stride_valid_only, what="strides above this only without padding and dilation"
+    ),
+    "padded_kernel_max": Constraint(kind="int", rule=padded_kernel_max, what="largest kernel side when padded"),
+    "kernel_h_max": Constraint(kind="int", rule=kernel_h_max, what="largest kernel height"),
+    "unit_kernel_stride": Constraint(kind="bool", rule=unit_kernel_stride, what="whether 1x1 windows may stride"),
+    "quant_match": Constraint(kind="bool", rule=quant_match, what="inputs quantized exactly like the output"),
+    "depth_reduce_needs_unit": Constraint(
+        kind="bool", rule=depth_reduce_needs_unit, what="channel reduction only when H, W or C is 1"
+    ),
+    "resize_factors": Constraint(kind="ints", rule=resize_factors, what="resize factors (align_corners aware)"),
+    "half_pixel_factors": Constraint(kind="ints", rule=half_pixel_factors, what="factors with half-pixel centers"),
+    "resize_coord_modes": Constraint(
+        kind="strs", rule=resize_coord_modes, what="Resize coordinate_transformation_mode values supported"
+    ),
+    "slice_step_axes": Constraint(kind="strs", rule=slice_step_axes, what="axes (N/H/W/C) where a step != 1 is ok"),
+    "inputs_max": Constraint(kind="int", rule=inputs_max, what="most inputs"),
+    "outputs_max": Constraint(kind="int", rule=outputs_max, what="most outputs"),
+    "transpose_axis_product_max": Constraint(
+        kind="int", rule=transpose_axis_product_max, what="largest product of rank-2 axes moved by a transpose"
+    ),
+    "pad_nonnegative": Constraint(kind="bool", rule=pad_nonnegative, what="pads must be >= 0"),
+    "split_equal": Constraint(kind="bool", rule=split_equal, what="Split only into equal parts (TFLite SPLIT)"),
+    "weight_abs_sum_max": Constraint(
+        kind="int", rule=weight_abs_sum_max, what="largest per-output sum of |int8 weight - zero point|"
+    ),
+    "reduced_axis_max": Constraint(kind="int", rule=reduced_axis_max, what="largest size of a reduced axis"),
+    "softmax_rows_max": Constraint(kind="int", rule=softmax_rows_max, what="largest H x W of a softmax input"),
+    "channel_reduce_multiple": Constraint(
+        kind="int", rule=channel_reduce_multiple, what="a channel reduction needs channels % this == 0"
+    ),
+    "equal_dilation": Constraint(kind="bool", rule=equal_dilation, what="same dilation along height and width"),
+    "pads_same_or_none": Constraint(
+        kind="bool", rule=pads_same_or_none, what="pads none or exactly TFLite SAME (else a separate PAD op)"
+    ),
+    "depth_axis_max": Constraint(
+        kind="int", rule=depth_axis_max, what="only along the channel axis, at most this deep"
+    ),
+    "batch_axis_untouched": Constraint(
+        kind="bool", rule=batch_axis_untouched, what="no reduce/split/pad/transpose across axis 0 (the batch)"
+    ),
+    "pad_value_zero": Constraint(kind="bool", rule=pad_value_zero, what="constant Pad only with 0 (TFLite PAD)"),
     # --- generic rules ---
     "spatial_dims": Constraint(kind="ints", rule=spatial_dims, what="spatial dims a Conv/pool may have (2 = 2-D)"),
     "auto_pad_modes": Constraint(kind="strs", rule=auto_pad_modes, what="auto_pad values supported"),
@@ -559,6 +1011,7 @@ VARIANTS: dict[str, str] = {
     "nearest": "Resize with mode='nearest'",
     "linear": "Resize with mode='linear' (bilinear)",
     "relu6": "Clip with min 0 and max 6 (TFLite RELU6)",
+    "const_divisor": "ONNX Div by a constant (a TFLite converter writes MUL by the reciprocal)",
 }
 
 _FIX_KINDS: dict[str, FixKind] = {
@@ -575,6 +1028,18 @@ _FIX_KINDS: dict[str, FixKind] = {
     "resize_modes": FixKind.CHANGE_ATTRIBUTE, "resize_scales": FixKind.CHANGE_SHAPE,
     "pad_spatial_only": FixKind.CHANGE_ATTRIBUTE, "pad_modes": FixKind.CHANGE_ATTRIBUTE,
     "clip_relu_only": FixKind.CHANGE_ATTRIBUTE, "static_shapes": FixKind.CHANGE_SHAPE,
+    "large_stride_valid_only": FixKind.CHANGE_KERNEL, "padded_kernel_max": FixKind.CHANGE_KERNEL,
+    "kernel_h_max": FixKind.CHANGE_KERNEL, "unit_kernel_stride": FixKind.CHANGE_KERNEL,
+    "quant_match": FixKind.QUANTIZE,
+    "depth_reduce_needs_unit": FixKind.CHANGE_ATTRIBUTE, "resize_factors": FixKind.CHANGE_SHAPE,
+    "half_pixel_factors": FixKind.CHANGE_ATTRIBUTE, "resize_coord_modes": FixKind.CHANGE_ATTRIBUTE, "slice_step_axes": FixKind.CHANGE_ATTRIBUTE,
+    "inputs_max": FixKind.CHANGE_SHAPE, "outputs_max": FixKind.CHANGE_SHAPE,
+    "transpose_axis_product_max": FixKind.CHANGE_SHAPE, "pad_nonnegative": FixKind.CHANGE_ATTRIBUTE,
+    "split_equal": FixKind.CHANGE_SHAPE, "pad_value_zero": FixKind.CHANGE_ATTRIBUTE,
+    "batch_axis_untouched": FixKind.CHANGE_SHAPE, "depth_axis_max": FixKind.CHANGE_SHAPE,
+    "pads_same_or_none": FixKind.CHANGE_KERNEL, "weight_abs_sum_max": FixKind.CHANGE_KERNEL,
+    "channel_reduce_multiple": FixKind.CHANGE_SHAPE, "equal_dilation": FixKind.CHANGE_KERNEL,
+    "reduced_axis_max": FixKind.CHANGE_SHAPE, "softmax_rows_max": FixKind.CHANGE_SHAPE,
     "spatial_dims": FixKind.CHANGE_SHAPE, "auto_pad_modes": FixKind.CHANGE_ATTRIBUTE, "width_max": FixKind.CHANGE_SHAPE,
     "elements_max": FixKind.CHANGE_SHAPE, "input_rank": FixKind.CHANGE_SHAPE,
 }  # fmt: skip
@@ -618,4 +1083,6 @@ def variant_of(f: NodeFacts) -> str | None:
         return "nearest" if mode == "nearest" else "linear" if mode == "linear" else None
     if f.op_type == "Clip" and f.attrs.get("clip_min") == 0.0 and f.attrs.get("clip_max") == 6.0:
         return "relu6"
+    if f.op_type == "Div" and "tflite_builtin" not in f.attrs and len(f.const_inputs) > 1 and f.const_inputs[1]:
+        return "const_divisor"
     return None

@@ -11,8 +11,9 @@ from rich.table import Table
 from edgecnn.check.placement import SCHEMA_VERSION, Placement, SupportReport, check_model
 from edgecnn.check.report import folded_line, render_markdown, summary_rows
 from edgecnn.check.spec import load_target
+from edgecnn.check.tflite_graph import check_tflite
 from edgecnn.cli import app, command, console
-from edgecnn.errors import CheckFailedError
+from edgecnn.errors import BadInputError, CheckFailedError, ModelError
 from edgecnn.fsutil import atomic_write_text, check_output_path
 from edgecnn.graph.load import load_model, parse_input_shapes
 from edgecnn.report.fmt import human_count
@@ -21,7 +22,9 @@ from edgecnn.report.jsonio import write_json
 
 @command(app, "check")
 def check_cmd(
-    model: Annotated[Path, typer.Argument(help="ONNX model file (float or QDQ-quantized).")],
+    model: Annotated[
+        Path, typer.Argument(help="ONNX model (float or QDQ-quantized), or a .tflite file: then its own operators.")
+    ],
     target: Annotated[
         list[str],
         typer.Option("--target", "-t", help="Target name (see `edgecnn targets list`) or a .toml path; repeatable."),
@@ -41,8 +44,15 @@ def check_cmd(
         if out is not None:
             check_output_path(out)
     specs = [load_target(t) for t in target]
-    loaded = load_model(model, parse_input_shapes(input_shape))
-    report = check_model(loaded, specs)
+    if model.suffix.lower() == ".tflite":
+        if not model.is_file():
+            raise ModelError(f"{model}: no such file; give an .onnx model or a .tflite file")
+        if input_shape:
+            raise BadInputError(f"{model}: --input-shape applies to ONNX models; a .tflite file has fixed shapes")
+        report = check_tflite(model, specs)  # the verdict is on the file that ships
+    else:
+        loaded = load_model(model, parse_input_shapes(input_shape))
+        report = check_model(loaded, specs)
     print_report(report, all_nodes=all_nodes)
     if json_path is not None:
         write_json(json_path, report.to_dict(), kind="check", schema_version=SCHEMA_VERSION)
