@@ -347,7 +347,7 @@ def test_yolo_block_float_parity_and_shape_subgraph_folded(yolo_files) -> None:
     assert {"shape", "gather", "unsq", "shape_cat"} <= set(ex.folded)
     g = read_tflite(ex.data)
     ops = {op.builtin for op in g.ops}
-    assert {"LOGISTIC", "SPLIT_V", "CONCATENATION", "MAX_POOL_2D", "RESIZE_NEAREST_NEIGHBOR", "SOFTMAX"} <= ops
+    assert {"LOGISTIC", "SPLIT", "CONCATENATION", "MAX_POOL_2D", "RESIZE_NEAREST_NEIGHBOR", "SOFTMAX"} <= ops
     assert "SHAPE" not in ops and "GATHER" not in ops
     # where ONNX order is needed: before the head Reshape and the box Reshape, the head's own Transpose, and
     # the two 4-D outputs (dist, scores) handed back in ONNX order

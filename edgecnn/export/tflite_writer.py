@@ -79,6 +79,7 @@ _OPTIONS_OF: dict[str, str | None] = {
     "L2_POOL_2D": "Pool2DOptions",
     "CONCATENATION": "ConcatenationOptions",
     "CONV_2D": "Conv2DOptions",
+    "CONV_3D": "Conv3DOptions",
     "DEPTHWISE_CONV_2D": "DepthwiseConv2DOptions",
     "MEAN": "ReducerOptions",
     "SUM": "ReducerOptions",

@@ -1718,6 +1718,9 @@ class _Converter:
             nv = self.new_val(o, self.shapes[o], kind, nhwc, qp)
             tensors.append(nv.reps[(kind, nhwc)])
         axis_t = self.b.add_tensor(f"{n.name}/axis", [], "int32", data=np.array(axis, np.int32))  # 0-D, as specified
+        if len(set(sizes)) == 1:  # equal parts: SPLIT, which the XNNPACK delegate takes (it refuses SPLIT_V)
+            self.b.add_op("SPLIT", [axis_t, src], tensors, {"num_splits": len(outs)})
+            return
         self.b.add_op(
             "SPLIT_V",
             [src, self.int_tensor(f"{n.name}/sizes", sizes), axis_t],
