@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ import numpy as np
 from edgecnn.bench.stats import LatencyStats, latency_stats
 from edgecnn.bench.worker import PROGRESS_MARK, RESULT_MARK, WORKER_SCHEMA_VERSION
 from edgecnn.errors import BadInputError, DataError, EdgecnnError, MissingRuntimeError, ModelError
+from edgecnn.fsutil import temp_dir
 
 # progress(done, total): total < 0 means a duration run of -total nanoseconds.
 ProgressFn = Callable[[int, int], None]
@@ -65,10 +65,10 @@ def validate_settings(
     *, threads: int | None, warmup: int, iterations: int | None, duration_s: float | None, batch: int = 1
 ) -> None:
     """One-line errors for counts a benchmark cannot use."""
-    if threads is not None and threads <= 0:
-        raise BadInputError(
-            f"--threads {threads}: expected a positive number of threads (omit it for the runtime default)"
-        )
+    if threads is not None:
+        from edgecnn.runtimes import check_threads
+
+        check_threads(threads, zero_ok=False)
     if warmup < 0:
         raise BadInputError(f"--warmup {warmup}: expected 0 or more untimed runs")
     if iterations is not None and duration_s is not None:
@@ -273,6 +273,7 @@ def prepare_model(
             shapes[name] = (batch, *(int(d) for d in dims[1:]))
     loaded = load_model(path, shapes)  # full checker, dynamic dims -> clear error naming --input-shape
     resolved = dict(loaded.input_shapes)
+    _check_benchable(loaded, resolved)
     pass_shapes = {
         k: v for k, v in resolved.items() if k in user or not all(isinstance(d, int) for d in declared.get(k, [None]))
     }
@@ -295,6 +296,36 @@ def prepare_model(
         input_source=source,
         feeds=feeds,
     )
+
+
+# Element types the measuring process can generate random inputs for.
+_FEEDABLE = {"float32", "float16", "float64", "uint8", "int8", "int16", "uint16", "int32", "int64", "bool"}
+MAX_INPUT_BYTES = 2 << 30  # one batch of inputs; beyond this the run would only measure swapping
+
+
+def _check_benchable(loaded: Any, shapes: dict[str, tuple[int, ...]]) -> None:
+    """Exit 2 before a process starts: inputs of a type no one can feed, or larger than memory."""
+    from onnx.helper import tensor_dtype_to_np_dtype
+
+    from edgecnn.graph.load import graph_inputs
+
+    total = 0
+    for vi in graph_inputs(loaded.model):
+        try:
+            dt = np.dtype(tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type))
+        except (KeyError, TypeError, ValueError):
+            dt = None
+        if dt is None or dt.name not in _FEEDABLE:
+            raise ModelError(
+                f"{loaded.path}: input '{vi.name}' has element type {dt or vi.type.tensor_type.elem_type}; "
+                f"bench feeds numeric tensors ({', '.join(sorted(_FEEDABLE))})"
+            )
+        total += int(np.prod([int(d) for d in shapes[vi.name]], dtype=object)) * dt.itemsize
+    if total > MAX_INPUT_BYTES:
+        raise ModelError(
+            f"{loaded.path}: inputs {shapes} need {total / (1 << 30):.1f} GiB per batch; bench allows at most "
+            f"{MAX_INPUT_BYTES >> 30} GiB (use a smaller --input-shape or --batch)"
+        )
 
 
 def _image_batches(
@@ -322,16 +353,8 @@ def _image_batches(
     batch = shape[0]
     want = min(len(images), batch * _MAX_IMAGE_BATCHES)
     tensors: list[np.ndarray] = []
-    problems: list[str] = []
-    for p in images:
-        if len(tensors) >= want:
-            break
-        try:
-            tensors.append(spec.load(p))
-        except DataError as e:
-            problems.append(str(e))
-    if not tensors:
-        raise DataError(f"{data_dir}: no usable images ({len(problems)} failed; first: {problems[0]})")
+    for p in images[:want]:  # a corrupt image is an error, as in quantize and drift
+        tensors.append(spec.load(p))
     n_batches = max(1, len(tensors) // batch)
     out = []
     for j in range(n_batches):
@@ -373,6 +396,15 @@ def write_feeds(prepared: PreparedModel, folder: Path) -> Path | None:
     return path
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: Linux sends it SIGKILL when edgecnn dies (even by SIGKILL): no orphans."""
+    with contextlib.suppress(Exception):
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def run_worker_process(
     argv: Sequence[str],
     *,
@@ -386,6 +418,7 @@ def run_worker_process(
     """Run a worker command (local python or ssh), stream its progress lines, parse its result line."""
     proc = subprocess.Popen(
         list(argv),
+        preexec_fn=_die_with_parent,
         stdin=subprocess.PIPE if stdin_text is not None else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -494,7 +527,7 @@ def result_from_worker(prepared: PreparedModel, data: dict[str, Any], *, host: s
 
 @contextlib.contextmanager
 def _scratch() -> Iterator[Path]:
-    with tempfile.TemporaryDirectory(prefix="edgecnn-bench-") as d:
+    with temp_dir("bench") as d:
         yield Path(d)
 
 

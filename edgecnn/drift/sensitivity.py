@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
@@ -24,7 +23,7 @@ from edgecnn import __version__
 from edgecnn.drift.evaluate import EvalData, predict, top1_pct
 from edgecnn.drift.metrics import TensorDrift, pct
 from edgecnn.errors import BadInputError
-from edgecnn.fsutil import atomic_write_text, sha256_file
+from edgecnn.fsutil import atomic_write_text, sha256_file, temp_dir
 from edgecnn.graph.external import externalized_copy
 from edgecnn.graph.load import load_model
 from edgecnn.graph.passes import prepare
@@ -96,7 +95,7 @@ def score(scores: np.ndarray, ref: np.ndarray, labels: np.ndarray | None) -> Sco
 def quantizable_layers(model_path: Path, config: QuantizeConfig) -> list[tuple[str, str]]:
     """(node, op type) of every node the INT8 writer would quantize, in graph order."""
     loaded = load_model(model_path)
-    with tempfile.TemporaryDirectory(prefix="edgecnn-sens-") as tmp:
+    with temp_dir("sens") as tmp:
         prepared = prepare(externalized_copy(loaded.model, Path(tmp), "w.bin"), Path(tmp))
         the_plan = plan(prepared, config.exclude, quantize_outputs=config.scheme.quantize_outputs)
         ops = {node_key(n, i): n.op_type for i, n in enumerate(prepared.graph.node)}
