@@ -51,12 +51,15 @@ def os_error(path: Path | str, e: OSError, doing: str = "cannot write") -> BadIn
 
 # -- output checks ------------------------------------------------------------------------------------
 def is_special(path: Path) -> bool:
-    """An existing path that is not a regular file or folder (device, FIFO, socket): written in place."""
+    """Written in place, never replaced: a device, FIFO or socket, or anything under /dev or /proc (e.g.
+    ``/dev/stdout`` redirected to a file: renaming over it would swap the shell's file for another)."""
     try:
         st = os.stat(path)
     except OSError:
         return False
-    return not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode))
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+        return True
+    return stat.S_ISREG(st.st_mode) and os.path.abspath(path).startswith(("/dev/", "/proc/"))
 
 
 def check_output_path(path: Path) -> Path:
@@ -154,7 +157,7 @@ def guard_outputs(inputs: Iterable[Path | None], outputs: Mapping[str, Path | No
 
 # -- temp files and folders ---------------------------------------------------------------------------
 @contextlib.contextmanager
-def _signals_blocked() -> Iterator[None]:
+def signals_blocked() -> Iterator[None]:
     """Hold SIGINT/SIGTERM while a temp is created and recorded, so Ctrl-C cannot land in between."""
     try:
         old = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
@@ -239,7 +242,7 @@ def temp_dir(kind: str, dir: Path | str | None = None) -> Iterator[Path]:
         sweep_stale()
     path: str | None = None
     try:
-        with _signals_blocked():
+        with signals_blocked():
             path = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{kind}-{os.getpid()}-", dir=dir)
         yield Path(path)
     finally:
@@ -272,7 +275,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     tmp: Path | None = None
     try:
         try:
-            with _signals_blocked():
+            with signals_blocked():
                 fd, name = tempfile.mkstemp(
                     prefix=f".{dest.name}.{TEMP_PREFIX}{os.getpid()}-", suffix=".tmp", dir=folder
                 )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from types import FrameType
@@ -25,6 +26,14 @@ class Terminated(KeyboardInterrupt):
 def received() -> int | None:
     """The signal that interrupted this command, if any."""
     return _received[-1] if _received else None
+
+
+def check() -> None:
+    """Raise now if a signal arrived whose exception was swallowed (a handler that runs inside an at-fork hook
+    or a ``__del__`` is ignored by Python): long waits call this between slices."""
+    sig = received()
+    if sig is not None:
+        raise Terminated() if sig == signal.SIGTERM else KeyboardInterrupt()
 
 
 def exit_code(signum: int | None) -> int:
@@ -47,8 +56,20 @@ def handling_signals() -> Iterator[None]:
         return
     wanted = {signal.SIGINT: _on_signal, signal.SIGTERM: _on_signal, signal.SIGXFSZ: signal.SIG_IGN}
     old = {s: signal.signal(s, h) for s, h in wanted.items()}
+    old_hook = sys.unraisablehook
+    sys.unraisablehook = _quiet_interrupts
     try:
         yield
+        check()  # a signal whose exception Python swallowed still ends the command as interrupted
     finally:
+        sys.unraisablehook = old_hook
         for s, h in old.items():
             signal.signal(s, h)
+
+
+def _quiet_interrupts(args: sys.UnraisableHookArgs) -> None:
+    """Python ignores an exception raised where it cannot propagate (an at-fork hook, ``__del__``) and prints
+    it; ours are recorded by ``received()`` and raised again by ``check()``, so they are not printed."""
+    if isinstance(args.exc_value, KeyboardInterrupt):
+        return
+    sys.__unraisablehook__(args)

@@ -396,13 +396,34 @@ def write_feeds(prepared: PreparedModel, folder: Path) -> Path | None:
     return path
 
 
+def _wait(proc: subprocess.Popen[str], timeout_s: float | None) -> int:
+    """``proc.wait`` in short slices: a signal the kernel hands to a reader thread still reaches the main
+    thread's handler within 0.1 s (a single blocking waitpid would sleep through it)."""
+    import time
+
+    from edgecnn.interrupts import check
+
+    end = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        check()
+        step = 0.1 if end is None else max(0.0, min(0.1, end - time.monotonic()))
+        try:
+            return proc.wait(timeout=step)
+        except subprocess.TimeoutExpired:
+            if end is not None and time.monotonic() >= end:
+                raise
+
+
 def _die_with_parent() -> None:
-    """In the child before exec: Linux sends it SIGKILL when edgecnn dies (even by SIGKILL): no orphans."""
+    """In the child before exec: Linux sends it SIGKILL when edgecnn dies (even by SIGKILL): no orphans;
+    and the signals the parent held while forking are open again."""
+    import signal
+
     with contextlib.suppress(Exception):
         import ctypes
-        import signal
 
         ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
 
 
 def run_worker_process(
@@ -416,24 +437,18 @@ def run_worker_process(
     on_failure: Callable[[int, str], EdgecnnError | None] | None = None,
 ) -> dict[str, Any]:
     """Run a worker command (local python or ssh), stream its progress lines, parse its result line."""
-    proc = subprocess.Popen(
-        list(argv),
-        preexec_fn=_die_with_parent,
-        stdin=subprocess.PIPE if stdin_text is not None else subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    from edgecnn.fsutil import signals_blocked
+    from edgecnn.interrupts import check
+
     out_chunks: list[str] = []
     err_lines: list[str] = []
 
     def read_stdout() -> None:
-        assert proc.stdout is not None
+        assert proc is not None and proc.stdout is not None
         out_chunks.append(proc.stdout.read())
 
     def read_stderr() -> None:
-        assert proc.stderr is not None
+        assert proc is not None and proc.stderr is not None
         for line in proc.stderr:
             if line.startswith(PROGRESS_MARK):
                 if progress is not None:
@@ -443,23 +458,36 @@ def run_worker_process(
             else:
                 err_lines.append(line.rstrip("\n"))
 
+    proc: subprocess.Popen[str] | None = None
     threads = [threading.Thread(target=read_stdout, daemon=True), threading.Thread(target=read_stderr, daemon=True)]
-    for t in threads:
-        t.start()
     try:
+        with signals_blocked():  # no handler may run inside fork's at-fork hooks; delivered right after
+            proc = subprocess.Popen(
+                list(argv),
+                preexec_fn=_die_with_parent,
+                stdin=subprocess.PIPE if stdin_text is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+        check()
+        for t in threads:
+            t.start()
         if stdin_text is not None:
             assert proc.stdin is not None
             with contextlib.suppress(BrokenPipeError):
                 proc.stdin.write(stdin_text)
                 proc.stdin.close()
-        rc = proc.wait(timeout=timeout_s)
+        rc = _wait(proc, timeout_s)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
         raise BenchError(f"{what}: no result within {timeout_s:g} s; the run was stopped") from None
     except KeyboardInterrupt:
-        proc.kill()
-        proc.wait()
+        if proc is not None:
+            proc.kill()
+            proc.wait()
         raise
     for t in threads:
         t.join(timeout=5)

@@ -97,7 +97,10 @@ def command(parent: typer.Typer, name: str, **kwargs: Any) -> Callable[[F], F]:
 def _interrupted() -> typer.Exit:
     sig = received()
     name = "SIGTERM" if sig == signal.SIGTERM else "Ctrl-C"
-    return fail(KeyboardInterrupt(f"interrupted ({name}); no output was written, temp files removed"), exit_code(sig))
+    return fail(
+        KeyboardInterrupt(f"interrupted ({name}); unfinished outputs were not written, temp files removed"),
+        exit_code(sig),
+    )
 
 
 def _version(value: bool) -> None:

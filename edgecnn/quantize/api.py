@@ -237,14 +237,14 @@ def _quantize(
 ) -> tuple[onnx.ModelProto, QuantizeReport]:
     t0 = time.perf_counter()
     input_name = dataset.check_model(loaded) if dataset is not None else graph_inputs(loaded.model)[0].name
-    needs_reference = dataset is not None and config.precision is Precision.INT8
-    reference = _reference_outputs(loaded.path, input_name, next(dataset.batches(1))) if needs_reference else []
-    try:
+    try:  # first: it refuses a constant subgraph too large to compute, before any runtime tries to
         prepared = prepare(loaded.model, work)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
         raise ModelError(f"{loaded.path}: graph preparation failed: {str(e).splitlines()[0]}") from None
     except ModelError as e:
         raise ModelError(f"{loaded.path}: {e}") from None
+    needs_reference = dataset is not None and config.precision is Precision.INT8
+    reference = _reference_outputs(loaded.path, input_name, next(dataset.batches(1))) if needs_reference else []
     prepared = externalized_copy(prepared, work, "prepared.bin")
     release_freed_memory()
     t_prep = time.perf_counter() - t0
