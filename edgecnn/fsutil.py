@@ -19,7 +19,6 @@ import hashlib
 import os
 import re
 import shutil
-import signal
 import stat
 import tempfile
 import time
@@ -28,6 +27,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from edgecnn.errors import BadInputError, ConfigError
+from edgecnn.interrupts import deferred
 
 TEMP_PREFIX = "edgecnn-"
 # Temp names carry the owner's pid: ``edgecnn-quantize-1234-abcd`` / ``.out.onnx.edgecnn-1234-abcd.tmp``.
@@ -38,7 +38,6 @@ STALE_AGE_S = 24 * 3600  # a legacy temp (no pid in its name) or one whose pid w
 # Files a data folder holds that commands read (besides images).
 _DATA_FILES = ("labels.csv", "classes.txt", "preprocess.toml")
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".pgm")
-_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 # -- errors -------------------------------------------------------------------------------------------
@@ -156,20 +155,6 @@ def guard_outputs(inputs: Iterable[Path | None], outputs: Mapping[str, Path | No
 
 
 # -- temp files and folders ---------------------------------------------------------------------------
-@contextlib.contextmanager
-def signals_blocked() -> Iterator[None]:
-    """Hold SIGINT/SIGTERM while a temp is created and recorded, so Ctrl-C cannot land in between."""
-    try:
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
-    except (AttributeError, ValueError, OSError):
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-
 def _alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
@@ -242,7 +227,7 @@ def temp_dir(kind: str, dir: Path | str | None = None) -> Iterator[Path]:
         sweep_stale()
     path: str | None = None
     try:
-        with signals_blocked():
+        with deferred():
             path = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{kind}-{os.getpid()}-", dir=dir)
         yield Path(path)
     finally:
@@ -275,7 +260,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     tmp: Path | None = None
     try:
         try:
-            with signals_blocked():
+            with deferred():
                 fd, name = tempfile.mkstemp(
                     prefix=f".{dest.name}.{TEMP_PREFIX}{os.getpid()}-", suffix=".tmp", dir=folder
                 )

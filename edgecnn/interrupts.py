@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from types import FrameType
 
 _received: list[int] = []
+_deferring = [0]
+_active = [False]  # handlers installed (a command is running)
 
 
 class Terminated(KeyboardInterrupt):
@@ -24,8 +26,8 @@ class Terminated(KeyboardInterrupt):
 
 
 def received() -> int | None:
-    """The signal that interrupted this command, if any."""
-    return _received[-1] if _received else None
+    """The signal that interrupted the running command, if any."""
+    return _received[-1] if _received and _active[0] else None
 
 
 def check() -> None:
@@ -42,9 +44,25 @@ def exit_code(signum: int | None) -> int:
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:
     _received.append(signum)
+    if _deferring[0]:
+        return  # raised by check() when the deferred block ends
     if signum == signal.SIGTERM:
         raise Terminated()
     raise KeyboardInterrupt()
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """Hold Ctrl-C/SIGTERM while a temp file is created and recorded for cleanup, or while a child is forked
+    (a handler must not raise inside fork's at-fork hooks); the interrupt is raised when the block ends.
+    Works whichever thread the kernel hands the signal to."""
+    _deferring[0] += 1
+    try:
+        yield
+    finally:
+        _deferring[0] -= 1
+    if not _deferring[0]:
+        check()
 
 
 @contextlib.contextmanager
@@ -54,14 +72,16 @@ def handling_signals() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    _active[0] = True
     wanted = {signal.SIGINT: _on_signal, signal.SIGTERM: _on_signal, signal.SIGXFSZ: signal.SIG_IGN}
     old = {s: signal.signal(s, h) for s, h in wanted.items()}
     old_hook = sys.unraisablehook
     sys.unraisablehook = _quiet_interrupts
     try:
         yield
-        check()  # a signal whose exception Python swallowed still ends the command as interrupted
     finally:
+        _active[0] = False
+        _received.clear()
         sys.unraisablehook = old_hook
         for s, h in old.items():
             signal.signal(s, h)

@@ -276,7 +276,9 @@ def spec_from_dict(d: dict[str, object], path: Path) -> PreprocessSpec:
         if not all(math.isfinite(x) and abs(x) <= MAX_VALUE for x in v):
             raise ConfigError(f"{path}: {key} = {v!r}; expected finite numbers of magnitude at most {MAX_VALUE:g}")
         if key == "std" and any(x < MIN_STD for x in v):
-            raise ConfigError(f"{path}: std = {v!r}; every value must be at least {MIN_STD:g} (it divides the pixels)")
+            raise ConfigError(
+                f"{path}: std = {v!r}; every value must be > 0 (at least {MIN_STD:g}: it divides the pixels)"
+            )
         return tuple(float(x) for x in v)
 
     scale = d.get("scale", 1.0 / 255.0)

@@ -273,7 +273,7 @@ for _key, _val, _words in [
     ("scale", "0", ("scale",)), ("scale", "1e300", ("scale",)),
     ("mean", "[nan, 0, 0]", ("mean", "finite")), ("mean", "[inf, 0, 0]", ("mean",)), ("mean", "-inf", ("mean",)),
     ("mean", "[1e300, 0, 0]", ("mean",)), ("mean", "[0, 0]", ("mean",)),
-    ("std", "[nan, 1, 1]", ("std",)), ("std", "[inf, 1, 1]", ("std",)), ("std", "[1e-30, 1, 1]", ("std", "at least")),
+    ("std", "[nan, 1, 1]", ("std",)), ("std", "[inf, 1, 1]", ("std",)), ("std", "[1e-30, 1, 1]", ("std", "at least 1e-06")),
     ("std", "0", ("std",)), ("std", "-1", ("std",)), ("std", "[1, 1, 0.0]", ("std",)),
     ("resize", "[100000, 100000]", ("resize", "16384")), ("resize", "[0, 16]", ("resize",)),
     ("resize", "[-16, 16]", ("resize",)), ("resize", "[16, 16, 16]", ("resize",)), ("resize", '"big"', ("resize",)),
@@ -850,11 +850,62 @@ def test_interrupted_import_is_not_a_missing_runtime(monkeypatch: pytest.MonkeyP
         raise ImportError(f"partially initialized module {name!r}")
 
     monkeypatch.setattr(importlib, "import_module", broken_import)
-    interrupts._received.append(signal.SIGINT)  # the handler ran while the import was under way
-    try:
+    with interrupts.handling_signals():
+        interrupts._received.append(signal.SIGINT)  # the handler ran while the import was under way
         with pytest.raises(KeyboardInterrupt):
             runtimes._require("ort")
-    finally:
-        interrupts._received.clear()
     with pytest.raises(MissingRuntimeError):  # negative control: without an interrupt it is a missing runtime
         runtimes._require("ort")
+
+
+# -- the sensitivity cache: keyed by everything read, a bad entry is a miss -----------------------------
+def _sensitivity(assets: Path, model: Path, d: Path, cache: Path) -> dict:
+    res = invoke("sensitivity", model, "--calib", assets / "calib", "--data", d, "--cache-dir", cache,
+                 "--json", d.parent / "s.json")  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "Traceback" not in res.output
+    return json.loads((d.parent / "s.json").read_text())
+
+
+def test_sensitivity_cache_follows_external_weights_and_distrusts_bad_entries(
+    assets: Path, tmp_path: Path, private_tmp: Path
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(N_IMAGES):
+        shutil.copy(assets / "calib" / f"img{i}.png", data)
+    (data / "preprocess.toml").write_text(SPEC)
+    model, cache = _external(tmp_path, "ext", 864), tmp_path / "cache"
+    first = _sensitivity(assets, model, data, cache)
+    fresh = first["cached_layers"]  # reuse within one run (one layer INT8 = all INT8 for a one-layer model)
+    full = _sensitivity(assets, model, data, cache)["cached_layers"]
+    assert full > fresh  # a hit
+    # the external weights change, the .onnx file does not: a miss, and a different score
+    w = np.frombuffer((tmp_path / "ext.bin").read_bytes(), np.float32) * np.float32(-3.0)
+    (tmp_path / "ext.bin").write_bytes(w.tobytes())
+    changed = _sensitivity(assets, model, data, cache)
+    assert changed["cached_layers"] == fresh
+    # hand-edited or malformed entries under the right key are misses, never trusted, never a crash
+    entry = max(cache.glob("sensitivity-*.json"), key=lambda p: p.stat().st_mtime)
+    good = json.loads(entry.read_text())
+    for bad in ({"top1_pct": None, "agreement_pct": "x", "sqnr_db": 1.0}, [1, 2],
+                {"top1_pct": None, "agreement_pct": 500.0, "sqnr_db": 1.0}, {"agreement_pct": 99.0}):  # fmt: skip
+        entry.write_text(json.dumps({"key": good["key"], "entries": {k: bad for k in good["entries"]}}))
+        assert _sensitivity(assets, model, data, cache)["cached_layers"] == fresh
+    for text in ("{not json", json.dumps({"key": good["key"], "entries": "everything"}), "\xff"):
+        entry.write_text(text, encoding="latin-1")
+        assert _sensitivity(assets, model, data, cache)["cached_layers"] == fresh
+
+
+def test_ctrl_c_while_a_temp_is_created_is_held_until_it_is_recorded() -> None:
+    """The window between creating a temp file and registering it for cleanup: an interrupt waits until it closes."""
+    from edgecnn.interrupts import deferred, handling_signals
+
+    reached = False
+    with handling_signals(), pytest.raises(KeyboardInterrupt):
+        with deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            reached = True  # the interrupt did not land inside the block ...
+        pytest.fail("the deferred interrupt was lost")
+    assert reached  # ... but right after it

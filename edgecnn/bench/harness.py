@@ -415,15 +415,13 @@ def _wait(proc: subprocess.Popen[str], timeout_s: float | None) -> int:
 
 
 def _die_with_parent() -> None:
-    """In the child before exec: Linux sends it SIGKILL when edgecnn dies (even by SIGKILL): no orphans;
-    and the signals the parent held while forking are open again."""
+    """In the child before exec: Linux sends it SIGKILL when edgecnn dies (even by SIGKILL): no orphans."""
     import signal
 
     with contextlib.suppress(Exception):
         import ctypes
 
         ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
 
 
 def run_worker_process(
@@ -437,8 +435,7 @@ def run_worker_process(
     on_failure: Callable[[int, str], EdgecnnError | None] | None = None,
 ) -> dict[str, Any]:
     """Run a worker command (local python or ssh), stream its progress lines, parse its result line."""
-    from edgecnn.fsutil import signals_blocked
-    from edgecnn.interrupts import check
+    from edgecnn.interrupts import check, deferred
 
     out_chunks: list[str] = []
     err_lines: list[str] = []
@@ -461,7 +458,7 @@ def run_worker_process(
     proc: subprocess.Popen[str] | None = None
     threads = [threading.Thread(target=read_stdout, daemon=True), threading.Thread(target=read_stderr, daemon=True)]
     try:
-        with signals_blocked():  # no handler may run inside fork's at-fork hooks; delivered right after
+        with deferred():  # no handler may raise inside fork's at-fork hooks; raised right after
             proc = subprocess.Popen(
                 list(argv),
                 preexec_fn=_die_with_parent,

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from edgecnn import __version__
+from edgecnn import __version__, interrupts
 from edgecnn.errors import EdgecnnError
 from edgecnn.interrupts import exit_code, handling_signals, received
 from edgecnn.report.fmt import plain
@@ -65,28 +65,30 @@ def command(parent: typer.Typer, name: str, **kwargs: Any) -> Callable[[F], F]:
     def deco(fn: F) -> F:
         @functools.wraps(fn)
         def wrapper(*args: Any, **kw: Any) -> Any:
-            try:
-                with handling_signals():
-                    return fn(*args, **kw)
-            except EdgecnnError as e:
-                if _state["debug"]:
-                    raise
-                if received():  # e.g. an import cut short by Ctrl-C is not a missing package
+            with handling_signals():
+                try:
+                    result = fn(*args, **kw)
+                    interrupts.check()  # a signal whose exception Python swallowed still ends the command as interrupted
+                    return result
+                except EdgecnnError as e:
+                    if _state["debug"]:
+                        raise
+                    if received():  # e.g. an import cut short by Ctrl-C is not a missing package
+                        raise _interrupted() from None
+                    raise fail(e, e.exit_code) from None
+                except KeyboardInterrupt:
+                    if _state["debug"]:
+                        raise
                     raise _interrupted() from None
-                raise fail(e, e.exit_code) from None
-            except KeyboardInterrupt:
-                if _state["debug"]:
-                    raise
-                raise _interrupted() from None
-            except OSError as e:  # a file error no reader turned into a message: still one line, exit 2
-                if _state["debug"]:
-                    raise
-                where = e.filename if e.filename is not None else "file system"
-                raise fail(OSError(f"{where}: {e.strerror or e}"), 2) from None
-            except MemoryError:
-                if _state["debug"]:
-                    raise
-                raise fail(MemoryError("out of memory; the input is too large for this machine"), 2) from None
+                except OSError as e:  # a file error no reader turned into a message: still one line, exit 2
+                    if _state["debug"]:
+                        raise
+                    where = e.filename if e.filename is not None else "file system"
+                    raise fail(OSError(f"{where}: {e.strerror or e}"), 2) from None
+                except MemoryError:
+                    if _state["debug"]:
+                        raise
+                    raise fail(MemoryError("out of memory; the input is too large for this machine"), 2) from None
 
         parent.command(name, **kwargs)(wrapper)
         return fn
