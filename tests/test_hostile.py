@@ -341,6 +341,47 @@ row("quantize --batch 0", lambda d: _q(d, "-o", d / "q.onnx", "--batch", "0"), 2
 row("quantize --samples -1", lambda d: _q(d, "-o", d / "q.onnx", "--samples", "-1"), 2, "--samples")
 
 
+def _edit_json(d: Path, name: str, edit: Callable[[dict], None]) -> None:
+    data = json.loads((d / name).read_text())
+    edit(data)
+    text = (
+        json.dumps(data).replace('"__nan__"', "NaN").replace('"__inf__"', "Infinity").replace('"__-inf__"', "-Infinity")
+    )
+    (d / name).write_text(text)
+
+
+for _key, _val in [("agreement_pct", "__nan__"), ("agreement_pct", 100.5), ("candidate_top1_pct", "__inf__"),
+                   ("reference_top1_pct", -1.0), ("images", -4)]:  # fmt: skip
+    row(f"drift report {_key} = {_val}", lambda d, k=_key, v=_val: (_edit_json(d, "drift.json",
+        lambda r: r.__setitem__(k, v)), _gate(d, "--json", d / "g.json"))[1], 2, "drift.json", _key,
+        absent=("g.json",))  # fmt: skip
+row("drift report: NaN output cosine", lambda d: (_edit_json(d, "drift.json", lambda r: r["outputs"][0].__setitem__(
+    "cosine_mean", "__nan__")), _gate(d))[1], 2, "drift.json", "cosine_mean")  # fmt: skip
+for _name, _samples in [("zero", [0, 0, 0]), ("negative", [-5, 1000, 2000]), ("empty", []), ("NaN", ["__nan__"]),
+                        ("text", ["fast"]), ("list", [[1, 2]])]:  # fmt: skip
+    row(f"bench report samples {_name}", lambda d, v=_samples: (_edit_json(d, "bench.json",
+        lambda r: r["results"][0].__setitem__("samples_ns", v)), _gate(d, "--json", d / "g.json"))[1], 2,
+        "bench.json", absent=("g.json",))  # fmt: skip
+for _name, _build in [
+    ("drift --json /dev/full", lambda d: _drift(d, "--json", "/dev/full")),
+    ("gate --junit /dev/full", lambda d: _gate(d, "--junit", "/dev/full")),
+    ("quantize --json /dev/full", lambda d: _q(d, "-o", d / "q.onnx", "--json", "/dev/full")),
+    ("bench --json /dev/full", lambda d: _bench(d, "--json", "/dev/full")),
+]:
+    row(_name, _build, 2, "/dev/full", "No space left", may_change=("q.onnx",))
+
+
+def _raw_model_name(d: Path) -> list[object]:
+    raw = os.path.join(os.fsencode(d), b"m\xff\xfe.onnx")
+    shutil.copy(d / "m.onnx", raw)
+    return ["inspect", os.fsdecode(raw), "--json", d / "o.json"]
+
+
+row("inspect: model file name not UTF-8", _raw_model_name, 2, "not valid UTF-8", "rename", absent=("o.json",))
+row("inspect: missing model, name not UTF-8", lambda d: ["inspect", os.fsdecode(os.path.join(os.fsencode(d),
+    b"\xff.onnx"))], 2, "UTF-8")  # fmt: skip
+
+
 # 3. Models nobody should feed: each command says so in one line, exit 2.
 def _bytes(d: Path, data: bytes) -> Path:
     (d / "bad.onnx").write_bytes(data)

@@ -122,6 +122,12 @@ def load_model(path: str | Path, input_shapes: dict[str, tuple[int, ...]] | None
     Raises ModelError (exit 2) with a one-line reason for every way a file can be unusable.
     """
     path = Path(path)
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ModelError(
+            f"{path}: the path is not valid UTF-8, which ONNX and the runtimes cannot open; rename the file or folder"
+        ) from None
     model = _read(path)
     opset = default_opset(model)
     if not MIN_OPSET <= opset <= MAX_OPSET:
