@@ -557,6 +557,27 @@ row(
 )
 row("inspect: markup in a missing path", lambda d: ["inspect", d / "[/b]\x1b[2J.onnx"], 2, "[/b]")
 
+
+def _spec(d: Path, folder: str = "") -> Path:
+    """The bundled ort-cpu spec with a hostile description, saved under a hostile folder name."""
+    text = (ROOT / "targets" / "ort-cpu.toml").read_text()
+    text = text.replace('description = "', 'description = "[/b][link=file:///etc/passwd]x[/link]\\u001b[31m', 1)
+    where = d / folder if folder else d
+    where.mkdir(parents=True, exist_ok=True)
+    (where / "hostile.toml").write_text(text)
+    return where / "hostile.toml"
+
+
+row("targets show: markup and ANSI in the description", lambda d: ["targets", "show", _spec(d)], 0,
+    check=lambda d, out: (_no_escape_chars(d, out), _shows(out, "[/b][link=file:///etc/passwd]x[/link]")))  # fmt: skip
+row("targets lint: markup in the path", lambda d: ["targets", "lint", _spec(d, "x[red]y")], 0,
+    check=lambda d, out: _shows(out, "x[red]y/hostile.toml"))  # fmt: skip
+row("check: markup in the target description", lambda d: ["check", d / "m.onnx", "-t", _spec(d)], 0,
+    check=_no_escape_chars)  # fmt: skip
+row("check --json over the target spec", lambda d: ["check", d / "m.onnx", "-t", _spec(d), "--json", d / "hostile.toml"],
+    2, "destroy")  # fmt: skip
+
+
 # 6. ssh arguments that must not reach ssh as options, and a --remote-python no shell could split.
 for _host in ("-Fpwn.conf", "-oProxyCommand=touch /tmp/x", "pi@-oProxyCommand=x", "-", "a b", "pi@host;id"):
     row(f"bench --host {_host!r}", lambda d, h=_host: _bench(d, "--host", h), 2, "--host")
