@@ -187,11 +187,16 @@ def _remove(p: str | Path) -> None:
 
 
 def sweep_stale(folder: Path | str | None = None) -> int:
-    """Remove edgecnn temp folders in ``folder`` (default ``$TMPDIR``) whose owner process is gone."""
+    """Remove edgecnn temp folders (and staging files) in ``folder`` (default ``$TMPDIR``) whose owner is gone."""
     folder = Path(folder or tempfile.gettempdir())
     removed, now = 0, time.time()
     with contextlib.suppress(OSError), os.scandir(folder) as it:
         for e in it:
+            f = _TEMP_FILE_RE.match(e.name)  # the staging file of a write to a special file (/dev/stdout)
+            if f is not None and _stale(e, int(f["pid"]), now):
+                _remove(e.path)
+                removed += 1
+                continue
             if not e.name.startswith(TEMP_PREFIX):
                 continue
             m = _TEMP_DIR_RE.match(e.name)
