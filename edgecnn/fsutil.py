@@ -89,7 +89,7 @@ def model_files(path: Path | None) -> list[Path]:
         return []
     path = Path(path)
     out = [path]
-    if not path.is_file():
+    if not path.is_file() or path.stat().st_size >= 2**31 - 1:  # the loader refuses these with a reason
         return out
     with contextlib.suppress(Exception):  # an unreadable model gets the loader's precise error later
         import onnx

@@ -383,6 +383,12 @@ row("inspect: missing model, name not UTF-8", lambda d: ["inspect", os.fsdecode(
 
 
 # 3. Models nobody should feed: each command says so in one line, exit 2.
+def _sparse(path: Path, size: int) -> Path:
+    with open(path, "wb") as f:
+        f.truncate(size)  # no blocks on disk
+    return path
+
+
 def _bytes(d: Path, data: bytes) -> Path:
     (d / "bad.onnx").write_bytes(data)
     return d / "bad.onnx"
@@ -400,6 +406,9 @@ BAD_MODELS: list[tuple[str, Callable[[Path], Path], tuple[str, ...]]] = [
     ("external data over 2 GiB", lambda d: _external(d, "bad", 3 << 30), ("2 GiB",)),
     ("missing external data", lambda d: (_external(d, "bad", 864), (d / "bad.bin").unlink())[0], ("bad.onnx",)),
     ("a folder", lambda d: (d / "bad.onnx").mkdir() or d / "bad.onnx", ("directory",)),
+    ("a FIFO", lambda d: os.mkfifo(d / "bad.onnx") or d / "bad.onnx", ("not a regular file",)),
+    ("/dev/zero", lambda d: Path("/dev/zero"), ("not a regular file",)),
+    ("a 2.5 GiB file", lambda d: _sparse(d / "bad.onnx", 5 << 29), ("2 GiB",)),
     ("no such file", lambda d: d / "nope.onnx", ("no such file",)),
 ]  # fmt: skip
 MODEL_CMDS: list[tuple[str, Callable[[Path, Path], list[object]]]] = [

@@ -249,7 +249,7 @@ def prepare_model(
     import onnx
 
     from edgecnn.fsutil import sha256_file
-    from edgecnn.graph.load import dims_of, graph_inputs, load_model
+    from edgecnn.graph.load import PROTO_LIMIT, dims_of, graph_inputs, load_model
 
     path = Path(path)
     user = dict(input_shapes or {})
@@ -258,6 +258,8 @@ def prepare_model(
     shapes = dict(user)
     declared: dict[str, list[int | str]] = {}
     with contextlib.suppress(Exception):  # unreadable files get load_model's precise error below
+        if not path.is_file() or path.stat().st_size >= PROTO_LIMIT:  # a FIFO or device: load_model says so
+            raise ValueError(path)
         for vi in graph_inputs(onnx.load(str(path), load_external_data=False)):
             declared[vi.name] = dims_of(vi)
     for name, dims in declared.items():

@@ -77,8 +77,16 @@ def _read(path: Path) -> onnx.ModelProto:
         raise ModelError(f"{path}: no such file; give the path of an .onnx model")
     if path.is_dir():
         raise ModelError(f"{path}: is a directory; give the path of an .onnx model file")
-    if path.stat().st_size == 0:
+    if not path.is_file():  # a FIFO or device would block or never end
+        raise ModelError(f"{path}: not a regular file; give the path of an .onnx model file")
+    size = path.stat().st_size
+    if size == 0:
         raise ModelError(f"{path}: file is empty; expected an ONNX model")
+    if size >= PROTO_LIMIT:
+        raise ModelError(
+            f"{path}: {size / (1 << 30):.2f} GiB; an ONNX file is one protobuf, limited to 2 GiB "
+            "(store large weights as external data)"
+        )
     try:
         model = onnx.load(str(path), load_external_data=False)
     except (DecodeError, RuntimeError, ValueError, OSError) as e:
