@@ -336,6 +336,10 @@ for _cmd, _build in (
 ):
     for _t in ("100000", "-1", "99999999999"):
         row(f"{_cmd} --threads {_t}", lambda d, b=_build, t=_t: b(d, t), 2, "--threads", "..")
+for _opt, _val in [("--duration", "nan"), ("--duration", "inf"), ("--duration", "-1"), ("--duration", "1e9"),
+                   ("-n", "1000000000000"), ("-n", "0"), ("--warmup", "-1"), ("--warmup", "99999999999")]:  # fmt: skip
+    row(f"bench {_opt} {_val}", lambda d, o=_opt, v=_val: ["bench", d / "m.onnx", o, v], 2,
+        "--iterations" if _opt == "-n" else _opt)  # fmt: skip
 row("bench --threads 0", lambda d: _bench(d, "--threads", "0"), 2, "--threads", "1..")
 row("quantize --batch 0", lambda d: _q(d, "-o", d / "q.onnx", "--batch", "0"), 2, "--batch")
 row("quantize --samples -1", lambda d: _q(d, "-o", d / "q.onnx", "--samples", "-1"), 2, "--samples")

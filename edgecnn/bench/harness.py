@@ -32,6 +32,8 @@ RANDOM = "random"
 DEFAULT_WARMUP = 10
 DEFAULT_ITERATIONS = 200
 _MAX_IMAGE_BATCHES = 16
+MAX_RUNS = 10_000_000  # timed or warm-up runs: the samples are kept in memory (8 bytes each)
+MAX_DURATION_S = 24 * 3600
 
 
 class BenchError(EdgecnnError):
@@ -69,16 +71,16 @@ def validate_settings(
         from edgecnn.runtimes import check_threads
 
         check_threads(threads, zero_ok=False)
-    if warmup < 0:
-        raise BadInputError(f"--warmup {warmup}: expected 0 or more untimed runs")
+    if not 0 <= warmup <= MAX_RUNS:
+        raise BadInputError(f"--warmup {warmup}: expected 0..{MAX_RUNS} untimed runs")
     if iterations is not None and duration_s is not None:
         raise BadInputError("--iterations and --duration both given; choose one: a run count or seconds")
     if iterations is None and duration_s is None:
         raise BadInputError("give --iterations N or --duration SECONDS")
-    if iterations is not None and iterations <= 0:
-        raise BadInputError(f"--iterations {iterations}: expected a positive number of timed runs, e.g. 200")
-    if duration_s is not None and not duration_s > 0:
-        raise BadInputError(f"--duration {duration_s}: expected a positive number of seconds, e.g. 10")
+    if iterations is not None and not 0 < iterations <= MAX_RUNS:
+        raise BadInputError(f"--iterations {iterations}: expected 1..{MAX_RUNS} timed runs, e.g. 200")
+    if duration_s is not None and not 0 < duration_s <= MAX_DURATION_S:  # NaN and inf fail this too
+        raise BadInputError(f"--duration {duration_s}: expected seconds in (0, {MAX_DURATION_S}], e.g. 10")
     if batch <= 0:
         raise BadInputError(f"--batch {batch}: expected a positive batch size, e.g. 1")
 
