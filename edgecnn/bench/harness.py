@@ -78,9 +78,13 @@ def validate_settings(
     if iterations is None and duration_s is None:
         raise BadInputError("give --iterations N or --duration SECONDS")
     if iterations is not None and not 0 < iterations <= MAX_RUNS:
-        raise BadInputError(f"--iterations {iterations}: expected 1..{MAX_RUNS} timed runs, e.g. 200")
+        raise BadInputError(
+            f"--iterations {iterations}: expected a positive number of timed runs up to {MAX_RUNS}, e.g. 200"
+        )
     if duration_s is not None and not 0 < duration_s <= MAX_DURATION_S:  # NaN and inf fail this too
-        raise BadInputError(f"--duration {duration_s}: expected seconds in (0, {MAX_DURATION_S}], e.g. 10")
+        raise BadInputError(
+            f"--duration {duration_s}: expected a positive number of seconds up to {MAX_DURATION_S}, e.g. 10"
+        )
     if batch <= 0:
         raise BadInputError(f"--batch {batch}: expected a positive batch size, e.g. 1")
 
