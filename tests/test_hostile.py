@@ -591,6 +591,29 @@ row("check --json over the target spec", lambda d: ["check", d / "m.onnx", "-t",
     2, "destroy")  # fmt: skip
 
 
+def _hostile_report_names(d: Path) -> list[object]:
+    def edit(r: dict) -> None:
+        r["reference"]["name"] = "m`x\x01\x1b[31m|[/b]"
+        r["candidate"]["path"] = str(d / "c``\x07.onnx")
+
+    _edit_json(d, "drift.json", edit)
+    return _gate(d, "--junit", d / "j.xml", "--markdown", d / "g.md")
+
+
+def _junit_and_markdown_hold(d: Path, out: str) -> None:
+    import xml.etree.ElementTree as ET
+
+    _no_escape_chars(d, out)
+    root = ET.parse(d / "j.xml").getroot()  # still well-formed XML 1.0
+    assert "m`x\\x01" in root.find("testsuite").get("name")
+    md = (d / "g.md").read_text()
+    assert "``m`x\\x01|[/b]``" in md and "\x1b" not in md and "\x07" not in md, md
+
+
+row("gate: control characters and backticks in model names", _hostile_report_names, 0,
+    may_change=("drift.json",), check=_junit_and_markdown_hold)  # fmt: skip
+
+
 # 6. ssh arguments that must not reach ssh as options, and a --remote-python no shell could split.
 for _host in ("-Fpwn.conf", "-oProxyCommand=touch /tmp/x", "pi@-oProxyCommand=x", "-", "a b", "pi@host;id"):
     row(f"bench --host {_host!r}", lambda d, h=_host: _bench(d, "--host", h), 2, "--host")
