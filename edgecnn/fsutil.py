@@ -34,7 +34,7 @@ TEMP_PREFIX = "edgecnn-"
 _TEMP_DIR_RE = re.compile(r"^edgecnn-[a-z]+-(?P<pid>\d+)-[A-Za-z0-9_]+$")
 _LEGACY_DIR_RE = re.compile(r"^edgecnn-(quantize|calib|bench|drift|predict|budget|sens)-[A-Za-z0-9_]{8}$")
 _TEMP_FILE_RE = re.compile(r"^\..+\.edgecnn-(?P<pid>\d+)-[A-Za-z0-9_]+\.tmp$")
-STALE_AGE_S = 24 * 3600  # a legacy temp (no pid in its name) or one whose pid was reused, after a day
+STALE_AGE_S = 24 * 3600  # a legacy temp folder (no pid in its name) is stale after a day
 # Files a data folder holds that commands read (besides images).
 _DATA_FILES = ("labels.csv", "classes.txt", "preprocess.toml")
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".pgm")
@@ -160,9 +160,9 @@ def _alive(pid: int) -> bool:
         return True
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError, ValueError):  # gone, or no pid at all
         return False
-    except PermissionError:
+    except PermissionError:  # alive, another user's
         return True
     return True
 
@@ -174,8 +174,9 @@ def _stale(entry: os.DirEntry[str] | Path, pid: int | None, now: float) -> bool:
         return False
     if st.st_uid != os.getuid():  # only our own leftovers
         return False
-    old = now - st.st_mtime > STALE_AGE_S
-    return old if pid is None else (not _alive(pid) or old)
+    if pid is None:  # a legacy name without a pid: only by age
+        return now - st.st_mtime > STALE_AGE_S
+    return not _alive(pid)  # a live owner keeps its files however long it runs
 
 
 def _remove(p: str | Path) -> None:

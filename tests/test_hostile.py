@@ -825,6 +825,8 @@ def test_stale_temps_of_dead_processes_are_removed_live_ones_kept(assets: Path, 
     for p in (stale_dir, live_dir, other):
         p.mkdir()
         (p / "weights.bin").write_bytes(b"x")
+    no_pid = tmpdir / "edgecnn-quantize-99999999999999999999-abcd1234"  # not a pid any kernel has
+    no_pid.mkdir()
     staged = tmpdir / f".stdout.edgecnn-{dead}-abc.tmp"  # a write to /dev/stdout killed half-way
     staged.write_bytes(b"half")
     out = tmp_path / "q.onnx"
@@ -837,7 +839,7 @@ def test_stale_temps_of_dead_processes_are_removed_live_ones_kept(assets: Path, 
          "-o", str(out)], capture_output=True, text=True, env=_env(tmpdir), timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert not stale_dir.exists() and not stale_file.exists() and not staged.exists()
+    assert not stale_dir.exists() and not stale_file.exists() and not staged.exists() and not no_pid.exists()
     assert live_dir.exists() and live_file.exists() and other.exists()
     live_file.unlink()
     assert sweep_stale(tmpdir) == 0  # nothing else is stale
