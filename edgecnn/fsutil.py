@@ -238,7 +238,8 @@ def temp_dir(kind: str, dir: Path | str | None = None) -> Iterator[Path]:
         yield Path(path)
     finally:
         if path is not None:
-            shutil.rmtree(path, ignore_errors=True)
+            with deferred():  # a second Ctrl-C must not cut the cleanup short
+                shutil.rmtree(path, ignore_errors=True)
 
 
 # -- atomic outputs -----------------------------------------------------------------------------------
@@ -285,9 +286,9 @@ def atomic_path(path: Path) -> Iterator[Path]:
         except OSError as e:
             raise os_error(path, e) from None
     finally:
-        if tmp is not None and tmp.exists():
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+        if tmp is not None:
+            with deferred(), contextlib.suppress(OSError):  # a second Ctrl-C must not cut the cleanup short
+                tmp.unlink(missing_ok=True)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
