@@ -614,6 +614,22 @@ row("gate: control characters and backticks in model names", _hostile_report_nam
     may_change=("drift.json",), check=_junit_and_markdown_hold)  # fmt: skip
 
 
+def _md_table_intact(d: Path, out: str) -> None:
+    import re
+
+    md = (d / "c.md").read_text()
+    assert "\x1b" not in md and "\x07" not in md, md
+    rows = [ln for ln in md.splitlines() if "stem" in ln and ln.startswith("|")]
+    assert rows, md
+    for ln in rows:  # 6 cells: 7 unescaped pipes, whatever the node name holds
+        assert len(re.findall(r"(?<!\\)\|", ln)) == 7, ln
+
+
+row("check --markdown: pipes, backticks and ANSI in a node name", lambda d: ["check", save(_named_model(
+    {"node": "stem|`x`|\x1b[31m|"}), d / "n.onnx"), "-t", "ethos-u55", "--markdown", d / "c.md"], 0,
+    check=_md_table_intact)  # fmt: skip
+
+
 # 6. ssh arguments that must not reach ssh as options, and a --remote-python no shell could split.
 for _host in ("-Fpwn.conf", "-oProxyCommand=touch /tmp/x", "pi@-oProxyCommand=x", "-", "a b", "pi@host;id"):
     row(f"bench --host {_host!r}", lambda d, h=_host: _bench(d, "--host", h), 2, "--host")
