@@ -1,42 +1,296 @@
-"""Atomic file output: write to a temp file in the destination folder, then rename."""
+"""Every file edgecnn writes goes through here: atomic outputs, output-vs-input guards, temp folders.
+
+- ``guard_outputs``: no output may resolve (symlinks, hard links, ``..``) to an input or to another output of
+  the same command; checked before any work starts.
+- ``atomic_path`` / ``atomic_write_*``: write to ``.NAME.edgecnn-PID-RAND.tmp`` beside the output, then rename.
+  A new file gets the umask's mode, an overwritten file keeps its mode, a symlink's target is written (the link
+  stays), and a special file (``/dev/null``, ``/dev/stdout``, a FIFO) is written in place, never replaced.
+  Any OSError (read-only folder, disk full, RLIMIT_FSIZE) is a one-line BadInputError naming the path and the
+  errno text, and the previous file is left as it was.
+- ``temp_dir``: ``$TMPDIR/edgecnn-KIND-PID-RAND``; temp files and folders of edgecnn's own naming whose owner
+  process is gone (killed with SIGKILL, or a crashed machine) are removed at the next run (``sweep_stale``).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
+import re
+import shutil
+import stat
 import tempfile
+import time
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from edgecnn.errors import BadInputError, ConfigError
+from edgecnn.interrupts import deferred
+
+TEMP_PREFIX = "edgecnn-"
+# Temp names carry the owner's pid: ``edgecnn-quantize-1234-abcd`` / ``.out.onnx.edgecnn-1234-abcd.tmp``.
+_TEMP_DIR_RE = re.compile(r"^edgecnn-[a-z]+-(?P<pid>\d+)-[A-Za-z0-9_]+$")
+_LEGACY_DIR_RE = re.compile(r"^edgecnn-(quantize|calib|bench|drift|predict|budget|sens)-[A-Za-z0-9_]{8}$")
+_TEMP_FILE_RE = re.compile(r"^\..+\.edgecnn-(?P<pid>\d+)-[A-Za-z0-9_]+\.tmp$")
+STALE_AGE_S = 24 * 3600  # a legacy temp folder (no pid in its name) is stale after a day
+# Files a data folder holds that commands read (besides images).
+_DATA_FILES = ("labels.csv", "classes.txt", "preprocess.toml")
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".pgm")
+
+
+# -- errors -------------------------------------------------------------------------------------------
+def os_error(path: Path | str, e: OSError, doing: str = "cannot write") -> BadInputError:
+    """One line for an OSError on ``path``: the path, the errno text and its symbol (exit 2)."""
+    name = errno.errorcode.get(e.errno or 0, "")
+    text = e.strerror or str(e)
+    return BadInputError(f"{path}: {doing}: {text}{f' ({name})' if name else ''}")
+
+
+# -- output checks ------------------------------------------------------------------------------------
+def is_special(path: Path) -> bool:
+    """Written in place, never replaced: a device, FIFO or socket, or anything under /dev or /proc (e.g.
+    ``/dev/stdout`` redirected to a file: renaming over it would swap the shell's file for another)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+        return True
+    return stat.S_ISREG(st.st_mode) and os.path.abspath(path).startswith(("/dev/", "/proc/"))
 
 
 def check_output_path(path: Path) -> Path:
-    """Reject an output path whose folder does not exist, before any work starts."""
+    """Reject an output path whose folder does not exist or is a folder itself, before any work starts."""
     path = Path(path)
+    if is_special(path):
+        return path
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise BadInputError(f"{path}: output folder '{parent}' does not exist; create it or choose another path")
     if path.is_dir():
         raise BadInputError(f"{path}: is a directory; give a file path for the output")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise BadInputError(f"{path}: output folder '{parent}' is not writable; choose another path")
     return path
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)  # symlinks and hard links (same device and inode)
+    except OSError:
+        return os.path.normcase(os.path.realpath(a)) == os.path.normcase(os.path.realpath(b))
+
+
+def model_files(path: Path | None) -> list[Path]:
+    """``path`` and the external-data files it names (what reading the model reads)."""
+    if path is None:
+        return []
+    path = Path(path)
+    out = [path]
+    if path.suffix.lower() == ".tflite":  # a flatbuffer: no external data
+        return out
+    if not path.is_file() or path.stat().st_size >= 2**31 - 1:  # the loader refuses these with a reason
+        return out
+    with contextlib.suppress(Exception):  # an unreadable model gets the loader's precise error later
+        import onnx
+
+        m = onnx.load(str(path), load_external_data=False)
+        locs = {
+            e.value
+            for t in m.graph.initializer
+            if t.data_location == onnx.TensorProto.EXTERNAL
+            for e in t.external_data
+            if e.key == "location"
+        }
+        for n in m.graph.node:
+            for a in n.attribute:
+                if a.t.data_location == onnx.TensorProto.EXTERNAL:
+                    locs.update(e.value for e in a.t.external_data if e.key == "location")
+        out += [path.parent / loc for loc in sorted(locs)]
+    return out
+
+
+def _folder_inputs(folder: Path) -> list[Path]:
+    """What a command reads from a data folder: its images and labels/classes/preprocess files."""
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return []
+    return [p for p in entries if p.suffix.lower() in _IMAGE_SUFFIXES or p.name in _DATA_FILES]
+
+
+def guard_outputs(inputs: Iterable[Path | None], outputs: Mapping[str, Path | None]) -> None:
+    """Refuse (exit 2) any output equal to an input or to another output, before any work starts.
+
+    ``inputs``: files and folders the command reads (a folder stands for its images and data files);
+    ``outputs``: option name -> path. Special files (``/dev/null``, ``/dev/stdout``) are exempt.
+    """
+    files: list[Path] = []
+    for p in inputs:
+        if p is None:
+            continue
+        p = Path(p)
+        if p.is_dir():
+            files += _folder_inputs(p)
+            files += [p.parent / n for n in _DATA_FILES[1:]]
+        else:
+            files.append(p)
+    seen: list[tuple[str, Path]] = []
+    for opt, out in outputs.items():
+        if out is None:
+            continue
+        out = check_output_path(Path(out))
+        if is_special(out):
+            continue
+        for f in files:
+            if _same(out, f):
+                raise BadInputError(
+                    f"{opt} {out}: is the input {f}; writing it would destroy what is being read; "
+                    "choose another output path"
+                )
+        for other_opt, other in seen:
+            if _same(out, other):
+                raise BadInputError(f"{opt} {out}: is also the {other_opt} output; give each output its own path")
+        seen.append((opt, out))
+
+
+# -- temp files and folders ---------------------------------------------------------------------------
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError, ValueError):  # gone, or no pid at all
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def _stale(entry: os.DirEntry[str] | Path, pid: int | None, now: float) -> bool:
+    try:
+        st = entry.stat(follow_symlinks=False) if isinstance(entry, os.DirEntry) else entry.lstat()
+    except OSError:
+        return False
+    if st.st_uid != os.getuid():  # only our own leftovers
+        return False
+    if pid is None:  # a legacy name without a pid: only by age
+        return now - st.st_mtime > STALE_AGE_S
+    return not _alive(pid)  # a live owner keeps its files however long it runs
+
+
+def _remove(p: str | Path) -> None:
+    with contextlib.suppress(OSError):
+        if os.path.isdir(p) and not os.path.islink(p):
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            os.unlink(p)
+
+
+def sweep_stale(folder: Path | str | None = None) -> int:
+    """Remove edgecnn temp folders (and staging files) in ``folder`` (default ``$TMPDIR``) whose owner is gone."""
+    folder = Path(folder or tempfile.gettempdir())
+    removed, now = 0, time.time()
+    with contextlib.suppress(OSError), os.scandir(folder) as it:
+        for e in it:
+            f = _TEMP_FILE_RE.match(e.name)  # the staging file of a write to a special file (/dev/stdout)
+            if f is not None and _stale(e, int(f["pid"]), now):
+                _remove(e.path)
+                removed += 1
+                continue
+            if not e.name.startswith(TEMP_PREFIX):
+                continue
+            m = _TEMP_DIR_RE.match(e.name)
+            if (m is not None and _stale(e, int(m["pid"]), now)) or (
+                m is None and _LEGACY_DIR_RE.match(e.name) and _stale(e, None, now)
+            ):
+                _remove(e.path)
+                removed += 1
+    return removed
+
+
+def sweep_stale_siblings(path: Path) -> int:
+    """Remove ``.NAME.edgecnn-PID-*.tmp`` beside ``path`` left by a killed writer."""
+    parent = path.parent if str(path.parent) else Path(".")
+    removed, now = 0, time.time()
+    with contextlib.suppress(OSError):
+        for p in parent.glob(f".{glob_escape(path.name)}.edgecnn-*.tmp"):
+            m = _TEMP_FILE_RE.match(p.name)
+            if m is not None and _stale(p, int(m["pid"]), now):
+                _remove(p)
+                removed += 1
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", name)
+
+
+@contextlib.contextmanager
+def temp_dir(kind: str, dir: Path | str | None = None) -> Iterator[Path]:
+    """A private temp folder ``edgecnn-KIND-PID-RAND``, removed on exit, on Ctrl-C and on SIGTERM."""
+    if dir is None:
+        sweep_stale()
+    path: str | None = None
+    try:
+        with deferred():
+            path = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{kind}-{os.getpid()}-", dir=dir)
+        yield Path(path)
+    finally:
+        if path is not None:
+            with deferred():  # a second Ctrl-C must not cut the cleanup short
+                shutil.rmtree(path, ignore_errors=True)
+
+
+# -- atomic outputs -----------------------------------------------------------------------------------
+def _umask() -> int:
+    m = os.umask(0o022)
+    os.umask(m)
+    return m
+
+
+def _write_in_place(tmp: Path, dest: Path) -> None:
+    """Copy ``tmp`` into the special file ``dest`` (a device or FIFO), which must stay what it is."""
+    with open(tmp, "rb") as src, open(dest, "wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
 
 
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temp path beside ``path``; rename it over ``path`` only if the block succeeds."""
+    """Yield a temp path beside ``path``; move it over ``path`` only if the block succeeds."""
     path = check_output_path(Path(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    os.close(fd)
-    tmp_path = Path(tmp)
+    special = is_special(path)
+    dest = Path(os.path.realpath(path)) if path.is_symlink() and not special else path
+    folder = Path(tempfile.gettempdir()) if special else (dest.parent if str(dest.parent) else Path("."))
+    if not special:
+        sweep_stale_siblings(dest)
+    tmp: Path | None = None
     try:
-        yield tmp_path
-        os.replace(tmp_path, path)
+        try:
+            with deferred():
+                fd, name = tempfile.mkstemp(
+                    prefix=f".{dest.name}.{TEMP_PREFIX}{os.getpid()}-", suffix=".tmp", dir=folder
+                )
+                tmp = Path(name)
+            os.close(fd)
+            yield tmp
+            if special:
+                _write_in_place(tmp, path)
+            else:
+                try:
+                    mode = stat.S_IMODE(os.stat(dest).st_mode)
+                except FileNotFoundError:
+                    mode = 0o666 & ~_umask()
+                os.chmod(tmp, mode)
+                os.replace(tmp, dest)
+        except OSError as e:
+            raise os_error(path, e) from None
     finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+        if tmp is not None:
+            with deferred(), contextlib.suppress(OSError):  # a second Ctrl-C must not cut the cleanup short
+                tmp.unlink(missing_ok=True)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -48,6 +302,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+# -- reading ------------------------------------------------------------------------------------------
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -67,3 +322,5 @@ def read_toml(path: Path, what: str, hint: str) -> dict[str, object]:
         raise ConfigError(f"{path}: malformed TOML: {e}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a UTF-8 text file; expected a TOML {what}") from None
+    except OSError as e:
+        raise os_error(path, e, "cannot read") from None

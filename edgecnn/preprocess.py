@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -36,6 +37,11 @@ from edgecnn.errors import ConfigError, DataError
 from edgecnn.fsutil import read_toml
 
 SCHEMA_VERSION = 1
+# Numbers a spec may hold: anything outside turns pixels into inf/NaN or into values no float16/int8 input keeps.
+MIN_STD = 1e-6
+MAX_VALUE = 1e6
+MAX_SIDE = 16384  # resize / center_crop side, pixels
+MAX_PIXELS = 64_000_000  # decoded image size; larger files are refused before decoding (decompression bombs)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".pgm")
 
 
@@ -114,9 +120,20 @@ class PreprocessSpec:
         """Read one image file and return its tensor without the batch dimension."""
         try:
             with Image.open(path) as im:
+                w, h = im.size
+                if w * h > MAX_PIXELS:
+                    raise DataError(
+                        f"{path}: {w}x{h} pixels; edgecnn decodes images of at most {MAX_PIXELS:,} pixels "
+                        "(a larger one may be a decompression bomb)"
+                    )
                 im.load()
                 img = im
-        except (UnidentifiedImageError, OSError) as e:
+        except Image.DecompressionBombError:
+            raise DataError(
+                f"{path}: too many pixels; edgecnn decodes images of at most {MAX_PIXELS:,} pixels "
+                "(a larger one may be a decompression bomb)"
+            ) from None
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
             raise DataError(
                 f"{path}: not a readable image ({e.__class__.__name__}); expected one of {', '.join(IMAGE_SUFFIXES)}"
             ) from None
@@ -221,9 +238,11 @@ def _int_list(path: Path, key: str, v: object, n: tuple[int, ...]) -> tuple[int,
     if (
         not isinstance(v, list)
         or len(v) not in n
-        or not all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v)
+        or not all(isinstance(x, int) and not isinstance(x, bool) and 0 < x <= MAX_SIDE for x in v)
     ):
-        raise ConfigError(f"{path}: {key} = {v!r}; expected {' or '.join(str(k) for k in n)} positive integer(s)")
+        raise ConfigError(
+            f"{path}: {key} = {v!r}; expected {' or '.join(str(k) for k in n)} integer(s) in 1..{MAX_SIDE}"
+        )
     return tuple(v)
 
 
@@ -254,13 +273,24 @@ def spec_from_dict(d: dict[str, object], path: Path) -> PreprocessSpec:
             or not all(isinstance(x, int | float) and not isinstance(x, bool) for x in v)
         ):
             raise ConfigError(f"{path}: {key} = {v!r}; expected {n} number(s) for color_order={color.value}")
-        if key == "std" and any(x <= 0 for x in v):
-            raise ConfigError(f"{path}: std = {v!r}; every value must be > 0")
+        if not all(math.isfinite(x) and abs(x) <= MAX_VALUE for x in v):
+            raise ConfigError(f"{path}: {key} = {v!r}; expected finite numbers of magnitude at most {MAX_VALUE:g}")
+        if key == "std" and any(x < MIN_STD for x in v):
+            raise ConfigError(
+                f"{path}: std = {v!r}; every value must be > 0 (at least {MIN_STD:g}: it divides the pixels)"
+            )
         return tuple(float(x) for x in v)
 
     scale = d.get("scale", 1.0 / 255.0)
-    if not isinstance(scale, int | float) or isinstance(scale, bool) or scale <= 0:
-        raise ConfigError(f"{path}: scale = {scale!r}; expected a positive number, e.g. 0.00392156862745098 (1/255)")
+    if (
+        not isinstance(scale, int | float)
+        or isinstance(scale, bool)
+        or not math.isfinite(scale)
+        or not MIN_STD <= scale <= MAX_VALUE
+    ):
+        raise ConfigError(
+            f"{path}: scale = {scale!r}; expected a number in [{MIN_STD:g}, {MAX_VALUE:g}], e.g. 0.00392156862745098 (1/255)"
+        )
     return PreprocessSpec(
         color_order=color,
         layout=Layout(choice("layout", ("NCHW", "NHWC"), "NCHW")),

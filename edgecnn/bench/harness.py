@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ import numpy as np
 from edgecnn.bench.stats import LatencyStats, latency_stats
 from edgecnn.bench.worker import PROGRESS_MARK, RESULT_MARK, WORKER_SCHEMA_VERSION
 from edgecnn.errors import BadInputError, DataError, EdgecnnError, MissingRuntimeError, ModelError
+from edgecnn.fsutil import temp_dir
 
 # progress(done, total): total < 0 means a duration run of -total nanoseconds.
 ProgressFn = Callable[[int, int], None]
@@ -32,6 +32,8 @@ RANDOM = "random"
 DEFAULT_WARMUP = 10
 DEFAULT_ITERATIONS = 200
 _MAX_IMAGE_BATCHES = 16
+MAX_RUNS = 10_000_000  # timed or warm-up runs: the samples are kept in memory (8 bytes each)
+MAX_DURATION_S = 24 * 3600
 
 
 class BenchError(EdgecnnError):
@@ -65,20 +67,24 @@ def validate_settings(
     *, threads: int | None, warmup: int, iterations: int | None, duration_s: float | None, batch: int = 1
 ) -> None:
     """One-line errors for counts a benchmark cannot use."""
-    if threads is not None and threads <= 0:
-        raise BadInputError(
-            f"--threads {threads}: expected a positive number of threads (omit it for the runtime default)"
-        )
-    if warmup < 0:
-        raise BadInputError(f"--warmup {warmup}: expected 0 or more untimed runs")
+    if threads is not None:
+        from edgecnn.runtimes import check_threads
+
+        check_threads(threads, zero_ok=False)
+    if not 0 <= warmup <= MAX_RUNS:
+        raise BadInputError(f"--warmup {warmup}: expected 0..{MAX_RUNS} untimed runs")
     if iterations is not None and duration_s is not None:
         raise BadInputError("--iterations and --duration both given; choose one: a run count or seconds")
     if iterations is None and duration_s is None:
         raise BadInputError("give --iterations N or --duration SECONDS")
-    if iterations is not None and iterations <= 0:
-        raise BadInputError(f"--iterations {iterations}: expected a positive number of timed runs, e.g. 200")
-    if duration_s is not None and not duration_s > 0:
-        raise BadInputError(f"--duration {duration_s}: expected a positive number of seconds, e.g. 10")
+    if iterations is not None and not 0 < iterations <= MAX_RUNS:
+        raise BadInputError(
+            f"--iterations {iterations}: expected a positive number of timed runs up to {MAX_RUNS}, e.g. 200"
+        )
+    if duration_s is not None and not 0 < duration_s <= MAX_DURATION_S:  # NaN and inf fail this too
+        raise BadInputError(
+            f"--duration {duration_s}: expected a positive number of seconds up to {MAX_DURATION_S}, e.g. 10"
+        )
     if batch <= 0:
         raise BadInputError(f"--batch {batch}: expected a positive batch size, e.g. 1")
 
@@ -249,7 +255,7 @@ def prepare_model(
     import onnx
 
     from edgecnn.fsutil import sha256_file
-    from edgecnn.graph.load import dims_of, graph_inputs, load_model
+    from edgecnn.graph.load import PROTO_LIMIT, dims_of, graph_inputs, load_model
 
     path = Path(path)
     user = dict(input_shapes or {})
@@ -258,6 +264,8 @@ def prepare_model(
     shapes = dict(user)
     declared: dict[str, list[int | str]] = {}
     with contextlib.suppress(Exception):  # unreadable files get load_model's precise error below
+        if not path.is_file() or path.stat().st_size >= PROTO_LIMIT:  # a FIFO or device: load_model says so
+            raise ValueError(path)
         for vi in graph_inputs(onnx.load(str(path), load_external_data=False)):
             declared[vi.name] = dims_of(vi)
     for name, dims in declared.items():
@@ -273,6 +281,7 @@ def prepare_model(
             shapes[name] = (batch, *(int(d) for d in dims[1:]))
     loaded = load_model(path, shapes)  # full checker, dynamic dims -> clear error naming --input-shape
     resolved = dict(loaded.input_shapes)
+    _check_benchable(loaded, resolved)
     pass_shapes = {
         k: v for k, v in resolved.items() if k in user or not all(isinstance(d, int) for d in declared.get(k, [None]))
     }
@@ -295,6 +304,36 @@ def prepare_model(
         input_source=source,
         feeds=feeds,
     )
+
+
+# Element types the measuring process can generate random inputs for.
+_FEEDABLE = {"float32", "float16", "float64", "uint8", "int8", "int16", "uint16", "int32", "int64", "bool"}
+MAX_INPUT_BYTES = 2 << 30  # one batch of inputs; beyond this the run would only measure swapping
+
+
+def _check_benchable(loaded: Any, shapes: dict[str, tuple[int, ...]]) -> None:
+    """Exit 2 before a process starts: inputs of a type no one can feed, or larger than memory."""
+    from onnx.helper import tensor_dtype_to_np_dtype
+
+    from edgecnn.graph.load import graph_inputs
+
+    total = 0
+    for vi in graph_inputs(loaded.model):
+        try:
+            dt = np.dtype(tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type))
+        except (KeyError, TypeError, ValueError):
+            dt = None
+        if dt is None or dt.name not in _FEEDABLE:
+            raise ModelError(
+                f"{loaded.path}: input '{vi.name}' has element type {dt or vi.type.tensor_type.elem_type}; "
+                f"bench feeds numeric tensors ({', '.join(sorted(_FEEDABLE))})"
+            )
+        total += int(np.prod([int(d) for d in shapes[vi.name]], dtype=object)) * dt.itemsize
+    if total > MAX_INPUT_BYTES:
+        raise ModelError(
+            f"{loaded.path}: inputs {shapes} need {total / (1 << 30):.1f} GiB per batch; bench allows at most "
+            f"{MAX_INPUT_BYTES >> 30} GiB (use a smaller --input-shape or --batch)"
+        )
 
 
 def _image_batches(
@@ -322,16 +361,8 @@ def _image_batches(
     batch = shape[0]
     want = min(len(images), batch * _MAX_IMAGE_BATCHES)
     tensors: list[np.ndarray] = []
-    problems: list[str] = []
-    for p in images:
-        if len(tensors) >= want:
-            break
-        try:
-            tensors.append(spec.load(p))
-        except DataError as e:
-            problems.append(str(e))
-    if not tensors:
-        raise DataError(f"{data_dir}: no usable images ({len(problems)} failed; first: {problems[0]})")
+    for p in images[:want]:  # a corrupt image is an error, as in quantize and drift
+        tensors.append(spec.load(p))
     n_batches = max(1, len(tensors) // batch)
     out = []
     for j in range(n_batches):
@@ -373,6 +404,34 @@ def write_feeds(prepared: PreparedModel, folder: Path) -> Path | None:
     return path
 
 
+def _wait(proc: subprocess.Popen[str], timeout_s: float | None) -> int:
+    """``proc.wait`` in short slices: a signal the kernel hands to a reader thread still reaches the main
+    thread's handler within 0.1 s (a single blocking waitpid would sleep through it)."""
+    import time
+
+    from edgecnn.interrupts import check
+
+    end = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        check()
+        step = 0.1 if end is None else max(0.0, min(0.1, end - time.monotonic()))
+        try:
+            return proc.wait(timeout=step)
+        except subprocess.TimeoutExpired:
+            if end is not None and time.monotonic() >= end:
+                raise
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: Linux sends it SIGKILL when edgecnn dies (even by SIGKILL): no orphans."""
+    import signal
+
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def run_worker_process(
     argv: Sequence[str],
     *,
@@ -384,23 +443,17 @@ def run_worker_process(
     on_failure: Callable[[int, str], EdgecnnError | None] | None = None,
 ) -> dict[str, Any]:
     """Run a worker command (local python or ssh), stream its progress lines, parse its result line."""
-    proc = subprocess.Popen(
-        list(argv),
-        stdin=subprocess.PIPE if stdin_text is not None else subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    from edgecnn.interrupts import check, deferred
+
     out_chunks: list[str] = []
     err_lines: list[str] = []
 
     def read_stdout() -> None:
-        assert proc.stdout is not None
+        assert proc is not None and proc.stdout is not None
         out_chunks.append(proc.stdout.read())
 
     def read_stderr() -> None:
-        assert proc.stderr is not None
+        assert proc is not None and proc.stderr is not None
         for line in proc.stderr:
             if line.startswith(PROGRESS_MARK):
                 if progress is not None:
@@ -410,23 +463,36 @@ def run_worker_process(
             else:
                 err_lines.append(line.rstrip("\n"))
 
+    proc: subprocess.Popen[str] | None = None
     threads = [threading.Thread(target=read_stdout, daemon=True), threading.Thread(target=read_stderr, daemon=True)]
-    for t in threads:
-        t.start()
     try:
+        with deferred():  # no handler may raise inside fork's at-fork hooks; raised right after
+            proc = subprocess.Popen(
+                list(argv),
+                preexec_fn=_die_with_parent,
+                stdin=subprocess.PIPE if stdin_text is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+        check()
+        for t in threads:
+            t.start()
         if stdin_text is not None:
             assert proc.stdin is not None
             with contextlib.suppress(BrokenPipeError):
                 proc.stdin.write(stdin_text)
                 proc.stdin.close()
-        rc = proc.wait(timeout=timeout_s)
+        rc = _wait(proc, timeout_s)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
         raise BenchError(f"{what}: no result within {timeout_s:g} s; the run was stopped") from None
     except KeyboardInterrupt:
-        proc.kill()
-        proc.wait()
+        if proc is not None:
+            proc.kill()
+            proc.wait()
         raise
     for t in threads:
         t.join(timeout=5)
@@ -494,7 +560,7 @@ def result_from_worker(prepared: PreparedModel, data: dict[str, Any], *, host: s
 
 @contextlib.contextmanager
 def _scratch() -> Iterator[Path]:
-    with tempfile.TemporaryDirectory(prefix="edgecnn-bench-") as d:
+    with temp_dir("bench") as d:
         yield Path(d)
 
 

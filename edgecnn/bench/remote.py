@@ -11,7 +11,6 @@ import json
 import re
 import shlex
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ from edgecnn.bench.harness import (
 )
 from edgecnn.bench.worker import WORKER_SCHEMA_VERSION
 from edgecnn.errors import BadInputError, EdgecnnError, MissingRuntimeError
-from edgecnn.fsutil import sha256_file
+from edgecnn.fsutil import sha256_file, temp_dir
 
 _PROBE_MARK = "@@edgecnn-bench-probe@@ "
 _PROBE = f"""
@@ -50,7 +49,8 @@ out["cache"] = cache
 out["have"] = [h for h in sys.argv[1:] if os.path.isfile(os.path.join(cache, h))]
 print({_PROBE_MARK!r} + json.dumps(out))
 """
-_HOST_RE = re.compile(r"^(?:[A-Za-z0-9._-]+@)?[A-Za-z0-9._:\[\]-]+$")
+# user@host: neither part may start with '-' (ssh would read it as an option, e.g. -Fconfig).
+_HOST_RE = re.compile(r"^(?:[A-Za-z0-9_][A-Za-z0-9._-]*@)?[A-Za-z0-9\[][A-Za-z0-9._:\[\]-]*$")
 
 
 class HostError(EdgecnnError):
@@ -75,13 +75,22 @@ class SshHost:
             raise BadInputError(
                 f"--host '{target}': expected user@hostname or hostname (no spaces, not starting with -)"
             )
-        if connect_timeout <= 0:
-            raise BadInputError(f"--connect-timeout {connect_timeout}: expected a positive number of seconds")
+        if not (isinstance(connect_timeout, int | float) and 0 < connect_timeout <= 3600):
+            raise BadInputError(f"--connect-timeout {connect_timeout}: expected seconds in (0, 3600], e.g. 10")
         for opt in ssh_options:
             if "=" not in opt or opt.startswith("-"):
                 raise BadInputError(f"--ssh-option '{opt}': expected KEY=VALUE as for ssh -o, e.g. Port=2222")
-        if not remote_python.strip():
+        try:
+            words = shlex.split(remote_python)
+        except ValueError as e:
+            raise BadInputError(
+                f"--remote-python {remote_python!r}: cannot be split like a shell command ({e}); "
+                "give the interpreter and its flags, e.g. 'python3 -I'"
+            ) from None
+        if not words:
             raise BadInputError("--remote-python is empty; give the board's interpreter, e.g. python3")
+        if words[0].startswith("-"):
+            raise BadInputError(f"--remote-python {remote_python!r}: must start with the interpreter, e.g. python3")
         self.target = target
         self.ssh_options = tuple(ssh_options)
         self.remote_python = remote_python
@@ -200,7 +209,7 @@ class SshHost:
     ) -> BenchResult:
         if any(True for _ in _external_data(prepared.path)):
             raise BadInputError(f"{prepared.path}: models with external data files cannot be sent to a board yet")
-        with tempfile.TemporaryDirectory(prefix="edgecnn-bench-") as d:
+        with temp_dir("bench") as d:
             npz = write_feeds(prepared, Path(d))
             files = {f"{prepared.sha256}.onnx": prepared.path}
             if npz is not None:

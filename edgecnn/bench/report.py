@@ -41,9 +41,16 @@ def read_report(path: Path) -> list[BenchResult]:
     """Results of a bench JSON report, statistics recomputed from its raw samples."""
     data = read_json(Path(path), kind=KIND, schema_version=SCHEMA_VERSION)
     try:
-        return [BenchResult.from_dict(d) for d in data["results"]]
-    except (KeyError, TypeError, ValueError) as e:
+        results = [BenchResult.from_dict(d) for d in data["results"]]
+    except (KeyError, TypeError, ValueError, OverflowError) as e:
         raise BadInputError(f"{path}: malformed bench report ({e.__class__.__name__}: {e})") from None
+    for r in results:  # a latency of 0 or less would pass any latency rule
+        if not r.samples_ns or min(r.samples_ns) <= 0 or r.batch <= 0:
+            raise BadInputError(
+                f"{path}: {r.label}: samples_ns must be a non-empty list of positive nanoseconds and batch > 0 "
+                f"(got {len(r.samples_ns)} samples, min {min(r.samples_ns, default=None)}, batch {r.batch})"
+            )
+    return results
 
 
 def slug(r: BenchResult) -> str:

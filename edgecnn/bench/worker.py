@@ -188,6 +188,13 @@ def _read_config(arg: str) -> dict[str, Any]:
     return cfg
 
 
+def cfg_model(arg: str) -> str:
+    try:
+        return str(_read_config(arg).get("model", "model"))
+    except Exception:
+        return "model"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
@@ -204,9 +211,11 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, KeyError) as e:
         out = {"ok": False, "error": f"bad worker config: {e}", "exit_code": 2, "error_type": type(e).__name__}
         code = 2
-    except Exception as e:  # an unexpected failure still answers in the protocol, with its type
-        out = {"ok": False, "error": f"{type(e).__name__}: {e}", "exit_code": 3, "error_type": type(e).__name__}
-        code = 3
+    except Exception as e:  # the runtime rejected the model: still an answer in the protocol, with its type
+        msg = " ".join(f"{type(e).__name__}: {e}".split())[:500]
+        out = {"ok": False, "error": f"{cfg_model(argv[0])}: the runtime cannot run this model ({msg})"}
+        out.update(exit_code=2, error_type=type(e).__name__)
+        code = 2
     sys.stdout.write(RESULT_MARK + json.dumps(out) + "\n")
     sys.stdout.flush()
     return code

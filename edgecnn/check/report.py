@@ -71,28 +71,34 @@ def _verdict(t: TargetReport) -> str:
 
 def render_markdown(report: SupportReport) -> str:
     ts = report.targets
-    out = [f"# edgecnn check: `{report.model}`", ""]
-    out.append("| | " + " | ".join(f"`{t.target}`" for t in ts) + " |")
+    from edgecnn.report.fmt import plain
+    from edgecnn.report.markdown import code
+
+    def cell(v: object) -> str:  # a name from a file: a code span, pipes escaped for the table
+        return code(v).replace("|", "\\|")
+
+    out = [f"# edgecnn check: {code(report.model)}", ""]
+    out.append("| | " + " | ".join(cell(t.target) for t in ts) + " |")
     out.append("|---|" + "---|" * len(ts))
     for label, cells in summary_rows(report):
         out.append(f"| {label} | " + " | ".join(cells) + " |")
     if folded_line(report):
         out += ["", folded_line(report)]
     for t in ts:
-        out += ["", f"## `{t.target}`: {t.description}", ""]
+        out += ["", f"## {code(t.target)}: {plain(t.description)}", ""]
         off = [n for n in t.nodes if n.placement != Placement.ACCELERATOR]
         if not off:
             out.append("Every node runs on the accelerator.")
             continue
         out += ["| node | op | precision | MACs | placement | reasons |", "|---|---|---|---:|---|---|"]
         for n in off:
-            reasons = "<br>".join(f.reason.replace("|", "\\|") for f in n.failures)
+            reasons = "<br>".join(plain(f.reason).replace("|", "\\|") for f in n.failures)
             out.append(
-                f"| `{n.name}` | {n.op_type} | {n.precision} | {human_count(n.macs)} | {n.placement} | {reasons} |"
+                f"| {cell(n.name)} | {cell(n.op_type)} | {n.precision} | {human_count(n.macs)} | {n.placement} | {reasons} |"
             )
         if t.advice:
             out += ["", "What to change:", ""]
-            out += [f"- **{a.fix_kind}** ({a.nodes} node(s)): {a.example}" for a in t.advice]
+            out += [f"- **{a.fix_kind}** ({a.nodes} node(s)): {plain(a.example)}" for a in t.advice]
         srcs = sorted({f.source for n in off for f in n.failures if f.source})
         if srcs:
             out += ["", "Sources: " + "; ".join(srcs)]

@@ -1,13 +1,15 @@
 """The edgecnn command line: thin shells over library functions.
 
 Every command is registered with ``command()``, which turns an EdgecnnError into one line on stderr
-and the error's exit code (``--debug`` shows the traceback instead), and Ctrl-C into exit 130.
+and the error's exit code (``--debug`` shows the traceback instead), Ctrl-C into exit 130 and SIGTERM into
+exit 143 (after the same cleanup), and an OSError or MemoryError nothing else caught into exit 2.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib
+import signal
 import sys
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
@@ -17,8 +19,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from edgecnn import __version__
+from edgecnn import __version__, interrupts
 from edgecnn.errors import EdgecnnError
+from edgecnn.interrupts import exit_code, handling_signals, received
+from edgecnn.report.fmt import plain
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -50,7 +54,8 @@ def progress_bar(label: str = "{task.description}", *, disable: bool = False) ->
 
 
 def fail(exc: BaseException, code: int) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False)
+    text = " ".join(plain(exc).split())  # one line, no control characters, markup shown as text
+    err_console.print(f"[bold red]error:[/] {escape(text)}", markup=True, highlight=False)
     return typer.Exit(code)
 
 
@@ -60,21 +65,44 @@ def command(parent: typer.Typer, name: str, **kwargs: Any) -> Callable[[F], F]:
     def deco(fn: F) -> F:
         @functools.wraps(fn)
         def wrapper(*args: Any, **kw: Any) -> Any:
-            try:
-                return fn(*args, **kw)
-            except EdgecnnError as e:
-                if _state["debug"]:
-                    raise
-                raise fail(e, e.exit_code) from None
-            except KeyboardInterrupt:
-                if _state["debug"]:
-                    raise
-                raise fail(KeyboardInterrupt("interrupted; no output was written"), 130) from None
+            with handling_signals():
+                try:
+                    result = fn(*args, **kw)
+                    interrupts.check()  # a signal whose exception Python swallowed still ends the command as interrupted
+                    return result
+                except EdgecnnError as e:
+                    if _state["debug"]:
+                        raise
+                    if received():  # e.g. an import cut short by Ctrl-C is not a missing package
+                        raise _interrupted() from None
+                    raise fail(e, e.exit_code) from None
+                except KeyboardInterrupt:
+                    if _state["debug"]:
+                        raise
+                    raise _interrupted() from None
+                except OSError as e:  # a file error no reader turned into a message: still one line, exit 2
+                    if _state["debug"]:
+                        raise
+                    where = e.filename if e.filename is not None else "file system"
+                    raise fail(OSError(f"{where}: {e.strerror or e}"), 2) from None
+                except MemoryError:
+                    if _state["debug"]:
+                        raise
+                    raise fail(MemoryError("out of memory; the input is too large for this machine"), 2) from None
 
         parent.command(name, **kwargs)(wrapper)
         return fn
 
     return deco
+
+
+def _interrupted() -> typer.Exit:
+    sig = received()
+    name = "SIGTERM" if sig == signal.SIGTERM else "Ctrl-C"
+    return fail(
+        KeyboardInterrupt(f"interrupted ({name}); unfinished outputs were not written, temp files removed"),
+        exit_code(sig),
+    )
 
 
 def _version(value: bool) -> None:

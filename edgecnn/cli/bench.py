@@ -26,9 +26,9 @@ from edgecnn.bench.harness import (
 )
 from edgecnn.cli import app, command, console
 from edgecnn.errors import BadInputError
-from edgecnn.fsutil import check_output_path
+from edgecnn.fsutil import guard_outputs, model_files, os_error
 from edgecnn.graph.load import parse_input_shapes
-from edgecnn.report.fmt import human_bytes
+from edgecnn.report.fmt import human_bytes, safe
 
 
 @command(app, "bench")
@@ -71,12 +71,18 @@ def bench_cmd(
         check_runtime_name(rt)
     if compare and len(models) < 2:
         raise BadInputError("--compare needs two or more models; the first is the baseline (e.g. fp32.onnx int8.onnx)")
-    if json_path is not None:
-        check_output_path(json_path)
+    if out is not None and out.exists() and not out.is_dir():
+        raise BadInputError(f"--out {out}: exists and is not a folder")
+    image_dir = None if input_source == RANDOM else Path(input_source)
+    guard_outputs(
+        [p for m in models for p in model_files(m)] + [image_dir, preprocess],
+        {"--json": json_path, "--out": (out / "bench.json") if out is not None and out.is_dir() else None},
+    )
     if out is not None:
-        if out.exists() and not out.is_dir():
-            raise BadInputError(f"--out {out}: exists and is not a folder")
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise os_error(out, e, "cannot create the --out folder") from None
     board = None
     if host is not None:
         from edgecnn.bench.remote import SshHost
@@ -98,7 +104,7 @@ def bench_cmd(
     with _progress(len(prepared) * len(runtimes)) as step:
         for p in prepared:
             for rt in runtimes:
-                results.append(run_prepared(p, rt, settings, host=board, progress=step(f"{p.name} [{rt}]")))
+                results.append(run_prepared(p, rt, settings, host=board, progress=step(safe(f"{p.name} [{rt}]"))))
 
     print_results(results)
     comparisons = []
@@ -150,9 +156,9 @@ def print_results(results: Sequence[BenchResult]) -> None:
     for r in results:
         s = r.stats
         tab.add_row(
-            r.model_name,
+            safe(r.model_name),
             r.runtime,
-            *([r.machine.host] if remote else []),
+            *([safe(r.machine.host)] if remote else []),
             str(r.threads) if r.threads else "auto",
             str(r.batch),
             _ms(r.load_ms),
@@ -173,8 +179,8 @@ def print_results(results: Sequence[BenchResult]) -> None:
         m = rs[0].machine
         versions = ", ".join(sorted({f"{r.runtime} {r.runtime_version} ({r.device})" for r in rs}))
         machines.add_row(
-            h, m.hostname, m.cpu_model, f"{m.cores_logical}/{m.cores_physical or '?'}/{m.cores_usable}", m.os,
-            m.python, versions,
+            safe(h), safe(m.hostname), safe(m.cpu_model), f"{m.cores_logical}/{m.cores_physical or '?'}/{m.cores_usable}",
+            safe(m.os), safe(m.python), safe(versions),
         )  # fmt: skip
     console.print(machines)
     n = results[0].stats.count if results else 0
@@ -194,14 +200,14 @@ def print_comparisons(results: Sequence[BenchResult], comparisons: Sequence[obje
     for c in comparisons:
         assert isinstance(c, Comparison)
         tab.add_row(
-            c.model_name, c.runtime, c.host, f"{c.speedup_p50:.2f}x", f"{c.speedup_p99:.2f}x",
+            safe(c.model_name), c.runtime, safe(c.host), f"{c.speedup_p50:.2f}x", f"{c.speedup_p99:.2f}x",
             f"{c.throughput_ratio:.2f}x", f"{c.size_ratio:.2f}x", f"{c.peak_rss_ratio:.2f}x",
         )  # fmt: skip
     console.print(tab)
     for c in comparisons:
         assert isinstance(c, Comparison)
         style = "green" if c.speedup_p50 >= 1 + NOISE else "bold yellow"
-        console.print(f"[{style}]{c.verdict}[/]", highlight=False)
+        console.print(f"[{style}]{safe(c.verdict)}[/]", highlight=False)
 
 
 def _outputs(results: list[BenchResult], comparisons: list, json_path: Path | None, out: Path | None) -> None:
@@ -210,7 +216,7 @@ def _outputs(results: list[BenchResult], comparisons: list, json_path: Path | No
 
     if json_path is not None:
         write_report(json_path, results, comparisons)
-        console.print(f"wrote {json_path}")
+        console.print(f"wrote {safe(json_path)}")
     pngs: list[Path] = []
     if out is not None:
         report = write_report(out / "bench.json", results, comparisons)
@@ -218,11 +224,11 @@ def _outputs(results: list[BenchResult], comparisons: list, json_path: Path | No
         pngs = write_latency_plots(
             [LatencySeries(label=r.label, stem=slug(r), samples_ms=r.samples_ms()) for r in results], out
         )
-        console.print(f"wrote {report}, {len(npys)} raw sample file(s) and {len(pngs)} plot(s) to {out}")
+        console.print(f"wrote {safe(report)}, {len(npys)} raw sample file(s) and {len(pngs)} plot(s) to {safe(out)}")
         if not plots_available():
             console.print(f"no PNG plots: matplotlib is not installed ({INSTALL_HINT}); terminal histogram instead:")
     if not pngs:
         for r in results:
-            console.print(f"[bold]{r.label}[/] latency histogram (ms):", highlight=False)
+            console.print(f"[bold]{safe(r.label)}[/] latency histogram (ms):", highlight=False)
             for line in text_histogram(r.samples_ms()):
                 console.print("  " + line, highlight=False, markup=False)

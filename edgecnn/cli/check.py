@@ -14,9 +14,9 @@ from edgecnn.check.spec import load_target
 from edgecnn.check.tflite_graph import check_tflite
 from edgecnn.cli import app, command, console
 from edgecnn.errors import BadInputError, CheckFailedError, ModelError
-from edgecnn.fsutil import atomic_write_text, check_output_path
+from edgecnn.fsutil import atomic_write_text, guard_outputs, model_files
 from edgecnn.graph.load import load_model, parse_input_shapes
-from edgecnn.report.fmt import human_count
+from edgecnn.report.fmt import human_count, safe
 from edgecnn.report.jsonio import write_json
 
 
@@ -40,9 +40,10 @@ def check_cmd(
     ] = False,
 ) -> None:
     """Place every node of MODEL on each TARGET (accelerator or fallback) and give every reason a node falls back."""
-    for out in (json_path, markdown):
-        if out is not None:
-            check_output_path(out)
+    guard_outputs(
+        [*model_files(model), *(Path(t) for t in target if t.endswith(".toml"))],
+        {"--json": json_path, "--markdown": markdown},
+    )
     specs = [load_target(t) for t in target]
     if model.suffix.lower() == ".tflite":
         if not model.is_file():
@@ -56,10 +57,10 @@ def check_cmd(
     print_report(report, all_nodes=all_nodes)
     if json_path is not None:
         write_json(json_path, report.to_dict(), kind="check", schema_version=SCHEMA_VERSION)
-        console.print(f"wrote {json_path}")
+        console.print(f"wrote {safe(json_path)}")
     if markdown is not None:
         atomic_write_text(markdown, render_markdown(report))
-        console.print(f"wrote {markdown}")
+        console.print(f"wrote {safe(markdown)}")
     if strict and report.any_fallback:
         bad = [t.target for t in report.targets if not t.all_accelerated]
         raise CheckFailedError(
@@ -70,7 +71,9 @@ def check_cmd(
 def print_report(report: SupportReport, *, all_nodes: bool = False) -> None:
     for t in report.targets:
         rows = [n for n in t.nodes if all_nodes or n.placement != Placement.ACCELERATOR]
-        title = f"{t.target}: {t.accelerator}" + (f" (fallback: {t.fallback})" if t.fallback else " (no fallback)")
+        title = safe(
+            f"{t.target}: {t.accelerator}" + (f" (fallback: {t.fallback})" if t.fallback else " (no fallback)")
+        )
         if not rows:
             console.print(f"[bold]{title}[/]: every node runs on the accelerator", highlight=False)
             continue
@@ -81,20 +84,20 @@ def print_report(report: SupportReport, *, all_nodes: bool = False) -> None:
         for n in rows:
             color = {"accelerator": "green", "fallback": "yellow", "unsupported": "red"}.get(n.placement, "")
             tab.add_row(
-                n.name, n.op_type + (f" -> {'+'.join(n.maps_to)}" if n.maps_to else ""), n.precision,
+                safe(n.name), safe(n.op_type + (f" -> {'+'.join(n.maps_to)}" if n.maps_to else "")), n.precision,
                 human_count(n.macs) if n.macs else "", f"[{color}]{n.placement}[/]",
-                "\n".join(f.reason for f in n.failures),
+                safe("\n".join(f.reason for f in n.failures)),
             )  # fmt: skip
         console.print(tab)
         for a in t.advice:
-            console.print(f"  [bold]{a.fix_kind}[/] ({a.nodes} node(s)): {a.example}", highlight=False)
-    summary = Table(title=f"Summary: {report.model}", title_justify="left")
+            console.print(f"  [bold]{safe(a.fix_kind)}[/] ({a.nodes} node(s)): {safe(a.example)}", highlight=False)
+    summary = Table(title=f"Summary: {safe(report.model)}", title_justify="left")
     summary.add_column("")
     for t in report.targets:
-        summary.add_column(t.target)
+        summary.add_column(safe(t.target))
     for label, cells in summary_rows(report):
-        summary.add_row(label, *cells)
-    worst = [", ".join(f"{w.name} ({w.op_type})" for w in t.worst[:3]) or "-" for t in report.targets]
+        summary.add_row(safe(label), *(safe(c) for c in cells))
+    worst = [safe(", ".join(f"{w.name} ({w.op_type})" for w in t.worst[:3]) or "-") for t in report.targets]
     summary.add_row("worst offenders", *worst)
     console.print(summary)
     if folded_line(report):

@@ -11,8 +11,9 @@ from rich.table import Table
 
 from edgecnn.cli import app, command, console, progress_bar
 from edgecnn.drift.report import DriftReport
-from edgecnn.fsutil import atomic_write_text, check_output_path
+from edgecnn.fsutil import atomic_write_text, guard_outputs, model_files
 from edgecnn.graph.load import parse_input_shapes
+from edgecnn.report.fmt import safe
 
 
 @command(app, "drift")
@@ -38,10 +39,13 @@ def drift_cmd(
     per-class recall, output cosine/SQNR, flipped images, and SQNR layer by layer."""
     from edgecnn.drift.evaluate import evaluate_drift
     from edgecnn.drift.report import write_report
+    from edgecnn.runtimes import check_threads
 
-    for p in (json_path, plot, markdown):
-        if p is not None:
-            check_output_path(p)
+    guard_outputs(
+        [*model_files(reference), *model_files(candidate), data, preprocess, labels],
+        {"--json": json_path, "--plot": plot, "--markdown": markdown},
+    )
+    check_threads(threads)
     with progress_bar("drift") as bar:
         task = bar.add_task("drift", total=None)
         report = evaluate_drift(
@@ -89,7 +93,7 @@ def _f(v: float | None, unit: str = "", digits: int = 2) -> str:
 
 
 def print_report(r: DriftReport, *, show: int = 8) -> None:
-    t = Table(title=f"drift: {r.candidate.name} vs {r.reference.name} on {r.images} images [{r.runtime}]")
+    t = Table(title=safe(f"drift: {r.candidate.name} vs {r.reference.name} on {r.images} images [{r.runtime}]"))
     t.add_column("metric")
     t.add_column("reference", justify="right")
     t.add_column("candidate", justify="right")
@@ -100,8 +104,8 @@ def print_report(r: DriftReport, *, show: int = 8) -> None:
     if r.agreement_pct is not None:
         t.add_row("prediction agreement", "", _f(r.agreement_pct, "%"), f"{r.flips_total} flipped")
     for o in r.outputs:
-        t.add_row(f"output {o.name}: SQNR", "", _f(o.sqnr_db, " dB", 1), "")
-        t.add_row(f"output {o.name}: cosine mean / min", "", f"{o.cosine_mean:.5f} / {o.cosine_min:.5f}", "")
+        t.add_row(safe(f"output {o.name}: SQNR"), "", _f(o.sqnr_db, " dB", 1), "")
+        t.add_row(safe(f"output {o.name}: cosine mean / min"), "", f"{o.cosine_mean:.5f} / {o.cosine_min:.5f}", "")
     console.print(t)
     if r.per_class:
         c = Table(title="per-class recall (largest drop first)")
@@ -109,7 +113,7 @@ def print_report(r: DriftReport, *, show: int = 8) -> None:
             c.add_column(col, justify="left" if col == "class" else "right")
         for row in r.per_class[:show]:
             c.add_row(
-                f"{row.index} {row.name}" if row.name != str(row.index) else row.name,
+                safe(f"{row.index} {row.name}" if row.name != str(row.index) else row.name),
                 str(row.support),
                 _f(row.reference_pct, "%", 1),
                 _f(row.candidate_pct, "%", 1),
@@ -122,7 +126,7 @@ def print_report(r: DriftReport, *, show: int = 8) -> None:
             f.add_column(col)
         for fl in r.flips[:show]:
             f.add_row(
-                fl.file,
+                safe(fl.file),
                 "-" if fl.label is None else str(fl.label),
                 str(fl.reference_pred),
                 str(fl.candidate_pred),
@@ -140,12 +144,17 @@ def print_report(r: DriftReport, *, show: int = 8) -> None:
         for la in rows:
             style = "red" if la.tensor in worst else None
             lt.add_row(
-                la.tensor, la.op, f"{la.sqnr_db:.1f}", f"{la.cosine:.5f}", f"{la.local_drop_db:.1f}", style=style
+                safe(la.tensor),
+                safe(la.op),
+                f"{la.sqnr_db:.1f}",
+                f"{la.cosine:.5f}",
+                f"{la.local_drop_db:.1f}",
+                style=style,
             )
         console.print(lt)
         console.print("  'added dB': SQNR lost in this layer relative to the tensors feeding it (where error enters)")
     for n in r.notes:
-        console.print(f"[yellow]note:[/] {n}")
+        console.print(f"[yellow]note:[/] {safe(n)}")
 
 
 def _pts(v: float | None) -> str:

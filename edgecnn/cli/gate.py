@@ -12,7 +12,8 @@ from rich.table import Table
 
 from edgecnn.cli import app, command, console
 from edgecnn.errors import BadInputError, CheckFailedError
-from edgecnn.fsutil import atomic_write_text, check_output_path
+from edgecnn.fsutil import atomic_write_text, guard_outputs
+from edgecnn.report.fmt import safe
 
 if TYPE_CHECKING:
     from edgecnn.gate.decide import Decision
@@ -35,20 +36,36 @@ def gate_cmd(
         Path | None, typer.Option("--markdown", help="Write a Markdown summary (CI job summary).")
     ] = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the decision as JSON.")] = None,
+    force_baseline: Annotated[
+        bool,
+        typer.Option(
+            "--force-baseline", help="With --update-baseline: replace a baseline of another model or other data."
+        ),
+    ] = False,
 ) -> None:
     """Judge a candidate model: every policy rule with its measured value and limit, pass/fail, JUnit and Markdown."""
     from edgecnn.bench.report import read_report as read_bench
     from edgecnn.drift.report import read_report as read_drift
-    from edgecnn.gate.baseline import baseline_from, read_baseline, write_baseline
+    from edgecnn.gate.baseline import baseline_from, mismatch, read_baseline, write_baseline
     from edgecnn.gate.decide import check_inputs, decide
     from edgecnn.gate.policy import load_policy
 
     t0 = time.perf_counter()
-    for p in (junit, markdown, json_path):
-        if p is not None:
-            check_output_path(p)
     if update_baseline and baseline is None:
         raise BadInputError("--update-baseline needs --baseline FILE: where to write it")
+    if force_baseline and not update_baseline:
+        raise BadInputError(
+            "--force-baseline goes with --update-baseline (it allows replacing another model's baseline)"
+        )
+    guard_outputs(
+        [policy, drift, *(bench or []), None if update_baseline else baseline],
+        {
+            "--junit": junit,
+            "--markdown": markdown,
+            "--json": json_path,
+            "--baseline": baseline if update_baseline else None,
+        },
+    )
     pol = load_policy(policy)
     report = read_drift(drift)
     bench_paths = list(bench or [])
@@ -62,8 +79,14 @@ def gate_cmd(
     if baseline is not None:
         if baseline.is_file():
             base = read_baseline(baseline)
-            if update_baseline and (base.model != report.reference.name or base.data_digest != report.data_digest):
-                notes.append(f"baseline {baseline} is for {base.model} / other data: replaced, baseline rules skipped")
+            why = mismatch(base, report)
+            if why and not force_baseline:
+                raise BadInputError(
+                    f"--baseline {baseline}: {why}; use that model's baseline"
+                    + (", or replace it with --force-baseline" if update_baseline else "")
+                )
+            if why:
+                notes.append(f"baseline {baseline}: {why}: replaced (--force-baseline), baseline rules skipped")
                 base = None
         elif not update_baseline:
             raise BadInputError(f"{baseline}: no such baseline; create it with --update-baseline")
@@ -81,7 +104,7 @@ def gate_cmd(
         else:
             notes.append(f"gate failed: baseline {baseline} left unchanged")
     for n in notes:
-        console.print(f"[yellow]note:[/] {n}")
+        console.print(f"[yellow]note:[/] {safe(n)}")
     if junit is not None:
         from edgecnn.report.junit import write_gate_junit
 
@@ -112,16 +135,16 @@ def _v(v: float | None, unit: str) -> str:
 
 
 def print_decision(d: Decision) -> None:
-    t = Table(title=f"gate: {d.candidate} ({d.model}): {'PASSED' if d.passed else 'FAILED'}")
+    t = Table(title=safe(f"gate: {d.candidate} ({d.model}): {'PASSED' if d.passed else 'FAILED'}"))
     for col in ("rule", "status", "measured", "limit", "detail"):
         t.add_column(col, justify="right" if col in ("measured", "limit") else "left")
     style = {"pass": "green", "fail": "bold red", "skip": "yellow"}
     for r in d.results:
         t.add_row(
-            r.rule,
+            safe(r.rule),
             f"[{style[r.status.value]}]{r.status.value}[/]",
             _v(r.measured, r.unit),
             ("≤ " if r.bound == "max" else "≥ ") + _v(r.limit, r.unit),
-            r.detail,
+            safe(r.detail),
         )
     console.print(t)

@@ -9,9 +9,10 @@ import typer
 from rich.table import Table
 
 from edgecnn.cli import app, command, console
+from edgecnn.fsutil import guard_outputs, model_files
 from edgecnn.graph.load import load_model, parse_input_shapes
 from edgecnn.graph.summary import SCHEMA_VERSION, ModelSummary, summarize
-from edgecnn.report.fmt import human_bytes, human_count
+from edgecnn.report.fmt import human_bytes, human_count, safe
 from edgecnn.report.jsonio import write_json
 
 InputShape = Annotated[
@@ -28,22 +29,23 @@ def inspect_cmd(
     top: Annotated[int, typer.Option(help="Rows of the per-layer table (0 = all).")] = 0,
 ) -> None:
     """Validate MODEL (full checker, strict shape inference) and print params, MACs, bytes and flags per layer."""
+    guard_outputs(model_files(model), {"--json": json_path})
     loaded = load_model(model, parse_input_shapes(input_shape))
     summary = summarize(loaded)
     print_summary(summary, top=top)
     if json_path is not None:
         write_json(json_path, summary.to_dict(), kind="inspect", schema_version=SCHEMA_VERSION)
-        console.print(f"wrote {json_path}")
+        console.print(f"wrote {safe(json_path)}")
 
 
 def print_summary(s: ModelSummary, top: int = 0) -> None:
-    console.print(f"[bold]{s.path}[/]  opset {s.opset}  IR {s.ir_version}  producer {s.producer or '?'}")
+    console.print(f"[bold]{safe(s.path)}[/]  opset {s.opset}  IR {s.ir_version}  producer {safe(s.producer or '?')}")
     io = Table(title="Inputs and outputs", show_lines=False)
     for col in ("kind", "name", "dtype", "shape", "layout"):
         io.add_column(col)
     for kind, items in (("input", s.inputs), ("output", s.outputs)):
         for t in items:
-            io.add_row(kind, t.name, t.dtype, "x".join(map(str, t.shape)), t.layout or "-")
+            io.add_row(kind, safe(t.name), t.dtype, safe("x".join(map(str, t.shape))), t.layout or "-")
     console.print(io)
 
     layers = s.layers
@@ -59,15 +61,15 @@ def print_summary(s: ModelSummary, top: int = 0) -> None:
     for lay in layers:
         tab.add_row(
             str(index[id(lay)]),
-            lay.name,
-            lay.op_type,
-            "x".join(map(str, lay.output_shape)),
+            safe(lay.name),
+            safe(lay.op_type),
+            safe("x".join(map(str, lay.output_shape))),
             human_count(lay.params) if lay.params else "",
             human_count(lay.macs) if lay.macs else "",
             human_bytes(lay.bytes_read),
             human_bytes(lay.bytes_written),
             f"{lay.intensity:.1f}" if lay.macs else "",
-            ", ".join(lay.flags),
+            safe(", ".join(lay.flags)),
         )
     console.print(tab)
 
@@ -79,7 +81,7 @@ def print_summary(s: ModelSummary, top: int = 0) -> None:
     tot.add_row("model file", human_bytes(s.model_bytes))
     tot.add_row("weights", human_bytes(s.weight_bytes))
     tot.add_row("peak activations (est.)", human_bytes(s.peak_activation_bytes))
-    tot.add_row("ops", ", ".join(f"{k} {v}" for k, v in s.op_histogram.items()))
+    tot.add_row("ops", safe(", ".join(f"{k} {v}" for k, v in s.op_histogram.items())))
     console.print(tot)
     for w in s.warnings:
-        console.print(f"[yellow]warning:[/] {w}", highlight=False)
+        console.print(f"[yellow]warning:[/] {safe(w)}", highlight=False)

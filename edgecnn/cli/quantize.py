@@ -12,14 +12,14 @@ from rich.table import Table
 
 from edgecnn.cli import app, command, console, progress_bar
 from edgecnn.errors import BadInputError
-from edgecnn.fsutil import atomic_path, check_output_path
+from edgecnn.fsutil import atomic_path, guard_outputs, model_files
 from edgecnn.graph.load import parse_input_shapes
 from edgecnn.preprocess import find_spec
 from edgecnn.quantize.api import SCHEMA_VERSION, Precision, QuantizeConfig, QuantizeReport, quantize
 from edgecnn.quantize.dataset import ImageDataset
 from edgecnn.quantize.estimators import parse_method
 from edgecnn.quantize.params import RUNTIME_SCHEMES, QuantScheme
-from edgecnn.report.fmt import human_bytes
+from edgecnn.report.fmt import human_bytes, safe
 from edgecnn.report.jsonio import write_json
 
 
@@ -74,9 +74,12 @@ def quantize_cmd(
     meth = parse_method(method)
     if batch <= 0:
         raise BadInputError(f"--batch {batch}; expected a positive integer")
-    check_output_path(output)
-    if json_path is not None:
-        check_output_path(json_path)
+    guard_outputs(
+        [*model_files(model), calib, data, preprocess, Path(target) if target and target.endswith(".toml") else None],
+        {"-o": output, "--json": json_path},
+    )
+    if max_drop is not None and not (0 <= max_drop <= 100):
+        raise BadInputError(f"--max-drop {max_drop}; expected 0..100 percentage points of top-1")
     shapes = parse_input_shapes(input_shape)
     dataset = None
     if prec is Precision.INT8 and calib is None:
@@ -119,9 +122,7 @@ def quantize_cmd(
             model, dataset, config, progress=lambda done, total: bar.update(task, completed=done), input_shapes=shapes
         )
 
-    with atomic_path(output) as tmp:
-        onnx.save(out, str(tmp))
-        onnx.checker.check_model(str(tmp), full_check=True)
+    save_model(out, output)
     print_report(report, output)
     if json_path is not None:
         write_json(
@@ -132,8 +133,21 @@ def quantize_cmd(
         )
 
 
+def save_model(model: onnx.ModelProto, output: Path) -> None:
+    """Write ``model`` atomically as one file and check it; a model protobuf cannot hold (> 2 GiB) is exit 2."""
+    with atomic_path(output) as tmp:
+        try:
+            onnx.save(model, str(tmp))
+        except ValueError as e:  # protobuf EncodeError: a message over 2 GiB
+            raise BadInputError(
+                f"{output}: the quantized model cannot be written as one ONNX file ({e.__class__.__name__}: "
+                "a protobuf message is limited to 2 GiB); quantize a smaller model"
+            ) from None
+        onnx.checker.check_model(str(tmp), full_check=True)
+
+
 def print_report(r: QuantizeReport, output: Path) -> None:
-    t = Table(title=f"quantize -> {output}", show_header=False)
+    t = Table(title=f"quantize -> {safe(output)}", show_header=False)
     t.add_column("what")
     t.add_column("value")
     t.add_row("precision / method", f"{r.precision} / {r.method}")
@@ -167,7 +181,7 @@ def print_report(r: QuantizeReport, output: Path) -> None:
         kf.add_column("node")
         kf.add_column("why")
         for k, why in list(r.kept_float.items())[:20]:
-            kf.add_row(k, why)
+            kf.add_row(safe(k), safe(why))
         if len(r.kept_float) > 20:
             kf.add_row("…", f"{len(r.kept_float) - 20} more (see --json)")
         console.print(kf)

@@ -11,8 +11,9 @@ from rich.table import Table
 
 from edgecnn.cli import app, command, console, progress_bar
 from edgecnn.errors import BadInputError
-from edgecnn.fsutil import check_output_path
+from edgecnn.fsutil import guard_outputs, model_files
 from edgecnn.graph.load import parse_input_shapes
+from edgecnn.report.fmt import safe
 
 if TYPE_CHECKING:
     from edgecnn.drift.budget import BudgetReport
@@ -57,9 +58,10 @@ def sensitivity_cmd(
 
     if mode not in ("one", "all-but-one"):
         raise BadInputError(f"--mode {mode!r}; valid values are one, all-but-one")
-    for p in (json_path, plot):
-        if p is not None:
-            check_output_path(p)
+    guard_outputs(
+        [*model_files(model), calib, data, preprocess, Path(target) if target and target.endswith(".toml") else None],
+        {"--json": json_path, "--plot": plot},
+    )
     shapes = parse_input_shapes(input_shape)
     loaded = load_model(model, shapes)
     ds = ImageDataset.open(calib, find_spec(calib, preprocess), calib_samples)
@@ -116,7 +118,7 @@ def sensitivity_cmd(
 def print_sensitivity(rep: SensitivityReport, *, show: int = 15) -> None:
     alone = rep.mode == "one"
     t = Table(
-        title=f"sensitivity of {Path(rep.model).name} ({'one layer INT8 at a time' if alone else 'all but one layer INT8'}, "
+        title=f"sensitivity of {safe(Path(rep.model).name)} ({'one layer INT8 at a time' if alone else 'all but one layer INT8'}, "
         f"{rep.images} images, ranked by {rep.rank_by})"
     )
     for col in ("rank", "node", "op", "top-1", "top-1 cost", "agreement", "SQNR dB"):
@@ -125,8 +127,8 @@ def print_sensitivity(rep: SensitivityReport, *, show: int = 15) -> None:
         s = r.score
         t.add_row(
             str(i),
-            r.node,
-            r.op,
+            safe(r.node),
+            safe(r.op),
             "-" if s.top1_pct is None else f"{s.top1_pct:.2f}%",
             "-" if r.cost_top1_pts is None else f"{r.cost_top1_pts:+.2f} pts",
             f"{s.agreement_pct:.2f}%",
@@ -144,7 +146,7 @@ def print_sensitivity(rep: SensitivityReport, *, show: int = 15) -> None:
     else:
         console.print("  top-1 cost: top-1 won back by keeping only this layer in float")
     if rep.cache_file:
-        console.print(f"  cache: {rep.cache_file} ({rep.cached_layers} result(s) reused)")
+        console.print(f"  cache: {safe(rep.cache_file)} ({rep.cached_layers} result(s) reused)")
     if not rep.labeled:
         console.print("[yellow]note:[/] no labels.csv in the data folder: ranked by output SQNR only")
 
@@ -157,7 +159,7 @@ def print_budget(b: BudgetReport) -> None:
     t.add_row("float top-1", f"{b.float_top1_pct:.2f}%")
     t.add_row("all INT8", f"{b.int8_top1_pct:.2f}% (drop {b.float_top1_pct - b.int8_top1_pct:+.2f} pts)")
     t.add_row("result", f"{b.final_top1_pct:.2f}% (drop {b.final_drop_pts:+.2f} pts)")
-    t.add_row("kept float", ", ".join(b.kept_float) if b.kept_float else "none: all INT8 is within the budget")
+    t.add_row("kept float", safe(", ".join(b.kept_float)) if b.kept_float else "none: all INT8 is within the budget")
     t.add_row("tried", "; ".join(f"{tr.float_layers} float -> {tr.drop_pts:+.2f} pts" for tr in b.trials))
     if b.final_p50_ms is not None and b.int8_p50_ms is not None:
         t.add_row(
@@ -181,20 +183,17 @@ def quantize_budgeted(
     json_path: Path | None,
 ) -> None:
     """``edgecnn quantize ... --max-drop PTS --data DIR``: the budgeted search, then the usual outputs."""
-    import onnx
-
-    from edgecnn.cli.quantize import print_report
+    from edgecnn.cli.quantize import print_report, save_model
     from edgecnn.drift.budget import quantize_within_budget
     from edgecnn.drift.evaluate import open_eval_data
     from edgecnn.drift.sensitivity import default_cache_dir
-    from edgecnn.fsutil import atomic_path
     from edgecnn.graph.load import load_model
     from edgecnn.quantize.api import SCHEMA_VERSION
     from edgecnn.report.jsonio import write_json
 
     assert calib is not None
-    if max_drop < 0:
-        raise BadInputError(f"--max-drop {max_drop}; expected 0 or more percentage points of top-1")
+    if not 0 <= max_drop <= 100:
+        raise BadInputError(f"--max-drop {max_drop}; expected 0..100 percentage points of top-1")
     evald = open_eval_data(data, load_model(model, shapes), preprocess=preprocess, require_labels="--max-drop")
     with progress_bar() as bar:
         task = bar.add_task("accuracy budget", total=None)
@@ -210,9 +209,7 @@ def quantize_budgeted(
                 task, completed=done, total=total, description=f"sensitivity {what[-40:]}"
             ),
         )
-    with atomic_path(output) as tmp:
-        onnx.save(out, str(tmp))
-        onnx.checker.check_model(str(tmp), full_check=True)
+    save_model(out, output)
     print_report(report, output)
     print_budget(budget)
     if json_path is not None:

@@ -11,6 +11,7 @@ from rich.table import Table
 from edgecnn.check.spec import available_targets, load_target
 from edgecnn.cli import app, command, console
 from edgecnn.errors import ConfigError
+from edgecnn.report.fmt import safe
 
 targets_app = typer.Typer(help="List, show and lint target specs (targets/*.toml).", no_args_is_help=True)
 app.add_typer(targets_app, name="targets")
@@ -24,7 +25,8 @@ def list_cmd() -> None:
         tab.add_column(col)
     for name in available_targets():
         t = load_target(name)
-        tab.add_row(t.name, t.accelerator, t.runtime, ", ".join(t.precisions), str(len(t.ops)), t.fallback or "none")
+        tab.add_row(*(safe(v) for v in (t.name, t.accelerator, t.runtime, ", ".join(t.precisions))), str(len(t.ops)),
+                    safe(t.fallback or "none"))  # fmt: skip
     console.print(tab)
 
 
@@ -32,19 +34,19 @@ def list_cmd() -> None:
 def show_cmd(name: Annotated[str, typer.Argument(help="Target name or .toml path.")]) -> None:
     """Show a target: precisions, quantization scheme, limits, operators with constraints, and sources."""
     t = load_target(name)
-    console.print(f"[bold]{t.name}[/]: {t.description}", highlight=False)
+    console.print(f"[bold]{safe(t.name)}[/]: {safe(t.description)}", highlight=False)
     console.print(
-        f"runtime {t.runtime}; format {t.format}; accelerator {t.accelerator}; fallback {t.fallback or 'none'}"
+        safe(f"runtime {t.runtime}; format {t.format}; accelerator {t.accelerator}; fallback {t.fallback or 'none'}")
     )
-    console.print(f"precisions: {', '.join(t.precisions)}" + (f"  (extends {t.extends})" if t.extends else ""))
+    console.print(safe(f"precisions: {', '.join(t.precisions)}" + (f"  (extends {t.extends})" if t.extends else "")))
     if t.quant:
         q = t.quant
         console.print(
-            f"quantization: {q.describe()} [{q.source}]",
+            safe(f"quantization: {q.describe()} [{q.source}]"),
             highlight=False,
         )
     if t.limits:
-        console.print("limits (every op): " + ", ".join(f"{k}={v}" for k, v in t.limits.items()), highlight=False)
+        console.print(safe("limits (every op): " + ", ".join(f"{k}={v}" for k, v in t.limits.items())), highlight=False)
     tab = Table(title="Operators")
     for col in ("ONNX op", "maps to", "constraints", "source"):
         tab.add_column(col)
@@ -55,10 +57,15 @@ def show_cmd(name: Annotated[str, typer.Argument(help="Target name or .toml path
             runs = "+".join(var.tflite)
             cons += f"\n[{vname}] " + ("unsupported" if not var.supported else f"{runs} {vc}".strip() or "ok")
         status = "passthrough" if op.passthrough else ("" if op.supported else "unsupported ")
-        tab.add_row(op.op_type, status + "+".join(op.tflite), cons, op.source + (f": {op.cite}" if op.cite else ""))
+        tab.add_row(
+            safe(op.op_type),
+            safe(status + "+".join(op.tflite)),
+            safe(cons),
+            safe(op.source + (f": {op.cite}" if op.cite else "")),
+        )
     console.print(tab)
     for s in t.sources.values():
-        console.print(f"[{s.id}] {s.title} {s.url} ({s.version})", highlight=False)
+        console.print(safe(f"[{s.id}] {s.title} {s.url} ({s.version})"), highlight=False)
 
 
 @command(targets_app, "lint")
@@ -73,4 +80,4 @@ def lint_cmd(
         if files and not str(item).endswith(".toml"):
             raise ConfigError(f"{item}: lint takes .toml files; give a target spec path")
         t = load_target(item)
-        console.print(f"ok  {t.path}  ({len(t.ops)} ops, {len(t.sources)} source(s))", highlight=False)
+        console.print(safe(f"ok  {t.path}  ({len(t.ops)} ops, {len(t.sources)} source(s))"), highlight=False)

@@ -10,7 +10,6 @@ float until the measured top-1 drop on labeled evaluation data is within the bud
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -20,6 +19,7 @@ import onnx
 from edgecnn.drift.evaluate import EvalData
 from edgecnn.drift.sensitivity import Mode, Score, Variants, run_sensitivity
 from edgecnn.errors import BadInputError, CheckFailedError
+from edgecnn.fsutil import temp_dir
 from edgecnn.quantize.api import QuantizeConfig, QuantizeReport
 from edgecnn.quantize.dataset import ImageDataset
 
@@ -150,7 +150,7 @@ def _latency(
     """p50/p99 of the all-INT8 model and of ``model``, each in its own measuring process (edgecnn.bench)."""
     from edgecnn.bench.harness import run_bench
 
-    with tempfile.TemporaryDirectory(prefix="edgecnn-budget-") as tmp:
+    with temp_dir("budget") as tmp:
         full, _ = v.build(frozenset())
         a, b = Path(tmp) / "int8.onnx", Path(tmp) / "mixed.onnx"
         onnx.save(full, str(a))

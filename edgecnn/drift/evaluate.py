@@ -8,7 +8,6 @@ graphs, exactly as deployed. The runtime is reached only through edgecnn.runtime
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from edgecnn.drift.metrics import (
 )
 from edgecnn.drift.report import ClassRecall, DriftReport, Flip, LayerDrift, ModelInfo, OutputDrift
 from edgecnn.errors import DataError, ModelError
-from edgecnn.fsutil import sha256_file
+from edgecnn.fsutil import sha256_file, temp_dir
 from edgecnn.graph.load import LoadedModel, dims_of, graph_inputs, load_model
 from edgecnn.graph.passes import save_with_outputs
 from edgecnn.graph.summary import dtype_name
@@ -330,7 +329,7 @@ def evaluate_drift(
     flips_total = 0
     dropped_layers: dict[str, str] = {}
 
-    with tempfile.TemporaryDirectory(prefix="edgecnn-drift-") as tmp:
+    with temp_dir("drift") as tmp:
         specs: list[tuple[onnx.ModelProto, list[str]]] = [(ref_loaded.model, []), (cand_loaded.model, [])]
         if pairs:
             specs += [
@@ -495,7 +494,7 @@ def predict(
     """The first output of ``model`` for every image, as [N, -1] float32 (N x classes for a classifier)."""
     out_name = model.graph.output[0].name
     rows: list[np.ndarray] = []
-    with tempfile.TemporaryDirectory(prefix="edgecnn-predict-") as tmp:
+    with temp_dir("predict") as tmp:
         first = next(data.dataset.batches(1))
         (sess,), eff = open_sessions([(model, [])], Path(tmp), runtime, batch=batch, sample=first, threads=threads)
         for _files, x in batches(data, eff):

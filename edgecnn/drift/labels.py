@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from edgecnn.errors import DataError
 
 LABELS_FILE = "labels.csv"
+MAX_FIELD = 1024  # characters in a file name, label or class name
+_INDEX = re.compile(r"^-?[0-9]{1,18}$")
 CLASSES_FILE = "classes.txt"
 
 
@@ -35,7 +38,12 @@ def find_classes(data_dir: Path) -> tuple[Path | None, tuple[str, ...]]:
     """``classes.txt`` in ``data_dir`` or its parent (blank lines ignored at the end), else (None, ())."""
     for cand in (data_dir / CLASSES_FILE, data_dir.parent / CLASSES_FILE):
         if cand.is_file():
-            names = cand.read_text(encoding="utf-8").splitlines()
+            try:
+                names = cand.read_text(encoding="utf-8").splitlines()
+            except UnicodeDecodeError:
+                raise DataError(f"{cand}: not a UTF-8 text file; expected one class name per line") from None
+            if any(len(n) > MAX_FIELD for n in names):
+                raise DataError(f"{cand}: a class name is longer than {MAX_FIELD} characters; one short name per line")
             while names and not names[-1].strip():
                 names.pop()
             names = [n.strip() for n in names]
@@ -80,7 +88,10 @@ def load_labels(
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise DataError(f"{path}: not a UTF-8 text file; expected a CSV with header 'file,label'") from None
-    rows = list(csv.reader(text.splitlines()))
+    try:
+        rows = list(csv.reader(text.splitlines()))
+    except csv.Error as e:
+        raise DataError(f"{path}: not a readable CSV ({e}); expected 'file,label' rows") from None
     if not rows or [c.strip().lower() for c in rows[0][:2]] != ["file", "label"]:
         raise DataError(
             f"{path}: first line must be the header 'file,label' (got {','.join(rows[0]) if rows else ''!r})"
@@ -92,9 +103,11 @@ def load_labels(
         if len(row) < 2:
             raise DataError(f"{path}:{lineno}: expected 'file,label', got {','.join(row)!r}")
         fname, lab = row[0].strip(), row[1].strip()
+        if len(fname) > MAX_FIELD or len(lab) > MAX_FIELD:
+            raise DataError(f"{path}:{lineno}: a field is longer than {MAX_FIELD} characters; expected 'file,label'")
         if fname in by_file:
             raise DataError(f"{path}:{lineno}: {fname} is labeled twice")
-        if lab.lstrip("-").isdigit():
+        if _INDEX.match(lab):  # ASCII digits only: int() would also read '١٢' (Arabic-Indic digits)
             idx = int(lab)
             if idx < 0 or (limit is not None and idx >= limit):
                 raise DataError(

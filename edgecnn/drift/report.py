@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,9 @@ class DriftReport:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "drift report") -> DriftReport:
+        bad = _bad_number(d)
+        if bad is not None:
+            raise BadInputError(f"{source}: {bad[0]} = {bad[1]!r}; {bad[2]} (regenerate it with edgecnn drift --json)")
         try:
             kw = {f.name: d[f.name] for f in fields(cls)}
             kw["reference"] = _model_info(d["reference"])
@@ -116,6 +120,30 @@ class DriftReport:
             return cls(**kw)
         except (KeyError, TypeError, ValueError) as e:
             raise BadInputError(f"{source}: malformed drift report ({e.__class__.__name__}: {e})") from None
+
+
+def _bad_number(d: Any, where: str = "") -> tuple[str, object, str] | None:
+    """The first number a gate must not trust: NaN or infinite anywhere, a ``*_pct`` outside 0..100, a
+    negative count. NaN compares false with every limit, so it would pass any rule."""
+    if isinstance(d, dict):
+        items: list[tuple[str, Any]] = [(f"{where}.{k}" if where else str(k), v) for k, v in d.items()]
+    elif isinstance(d, list):
+        items = [(f"{where}[{i}]", v) for i, v in enumerate(d)]
+    else:
+        if isinstance(d, float) and not math.isfinite(d):
+            return where, d, "expected a finite number"
+        key = where.rsplit(".", 1)[-1]
+        if isinstance(d, int | float) and not isinstance(d, bool):
+            if key.endswith("_pct") and not 0 <= d <= 100:
+                return where, d, "expected a percentage 0..100"
+            if key in ("images", "support", "flips_total", "topk") and d < 0:
+                return where, d, "expected a count, 0 or more"
+        return None
+    for k, v in items:
+        bad = _bad_number(v, k)
+        if bad is not None:
+            return bad
+    return None
 
 
 def _model_info(d: dict[str, Any]) -> ModelInfo:

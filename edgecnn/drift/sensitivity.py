@@ -1,8 +1,9 @@
 """Per-layer quantization sensitivity: quantize one layer at a time (or all but one), score each variant
 against the float model on the evaluation data, and rank the layers by the accuracy (or SQNR) they cost.
 
-Results are cached on disk by a hash of the model file, the calibration set, the evaluation set, the
-quantization config and the mode, one entry per layer written as it completes, so a repeated or
+Results are cached on disk by content hashes of everything read (the model file and its external data, the
+calibration and evaluation images, labels and preprocess spec, method, scheme, edgecnn version) and the mode;
+an unreadable or malformed entry is a miss, one entry per layer written as it completes, so a repeated or
 interrupted run only computes what is missing.
 """
 
@@ -10,8 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
@@ -24,7 +25,7 @@ from edgecnn import __version__
 from edgecnn.drift.evaluate import EvalData, predict, top1_pct
 from edgecnn.drift.metrics import TensorDrift, pct
 from edgecnn.errors import BadInputError
-from edgecnn.fsutil import atomic_write_text, sha256_file
+from edgecnn.fsutil import atomic_write_text, model_files, sha256_file, temp_dir
 from edgecnn.graph.external import externalized_copy
 from edgecnn.graph.load import load_model
 from edgecnn.graph.passes import prepare
@@ -96,7 +97,7 @@ def score(scores: np.ndarray, ref: np.ndarray, labels: np.ndarray | None) -> Sco
 def quantizable_layers(model_path: Path, config: QuantizeConfig) -> list[tuple[str, str]]:
     """(node, op type) of every node the INT8 writer would quantize, in graph order."""
     loaded = load_model(model_path)
-    with tempfile.TemporaryDirectory(prefix="edgecnn-sens-") as tmp:
+    with temp_dir("sens") as tmp:
         prepared = prepare(externalized_copy(loaded.model, Path(tmp), "w.bin"), Path(tmp))
         the_plan = plan(prepared, config.exclude, quantize_outputs=config.scheme.quantize_outputs)
         ops = {node_key(n, i): n.op_type for i, n in enumerate(prepared.graph.node)}
@@ -119,13 +120,26 @@ class _Cache:
                 data = json.loads(path.read_text(encoding="utf-8"))
                 if data.get("key") == key:
                     entries = data.get("entries", {})
-            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-                entries = {}  # a damaged cache is recomputed, never trusted
+                if not isinstance(entries, dict):
+                    entries = {}
+            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, OSError, RecursionError, ValueError):
+                entries = {}  # a damaged or unreadable cache is recomputed, never trusted
         return cls(path=path, entries=entries)
 
     def get(self, name: str) -> Score | None:
-        e = self.entries.get(name)
-        return Score(**e) if isinstance(e, dict) else None  # type: ignore[arg-type]
+        """The cached score, or None (a miss) when the entry is absent, hand-edited or malformed."""
+        e = self.entries.get(name) if isinstance(self.entries, dict) else None
+        if not isinstance(e, dict) or set(e) != {"top1_pct", "agreement_pct", "sqnr_db"}:
+            return None
+        nums = [v for v in e.values() if v is not None]
+        if any(isinstance(v, bool) or not isinstance(v, int | float) for v in nums):
+            return None
+        if e["agreement_pct"] is None or e["sqnr_db"] is None:
+            return None
+        pcts = [v for v in (e["top1_pct"], e["agreement_pct"]) if v is not None]
+        if any(not (math.isfinite(v) and 0 <= v <= 100) for v in pcts) or math.isnan(e["sqnr_db"]):
+            return None
+        return Score(**e)
 
     def put(self, name: str, s: Score, key: str) -> None:
         self.entries[name] = asdict(s)
@@ -137,7 +151,8 @@ class _Cache:
 def cache_key(model_path: Path, calib: ImageDataset, data: EvalData, config: QuantizeConfig, extra: dict) -> str:
     cfg = {
         "edgecnn": __version__,
-        "model": sha256_file(model_path),
+        # everything read: the model file and its external-data files, by content
+        "model": [sha256_file(p) if p.is_file() else str(p) for p in model_files(model_path)],
         "calib": calib.digest(),
         "eval": data.digest,
         "method": config.method.value,

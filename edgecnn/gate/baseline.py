@@ -1,12 +1,15 @@
 """The gate baseline: the last accepted candidate's accuracy and latency, JSON ``kind = "gate-baseline"``.
 
-It names the model (the reference file stem) and the evaluation set (its digest), so reports for another
-model or other data are rejected instead of compared.
+It names the model (the reference file stem and its SHA-256) and the evaluation set (its digest), so reports
+for another model or other data are rejected instead of compared, and ``--update-baseline`` does not replace
+it with another model's numbers unless ``--force-baseline`` says so. Every number is checked when read: a
+p99 of 0, a negative latency or a NaN would make a rule pass that should fail.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,6 +38,7 @@ class Latency:
 class Baseline:
     model: str  # the reference model's name
     data_digest: str
+    model_sha256: str = ""  # the reference model's content (empty in baselines written before it was recorded)
     candidate: str  # file name of the accepted candidate
     candidate_sha256: str
     top1_pct: float | None
@@ -49,9 +53,10 @@ class Baseline:
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str) -> Baseline:
         try:
-            return cls(
+            base = cls(
                 model=str(d["model"]),
                 data_digest=str(d["data_digest"]),
+                model_sha256=str(d.get("model_sha256", "")),
                 candidate=str(d["candidate"]),
                 candidate_sha256=str(d["candidate_sha256"]),
                 top1_pct=None if d["top1_pct"] is None else float(d["top1_pct"]),
@@ -60,14 +65,33 @@ class Baseline:
                 latency={k: Latency(**v) for k, v in d["latency"].items()},
                 created=str(d.get("created", "")),
             )
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
             raise BadInputError(f"{source}: malformed gate baseline ({e.__class__.__name__}: {e})") from None
+        base.validate(source)
+        return base
+
+    def validate(self, source: str) -> None:
+        """Every number finite and in range: latencies > 0 ms, percentages 0..100."""
+        pcts = {"top1_pct": self.top1_pct, "agreement_pct": self.agreement_pct}
+        pcts.update({f"class_recall_pct[{k}]": v for k, v in self.class_recall_pct.items()})
+        for key, v in pcts.items():
+            if v is not None and not (math.isfinite(v) and 0 <= v <= 100):
+                raise BadInputError(f"{source}: {key} = {v}; expected a percentage 0..100 (regenerate the baseline)")
+        for rt, lat in self.latency.items():
+            for key in ("p50_ms", "p99_ms"):
+                v = getattr(lat, key)
+                if isinstance(v, bool) or not isinstance(v, int | float) or not (math.isfinite(v) and v > 0):
+                    raise BadInputError(
+                        f"{source}: latency.{rt}.{key} = {v!r}; expected a positive number of milliseconds "
+                        "(regenerate the baseline with --update-baseline)"
+                    )
 
 
 def baseline_from(drift: DriftReport, bench: Sequence[BenchResult]) -> Baseline:
     return Baseline(
         model=drift.reference.name,
         data_digest=drift.data_digest,
+        model_sha256=drift.reference.sha256,
         candidate=Path(drift.candidate.path).name,
         candidate_sha256=drift.candidate.sha256,
         top1_pct=drift.candidate_top1_pct,
@@ -86,6 +110,20 @@ def baseline_from(drift: DriftReport, bench: Sequence[BenchResult]) -> Baseline:
         },
         created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     )
+
+
+def mismatch(base: Baseline, drift: DriftReport) -> str | None:
+    """Why ``base`` is not a baseline of the model and data ``drift`` measured, or None when it is."""
+    if base.model != drift.reference.name:
+        return f"it is for model {base.model!r}, the reports are for {drift.reference.name!r}"
+    if base.model_sha256 and base.model_sha256 != drift.reference.sha256:
+        return (
+            f"it is for another version of {base.model!r} (sha256 {base.model_sha256[:12]}…, "
+            f"now {drift.reference.sha256[:12]}…)"
+        )
+    if base.data_digest != drift.data_digest:
+        return f"it was measured on other evaluation data ({base.data_digest[:12]}…, now {drift.data_digest[:12]}…)"
+    return None
 
 
 def read_baseline(path: Path) -> Baseline:

@@ -13,6 +13,7 @@ Unknown keys and rules are errors, limits must be non-negative numbers, percenta
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -112,8 +113,8 @@ def policy_from_dict(d: dict[str, object], source: str) -> Policy:
             raise ConfigError(f"{source}: unknown rule {name!r}; valid rules are {', '.join(RULES)}")
         if isinstance(limit, bool) or not isinstance(limit, int | float):
             raise ConfigError(f"{source}: {name} = {limit!r}; expected a number")
-        if limit < 0:
-            raise ConfigError(f"{source}: {name} = {limit}; limits must be 0 or more")
+        if not math.isfinite(limit) or limit < 0:
+            raise ConfigError(f"{source}: {name} = {limit}; limits must be finite numbers, 0 or more")
         if RULES[name].pct_limit and limit > 100:
             raise ConfigError(f"{source}: {name} = {limit}; a percentage must be at most 100")
         if name == "min_output_cosine" and limit > 1:

@@ -18,7 +18,9 @@ from edgecnn.errors import ModelError
 MIN_OPSET = 7
 MAX_OPSET = onnx.defs.onnx_opset_version()
 
-_SHAPE_RE = re.compile(r"^(?P<name>[^=]+)=(?P<dims>\d+(?:x\d+)*)$")
+_SHAPE_RE = re.compile(r"^(?P<name>[^=]+)=(?P<dims>[0-9]{1,19}(?:x[0-9]{1,19})*)$")
+MAX_DIM = 2**31 - 1  # what runtimes index with; an int64 dim beyond it cannot be allocated anyway
+PROTO_LIMIT = 2**31 - 1  # protobuf cannot serialize a message of 2 GiB or more
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,9 +42,10 @@ def parse_input_shapes(specs: list[str] | None) -> dict[str, tuple[int, ...]]:
     for spec in specs or []:
         for item in filter(None, (s.strip() for s in spec.split(","))):
             m = _SHAPE_RE.match(item)
-            if not m or any(int(d) == 0 for d in m["dims"].split("x")):
+            if not m or any(not 0 < int(d) <= MAX_DIM for d in m["dims"].split("x")):
                 raise ModelError(
-                    f"--input-shape '{item}': expected NAME=DIMxDIMx... with positive integers, e.g. input=1x3x224x224"
+                    f"--input-shape '{item}': expected NAME=DIMxDIMx... with integers 1..{MAX_DIM}, "
+                    "e.g. input=1x3x224x224"
                 )
             shapes[m["name"]] = tuple(int(d) for d in m["dims"].split("x"))
     return shapes
@@ -74,8 +77,16 @@ def _read(path: Path) -> onnx.ModelProto:
         raise ModelError(f"{path}: no such file; give the path of an .onnx model")
     if path.is_dir():
         raise ModelError(f"{path}: is a directory; give the path of an .onnx model file")
-    if path.stat().st_size == 0:
+    if not path.is_file():  # a FIFO or device would block or never end
+        raise ModelError(f"{path}: not a regular file; give the path of an .onnx model file")
+    size = path.stat().st_size
+    if size == 0:
         raise ModelError(f"{path}: file is empty; expected an ONNX model")
+    if size >= PROTO_LIMIT:
+        raise ModelError(
+            f"{path}: {size / (1 << 30):.2f} GiB; an ONNX file is one protobuf, limited to 2 GiB "
+            "(store large weights as external data)"
+        )
     try:
         model = onnx.load(str(path), load_external_data=False)
     except (DecodeError, RuntimeError, ValueError, OSError) as e:
@@ -89,24 +100,62 @@ def _read(path: Path) -> onnx.ModelProto:
     return model
 
 
+def _all_tensors(model: onnx.ModelProto) -> list[onnx.TensorProto]:
+    """Initializers and tensor attributes (Constant values), in subgraphs too."""
+    from onnx.external_data_helper import _get_all_tensors
+
+    return list(_get_all_tensors(model))
+
+
+def _external_bytes(model: onnx.ModelProto, path: Path) -> int:
+    """Bytes the external-data tensors declare (their ``length``, else the rest of the file), without reading them."""
+    total = 0
+    for t in _all_tensors(model):
+        if t.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        info = {e.key: e.value for e in t.external_data}
+        try:
+            if "length" in info:
+                total += int(info["length"])
+            else:
+                total += max(0, (path.parent / info.get("location", "")).stat().st_size - int(info.get("offset", 0)))
+        except (OSError, ValueError):
+            continue  # the loader names the missing or malformed file
+    return total
+
+
 def load_model(path: str | Path, input_shapes: dict[str, tuple[int, ...]] | None = None) -> LoadedModel:
     """Read, check and shape-infer ``path``; resolve dynamic dims from ``input_shapes``.
 
     Raises ModelError (exit 2) with a one-line reason for every way a file can be unusable.
     """
     path = Path(path)
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ModelError(
+            f"{path}: the path is not valid UTF-8, which ONNX and the runtimes cannot open; rename the file or folder"
+        ) from None
     model = _read(path)
     opset = default_opset(model)
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise ModelError(
             f"{path}: opset {opset} is not supported; edgecnn accepts ai.onnx opsets {MIN_OPSET}..{MAX_OPSET}"
         )
+    if not model.graph.output:
+        raise ModelError(f"{path}: the graph has no outputs; a model must declare at least one output")
+    external = _external_bytes(model, path)
+    if external + model.ByteSize() >= PROTO_LIMIT:
+        raise ModelError(
+            f"{path}: {external / (1 << 30):.2f} GiB of external weights; edgecnn reads a model into one protobuf, "
+            "which is limited to 2 GiB"
+        )
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
         first = str(e).strip().splitlines()[0]
         raise ModelError(f"{path}: fails the ONNX checker: {first}") from None
-    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in _all_tensors(model)):  # incl. Constant values
         try:
             onnx.load_external_data_for_model(model, str(path.parent))
         except (OSError, ValueError) as e:

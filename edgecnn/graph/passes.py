@@ -55,6 +55,43 @@ _NEVER_FOLD = frozenset({"QuantizeLinear", "DequantizeLinear", "RandomNormal", "
                          "RandomUniformLike", "Multinomial", "Bernoulli", "If", "Loop", "Scan"})  # fmt: skip
 
 
+# A constant subgraph that would produce more than this is refused: neither edgecnn nor a runtime's own
+# constant folding can materialise it (ConstantOfShape/Expand/Tile to billions of elements).
+FOLD_HARD_LIMIT = 1 << 30
+
+
+def _predicted_bytes(n: onnx.NodeProto, inits: dict[str, onnx.TensorProto], shapes: dict[str, list[int]]) -> int | None:
+    """Bytes the node's outputs would take, from inferred shapes or (for size-making ops) the constant inputs."""
+    total, known = 0, False
+    for o in n.output:
+        dims = shapes.get(o)
+        if dims and all(d > 0 for d in dims):
+            total += int(np.prod(dims, dtype=object)) * 4
+            known = True
+    if known:
+        return total
+    try:
+        vals = [numpy_helper.to_array(inits[i]) if inits[i].data_location != onnx.TensorProto.EXTERNAL else None
+                for i in n.input if i]  # fmt: skip
+        if n.op_type == "ConstantOfShape" and vals[0] is not None:
+            return int(np.prod([int(v) for v in vals[0].ravel()], dtype=object)) * 4
+        if n.op_type == "Expand" and vals[1] is not None:
+            a = list(inits[n.input[0]].dims)
+            b = [int(v) for v in vals[1].ravel()]
+            r = max(len(a), len(b))
+            a, b = [1] * (r - len(a)) + a, [1] * (r - len(b)) + b
+            return int(np.prod([max(x, y) for x, y in zip(a, b, strict=True)], dtype=object)) * 4
+        if n.op_type == "Tile" and vals[1] is not None:
+            d = list(inits[n.input[0]].dims)
+            return int(np.prod([x * int(r) for x, r in zip(d, vals[1].ravel(), strict=False)], dtype=object)) * 4
+        if n.op_type == "Range" and all(v is not None for v in vals[:3]):
+            start, limit, delta = (float(np.asarray(v).ravel()[0]) for v in vals[:3])
+            return int(max(0.0, np.ceil((limit - start) / delta))) * 8 if delta else None
+    except (IndexError, KeyError, ValueError, OverflowError, TypeError):
+        return None
+    return None
+
+
 def _fold_constants(m: onnx.ModelProto, base_dir: Path | None = None) -> onnx.ModelProto:
     """Constant nodes become initializers; then nodes whose inputs are all constant are evaluated once
     (onnx's reference evaluator) and replaced by their values, in graph order, so constant subgraphs vanish."""
@@ -71,6 +108,11 @@ def _fold_constants(m: onnx.ModelProto, base_dir: Path | None = None) -> onnx.Mo
     inits = {t.name: t for t in m.graph.initializer}
     graph_outputs = {o.name for o in m.graph.output}
     opset = [o for o in m.opset_import]
+    shapes = {
+        vi.name: [d.dim_value if d.HasField("dim_value") else -1 for d in vi.type.tensor_type.shape.dim]
+        for vi in [*m.graph.value_info, *m.graph.output]
+        if vi.type.tensor_type.HasField("shape")
+    }
     folded: list[onnx.NodeProto] = []
     for n in keep:
         ins = [i for i in n.input if i]
@@ -86,6 +128,17 @@ def _fold_constants(m: onnx.ModelProto, base_dir: Path | None = None) -> onnx.Mo
             )
         )
         if not foldable:
+            folded.append(n)
+            continue
+        size = _predicted_bytes(n, inits, shapes)
+        if size is not None and size > FOLD_HARD_LIMIT:
+            from edgecnn.errors import ModelError
+
+            raise ModelError(
+                f"node '{n.name or n.output[0]}' ({n.op_type}) computes a constant of {size / (1 << 30):.1f} GiB from "
+                f"constant inputs; edgecnn refuses constants above {FOLD_HARD_LIMIT >> 30} GiB (is a shape wrong?)"
+            )
+        if size is not None and size > FOLD_MAX_BYTES:
             folded.append(n)
             continue
         try:

@@ -9,7 +9,6 @@ collectors. Either way the batch is dropped, so memory stays flat however many s
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -21,6 +20,7 @@ import onnx
 
 from edgecnn import __version__
 from edgecnn.errors import BadInputError, ModelError
+from edgecnn.fsutil import temp_dir
 from edgecnn.graph.external import externalized_copy, internalize, release_freed_memory
 from edgecnn.graph.load import LoadedModel, graph_inputs, load_model
 from edgecnn.graph.passes import prepare, save_with_outputs
@@ -150,7 +150,7 @@ def calibrate(
         nodes, ranges = _range_nodes(graph_tensors)
         outputs = [n for pair in ranges.values() for n in pair]
     first: dict[str, np.ndarray] = {}
-    with tempfile.TemporaryDirectory(prefix="edgecnn-calib-", dir=workdir) as tmp:
+    with temp_dir("calib", dir=workdir) as tmp:
         sample = next(dataset.batches(1))
         sess, eff_batch = _open_batched(model, outputs, nodes, Path(workdir or tmp), batch, input_name, sample, threads)
         names = [o.name for o in sess.outputs()]
@@ -198,9 +198,10 @@ def quantize(
     temporary file (graph.external) and the validated full model is dropped, so peak memory is about
     one copy of the weights inside the runtime rather than several inside Python.
     """
-    with tempfile.TemporaryDirectory(prefix="edgecnn-quantize-") as tmp:
+    with temp_dir("quantize") as tmp:
         work = Path(tmp)
         full = load_model(model_path, input_shapes)
+        refuse_quantized(full, config.precision)
         loaded = replace(full, model=externalized_copy(full.model, work, "weights.bin"))
         del full
         release_freed_memory()
@@ -208,6 +209,25 @@ def quantize(
         internalize(out, work)
     _stamp(out, report, loaded)
     return out, report
+
+
+_QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
+                            "MatMulInteger", "DynamicQuantizeLinear", "QLinearAdd", "QLinearMul"})  # fmt: skip
+
+
+def refuse_quantized(loaded: LoadedModel, precision: Precision) -> None:
+    """A model that is already INT8 (QDQ or QOperator) or already FP16 is bad input for quantize (exit 2)."""
+    ops = sorted({n.op_type for n in loaded.model.graph.node if n.op_type in _QUANTIZED_OPS})
+    if ops:
+        raise BadInputError(
+            f"{loaded.path}: already quantized (has {', '.join(ops)} nodes); quantize takes the float model"
+        )
+    half = [t.name for t in loaded.model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16]
+    if half:
+        raise BadInputError(
+            f"{loaded.path}: already FP16 ({len(half)} float16 weight(s), e.g. {half[0]!r}); quantize takes the "
+            "float32 model"
+        )
 
 
 def _quantize(
@@ -219,12 +239,14 @@ def _quantize(
 ) -> tuple[onnx.ModelProto, QuantizeReport]:
     t0 = time.perf_counter()
     input_name = dataset.check_model(loaded) if dataset is not None else graph_inputs(loaded.model)[0].name
-    needs_reference = dataset is not None and config.precision is Precision.INT8
-    reference = _reference_outputs(loaded.path, input_name, next(dataset.batches(1))) if needs_reference else []
-    try:
+    try:  # first: it refuses a constant subgraph too large to compute, before any runtime tries to
         prepared = prepare(loaded.model, work)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
         raise ModelError(f"{loaded.path}: graph preparation failed: {str(e).splitlines()[0]}") from None
+    except ModelError as e:
+        raise ModelError(f"{loaded.path}: {e}") from None
+    needs_reference = dataset is not None and config.precision is Precision.INT8
+    reference = _reference_outputs(loaded.path, input_name, next(dataset.batches(1))) if needs_reference else []
     prepared = externalized_copy(prepared, work, "prepared.bin")
     release_freed_memory()
     t_prep = time.perf_counter() - t0

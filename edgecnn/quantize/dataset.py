@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -82,7 +83,7 @@ class ImageDataset:
         """SHA-256 over the files' names and contents and the preprocess spec: the calibration set's identity."""
         h = hashlib.sha256(self.spec.to_json().encode())
         for p in self.files:
-            h.update(p.name.encode())
+            h.update(os.fsencode(p.name))  # a name that is not UTF-8 still has bytes
             h.update(bytes.fromhex(sha256_file(p)))
         return h.hexdigest()
 
@@ -91,5 +92,7 @@ def _size(p: Path) -> tuple[int, int]:
     try:
         with Image.open(p) as im:
             return im.size
-    except OSError:
+    except Image.DecompressionBombError:
+        raise DataError(f"{p}: too many pixels (a decompression bomb?); resize the image") from None
+    except (OSError, ValueError, SyntaxError):
         raise DataError(f"{p}: not a readable image") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -11,8 +12,21 @@ if TYPE_CHECKING:
     from edgecnn.gate.decide import Decision, RuleResult
 
 
+def code(name: object) -> str:
+    """``name`` (from a model or a file) as an inline code span that nothing in it can close: a fence longer
+    than any run of backticks inside, control characters shown as ``\\xNN``. Markup inside stays text."""
+    from edgecnn.report.fmt import plain
+
+    text = plain(name).replace("\n", " ")
+    fence = "`" * (max((len(m) for m in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
 def _cell(s: object) -> str:
-    return str(s).replace("|", "\\|").replace("\n", " ")
+    from edgecnn.report.fmt import plain
+
+    return plain(s).replace("|", "\\|").replace("\n", " ")
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -29,7 +43,10 @@ def _num(v: float | None, unit: str = "", digits: int = 2) -> str:
 
 
 def drift_markdown(r: DriftReport, *, show: int = 5, heading: str = "###") -> str:
-    lines = [f"{heading} Drift: `{r.candidate.name}` vs `{r.reference.name}` ({r.images} images, {r.runtime})", ""]
+    lines = [
+        f"{heading} Drift: {code(r.candidate.name)} vs {code(r.reference.name)} ({r.images} images, {r.runtime})",
+        "",
+    ]
     rows: list[list[object]] = []
     if r.reference_top1_pct is not None:
         rows.append(["top-1", _num(r.reference_top1_pct, "%"), _num(r.candidate_top1_pct, "%"), _pts(r.top1_drop_pts)])
@@ -39,7 +56,7 @@ def drift_markdown(r: DriftReport, *, show: int = 5, heading: str = "###") -> st
     if r.agreement_pct is not None:
         rows.append(["agreement", "", _num(r.agreement_pct, "%"), f"{r.flips_total} flipped"])
     for o in r.outputs:
-        rows.append([f"`{o.name}` SQNR / cosine", "", f"{o.sqnr_db:.1f} dB / {o.cosine_mean:.5f}", ""])
+        rows.append([f"{code(o.name)} SQNR / cosine", "", f"{o.sqnr_db:.1f} dB / {o.cosine_mean:.5f}", ""])
     lines += [table(["metric", "reference", "candidate", "change"], rows), ""]
     if r.per_class:
         worst = [c for c in r.per_class if c.drop_pts > 0][:show]
@@ -52,7 +69,7 @@ def drift_markdown(r: DriftReport, *, show: int = 5, heading: str = "###") -> st
     if r.worst_layers:
         by = {la.tensor: la for la in r.layers}
         lines.append(
-            "Worst layers (SQNR): " + ", ".join(f"`{t}` {by[t].sqnr_db:.1f} dB" for t in r.worst_layers[:show])
+            "Worst layers (SQNR): " + ", ".join(f"{code(t)} {by[t].sqnr_db:.1f} dB" for t in r.worst_layers[:show])
         )
         lines.append("")
     if not r.labeled:
@@ -78,11 +95,11 @@ def gate_markdown(
 ) -> str:
     icon = {"pass": "✅ pass", "fail": "❌ fail", "skip": "⏭️ skip"}
     verdict = "PASSED" if d.passed else f"FAILED ({len(d.failures)} of {len(d.results)} rules)"
-    lines = [f"## edgecnn gate: {verdict}", "", f"Model `{d.model}`, candidate `{d.candidate}`.", ""]
+    lines = [f"## edgecnn gate: {verdict}", "", f"Model {code(d.model)}, candidate {code(d.candidate)}.", ""]
     rows = [
         [
             icon[r.status.value],
-            f"`{r.rule}`",
+            code(r.rule),
             _rule_value(r, r.measured),
             ("≤ " if r.bound == "max" else "≥ ") + _rule_value(r, r.limit),
             r.detail,

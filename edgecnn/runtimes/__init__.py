@@ -30,6 +30,23 @@ RUNTIMES: dict[str, tuple[str, str, str]] = {
 }
 
 
+def max_threads() -> int:
+    """The most intra-op threads edgecnn asks a runtime for: 4 per logical core here, at least 64."""
+    import os
+
+    return max(64, 4 * (os.cpu_count() or 1))
+
+
+def check_threads(value: int, option: str = "--threads", *, zero_ok: bool = True) -> None:
+    """Reject a thread count a runtime cannot use (a huge one makes it allocate until memory runs out)."""
+    low = 0 if zero_ok else 1
+    if not low <= value <= max_threads():
+        raise BadInputError(
+            f"{option} {value}: expected {low}..{max_threads()}"
+            + (" (0 = the runtime's choice)" if zero_ok else " (omit it for the runtime's choice)")
+        )
+
+
 def _check_name(name: str) -> None:
     if name not in RUNTIMES:
         raise BadInputError(f"unknown runtime '{name}'; valid runtimes are {', '.join(RUNTIMES)}")
@@ -41,6 +58,10 @@ def _require(name: str) -> None:
     try:
         importlib.import_module(module)
     except ImportError:
+        from edgecnn.interrupts import received
+
+        if received():  # Ctrl-C or SIGTERM cut the import short: the package is there
+            raise KeyboardInterrupt from None
         raise MissingRuntimeError(f"runtime '{name}' (python module {module})", install) from None
 
 
@@ -85,8 +106,7 @@ def open_session(
 ) -> RuntimeSession:
     """Load ``model_path`` on runtime ``name`` (CPU). ``threads=0`` lets the runtime choose."""
     _require(name)
-    if threads < 0:
-        raise BadInputError(f"threads = {threads}; expected 0 (runtime default) or a positive number")
+    check_threads(threads, "threads")
     return _session_class(name)(
         Path(model_path), threads=threads, input_shapes=input_shapes or {}, options=options or {}
     )
