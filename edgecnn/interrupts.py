@@ -38,6 +38,13 @@ def check() -> None:
         raise Terminated() if sig == signal.SIGTERM else KeyboardInterrupt()
 
 
+def acknowledge() -> None:
+    """The running command has turned the interrupt into its own outcome (e.g. `run` records it in its
+    manifest): later ``check()`` calls no longer raise it again, so that record can be written. A new
+    signal still interrupts."""
+    _received.clear()
+
+
 def exit_code(signum: int | None) -> int:
     return 128 + (signum or signal.SIGINT)
 

@@ -20,7 +20,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from edgecnn import __version__, interrupts
-from edgecnn.errors import EdgecnnError
+from edgecnn.errors import EdgecnnError, InterruptedError_
 from edgecnn.interrupts import exit_code, handling_signals, received
 from edgecnn.report.fmt import plain
 
@@ -73,8 +73,8 @@ def command(parent: typer.Typer, name: str, **kwargs: Any) -> Callable[[F], F]:
                 except EdgecnnError as e:
                     if _state["debug"]:
                         raise
-                    if received():  # e.g. an import cut short by Ctrl-C is not a missing package
-                        raise _interrupted() from None
+                    if received() and not isinstance(e, InterruptedError_):  # e.g. an import cut short by Ctrl-C
+                        raise _interrupted() from None  # is not a missing package; an InterruptedError_ says more
                     raise fail(e, e.exit_code) from None
                 except KeyboardInterrupt:
                     if _state["debug"]:

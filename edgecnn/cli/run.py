@@ -3,7 +3,6 @@ folder with a manifest; `edgecnn run --verify DIR` reproduces its artefacts and 
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -13,10 +12,6 @@ from rich.table import Table
 
 from edgecnn.cli import app, command, console, err_console
 from edgecnn.errors import BadInputError, CheckFailedError
-
-
-def _sigterm_as_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 @command(app, "run")
@@ -34,8 +29,6 @@ def run_cmd(
     summary.md. Steps whose command and inputs are unchanged are skipped; Ctrl-C leaves a consistent folder."""
     from edgecnn.pipeline.config import load_pipeline
     from edgecnn.pipeline.run import run_pipeline, verify_run
-
-    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
 
     def echo(line: str) -> None:
         console.print(escape(line), highlight=False)

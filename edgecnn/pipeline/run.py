@@ -208,13 +208,16 @@ def _why_run(step: Step, prev: dict[str, Any] | None, key: str, inputs: dict[str
 
 def _run_child(argv: Sequence[str], echo_err: Echo) -> tuple[int, str]:
     """Run `edgecnn ARGV` in a fresh process; stdout goes straight through, stderr is echoed and kept."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "edgecnn", *argv],
-        stderr=subprocess.PIPE,
-        text=True,
-        errors="replace",
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    from edgecnn import interrupts
+
+    with interrupts.deferred():  # no interrupt inside fork; raised right after, with the child known
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edgecnn", *argv],
+            stderr=subprocess.PIPE,
+            text=True,
+            errors="replace",
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
     last: list[str] = []
     try:
         assert proc.stderr is not None
@@ -224,11 +227,13 @@ def _run_child(argv: Sequence[str], echo_err: Echo) -> tuple[int, str]:
                 echo_err(line)
             last = [*last[-19:], line]
         return proc.wait(), "\n".join(last)
-    except BaseException:
-        # Ctrl-C or SIGTERM: the child may not have seen it (a signal sent to this process only); pass it on
-        # and give the child time to clean up its own temporary files before it is killed.
+    except BaseException as e:
+        # Ctrl-C or SIGTERM: the child may not have seen it (a signal sent to this process only); pass the same
+        # signal on and give the child time to clean up its own temporary files before it is killed.
         if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
+            from edgecnn.interrupts import Terminated
+
+            proc.send_signal(signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
@@ -335,15 +340,21 @@ def run_pipeline(
             state.write()
         state.status = "passed" if exit_code == 0 else "verdict-failed"
         state.write()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        from edgecnn.interrupts import Terminated, acknowledge
+
+        acknowledge()  # handled here: the manifest and summary below must still be written
         for s in state.steps:  # the signal may land before or after the child ran: no step stays "running"
             if s.get("status") == "running":
                 s["status"] = "interrupted"
         state.status = "interrupted"
         state.write()
-        raise InterruptedError_(
-            f"interrupted during step '{current}'; {run_dir} is consistent: run the same command again to resume"
-        ) from None
+        err = InterruptedError_(
+            f"{'terminated' if isinstance(e, Terminated) else 'interrupted'} during step '{current}'; {run_dir} is "
+            "consistent: run the same command again to resume"
+        )
+        err.exit_code = 143 if isinstance(e, Terminated) else 130
+        raise err from None
     finally:
         if summary:
             from edgecnn.pipeline.summary import write_summaries
