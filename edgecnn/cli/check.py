@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from edgecnn.check.placement import SCHEMA_VERSION, Placement, SupportReport, check_model
-from edgecnn.check.report import render_markdown, summary_rows
-from edgecnn.check.spec import load_target
 from edgecnn.cli import app, command, console
 from edgecnn.errors import CheckFailedError
 from edgecnn.fsutil import atomic_write_text, check_output_path
-from edgecnn.graph.load import load_model, parse_input_shapes
 from edgecnn.report.fmt import human_count
-from edgecnn.report.jsonio import write_json
+
+if TYPE_CHECKING:
+    from edgecnn.check.placement import SupportReport
 
 
 @command(app, "check")
@@ -37,6 +35,12 @@ def check_cmd(
     ] = False,
 ) -> None:
     """Place every node of MODEL on each TARGET (accelerator or fallback) and give every reason a node falls back."""
+    from edgecnn.check.placement import SCHEMA_VERSION, check_model
+    from edgecnn.check.report import render_markdown
+    from edgecnn.check.spec import load_target
+    from edgecnn.graph.load import load_model, parse_input_shapes
+    from edgecnn.report.jsonio import write_json
+
     for out in (json_path, markdown):
         if out is not None:
             check_output_path(out)
@@ -58,6 +62,9 @@ def check_cmd(
 
 
 def print_report(report: SupportReport, *, all_nodes: bool = False) -> None:
+    from edgecnn.check.placement import Placement
+    from edgecnn.check.report import summary_rows
+
     for t in report.targets:
         rows = [n for n in t.nodes if all_nodes or n.placement != Placement.ACCELERATOR]
         title = f"{t.target}: {t.accelerator}" + (f" (fallback: {t.fallback})" if t.fallback else " (no fallback)")

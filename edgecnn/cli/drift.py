@@ -4,15 +4,16 @@ per-layer SQNR of a candidate (e.g. the INT8 model) against a reference (e.g. th
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from edgecnn.cli import app, command, console, progress_bar
-from edgecnn.drift.report import DriftReport
 from edgecnn.fsutil import atomic_write_text, check_output_path
-from edgecnn.graph.load import parse_input_shapes
+
+if TYPE_CHECKING:
+    from edgecnn.drift.report import DriftReport
 
 
 @command(app, "drift")
@@ -38,6 +39,7 @@ def drift_cmd(
     per-class recall, output cosine/SQNR, flipped images, and SQNR layer by layer."""
     from edgecnn.drift.evaluate import evaluate_drift
     from edgecnn.drift.report import write_report
+    from edgecnn.graph.load import parse_input_shapes
 
     for p in (json_path, plot, markdown):
         if p is not None:

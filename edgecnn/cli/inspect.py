@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from edgecnn.cli import app, command, console
-from edgecnn.graph.load import load_model, parse_input_shapes
-from edgecnn.graph.summary import SCHEMA_VERSION, ModelSummary, summarize
 from edgecnn.report.fmt import human_bytes, human_count
-from edgecnn.report.jsonio import write_json
+
+if TYPE_CHECKING:
+    from edgecnn.graph.summary import ModelSummary
 
 InputShape = Annotated[
     list[str] | None,
@@ -28,6 +28,10 @@ def inspect_cmd(
     top: Annotated[int, typer.Option(help="Rows of the per-layer table (0 = all).")] = 0,
 ) -> None:
     """Validate MODEL (full checker, strict shape inference) and print params, MACs, bytes and flags per layer."""
+    from edgecnn.graph.load import load_model, parse_input_shapes
+    from edgecnn.graph.summary import SCHEMA_VERSION, summarize
+    from edgecnn.report.jsonio import write_json
+
     loaded = load_model(model, parse_input_shapes(input_shape))
     summary = summarize(loaded)
     print_summary(summary, top=top)
