@@ -146,12 +146,20 @@ def _runner(path: Path, runtime: str):  # -> Callable[[np.ndarray], np.ndarray]
 
 
 def latency_child(
-    *, model: str, reference: str, runtime: str, threads: int, batch: int, sqnr: bool = True, **_: Any
+    *,
+    model: str,
+    reference: str,
+    runtime: str,
+    threads: int,
+    batch: int,
+    sqnr: bool = True,
+    timed: bool = True,
+    **_: Any,
 ) -> dict[str, Any]:
-    """SQNR of ``model`` against ``reference`` on held-out images (first runtime), and its p50 on ``runtime``."""
+    """SQNR of ``model`` against ``reference`` on held-out images, and (``timed``) its p50 on ``runtime``."""
     import numpy as np
 
-    out = latency(runtime, model, threads=threads, batch=1)
+    out = latency(runtime, model, threads=threads, batch=1) if timed else {}
     if sqnr:
         x = _load_images(EVAL, SQNR_IMAGES, SPEC)
         ref_run, run = _runner(Path(reference), "ort"), _runner(Path(model), runtime)
@@ -346,6 +354,12 @@ def main() -> int:
     ap.add_argument("--latency-models", default="mobilenetv2", help="more models: edgecnn vs ORT minmax")
     ap.add_argument("--accuracy", action=argparse.BooleanOptionalAction, default=True, help="bundled-model top-1")
     ap.add_argument("--rss-limit-gib", type=float, default=8.0)
+    ap.add_argument(
+        "--latency",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="time every output on ORT and OpenVINO (--no-latency: SQNR only; INT8 speed is int8_speed.py's job)",
+    )
     common_args(ap)
     a = ap.parse_args()
     model = MODELS / f"{a.model}.onnx"
@@ -387,9 +401,10 @@ def main() -> int:
             continue
         ref = MODELS / f"{v['params']['model_name']}.onnx"
         for rt in ["openvino"] if v["params"]["tool"] == "nncf-ov" else ["ort", "openvino"]:
-            params = {"model": str(path), "reference": str(ref), "runtime": rt}
-            lat.append(Variant(name=f"{name}/{rt}", fn=f"{NAME}:latency_child", params=params))
-    for m in float_models:
+            params = {"model": str(path), "reference": str(ref), "runtime": rt, "timed": a.latency}
+            rounds = None if a.latency else 1  # SQNR alone is deterministic: one round
+            lat.append(Variant(name=f"{name}/{rt}", fn=f"{NAME}:latency_child", params=params, rounds=rounds))
+    for m in float_models if a.latency else []:
         for rt in ("ort", "openvino"):
             params = {"model": str(m), "reference": str(m), "runtime": rt, "sqnr": False}
             lat.append(Variant(name=f"{m.stem}/float32/{rt}", fn=f"{NAME}:latency_child", params=params))
