@@ -58,7 +58,8 @@ def readme_table(payload: dict[str, Any]) -> str:
         f"[min-max over the rounds]; {s['threads']} threads, batch {s['batch']}; {mach['cpu_model']} "
         f"({mach['cores_logical']} cores; {mach['cpu_flags']}), ORT {mach['versions']['onnxruntime']}, "
         f"OpenVINO {mach['versions']['openvino']}. `fp16 / fp32` is the ratio of the medians (> 1: FP16 slower). "
-        "`OpenVINO ran in` is the compiled model's INFERENCE_PRECISION_HINT.",
+        "`OpenVINO ran in` is the compiled model's INFERENCE_PRECISION_HINT."
+        f" Load average {mach['loadavg_before'][0]:.1f} before, {mach['loadavg_after'][0]:.1f} after (a shared machine).",
         "",
         "| model | runtime | OpenVINO ran in | p50 FP32 ms | p50 FP16 ms | fp16 / fp32 |",
         "|---|---|---|---|---|---|",
@@ -81,6 +82,26 @@ def readme_table(payload: dict[str, Any]) -> str:
                 ran = " / ".join(dict.fromkeys(facts))
             lines.append(f"| {m} | {rt} | {ran} | {cells[0]} | {cells[1]} | {ratio} |")
     return "\n".join(lines)
+
+
+def readme_verdict(payload: dict[str, Any]) -> str:
+    """Where FP16 is faster or slower than FP32 beyond noise (the [min, max] ranges over the rounds do not overlap)."""
+    faster, slower, same = [], [], []
+    for m in _models(payload):
+        for rt in RUNTIMES:
+            a, b = f"{m}/fp32/{rt}", f"{m}/fp16/{rt}"
+            sa, sb = spread(payload, a, "p50_ms"), spread(payload, b, "p50_ms")
+            ma, mb = median(payload, a, "p50_ms"), median(payload, b, "p50_ms")
+            if sa is None or sb is None or ma is None or mb is None:
+                continue
+            label = f"{m} on {rt} ({mb / ma:.2f}x)"
+            (faster if sb[1] < sa[0] else slower if sb[0] > sa[1] else same).append(label)
+    parts = [
+        f"FP16 faster than FP32 beyond noise: {', '.join(faster) if faster else 'none'}",
+        f"slower beyond noise: {', '.join(slower) if slower else 'none'}",
+        f"within noise: {', '.join(same) if same else 'none'}",
+    ]
+    return "; ".join(parts) + "."
 
 
 def main() -> int:

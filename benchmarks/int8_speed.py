@@ -149,7 +149,8 @@ def readme_table(payload: dict[str, Any]) -> str:
         f"[min-max over the rounds]; {s['threads']} threads, batch {s['batch']}; {mach['cpu_model']} "
         f"({mach['cores_logical']} cores; {mach['cpu_flags']}), ORT {mach['versions']['onnxruntime']}, "
         f"OpenVINO {mach['versions']['openvino']} (float layers ran in {', '.join(prec)}). `vs FP32` is the ratio "
-        "of the medians.",
+        "of the medians."
+        f" Load average {mach['loadavg_before'][0]:.1f} before, {mach['loadavg_after'][0]:.1f} after (a shared machine).",
         "",
         "| model | variant | p50 ORT ms | vs FP32 | p50 OpenVINO ms | vs FP32 | ORT runs: int ops | float Conv/Gemm | BN | Q/DQ |",
         "|---|---|---|---|---|---|---|---|---|---|",
