@@ -41,10 +41,13 @@ def write_fp16(model: Path) -> Path:
     return out
 
 
-def measure(*, model: str, runtime: str, threads: int, batch: int, **_: Any) -> dict[str, Any]:
+def measure(*, model: str, runtime: str, threads: int, batch: int, iterations: int = 100, **_: Any) -> dict[str, Any]:
+    warmup = max(3, iterations // 7)
     if runtime == "openvino-default":
-        return latency("openvino", model, threads=threads, batch=batch, openvino_hint=None)
-    return latency(runtime, model, threads=threads, batch=batch)
+        return latency(
+            "openvino", model, threads=threads, batch=batch, iterations=iterations, warmup=warmup, openvino_hint=None
+        )
+    return latency(runtime, model, threads=threads, batch=batch, iterations=iterations, warmup=warmup)
 
 
 def _models(payload: dict[str, Any]) -> list[str]:
@@ -54,7 +57,7 @@ def _models(payload: dict[str, Any]) -> list[str]:
 def readme_table(payload: dict[str, Any]) -> str:
     s, mach = payload["settings"], payload["machine"]
     lines = [
-        f"p50 in ms: median over {s['rounds']} alternating rounds, each a fresh process of 100 timed runs "
+        f"p50 in ms: median over {s['rounds']} alternating rounds, each a fresh process of {payload['iterations']} timed runs "
         f"[min-max over the rounds]; {s['threads']} threads, batch {s['batch']}; {mach['cpu_model']} "
         f"({mach['cores_logical']} cores; {mach['cpu_flags']}), ORT {mach['versions']['onnxruntime']}, "
         f"OpenVINO {mach['versions']['openvino']}. `fp16 / fp32` is the ratio of the medians (> 1: FP16 slower). "
@@ -107,6 +110,7 @@ def readme_verdict(payload: dict[str, Any]) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="resnet18,mobilenetv2")
+    ap.add_argument("--iterations", type=int, default=100, help="timed runs per measurement")
     common_args(ap)
     a = ap.parse_args()
     settings = settings_from(a)
@@ -120,9 +124,9 @@ def main() -> int:
         paths = {"fp32": model, "fp16": write_fp16(model)}
         for p in PRECISIONS:
             for rt in RUNTIMES:
-                params = {"model": str(paths[p]), "runtime": rt, "model_name": name}
+                params = {"model": str(paths[p]), "runtime": rt, "model_name": name, "iterations": a.iterations}
                 variants.append(Variant(name=f"{name}/{p}/{rt}", fn=f"{NAME}:measure", params=params))
-    payload = run_benchmark(NAME, variants, settings, results=a.results)
+    payload = run_benchmark(NAME, variants, settings, extra={"iterations": a.iterations}, results=a.results)
     print(readme_table(payload))
     return 0
 
