@@ -15,8 +15,12 @@ EVAL = REPO / "calibration_data" / "eval"
 MODELS = REPO / "benchmarks" / "models"
 
 
-def ort_reader(images: Path, n: int, spec_path: Path = SPEC, input_name: str = "input"):  # -> CalibrationDataReader
-    """ONNX Runtime's calibration reader over the first ``n`` images, through the same PreprocessSpec as edgecnn."""
+def ort_reader(
+    images: Path, n: int, spec_path: Path = SPEC, input_name: str = "input", *, batch: int = 1
+):  # -> CalibrationDataReader
+    """ONNX Runtime's calibration reader over the first ``n`` images, through the same PreprocessSpec as edgecnn,
+    ``batch`` images per call (the model's batch dimension must then be dynamic)."""
+    import numpy as np
     from onnxruntime.quantization import CalibrationDataReader
 
     from edgecnn.preprocess import list_images, load_spec
@@ -26,10 +30,10 @@ def ort_reader(images: Path, n: int, spec_path: Path = SPEC, input_name: str = "
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self.it = iter(files)
+            self.it = iter([files[i : i + batch] for i in range(0, len(files), batch)])
 
         def get_next(self):  # -> dict[str, np.ndarray] | None
-            p = next(self.it, None)
-            return None if p is None else {input_name: spec.load(p)[None]}
+            chunk = next(self.it, None)
+            return None if chunk is None else {input_name: np.stack([spec.load(p) for p in chunk])}
 
     return Reader()

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from edgecnn.bench.defaults import DEFAULT_ITERATIONS, DEFAULT_WARMUP, RANDOM
 from edgecnn.bench.stats import LatencyStats, latency_stats
 from edgecnn.bench.worker import PROGRESS_MARK, RESULT_MARK, WORKER_SCHEMA_VERSION
 from edgecnn.errors import BadInputError, DataError, EdgecnnError, MissingRuntimeError, ModelError
@@ -28,9 +29,6 @@ from edgecnn.fsutil import temp_dir
 # progress(done, total): total < 0 means a duration run of -total nanoseconds.
 ProgressFn = Callable[[int, int], None]
 
-RANDOM = "random"
-DEFAULT_WARMUP = 10
-DEFAULT_ITERATIONS = 200
 _MAX_IMAGE_BATCHES = 16
 MAX_RUNS = 10_000_000  # timed or warm-up runs: the samples are kept in memory (8 bytes each)
 MAX_DURATION_S = 24 * 3600

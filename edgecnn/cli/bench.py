@@ -6,29 +6,20 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from edgecnn.bench.harness import (
-    DEFAULT_ITERATIONS,
-    DEFAULT_WARMUP,
-    RANDOM,
-    BenchResult,
-    BenchSettings,
-    check_runtime_name,
-    prepare_model,
-    require_local_runtime,
-    run_prepared,
-    validate_settings,
-)
+from edgecnn.bench.defaults import DEFAULT_ITERATIONS, DEFAULT_WARMUP, RANDOM
 from edgecnn.cli import app, command, console
 from edgecnn.errors import BadInputError
 from edgecnn.fsutil import guard_outputs, model_files, os_error
-from edgecnn.graph.load import parse_input_shapes
 from edgecnn.report.fmt import human_bytes, safe
+
+if TYPE_CHECKING:
+    from edgecnn.bench.harness import BenchResult
 
 
 @command(app, "bench")
@@ -63,6 +54,16 @@ def bench_cmd(
 ) -> None:
     """Benchmark MODELS on each --runtime: load and first-inference time, p50/p90/p95/p99/min/max, mean, std,
     throughput, peak RSS of the measuring process, model size, machine facts."""
+    from edgecnn.bench.harness import (
+        BenchSettings,
+        check_runtime_name,
+        prepare_model,
+        require_local_runtime,
+        run_prepared,
+        validate_settings,
+    )
+    from edgecnn.graph.load import parse_input_shapes
+
     runtimes = list(dict.fromkeys(runtime or ["ort"]))
     if iterations is None and duration is None:
         iterations = DEFAULT_ITERATIONS

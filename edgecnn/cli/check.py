@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from edgecnn.check.placement import SCHEMA_VERSION, Placement, SupportReport, check_model
-from edgecnn.check.report import folded_line, render_markdown, summary_rows
-from edgecnn.check.spec import load_target
-from edgecnn.check.tflite_graph import check_tflite
 from edgecnn.cli import app, command, console
 from edgecnn.errors import BadInputError, CheckFailedError, ModelError
 from edgecnn.fsutil import atomic_write_text, guard_outputs, model_files
-from edgecnn.graph.load import load_model, parse_input_shapes
 from edgecnn.report.fmt import human_count, safe
-from edgecnn.report.jsonio import write_json
+
+if TYPE_CHECKING:
+    from edgecnn.check.placement import SupportReport
 
 
 @command(app, "check")
@@ -40,6 +37,13 @@ def check_cmd(
     ] = False,
 ) -> None:
     """Place every node of MODEL on each TARGET (accelerator or fallback) and give every reason a node falls back."""
+    from edgecnn.check.placement import SCHEMA_VERSION, check_model
+    from edgecnn.check.report import render_markdown
+    from edgecnn.check.spec import load_target
+    from edgecnn.check.tflite_graph import check_tflite
+    from edgecnn.graph.load import load_model, parse_input_shapes
+    from edgecnn.report.jsonio import write_json
+
     guard_outputs(
         [*model_files(model), *(Path(t) for t in target if t.endswith(".toml"))],
         {"--json": json_path, "--markdown": markdown},
@@ -69,6 +73,9 @@ def check_cmd(
 
 
 def print_report(report: SupportReport, *, all_nodes: bool = False) -> None:
+    from edgecnn.check.placement import Placement
+    from edgecnn.check.report import folded_line, summary_rows
+
     for t in report.targets:
         rows = [n for n in t.nodes if all_nodes or n.placement != Placement.ACCELERATOR]
         title = safe(

@@ -4,16 +4,17 @@ per-layer SQNR of a candidate (e.g. the INT8 model) against a reference (e.g. th
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from edgecnn.cli import app, command, console, progress_bar
-from edgecnn.drift.report import DriftReport
 from edgecnn.fsutil import atomic_write_text, guard_outputs, model_files
-from edgecnn.graph.load import parse_input_shapes
 from edgecnn.report.fmt import safe
+
+if TYPE_CHECKING:
+    from edgecnn.drift.report import DriftReport
 
 
 @command(app, "drift")
@@ -39,6 +40,7 @@ def drift_cmd(
     per-class recall, output cosine/SQNR, flipped images, and SQNR layer by layer."""
     from edgecnn.drift.evaluate import evaluate_drift
     from edgecnn.drift.report import write_report
+    from edgecnn.graph.load import parse_input_shapes
     from edgecnn.runtimes import check_threads
 
     guard_outputs(

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from edgecnn.cli import app, command, console
 from edgecnn.fsutil import guard_outputs, model_files
-from edgecnn.graph.load import load_model, parse_input_shapes
-from edgecnn.graph.summary import SCHEMA_VERSION, ModelSummary, summarize
 from edgecnn.report.fmt import human_bytes, human_count, safe
-from edgecnn.report.jsonio import write_json
+
+if TYPE_CHECKING:
+    from edgecnn.graph.summary import ModelSummary
 
 InputShape = Annotated[
     list[str] | None,
@@ -29,6 +29,10 @@ def inspect_cmd(
     top: Annotated[int, typer.Option(help="Rows of the per-layer table (0 = all).")] = 0,
 ) -> None:
     """Validate MODEL (full checker, strict shape inference) and print params, MACs, bytes and flags per layer."""
+    from edgecnn.graph.load import load_model, parse_input_shapes
+    from edgecnn.graph.summary import SCHEMA_VERSION, summarize
+    from edgecnn.report.jsonio import write_json
+
     guard_outputs(model_files(model), {"--json": json_path})
     loaded = load_model(model, parse_input_shapes(input_shape))
     summary = summarize(loaded)

@@ -2,43 +2,23 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import onnx
 import typer
 from rich.table import Table
 
 from edgecnn.cli import app, command, console, progress_bar
 from edgecnn.errors import BadInputError
 from edgecnn.fsutil import atomic_path, guard_outputs, model_files
-from edgecnn.graph.load import parse_input_shapes
-from edgecnn.preprocess import find_spec
-from edgecnn.quantize.api import SCHEMA_VERSION, Precision, QuantizeConfig, QuantizeReport, quantize
-from edgecnn.quantize.dataset import ImageDataset
-from edgecnn.quantize.estimators import parse_method
-from edgecnn.quantize.params import RUNTIME_SCHEMES, QuantScheme
 from edgecnn.report.fmt import human_bytes, safe
-from edgecnn.report.jsonio import write_json
 
+if TYPE_CHECKING:
+    import onnx
 
-def resolve_scheme(target: str | None, runtime: str) -> QuantScheme:
-    """The target spec's scheme when --target is given, else the runtime's default."""
-    if target:
-        from edgecnn.check.spec import load_target
-
-        spec = load_target(target)
-        if spec.quant is None:
-            raise BadInputError(
-                f"--target {target}: runs float only (precisions: {', '.join(str(p) for p in spec.precisions)}); "
-                "use --precision fp16 or a target with a [quant] scheme"
-            )
-        # An accelerator without float (Ethos-U, Edge TPU, HTP) must get the whole graph in integer.
-        return replace(spec.quant, quantize_outputs=spec.requires_quantization)
-    if runtime not in RUNTIME_SCHEMES:
-        raise BadInputError(f"--runtime {runtime!r}; valid runtimes are {', '.join(RUNTIME_SCHEMES)}")
-    return RUNTIME_SCHEMES[runtime]
+    from edgecnn.drift.budget import BudgetReport
+    from edgecnn.quantize.api import QuantizeConfig, QuantizeReport
+    from edgecnn.quantize.dataset import ImageDataset
 
 
 @command(app, "quantize")
@@ -68,6 +48,14 @@ def quantize_cmd(
     backend: Annotated[str, typer.Option(help="Where shards run: local (processes) or ray (RAY_ADDRESS).")] = "local",
 ) -> None:
     """Quantize MODEL to INT8 (QDQ, calibrated on real images) or FP16, verified and stamped with provenance."""
+    from edgecnn.graph.load import parse_input_shapes
+    from edgecnn.preprocess import find_spec
+    from edgecnn.quantize.api import SCHEMA_VERSION, Precision, QuantizeConfig, quantize
+    from edgecnn.quantize.dataset import ImageDataset
+    from edgecnn.quantize.estimators import parse_method
+    from edgecnn.quantize.params import QuantScheme, resolve_scheme
+    from edgecnn.report.jsonio import write_json
+
     if precision not in ("int8", "fp16"):
         raise BadInputError(f"--precision {precision!r}; valid values are int8, fp16")
     prec = Precision(precision)
@@ -108,8 +96,6 @@ def quantize_cmd(
         backend=parse_backend(backend).value,
     )
     if max_drop is not None or data is not None:
-        from edgecnn.cli.sensitivity import quantize_budgeted
-
         if max_drop is None or data is None or prec is not Precision.INT8:
             raise BadInputError("--max-drop PTS and --data DIR go together, with --precision int8")
         return quantize_budgeted(
@@ -135,6 +121,8 @@ def quantize_cmd(
 
 def save_model(model: onnx.ModelProto, output: Path) -> None:
     """Write ``model`` atomically as one file and check it; a model protobuf cannot hold (> 2 GiB) is exit 2."""
+    import onnx
+
     with atomic_path(output) as tmp:
         try:
             onnx.save(model, str(tmp))
@@ -147,6 +135,8 @@ def save_model(model: onnx.ModelProto, output: Path) -> None:
 
 
 def print_report(r: QuantizeReport, output: Path) -> None:
+    from edgecnn.quantize.params import QuantScheme
+
     t = Table(title=f"quantize -> {safe(output)}", show_header=False)
     t.add_column("what")
     t.add_column("value")
@@ -185,3 +175,72 @@ def print_report(r: QuantizeReport, output: Path) -> None:
         if len(r.kept_float) > 20:
             kf.add_row("…", f"{len(r.kept_float) - 20} more (see --json)")
         console.print(kf)
+
+
+def print_budget(b: BudgetReport) -> None:
+    """What ``quantize --max-drop`` did: the layers kept float, the accuracy and the latency it cost."""
+    t = Table(title=f"accuracy budget: top-1 drop at most {b.max_drop_pts:.2f} pts", show_header=False)
+    t.add_column("what")
+    t.add_column("value")
+    t.add_row("float top-1", f"{b.float_top1_pct:.2f}%")
+    t.add_row("all INT8", f"{b.int8_top1_pct:.2f}% (drop {b.float_top1_pct - b.int8_top1_pct:+.2f} pts)")
+    t.add_row("result", f"{b.final_top1_pct:.2f}% (drop {b.final_drop_pts:+.2f} pts)")
+    t.add_row("kept float", safe(", ".join(b.kept_float)) if b.kept_float else "none: all INT8 is within the budget")
+    t.add_row("tried", "; ".join(f"{tr.float_layers} float -> {tr.drop_pts:+.2f} pts" for tr in b.trials))
+    if b.final_p50_ms is not None and b.int8_p50_ms is not None:
+        t.add_row(
+            "latency cost",
+            f"p50 {b.int8_p50_ms:.3f} -> {b.final_p50_ms:.3f} ms ({b.latency_cost_pct:+.1f}%), "
+            f"p99 {b.int8_p99_ms:.3f} -> {b.final_p99_ms:.3f} ms",
+        )
+    console.print(t)
+
+
+def quantize_budgeted(
+    model: Path,
+    output: Path,
+    calib: ImageDataset | None,
+    config: QuantizeConfig,
+    max_drop: float,
+    data: Path,
+    preprocess: Path | None,
+    cache_dir: Path | None,
+    shapes: dict[str, tuple[int, ...]],
+    json_path: Path | None,
+) -> None:
+    """``edgecnn quantize ... --max-drop PTS --data DIR``: the budgeted search, then the usual outputs."""
+    from edgecnn.drift.budget import quantize_within_budget
+    from edgecnn.drift.evaluate import open_eval_data
+    from edgecnn.drift.sensitivity import default_cache_dir
+    from edgecnn.graph.load import load_model
+    from edgecnn.quantize.api import SCHEMA_VERSION
+    from edgecnn.report.jsonio import write_json
+
+    assert calib is not None
+    if not 0 <= max_drop <= 100:
+        raise BadInputError(f"--max-drop {max_drop}; expected 0..100 percentage points of top-1")
+    evald = open_eval_data(data, load_model(model, shapes), preprocess=preprocess, require_labels="--max-drop")
+    with progress_bar() as bar:
+        task = bar.add_task("accuracy budget", total=None)
+        out, report, budget = quantize_within_budget(
+            model,
+            calib,
+            evald,
+            config,
+            max_drop,
+            cache_dir=cache_dir or default_cache_dir(),
+            input_shapes=shapes,
+            progress=lambda done, total, what: bar.update(
+                task, completed=done, total=total, description=f"sensitivity {what[-40:]}"
+            ),
+        )
+    save_model(out, output)
+    print_report(report, output)
+    print_budget(budget)
+    if json_path is not None:
+        write_json(
+            json_path,
+            {"model": str(model), "output": str(output), **report.to_dict(), "budget": budget.to_dict()},
+            kind="quantize",
+            schema_version=SCHEMA_VERSION,
+        )

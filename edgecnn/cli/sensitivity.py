@@ -12,14 +12,13 @@ from rich.table import Table
 from edgecnn.cli import app, command, console, progress_bar
 from edgecnn.errors import BadInputError
 from edgecnn.fsutil import guard_outputs, model_files
-from edgecnn.graph.load import parse_input_shapes
 from edgecnn.report.fmt import safe
 
 if TYPE_CHECKING:
-    from edgecnn.drift.budget import BudgetReport
+    pass
+
+if TYPE_CHECKING:
     from edgecnn.drift.sensitivity import SensitivityReport
-    from edgecnn.quantize.api import QuantizeConfig
-    from edgecnn.quantize.dataset import ImageDataset
 
 
 @command(app, "sensitivity")
@@ -46,14 +45,14 @@ def sensitivity_cmd(
     show: Annotated[int, typer.Option(help="Rows in the table.")] = 15,
 ) -> None:
     """Quantize one layer at a time (or all but one) and rank the layers by what they cost."""
-    from edgecnn.cli.quantize import resolve_scheme
     from edgecnn.drift.evaluate import open_eval_data
     from edgecnn.drift.sensitivity import Mode, default_cache_dir, run_sensitivity
-    from edgecnn.graph.load import load_model
+    from edgecnn.graph.load import load_model, parse_input_shapes
     from edgecnn.preprocess import find_spec
     from edgecnn.quantize.api import QuantizeConfig
     from edgecnn.quantize.dataset import ImageDataset
     from edgecnn.quantize.estimators import parse_method
+    from edgecnn.quantize.params import resolve_scheme
     from edgecnn.report.jsonio import write_json
 
     if mode not in ("one", "all-but-one"):
@@ -149,73 +148,3 @@ def print_sensitivity(rep: SensitivityReport, *, show: int = 15) -> None:
         console.print(f"  cache: {safe(rep.cache_file)} ({rep.cached_layers} result(s) reused)")
     if not rep.labeled:
         console.print("[yellow]note:[/] no labels.csv in the data folder: ranked by output SQNR only")
-
-
-def print_budget(b: BudgetReport) -> None:
-    """What ``quantize --max-drop`` did: the layers kept float, the accuracy and the latency it cost."""
-    t = Table(title=f"accuracy budget: top-1 drop at most {b.max_drop_pts:.2f} pts", show_header=False)
-    t.add_column("what")
-    t.add_column("value")
-    t.add_row("float top-1", f"{b.float_top1_pct:.2f}%")
-    t.add_row("all INT8", f"{b.int8_top1_pct:.2f}% (drop {b.float_top1_pct - b.int8_top1_pct:+.2f} pts)")
-    t.add_row("result", f"{b.final_top1_pct:.2f}% (drop {b.final_drop_pts:+.2f} pts)")
-    t.add_row("kept float", safe(", ".join(b.kept_float)) if b.kept_float else "none: all INT8 is within the budget")
-    t.add_row("tried", "; ".join(f"{tr.float_layers} float -> {tr.drop_pts:+.2f} pts" for tr in b.trials))
-    if b.final_p50_ms is not None and b.int8_p50_ms is not None:
-        t.add_row(
-            "latency cost",
-            f"p50 {b.int8_p50_ms:.3f} -> {b.final_p50_ms:.3f} ms ({b.latency_cost_pct:+.1f}%), "
-            f"p99 {b.int8_p99_ms:.3f} -> {b.final_p99_ms:.3f} ms",
-        )
-    console.print(t)
-
-
-def quantize_budgeted(
-    model: Path,
-    output: Path,
-    calib: ImageDataset | None,
-    config: QuantizeConfig,
-    max_drop: float,
-    data: Path,
-    preprocess: Path | None,
-    cache_dir: Path | None,
-    shapes: dict[str, tuple[int, ...]],
-    json_path: Path | None,
-) -> None:
-    """``edgecnn quantize ... --max-drop PTS --data DIR``: the budgeted search, then the usual outputs."""
-    from edgecnn.cli.quantize import print_report, save_model
-    from edgecnn.drift.budget import quantize_within_budget
-    from edgecnn.drift.evaluate import open_eval_data
-    from edgecnn.drift.sensitivity import default_cache_dir
-    from edgecnn.graph.load import load_model
-    from edgecnn.quantize.api import SCHEMA_VERSION
-    from edgecnn.report.jsonio import write_json
-
-    assert calib is not None
-    if not 0 <= max_drop <= 100:
-        raise BadInputError(f"--max-drop {max_drop}; expected 0..100 percentage points of top-1")
-    evald = open_eval_data(data, load_model(model, shapes), preprocess=preprocess, require_labels="--max-drop")
-    with progress_bar() as bar:
-        task = bar.add_task("accuracy budget", total=None)
-        out, report, budget = quantize_within_budget(
-            model,
-            calib,
-            evald,
-            config,
-            max_drop,
-            cache_dir=cache_dir or default_cache_dir(),
-            input_shapes=shapes,
-            progress=lambda done, total, what: bar.update(
-                task, completed=done, total=total, description=f"sensitivity {what[-40:]}"
-            ),
-        )
-    save_model(out, output)
-    print_report(report, output)
-    print_budget(budget)
-    if json_path is not None:
-        write_json(
-            json_path,
-            {"model": str(model), "output": str(output), **report.to_dict(), "budget": budget.to_dict()},
-            kind="quantize",
-            schema_version=SCHEMA_VERSION,
-        )

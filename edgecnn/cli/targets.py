@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from edgecnn.check.spec import available_targets, load_target
 from edgecnn.cli import app, command, console
 from edgecnn.errors import ConfigError
 from edgecnn.report.fmt import safe
+
+if TYPE_CHECKING:
+    pass
 
 targets_app = typer.Typer(help="List, show and lint target specs (targets/*.toml).", no_args_is_help=True)
 app.add_typer(targets_app, name="targets")
@@ -20,6 +22,8 @@ app.add_typer(targets_app, name="targets")
 @command(targets_app, "list")
 def list_cmd() -> None:
     """List the bundled targets."""
+    from edgecnn.check.spec import available_targets, load_target
+
     tab = Table(title="Targets")
     for col in ("name", "accelerator", "runtime", "precisions", "ops", "fallback"):
         tab.add_column(col)
@@ -33,6 +37,8 @@ def list_cmd() -> None:
 @command(targets_app, "show")
 def show_cmd(name: Annotated[str, typer.Argument(help="Target name or .toml path.")]) -> None:
     """Show a target: precisions, quantization scheme, limits, operators with constraints, and sources."""
+    from edgecnn.check.spec import load_target
+
     t = load_target(name)
     console.print(f"[bold]{safe(t.name)}[/]: {safe(t.description)}", highlight=False)
     console.print(
@@ -75,6 +81,8 @@ def lint_cmd(
     ] = None,
 ) -> None:
     """Validate target specs: schema, known keys, sources for every fact, extends chain."""
+    from edgecnn.check.spec import available_targets, load_target
+
     items: list[str] = [str(f) for f in files] if files else available_targets()
     for item in items:
         if files and not str(item).endswith(".toml"):

@@ -17,7 +17,7 @@ from edgecnn.bench.harness import BenchResult
 from edgecnn.drift.report import DriftReport
 from edgecnn.errors import BadInputError
 from edgecnn.gate.baseline import Baseline
-from edgecnn.gate.policy import RULES, Needs, Policy
+from edgecnn.gate.policy import RULES, Measured, Needs, Policy
 
 # Measured values within this much of the limit count as equal (float noise, e.g. 0.1 + 0.2).
 EPS = 1e-9
@@ -121,7 +121,7 @@ def decide(policy: Policy, drift: DriftReport, bench: Sequence[BenchResult], bas
     """Evaluate every rule of ``policy``; ``bench`` holds the candidate's results only (see check_inputs)."""
     results: list[RuleResult] = []
     for name, limit in policy.rules.items():
-        results.extend(_evaluate(name, limit, drift, bench, baseline))
+        results.extend(_result(name, limit, m) for m in RULES[name].evaluate(drift, bench, baseline))
     return Decision(
         passed=all(r.ok for r in results),
         model=drift.reference.name,
@@ -130,127 +130,10 @@ def decide(policy: Policy, drift: DriftReport, bench: Sequence[BenchResult], bas
     )
 
 
-def _judge(name: str, limit: float, measured: float, detail: str, suffix: str = "") -> RuleResult:
+def _result(name: str, limit: float, m: Measured) -> RuleResult:
     d = RULES[name]
-    ok = measured <= limit + EPS if d.bound == "max" else measured >= limit - EPS
-    return RuleResult(
-        rule=name + suffix,
-        status=Status.PASS if ok else Status.FAIL,
-        measured=measured,
-        limit=limit,
-        bound=d.bound,
-        unit=d.unit,
-        detail=detail,
-    )
-
-
-def _skip(name: str, limit: float, why: str, suffix: str = "") -> RuleResult:
-    d = RULES[name]
-    return RuleResult(
-        rule=name + suffix, status=Status.SKIP, measured=None, limit=limit, bound=d.bound, unit=d.unit, detail=why
-    )
-
-
-def _evaluate(
-    name: str, limit: float, drift: DriftReport, bench: Sequence[BenchResult], baseline: Baseline | None
-) -> list[RuleResult]:
-    ref, cand = drift.reference.name, drift.candidate.name
-    if name == "max_top1_drop":
-        assert drift.top1_drop_pts is not None
-        return [
-            _judge(
-                name,
-                limit,
-                drift.top1_drop_pts,
-                f"top-1 {drift.reference_top1_pct:.2f}% ({ref}) -> {drift.candidate_top1_pct:.2f}% ({cand})",
-            )
-        ]
-    if name == "max_top5_drop":
-        assert drift.topk_drop_pts is not None
-        return [
-            _judge(
-                name,
-                limit,
-                drift.topk_drop_pts,
-                f"top-{drift.topk} {drift.reference_topk_pct:.2f}% -> {drift.candidate_topk_pct:.2f}%",
-            )
-        ]
-    if name == "min_top1":
-        assert drift.candidate_top1_pct is not None
-        return [_judge(name, limit, drift.candidate_top1_pct, f"{cand} on {drift.images} images")]
-    if name == "min_agreement":
-        assert drift.agreement_pct is not None
-        return [_judge(name, limit, drift.agreement_pct, f"{drift.flips_total} of {drift.images} predictions flipped")]
-    if name == "max_class_recall_drop":
-        worst = drift.worst_class
-        if worst is None:
-            return [_skip(name, limit, "no per-class recall in the drift report")]
-        return [
-            _judge(
-                name,
-                limit,
-                worst.drop_pts,
-                f"class {worst.name}: {worst.reference_pct:.1f}% -> {worst.candidate_pct:.1f}% of {worst.support} images",
-            )
-        ]
-    if name == "min_output_sqnr_db":
-        o = min(drift.outputs, key=lambda x: x.sqnr_db)
-        return [_judge(name, limit, o.sqnr_db, f"output {o.name}")]
-    if name == "min_output_cosine":
-        o = min(drift.outputs, key=lambda x: x.cosine_mean)
-        return [_judge(name, limit, o.cosine_mean, f"output {o.name}, worst image {o.cosine_min:.5f}")]
-    if name == "max_top1_drop_vs_baseline":
-        if baseline is None or baseline.top1_pct is None:
-            return [_skip(name, limit, "no baseline yet" if baseline is None else "the baseline has no accuracy")]
-        assert drift.candidate_top1_pct is not None
-        return [
-            _judge(
-                name,
-                limit,
-                baseline.top1_pct - drift.candidate_top1_pct,
-                f"top-1 {baseline.top1_pct:.2f}% (baseline {baseline.candidate}) -> {drift.candidate_top1_pct:.2f}%",
-            )
-        ]
-    if name == "max_class_recall_drop_vs_baseline":
-        if baseline is None or not baseline.class_recall_pct:
-            return [
-                _skip(name, limit, "no baseline yet" if baseline is None else "the baseline has no per-class recall")
-            ]
-        drops = [
-            (baseline.class_recall_pct[str(c.index)] - c.candidate_pct, c)
-            for c in drift.per_class
-            if str(c.index) in baseline.class_recall_pct
-        ]
-        drop, c = max(drops, key=lambda x: x[0])
-        return [
-            _judge(
-                name,
-                limit,
-                drop,
-                f"class {c.name}: {baseline.class_recall_pct[str(c.index)]:.1f}% (baseline) -> {c.candidate_pct:.1f}%",
-            )
-        ]
-    if name == "max_p99_ms":
-        return [
-            _judge(
-                name, limit, r.stats.p99_ms, f"{r.model_name} on {r.runtime}, {r.stats.count} runs", f"[{r.runtime}]"
-            )
-            for r in bench
-        ]
-    if name == "max_p99_regression":
-        out = []
-        for r in bench:
-            base = baseline.latency.get(r.runtime) if baseline is not None else None
-            if base is None:
-                why = "no baseline yet" if baseline is None else f"the baseline has no {r.runtime} latency"
-                out.append(_skip(name, limit, why, f"[{r.runtime}]"))
-                continue
-            reg = 100.0 * (r.stats.p99_ms - base.p99_ms) / base.p99_ms if base.p99_ms > 0 else 0.0
-            machine = "" if base.cpu_model == r.machine.cpu_model else f" (baseline measured on {base.cpu_model})"
-            out.append(
-                _judge(
-                    name, limit, reg, f"p99 {base.p99_ms:.3f} ms -> {r.stats.p99_ms:.3f} ms{machine}", f"[{r.runtime}]"
-                )
-            )
-        return out
-    raise AssertionError(f"rule {name} has no evaluator")  # RULES and _evaluate are kept in step by a test
+    common = {"rule": name + m.suffix, "limit": limit, "bound": d.bound, "unit": d.unit, "detail": m.detail}
+    if m.value is None:
+        return RuleResult(status=Status.SKIP, measured=None, **common)  # type: ignore[arg-type]
+    ok = m.value <= limit + EPS if d.bound == "max" else m.value >= limit - EPS
+    return RuleResult(status=Status.PASS if ok else Status.FAIL, measured=m.value, **common)  # type: ignore[arg-type]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -116,3 +116,21 @@ def dequantize_array(q: np.ndarray, scale: np.ndarray | float, zp: np.ndarray | 
     """The same arithmetic as ONNX DequantizeLinear."""
     scale, zp = _along(scale, zp, q.ndim, axis)
     return (q.astype(np.float32) - zp.astype(np.float32)) * scale
+
+
+def resolve_scheme(target: str | None, runtime: str) -> QuantScheme:
+    """The target spec's scheme when --target is given, else the runtime's default."""
+    if target:
+        from edgecnn.check.spec import load_target
+
+        spec = load_target(target)
+        if spec.quant is None:
+            raise BadInputError(
+                f"--target {target}: runs float only (precisions: {', '.join(str(p) for p in spec.precisions)}); "
+                "use --precision fp16 or a target with a [quant] scheme"
+            )
+        # An accelerator without float (Ethos-U, Edge TPU, HTP) must get the whole graph in integer.
+        return replace(spec.quant, quantize_outputs=spec.requires_quantization)
+    if runtime not in RUNTIME_SCHEMES:
+        raise BadInputError(f"--runtime {runtime!r}; valid runtimes are {', '.join(RUNTIME_SCHEMES)}")
+    return RUNTIME_SCHEMES[runtime]

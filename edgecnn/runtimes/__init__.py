@@ -66,11 +66,12 @@ def _require(name: str) -> None:
 
 
 def available_runtimes() -> list[str]:
-    """Names of the runtimes whose python package imports here."""
+    """Names of the runtimes whose python package imports here and whose edgecnn adapter exists."""
     out = []
     for name in RUNTIMES:
         try:
             _require(name)
+            _session_class(name)
         except MissingRuntimeError:
             continue
         out.append(name)

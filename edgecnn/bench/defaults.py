@@ -1,0 +1,7 @@
+"""Defaults of a benchmark run, importable without numpy (the CLI reads them when it builds its options)."""
+
+from __future__ import annotations
+
+RANDOM = "random"  # input source: deterministic random tensors
+DEFAULT_WARMUP = 10
+DEFAULT_ITERATIONS = 200

@@ -1,0 +1,50 @@
+"""`edgecnn --help` starts fast because the CLI imports no heavy library until a command runs.
+
+Measured deterministically: which modules a fresh interpreter has loaded after importing the CLI and building
+every command's options, rather than a wall-clock time (that is machine- and load-dependent).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.cli_helpers import ROOT
+
+HEAVY = ("onnx", "numpy", "onnxruntime", "openvino", "PIL", "ai_edge_litert", "matplotlib", "psutil")
+
+_PROBE = """
+import json, sys
+from typer.main import get_command
+from edgecnn.cli import app
+cmd = get_command(app)
+for name, sub in cmd.commands.items():      # every command's options and help text are built
+    sub.get_help(__import__("click").Context(sub, info_name=name))
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in HEAVY)))
+"""
+
+
+def _loaded_after(code: str) -> list[str]:
+    proc = subprocess.run(
+        [sys.executable, "-c", f"HEAVY = {HEAVY!r}\n{code}"], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_cli_and_every_command_help_import_no_heavy_library() -> None:
+    assert _loaded_after(_PROBE) == []
+
+
+def test_the_probe_can_fail() -> None:
+    """Negative control: a command that does import onnx is seen by the same probe."""
+    loaded = _loaded_after("import edgecnn.graph.load\n" + _PROBE)
+    assert "onnx" in loaded and "numpy" in loaded
+
+
+def test_help_runs_in_a_subprocess() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgecnn", "--help"], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert proc.returncode == 0 and "quantize" in proc.stdout and "gate" in proc.stdout
