@@ -1,107 +1,101 @@
-"""Calibration speed-up from sharding: 1 process vs 2 local worker processes vs 2 Ray workers (local Ray).
+#!/usr/bin/env python3
+"""Calibration speed-up from sharding: 1 process vs 2 local worker processes vs 2 Ray workers (a local Ray).
 
-Each variant is a fresh `edgecnn quantize` process; variants alternate within each round; the table shows the
-median and the spread (min-max) of the whole command's wall time and of the calibration time the quantize
-report gives (which includes Ray's start-up for the Ray variants). Every variant uses the same images, batch
-and total threads (1 process x 2 threads, 2 workers x 1 thread). Writes benchmarks/results/ray_calibration.json.
+    python benchmarks/ray_calibration.py [--samples 128] [--method entropy] [--rounds 5]
 
-    python benchmarks/ray_calibration.py [--rounds 5] [--samples 128] [--method entropy]
+Measured through `benchmarks/runner.py`: each (variant, round) is a fresh process that runs edgecnn's
+`quantize()` on ResNet-18 (benchmarks/build_models.py) with the same images, batch and total threads (the
+single process gets all threads; each of N workers gets threads / N). Reported: the whole quantize call and
+its calibration part (which includes starting Ray for the Ray variant), median and min-max over >= 5
+alternating rounds. The merged statistics are identical in every variant (tests/test_calib_distributed.py);
+this measures only time. Writes benchmarks/results/ray_calibration.json; the README block is rendered from it.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import CALIB, MODELS, SPEC
+from runner import Variant, common_args, median, run_benchmark, settings_from, spread
 
-from benchmarks.common import CALIB, MODELS, SPEC  # noqa: E402
+NAME = "ray_calibration"
+VARIANTS = (
+    ("1 process", 1, "local"),
+    ("2 local processes", 2, "local"),
+    ("2 Ray workers", 2, "ray"),
+)
 
-VARIANTS = {
-    "1 process (2 threads)": ["--workers", "1"],
-    "2 local processes (1 thread each)": ["--workers", "2", "--backend", "local"],
-    "2 Ray workers (1 thread each)": ["--workers", "2", "--backend", "ray"],
-}
 
+def measure(*, model: str, samples: int, method: str, workers: int, backend: str, threads: int, batch: int) -> dict:
+    """One quantize() call in this (fresh) process; times in seconds."""
+    from edgecnn.preprocess import load_spec
+    from edgecnn.quantize.api import QuantizeConfig, quantize
+    from edgecnn.quantize.dataset import ImageDataset
+    from edgecnn.quantize.estimators import parse_method
 
-def run_once(model: Path, args: list[str], samples: int, method: str, tmp: Path) -> dict[str, float]:
-    out, rep = tmp / "q.onnx", tmp / "q.json"
-    cmd = [sys.executable, "-m", "edgecnn", "quantize", str(model), "--calib", str(CALIB), "--preprocess", str(SPEC)]
-    cmd += ["-o", str(out), "--json", str(rep), "--samples", str(samples), "--method", method, "--batch", "8", *args]
+    ds = ImageDataset.open(CALIB, load_spec(SPEC), samples)
+    cfg = QuantizeConfig(
+        method=parse_method(method),
+        batch=8,
+        threads=max(1, threads // workers),
+        workers=workers,
+        backend=backend,
+    )
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, capture_output=True, cwd=REPO)
-    wall = time.perf_counter() - t0
-    report = json.loads(rep.read_text())
-    return {"wall_s": wall, "calibrate_s": report["seconds_calibrate"]}
+    _, report = quantize(Path(model), ds, cfg)
+    return {"quantize_s": time.perf_counter() - t0, "calibrate_s": report.seconds_calibrate}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=5)
+    common_args(ap)
     ap.add_argument("--samples", type=int, default=128)
     ap.add_argument("--method", default="entropy")
-    ap.add_argument("--model", type=Path, default=MODELS / "resnet18.onnx")
-    ap.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "ray_calibration.json")
     a = ap.parse_args()
-    if not a.model.is_file():
-        sys.exit(f"{a.model}: missing; build it with: python benchmarks/build_models.py")
-    runs: dict[str, list[dict[str, float]]] = {k: [] for k in VARIANTS}
-    with tempfile.TemporaryDirectory(prefix="edgecnn-bench-ray-") as tmp:
-        for r in range(a.rounds):
-            order = list(VARIANTS) if r % 2 == 0 else list(reversed(VARIANTS))  # alternate the order too
-            for name in order:
-                runs[name].append(run_once(a.model, VARIANTS[name], a.samples, a.method, Path(tmp)))
-                print(f"round {r + 1}/{a.rounds} {name}: {runs[name][-1]['wall_s']:.1f} s", flush=True)
-    rows = []
-    base = statistics.median(x["wall_s"] for x in runs[next(iter(VARIANTS))])
-    base_cal = statistics.median(x["calibrate_s"] for x in runs[next(iter(VARIANTS))])
-    for name, xs in runs.items():
-        wall = [x["wall_s"] for x in xs]
-        cal = [x["calibrate_s"] for x in xs]
-        rows.append(
-            {
-                "variant": name,
-                "wall_median_s": statistics.median(wall),
-                "wall_min_s": min(wall),
-                "wall_max_s": max(wall),
-                "calibrate_median_s": statistics.median(cal),
-                "calibrate_min_s": min(cal),
-                "calibrate_max_s": max(cal),
-                "speedup_wall": base / statistics.median(wall),
-                "speedup_calibrate": base_cal / statistics.median(cal),
-            }
+    model = MODELS / "resnet18.onnx"
+    if not model.is_file():
+        sys.exit(f"{model}: missing; build it with: python benchmarks/build_models.py")
+    variants = [
+        Variant(
+            name=name,
+            fn="ray_calibration:measure",
+            params={"model": str(model), "samples": a.samples, "method": a.method, "workers": w, "backend": b},
         )
-    print(f"\n{a.model.name}, {a.samples} images, {a.method}, {a.rounds} alternating rounds (median, min-max)")
-    print(f"{'variant':38} {'wall s':>20} {'calibrate s':>20} {'speed-up (wall / calib)':>24}")
-    for row in rows:
-        print(
-            f"{row['variant']:38} {row['wall_median_s']:7.1f} ({row['wall_min_s']:.1f}-{row['wall_max_s']:.1f})"
-            f"   {row['calibrate_median_s']:7.1f} ({row['calibrate_min_s']:.1f}-{row['calibrate_max_s']:.1f})"
-            f"   {row['speedup_wall']:8.2f}x / {row['speedup_calibrate']:.2f}x"
-        )
-    from edgecnn.bench.machine import machine_facts
+        for name, w, b in VARIANTS
+    ]
+    payload = run_benchmark(
+        NAME, variants, settings_from(a), extra={"model": model.name, "samples": a.samples, "method": a.method}
+    )
+    print(readme_table(payload))
 
-    a.json.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "schema_version": 1,
-        "kind": "bench-ray-calibration",
-        "model": a.model.name,
-        "samples": a.samples,
-        "method": a.method,
-        "rounds": a.rounds,
-        "machine": machine_facts(),
-        "rows": rows,
-        "raw": runs,
-    }
-    a.json.write_text(json.dumps(payload, indent=2) + "\n")
-    print(f"wrote {a.json}")
+
+def readme_table(payload: dict[str, Any]) -> str:
+    s, mach = payload["settings"], payload["machine"]
+    base_q = median(payload, VARIANTS[0][0], "quantize_s")
+    base_c = median(payload, VARIANTS[0][0], "calibrate_s")
+    lines = [
+        f"{payload['model']}, {payload['samples']} images, {payload['method']}; median over {s['rounds']} alternating "
+        f"rounds, each a fresh process [min-max]; {s['threads']} threads in all; {mach['cpu_model']} "
+        f"({mach['cores_logical']} cores). Load average {mach['loadavg_before'][0]:.1f} before, "
+        f"{mach['loadavg_after'][0]:.1f} after.",
+        "",
+        "| variant | quantize s | calibration s | speed-up (quantize / calibration) |",
+        "|---|---|---|---|",
+    ]
+    for name, _, _ in VARIANTS:
+        q, c = median(payload, name, "quantize_s"), median(payload, name, "calibrate_s")
+        sq, sc = spread(payload, name, "quantize_s"), spread(payload, name, "calibrate_s")
+        if q is None or c is None or sq is None or sc is None:
+            lines.append(f"| {name} | - | - | - |")
+            continue
+        speed = f"{base_q / q:.2f}x / {base_c / c:.2f}x" if base_q and base_c else "-"
+        lines.append(f"| {name} | {q:.1f} [{sq[0]:.1f}-{sq[1]:.1f}] | {c:.1f} [{sc[0]:.1f}-{sc[1]:.1f}] | {speed} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ BLOCKS: dict[str, tuple[str, tuple[str, dict[str, str]]]] = {
     "calibration_goals": ("calibration:readme_goals", _CALIB),
     "calibration_accuracy": ("calibration:readme_accuracy", _CALIB),
     "harness": ("harness_vs_benchmark_app:readme_table", ("harness_vs_benchmark_app", {})),
+    "ray_calibration": ("ray_calibration:readme_table", ("ray_calibration", {})),
     "startup": ("startup:readme_table", ("startup", {})),
 }
 _BLOCK = re.compile(r"(<!-- bench:([\w-]+) -->\n)(.*?)(<!-- /bench:\2 -->)", re.S)
