@@ -416,6 +416,23 @@ class TFLiteBuilder:
         self._ops.append(op)
         return len(self._ops) - 1
 
+    def rename_tensor(self, index: int, name: str) -> None:
+        """Give tensor ``index`` the name ``name``; a tensor already called that is renamed ``name_1``."""
+        old = self._tensors[index].name
+        if old == name:
+            return
+        for t in self._tensors:
+            if t.name == name:
+                unique, k = f"{name}_1", 1
+                while unique in self._names:
+                    k += 1
+                    unique = f"{name}_{k}"
+                t.name = unique
+                self._names.add(unique)
+        self._names.discard(old)
+        self._names.add(name)
+        self._tensors[index].name = name
+
     def set_io(self, inputs: Sequence[int], outputs: Sequence[int]) -> None:
         """Declare the subgraph's input and output tensors."""
         self._inputs = [int(i) for i in inputs]
