@@ -103,8 +103,11 @@ class LiteRtSession:
         self._in_perm = [
             (0, 2, 3, 1) if nhwc and len(a[1]) == 4 else _perm_to(a[1], b) for a, b in zip(onnx_in, tfl_in, strict=True)
         ]
-        # outputs: permutation from TFLite layout back to ONNX
-        self._out_perm = [_perm_to(b, a[1]) for a, b in zip(onnx_out, tfl_out, strict=True)]
+        # The converter keeps every output in the ONNX order (it ends the graph with a TRANSPOSE when needed):
+        # outputs only need a reshape (e.g. [N, C] vs [N, C, 1, 1]).
+        if any(int(np.prod(a[1])) != int(np.prod(b)) for a, b in zip(onnx_out, tfl_out, strict=True)):
+            raise ModelError(f"{path}: converted outputs {tfl_out} do not match the ONNX outputs {onnx_out}")
+        self._out_perm = [None] * len(onnx_out)
         self._onnx_names = ([n for n, _ in onnx_in], [n for n, _ in onnx_out])
         self._onnx_shapes = ([s for _, s in onnx_in], [s for _, s in onnx_out])
         return exp.data
