@@ -254,7 +254,9 @@ def prepare_model(
 
     path = Path(path)
     if format_of(path) is ModelFormat.TFLITE:
-        return _prepare_tflite(path, input_shapes=input_shapes, batch=batch, input_source=input_source, preprocess=preprocess)
+        return _prepare_tflite(
+            path, input_shapes=input_shapes, batch=batch, input_source=input_source, preprocess=preprocess
+        )
     user = dict(input_shapes or {})
     if batch is not None and batch <= 0:
         raise BadInputError(f"--batch {batch}: expected a positive batch size, e.g. 1")
@@ -324,7 +326,9 @@ def _prepare_tflite(
             )
     first = next(iter(shapes.values()), (1,))
     if batch is not None and (not first or first[0] != batch):
-        raise ModelError(f"{path}: --batch {batch}, but the TFLite model's batch is fixed at {first[0] if first else 1}")
+        raise ModelError(
+            f"{path}: --batch {batch}, but the TFLite model's batch is fixed at {first[0] if first else 1}"
+        )
     feeds: tuple[dict[str, np.ndarray], ...] | None = None
     source = RANDOM
     if str(input_source) != RANDOM:

@@ -19,29 +19,52 @@ from edgecnn.report.jsonio import write_json
 
 @command(app, "export")
 def export_cmd(
-    model: Annotated[Path | None, typer.Argument(help="ONNX model (float or QDQ INT8 from `edgecnn quantize`).")] = None,
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="Output file (.tflite, .xml or .onnx).")] = None,
-    to: Annotated[str | None, typer.Option("--to", help="tflite | openvino | onnx (default: from the -o suffix).")] = None,
-    precision: Annotated[str, typer.Option(help="auto (int8 for a QDQ model or with --calib) | float32 | float16 | int8.")] = "auto",
-    target: Annotated[
-        str | None, typer.Option(help="Target spec (e.g. ethos-u55, edgetpu): its quant scheme and I/O dtype; Vela for Ethos-U.")
+    model: Annotated[
+        Path | None, typer.Argument(help="ONNX model (float or QDQ INT8 from `edgecnn quantize`).")
     ] = None,
-    io_dtype: Annotated[str | None, typer.Option("--io-dtype", help="TFLite input/output: float32 | int8 | uint8.")] = None,
-    calib: Annotated[Path | None, typer.Option("--calib", help="Calibration images: quantize a float model first.")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Output file (.tflite, .xml or .onnx).")] = None,
+    to: Annotated[
+        str | None, typer.Option("--to", help="tflite | openvino | onnx (default: from the -o suffix).")
+    ] = None,
+    precision: Annotated[
+        str, typer.Option(help="auto (int8 for a QDQ model or with --calib) | float32 | float16 | int8.")
+    ] = "auto",
+    target: Annotated[
+        str | None,
+        typer.Option(help="Target spec (e.g. ethos-u55, edgetpu): its quant scheme and I/O dtype; Vela for Ethos-U."),
+    ] = None,
+    io_dtype: Annotated[
+        str | None, typer.Option("--io-dtype", help="TFLite input/output: float32 | int8 | uint8.")
+    ] = None,
+    calib: Annotated[
+        Path | None, typer.Option("--calib", help="Calibration images: quantize a float model first.")
+    ] = None,
     samples: Annotated[int | None, typer.Option(help="Calibration images to use (default: all).")] = None,
-    method: Annotated[str, typer.Option(help="Range estimator for --calib: minmax, percentile, entropy, mse.")] = "minmax",
+    method: Annotated[
+        str, typer.Option(help="Range estimator for --calib: minmax, percentile, entropy, mse.")
+    ] = "minmax",
     preprocess: Annotated[Path | None, typer.Option(help="PreprocessSpec TOML (default: beside the images).")] = None,
-    input_shape: Annotated[list[str] | None, typer.Option("--input-shape", help="NAME=1x3x224x224 (ONNX); 1x3x224x224 (--from-torch).")] = None,
-    data: Annotated[Path | None, typer.Option("--data", help="Parity images (default: the bundled eval set when it fits).")] = None,
+    input_shape: Annotated[
+        list[str] | None, typer.Option("--input-shape", help="NAME=1x3x224x224 (ONNX); 1x3x224x224 (--from-torch).")
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option("--data", help="Parity images (default: the bundled eval set when it fits).")
+    ] = None,
     parity_samples: Annotated[int | None, typer.Option(help="Parity images to use (default: all).")] = None,
     min_agreement: Annotated[float, typer.Option(help="Parity: minimum top-1 agreement with the source, %.")] = 99.5,
     min_sqnr: Annotated[float | None, typer.Option(help="Parity: minimum SQNR in dB (default per precision).")] = None,
-    parity: Annotated[bool, typer.Option("--parity/--no-parity", help="Run the exported model against its source.")] = True,
+    parity: Annotated[
+        bool, typer.Option("--parity/--no-parity", help="Run the exported model against its source.")
+    ] = True,
     threads: Annotated[int, typer.Option(help="Runtime threads for parity.")] = 2,
     vela_accelerator: Annotated[str | None, typer.Option(help="Ethos-U MAC configuration, e.g. ethos-u55-256.")] = None,
-    from_torch: Annotated[str | None, typer.Option("--from-torch", help="FILE.py:factory returning a torch.nn.Module.")] = None,
+    from_torch: Annotated[
+        str | None, typer.Option("--from-torch", help="FILE.py:factory returning a torch.nn.Module.")
+    ] = None,
     opset: Annotated[int, typer.Option(help="ONNX opset for --from-torch.")] = 17,
-    dynamic_batch: Annotated[bool, typer.Option("--dynamic-batch", help="--from-torch: symbolic batch dimension.")] = False,
+    dynamic_batch: Annotated[
+        bool, typer.Option("--dynamic-batch", help="--from-torch: symbolic batch dimension.")
+    ] = False,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the export report (JSON) here.")] = None,
 ) -> None:
     """Write the deployable file (TFLite, OpenVINO IR, ONNX) and verify it on its own runtime (parity).
@@ -54,7 +77,9 @@ def export_cmd(
     if json_path is not None:
         check_output_path(json_path)
     if from_torch is not None:
-        return _from_torch(from_torch, model, output, input_shape, opset, dynamic_batch, data, parity, threads, json_path)
+        return _from_torch(
+            from_torch, model, output, input_shape, opset, dynamic_batch, data, parity, threads, json_path
+        )
     if model is None:
         raise BadInputError("give the ONNX model to export (or --from-torch FILE.py:factory)")
     dest = _destination(to, output)
@@ -163,7 +188,10 @@ def _from_torch(
     t.add_column("what")
     t.add_column("value")
     t.add_row("source", f"{spec} (torch {exp.torch_version})")
-    t.add_row("ONNX", f"opset {exp.opset}, input {'x'.join(map(str, exp.input_shape))}{' (batch dynamic)' if dynamic_batch else ''}")
+    t.add_row(
+        "ONNX",
+        f"opset {exp.opset}, input {'x'.join(map(str, exp.input_shape))}{' (batch dynamic)' if dynamic_batch else ''}",
+    )
     t.add_row("size", human_bytes(output.stat().st_size))
     t.add_row("time", f"{seconds:.2f} s")
     if par is not None:
@@ -232,5 +260,7 @@ def print_vela(v: Any) -> None:
     s.add_row("SRAM used", f"{v.sram_used_kib:.1f} KiB")
     s.add_row("flash used", f"{v.flash_used_kib:.1f} KiB")
     if v.inference_time_ms is not None:
-        s.add_row("inference time (est.)", f"{v.inference_time_ms:.3f} ms ({v.inferences_per_second:.0f}/s), NPU part only")
+        s.add_row(
+            "inference time (est.)", f"{v.inference_time_ms:.3f} ms ({v.inferences_per_second:.0f}/s), NPU part only"
+        )
     console.print(s)

@@ -103,7 +103,9 @@ def _inspect_tflite(path: Path, json_path: Path | None) -> None:
     for kind, items in (("input", art.inputs), ("output", art.outputs)):
         for t in items:
             q = f"scale {t.scale:.6g}, zero point {t.zero_point}" if t.scale is not None else "-"
-            io.add_row(kind, t.name, t.dtype, "x".join(map(str, t.shape)), art.input_layout if kind == "input" else "-", q)
+            io.add_row(
+                kind, t.name, t.dtype, "x".join(map(str, t.shape)), art.input_layout if kind == "input" else "-", q
+            )
     console.print(io)
     tot = Table(title="Totals", show_header=False)
     tot.add_column("what")

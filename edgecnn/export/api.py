@@ -84,7 +84,11 @@ class Parity:
     ok: bool
 
     def summary(self) -> str:
-        agree = f"top-1 agreement {self.top1_agreement:.2f}% (min {self.min_agreement}%), " if self.top1_agreement is not None else ""
+        agree = (
+            f"top-1 agreement {self.top1_agreement:.2f}% (min {self.min_agreement}%), "
+            if self.top1_agreement is not None
+            else ""
+        )
         return (
             f"{agree}SQNR {self.sqnr_db:.1f} dB (min {self.min_sqnr_db}), max abs error {self.max_abs_error:.4g} "
             f"over {self.samples} {self.data} ({self.runtime} vs {self.reference})"
@@ -181,9 +185,7 @@ class ParityData:
     batches: Callable[[], Iterator[np.ndarray]]  # NCHW (the ONNX model's input), one sample per batch
 
 
-def parity_data(
-    loaded: LoadedModel, data: Path | None, preprocess: Path | None, samples: int | None
-) -> ParityData:
+def parity_data(loaded: LoadedModel, data: Path | None, preprocess: Path | None, samples: int | None) -> ParityData:
     """``--data`` (an error when it does not fit), else the bundled eval set when it fits, else random inputs."""
     from edgecnn.preprocess import find_spec
     from edgecnn.quantize.dataset import ImageDataset
@@ -213,7 +215,14 @@ def parity_data(
 
 
 def measure_parity(
-    reference: Runner, candidate: Runner, data: ParityData, *, runtime: str, ref_name: str, min_agreement: float, min_sqnr: float
+    reference: Runner,
+    candidate: Runner,
+    data: ParityData,
+    *,
+    runtime: str,
+    ref_name: str,
+    min_agreement: float,
+    min_sqnr: float,
 ) -> Parity:
     sig = noise = 0.0
     max_err = 0.0
@@ -372,7 +381,9 @@ def export_model(
     output = check_output_path(Path(output))
     want_suffix = SUFFIX_OF[opts.to]
     if output.suffix.lower() != want_suffix:
-        raise BadInputError(f"-o {output}: --to {opts.to} writes a {want_suffix} file; give a path ending in {want_suffix}")
+        raise BadInputError(
+            f"-o {output}: --to {opts.to} writes a {want_suffix} file; give a path ending in {want_suffix}"
+        )
     loaded = load_model(model_path, opts.input_shapes or None)
     qdq = has_qdq(loaded.model)
     precision = _resolve_precision(opts, qdq)
@@ -412,9 +423,13 @@ def export_model(
         if opts.to is Destination.TFLITE:
             from edgecnn.export.to_tflite import onnx_to_tflite
 
-            io_dtype = opts.io_dtype or (scheme.activation_dtype if spec is not None and spec.requires_quantization and scheme else "float32")
+            io_dtype = opts.io_dtype or (
+                scheme.activation_dtype if spec is not None and spec.requires_quantization and scheme else "float32"
+            )
             pre = _preprocess_spec(model)
-            exp = onnx_to_tflite(model, precision=precision, io_dtype=io_dtype, base_dir=source_path.parent, preprocess=pre)
+            exp = onnx_to_tflite(
+                model, precision=precision, io_dtype=io_dtype, base_dir=source_path.parent, preprocess=pre
+            )
             tmp_out.write_bytes(exp.data)
             notes.extend(exp.notes)
             folded = exp.folded
@@ -432,7 +447,9 @@ def export_model(
             say("parity")
             parity = _parity(loaded, ref_path, tmp_out, opts, precision, work)
             if not parity.ok:
-                raise CheckFailedError(f"parity failed for {model_path} -> {output}: {parity.summary()}; nothing was written")
+                raise CheckFailedError(
+                    f"parity failed for {model_path} -> {output}: {parity.summary()}; nothing was written"
+                )
 
         vela = None
         files = [output]
@@ -446,7 +463,9 @@ def export_model(
         if opts.to is Destination.OPENVINO:
             os.replace(tmp_out.with_suffix(".bin"), output.with_suffix(".bin"))
             files.append(output.with_suffix(".bin"))
-        size = tmp_out.stat().st_size + (output.with_suffix(".bin").stat().st_size if opts.to is Destination.OPENVINO else 0)
+        size = tmp_out.stat().st_size + (
+            output.with_suffix(".bin").stat().st_size if opts.to is Destination.OPENVINO else 0
+        )
         if vela is not None:
             final_vela = output.with_name(f"{output.stem}_vela.tflite")
             os.replace(work / "out_vela.tflite", final_vela)
@@ -511,15 +530,15 @@ def _fp16_onnx(
     from edgecnn.quantize.api import Precision, QuantizeConfig, quantize
 
     say("converting weights to FP16")
-    model, _ = quantize(loaded.path, None, QuantizeConfig(precision=Precision.FP16), input_shapes=opts.input_shapes or None)
+    model, _ = quantize(
+        loaded.path, None, QuantizeConfig(precision=Precision.FP16), input_shapes=opts.input_shapes or None
+    )
     path = work / "fp16.onnx"
     onnx.save(model, str(path))
     return model, path
 
 
-def _parity(
-    loaded: LoadedModel, ref_path: Path, out: Path, opts: ExportOptions, precision: str, work: Path
-) -> Parity:
+def _parity(loaded: LoadedModel, ref_path: Path, out: Path, opts: ExportOptions, precision: str, work: Path) -> Parity:
     data = parity_data(loaded, opts.data, opts.preprocess, opts.parity_samples)
     ref_loaded = loaded if ref_path == loaded.path else load_model(ref_path, opts.input_shapes or None)
     ref = ort_runner(_fixed_copy(ref_loaded, ref_path, work), opts.threads)
@@ -535,7 +554,13 @@ def _parity(
     min_sqnr = opts.min_sqnr_db if opts.min_sqnr_db is not None else defaults[precision]
     what = "QDQ ONNX" if has_qdq(ref_loaded.model) else "ONNX"
     return measure_parity(
-        ref, cand, data, runtime=rt, ref_name=f"{what} source on ort", min_agreement=opts.min_agreement, min_sqnr=min_sqnr
+        ref,
+        cand,
+        data,
+        runtime=rt,
+        ref_name=f"{what} source on ort",
+        min_agreement=opts.min_agreement,
+        min_sqnr=min_sqnr,
     )
 
 

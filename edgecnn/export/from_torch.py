@@ -80,7 +80,9 @@ def load_factory_module(path: Path, factory: str) -> Any:
     try:
         spec.loader.exec_module(mod)
     except ImportError as e:
-        raise MissingRuntimeError(f"{path}: module {e.name or e}", f"pip install {e.name}" if e.name else "pip") from None
+        raise MissingRuntimeError(
+            f"{path}: module {e.name or e}", f"pip install {e.name}" if e.name else "pip"
+        ) from None
     except Exception as e:  # any error in the user's file: say which, in one line
         raise BadInputError(f"{path}: importing the file failed: {type(e).__name__}: {e}") from None
     finally:
@@ -144,7 +146,11 @@ def torch_to_onnx(
     except onnx.checker.ValidationError as e:
         raise ModelError(f"{spec}: exported ONNX fails the checker: {str(e).splitlines()[0]}") from None
     return TorchExport(
-        model=m, source=spec, input_shape=shape, opset=opset, dynamic_batch=dynamic_batch,
+        model=m,
+        source=spec,
+        input_shape=shape,
+        opset=opset,
+        dynamic_batch=dynamic_batch,
         torch_version=torch.__version__,
         module=model,
     )

@@ -46,7 +46,9 @@ def onnx_to_openvino(model: onnx.ModelProto, output: Path, *, precision: str = "
     if precision == "auto":
         precision = "int8" if qdq else "float32"
     if precision not in PRECISIONS:
-        raise BadInputError(f"--precision {precision!r} for OpenVINO IR; valid values are auto, {', '.join(PRECISIONS)}")
+        raise BadInputError(
+            f"--precision {precision!r} for OpenVINO IR; valid values are auto, {', '.join(PRECISIONS)}"
+        )
     if precision == "int8" and not qdq:
         raise BadInputError(
             "--precision int8 for OpenVINO IR needs a quantized (QDQ) model: run `edgecnn quantize` first or pass --calib DIR"

@@ -43,7 +43,9 @@ class VelaConfig:
 # Per target: a common configuration of each NPU (Arm/vela.ini ships these system configs). The U55 with 128
 # MACs/cycle on a high-end Cortex-M55 system with shared SRAM, the U65 with 256 MACs/cycle and dedicated SRAM.
 CONFIGS: dict[str, VelaConfig] = {
-    "ethos-u55": VelaConfig(accelerator="ethos-u55-128", system="Ethos_U55_High_End_Embedded", memory_mode="Shared_Sram"),
+    "ethos-u55": VelaConfig(
+        accelerator="ethos-u55-128", system="Ethos_U55_High_End_Embedded", memory_mode="Shared_Sram"
+    ),
     "ethos-u65": VelaConfig(accelerator="ethos-u65-256", system="Ethos_U65_High_End", memory_mode="Dedicated_Sram"),
 }
 ACCELERATORS = {
@@ -100,11 +102,15 @@ def config_for(target: str, accelerator: str | None = None) -> VelaConfig:
 
 
 def vela_version() -> str:
-    try:
-        from importlib.metadata import PackageNotFoundError, version
+    """Vela's version; exit 3 with the install command when its package cannot be imported."""
+    import importlib.util
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
+        if importlib.util.find_spec("ethosu.vela") is None:
+            raise ModuleNotFoundError("ethosu.vela")
         return version("ethos-u-vela")
-    except PackageNotFoundError:
+    except (ImportError, PackageNotFoundError):
         raise MissingRuntimeError("Arm Vela (python package ethos-u-vela)", VELA_INSTALL) from None
 
 
@@ -216,9 +222,7 @@ def _placements(source: bytes, optimised: bytes, reasons: dict[str, list[str]]) 
     non-NPU operator (Vela leaves CPU operators as they were), NPU otherwise."""
     src = read_tflite(source)
     opt = read_tflite(optimised)
-    cpu_outputs = {
-        opt.tensors[o].name for op in opt.ops if op.builtin != "CUSTOM" for o in op.outputs if o >= 0
-    }
+    cpu_outputs = {opt.tensors[o].name for op in opt.ops if op.builtin != "CUSTOM" for o in op.outputs if o >= 0}
     out = []
     for op in src.ops:
         name = src.tensors[op.outputs[0]].name if op.outputs else ""

@@ -88,7 +88,9 @@ def open_artifact(path: str | Path, input_shapes: dict[str, tuple[int, ...]] | N
     if fmt is ModelFormat.TFLITE:
         return _tflite(path)
     if fmt is ModelFormat.OPENVINO:
-        raise ModelError(f"{path}: an OpenVINO IR; this command reads ONNX or TFLite models (bench runs IR with -r openvino)")
+        raise ModelError(
+            f"{path}: an OpenVINO IR; this command reads ONNX or TFLite models (bench runs IR with -r openvino)"
+        )
     return _onnx(path, input_shapes)
 
 

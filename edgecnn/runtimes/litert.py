@@ -12,7 +12,10 @@ without default delegates) | ``reference`` (reference kernels, slow, for debuggi
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import os
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -61,16 +64,17 @@ class LiteRtSession:
             if content[4:8] != b"TFL3":
                 raise ModelError(f"{path}: not a TFLite flatbuffer (no 'TFL3' identifier); is it another format?")
         try:
-            self._interp = litert.Interpreter(
-                model_content=content,
-                num_threads=threads or None,
-                experimental_op_resolver_type=_RESOLVERS[delegate],
-            )
-            if input_shapes and self._onnx_names is None:
-                for d in self._interp.get_input_details():
-                    if d["name"] in input_shapes:
-                        self._interp.resize_tensor_input(d["index"], list(input_shapes[d["name"]]))
-            self._interp.allocate_tensors()
+            with _quiet_stderr():
+                self._interp = litert.Interpreter(
+                    model_content=content,
+                    num_threads=threads or None,
+                    experimental_op_resolver_type=_RESOLVERS[delegate],
+                )
+                if input_shapes and self._onnx_names is None:
+                    for d in self._interp.get_input_details():
+                        if d["name"] in input_shapes:
+                            self._interp.resize_tensor_input(d["index"], list(input_shapes[d["name"]]))
+                self._interp.allocate_tensors()
         except (ValueError, RuntimeError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ModelError(f"{path}: LiteRT cannot load the model: {first}") from None
@@ -168,6 +172,22 @@ class LiteRtSession:
         return the zero-argument call a benchmark times: one ``invoke``."""
         self._set_inputs(feeds)
         return self._interp.invoke
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """LiteRT's C++ code logs "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." on fd 2 when a model
+    loads; keep it out of edgecnn's output (errors still arrive as Python exceptions)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _perm_to(src: tuple[int, ...], dst: tuple[int, ...]) -> tuple[int, ...] | None:
