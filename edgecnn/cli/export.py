@@ -78,7 +78,17 @@ def export_cmd(
         check_output_path(json_path)
     if from_torch is not None:
         return _from_torch(
-            from_torch, model, output, input_shape, opset, dynamic_batch, data, parity, threads, json_path
+            from_torch,
+            model,
+            output,
+            input_shape,
+            opset,
+            dynamic_batch,
+            data,
+            parity,
+            threads,
+            json_path,
+            parity_samples,
         )
     if model is None:
         raise BadInputError("give the ONNX model to export (or --from-torch FILE.py:factory)")
@@ -143,6 +153,7 @@ def _from_torch(
     parity: bool,
     threads: int,
     json_path: Path | None,
+    parity_samples: int | None = None,
 ) -> None:
     import time
 
@@ -170,7 +181,7 @@ def _from_torch(
 
             name = exp.model.graph.input[0].name
             loaded = load_model(tmp, {name: exp.input_shape} if dynamic_batch else None)
-            pdata = parity_data(loaded, data, None, None)
+            pdata = parity_data(loaded, data, None, parity_samples)
             par = measure_parity(
                 torch_runner(exp.module),
                 ort_runner(tmp, threads),

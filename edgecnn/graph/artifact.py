@@ -156,10 +156,8 @@ def _tflite(path: Path) -> ModelArtifact:
         except Exception:
             pre = None
     ins = tuple(info(i) for i in g.inputs)
-    if pre is not None:
-        layout = pre.layout.value
-    else:
-        layout = "NHWC" if ins and len(ins[0].shape) == 4 else "NCHW"
+    default = "NHWC" if ins and len(ins[0].shape) == 4 else "NCHW"  # TFLite's image convention
+    layout = pre.layout.value if pre is not None else default
     return ModelArtifact(
         path=path,
         format=ModelFormat.TFLITE,
