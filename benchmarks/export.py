@@ -69,8 +69,7 @@ README_END = "<!-- export-benchmark:end -->"
 # -- children: each prints one JSON line last --------------------------------------------------------------
 VMHWM = "int(open('/proc/self/status').read().split('VmHWM:')[1].split()[0]) * 1024"
 
-EDGECNN_CHILD = (
-    r"""
+EDGECNN_CHILD = r"""
 import json, sys, time
 t0 = time.perf_counter()
 sys.path.insert(0, sys.argv[1])
@@ -90,10 +89,8 @@ else:
 Path(out).write_bytes(onnx_to_tflite(model, precision=variant).data)
 print(json.dumps({"seconds_inside": time.perf_counter() - t0, "peak_rss": VMHWM}))
 """.replace("VMHWM", VMHWM)
-)
 
-ONNX2TF_CHILD = (
-    r"""
+ONNX2TF_CHILD = r"""
 import json, sys, time, os
 t0 = time.perf_counter()
 import numpy as np
@@ -107,7 +104,6 @@ if variant == "int8":
 onnx2tf.convert(**kw)
 print(json.dumps({"seconds_inside": time.perf_counter() - t0, "peak_rss": VMHWM}))
 """.replace("VMHWM", VMHWM)
-)
 
 LATENCY_CHILD = r"""
 import json, sys, time

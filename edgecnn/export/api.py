@@ -136,8 +136,8 @@ def _init_array(model: onnx.ModelProto, name: str) -> np.ndarray | None:
 
 def check_scheme(model: onnx.ModelProto, scheme: QuantScheme, target: str) -> None:
     """BadInputError naming the node when a QDQ model's quantization cannot be represented on ``target``
-    (per-channel weights for a per-tensor target, asymmetric weights for a symmetric one, another
-    activation type)."""
+    (per-channel weights for a per-tensor target, asymmetric weights for a symmetric one). uint8 activations
+    are representable as int8 (zero point - 128, same scale: the same real values), so they pass."""
     inits = {t.name for t in model.graph.initializer}
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for n in model.graph.node:
@@ -153,10 +153,6 @@ def check_scheme(model: onnx.ModelProto, scheme: QuantScheme, target: str) -> No
             zp = _init_array(model, n.input[2]) if len(n.input) > 2 and n.input[2] else None
             if zp is not None and scheme.weights_symmetric and np.any(zp != 0):
                 problems.append(f"node {users} has asymmetric weights (zero point != 0)")
-        elif n.op_type == "QuantizeLinear" and len(n.input) > 2 and n.input[2]:
-            zp = _init_array(model, n.input[2])
-            if zp is not None and zp.dtype.name in ("int8", "uint8") and zp.dtype.name != scheme.activation_dtype:
-                problems.append(f"node '{n.name}' quantizes activations to {zp.dtype.name}")
     if problems:
         raise BadInputError(
             f"the QDQ model's quantization cannot be represented on {target} ({scheme.describe()}): "
@@ -394,6 +390,10 @@ def export_model(
             "export INT8: a QDQ model from `edgecnn quantize`, or --calib DIR"
         )
     scheme = _scheme(opts, spec) if precision == "int8" else None
+    if scheme is not None and opts.io_dtype in ("int8", "uint8"):
+        from dataclasses import replace
+
+        scheme = replace(scheme, quantize_outputs=True)  # integer outputs need quantized outputs (--calib)
     with tempfile.TemporaryDirectory(prefix="edgecnn-export-") as tmp:
         work = Path(tmp)
         source_path = loaded.path
@@ -410,7 +410,7 @@ def export_model(
         elif precision == "float16" and opts.to is Destination.ONNX:
             model, source_path = _fp16_onnx(loaded, opts, work, say)
         if precision == "int8" and scheme is not None and spec is not None:
-            check_scheme(model, scheme, spec.name)
+            check_scheme(model, scheme, str(opts.target))
         # parity reference: the ONNX that was converted (the QDQ model when quantized first); for an ONNX
         # export the reference is the model the user gave.
         ref_path = loaded.path if opts.to is Destination.ONNX else source_path
