@@ -458,7 +458,7 @@ class _TfliteCandidate:
     def __init__(self, path: Path, out_names: list[str], out_shapes: list[tuple[int, ...]], threads: int) -> None:
         from edgecnn.export.api import litert_runner, tflite_input_layout
 
-        self.layout = tflite_input_layout(path.read_bytes())
+        self.layout = tflite_input_layout(path)
         self.names = out_names
         self._run = litert_runner(path, threads, [(1, *s[1:]) for s in out_shapes])
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
@@ -26,6 +26,9 @@ from edgecnn.errors import BadInputError, CheckFailedError, DataError
 from edgecnn.fsutil import check_output_path
 from edgecnn.graph.load import LoadedModel, graph_inputs, load_model
 from edgecnn.quantize.params import QuantScheme
+
+if TYPE_CHECKING:
+    from edgecnn.export.vela import VelaReport
 
 SCHEMA_VERSION = 1
 REPO_EVAL = Path(__file__).resolve().parents[2] / "calibration_data" / "eval"
@@ -111,7 +114,7 @@ class ExportResult:
     folded: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     parity: Parity | None = None
-    vela: Any = None  # edgecnn.export.vela.VelaReport for Ethos-U targets
+    vela: VelaReport | None = None  # Vela's report for Ethos-U targets
 
     def to_dict(self) -> dict[str, Any]:
         from dataclasses import asdict
@@ -274,60 +277,29 @@ def openvino_runner(path: Path, threads: int) -> Runner:
 
 def litert_runner(path: Path, threads: int, onnx_outputs: list[tuple[int, ...]]) -> Runner:
     """A ``.tflite`` file as it ships: the input goes in the layout its metadata says (NHWC for images),
-    quantized when its I/O is integer; outputs are dequantized and put back in the ONNX layout."""
+    quantized when its I/O is integer; outputs are dequantized and given the ONNX shapes (the converter keeps
+    outputs in the ONNX order; only the rank may differ, e.g. [N, C] vs [N, C, 1, 1])."""
+    from edgecnn.graph.artifact import from_output, image_input, open_artifact, to_input
     from edgecnn.runtimes import open_session
 
+    art = open_artifact(path)
+    tin = image_input(art)
     sess = open_session("litert", path, threads=threads)
-    (ispec,) = sess.inputs()
-    ospecs = sess.outputs()
-    layout = tflite_input_layout(path.read_bytes())
 
     def run(x: np.ndarray) -> list[np.ndarray]:
-        if layout == "NHWC" and x.ndim == 4:
+        if art.input_layout == "NHWC" and x.ndim == 4:
             x = x.transpose(0, 2, 3, 1)
-        x = quantize_for(x, ispec.dtype, ispec.quant)
-        outs = sess.run({ispec.name: x})
-        res = []
-        for y, spec, want in zip(outs, ospecs, onnx_outputs, strict=True):
-            # the converter keeps outputs in the ONNX order; only the rank may differ ([N, C] vs [N, C, 1, 1])
-            res.append(dequantize_from(y, spec.quant).reshape(want))
-        return res
+        outs = sess.run({tin.name: to_input(x, tin)})
+        return [from_output(y, t).reshape(want) for y, t, want in zip(outs, art.outputs, onnx_outputs, strict=True)]
 
     return run
 
 
-def quantize_for(x: np.ndarray, dtype: str, quant: tuple[float, int] | None) -> np.ndarray:
-    if np.dtype(dtype).kind in "iu":
-        if quant is None:
-            raise DataError(f"the model's {dtype} input has no quantization parameters; cannot feed images to it")
-        info = np.iinfo(np.dtype(dtype))
-        q = np.rint(x.astype(np.float32) / np.float32(quant[0])) + quant[1]
-        return np.clip(q, info.min, info.max).astype(dtype)
-    return x.astype(dtype)
+def tflite_input_layout(path: Path) -> str:
+    """The layout a ``.tflite`` file's input wants (its PreprocessSpec metadata, else NHWC for 4-D)."""
+    from edgecnn.graph.artifact import open_artifact
 
-
-def dequantize_from(y: np.ndarray, quant: tuple[float, int] | None) -> np.ndarray:
-    if y.dtype.kind in "iu" and quant is not None:
-        return (y.astype(np.float32) - quant[1]) * np.float32(quant[0])
-    return y.astype(np.float32)
-
-
-def tflite_input_layout(data: bytes) -> str:
-    """The layout the file's own PreprocessSpec metadata states (written by the converter), else NHWC for a
-    4-D input (TFLite's convention)."""
-    from edgecnn.export.tflite_writer import read_tflite
-
-    g = read_tflite(data)
-    raw = g.metadata.get("edgecnn.preprocess")
-    if raw:
-        try:
-            layout = json.loads(raw.decode("utf-8")).get("layout")
-        except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
-            layout = None
-        if layout in ("NCHW", "NHWC"):
-            return str(layout)
-    shape = g.tensors[g.inputs[0]].shape if g.inputs else ()
-    return "NHWC" if len(shape) == 4 else "NCHW"
+    return open_artifact(path).input_layout
 
 
 # -- the export ----------------------------------------------------------------------------------------
