@@ -9,14 +9,16 @@ edgecnn's QDQ model (``quantize``, minmax, the first --samples bundled images th
 benchmarks/preprocess_224.toml) becomes an INT8 TFLite file, both through ``onnx_to_tflite``. Latency:
 each variant runs in a fresh child process (LiteRT interpreter, XNNPACK, --threads), rounds alternate
 the order of the variants, each child does 5 warm-up runs then --runs timed runs; the table shows the
-median of all samples, the spread (p10..p90) and INT8/FP32. A quick check; the README benchmark lives in
-benchmarks/export.py.
+median of all samples, the spread (p10..p90) and INT8/FP32. Each conversion also runs in its own child
+process: wall time of the ``onnx_to_tflite`` call and the child's peak RSS (VmHWM, imports included).
+A quick check; the README benchmark against onnx2tf lives in benchmarks/export.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -48,11 +50,26 @@ print(json.dumps(out))
 """
 
 
-def convert(name: str, work: Path, samples: int) -> dict[str, Path]:
+CONVERT = r"""
+import json, sys, time
+t0 = time.perf_counter()
+import onnx
+from edgecnn.export.to_tflite import onnx_to_tflite
+src, dst = sys.argv[1], sys.argv[2]
+t1 = time.perf_counter()
+ex = onnx_to_tflite(onnx.load(src))
+t2 = time.perf_counter()
+open(dst, "wb").write(ex.data)
+hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
+print(json.dumps({"convert_s": t2 - t1, "process_s": time.perf_counter() - t0, "peak_rss_mib": hwm / 1024}))
+"""
+
+
+def convert(name: str, work: Path, samples: int) -> tuple[dict[str, Path], dict[str, dict[str, float]]]:
+    """Quantize with edgecnn (in this process), then convert each variant in a fresh child (time, VmHWM)."""
     sys.path.insert(0, str(REPO))
     import onnx
 
-    from edgecnn.export.to_tflite import onnx_to_tflite
     from edgecnn.preprocess import load_spec
     from edgecnn.quantize.api import QuantizeConfig, quantize
     from edgecnn.quantize.dataset import ImageDataset
@@ -61,10 +78,19 @@ def convert(name: str, work: Path, samples: int) -> dict[str, Path]:
     if not src.exists():
         subprocess.run([sys.executable, str(REPO / "benchmarks" / "build_models.py"), "--models", name], check=True)
     q, _ = quantize(src, ImageDataset.open(CALIB, load_spec(SPEC), samples), QuantizeConfig())
+    qpath = work / f"{name}_qdq.onnx"
+    onnx.save(q, str(qpath))
     paths = {"fp32": work / f"{name}_fp32.tflite", "int8": work / f"{name}_int8.tflite"}
-    paths["fp32"].write_bytes(onnx_to_tflite(onnx.load(str(src))).data)
-    paths["int8"].write_bytes(onnx_to_tflite(q).data)
-    return paths
+    stats = {}
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for v, model in (("fp32", src), ("int8", qpath)):
+        r = subprocess.run(
+            [sys.executable, "-c", CONVERT, str(model), str(paths[v])], capture_output=True, text=True, env=env
+        )
+        if r.returncode != 0:
+            raise SystemExit(f"conversion of {model} failed: {r.stderr.strip().splitlines()[-1]}")
+        stats[v] = json.loads(r.stdout.strip().splitlines()[-1])
+    return paths, stats
 
 
 def measure(path: Path, threads: int, runs: int) -> list[float]:
@@ -86,7 +112,7 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory(prefix="edgecnn-tflite-bench-") as tmp:
         for name in args.models.split(","):
-            paths = convert(name, Path(tmp), args.samples)
+            paths, conv = convert(name, Path(tmp), args.samples)
             samples: dict[str, list[float]] = {"fp32": [], "int8": []}
             for r in range(args.rounds):
                 order = ["fp32", "int8"] if r % 2 == 0 else ["int8", "fp32"]
@@ -100,6 +126,7 @@ def main() -> None:
                     "p10_ms": float(np.percentile(a, 10)),
                     "p90_ms": float(np.percentile(a, 90)),
                     "size_bytes": paths[v].stat().st_size,
+                    **conv[v],
                 }
             row["int8_over_fp32"] = row["int8"]["p50_ms"] / row["fp32"]["p50_ms"]
             results.append(row)
@@ -111,6 +138,14 @@ def main() -> None:
             f"{i['p50_ms']:>9.2f} ({i['p10_ms']:.2f}..{i['p90_ms']:.2f}) {r['int8_over_fp32']:>10.2f}  "
             f"{'met' if r['int8_over_fp32'] <= 0.6 else 'NOT met'}"
         )
+    print(f"\n{'model':<12} {'variant':<8} {'convert s':>10} {'peak RSS MiB':>13} {'file MiB':>9}")
+    for r in results:
+        for v in ("fp32", "int8"):
+            c = r[v]
+            print(
+                f"{r['model']:<12} {v:<8} {c['convert_s']:>10.2f} {c['peak_rss_mib']:>13.0f} "
+                f"{c['size_bytes'] / 2**20:>9.1f}"
+            )
     if args.json:
         args.json.write_text(json.dumps({"schema_version": 1, "results": results}, indent=2))
 

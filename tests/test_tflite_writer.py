@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -168,3 +169,37 @@ def test_bad_builder_input_is_a_one_line_error() -> None:
         b.add_op("NOT_AN_OP", [x], [x])
     with pytest.raises(ModelError, match="TFL3"):
         read_tflite(b"not a model at all")
+
+
+@pytest.mark.parametrize("builtin", ["HARD_SWISH", "LOGISTIC", "RELU", "TANH", "LEAKY_RELU"])
+def test_int8_unary_ops_load_with_the_versions_we_write(builtin: str) -> None:
+    """LiteRT refuses an op version its resolver does not register (HARD_SWISH registers only 1)."""
+    b = TFLiteBuilder()
+    out_q = {"LOGISTIC": (1 / 256, -128), "TANH": (1 / 128, 0)}.get(builtin, (0.05, 0))
+    x = b.add_tensor("x", [1, 8], "int8", scale=[0.05], zero_point=[0])
+    y = b.add_tensor("y", [1, 8], "int8", scale=[out_q[0]], zero_point=[out_q[1]])
+    b.add_op(builtin, [x], [y], {"alpha": 0.1} if builtin == "LEAKY_RELU" else None)
+    b.set_io([x], [y])
+    xq = np.arange(-40, 40, 10, dtype=np.int8).reshape(1, 8)
+    (yq,) = run_tflite(b.to_bytes(), xq)
+    real = xq.astype(np.float64) * 0.05
+    ref = {
+        "HARD_SWISH": real * np.clip(real + 3, 0, 6) / 6,
+        "LOGISTIC": 1 / (1 + np.exp(-real)),
+        "RELU": np.maximum(real, 0),
+        "TANH": np.tanh(real),
+        "LEAKY_RELU": np.where(real > 0, real, 0.1 * real),
+    }[builtin]
+    got = (yq.astype(np.float64) - out_q[1]) * out_q[0]
+    assert np.abs(got - ref).max() <= 1.5 * out_q[0], (got, ref)
+
+
+def test_missing_litert_is_exit_3_with_the_install_command() -> None:
+    code = (
+        "import sys; sys.modules['ai_edge_litert'] = None\n"
+        "from edgecnn.errors import MissingRuntimeError\n"
+        "try:\n    import edgecnn.export.to_tflite\nexcept MissingRuntimeError as e:\n"
+        "    print(e.exit_code, e)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.stdout.startswith("3 ") and "pip install 'edgecnn[litert]'" in r.stdout, r.stdout + r.stderr

@@ -12,6 +12,19 @@ file layout follows the schema's comments (LiteRT ``tflite/converter/schema/sche
   (codes >= 127 only fit the new field, older readers look at the deprecated one);
 - metadata entries name a buffer.
 
+A single-operator int8 file (e.g. for Vela or XNNPACK ground truth)::
+
+    b = TFLiteBuilder()
+    x = b.add_tensor("x", [1, 8, 8, 4], "int8", scale=[0.05], zero_point=[-3])
+    w = b.add_tensor("w", [6, 3, 3, 4], "int8", data=wq, scale=w_scales, zero_point=[0] * 6)  # per channel, dim 0
+    bias = b.add_tensor("b", [6], "int32", data=bq, scale=0.05 * w_scales, zero_point=[0] * 6)
+    y = b.add_tensor("y", [1, 8, 8, 6], "int8", scale=[0.2], zero_point=[5])
+    b.add_op("CONV_2D", [x, w, bias], [y], {"padding": "SAME", "stride_h": 1, "stride_w": 1})
+    b.set_io([x], [y])
+    data = b.to_bytes()
+
+Arrays passed as ``data`` are referenced, not copied, until ``to_bytes``: do not modify them in between.
+
 Op versions follow LiteRT's ``op_version.cc`` for the cases this project emits (int8 kernels need the
 version that introduced them, otherwise an old reader would refuse them); everything else is version 1.
 """
@@ -23,11 +36,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import flatbuffers
 import numpy as np
-from ai_edge_litert import schema_py_generated as schema
 
-from edgecnn.errors import BadInputError, ModelError
+from edgecnn.errors import BadInputError, MissingRuntimeError, ModelError
+
+try:  # the schema ships with the `litert` extra (ai-edge-litert >= 1.2 has every field used here)
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+except ImportError:  # pragma: no cover - exercised only without the extra
+    raise MissingRuntimeError("the TFLite schema (ai-edge-litert)", "pip install 'edgecnn[litert]'") from None
 
 FILE_IDENTIFIER = b"TFL3"
 SCHEMA_VERSION = 3
@@ -109,6 +126,9 @@ _ENUM_FIELDS: dict[str, type] = {
     "output_type": schema.TensorType,
     "quantized_bias_type": schema.TensorType,
     "idx_out_type": schema.TensorType,
+    "kernel_type": schema.LSTMKernelType,
+    "combiner": schema.CombinerType,
+    "reduce_function": schema.ReduceWindowFunction,
 }
 
 
@@ -132,7 +152,10 @@ def op_version(builtin: str, input_dtype: str | None, *, per_channel: bool = Fal
     """The op version LiteRT's ``op_version.cc`` gives this builtin for these input types (subset).
 
     Source: google-ai-edge/LiteRT ``tflite/tools/versioning/op_version.cc`` (2.x). Only the cases this
-    project writes are listed; the rest are version 1, which every reader accepts.
+    project writes are listed; the rest are version 1, which every reader accepts. Every version here is
+    within the range LiteRT's ``BuiltinOpResolver`` registers (``tflite/core/kernels/register.cc``: e.g.
+    HARD_SWISH, RESHAPE and PRELU register version 1 only, so they stay at 1 for int8 too); a version
+    outside that range makes the interpreter refuse the file.
     """
     opts = dict(options or {})
     dt = input_dtype
@@ -180,13 +203,11 @@ def op_version(builtin: str, input_dtype: str | None, *, per_channel: bool = Fal
         "MINIMUM",
         "RELU",
         "RELU6",
-        "HARD_SWISH",
         "LEAKY_RELU",
         "GATHER",
         "REDUCE_MAX",
         "SUM",
         "DIV",
-        "PRELU",
     ):
         return 2 if dt == "int8" else 1
     return 1
@@ -251,14 +272,15 @@ class TFLiteGraph:
 class _AlignedBuffer(schema.BufferT):
     """A buffer whose data vector starts on a 16-byte boundary (schema: ``force_align: 16``)."""
 
-    def __init__(self, payload: bytes) -> None:
+    def __init__(self, payload: bytes | np.ndarray) -> None:
         super().__init__()
-        self.payload = payload
+        # a contiguous little-endian array is kept as is (no bytes copy until it lands in the flatbuffer)
+        self.payload = memoryview(payload).cast("B") if isinstance(payload, np.ndarray) else memoryview(payload)
 
     def Pack(self, builder: flatbuffers.Builder) -> int:
         vec = None
-        if self.payload:
-            n = len(self.payload)
+        if self.payload.nbytes:
+            n = self.payload.nbytes
             builder.StartVector(1, n, _ALIGN)
             builder.head = builder.head - n
             builder.Bytes[builder.head : builder.head + n] = self.payload
@@ -329,7 +351,7 @@ class TFLiteBuilder:
                 raise BadInputError(
                     f"tensor '{name}': data has shape {list(arr.shape)} but the tensor shape is {shape}"
                 )
-            self._buffers.append(_AlignedBuffer(arr.astype(arr.dtype.newbyteorder("<")).tobytes()))
+            self._buffers.append(_AlignedBuffer(np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))))
             t.buffer = len(self._buffers) - 1
         if scale is not None:
             scales = [float(s) for s in scale]
@@ -461,10 +483,10 @@ class TFLiteBuilder:
         model.subgraphs = [sg]
         model.buffers = self._buffers
         model.metadata = self._metadata or None
-        size = sum(len(getattr(b, "payload", b"")) for b in self._buffers)
+        size = sum(b.payload.nbytes for b in self._buffers if isinstance(b, _AlignedBuffer))
         builder = flatbuffers.Builder(size + 1024 * 1024)
         builder.Finish(model.Pack(builder), file_identifier=FILE_IDENTIFIER)
-        return bytes(builder.Output())
+        return bytes(memoryview(builder.Bytes)[builder.Head() :])  # one copy, not two
 
 
 def _options_dict(obj: Any) -> dict[str, Any]:

@@ -35,6 +35,7 @@ padding SAME puts the extra row/column at the end.
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -46,9 +47,9 @@ from onnx import helper, numpy_helper
 
 from edgecnn.errors import BadInputError, ModelError
 from edgecnn.export.tflite_writer import TFLiteBuilder
-from edgecnn.graph.external import to_array
+from edgecnn.graph.external import externalized_copy, to_array
 from edgecnn.graph.load import dims_of, graph_inputs, infer_shapes_inplace
-from edgecnn.graph.passes import _fold_constants, prepare
+from edgecnn.graph.passes import _fold_batchnorm, _fold_constants, _remove_identities
 from edgecnn.preprocess import Layout, PreprocessSpec, spec_from_dict
 
 PRECISIONS = ("auto", "float32", "float16", "int8")
@@ -60,21 +61,19 @@ _P = (0, 2, 3, 1)  # NCHW -> NHWC: stored axis j holds logical axis _P[j]
 _INV_P = (0, 3, 1, 2)  # logical axis a sits at stored axis _INV_P[a]
 
 SUPPORTED_OPS = (
-    "Add", "AveragePool", "BatchNormalization", "Clip", "Concat", "Conv", "DequantizeLinear", "Div", "Flatten",
-    "Gemm", "GlobalAveragePool", "GlobalMaxPool", "HardSwish", "LeakyRelu", "MatMul", "Max", "MaxPool", "Min",
-    "Mul", "Pad", "QuantizeLinear", "ReduceMax", "ReduceMean", "Relu", "Reshape", "Resize", "Sigmoid", "Slice",
-    "Softmax", "Split", "Squeeze", "Sub", "Tanh", "Transpose", "Unsqueeze",
+    "Add", "AveragePool", "BatchNormalization", "Clip", "Concat", "Conv", "ConvTranspose", "DequantizeLinear", "Div",
+    "Flatten", "Gather", "Gemm", "GlobalAveragePool", "GlobalMaxPool", "HardSigmoid", "HardSwish", "LeakyRelu",
+    "MatMul", "Max", "MaxPool", "Min", "Mul", "Pad", "QuantizeLinear", "ReduceMax", "ReduceMean", "Relu", "Reshape",
+    "Resize", "Sigmoid", "Slice", "Softmax", "Split", "Squeeze", "Sub", "Tanh", "Transpose", "Unsqueeze",
 )  # fmt: skip
 # Nearest supported alternative for ops people commonly meet in CNN exports.
 _NEAREST: dict[str, str] = {
-    "ConvTranspose": "Resize (nearest, 2x) followed by Conv",
-    "Gather": "Slice with constant starts/ends (or fold it: fix the input shape)",
+    "GatherElements": "Gather with constant indices, or Slice",
     "Shape": "a fixed input shape (--input-shape), so the shape subgraph folds away",
     "Expand": "a broadcasting Mul/Add with a constant of ones",
     "Einsum": "MatMul / Gemm",
     "LayerNormalization": "ReduceMean + Sub + Mul + Div (or BatchNormalization after a Conv)",
     "InstanceNormalization": "BatchNormalization folded into the preceding Conv",
-    "HardSigmoid": "HardSwish, or Clip(0, 6) * 1/6",
     "PRelu": "LeakyRelu (one slope) or Relu",
     "Elu": "Relu or LeakyRelu",
     "Gelu": "Sigmoid(1.702 x) * x, or Relu",
@@ -87,12 +86,18 @@ _NEAREST: dict[str, str] = {
     "LRN": "BatchNormalization",
 }
 
+# Ops whose TFLite int8 kernels assume the output on the input's grid (they move or pick values, or average
+# them without rescaling: AVERAGE_POOL_2D, RESIZE_BILINEAR); a different downstream grid is a requantize after.
 _PASS_OPS = frozenset({"MaxPool", "GlobalMaxPool", "ReduceMax", "Reshape", "Flatten", "Squeeze", "Unsqueeze",
-                       "Transpose", "Slice", "Split", "Pad", "Relu", "Identity", "Resize"})  # fmt: skip
+                       "Transpose", "Slice", "Split", "Pad", "Relu", "Identity", "Resize", "AveragePool",
+                       "Gather"})  # fmt: skip
+_LOOK_THROUGH = frozenset({"Split", "Resize", "MaxPool", "AveragePool", "Reshape", "Flatten", "Squeeze", "Unsqueeze",
+                           "Transpose", "Slice", "Gather"})  # fmt: skip
+_NHWC_NATIVE = frozenset({"Conv", "ConvTranspose", "MaxPool", "AveragePool", "Resize", "GlobalAveragePool"})
 _FIXED_INT8: dict[str, tuple[float, int]] = {"Sigmoid": (1 / 256, -128), "Softmax": (1 / 256, -128),
                                             "Tanh": (1 / 128, 0)}  # fmt: skip
-_INT8_OPS = _PASS_OPS | frozenset(_FIXED_INT8) | frozenset({"Conv", "Gemm", "MatMul", "Add", "Sub", "Mul", "Concat",
-    "AveragePool", "GlobalAveragePool", "ReduceMean", "HardSwish", "LeakyRelu", "Max", "Min", "Div", "Clip"})  # fmt: skip
+_INT8_OPS = _PASS_OPS | frozenset(_FIXED_INT8) | frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Sub",
+    "Mul", "Concat", "GlobalAveragePool", "ReduceMean", "HardSwish", "LeakyRelu", "Div", "Clip"})  # fmt: skip
 _FUSABLE = frozenset({"Conv", "Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "AveragePool", "MaxPool", "Concat"})
 _FUSED_TFL = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "SUB", "MUL", "DIV",
                         "AVERAGE_POOL_2D", "MAX_POOL_2D", "CONCATENATION"})  # fmt: skip
@@ -154,14 +159,27 @@ def onnx_to_tflite(
         preprocess = _spec_from_metadata(model)
 
     before = [_node_label(n, i) for i, n in enumerate(model.graph.node)]
-    m = _prepare(model, base_dir)
-    conv = _Converter(m, base_dir=base_dir, int8=precision == "int8", fp16=precision == "float16", io=io_dtype)
-    conv.run()
+    with tempfile.TemporaryDirectory(prefix="edgecnn-tflite-") as tmp:
+        if not any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
+            # weights out of the proto while it is transformed (graph.external): one copy less at the peak
+            model, base_dir = externalized_copy(model, Path(tmp), "weights.bin"), Path(tmp)
+        m = _prepare(model, base_dir)
+        conv = _Converter(
+            m,
+            base_dir=base_dir,
+            int8=precision == "int8",
+            fp16=precision == "float16",
+            io=io_dtype,
+            spec_layout=preprocess.layout.value if preprocess is not None else None,
+        )
+        conv.run()
     after = {n.name for n in m.graph.node}
     folded = [b for b in before if b not in after and b not in conv.absorbed]
     folded += sorted(conv.absorbed)
 
     input_layout = "NHWC" if any(v == "NHWC" for v in conv.input_layouts.values()) else "NCHW"
+    if preprocess is not None and input_layout == "NCHW":
+        preprocess = None  # the spec describes an image input; this model's 4-D input is not one
     io_meta = {
         "schema_version": 1,
         "inputs": [{"name": k, "layout": v, **conv.io_quant.get(k, {})} for k, v in conv.input_layouts.items()],
@@ -171,9 +189,9 @@ def onnx_to_tflite(
     }
     conv.b.add_metadata(METADATA_IO, json.dumps(io_meta, sort_keys=True).encode())
     if preprocess is not None:
+        # dtype stays the spec's (float): an int8/uint8 input is that tensor quantized with the scale and zero
+        # point of the TFLite input (also in edgecnn.io); a cast to int8 would be silently wrong
         spec = replace(preprocess, layout=Layout.NHWC if input_layout == "NHWC" else preprocess.layout)
-        if io_dtype != "float32":
-            spec = replace(spec, dtype=io_dtype)
         conv.b.add_metadata(METADATA_PREPROCESS, spec.to_json().encode())
     return TFLiteExport(
         data=conv.b.to_bytes(),
@@ -230,7 +248,9 @@ def _prepare(model: onnx.ModelProto, base_dir: Path | None) -> onnx.ModelProto:
                 break
             _fold_constants(m, base_dir)
             infer_shapes_inplace(m)
-        m = prepare(m, base_dir)
+        # the passes of graph.passes.prepare, in place on our copy (no second copy of the weights)
+        m = _fold_batchnorm(_remove_identities(_fold_constants(m, base_dir)), base_dir)
+        infer_shapes_inplace(m)
     except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as e:
         raise ModelError(
             f"shape inference failed while preparing the TFLite export: {str(e).splitlines()[0]}"
@@ -279,6 +299,16 @@ def _attr(node: onnx.NodeProto, name: str, default: Any = None) -> Any:
     return default
 
 
+def _is_nchw_image(shape: Sequence[int], spec_layout: str | None) -> bool:
+    """Whether a graph input is an NCHW image whose TFLite input becomes NHWC: the PreprocessSpec says so, or
+    without one, dim 1 looks like channels (1, 3 or 4) and dim 3 does not."""
+    if len(shape) != 4:
+        return False
+    if spec_layout is not None:
+        return spec_layout == "NCHW"
+    return shape[1] in (1, 3, 4) and shape[3] not in (1, 3, 4)
+
+
 def _memory_noop(stored_shape: Sequence[int], perm: Sequence[int]) -> bool:
     """True when transposing ``stored_shape`` by ``perm`` keeps the element order (only size-1 axes move)."""
     moved = [p for p in perm if stored_shape[p] != 1]
@@ -324,8 +354,11 @@ class _ConstDQ:
 
 
 class _Converter:
-    def __init__(self, m: onnx.ModelProto, *, base_dir: Path | None, int8: bool, fp16: bool, io: str) -> None:
+    def __init__(
+        self, m: onnx.ModelProto, *, base_dir: Path | None, int8: bool, fp16: bool, io: str, spec_layout: str | None
+    ) -> None:
         self.m = m
+        self.spec_layout = spec_layout
         self.base_dir = base_dir
         self.int8 = int8
         self.fp16 = fp16
@@ -357,9 +390,12 @@ class _Converter:
         """The real (float, or integer for int tensors) value of a constant, dequantized if it has a DQ."""
         if name in self.cdq:
             return self.cdq[name].real()
-        if name not in self._const_cache:
-            self._const_cache[name] = to_array(self.inits[name], self.base_dir)
-        return self._const_cache[name]
+        if name in self._const_cache:
+            return self._const_cache[name]
+        arr = to_array(self.inits[name], self.base_dir)
+        if arr.nbytes <= 4096:  # small constants are read repeatedly (shapes, scales); weights once
+            self._const_cache[name] = arr
+        return arr
 
     def const_tensor(self, name: str, arr: np.ndarray, dtype: str | None = None) -> int:
         """A constant TFLite tensor; float constants become FP16 + DEQUANTIZE in float16 mode."""
@@ -548,8 +584,18 @@ class _Converter:
                 f"input '{name}' has ONNX type {onnx.TensorProto.DataType.Name(elem)}; the converter takes float32 "
                 "inputs (use io dtype int8/uint8 for quantized I/O)"
             )
-        nhwc = len(shape) == 4
-        self.input_layouts[name] = "NHWC" if nhwc else "ONNX"
+        nhwc = _is_nchw_image(shape, self.spec_layout)
+        if nhwc:
+            self.input_layouts[name] = "NHWC"
+        elif len(shape) == 4 and (
+            self.spec_layout == "NHWC"
+            or (self.spec_layout is None and shape[3] in (1, 3, 4) and shape[1] not in (1, 3, 4))
+        ):
+            self.input_layouts[name] = "NHWC"  # the ONNX model already takes NHWC: kept as is
+        else:
+            self.input_layouts[name] = "NCHW" if len(shape) == 4 else "ONNX"
+            if len(shape) == 4:
+                self.notes.append(f"input '{name}' {list(shape)} is kept in ONNX order (it does not look like NCHW)")
         if self.io == "float32":
             v = self.new_val(name, shape, "f", nhwc)
             self.input_idx[name] = v.reps[("f", nhwc)]
@@ -666,20 +712,50 @@ class _Converter:
             return None
         if not all(self.vals[a].qp is not None for a in acts):
             return None
-        if n.op_type in _PASS_OPS and not (n.op_type == "Resize" and _attr(n, "mode", "nearest") != "nearest"):
+        if n.op_type == "Clip" and self._activation_kind(n) is None:
+            return None  # MAXIMUM/MINIMUM int8 need their operands on one grid: float is exact
+        if n.op_type in _PASS_OPS:
             return self.vals[acts[0]].qp
         if n.op_type in _FIXED_INT8:
             return _QP(*_FIXED_INT8[n.op_type])
-        outs = [o for o in n.output if o]
-        params = set()
-        for o in outs:
-            cons = self.consumers.get(o, [])
-            if not cons or any(c.op_type != "QuantizeLinear" for c in cons) or o in self.graph_outputs:
+        params: set[tuple[float, int]] = set()
+        for o in (o for o in n.output if o):
+            found = self._downstream_q(o, 0)
+            if found is None:
                 return None
-            params |= {self._q_params(c) for c in cons}
-        if len(params) != 1:
+            params |= found
+        if len(params) == 1:
+            return _QP(*next(iter(params)))
+        # several grids downstream (e.g. Split halves quantized separately): one grid covering all of them,
+        # requantized to each (exact when they agree, else at most half a step of the wider grid)
+        lo = min((-128 - z) * s for s, z in params)
+        hi = max((127 - z) * s for s, z in params)
+        scale = (hi - lo) / 255.0
+        zp = int(np.clip(round(-128 - lo / scale), -128, 127))
+        self.notes.append(
+            f"node '{n.name}' ({n.op_type}) runs in int8 on a grid covering the {len(params)} QDQ grids downstream "
+            f"(scale {scale:g}); each consumer requantizes"
+        )
+        return _QP(float(np.float32(scale)), zp)
+
+    def _downstream_q(self, t: str, depth: int) -> set[tuple[float, int]] | None:
+        """The QDQ grids ``t`` reaches through shape-only ops, or None if a float consumer needs it."""
+        cons = self.consumers.get(t, [])
+        if not cons or t in self.graph_outputs or depth > 4:
             return None
-        return _QP(*next(iter(params)))
+        out: set[tuple[float, int]] = set()
+        for c in cons:
+            if c.op_type == "QuantizeLinear":
+                out.add(self._q_params(c))
+            elif c.op_type in _LOOK_THROUGH and c.input[0] == t and c.name not in self.fused:
+                for o in (o for o in c.output if o):
+                    found = self._downstream_q(o, depth + 1)
+                    if found is None:
+                        return None
+                    out |= found
+            else:
+                return None
+        return out
 
     def _op(self, n: onnx.NodeProto) -> None:
         handler = getattr(self, f"_op_{n.op_type}", None)
@@ -718,7 +794,10 @@ class _Converter:
         v = self.new_val(name, shape, "q" if qp is not None else "f", nhwc, qp)
         self.b.add_op(builtin, list(inputs), [next(iter(v.reps.values()))], opts or None)
         if qp is None and self.int8 and any(self.vals[a].qp is not None for a in self._acts(n) if a in self.vals):
-            self.notes.append(f"node '{n.name}' ({n.op_type}) runs in float between DEQUANTIZE/QUANTIZE")
+            self.notes.append(
+                f"node '{n.name}' ({n.op_type}) runs in float (DEQUANTIZE before it): the QDQ model gives its "
+                "output no int8 grid, or TFLite has no int8 form of it"
+            )
         return v
 
     # -- pads ---------------------------------------------------------------------------------------
@@ -902,6 +981,74 @@ class _Converter:
         else:
             self._fc(n, qp, n.input[0], n.input[1], w_real, False, bname)
 
+    def _op_ConvTranspose(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        """TRANSPOSE_CONV: weights [C_in, C_out, kh, kw] -> OHWI [C_out, kh, kw, C_in], bias as the 4th input."""
+        x, wname = n.input[0], n.input[1]
+        bname = n.input[2] if len(n.input) > 2 and n.input[2] else None
+        if not self.is_const(wname):
+            raise self.unsupported(n, "weights are computed at run time", "a ConvTranspose with constant weights")
+        v = self.vals[x]
+        if len(v.shape) != 4:
+            raise self.unsupported(n, f"{len(v.shape) - 2}-D transposed convolution", "2-D ConvTranspose")
+        if int(_attr(n, "group", 1)) != 1 or list(_attr(n, "dilations", [1, 1])) != [1, 1]:
+            raise self.unsupported(n, "group or dilation other than 1", "ConvTranspose with group=1, dilations=1")
+        w_real = self.const(wname)
+        _cin, cout, kh, kw = w_real.shape
+        strides = list(_attr(n, "strides", [1, 1]))
+        out_shape = list(self.shapes[n.output[0]])
+        pads = list(_attr(n, "pads", [0, 0, 0, 0]))
+        opad = list(_attr(n, "output_padding", [0, 0]))
+        eff = [pads[0], pads[1], pads[2] - opad[0], pads[3] - opad[1]]  # t, l, b, r actually cropped
+        auto = _attr(n, "auto_pad", b"NOTSET")
+        auto = auto.decode() if isinstance(auto, bytes) else auto
+        padding = None
+        if auto == "VALID" or (auto == "NOTSET" and not any(eff)):
+            padding = "VALID"
+        else:
+            same = True
+            for i, k in enumerate((kh, kw)):
+                inn, out = v.shape[2 + i], out_shape[2 + i]
+                total = max((inn - 1) * strides[i] + k - out, 0)
+                if out != inn * strides[i] or (
+                    auto == "NOTSET" and [eff[i], eff[i + 2]] != [total // 2, total - total // 2]
+                ):
+                    same = False
+            padding = "SAME" if same and auto in ("NOTSET", "SAME_UPPER") else None
+        if padding is None:
+            raise self.unsupported(
+                n, f"pads {pads} with output_padding {opad} have no TFLite SAME/VALID form",
+                "ConvTranspose with pads 0 (VALID) or pads giving output = input x stride (SAME)",
+            )  # fmt: skip
+        wq = self._weights_int8(n, wname) if qp is not None else None
+        if wq is not None and wq.scale.size > 1 and wq.axis != 1:
+            wq = None
+        if qp is not None and wq is None:
+            qp = None
+        kind = "q" if qp is not None else "f"
+        src = self.act(x, kind, True)
+        perm = (1, 2, 3, 0)
+        shape_t = self.int_tensor(f"{n.name}/output_shape", [out_shape[i] for i in _P])
+        if qp is not None:
+            assert wq is not None
+            in_qp = v.qp
+            assert in_qp is not None
+            w_s = wq.scale.astype(np.float32)
+            wt = self.b.add_tensor(
+                f"{wname}/tfl", [w_real.shape[i] for i in perm], "int8", data=wq.q.transpose(perm), scale=w_s,
+                zero_point=[0] * w_s.size, quantized_dimension=0,
+            )  # fmt: skip
+            bq = self._bias_int32(n, bname, cout, in_qp.scale, w_s)
+            b_s = (np.float64(np.float32(in_qp.scale)) * w_s.astype(np.float64)).astype(np.float32)
+            bt = self.b.add_tensor(f"{n.name}/bias", [cout], "int32", data=bq, scale=b_s, zero_point=[0] * b_s.size)
+        else:
+            wt = self.const_tensor(f"{wname}/tfl", w_real.transpose(perm))
+            bias = self.const(bname).reshape(cout) if bname else np.zeros(cout, np.float32)
+            bt = self.const_tensor(f"{n.name}/bias", bias.astype(np.float32))
+        out = self.new_val(n.output[0], out_shape, kind, True, qp)
+        opts = {"padding": padding, "stride_h": strides[0], "stride_w": strides[1]}
+        # version 3 added the bias input (LiteRT op_version.cc)
+        self.b.add_op("TRANSPOSE_CONV", [shape_t, wt, src, bt], [out.reps[(kind, True)]], opts, version=3)
+
     def _op_MatMul(self, n: onnx.NodeProto, qp: _QP | None) -> None:
         a, bn = n.input
         if self.is_const(bn) and self.const(bn).ndim == 2 and not self.is_const(a):
@@ -1031,6 +1178,7 @@ class _Converter:
         scale = (hi - lo) / 255.0 or 1.0
         zp = int(np.clip(round(-128 - lo / scale), -128, 127))
         q = np.clip(np.rint(arr / scale) + zp, -128, 127).astype(np.int8)
+        self.notes.append(f"constant '{name}' is quantized to int8 on its own range (scale {scale:g}) for an int8 op")
         return self.b.add_tensor(name, arr.shape, "int8", data=q, scale=[scale], zero_point=[zp])
 
     def _broadcast_act(self, n: onnx.NodeProto, name: str, kind: str, rank: int, nhwc: bool) -> int:
@@ -1089,7 +1237,22 @@ class _Converter:
             )
 
     def _op_Relu(self, n: onnx.NodeProto, qp: _QP | None) -> None:
-        self._unary(n, qp, "RELU")
+        if not self._absorb_activation(n, 0.0, None):
+            self._unary(n, qp, "RELU")
+
+    def _absorb_activation(self, n: onnx.NodeProto, lo: float | None, hi: float | None) -> bool:
+        """An activation on an int8 input whose grid already lies inside [lo, hi] changes nothing: it is
+        absorbed (the output is the input tensor). True when absorbed."""
+        v = self.vals[n.input[0]]
+        if not self.int8 or v.qp is None or n.name in self.fused:
+            return False
+        g_lo, g_hi = (-128 - v.qp.zp) * v.qp.scale, (127 - v.qp.zp) * v.qp.scale
+        if (lo is not None and g_lo < lo) or (hi is not None and g_hi > hi):
+            return False
+        self.alias(n.output[0], n.input[0])
+        self.absorbed.add(n.name)
+        self.notes.append(f"node '{n.name}' ({n.op_type}) absorbed: its int8 input grid is already within its range")
+        return True
 
     def _op_Sigmoid(self, n: onnx.NodeProto, qp: _QP | None) -> None:
         self._unary(n, qp, "LOGISTIC")
@@ -1100,13 +1263,31 @@ class _Converter:
     def _op_HardSwish(self, n: onnx.NodeProto, qp: _QP | None) -> None:
         self._unary(n, qp, "HARD_SWISH")
 
+    def _op_HardSigmoid(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        """max(0, min(1, alpha x + beta)) as float MUL, ADD, MAXIMUM, MINIMUM (TFLite has no HARD_SIGMOID)."""
+        alpha, beta = float(_attr(n, "alpha", 0.2)), float(_attr(n, "beta", 0.5))
+        x = n.input[0]
+        v = self.vals[x]
+        nhwc = v.nhwc
+        shape = self.stored_shape(v, nhwc)
+        cur = self.act(x, "f", nhwc)
+        for k, (builtin, c) in enumerate((("MUL", alpha), ("ADD", beta), ("MAXIMUM", 0.0), ("MINIMUM", 1.0))):
+            out = self.b.add_tensor(f"{n.name}/hardsigmoid{k}", shape, "float32")
+            self.b.add_op(builtin, [cur, self.const_tensor(f"{n.name}/c{k}", np.array(c, np.float32))], [out])
+            cur = out
+        self.vals[n.output[0]] = _Val(name=n.output[0], shape=v.shape, reps={("f", nhwc): cur})
+        if self.int8:
+            self.notes.append(f"node '{n.name}' (HardSigmoid) runs in float as MUL, ADD, MAXIMUM, MINIMUM")
+
     def _op_LeakyRelu(self, n: onnx.NodeProto, qp: _QP | None) -> None:
         self._unary(n, qp, "LEAKY_RELU", {"alpha": float(_attr(n, "alpha", 0.01))})
 
     def _op_Clip(self, n: onnx.NodeProto, qp: _QP | None) -> None:
         kind = self._activation_kind(n)
         if kind is not None:
-            self._unary(n, qp, kind)
+            bounds = {"RELU": (0.0, None), "RELU6": (0.0, 6.0), "RELU_N1_TO_1": (-1.0, 1.0)}[kind]
+            if not self._absorb_activation(n, *bounds):
+                self._unary(n, qp, kind)
             return
         lo, hi = self._clip_bounds(n)
         x = n.input[0]
@@ -1186,8 +1367,7 @@ class _Converter:
         rank = len(v.shape)
         perm = list(_attr(n, "perm", list(range(rank))[::-1]))
         kind = "q" if qp is not None else "f"
-        in_nhwc = (kind, True) in v.reps or (v.nhwc and ("f", True) in v.reps) or v.nhwc
-        in_nhwc = in_nhwc and rank == 4
+        in_nhwc = rank == 4 and ((kind, True) in v.reps or v.nhwc)
         src = self.act(x, kind, in_nhwc)
         inv_in = list(_INV_P) if in_nhwc else list(range(rank))
         out_shape = self.shapes[n.output[0]]
@@ -1202,8 +1382,9 @@ class _Converter:
             if best is None and _memory_noop(stored_in, total):
                 best = ("reshape", out_nhwc, total)
         if best is None:
-            p_out = list(range(rank))
-            best = ("transpose", False, [inv_in[perm[p_out[j]]] for j in range(rank)])
+            out_nhwc = rank == 4 and self._wants_nhwc(n.output[0])
+            p_out = list(_P) if out_nhwc else list(range(rank))
+            best = ("transpose", out_nhwc, [inv_in[perm[p_out[j]]] for j in range(rank)])
         how, out_nhwc, total = best
         if how == "alias":
             nv = _Val(name=n.output[0], shape=tuple(out_shape), qp=qp, reps={(kind, out_nhwc): src})
@@ -1218,6 +1399,17 @@ class _Converter:
         else:
             self.emit(n, "TRANSPOSE", [src, self.int_tensor("perm", total)], qp, out_nhwc)
 
+    def _wants_nhwc(self, t: str, depth: int = 0) -> bool:
+        """Whether the ops reading ``t`` (through Q/DQ) work in NHWC: then a TRANSPOSE producing ``t`` writes NHWC
+        directly instead of writing ONNX order and transposing again."""
+        for c in self.consumers.get(t, []):
+            if c.op_type in ("QuantizeLinear", "DequantizeLinear") and depth < 4:
+                if any(self._wants_nhwc(o, depth + 1) for o in c.output):
+                    return True
+            elif c.op_type in _NHWC_NATIVE or (c.op_type == "Softmax" and int(_attr(c, "axis", -1)) % 4 == 1):
+                return True
+        return False
+
     def _axis(self, v: _Val, axis: int, nhwc: bool) -> int:
         axis %= len(v.shape)
         return _INV_P[axis] if nhwc else axis
@@ -1230,6 +1422,13 @@ class _Converter:
         nhwc = rank == 4 and any(self.vals[i].nhwc for i in ins)
         kind = "q" if qp is not None else "f"
         srcs = [self.act(i, kind, nhwc) for i in ins]
+        if qp is not None:  # XNNPACK's int8 concatenation needs every input on the output's grid
+            for k, i in enumerate(ins):
+                if not qp.same(self.vals[i].qp):
+                    shape = self.stored_shape(self.vals[i], nhwc)
+                    t = self.b.add_tensor(f"{i}/requantized", shape, "int8", scale=[qp.scale], zero_point=[qp.zp])
+                    self.b.add_op("QUANTIZE", [srcs[k]], [t])
+                    srcs[k] = t
         axis = self._axis(self.vals[ins[0]], int(_attr(n, "axis")), nhwc)
         self.emit(n, "CONCATENATION", srcs, qp, nhwc, {"axis": axis})
 
@@ -1244,14 +1443,12 @@ class _Converter:
         sizes = [self.shapes[o][int(_attr(n, "axis", 0)) % len(v.shape)] for o in outs]
         tensors = []
         for o in outs:
-            shape = self.shapes[o]
-            stored = [shape[i] for i in _P] if nhwc else list(shape)
-            nv = self.new_val(o, shape, kind, nhwc, qp)
+            nv = self.new_val(o, self.shapes[o], kind, nhwc, qp)
             tensors.append(nv.reps[(kind, nhwc)])
-            del stored
+        axis_t = self.b.add_tensor(f"{n.name}/axis", [], "int32", data=np.array(axis, np.int32))  # 0-D, as specified
         self.b.add_op(
             "SPLIT_V",
-            [src, self.int_tensor(f"{n.name}/sizes", sizes), self.int_tensor(f"{n.name}/axis", [axis])],
+            [src, self.int_tensor(f"{n.name}/sizes", sizes), axis_t],
             tensors,
             {"num_splits": len(outs)},
         )
@@ -1283,6 +1480,20 @@ class _Converter:
         ins = [src, self.int_tensor(f"{n.name}/begin", begin), self.int_tensor(f"{n.name}/end", end),
                self.int_tensor(f"{n.name}/strides", stride)]  # fmt: skip
         self.emit(n, "STRIDED_SLICE", ins, qp, nhwc)
+
+    def _op_Gather(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        """GATHER with constant indices (e.g. ``x[:, 0]`` in a detection head), on the ONNX-ordered tensor."""
+        x, idx = n.input
+        if not self.is_const(idx) or self.is_const(x):
+            raise self.unsupported(n, "indices computed at run time", "Gather with constant indices, or Slice")
+        v = self.vals[x]
+        axis = int(_attr(n, "axis", 0)) % len(v.shape)
+        ind = self.const(idx).astype(np.int64)
+        ind = np.where(ind < 0, ind + v.shape[axis], ind).astype(np.int32)
+        kind = "q" if qp is not None else "f"
+        src = self.act(x, kind, False)
+        it = self.b.add_tensor(f"{n.name}/indices", ind.shape, "int32", data=ind)
+        self.emit(n, "GATHER", [src, it], qp, False, {"axis": axis, "batch_dims": 0})
 
     def _op_Softmax(self, n: onnx.NodeProto, qp: _QP | None) -> None:
         x = n.input[0]
