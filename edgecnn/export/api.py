@@ -352,6 +352,10 @@ def export_model(
         raise BadInputError(
             f"-o {output}: --to {opts.to} writes a {want_suffix} file; give a path ending in {want_suffix}"
         )
+    from edgecnn.graph.artifact import ModelFormat, format_of
+
+    if format_of(model_path) is not ModelFormat.ONNX:
+        raise BadInputError(f"{model_path}: is a {format_of(model_path)} model; export reads ONNX (float or QDQ)")
     loaded = load_model(model_path, opts.input_shapes or None)
     qdq = has_qdq(loaded.model)
     precision = _resolve_precision(opts, qdq)
@@ -433,19 +437,19 @@ def export_model(
             vela = run_vela(tmp_out, vela_out, target=spec.name, accelerator=opts.vela_accelerator)
         # publish: everything passed
         if opts.to is Destination.OPENVINO:
-            os.replace(tmp_out.with_suffix(".bin"), output.with_suffix(".bin"))
+            _publish(tmp_out.with_suffix(".bin"), output.with_suffix(".bin"))
             files.append(output.with_suffix(".bin"))
         size = tmp_out.stat().st_size + (
             output.with_suffix(".bin").stat().st_size if opts.to is Destination.OPENVINO else 0
         )
         if vela is not None:
             final_vela = output.with_name(f"{output.stem}_vela.tflite")
-            os.replace(work / "out_vela.tflite", final_vela)
+            _publish(work / "out_vela.tflite", final_vela)
             files.append(final_vela)
             from dataclasses import replace
 
             vela = replace(vela, input=str(output), output=str(final_vela))
-        os.replace(tmp_out, output)
+        _publish(tmp_out, output)
     return ExportResult(
         source=str(model_path),
         output=str(output),
@@ -463,6 +467,20 @@ def export_model(
         parity=parity,
         vela=vela,
     )
+
+
+def _publish(src: Path, dst: Path) -> None:
+    """Move a finished file from the work folder (maybe another filesystem, e.g. a tmpfs /tmp) into place:
+    copied to a hidden temporary file beside ``dst``, then renamed, so ``dst`` is never half-written."""
+    import shutil
+
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def _preprocess_spec(model: onnx.ModelProto) -> Any:
