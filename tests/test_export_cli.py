@@ -344,6 +344,9 @@ def test_bad_options(args: list[str], needles: tuple[str, ...], tmp_path: Path) 
     assert_one_line_error(invoke("export", SAMPLE_MODEL, "-o", out, *args), 2, *needles)
     _no_output(out)
     assert_one_line_error(invoke("export", SAMPLE_MODEL, "-o", tmp_path / "o.pb"), 2, "'.pb'", "--to")
+    tfl = tmp_path / "already.tflite"
+    tfl.write_bytes(_stride5_model())
+    assert_one_line_error(invoke("export", tfl, "-o", out), 2, "already.tflite", "is a tflite model", "reads ONNX")
 
 
 def test_interrupted_export_leaves_no_partial_file(tmp_path: Path) -> None:
