@@ -428,8 +428,8 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.models.split(","):
             print(f"{name} ...", flush=True)
             data["models"][name] = bench_model(name, args, Path(tmp), with_o2t)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(data, indent=2) + "\n")
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(data, indent=2) + "\n")  # after each model: a long run keeps its part
     print(render(data))
     for line in ratios(data):
         print(line)
