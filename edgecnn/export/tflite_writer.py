@@ -171,6 +171,8 @@ def op_version(builtin: str, input_dtype: str | None, *, per_channel: bool = Fal
         if opts.get("dilation_h_factor", 1) != 1 or opts.get("dilation_w_factor", 1) != 1:
             return 2
         return 1
+    if builtin == "BROADCAST_TO":  # registered from version 2 (version 1 was the Flex op)
+        return 2
     if builtin == "FULLY_CONNECTED":
         return 4 if dt == "int8" else 1
     if builtin == "DEQUANTIZE":
@@ -276,6 +278,7 @@ class _AlignedBuffer(schema.BufferT):
         super().__init__()
         # a contiguous little-endian array is kept as is (no bytes copy until it lands in the flatbuffer)
         self.payload = memoryview(payload).cast("B") if isinstance(payload, np.ndarray) else memoryview(payload)
+        self.release = False
 
     def Pack(self, builder: flatbuffers.Builder) -> int:
         vec = None
@@ -286,6 +289,8 @@ class _AlignedBuffer(schema.BufferT):
             builder.Bytes[builder.head : builder.head + n] = self.payload
             builder.vectorNumElems = n
             vec = builder.EndVector()
+            if self.release:  # the array is in the flatbuffer now: let it go (weights are not held twice)
+                self.payload = memoryview(b"")
         schema.BufferStart(builder)
         if vec is not None:
             schema.BufferAddData(builder, vec)
@@ -306,6 +311,7 @@ class TFLiteBuilder:
         self._outputs: list[int] = []
         self._metadata: list[schema.MetadataT] = []
         self._names: set[str] = set()
+        self._released = False
 
     @property
     def num_tensors(self) -> int:
@@ -315,6 +321,27 @@ class TFLiteBuilder:
     def tensor_dtype(self, index: int) -> str:
         """The dtype name of tensor ``index``."""
         return _DTYPE_NAMES[self._tensors[index].type]
+
+    @property
+    def num_ops(self) -> int:
+        """How many operators were added."""
+        return len(self._ops)
+
+    def set_op_version(self, index: int, version: int) -> None:
+        """Set the version of operator ``index`` (its op code is shared per (builtin, version))."""
+        op = self._ops[index]
+        builtin = next(k for k, v in self._opcode_index.items() if v == op.opcodeIndex)[0]
+        op.opcodeIndex = self._opcode(builtin, version)
+
+    def set_tensor_dtype(self, index: int, dtype: str) -> None:
+        """Change the dtype of tensor ``index`` (e.g. the output of a CAST), one of the writer's dtype names."""
+        if dtype not in DTYPES:
+            raise BadInputError(f"unknown tensor dtype {dtype!r}; valid: {', '.join(sorted(DTYPES))}")
+        self._tensors[index].type = DTYPES[dtype]
+
+    def tensor_shape(self, index: int) -> list[int]:
+        """The shape of tensor ``index``."""
+        return [int(d) for d in self._tensors[index].shape]
 
     def add_tensor(
         self,
@@ -468,8 +495,13 @@ class TFLiteBuilder:
         m.buffer = len(self._buffers) - 1
         self._metadata.append(m)
 
-    def to_bytes(self) -> bytes:
-        """Serialize to a TFLite flatbuffer (identifier ``TFL3``)."""
+    def to_bytes(self, *, release: bool = False) -> bytes:
+        """Serialize to a TFLite flatbuffer (identifier ``TFL3``).
+
+        ``release=True`` drops each constant array as soon as it is copied into the flatbuffer, so the weights
+        are never held twice; the builder cannot serialize again afterwards."""
+        if self._released:
+            raise RuntimeError("this TFLiteBuilder was serialized with release=True; build it again")
         sg = schema.SubGraphT()
         sg.tensors = self._tensors
         sg.operators = self._ops
@@ -484,6 +516,10 @@ class TFLiteBuilder:
         model.buffers = self._buffers
         model.metadata = self._metadata or None
         size = sum(b.payload.nbytes for b in self._buffers if isinstance(b, _AlignedBuffer))
+        for b in self._buffers:
+            if isinstance(b, _AlignedBuffer):
+                b.release = release
+        self._released = release
         builder = flatbuffers.Builder(size + 1024 * 1024)
         builder.Finish(model.Pack(builder), file_identifier=FILE_IDENTIFIER)
         return bytes(memoryview(builder.Bytes)[builder.Head() :])  # one copy, not two

@@ -49,7 +49,8 @@ from edgecnn.errors import BadInputError, ModelError
 from edgecnn.export.tflite_writer import TFLiteBuilder
 from edgecnn.graph.external import externalized_copy, to_array
 from edgecnn.graph.load import dims_of, graph_inputs, infer_shapes_inplace
-from edgecnn.graph.passes import _fold_batchnorm, _fold_constants, _remove_identities
+from edgecnn.graph.passes import _attr as _pass_attr
+from edgecnn.graph.passes import _consumers, _fold_constants, _remove_identities, remove_unused_initializers
 from edgecnn.preprocess import Layout, PreprocessSpec, spec_from_dict
 
 PRECISIONS = ("auto", "float32", "float16", "int8")
@@ -61,43 +62,44 @@ _P = (0, 2, 3, 1)  # NCHW -> NHWC: stored axis j holds logical axis _P[j]
 _INV_P = (0, 3, 1, 2)  # logical axis a sits at stored axis _INV_P[a]
 
 SUPPORTED_OPS = (
-    "Add", "AveragePool", "BatchNormalization", "Clip", "Concat", "Conv", "ConvTranspose", "DequantizeLinear", "Div",
-    "Flatten", "Gather", "Gemm", "GlobalAveragePool", "GlobalMaxPool", "HardSigmoid", "HardSwish", "LeakyRelu",
-    "MatMul", "Max", "MaxPool", "Min", "Mul", "Pad", "QuantizeLinear", "ReduceMax", "ReduceMean", "Relu", "Reshape",
-    "Resize", "Sigmoid", "Slice", "Softmax", "Split", "Squeeze", "Sub", "Tanh", "Transpose", "Unsqueeze",
+    "Abs", "Add", "And", "ArgMax", "ArgMin", "AveragePool", "BatchNormalization", "Cast", "Ceil", "Clip", "Concat",
+    "Conv", "ConvTranspose", "DepthToSpace", "DequantizeLinear", "Div", "Elu", "Equal", "Exp", "Expand", "Flatten",
+    "Floor", "Gather", "Gelu", "Gemm", "GlobalAveragePool", "GlobalMaxPool", "Greater", "GreaterOrEqual",
+    "HardSigmoid", "HardSwish", "LayerNormalization", "LeakyRelu", "Less", "LessOrEqual", "Log", "LogSoftmax",
+    "MatMul", "Max", "MaxPool", "Min", "Mul", "Neg", "Not", "Or", "PRelu", "Pad", "Pow", "QuantizeLinear",
+    "Reciprocal", "ReduceL2", "ReduceMax", "ReduceMean", "ReduceMin", "ReduceProd", "ReduceSum", "Relu", "Reshape",
+    "Resize", "Round", "Sigmoid", "Slice", "Softmax", "SpaceToDepth", "Split", "Sqrt", "Squeeze", "Sub", "Tanh",
+    "Tile", "Transpose", "Unsqueeze", "Upsample", "Where",
 )  # fmt: skip
 # Nearest supported alternative for ops people commonly meet in CNN exports.
 _NEAREST: dict[str, str] = {
-    "GatherElements": "Gather with constant indices, or Slice",
+    "GatherElements": "Gather with constant indices, or Slice (TFLite has no per-element gather along an axis)",
     "Shape": "a fixed input shape (--input-shape), so the shape subgraph folds away",
-    "Expand": "a broadcasting Mul/Add with a constant of ones",
     "Einsum": "MatMul / Gemm",
-    "LayerNormalization": "ReduceMean + Sub + Mul + Div (or BatchNormalization after a Conv)",
-    "InstanceNormalization": "BatchNormalization folded into the preceding Conv",
-    "PRelu": "LeakyRelu (one slope) or Relu",
-    "Elu": "Relu or LeakyRelu",
-    "Gelu": "Sigmoid(1.702 x) * x, or Relu",
-    "Erf": "Sigmoid-based GELU approximation: x * Sigmoid(1.702 x)",
-    "Cast": "keep the graph in one float type",
+    "InstanceNormalization": "BatchNormalization folded into the preceding Conv, or LayerNormalization",
     "ConstantOfShape": "a constant initializer (fix the input shape)",
     "NonMaxSuppression": "run NMS outside the model, on its raw boxes and scores",
     "TopK": "post-processing outside the model",
-    "Upsample": "Resize (opset >= 11)",
     "LRN": "BatchNormalization",
+    "ScatterND": "Concat of Slices (write the updated tensor from its parts)",
+    "Range": "a constant initializer (fix the input shape)",
 }
 
 # Ops whose TFLite int8 kernels assume the output on the input's grid (they move or pick values, or average
 # them without rescaling: AVERAGE_POOL_2D, RESIZE_BILINEAR); a different downstream grid is a requantize after.
 _PASS_OPS = frozenset({"MaxPool", "GlobalMaxPool", "ReduceMax", "Reshape", "Flatten", "Squeeze", "Unsqueeze",
                        "Transpose", "Slice", "Split", "Pad", "Relu", "Identity", "Resize", "AveragePool",
-                       "Gather"})  # fmt: skip
+                       "Gather", "Expand", "Tile", "SpaceToDepth", "DepthToSpace", "Upsample", "ReduceMin"})  # fmt: skip
 _LOOK_THROUGH = frozenset({"Split", "Resize", "MaxPool", "AveragePool", "Reshape", "Flatten", "Squeeze", "Unsqueeze",
-                           "Transpose", "Slice", "Gather"})  # fmt: skip
+                           "Transpose", "Slice", "Gather", "Expand", "Tile", "SpaceToDepth", "DepthToSpace",
+                           "Upsample"})  # fmt: skip
 _NHWC_NATIVE = frozenset({"Conv", "ConvTranspose", "MaxPool", "AveragePool", "Resize", "GlobalAveragePool"})
 _FIXED_INT8: dict[str, tuple[float, int]] = {"Sigmoid": (1 / 256, -128), "Softmax": (1 / 256, -128),
                                             "Tanh": (1 / 128, 0)}  # fmt: skip
 _INT8_OPS = _PASS_OPS | frozenset(_FIXED_INT8) | frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Sub",
-    "Mul", "Concat", "GlobalAveragePool", "ReduceMean", "HardSwish", "LeakyRelu", "Div", "Clip"})  # fmt: skip
+    "Mul", "Concat", "GlobalAveragePool", "ReduceMean", "HardSwish", "LeakyRelu", "Div", "Clip", "Max", "Min",
+    "HardSigmoid", "PRelu"})  # fmt: skip
+_KIND_DTYPE = {"f": "float32", "q": "int8", "b": "bool", "i": "int32", "l": "int64"}
 _FUSABLE = frozenset({"Conv", "Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "AveragePool", "MaxPool", "Concat"})
 _FUSED_TFL = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "SUB", "MUL", "DIV",
                         "AVERAGE_POOL_2D", "MAX_POOL_2D", "CONCATENATION"})  # fmt: skip
@@ -194,7 +196,7 @@ def onnx_to_tflite(
         spec = replace(preprocess, layout=Layout.NHWC if input_layout == "NHWC" else preprocess.layout)
         conv.b.add_metadata(METADATA_PREPROCESS, spec.to_json().encode())
     return TFLiteExport(
-        data=conv.b.to_bytes(),
+        data=conv.b.to_bytes(release=True),
         precision=precision,
         io_dtype=io_dtype,
         input_layout=input_layout,
@@ -241,6 +243,8 @@ def _prepare(model: onnx.ModelProto, base_dir: Path | None) -> onnx.ModelProto:
             f"input(s) with dynamic dimensions: {', '.join(dynamic) or 'unknown shape'}; TFLite export needs a fixed "
             "input shape: fix them with --input-shape NAME=1x3x224x224"
         )
+    _fold_quantized_shape_inputs(m, base_dir)
+    del m.graph.value_info[:]  # recomputed at the fixed shape (exporters and quantizers leave symbolic or stale ones)
     try:
         infer_shapes_inplace(m)
         for _ in range(8):
@@ -249,12 +253,120 @@ def _prepare(model: onnx.ModelProto, base_dir: Path | None) -> onnx.ModelProto:
             _fold_constants(m, base_dir)
             infer_shapes_inplace(m)
         # the passes of graph.passes.prepare, in place on our copy (no second copy of the weights)
-        m = _fold_batchnorm(_remove_identities(_fold_constants(m, base_dir)), base_dir)
+        m = _fold_batchnorm_lazily(_remove_identities(_fold_constants(m, base_dir)), base_dir)
         infer_shapes_inplace(m)
     except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as e:
         raise ModelError(
             f"shape inference failed while preparing the TFLite export: {str(e).splitlines()[0]}"
         ) from None
+    return m
+
+
+_SHAPE_INPUTS = {"Resize": (1, 2, 3), "Upsample": (1,), "Reshape": (1,), "Expand": (1,), "Tile": (1,)}
+
+
+def _fold_quantized_shape_inputs(m: onnx.ModelProto, base_dir: Path | None) -> None:
+    """A Resize scale (or Reshape/Expand/Tile shape) that a quantizer routed through QuantizeLinear ->
+    DequantizeLinear of a constant (ORT's quantize_static does this to Resize scales) becomes that constant as
+    written, so that shape inference knows the output shape; a DequantizeLinear of an integer initializer is
+    evaluated."""
+    consts = [n for n in m.graph.node if n.op_type == "Constant" and _attr(n, "value") is not None]
+    if consts:  # Constant nodes with a tensor value are initializers (exporters write both)
+        for n in consts:
+            m.graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(_attr(n, "value")), n.output[0]))
+        keep = [n for n in m.graph.node if not (n.op_type == "Constant" and _attr(n, "value") is not None)]
+        del m.graph.node[:]
+        m.graph.node.extend(keep)
+    inits = {t.name: t for t in m.graph.initializer}
+    producer = {o: n for n in m.graph.node for o in n.output}
+    drop: set[str] = set()
+    for n in m.graph.node:
+        for k in _SHAPE_INPUTS.get(n.op_type, ()):
+            if k >= len(n.input) or not n.input[k]:
+                continue
+            dq = producer.get(n.input[k])
+            if dq is None or dq.op_type != "DequantizeLinear":
+                continue
+            q = producer.get(dq.input[0])
+            src = q.input[0] if q is not None and q.op_type == "QuantizeLinear" else dq.input[0]
+            if src not in inits or any(i and i not in inits for i in (*dq.input[1:], *(q.input[1:] if q else ()))):
+                continue
+            arr = to_array(inits[src], base_dir)
+            if q is None or q.op_type != "QuantizeLinear":
+                arr = _q_dq(arr, [to_array(inits[i], base_dir) for i in dq.input[1:] if i], "dq")
+            # else: the constant as written; a quantized scale (2/255 steps: 1 -> 0.996) would change the shape
+            new = f"{n.input[k]}/folded"
+            if new not in inits:
+                t = numpy_helper.from_array(arr.astype(np.float32) if arr.dtype.kind == "f" else arr, new)
+                m.graph.initializer.append(t)
+                inits[new] = t
+            n.input[k] = new
+            drop.add(dq.name)
+    if drop:
+        used = {i for n in m.graph.node if n.name not in drop for i in n.input}
+        keep = [n for n in m.graph.node if n.name not in drop or any(o in used for o in n.output)]
+        del m.graph.node[:]
+        m.graph.node.extend(keep)
+
+
+def _q_dq(x: np.ndarray, params: list[np.ndarray], how: str) -> np.ndarray:
+    """Per-tensor DequantizeLinear of a constant."""
+    scale = np.float32(np.asarray(params[0]).reshape(()))
+    zp = np.asarray(params[1]).reshape(()) if len(params) > 1 else np.zeros((), np.uint8)
+    return ((x.astype(np.int32) - int(zp)).astype(np.float32) * scale).astype(np.float32)
+
+
+_BN_SCALE = "edgecnn.bn_scale"  # metadata key prefix on the prepared copy: conv name -> per-channel factor
+
+
+def _fold_batchnorm_lazily(m: onnx.ModelProto, base_dir: Path | None) -> onnx.ModelProto:
+    """Conv -> BatchNormalization becomes one Conv without writing new weights into the proto: the folded bias
+    (small) is a new initializer, the per-output-channel factor gamma / sqrt(var + eps) is kept (as a small
+    initializer named ``<conv>/bn_scale``) and applied when the converter reads the weights, once. The same
+    arithmetic as ``graph.passes._fold_batchnorm`` (float64, then the weight dtype); the weights are never
+    held twice."""
+    inits = {t.name: t for t in m.graph.initializer}
+    consumers = _consumers(m)
+    outs = {o.name for o in m.graph.output}
+    producers = {o: n for n in m.graph.node for o in n.output}
+    drop: set[int] = set()
+    for bn in m.graph.node:
+        if bn.op_type != "BatchNormalization" or (len(bn.output) != 1 and any(bn.output[1:])):
+            continue
+        conv = producers.get(bn.input[0])
+        if conv is None or conv.op_type != "Conv" or conv.input[1] not in inits:
+            continue
+        if len(consumers.get(conv.output[0], [])) != 1 or conv.output[0] in outs:
+            continue
+        if not all(x in inits for x in bn.input[1:5]) or f"{conv.name}/bn_scale" in inits:
+            continue
+        if len(conv.input) > 2 and conv.input[2] and conv.input[2] not in inits:
+            continue
+        gamma, beta, mean, var = (to_array(inits[x], base_dir).astype(np.float64) for x in bn.input[1:5])
+        f = gamma / np.sqrt(var + float(_pass_attr(bn, "epsilon", 1e-5)))  # type: ignore[arg-type]
+        cout = int(inits[conv.input[1]].dims[0])
+        b = (
+            to_array(inits[conv.input[2]], base_dir).astype(np.float64)
+            if len(conv.input) > 2 and conv.input[2]
+            else np.zeros(cout)
+        )
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(inits[conv.input[1]].data_type)
+        b_name, s_name = f"{conv.name}/bias_bnfold", f"{conv.name}/bn_scale"
+        m.graph.initializer.append(numpy_helper.from_array(((b - mean) * f + beta).astype(dtype), b_name))
+        m.graph.initializer.append(numpy_helper.from_array(f, s_name))
+        inits[s_name] = m.graph.initializer[-1]
+        if len(conv.input) > 2:
+            conv.input[2] = b_name
+        else:
+            conv.input.append(b_name)
+        conv.output[0] = bn.output[0]
+        drop.add(id(bn))
+    keep = [n for n in m.graph.node if id(n) not in drop]
+    del m.graph.node[:]
+    m.graph.node.extend(keep)
+    scales = [t for t in m.graph.initializer if t.name.endswith("/bn_scale")]
+    m = remove_unused_initializers(m)
+    m.graph.initializer.extend(scales)  # read by the converter, not by a node
     return m
 
 
@@ -367,6 +479,7 @@ class _Converter:
         self.shapes = _shape_map(m)
         self.inits = {t.name: t for t in m.graph.initializer}
         self._const_cache: dict[str, np.ndarray] = {}
+        self._made: set[str] = set()
         self.cdq: dict[str, _ConstDQ] = {}
         self.vals: dict[str, _Val] = {}
         self.consumers: dict[str, list[onnx.NodeProto]] = {}
@@ -384,7 +497,12 @@ class _Converter:
 
     # -- constants ---------------------------------------------------------------------------------
     def is_const(self, name: str) -> bool:
-        return name in self.inits or name in self.cdq
+        return name in self.inits or name in self.cdq or name in self._made
+
+    def add_const(self, name: str, arr: np.ndarray) -> None:
+        """A constant made by the converter (folded weights), read back with :meth:`const`."""
+        self._made.add(name)
+        self._const_cache[name] = np.asarray(arr, np.float32) if np.asarray(arr).dtype.kind == "f" else arr
 
     def const(self, name: str) -> np.ndarray:
         """The real (float, or integer for int tensors) value of a constant, dequantized if it has a DQ."""
@@ -422,7 +540,7 @@ class _Converter:
             assert qp is not None
             idx = self.b.add_tensor(name, stored, "int8", scale=[qp.scale], zero_point=[qp.zp])
         else:
-            idx = self.b.add_tensor(name, stored, "float32")
+            idx = self.b.add_tensor(name, stored, _KIND_DTYPE[kind])
         v = _Val(name=name, shape=tuple(int(d) for d in shape), qp=qp, reps={(kind, nhwc): idx})
         self.vals[name] = v
         return v
@@ -460,6 +578,9 @@ class _Converter:
             v.reps[(kind, nhwc)] = out
             return out
         # other kind: convert in whichever layout exists, then fix the layout
+        if kind not in ("f", "q") or not any(k in ("f", "q") for k, _ in v.reps):
+            have = next(iter(v.reps))[0]
+            raise ModelError(f"tensor '{name}' is {_KIND_DTYPE[have]}; an op here needs it as {_KIND_DTYPE[kind]}")
         other = "q" if kind == "f" else "f"
         have_nhwc = (other, nhwc) in v.reps
         src_layout = nhwc if have_nhwc else (not nhwc)
@@ -480,7 +601,7 @@ class _Converter:
         if kind == "q":
             assert v.qp is not None
             return self.b.add_tensor(name, shape, "int8", scale=[v.qp.scale], zero_point=[v.qp.zp])
-        return self.b.add_tensor(name, shape, "float32")
+        return self.b.add_tensor(name, shape, _KIND_DTYPE[kind])
 
     def alias(self, name: str, src: str) -> None:
         self.vals[name] = self.vals[src]
@@ -489,6 +610,7 @@ class _Converter:
     def run(self) -> None:
         g = self.m.graph
         self._collect_const_dq()
+        self._match_gelu()
         self._fuse_activations()
         for vi in graph_inputs(self.m):
             self._input(vi)
@@ -506,9 +628,32 @@ class _Converter:
 
     def _collect_const_dq(self) -> None:
         self._skip: set[str] = set()
+        folded_q: dict[str, np.ndarray] = {}  # QuantizeLinear of a constant (ORT writes them), done here
+        self.const_float: dict[str, np.ndarray] = {}  # DQ(Q(c)) -> c, for attribute-like uses (Clip bounds)
         for n in self.m.graph.node:
-            if n.op_type == "DequantizeLinear" and n.input[0] in self.inits:
-                q = to_array(self.inits[n.input[0]], self.base_dir)
+            if n.op_type == "QuantizeLinear" and n.input[0] in self.inits and n.input[0] not in self.cdq:
+                c = to_array(self.inits[n.input[0]], self.base_dir).astype(np.float64)
+                scale = self.const(n.input[1]).astype(np.float64)
+                zp_arr = self.const(n.input[2]) if len(n.input) > 2 and n.input[2] else np.zeros((), np.uint8)
+                axis = int(_attr(n, "axis", 1))
+                if scale.size > 1:
+                    shape = [1] * c.ndim
+                    shape[axis % c.ndim] = -1
+                    scale, zp = scale.reshape(shape), zp_arr.astype(np.float64).reshape(shape)
+                else:
+                    scale, zp = scale.reshape(()), zp_arr.astype(np.float64).reshape(())
+                info = np.iinfo(zp_arr.dtype)
+                folded_q[n.output[0]] = np.clip(np.rint(c / scale) + zp, info.min, info.max).astype(zp_arr.dtype)
+                self.const_float[n.output[0]] = c.astype(np.float32)
+                self._skip.add(n.name)
+                self.absorbed.add(n.name)
+                continue
+            if n.op_type == "DequantizeLinear" and (n.input[0] in self.inits or n.input[0] in folded_q):
+                q = folded_q.get(n.input[0])
+                if q is None:
+                    q = to_array(self.inits[n.input[0]], self.base_dir)
+                elif n.input[0] in self.const_float:
+                    self.const_float[n.output[0]] = self.const_float[n.input[0]]
                 scale = np.atleast_1d(self.const(n.input[1]).astype(np.float32))
                 zp = (
                     np.atleast_1d(self.const(n.input[2])).astype(np.int64)
@@ -561,12 +706,16 @@ class _Converter:
             return "RELU"
         return None
 
+    def _bound(self, name: str) -> float:
+        """A scalar bound as written before quantization (DQ(Q(6.0)) is 6.0 here, so RELU6 stays RELU6)."""
+        return float(np.asarray(self.const_float.get(name, self.const(name))).reshape(()))
+
     def _clip_bounds(self, n: onnx.NodeProto) -> tuple[float | None, float | None]:
         lo, hi = _attr(n, "min"), _attr(n, "max")
         if len(n.input) > 1 and n.input[1]:
-            lo = float(self.const(n.input[1])) if self.is_const(n.input[1]) else "dyn"
+            lo = float(self._bound(n.input[1])) if self.is_const(n.input[1]) else "dyn"
         if len(n.input) > 2 and n.input[2]:
-            hi = float(self.const(n.input[2])) if self.is_const(n.input[2]) else "dyn"
+            hi = float(self._bound(n.input[2])) if self.is_const(n.input[2]) else "dyn"
         if lo == "dyn" or hi == "dyn":
             raise UnsupportedOpError(
                 f"node '{n.name}' (Clip): min/max are computed at run time; nearest supported: constant min/max"
@@ -627,7 +776,9 @@ class _Converter:
             raise ModelError(f"output '{name}' is not produced by any converted node")
         if v.nhwc and len(v.shape) == 4:
             self.notes.append(f"output '{name}' keeps the ONNX (NCHW) order: a TRANSPOSE back from NHWC ends the graph")
-        if self.io == "float32":
+        if self._kind(name) not in ("f", "q"):  # indices, masks: as they are
+            idx = self.act(name, self._kind(name), False)
+        elif self.io == "float32":
             idx = self.act(name, "f", False)
         else:
             if v.qp is None:
@@ -712,8 +863,6 @@ class _Converter:
             return None
         if not all(self.vals[a].qp is not None for a in acts):
             return None
-        if n.op_type == "Clip" and self._activation_kind(n) is None:
-            return None  # MAXIMUM/MINIMUM int8 need their operands on one grid: float is exact
         if n.op_type in _PASS_OPS:
             return self.vals[acts[0]].qp
         if n.op_type in _FIXED_INT8:
@@ -780,6 +929,7 @@ class _Converter:
         options: dict[str, Any] | None = None,
         out_name: str | None = None,
         shape: Sequence[int] | None = None,
+        out_kind: str | None = None,
     ) -> _Val:
         name = out_name or n.output[0]
         shape = shape if shape is not None else self.shapes[name]
@@ -791,7 +941,7 @@ class _Converter:
             if builtin not in _FUSED_TFL:
                 raise self.unsupported(n, f"cannot fuse {fused}", "Relu/Clip after Conv, Gemm, Add or pooling")
             opts["fused_activation_function"] = fused
-        v = self.new_val(name, shape, "q" if qp is not None else "f", nhwc, qp)
+        v = self.new_val(name, shape, out_kind or ("q" if qp is not None else "f"), nhwc, qp)
         self.b.add_op(builtin, list(inputs), [next(iter(v.reps.values()))], opts or None)
         if qp is None and self.int8 and any(self.vals[a].qp is not None for a in self._acts(n) if a in self.vals):
             self.notes.append(
@@ -879,15 +1029,23 @@ class _Converter:
         if not self.is_const(wname):
             raise self.unsupported(n, "weights are computed at run time", "a Conv with constant weights")
         v = self.vals[x]
+        if len(v.shape) == 3:
+            self._via_2d(n, qp, self._op_Conv)
+            return
         if len(v.shape) != 4:
-            raise self.unsupported(n, f"{len(v.shape) - 2}-D convolution", "2-D Conv on NCHW input")
+            raise self.unsupported(n, f"{len(v.shape) - 2}-D convolution", "1-D or 2-D Conv")
         w_real = self.const(wname)
+        if f"{n.name}/bn_scale" in self.inits:  # BatchNormalization folded lazily (_fold_batchnorm_lazily)
+            f = self.const(f"{n.name}/bn_scale")
+            w_real = (w_real.astype(np.float64) * f.reshape(-1, 1, 1, 1)).astype(w_real.dtype)
         cout, cin_g, kh, kw = w_real.shape
         cin = v.shape[1]
         group = int(_attr(n, "group", 1))
         depthwise = group > 1 and group == cin and cin_g == 1
-        if group > 1 and not depthwise:
-            raise self.unsupported(n, f"grouped convolution (group={group})", "group=1 or depthwise (group=C_in)")
+        if group > 1 and not depthwise and (cin % group or cout % group or cin_g * group != cin):
+            raise self.unsupported(n, f"group={group} does not divide the channels", "group dividing C_in and C_out")
+        # grouped (not depthwise): CONV_2D whose filter has C_in / group input channels, which LiteRT's builtin
+        # kernel and XNNPACK run as a grouped convolution (op version 6, LiteRT op_version.cc "grouped conv")
         wq = self._weights_int8(n, wname) if qp is not None else None
         if qp is not None and wq is None:
             qp = None
@@ -928,7 +1086,16 @@ class _Converter:
             wt = self.const_tensor(f"{wname}/tfl", w_real.transpose(perm))
             bias = self.const(bname).reshape(cout) if bname else np.zeros(cout, np.float32)
             bt = self.const_tensor(f"{n.name}/bias", bias.astype(np.float32))
+        if group > 1 and not depthwise:
+            self._grouped_conv(n, [src, wt, bt], qp, opts)
+            return
         self.emit(n, "DEPTHWISE_CONV_2D" if depthwise else "CONV_2D", [src, wt, bt], qp, True, opts)
+
+    def _grouped_conv(self, n: onnx.NodeProto, ins: list[int], qp: _QP | None, opts: dict[str, Any]) -> None:
+        v = self.emit(n, "CONV_2D", ins, qp, True, opts)
+        self.b.set_op_version(self.b.num_ops - 1, 6)
+        self.notes.append(f"node '{n.name}' (Conv group={_attr(n, 'group')}) is a grouped CONV_2D (version 6)")
+        del v
 
     def _fc(self, n: onnx.NodeProto, qp: _QP | None, x: str, w: str, w_real: np.ndarray, transposed: bool,
             bname: str | None) -> None:  # fmt: skip
@@ -960,26 +1127,50 @@ class _Converter:
         self.emit(n, "FULLY_CONNECTED", [src, wt, bt], qp, False, opts)
 
     def _op_Gemm(self, n: onnx.NodeProto, qp: _QP | None) -> None:
-        if _attr(n, "transA", 0) or float(_attr(n, "alpha", 1.0)) != 1.0 or float(_attr(n, "beta", 1.0)) != 1.0:
-            raise self.unsupported(n, "transA/alpha/beta other than 0/1/1", "Gemm(transA=0, alpha=1, beta=1)")
+        """FULLY_CONNECTED: alpha folded into the weights (their scales in int8), beta into the bias, transA as a
+        TRANSPOSE of the 2-D input."""
+        alpha, beta = float(_attr(n, "alpha", 1.0)), float(_attr(n, "beta", 1.0))
         if not self.is_const(n.input[1]):
             raise self.unsupported(n, "B is computed at run time", "Gemm with constant B (MatMul for two activations)")
         w = self.const(n.input[1])
         trans_b = bool(_attr(n, "transB", 0))
         w_real = w if trans_b else w.T
+        cout = w_real.shape[0]
         bname = n.input[2] if len(n.input) > 2 and n.input[2] else None
         if bname and not self.is_const(bname):
             raise self.unsupported(n, "C is computed at run time", "Gemm with a constant bias")
-        if bname and self.const(bname).size != w_real.shape[0]:
-            raise self.unsupported(n, "bias is not one value per output", "Gemm with a bias of shape [N]")
+        if bname and self.const(bname).size not in (1, cout):
+            raise self.unsupported(n, "bias is not one value per output", "Gemm with a bias of shape [N] or [1, N]")
         if qp is not None and n.input[1] in self.cdq:
             dq = self.cdq[n.input[1]]
             if (not trans_b and dq.scale.size > 1 and dq.axis != 1) or (trans_b and dq.scale.size > 1 and dq.axis != 0):
                 qp = None
-        if trans_b:
-            self._fc(n, qp, n.input[0], n.input[1], w_real, True, bname)
+        if qp is not None and alpha <= 0:
+            qp = None
+        x = n.input[0]
+        if _attr(n, "transA", 0):
+            v = self.vals[x]
+            kind = "q" if qp is not None else "f"
+            src = self.act(x, kind, False)
+            t = self._like(v, kind, list(v.shape)[::-1], f"{n.name}/a_t")
+            self.b.add_op("TRANSPOSE", [src, self.int_tensor("perm", [1, 0])], [t])
+            x = f"{n.name}/a_t"
+            self.vals[x] = _Val(name=x, shape=tuple(v.shape[::-1]), qp=v.qp, reps={(kind, False): t})
+        bias = None
+        if bname and (beta != 1.0 or self.const(bname).size != cout):
+            bias = f"{n.name}/bias_c"
+            self.add_const(bias, np.broadcast_to(self.const(bname).reshape(-1), (cout,)) * np.float32(beta))
+        if alpha != 1.0:
+            wname = f"{n.input[1]}/alpha"
+            if qp is not None:
+                dq = self.cdq[n.input[1]]
+                self.cdq[wname] = _ConstDQ(q=dq.q, scale=dq.scale * np.float32(alpha), zp=dq.zp, axis=dq.axis)
+            else:
+                self.add_const(wname, w * np.float32(alpha))
+            w_real = w_real * np.float32(alpha)
         else:
-            self._fc(n, qp, n.input[0], n.input[1], w_real, False, bname)
+            wname = n.input[1]
+        self._fc(n, qp, x, wname, w_real, trans_b, bias or bname)
 
     def _op_ConvTranspose(self, n: onnx.NodeProto, qp: _QP | None) -> None:
         """TRANSPOSE_CONV: weights [C_in, C_out, kh, kw] -> OHWI [C_out, kh, kw, C_in], bias as the 4th input."""
@@ -1066,8 +1257,11 @@ class _Converter:
     def _pool(self, n: onnx.NodeProto, qp: _QP | None, builtin: str) -> None:
         x = n.input[0]
         v = self.vals[x]
+        if len(v.shape) == 3:
+            self._via_2d(n, qp, lambda m, q: self._pool(m, q, builtin))
+            return
         if len(v.shape) != 4:
-            raise self.unsupported(n, f"{len(v.shape) - 2}-D pooling", "2-D pooling on NCHW input")
+            raise self.unsupported(n, f"{len(v.shape) - 2}-D pooling", "1-D or 2-D pooling")
         k = list(_attr(n, "kernel_shape"))
         if list(_attr(n, "dilations", [1, 1])) != [1, 1]:
             raise self.unsupported(n, "dilated pooling", "pooling with dilations 1")
@@ -1140,7 +1334,10 @@ class _Converter:
 
     # -- elementwise ----------------------------------------------------------------------------------------
     def _elementwise(self, n: onnx.NodeProto, qp: _QP | None, builtin: str, operands: list[str] | None = None,
-                     consts: dict[str, np.ndarray] | None = None) -> None:  # fmt: skip
+                     consts: dict[str, np.ndarray] | None = None, one_grid: bool = False, in_kind: str | None = None,
+                     out_kind: str | None = None) -> None:  # fmt: skip
+        """``one_grid``: an int8 kernel that compares raw values (MAXIMUM, MINIMUM) gets every operand on the
+        output grid: activations requantized, constants quantized on it (exact: quantization is monotonic)."""
         operands = operands or [i for i in n.input if i]
         consts = consts or {}
         out_shape = self.shapes[n.output[0]]
@@ -1149,27 +1346,46 @@ class _Converter:
         if not acts:
             raise self.unsupported(n, "all inputs are constant", "constant folding (fixed shapes)")
         nhwc = rank == 4 and any(self.vals[a].nhwc and len(self.vals[a].shape) == 4 for a in acts)
-        kind = "q" if qp is not None else "f"
+        kind = in_kind or ("q" if qp is not None else "f")
         ins = []
         for i in operands:
             if i in consts or self.is_const(i):
                 arr = consts.get(i)
                 if arr is None:
                     arr = self.const(i)
-                arr = np.asarray(arr, np.float32)
+                arr = np.asarray(arr, np.float32 if kind in ("f", "q") else _KIND_DTYPE[kind])
                 arr = arr.reshape((1,) * (rank - arr.ndim) + arr.shape) if arr.ndim < rank else arr
                 if nhwc and arr.ndim == 4:
                     arr = arr.transpose(_P)
                 if arr.size == 1:
                     arr = arr.reshape(())
-                ins.append(self._const_operand(f"{n.name}/{i}", arr, kind))
+                if one_grid and qp is not None:
+                    ins.append(self._const_on_grid(f"{n.name}/{i}", arr, qp))
+                elif kind not in ("f", "q"):
+                    ins.append(self.b.add_tensor(f"{n.name}/{i}", arr.shape, _KIND_DTYPE[kind], data=arr))
+                else:
+                    ins.append(self._const_operand(f"{n.name}/{i}", arr, kind))
                 continue
             av = self.vals[i]
-            if len(av.shape) == rank:
-                ins.append(self.act(i, kind, nhwc))
-            else:
-                ins.append(self._broadcast_act(n, i, kind, rank, nhwc))
-        self.emit(n, builtin, ins, qp, nhwc)
+            t = self.act(i, kind, nhwc) if len(av.shape) == rank else self._broadcast_act(n, i, kind, rank, nhwc)
+            if one_grid and qp is not None:
+                t = self._requantize(t, av, qp)
+            ins.append(t)
+        self.emit(n, builtin, ins, qp, nhwc, out_kind=out_kind)
+
+    def _const_on_grid(self, name: str, arr: np.ndarray, qp: _QP) -> int:
+        q = np.clip(np.rint(arr.astype(np.float64) / qp.scale) + qp.zp, -128, 127).astype(np.int8)
+        return self.b.add_tensor(name, arr.shape, "int8", data=q, scale=[qp.scale], zero_point=[qp.zp])
+
+    def _requantize(self, t: int, v: _Val, qp: _QP) -> int:
+        """int8 tensor ``t`` (on ``v``'s grid) on grid ``qp``: itself, or a QUANTIZE int8 -> int8."""
+        if qp.same(v.qp):
+            return t
+        out = self.b.add_tensor(
+            f"{v.name}/requantized", self.b.tensor_shape(t), "int8", scale=[qp.scale], zero_point=[qp.zp]
+        )
+        self.b.add_op("QUANTIZE", [t], [out])
+        return out
 
     def _const_operand(self, name: str, arr: np.ndarray, kind: str) -> int:
         if kind == "f":
@@ -1216,14 +1432,33 @@ class _Converter:
         self._elementwise(n, None, "DIV")
 
     def _op_Max(self, n: onnx.NodeProto, qp: _QP | None) -> None:
-        if len(n.input) != 2:
-            raise self.unsupported(n, f"{len(n.input)} inputs", "Max of two tensors")
-        self._elementwise(n, qp, "MAXIMUM")
+        self._minmax(n, qp, "MAXIMUM")
 
     def _op_Min(self, n: onnx.NodeProto, qp: _QP | None) -> None:
-        if len(n.input) != 2:
-            raise self.unsupported(n, f"{len(n.input)} inputs", "Min of two tensors")
-        self._elementwise(n, qp, "MINIMUM")
+        self._minmax(n, qp, "MINIMUM")
+
+    def _minmax(self, n: onnx.NodeProto, qp: _QP | None, builtin: str) -> None:
+        ins = [i for i in n.input if i]
+        if len(ins) == 1:
+            self.alias(n.output[0], ins[0])
+            return
+        if len(ins) > 2:  # a chain of two-input ops, each on the output grid (exact: the order does not matter)
+            cur = ins[0]
+            for k, other in enumerate(ins[1:-1]):
+                tmp = onnx.NodeProto()
+                tmp.CopyFrom(n)
+                tmp.name = f"{n.name}/{k}"
+                del tmp.input[:], tmp.output[:]
+                tmp.input.extend([cur, other])
+                tmp.output.append(f"{n.name}/{k}")
+                self.shapes[tmp.output[0]] = tuple(
+                    np.broadcast_shapes(self.shapes.get(cur, ()), self.shapes.get(other, ()))
+                )
+                self._elementwise(tmp, qp, builtin, one_grid=True)
+                cur = tmp.output[0]
+            self._elementwise(n, qp, builtin, [cur, ins[-1]], one_grid=True)
+            return
+        self._elementwise(n, qp, builtin, one_grid=True)
 
     def _unary(self, n: onnx.NodeProto, qp: _QP | None, builtin: str, options: dict[str, Any] | None = None) -> None:
         x = n.input[0]
@@ -1264,12 +1499,31 @@ class _Converter:
         self._unary(n, qp, "HARD_SWISH")
 
     def _op_HardSigmoid(self, n: onnx.NodeProto, qp: _QP | None) -> None:
-        """max(0, min(1, alpha x + beta)) as float MUL, ADD, MAXIMUM, MINIMUM (TFLite has no HARD_SIGMOID)."""
+        """max(0, min(1, alpha x + beta)); TFLite has no HARD_SIGMOID.
+
+        int8 (alpha > 0): MUL by alpha onto the grid (alpha * s_in, z_in) -- exact, every product lands on it --
+        then ADD beta onto the output grid with a fused RELU (the clamp at 0), and MINIMUM 1 on the output grid
+        when that grid reaches above 1. Float: MUL, ADD, MAXIMUM, MINIMUM."""
         alpha, beta = float(_attr(n, "alpha", 0.2)), float(_attr(n, "beta", 0.5))
         x = n.input[0]
         v = self.vals[x]
         nhwc = v.nhwc
         shape = self.stored_shape(v, nhwc)
+        if qp is not None and v.qp is not None and alpha > 0:
+            g1 = _QP(float(np.float32(alpha * v.qp.scale)), v.qp.zp)
+            t1 = self.b.add_tensor(f"{n.name}/alpha_x", shape, "int8", scale=[g1.scale], zero_point=[g1.zp])
+            c_a = self._const_operand(f"{n.name}/alpha", np.array(alpha, np.float32), "q")
+            self.b.add_op("MUL", [self.act(x, "q", nhwc), c_a], [t1])
+            c_b = self._const_operand(f"{n.name}/beta", np.array(beta, np.float32), "q")
+            t2 = self.b.add_tensor(f"{n.name}/plus_beta", shape, "int8", scale=[qp.scale], zero_point=[qp.zp])
+            self.b.add_op("ADD", [t1, c_b], [t2], {"fused_activation_function": "RELU"})
+            cur = t2
+            if (127 - qp.zp) * qp.scale > 1.0 + qp.scale / 2:
+                cur = self.b.add_tensor(f"{n.name}/min1", shape, "int8", scale=[qp.scale], zero_point=[qp.zp])
+                self.b.add_op("MINIMUM", [t2, self._const_on_grid(f"{n.name}/one", np.array(1.0, np.float32), qp)],
+                              [cur])  # fmt: skip
+            self.vals[n.output[0]] = _Val(name=n.output[0], shape=v.shape, qp=qp, reps={("q", nhwc): cur})
+            return
         cur = self.act(x, "f", nhwc)
         for k, (builtin, c) in enumerate((("MUL", alpha), ("ADD", beta), ("MAXIMUM", 0.0), ("MINIMUM", 1.0))):
             out = self.b.add_tensor(f"{n.name}/hardsigmoid{k}", shape, "float32")
@@ -1294,18 +1548,24 @@ class _Converter:
         v = self.vals[x]
         k = "q" if qp is not None else "f"
         cur = self.act(x, k, v.nhwc)
+        if qp is not None:  # MAXIMUM/MINIMUM compare raw int8 values: input and bounds on the output grid (exact)
+            cur = self._requantize(cur, v, qp)
         shape = self.stored_shape(v, v.nhwc)
         for bound, builtin in ((lo, "MAXIMUM"), (hi, "MINIMUM")):
             if bound is None:
                 continue
-            c = self._const_operand(f"{n.name}/{builtin.lower()}", np.array(bound, np.float32), k)
-            out = self._like(v, k, shape, f"{n.name}/{builtin.lower()}") if k == "f" else self.b.add_tensor(
-                f"{n.name}/{builtin.lower()}", shape, "int8", scale=[qp.scale], zero_point=[qp.zp]  # type: ignore[union-attr]
-            )  # fmt: skip
+            arr = np.array(bound, np.float32)
+            if qp is not None:
+                c = self._const_on_grid(f"{n.name}/{builtin.lower()}", arr, qp)
+                out = self.b.add_tensor(
+                    f"{n.name}/{builtin.lower()}", shape, "int8", scale=[qp.scale], zero_point=[qp.zp]
+                )
+            else:
+                c = self.const_tensor(f"{n.name}/{builtin.lower()}", arr)
+                out = self.b.add_tensor(f"{n.name}/{builtin.lower()}", shape, "float32")
             self.b.add_op(builtin, [cur, c], [out])
             cur = out
-        nv = _Val(name=n.output[0], shape=v.shape, qp=qp, reps={(k, v.nhwc): cur})
-        self.vals[n.output[0]] = nv
+        self.vals[n.output[0]] = _Val(name=n.output[0], shape=v.shape, qp=qp, reps={(k, v.nhwc): cur})
 
     def _op_BatchNormalization(self, n: onnx.NodeProto, qp: _QP | None) -> None:
         gamma, beta, mean, var = (self.const(i).astype(np.float64) for i in n.input[1:5])
@@ -1416,20 +1676,30 @@ class _Converter:
 
     def _op_Concat(self, n: onnx.NodeProto, qp: _QP | None) -> None:
         ins = [i for i in n.input if i]
-        if any(self.is_const(i) for i in ins):
-            raise self.unsupported(n, "constant operand", "Concat of activations only")
+        if all(self.is_const(i) for i in ins):
+            raise self.unsupported(n, "all inputs are constant", "constant folding (fixed shapes)")
         rank = len(self.shapes[n.output[0]])
-        nhwc = rank == 4 and any(self.vals[i].nhwc for i in ins)
+        nhwc = rank == 4 and any(self.vals[i].nhwc for i in ins if not self.is_const(i))
         kind = "q" if qp is not None else "f"
-        srcs = [self.act(i, kind, nhwc) for i in ins]
+        srcs = []
+        for i in ins:
+            if self.is_const(i):  # int8: quantized on the output grid, exactly what Q(concat) does to it
+                arr = np.asarray(self.const(i), np.float32)
+                arr = arr.transpose(_P) if nhwc else arr
+                srcs.append(
+                    self._const_on_grid(f"{n.name}/{i}", arr, qp) if qp else self.const_tensor(f"{n.name}/{i}", arr)
+                )
+            else:
+                srcs.append(self.act(i, kind, nhwc))
         if qp is not None:  # XNNPACK's int8 concatenation needs every input on the output's grid
             for k, i in enumerate(ins):
-                if not qp.same(self.vals[i].qp):
+                if not self.is_const(i) and not qp.same(self.vals[i].qp):
                     shape = self.stored_shape(self.vals[i], nhwc)
                     t = self.b.add_tensor(f"{i}/requantized", shape, "int8", scale=[qp.scale], zero_point=[qp.zp])
                     self.b.add_op("QUANTIZE", [srcs[k]], [t])
                     srcs[k] = t
-        axis = self._axis(self.vals[ins[0]], int(_attr(n, "axis")), nhwc)
+        axis = int(_attr(n, "axis")) % rank
+        axis = _INV_P[axis] if nhwc else axis
         self.emit(n, "CONCATENATION", srcs, qp, nhwc, {"axis": axis})
 
     def _op_Split(self, n: onnx.NodeProto, qp: _QP | None) -> None:
@@ -1495,7 +1765,10 @@ class _Converter:
         it = self.b.add_tensor(f"{n.name}/indices", ind.shape, "int32", data=ind)
         self.emit(n, "GATHER", [src, it], qp, False, {"axis": axis, "batch_dims": 0})
 
-    def _op_Softmax(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+    def _op_LogSoftmax(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        self._op_Softmax(n, None, "LOG_SOFTMAX")
+
+    def _op_Softmax(self, n: onnx.NodeProto, qp: _QP | None, builtin: str = "SOFTMAX") -> None:
         x = n.input[0]
         v = self.vals[x]
         rank = len(v.shape)
@@ -1506,7 +1779,7 @@ class _Converter:
         for nhwc in [v.nhwc, not v.nhwc] if rank == 4 else [False]:
             if self._axis(v, axis, nhwc) == rank - 1:
                 src = self.act(x, kind, nhwc)
-                self.emit(n, "SOFTMAX", [src], qp, nhwc, {"beta": 1.0})
+                self.emit(n, builtin, [src], qp, nhwc, {"beta": 1.0} if builtin == "SOFTMAX" else None)
                 if qp is not None:
                     self.notes.append(
                         f"node '{n.name}' (Softmax) runs as int8 with output scale 1/256, zero point -128"
@@ -1525,14 +1798,20 @@ class _Converter:
             if qp2 is not None
             else self.b.add_tensor(f"{n.name}/softmax", tshape, "float32")
         )
-        self.b.add_op("SOFTMAX", [t1], [t2], {"beta": 1.0})
+        self.b.add_op(builtin, [t1], [t2], {"beta": 1.0} if builtin == "SOFTMAX" else None)
         self.emit(n, "TRANSPOSE", [t2, self.int_tensor("perm", [int(i) for i in inv])], qp, False)
-        self.notes.append(f"node '{n.name}' (Softmax over axis {axis}): TRANSPOSE around SOFTMAX (last axis only)")
+        self.notes.append(
+            f"node '{n.name}' ({n.op_type} over axis {axis}): TRANSPOSE around {builtin} (last axis only)"
+        )
 
     def _opset(self) -> int:
         return next((o.version for o in self.m.opset_import if o.domain in ("", "ai.onnx")), 0)
 
-    def _op_Resize(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+    def _op_Resize(
+        self, n: onnx.NodeProto, qp: _QP | None, ctm_default: str | None = None, nearest_default: str | None = None
+    ) -> None:
+        if ctm_default is None and self._opset() < 11:  # Resize-10: asymmetric coordinates, nearest = floor
+            ctm_default, nearest_default = "asymmetric", "floor"
         x = n.input[0]
         v = self.vals[x]
         if len(v.shape) != 4:
@@ -1542,23 +1821,28 @@ class _Converter:
             raise self.unsupported(n, "resizes batch or channels", "Resize of H and W only")
         mode = _attr(n, "mode", b"nearest")
         mode = mode.decode() if isinstance(mode, bytes) else mode
-        ctm = _attr(n, "coordinate_transformation_mode", b"half_pixel")
+        ctm = _attr(n, "coordinate_transformation_mode", ctm_default or b"half_pixel")
         ctm = ctm.decode() if isinstance(ctm, bytes) else ctm
-        nm = _attr(n, "nearest_mode", b"round_prefer_floor")
+        nm = _attr(n, "nearest_mode", nearest_default or b"round_prefer_floor")
         nm = nm.decode() if isinstance(nm, bytes) else nm
         h, w = out_shape[2], out_shape[3]
         integer = h % v.shape[2] == 0 and w % v.shape[3] == 0
         if mode == "nearest":
-            if ctm == "asymmetric" and nm == "floor":
+            # TFLite: asymmetric -> floor(x / k); half_pixel_centers -> floor((x + 0.5) / k). ONNX agrees exactly:
+            # asymmetric with nearest_mode floor (any scale), or round_prefer_floor at integer scales <= 2 (x / 2
+            # is never above .5); half_pixel at an integer scale with round_prefer_floor/ceil ((x + 0.5) / k - 0.5
+            # is never a tie). nearest_mode floor/ceil with half_pixel, or larger scales rounded, differ.
+            ks = {out_shape[2] / v.shape[2], out_shape[3] / v.shape[3]}
+            if ctm == "asymmetric" and (nm == "floor" or (integer and ks <= {1.0, 2.0} and nm == "round_prefer_floor")):
                 opts = {"align_corners": False, "half_pixel_centers": False}
-            elif ctm in ("half_pixel", "pytorch_half_pixel") and integer and nm in ("round_prefer_floor", "floor"):
+            elif ctm in ("half_pixel", "pytorch_half_pixel") and integer and nm.startswith("round_prefer"):
                 opts = {"align_corners": False, "half_pixel_centers": True}
-            elif ctm == "asymmetric" and integer:
+            elif ks == {1.0}:
                 opts = {"align_corners": False, "half_pixel_centers": False}
             else:
                 raise self.unsupported(
-                    n, f"nearest with coordinate_transformation_mode={ctm}, nearest_mode={nm}",
-                    "Resize nearest with asymmetric/floor or an integer scale",
+                    n, f"nearest with coordinate_transformation_mode={ctm}, nearest_mode={nm} at scale {sorted(ks)}",
+                    "Resize nearest with asymmetric + floor, or half_pixel + round_prefer_floor at an integer scale",
                 )  # fmt: skip
             builtin = "RESIZE_NEAREST_NEIGHBOR"
         elif mode == "linear":
@@ -1619,3 +1903,444 @@ class _Converter:
             self.emit(n, "PADV2", [src, pt, cv], qp, nhwc)
         else:
             raise self.unsupported(n, f"mode {mode}", "Pad with mode constant or reflect")
+
+    # -- coverage for exported models (round 2) --------------------------------------------------------------
+    def _kind(self, name: str) -> str:
+        """The value kind of activation ``name`` for an op that reads it as is: "f" for float and int8 values
+        (which the op reads as float unless it runs int8), "b" bool, "i" int32."""
+        k = next(iter(self.vals[name].reps))[0]
+        return "f" if k == "q" else k
+
+    def _same_layout(self, n: onnx.NodeProto, qp: _QP | None, builtin: str, extra: Sequence[int] = (),
+                     options: dict[str, Any] | None = None, kind: str | None = None) -> None:  # fmt: skip
+        """An op that works elementwise on its first input in whatever layout it is stored."""
+        x = n.input[0]
+        v = self.vals[x]
+        kind = kind or ("q" if qp is not None else self._kind(x))
+        self.emit(n, builtin, [self.act(x, kind, v.nhwc), *extra], qp, v.nhwc, options, out_kind=kind)
+
+    def _op_Neg(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        self._same_layout(n, None, "NEG", kind="f" if self._kind(n.input[0]) == "f" else "i")
+
+    def _op_Abs(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        self._same_layout(n, None, "ABS", kind="f")
+
+    def _op_Sqrt(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        self._same_layout(n, None, "SQRT", kind="f")
+
+    def _op_Exp(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        self._same_layout(n, None, "EXP", kind="f")
+
+    def _op_Log(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        self._same_layout(n, None, "LOG", kind="f")
+
+    def _op_Not(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        self._same_layout(n, None, "LOGICAL_NOT", kind="b")
+
+    def _op_Erf(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        raise self.unsupported(
+            n, "TFLite has no ERF (only the whole GELU x * 0.5 * (1 + erf(x / sqrt(2))) is matched)",
+            "Gelu (opset 20), or the exact GELU pattern Div(x, sqrt 2) -> Erf -> Add 1 -> Mul x -> Mul 0.5",
+        )  # fmt: skip
+
+    def _op_Gelu(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        approx = _attr(n, "approximate", b"none")
+        approx = approx.decode() if isinstance(approx, bytes) else approx
+        self._same_layout(n, None, "GELU", options={"approximate": approx == "tanh"}, kind="f")
+
+    def _op_Elu(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        if float(_attr(n, "alpha", 1.0)) != 1.0:
+            raise self.unsupported(n, f"alpha {_attr(n, 'alpha')} (TFLite ELU has alpha 1)", "Elu with alpha 1")
+        self._same_layout(n, None, "ELU", kind="f")
+
+    def _op_Pow(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        x, e = n.input
+        if self.is_const(e) and self.const(e).size == 1:
+            p = float(self.const(e).reshape(()))
+            if p == 2.0:
+                self._same_layout(n, None, "SQUARE", kind="f")
+                return
+            if p == 0.5:
+                self._same_layout(n, None, "SQRT", kind="f")
+                return
+            if p == 1.0:
+                self.alias(n.output[0], x)
+                return
+        self._elementwise(n, None, "POW")
+
+    def _op_PRelu(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        if not self.is_const(n.input[1]):
+            raise self.unsupported(n, "slope computed at run time", "PRelu with a constant slope")
+        self._elementwise(n, qp, "PRELU")
+
+    def _compare(self, n: onnx.NodeProto, builtin: str) -> None:
+        self._elementwise(n, None, builtin, in_kind=self._kind(self._acts(n)[0]), out_kind="b")
+
+    def _op_Equal(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        self._compare(n, "EQUAL")
+
+    def _op_Greater(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        self._compare(n, "GREATER")
+
+    def _op_Less(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        self._compare(n, "LESS")
+
+    def _op_GreaterOrEqual(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        self._compare(n, "GREATER_EQUAL")
+
+    def _op_LessOrEqual(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        self._compare(n, "LESS_EQUAL")
+
+    def _op_And(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        self._elementwise(n, None, "LOGICAL_AND", in_kind="b", out_kind="b")
+
+    def _op_Or(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        self._elementwise(n, None, "LOGICAL_OR", in_kind="b", out_kind="b")
+
+    def _op_Where(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        """SELECT_V2 (broadcasting): the condition as bool, both branches float."""
+        out_shape = self.shapes[n.output[0]]
+        rank = len(out_shape)
+        acts = self._acts(n)
+        if not acts:
+            raise self.unsupported(n, "all inputs are constant", "constant folding (fixed shapes)")
+        nhwc = rank == 4 and any(self.vals[a].nhwc and len(self.vals[a].shape) == 4 for a in acts)
+        ins = []
+        for k, i in enumerate(n.input):
+            kind = "b" if k == 0 else "f"
+            if self.is_const(i):
+                arr = np.asarray(self.const(i), _KIND_DTYPE[kind])
+                arr = arr.reshape((1,) * (rank - arr.ndim) + arr.shape)
+                if nhwc:
+                    arr = arr.transpose(_P)
+                ins.append(self.b.add_tensor(f"{n.name}/{i}", arr.shape, _KIND_DTYPE[kind], data=arr))
+            elif len(self.vals[i].shape) == rank:
+                ins.append(self.act(i, kind, nhwc))
+            else:
+                ins.append(self._broadcast_act(n, i, kind, rank, nhwc))
+        self.emit(n, "SELECT_V2", ins, None, nhwc)
+
+    def _op_Cast(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        to = int(_attr(n, "to"))
+        T = onnx.TensorProto
+        kinds = {T.FLOAT: "f", T.INT32: "i", T.INT64: "i", T.BOOL: "b", T.FLOAT16: "f", T.DOUBLE: "f"}
+        if to not in kinds:
+            raise self.unsupported(n, f"cast to {T.DataType.Name(to)}", "Cast to float, int32/int64 or bool")
+        src = self._kind(n.input[0])
+        if kinds[to] == src:
+            self.alias(n.output[0], n.input[0])
+            self.absorbed.add(n.name)
+            if to in (T.FLOAT16, T.DOUBLE):
+                self.notes.append(f"node '{n.name}' (Cast to {T.DataType.Name(to)}) kept in float32")
+            return
+        self._same_layout(n, None, "CAST", kind=src)
+        v = self.vals[n.output[0]]
+        (_k, nh), idx = next(iter(v.reps.items()))
+        self.b.set_tensor_dtype(idx, _KIND_DTYPE[kinds[to]])
+        v.reps = {(kinds[to], nh): idx}
+
+    def _op_ReduceSum(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        if _attr(n, "noop_with_empty_axes", 0) and not self._reduce_axes_given(n):
+            self.alias(n.output[0], n.input[0])
+            return
+        self._reduce(n, None, "SUM", self._reduce_axes(n), bool(_attr(n, "keepdims", 1)))
+
+    def _reduce_axes_given(self, n: onnx.NodeProto) -> bool:
+        return _attr(n, "axes") is not None or (len(n.input) > 1 and bool(n.input[1]))
+
+    def _op_Expand(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        """BROADCAST_TO the output shape (in the input's stored layout when both are 4-D)."""
+        x = n.input[0]
+        v = self.vals[x]
+        out_shape = list(self.shapes[n.output[0]])
+        if list(v.shape) == out_shape:
+            self.alias(n.output[0], x)
+            self.absorbed.add(n.name)
+            return
+        kind = "q" if qp is not None else self._kind(x)
+        nhwc = v.nhwc and len(v.shape) == 4 and len(out_shape) == 4
+        src = self.act(x, kind, nhwc)
+        if not nhwc and len(v.shape) < len(out_shape):
+            src = self._broadcast_act(n, x, kind, len(out_shape), False)
+        target = [out_shape[i] for i in _P] if nhwc else out_shape
+        self.emit(n, "BROADCAST_TO", [src, self.int_tensor(f"{n.name}/shape", target)], qp, nhwc, out_kind=kind)
+
+    def _op_Tile(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        x, reps = n.input[0], n.input[1]
+        if not self.is_const(reps):
+            raise self.unsupported(n, "repeats computed at run time", "Tile with constant repeats")
+        v = self.vals[x]
+        mult = [int(r) for r in self.const(reps).tolist()]
+        kind = "q" if qp is not None else self._kind(x)
+        nhwc = v.nhwc and len(v.shape) == 4
+        if nhwc:
+            mult = [mult[i] for i in _P]
+        src = self.act(x, kind, nhwc)
+        self.emit(n, "TILE", [src, self.int_tensor(f"{n.name}/multiples", mult)], qp, nhwc, out_kind=kind)
+
+    def _op_SpaceToDepth(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        self._space_depth(n, qp, "SPACE_TO_DEPTH")
+
+    def _op_DepthToSpace(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        mode = _attr(n, "mode", b"DCR")
+        mode = mode.decode() if isinstance(mode, bytes) else mode
+        if mode == "CRD":
+            # TFLite's DEPTH_TO_SPACE reads channels as (block_y, block_x, C) = ONNX DCR; CRD (PyTorch's
+            # PixelShuffle) orders them (C, block_y, block_x): a GATHER on the channel axis reorders them first
+            x = n.input[0]
+            v = self.vals[x]
+            if len(v.shape) != 4:
+                raise self.unsupported(n, "input is not 4-D", "DepthToSpace on an NCHW map")
+            bs = int(_attr(n, "blocksize"))
+            c = v.shape[1] // (bs * bs)
+            perm = np.array([ch * bs * bs + k for k in range(bs * bs) for ch in range(c)], np.int32)
+            kind = "q" if qp is not None else "f"
+            src = self.act(x, kind, True)
+            it = self.b.add_tensor(f"{n.name}/crd_to_dcr", [len(perm)], "int32", data=perm)
+            g = self._like(v, kind, self.stored_shape(v, True), f"{n.name}/dcr")
+            self.b.add_op("GATHER", [src, it], [g], {"axis": 3, "batch_dims": 0})
+            self.emit(n, "DEPTH_TO_SPACE", [g], qp, True, {"block_size": bs})
+            self.notes.append(f"node '{n.name}' (DepthToSpace CRD): channels reordered by GATHER, then DEPTH_TO_SPACE")
+            return
+        if mode != "DCR":
+            raise self.unsupported(n, f"mode {mode}", "DepthToSpace mode DCR or CRD")
+        self._space_depth(n, qp, "DEPTH_TO_SPACE")
+
+    def _space_depth(self, n: onnx.NodeProto, qp: _QP | None, builtin: str) -> None:
+        x = n.input[0]
+        if len(self.vals[x].shape) != 4:
+            raise self.unsupported(n, "input is not 4-D", f"{n.op_type} on an NCHW map")
+        kind = "q" if qp is not None else "f"
+        bs = int(_attr(n, "blocksize"))
+        self.emit(n, builtin, [self.act(x, kind, True)], qp, True, {"block_size": bs})
+
+    def _op_Upsample(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        # opset 7-9 Upsample = Resize with coordinate_transformation_mode asymmetric (nearest: floor)
+        self._op_Resize(n, qp, ctm_default="asymmetric", nearest_default="floor")
+
+    def _op_LayerNormalization(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        """Float MEAN, SUB, MUL, MEAN, ADD eps, RSQRT, MUL, MUL gamma, ADD beta over the trailing axes."""
+        x = n.input[0]
+        v = self.vals[x]
+        rank = len(v.shape)
+        axis = int(_attr(n, "axis", -1)) % rank
+        eps = float(_attr(n, "epsilon", 1e-5))
+        if len([o for o in n.output if o]) > 1:
+            raise self.unsupported(n, "Mean/InvStdDev outputs", "LayerNormalization with one output")
+        src = self.act(x, "f", False)
+        shape = list(v.shape)
+        red = shape[:axis] + [1] * (rank - axis)
+        axes = self.int_tensor(f"{n.name}/axes", list(range(axis, rank)))
+
+        def t(name: str, shp: Sequence[int]) -> int:
+            return self.b.add_tensor(f"{n.name}/{name}", shp, "float32")
+
+        mean, d, sq, var = t("mean", red), t("centered", shape), t("squared", shape), t("var", red)
+        self.b.add_op("MEAN", [src, axes], [mean], {"keep_dims": True})
+        self.b.add_op("SUB", [src, mean], [d])
+        self.b.add_op("MUL", [d, d], [sq])
+        self.b.add_op("MEAN", [sq, axes], [var], {"keep_dims": True})
+        ve, rs, nd = t("var_eps", red), t("rsqrt", red), t("normalized", shape)
+        self.b.add_op("ADD", [var, self.const_tensor(f"{n.name}/eps", np.array(eps, np.float32))], [ve])
+        self.b.add_op("RSQRT", [ve], [rs])
+        self.b.add_op("MUL", [d, rs], [nd])
+        cur = nd
+        for k, (i, builtin) in enumerate(((1, "MUL"), (2, "ADD"))):
+            if len(n.input) > i and n.input[i]:
+                c = np.asarray(self.const(n.input[i]), np.float32)
+                c = c.reshape((1,) * (rank - c.ndim) + c.shape)
+                out = t(f"affine{k}", shape)
+                self.b.add_op(builtin, [cur, self.const_tensor(f"{n.name}/{n.input[i]}", c)], [out])
+                cur = out
+        self.vals[n.output[0]] = _Val(name=n.output[0], shape=v.shape, reps={("f", False): cur})
+        self.notes.append(f"node '{n.name}' (LayerNormalization) runs in float as MEAN/SUB/MUL/RSQRT")
+
+    def _via_2d(self, n: onnx.NodeProto, qp: _QP | None, handler: Any) -> None:
+        """A 1-D Conv / pooling [N, C, L] as its 2-D form on [N, C, 1, L] (RESHAPE in, RESHAPE out)."""
+        x, y = n.input[0], n.output[0]
+        v = self.vals[x]
+        nb, c, length = v.shape
+        wname = n.input[1] if n.op_type == "Conv" else None
+        wq = self.cdq.get(wname) if wname else None
+        int8_w = wq is not None and wq.q.dtype == np.int8 and not np.any(wq.zp != 0)
+        kind = "q" if qp is not None and (wname is None or int8_w) else "f"
+        qp = qp if kind == "q" else None
+        x4, y4 = f"{n.name}/in_2d", f"{n.name}/out_2d"
+        shape4 = [nb, c, 1, length]
+        t = self._like(v, kind, shape4, x4)
+        self.b.add_op("RESHAPE", [self.act(x, kind, False), self.int_tensor("shape", shape4)], [t],
+                      {"new_shape": shape4})  # fmt: skip
+        self.vals[x4] = _Val(name=x4, shape=tuple(shape4), qp=v.qp if kind == "q" else None, reps={(kind, False): t})
+        tmp = onnx.NodeProto()
+        tmp.CopyFrom(n)
+        del tmp.input[:], tmp.output[:], tmp.attribute[:]
+        tmp.input.extend([x4, *n.input[1:]])
+        tmp.output.append(y4)
+        for a in n.attribute:
+            val = helper.get_attribute_value(a)
+            if a.name in ("kernel_shape", "strides", "dilations"):
+                val = [1, *val]
+            elif a.name == "pads":
+                val = [0, val[0], 0, val[1]]
+            tmp.attribute.append(helper.make_attribute(a.name, val.decode() if isinstance(val, bytes) else val))
+        if wname is not None:
+            w4 = f"{wname}/2d"
+            if wq is not None:
+                self.cdq[w4] = _ConstDQ(q=wq.q[:, :, None, :], scale=wq.scale, zp=wq.zp, axis=wq.axis)
+            else:
+                w = self.const(wname)
+                self.add_const(w4, w.reshape(w.shape[0], w.shape[1], 1, w.shape[2]))
+            tmp.input[1] = w4
+        out3 = self.shapes[y]
+        self.shapes[y4] = (out3[0], out3[1], 1, out3[2])
+        handler(tmp, qp)
+        yv = self.vals[y4]
+        src = self._logical(y4, kind)
+        out = self.new_val(y, out3, kind, False, yv.qp)
+        self.b.add_op("RESHAPE", [src, self.int_tensor("shape", list(out3))], [out.reps[(kind, False)]],
+                      {"new_shape": list(out3)})  # fmt: skip
+        self.notes.append(f"node '{n.name}' ({n.op_type} 1-D) runs as its 2-D form with H = 1")
+
+    def _scalar(self, name: str) -> float | None:
+        if not self.is_const(name):
+            return None
+        c = np.asarray(self.const(name))
+        return float(c.reshape(())) if c.size == 1 else None
+
+    def _match_gelu(self) -> None:
+        """The exact GELU as PyTorch exports it before opset 20 -- Div(x, sqrt 2) (or Mul(x, 1/sqrt 2)) -> Erf ->
+        Add 1 -> Mul x -> Mul 0.5 (the 0.5 may come first) -- becomes one Gelu node (TFLite GELU)."""
+        nodes = [n for n in self.m.graph.node if n.name not in self._skip]
+        producer = {o: n for n in nodes for o in n.output}
+        users: dict[str, list[onnx.NodeProto]] = {}
+        for n in nodes:
+            for i in n.input:
+                users.setdefault(i, []).append(n)
+
+        def only_user(t: str, op: str) -> onnx.NodeProto | None:
+            u = users.get(t, [])
+            return u[0] if len(u) == 1 and u[0].op_type == op and t not in self.graph_outputs else None
+
+        def other(n: onnx.NodeProto, t: str) -> str:
+            return n.input[1] if n.input[0] == t else n.input[0]
+
+        def near(v: float | None, want: float) -> bool:
+            return v is not None and abs(v - want) <= 1e-4 * abs(want)
+
+        for erf in [n for n in nodes if n.op_type == "Erf"]:
+            pre = producer.get(erf.input[0])
+            if pre is None or only_user(pre.output[0], "Erf") is None:
+                continue
+            if pre.op_type == "Div" and near(self._scalar(pre.input[1]), 2**0.5):
+                x = pre.input[0]
+            elif pre.op_type == "Mul" and near(self._scalar(other(pre, pre.input[0])), 2**-0.5):
+                x = pre.input[0] if not self.is_const(pre.input[0]) else pre.input[1]
+            else:
+                continue
+            add = only_user(erf.output[0], "Add")
+            if add is None or not near(self._scalar(other(add, erf.output[0])), 1.0):
+                continue
+            m1 = only_user(add.output[0], "Mul")
+            if m1 is None:
+                continue
+            partner = other(m1, add.output[0])
+            gone = [pre, erf, add]
+            if partner == x:
+                m2 = only_user(m1.output[0], "Mul")
+                if m2 is None or not near(self._scalar(other(m2, m1.output[0])), 0.5):
+                    continue
+                gone.append(m1)
+                final = m2
+            else:
+                half = producer.get(partner)
+                if half is None or half.op_type != "Mul" or only_user(partner, "Mul") is not m1:
+                    continue
+                if x not in half.input or not near(self._scalar(other(half, x)), 0.5):
+                    continue
+                gone.append(half)
+                final = m1
+            for g in gone:
+                self._skip.add(g.name)
+                self.absorbed.add(g.name)
+            final.op_type = "Gelu"
+            del final.input[:], final.attribute[:]
+            final.input.append(x)
+            self.notes.append(f"GELU pattern (Erf '{erf.name}') ending at '{final.name}' runs as TFLite GELU")
+
+    def _op_ReduceMin(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        self._reduce(n, qp, "REDUCE_MIN", self._reduce_axes(n), bool(_attr(n, "keepdims", 1)))
+
+    def _op_ReduceProd(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        self._reduce(n, None, "REDUCE_PROD", self._reduce_axes(n), bool(_attr(n, "keepdims", 1)))
+
+    def _op_ReduceL2(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        """sqrt(sum(x^2)): float SQUARE, SUM, SQRT."""
+        x = n.input[0]
+        v = self.vals[x]
+        sq = f"{n.name}/square"
+        self.vals[sq] = _Val(
+            name=sq, shape=v.shape, reps={("f", v.nhwc): self._like(v, "f", self.stored_shape(v, v.nhwc), sq)}
+        )
+        self.b.add_op("SQUARE", [self.act(x, "f", v.nhwc)], [self.vals[sq].reps[("f", v.nhwc)]])
+        summed = f"{n.name}/sum"
+        tmp = onnx.NodeProto()
+        tmp.CopyFrom(n)
+        del tmp.input[:], tmp.output[:]
+        tmp.input.extend([sq, *n.input[1:]])
+        tmp.output.append(summed)
+        self.shapes[summed] = self.shapes[n.output[0]]
+        self._reduce(tmp, None, "SUM", self._reduce_axes(n), bool(_attr(n, "keepdims", 1)))
+        sv = self.vals[summed]
+        self.emit(n, "SQRT", [self.act(summed, "f", sv.nhwc)], None, sv.nhwc)
+
+    def _op_ArgMax(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        self._arg(n, "ARG_MAX")
+
+    def _op_ArgMin(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        self._arg(n, "ARG_MIN")
+
+    def _arg(self, n: onnx.NodeProto, builtin: str) -> None:
+        """ARG_MAX / ARG_MIN (int64 indices, as ONNX); an int8 input is compared as is (quantization is
+        monotonic); keepdims=1 adds a RESHAPE."""
+        if _attr(n, "select_last_index", 0):
+            raise self.unsupported(n, "select_last_index=1", f"{n.op_type} with select_last_index=0 (first index)")
+        x = n.input[0]
+        v = self.vals[x]
+        rank = len(v.shape)
+        axis = int(_attr(n, "axis", 0)) % rank
+        keep = bool(_attr(n, "keepdims", 1))
+        kind = "q" if ("q", v.nhwc) in v.reps or ("q", not v.nhwc) in v.reps else "f"
+        nhwc = v.nhwc and rank == 4 and not keep
+        if nhwc and [_P[d] for d in range(4) if d != _INV_P[axis]] != sorted(
+            _P[d] for d in range(4) if d != _INV_P[axis]
+        ):
+            nhwc = False
+        nhwc = nhwc or (v.nhwc and rank == 4 and keep)
+        src = self.act(x, kind, nhwc)
+        ax = self.b.add_tensor(
+            f"{n.name}/axis", [1], "int32", data=np.array([_INV_P[axis] if nhwc else axis], np.int32)
+        )
+        out_shape = list(self.shapes[n.output[0]])
+        if not keep:
+            self.emit(n, builtin, [src, ax], None, False, {"output_type": "INT64"}, out_kind="l")
+            return
+        reduced = [d for i, d in enumerate(out_shape) if i != axis]
+        stored = [d for i, d in enumerate(self.stored_shape(v, nhwc)) if i != (_INV_P[axis] if nhwc else axis)]
+        t = self.b.add_tensor(f"{n.name}/reduced", stored, "int64")
+        self.b.add_op(builtin, [src, ax], [t], {"output_type": "INT64"})
+        full = [out_shape[i] for i in _P] if nhwc else out_shape
+        del reduced
+        self.emit(n, "RESHAPE", [t, self.int_tensor("shape", full)], None, nhwc, {"new_shape": full}, out_kind="l")
+
+    def _op_Floor(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        self._same_layout(n, None, "FLOOR", kind="f")
+
+    def _op_Ceil(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        self._same_layout(n, None, "CEIL", kind="f")
+
+    def _op_Round(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        self._same_layout(n, None, "ROUND", kind="f")
+
+    def _op_Reciprocal(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        x = n.input[0]
+        self._elementwise(n, None, "DIV", [f"{n.name}/one", x], {f"{n.name}/one": np.array(1.0, np.float32)})
