@@ -37,9 +37,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/int8_speed.py
 	$(BIN)/python benchmarks/calibration.py
 	$(BIN)/python benchmarks/harness_vs_benchmark_app.py
-	$(BIN)/python benchmarks/fp16_speed.py
-	$(BIN)/python benchmarks/startup.py
-	$(BIN)/python benchmarks/readme_tables.py
+	$(BIN)/python benchmarks/export.py --setup-onnx2tf
+	$(BIN)/python benchmarks/export.py
 
 clean:
 	rm -rf $(OUT) .pytest_cache .ruff_cache

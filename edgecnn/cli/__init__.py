@@ -123,7 +123,18 @@ def _root(
 
 # Command modules register themselves on `app` when imported; the list is explicit and ordered as
 # the help shows it.
-COMMAND_MODULES = ("run", "inspect", "quantize", "check", "targets", "bench", "drift", "sensitivity", "gate")
+COMMAND_MODULES = (
+    "run",
+    "inspect",
+    "quantize",
+    "export",
+    "check",
+    "targets",
+    "bench",
+    "drift",
+    "sensitivity",
+    "gate",
+)
 for _mod in COMMAND_MODULES:
     importlib.import_module(f"edgecnn.cli.{_mod}")
 
