@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from edgecnn.cli import app, command, console
 from edgecnn.errors import BadInputError
-from edgecnn.export.api import SCHEMA_VERSION, Destination, ExportOptions, ExportResult, Parity
-from edgecnn.fsutil import check_output_path
-from edgecnn.graph.load import parse_input_shapes
-from edgecnn.report.fmt import human_bytes
-from edgecnn.report.jsonio import write_json
+from edgecnn.fsutil import guard_outputs, model_files
+from edgecnn.report.fmt import human_bytes, safe
+
+if TYPE_CHECKING:
+    from edgecnn.export.api import Destination, ExportResult, Parity
 
 
 @command(app, "export")
@@ -71,11 +71,18 @@ def export_cmd(
 
     INT8 TFLite keeps the QDQ model's scales and zero points; `--target ethos-u55|ethos-u65` also runs Arm's Vela.
     """
+    from edgecnn.export.api import SCHEMA_VERSION, ExportOptions
+    from edgecnn.graph.load import parse_input_shapes
+    from edgecnn.report.jsonio import write_json
+
     if output is None:
         raise BadInputError("-o/--output is required: the file to write (.tflite, .xml, or .onnx)")
-    check_output_path(output)
-    if json_path is not None:
-        check_output_path(json_path)
+    torch_file = Path(from_torch.rsplit(":", 1)[0]) if from_torch else None
+    guard_outputs(
+        [*model_files(model), torch_file, calib, data, preprocess,
+         Path(target) if target and target.endswith(".toml") else None],
+        {"-o": output, "--json": json_path},
+    )  # fmt: skip
     if from_torch is not None:
         return _from_torch(
             from_torch,
@@ -118,7 +125,7 @@ def export_cmd(
     print_result(result)
     if json_path is not None:
         write_json(json_path, result.to_dict(), kind="export", schema_version=SCHEMA_VERSION)
-        console.print(f"wrote {json_path}")
+        console.print(f"wrote {safe(json_path)}")
 
 
 class _null:
@@ -130,6 +137,8 @@ class _null:
 
 
 def _destination(to: str | None, output: Path) -> Destination:
+    from edgecnn.export.api import Destination
+
     valid = ", ".join(d.value for d in Destination)
     if to is None:
         by_suffix = {".tflite": Destination.TFLITE, ".xml": Destination.OPENVINO, ".onnx": Destination.ONNX}
@@ -159,10 +168,11 @@ def _from_torch(
 
     import onnx
 
-    from edgecnn.export.api import ort_runner, parity_data
+    from edgecnn.export.api import SCHEMA_VERSION, ort_runner, parity_data
     from edgecnn.export.from_torch import torch_runner, torch_to_onnx
     from edgecnn.fsutil import atomic_path
     from edgecnn.graph.load import load_model
+    from edgecnn.report.jsonio import write_json
 
     if model is not None:
         raise BadInputError(f"give either a MODEL ({model}) or --from-torch {spec}, not both")
@@ -195,10 +205,10 @@ def _from_torch(
                 from edgecnn.errors import CheckFailedError
 
                 raise CheckFailedError(f"parity failed for {spec} -> {output}: {par.summary()}; nothing was written")
-    t = Table(title=f"export --from-torch -> {output}", show_header=False)
+    t = Table(title=f"export --from-torch -> {safe(output)}", show_header=False)
     t.add_column("what")
     t.add_column("value")
-    t.add_row("source", f"{spec} (torch {exp.torch_version})")
+    t.add_row("source", f"{safe(spec)} (torch {exp.torch_version})")
     t.add_row(
         "ONNX",
         f"opset {exp.opset}, input {'x'.join(map(str, exp.input_shape))}{' (batch dynamic)' if dynamic_batch else ''}",
@@ -225,7 +235,7 @@ def _from_torch(
 
 def _parity_rows(t: Table, p: Parity) -> None:
     status = "[green]ok[/]" if p.ok else "[red]FAILED[/]"
-    t.add_row("parity", f"{status}: {p.runtime} vs {p.reference}, {p.samples} {p.data}")
+    t.add_row("parity", f"{status}: {p.runtime} vs {safe(p.reference)}, {p.samples} {safe(p.data)}")
     if p.top1_agreement is not None:
         t.add_row("  top-1 agreement", f"{p.top1_agreement:.2f}% ({p.disagreements} differ; min {p.min_agreement}%)")
     t.add_row("  max abs error", f"{p.max_abs_error:.4g}")
@@ -233,17 +243,17 @@ def _parity_rows(t: Table, p: Parity) -> None:
 
 
 def print_result(r: ExportResult) -> None:
-    t = Table(title=f"export -> {r.output}", show_header=False)
+    t = Table(title=f"export -> {safe(r.output)}", show_header=False)
     t.add_column("what")
     t.add_column("value")
-    t.add_row("source", r.source + (" (quantized first with --calib)" if r.quantized_first else ""))
+    t.add_row("source", safe(r.source) + (" (quantized first with --calib)" if r.quantized_first else ""))
     t.add_row("format / precision", f"{r.destination} / {r.precision}")
     if r.destination == "tflite":
         t.add_row("input / output", f"{r.input_layout}, {r.io_dtype}")
     if r.target:
         t.add_row("target", r.target)
     t.add_row("size", human_bytes(r.size_bytes))
-    t.add_row("files", ", ".join(r.files))
+    t.add_row("files", safe(", ".join(r.files)))
     t.add_row("convert time", f"{r.seconds_convert:.2f} s")
     if r.folded:
         t.add_row("folded", f"{len(r.folded)} ONNX node(s) (shape subgraphs, Q/DQ absorbed)")
@@ -251,18 +261,18 @@ def print_result(r: ExportResult) -> None:
         _parity_rows(t, r.parity)
     console.print(t)
     for n in r.notes:
-        console.print(f"note: {n}", highlight=False)
+        console.print(f"note: {safe(n)}", highlight=False)
     if r.vela is not None:
         print_vela(r.vela)
 
 
 def print_vela(v: Any) -> None:
-    t = Table(title=f"Vela {v.vela_version}: {v.accelerator}, {v.system_config}, {v.memory_mode} -> {v.output}")
+    t = Table(title=f"Vela {v.vela_version}: {v.accelerator}, {v.system_config}, {v.memory_mode} -> {safe(v.output)}")
     for col in ("#", "operator", "output", "runs on", "why (Vela)"):
         t.add_column(col)
     for op in v.ops:
         where = "[green]NPU[/]" if op.placement == "npu" else "[yellow]CPU[/]"
-        t.add_row(str(op.index), op.op, op.output, where, "; ".join(op.reasons))
+        t.add_row(str(op.index), op.op, safe(op.output), where, safe("; ".join(op.reasons)))
     console.print(t)
     s = Table(show_header=False, title="Vela estimate")
     s.add_column("what")

@@ -58,7 +58,7 @@ class PipelineConfig:
     targets: tuple[str, ...] = ()
     strict: bool = False
     precisions: tuple[str, ...] = ("int8",)
-    method: str = "minmax"
+    method: str = "auto"
     samples: int | None = None
     quant_target: str | None = None
     workers: int = 1
@@ -153,7 +153,7 @@ def load_pipeline(path: Path) -> PipelineConfig:
         return tables.get(table, {}).get(key, default)
 
     q_prec = _choices(path, "quantize.precisions", get("quantize", "precisions", ["int8"]), PRECISIONS)
-    method = get("quantize", "method", "minmax")
+    method = get("quantize", "method", "auto")
     backend = get("quantize", "backend", "local")
     if backend not in BACKENDS:
         raise _err(path, "quantize.backend", f"{backend!r}; valid values are {', '.join(BACKENDS)}")

@@ -90,19 +90,29 @@ def collect(run_dir: Path, manifest: dict[str, Any] | None) -> dict[str, Any]:
     if rows:
         sections.append(("Quantization", ["precision", "method", "images", "quantized", "kept float", "size"], rows))
     rows = []
+    vela_rows = []
     for name in sorted(p.name for p in run_dir.glob("export-*.json")):
         e = _load(run_dir, name) or {}
-        flat = {k: v for k, v in e.items() if isinstance(v, str | int | float) and k not in ("schema_version", "kind")}
         parity = e.get("parity") if isinstance(e.get("parity"), dict) else {}
+        label = name.removeprefix("export-").removesuffix(".json")
         rows.append(
-            [name.removeprefix("export-").removesuffix(".json"), str(flat.get("output", "")),
-             _f(parity.get("agreement_pct"), 2, "%"), _f(parity.get("sqnr_db"), 1, " dB"),
+            [label, Path(str(e.get("output", ""))).name, str(parity.get("runtime", "-")),
+             _f(parity.get("top1_agreement"), 2, "%"), _f(parity.get("sqnr_db"), 1, " dB"),
              _f(parity.get("max_abs_error"), 4)]
         )  # fmt: skip
+        v = e.get("vela") if isinstance(e.get("vela"), dict) else None
+        if v:
+            n_npu, n_cpu = int(v.get("npu_ops") or 0), int(v.get("cpu_ops") or 0)
+            vela_rows.append(
+                [label, str(v.get("accelerator", "")), f"{n_npu}/{n_npu + n_cpu}", _f(v.get("sram_used_kib"), 1),
+                 _f(v.get("flash_used_kib"), 1), _f(v.get("inference_time_ms"), 3)]
+            )  # fmt: skip
     if rows:
-        sections.append(
-            ("Exports (parity against the source)", ["export", "file", "agreement", "SQNR", "max err"], rows)
-        )
+        header = ["export", "file", "runs on", "top-1 agreement", "SQNR", "max err"]
+        sections.append(("Exports (parity against the source)", header, rows))
+    if vela_rows:
+        header = ["export", "accelerator", "ops on the NPU", "SRAM KiB", "flash KiB", "est. ms"]
+        sections.append(("Ethos-U (Vela)", header, vela_rows))
     rows = []
     for name in ("bench.json", "bench-fp16.json", "bench-litert.json"):
         b = _load(run_dir, name) or {}
