@@ -24,12 +24,13 @@ from edgecnn.errors import BadInputError, ModelError
 from edgecnn.graph.external import externalized_copy, internalize, release_freed_memory
 from edgecnn.graph.load import LoadedModel, graph_inputs, load_model
 from edgecnn.graph.passes import prepare, save_with_outputs
-from edgecnn.quantize.collectors import CalibrationStats
-from edgecnn.quantize.dataset import ImageDataset
-from edgecnn.quantize.estimators import Method, estimate
+from edgecnn.preprocess import PreprocessSpec
+from edgecnn.quantize.collectors import CalibrationStats, TensorStats
+from edgecnn.quantize.dataset import CalibrationData, MultiInputDataset, feeds_of
+from edgecnn.quantize.estimators import Method, choose, estimate
 from edgecnn.quantize.fp16 import DEFAULT_BLOCK, convert_fp16
 from edgecnn.quantize.params import QuantScheme
-from edgecnn.quantize.qdq import plan, write_qdq
+from edgecnn.quantize.qdq import UNARY_OPS, node_key, op_policy, plan, write_qdq
 from edgecnn.runtimes import open_session
 
 SCHEMA_VERSION = 1
@@ -44,11 +45,12 @@ class Precision(StrEnum):
 @dataclass(frozen=True, kw_only=True)
 class QuantizeConfig:
     precision: Precision = Precision.INT8
-    method: Method = Method.MINMAX
+    method: Method = Method.AUTO
     batch: int = 8
     scheme: QuantScheme = field(default_factory=QuantScheme)
     exclude: frozenset[str] = frozenset()
     threads: int = 0
+    runtime: str = "ort"  # whose integer kernels decide which ops get Q/DQ (qdq.OP_POLICIES)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,6 +72,10 @@ class QuantizeReport:
     seconds_write: float
     prep_max_abs_diff: float
     stats_bytes: int
+    runtime: str = "ort"
+    input_ranges: dict[str, list[float]] = field(default_factory=dict)  # calibrated range of each model input
+    methods_chosen: dict[str, int] = field(default_factory=dict)  # auto: how many tensors each estimator won
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, object]:
         from dataclasses import asdict
@@ -84,7 +90,7 @@ def _open_batched(
     tmp: Path,
     batch: int,
     input_name: str,
-    sample: np.ndarray,
+    sample: np.ndarray | dict[str, np.ndarray],
     threads: int,
 ):
     """A session over ``model`` (plus ``nodes``, exposing ``outputs``) with a symbolic batch; batch 1 when
@@ -94,7 +100,7 @@ def _open_batched(
         save_with_outputs(model, outputs, path, "N", nodes)
         try:
             sess = open_session("ort", path, threads=threads)
-            sess.run({input_name: np.concatenate([sample, sample])})
+            sess.run({k: np.concatenate([v, v]) for k, v in feeds_of(sample, input_name).items()})
             return sess, batch
         except Exception:  # the graph hard-codes batch 1 (e.g. a Reshape to [1, -1])
             pass
@@ -123,8 +129,8 @@ class Calibration:
 def calibrate(
     model: onnx.ModelProto,
     tensors: list[str],
-    dataset: ImageDataset,
-    input_name: str,
+    dataset: CalibrationData,
+    input_name: str | tuple[str, ...],
     *,
     batch: int,
     with_hist: bool,
@@ -138,7 +144,8 @@ def calibrate(
     """
     stats = CalibrationStats(with_hist=with_hist)
     model_outputs = [o.name for o in model.graph.output]
-    graph_tensors = [t for t in tensors if t != input_name]
+    input_names = (input_name,) if isinstance(input_name, str) else tuple(input_name)
+    graph_tensors = [t for t in tensors if t not in input_names]
     numel = _per_sample_numel(model)
     if with_hist:  # histograms need the values themselves
         nodes: list[onnx.NodeProto] = []
@@ -150,33 +157,37 @@ def calibrate(
     first: dict[str, np.ndarray] = {}
     with tempfile.TemporaryDirectory(prefix="edgecnn-calib-", dir=workdir) as tmp:
         sample = next(dataset.batches(1))
-        sess, eff_batch = _open_batched(model, outputs, nodes, Path(workdir or tmp), batch, input_name, sample, threads)
+        sess, eff_batch = _open_batched(
+            model, outputs, nodes, Path(workdir or tmp), batch, input_names[0], sample, threads
+        )
         names = [o.name for o in sess.outputs()]
         done = 0
         for x in dataset.batches(eff_batch, prefetch=True):
-            outs = dict(zip(names, sess.run({input_name: x}), strict=True))
+            feeds = feeds_of(x, input_names[0])
+            n = len(next(iter(feeds.values())))
+            outs = dict(zip(names, sess.run(feeds), strict=True))
             if not first:
                 first = {n: outs[n][:1].copy() for n in model_outputs}
             if with_hist:
-                stats.update({t: outs[t] for t in graph_tensors}, len(x))
+                stats.update({t: outs[t] for t in graph_tensors}, n)
             else:
                 for t, (lo, hi) in ranges.items():
-                    stats.update_range(t, float(outs[lo]), float(outs[hi]), numel.get(t, 0) * len(x))
-                stats.samples += len(x)
-            if input_name in tensors:
-                stats.update({input_name: x}, 0)
+                    stats.update_range(t, float(outs[lo]), float(outs[hi]), numel.get(t, 0) * n)
+                stats.samples += n
+            # Every model input is calibrated from its data (its range is a tensor's range like any other).
+            stats.update({k: v for k, v in feeds.items() if k in tensors}, 0)
             del outs
-            done += len(x)
+            done += n
             if progress:
                 progress(done, len(dataset))
         del sess
     return Calibration(stats=stats, first_outputs=first)
 
 
-def _reference_outputs(path: Path, input_name: str, x: np.ndarray) -> list[np.ndarray]:
+def _reference_outputs(path: Path, input_name: str, x: np.ndarray | dict[str, np.ndarray]) -> list[np.ndarray]:
     """The original model's outputs on one sample, from the file as the user gave it."""
     sess = open_session("ort", path, options={"graph_optimization_level": "disable"})
-    return sess.run({input_name: x})
+    return sess.run(feeds_of(x, input_name))
 
 
 def _rel_diff(ref: list[np.ndarray], got: list[np.ndarray]) -> float:
@@ -185,7 +196,7 @@ def _rel_diff(ref: list[np.ndarray], got: list[np.ndarray]) -> float:
 
 def quantize(
     model_path: Path,
-    dataset: ImageDataset | None,
+    dataset: CalibrationData | None,
     config: QuantizeConfig,
     progress: Progress | None = None,
     input_shapes: dict[str, tuple[int, ...]] | None = None,
@@ -210,13 +221,15 @@ def quantize(
 
 def _quantize(
     loaded: LoadedModel,
-    dataset: ImageDataset | None,
+    dataset: CalibrationData | None,
     config: QuantizeConfig,
     work: Path,
     progress: Progress | None,
 ) -> tuple[onnx.ModelProto, QuantizeReport]:
     t0 = time.perf_counter()
-    input_name = dataset.check_model(loaded) if dataset is not None else graph_inputs(loaded.model)[0].name
+    checked = dataset.check_model(loaded) if dataset is not None else graph_inputs(loaded.model)[0].name
+    input_names = (checked,) if isinstance(checked, str) else checked
+    input_name = input_names[0]
     needs_reference = dataset is not None and config.precision is Precision.INT8
     reference = _reference_outputs(loaded.path, input_name, next(dataset.batches(1))) if needs_reference else []
     try:
@@ -255,8 +268,11 @@ def _quantize(
         )
 
     assert dataset is not None
-    the_plan = plan(prepared, config.exclude, quantize_outputs=config.scheme.quantize_outputs)
-    if not the_plan.quantized_nodes:
+    the_plan = plan(
+        prepared, config.exclude, quantize_outputs=config.scheme.quantize_outputs, policy=op_policy(config.runtime)
+    )
+    op_of = {node_key(n, i): n.op_type for i, n in enumerate(prepared.graph.node)}
+    if all(op_of.get(k) in UNARY_OPS for k in the_plan.quantized_nodes):  # a lone activation gains nothing
         raise BadInputError(
             f"{loaded.path}: nothing to quantize: no float Conv/Gemm/MatMul/Add/pooling node "
             f"({len(the_plan.kept_float)} node(s) kept float, e.g. {next(iter(the_plan.kept_float.items()), ('-', '-'))})"
@@ -267,7 +283,7 @@ def _quantize(
         prepared,
         list(the_plan.activations),
         dataset,
-        input_name,
+        input_names,
         batch=batch,
         with_hist=config.method is not Method.MINMAX,
         threads=config.threads,
@@ -282,11 +298,23 @@ def _quantize(
             f"{loaded.path}: graph preparation changed the outputs by {diff:.2e} (relative); refusing to go on"
         )
     t2 = time.perf_counter()
-    ranges = {name: estimate(st, config.method) for name, st in cal.stats.tensors.items()}
-    if input_name in ranges and dataset.spec.dtype.startswith("float"):
-        # The model input's range is known exactly from the PreprocessSpec: no estimator can do better, and
-        # a clipping estimator (entropy) would cut the rare bright pixels that carry the signal.
-        ranges[input_name] = dataset.spec.value_range()
+    chosen: dict[str, int] = {}
+    ranges: dict[str, tuple[float, float]] = {}
+    for name, st in cal.stats.tensors.items():
+        if name in input_names:
+            continue
+        if config.method is Method.AUTO:
+            ranges[name], won = choose(st, config.scheme)
+            chosen[won.value] = chosen.get(won.value, 0) + 1
+        else:
+            ranges[name] = estimate(st, config.method)
+    specs = dataset.specs() if isinstance(dataset, MultiInputDataset) else {input_name: dataset.spec}
+    warnings: list[str] = []
+    input_ranges: dict[str, list[float]] = {}
+    for name in input_names:
+        if name in cal.stats.tensors:
+            ranges[name] = input_range(name, cal.stats.tensors[name], specs[name], warnings)
+            input_ranges[name] = [float(v) for v in ranges[name]]
     res = write_qdq(prepared, the_plan, ranges, config.scheme, base_dir=work)
     return res.model, QuantizeReport(
         precision="int8",
@@ -303,8 +331,34 @@ def _quantize(
         seconds_write=time.perf_counter() - t2,
         prep_max_abs_diff=diff,
         stats_bytes=cal.stats.nbytes(),
+        runtime=config.runtime,
+        input_ranges=input_ranges,
+        methods_chosen=chosen,
+        warnings=warnings,
         **common,  # type: ignore[arg-type]
     )
+
+
+def input_range(name: str, st: TensorStats, spec: PreprocessSpec, warnings: list[str]) -> tuple[float, float]:
+    """A model input's range: what the calibration images actually span (min/max: a clipping estimator would
+    cut the rare bright pixels that carry the signal), bounded by the PreprocessSpec's exact range.
+
+    Tinted or low-contrast data that does not span the spec's range gets a finer grid (a 3x narrower range
+    is 1.6 bits more on the very first tensor). Degenerate data (all images constant) says nothing about
+    the range the model will see, so the spec's range is used and a warning says why.
+    """
+    spec_lo, spec_hi = spec.value_range()
+    if not spec.dtype.startswith("float") or not np.isfinite([st.min, st.max]).all():
+        return spec_lo, spec_hi
+    width = spec_hi - spec_lo
+    if st.max - st.min <= 1e-6 * max(width, 1e-12):
+        warnings.append(
+            f"input '{name}': every calibration image has the same value {st.min:.4g}; the range cannot be learnt "
+            f"from this data, using the preprocess spec's range [{spec_lo:.4g}, {spec_hi:.4g}]"
+            f"{f' ({spec.source})' if spec.source else ''}"
+        )
+        return spec_lo, spec_hi
+    return max(spec_lo, st.min), min(spec_hi, st.max)
 
 
 def _per_sample_numel(model: onnx.ModelProto) -> dict[str, int]:
