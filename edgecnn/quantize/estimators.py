@@ -12,7 +12,7 @@ import numpy as np
 
 from edgecnn.errors import BadInputError
 from edgecnn.quantize.collectors import TensorStats
-from edgecnn.quantize.params import QuantScheme, activation_params, qrange
+from edgecnn.quantize.params import QuantScheme, activation_qparams, qrange
 
 
 class Method(StrEnum):
@@ -172,8 +172,8 @@ def grid_error(st: TensorStats, ranges: np.ndarray, scheme: QuantScheme) -> np.n
     h, centers = h[nz], centers[nz]
     err = np.empty(len(ranges))
     for i, (lo, hi) in enumerate(ranges):
-        scale, zp = activation_params(float(lo), float(hi), scheme)
-        qmin, qmax = qrange(scheme.activation_dtype)
+        scale, zp, dtype = activation_qparams(float(lo), float(hi), scheme)
+        qmin, qmax = qrange(dtype)
         glo, ghi = (qmin - zp) * scale, (qmax - zp) * scale
         inside = (centers >= glo) & (centers <= ghi)
         e = np.where(inside, scale * scale / 12.0, np.minimum((centers - glo) ** 2, (centers - ghi) ** 2))

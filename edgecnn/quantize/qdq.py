@@ -23,7 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 from edgecnn.errors import BadInputError
 from edgecnn.graph.external import to_array
 from edgecnn.graph.load import infer_shapes_inplace
-from edgecnn.quantize.params import QuantScheme, activation_params, quantize_array, weight_params
+from edgecnn.quantize.params import QuantScheme, activation_qparams, quantize_array, weight_params
 
 COMPUTE_OPS = frozenset({"Conv", "Gemm", "MatMul"})
 # Ops with activation inputs and their own output range.
@@ -324,7 +324,6 @@ def write_qdq(
     by_key = {keys[id(n)]: n for n in nodes}
     quantized = set(the_plan.quantized_nodes)
     result = QdqResult(model=m, kept_float=dict(the_plan.kept_float))
-    act_dtype = scheme.activation_dtype
     ranges = _unify_concats(nodes, keys, the_plan, ranges)
 
     # 1. Remove fused activations: the producer writes the activation's output name directly.
@@ -332,19 +331,19 @@ def write_qdq(
     for act_key, prod_key in the_plan.fused_activations.items():
         act, prod = by_key[act_key], by_key[prod_key]
         lo = ranges.get(act.output[0], (0.0, 0.0))[0]
-        if scheme.activations_symmetric or lo < 0:
+        if (scheme.activations_symmetric and not scheme.unsigned_when_nonnegative) or lo < 0:
             continue  # saturation would not reproduce the activation; keep the node
         prod.output[0] = act.output[0]
         removed.add(act_key)
     result.fused_activations = len(removed)
 
     # 2. Activation parameters (pass-through ops inherit their input's).
-    params: dict[str, tuple[float, int]] = {}
+    params: dict[str, tuple[float, int, str]] = {}
     order = [n for n in nodes if keys[id(n)] not in removed]
     for n in order:
         for t in n.input:
             if t in the_plan.activations and t not in params and t in ranges:
-                params[t] = activation_params(*ranges[t], scheme)
+                params[t] = activation_qparams(*ranges[t], scheme)
         if keys[id(n)] in quantized and n.op_type in PASS_OPS and n.input[0] in params:
             for o in n.output:
                 if o in the_plan.activations:
@@ -352,7 +351,7 @@ def write_qdq(
         else:
             for o in n.output:
                 if o in the_plan.activations and o in ranges:
-                    params.setdefault(o, activation_params(*ranges[o], scheme))
+                    params.setdefault(o, activation_qparams(*ranges[o], scheme))
 
     # A quantized graph output keeps its public name on the DequantizeLinear; the producer writes "<name>_float".
     graph_outputs = {o.name for o in g.output}
@@ -365,10 +364,10 @@ def write_qdq(
     new_inits: list[onnx.TensorProto] = []
     new_nodes: list[onnx.NodeProto] = []
     dq_name: dict[str, str] = {}
-    for t, (scale, zp) in params.items():
+    for t, (scale, zp, dtype) in params.items():
         s_name, z_name = f"{t}_scale", f"{t}_zero_point"
         new_inits.append(numpy_helper.from_array(np.array(scale, np.float32), s_name))
-        new_inits.append(numpy_helper.from_array(np.array(zp, act_dtype), z_name))
+        new_inits.append(numpy_helper.from_array(np.array(zp, dtype), z_name))
         q, dq = f"{t}_QuantizeLinear", f"{t}_DequantizeLinear"
         new_nodes.append(helper.make_node("QuantizeLinear", [t, s_name, z_name], [f"{t}_q"], name=q))
         public = t.removesuffix("_float") if t.removesuffix("_float") in graph_outputs else None
