@@ -21,6 +21,7 @@ Variants, each written by its own child process:
   edgecnn      `edgecnn quantize` defaults (method auto, --runtime ort: u8 asymmetric activations)
   edgecnn-ov   `edgecnn quantize --runtime openvino` (symmetric u8/s8 activations, activations as float
                post-ops of their Conv)
+  edgecnn-ov-int  OpenVINO's scheme with every op that has an integer form in integer (ORT's op policy)
   ort          onnxruntime.quantization.quantize_static(QDQ, per_channel=True) after quant_pre_process, defaults
   nncf-ov      nncf.quantize on the OpenVINO model (its native backend), default preset
   nncf-onnx    nncf.quantize on the ONNX model
@@ -56,7 +57,7 @@ if str(REPO) not in sys.path:
 
 WORK = MODELS / "real"
 RESULTS = REPO / "benchmarks" / "results" / "real_models.json"
-VARIANTS = ("edgecnn", "edgecnn-ov", "ort", "nncf-ov", "nncf-onnx")
+VARIANTS = ("edgecnn", "edgecnn-ov", "edgecnn-ov-int", "ort", "nncf-ov", "nncf-onnx")
 MODEL_NAMES = ("yolo320", "mbv3-224", "tinted-cls", "mbv3-trained", "det-trained")
 
 
@@ -118,10 +119,10 @@ def child_quantize(variant: str, model: Path, calib: Path, n: int, out: Path) ->
         from edgecnn.quantize.dataset import ImageDataset
         from edgecnn.quantize.params import RUNTIME_SCHEMES
 
-        rt = "openvino" if variant == "edgecnn-ov" else "ort"
-        q, rep = quantize(
-            model, ImageDataset.open(calib, spec, n), QuantizeConfig(runtime=rt, scheme=RUNTIME_SCHEMES[rt])
-        )
+        rt = "ort" if variant == "edgecnn" else "openvino"
+        policy = "ort" if variant != "edgecnn-ov" else "openvino"  # edgecnn-ov-int: every op in integer
+        config = QuantizeConfig(runtime=policy, scheme=RUNTIME_SCHEMES[rt])
+        q, rep = quantize(model, ImageDataset.open(calib, spec, n), config)
         onnx.save(q, str(out))
         info = {"kept_float": len(rep.kept_float), "methods": rep.methods_chosen, "input_ranges": rep.input_ranges}
     elif variant == "ort":
@@ -270,7 +271,7 @@ def measure(names: list[str], rounds: int, iters: int, calib_n: int, eval_n: int
         # Accuracy: ONNX variants on ORT (and edgecnn-ov / nncf-ov on OpenVINO, which they are made for).
         for row in [r for r in rows if r["model"] == name and r["variant"] in files]:
             v = str(row["variant"])
-            rt = "openvino" if v in ("nncf-ov", "edgecnn-ov") else "ort"
+            rt = "openvino" if v in ("nncf-ov", "edgecnn-ov", "edgecnn-ov-int") else "ort"
             acc, st = spawn(
                 "accuracy", kind=meta["kind"], ref=model, cand=files[v], runtime=rt, data=mdir / "eval", n=eval_n
             )

@@ -70,7 +70,7 @@ OPENVINO_CPU = QuantScheme(
     activation_dtype="int8", activations_symmetric=True, unsigned_when_nonnegative=True, name="openvino-cpu"
 )
 
-RUNTIME_SCHEMES = {"ort": X86_CPU, "openvino": X86_CPU, "litert": INT8_SYMMETRIC}
+RUNTIME_SCHEMES = {"ort": X86_CPU, "openvino": OPENVINO_CPU, "litert": INT8_SYMMETRIC}
 
 
 def qrange(dtype: str) -> tuple[int, int]:
