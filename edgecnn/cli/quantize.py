@@ -16,7 +16,7 @@ from edgecnn.fsutil import atomic_path, check_output_path
 from edgecnn.graph.load import parse_input_shapes
 from edgecnn.preprocess import find_spec
 from edgecnn.quantize.api import SCHEMA_VERSION, Precision, QuantizeConfig, QuantizeReport, quantize
-from edgecnn.quantize.dataset import ImageDataset
+from edgecnn.quantize.dataset import CalibrationData, ImageDataset, MultiInputDataset
 from edgecnn.quantize.estimators import parse_method
 from edgecnn.quantize.params import RUNTIME_SCHEMES, QuantScheme
 from edgecnn.report.fmt import human_bytes
@@ -45,13 +45,22 @@ def resolve_scheme(target: str | None, runtime: str) -> QuantScheme:
 def quantize_cmd(
     model: Annotated[Path, typer.Argument(help="Float ONNX model.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the quantized model.")],
-    calib: Annotated[Path | None, typer.Option("--calib", help="Folder of calibration images (INT8).")] = None,
+    calib: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--calib", help="Folder of calibration images (INT8); NAME=DIR once per input for a multi-input model."
+        ),
+    ] = None,
     precision: Annotated[str, typer.Option(help="int8 or fp16.")] = "int8",
-    method: Annotated[str, typer.Option(help="Range estimator: minmax, percentile, entropy, mse.")] = "minmax",
+    method: Annotated[
+        str, typer.Option(help="Range estimator: auto (per tensor), minmax, percentile, entropy, mse.")
+    ] = "auto",
     samples: Annotated[int | None, typer.Option(help="Use the first N images (default: all).")] = None,
     batch: Annotated[int, typer.Option(help="Calibration batch size.")] = 8,
     target: Annotated[str | None, typer.Option(help="Target spec name or TOML path: its quantization scheme.")] = None,
-    runtime: Annotated[str, typer.Option(help="Runtime whose default scheme to use without --target.")] = "ort",
+    runtime: Annotated[
+        str, typer.Option(help="Runtime whose scheme and integer kernels to target without --target: ort, openvino.")
+    ] = "ort",
     per_channel: Annotated[bool, typer.Option("--per-channel/--per-tensor", help="Weight scales.")] = True,
     exclude: Annotated[
         list[str] | None, typer.Option("--exclude", help="Node name or op type to keep in float (repeatable).")
@@ -79,12 +88,19 @@ def quantize_cmd(
     dataset = None
     if prec is Precision.INT8 and calib is None:
         raise BadInputError("--calib DIR is required for --precision int8 (a folder of representative images)")
-    if calib is not None:
-        dataset = ImageDataset.open(calib, find_spec(calib, preprocess), samples)
+    if calib:
+        dataset = open_calibration(calib, preprocess, samples)
     scheme = resolve_scheme(target, runtime)
     if not per_channel:
         scheme = QuantScheme(**{**scheme.to_dict(), "weights_per_channel": False})  # type: ignore[arg-type]
-    config = QuantizeConfig(precision=prec, method=meth, batch=batch, scheme=scheme, exclude=frozenset(exclude or []))
+    config = QuantizeConfig(
+        precision=prec,
+        method=meth,
+        batch=batch,
+        scheme=scheme,
+        exclude=frozenset(exclude or []),
+        runtime="integer" if target else runtime,  # a target's accelerator wants every op it can in integer
+    )
     if max_drop is not None or data is not None:
         from edgecnn.cli.sensitivity import quantize_budgeted
 
@@ -113,11 +129,40 @@ def quantize_cmd(
         )
 
 
+def open_calibration(calib: list[str], preprocess: Path | None, samples: int | None) -> CalibrationData:
+    """``--calib DIR`` for a single-input model, or ``--calib NAME=DIR`` once per input."""
+    named = [c for c in calib if "=" in c and not Path(c).exists()]
+    if not named:
+        if len(calib) > 1:
+            raise BadInputError(
+                f"--calib given {len(calib)} times ({', '.join(calib)}); for a multi-input model write NAME=DIR per input"
+            )
+        d = Path(calib[0])
+        return ImageDataset.open(d, find_spec(d, preprocess), samples)
+    if len(named) != len(calib):
+        raise BadInputError(f"--calib {', '.join(calib)}: give either one DIR or NAME=DIR for every input")
+    inputs: dict[str, ImageDataset] = {}
+    for c in named:
+        name, _, folder = c.partition("=")
+        if name in inputs:
+            raise BadInputError(f"--calib {c}: input '{name}' given twice")
+        d = Path(folder)
+        inputs[name] = ImageDataset.open(d, find_spec(d, preprocess), samples)
+    return MultiInputDataset(inputs=inputs)
+
+
 def print_report(r: QuantizeReport, output: Path) -> None:
     t = Table(title=f"quantize -> {output}", show_header=False)
     t.add_column("what")
     t.add_column("value")
-    t.add_row("precision / method", f"{r.precision} / {r.method}")
+    method = r.method
+    if r.methods_chosen:
+        method += " (" + ", ".join(f"{k} {v}" for k, v in sorted(r.methods_chosen.items(), key=lambda kv: -kv[1])) + ")"
+    t.add_row("precision / method", f"{r.precision} / {method}")
+    if r.precision == "int8":
+        t.add_row("integer kernels of", r.runtime)
+    for name, (lo, hi) in r.input_ranges.items():
+        t.add_row(f"input '{name}' range", f"[{lo:.4g}, {hi:.4g}] from the data")
     if r.scheme:
         t.add_row("scheme", f"{r.scheme['name']}: {QuantScheme(**r.scheme).describe()}")  # type: ignore[arg-type]
     if r.samples:
@@ -143,6 +188,8 @@ def print_report(r: QuantizeReport, output: Path) -> None:
         "time", f"prepare {r.seconds_prepare:.2f}s, calibrate {r.seconds_calibrate:.2f}s, write {r.seconds_write:.2f}s"
     )
     console.print(t)
+    for w in r.warnings:
+        console.print(f"[yellow]warning:[/yellow] {w}")
     if r.kept_float:
         kf = Table(title="Kept in float")
         kf.add_column("node")

@@ -124,6 +124,9 @@ def _range_nodes(tensors: list[str]) -> tuple[list[onnx.NodeProto], dict[str, tu
 class Calibration:
     stats: CalibrationStats
     first_outputs: dict[str, np.ndarray]  # the model's own outputs for the first sample
+    # Per model input: the largest spread (max - min) of one channel within one image. 0 means every image is
+    # flat (constant per channel): the data then says nothing about the input's range.
+    input_spread: dict[str, float] = field(default_factory=dict)
 
 
 def calibrate(
@@ -137,10 +140,12 @@ def calibrate(
     threads: int = 0,
     progress: Progress | None = None,
     workdir: Path | None = None,
+    channel_axis: dict[str, int] | None = None,
 ) -> Calibration:
     """Stream ``dataset`` through ``model`` and collect statistics of ``tensors``, one batch in memory at a time.
 
     ``workdir``: where the model's external weights live (the calibration graph is saved beside them).
+    ``channel_axis``: per model input, its channel axis (1 for NCHW, 3 for NHWC; default 1).
     """
     stats = CalibrationStats(with_hist=with_hist)
     model_outputs = [o.name for o in model.graph.output]
@@ -155,6 +160,7 @@ def calibrate(
         nodes, ranges = _range_nodes(graph_tensors)
         outputs = [n for pair in ranges.values() for n in pair]
     first: dict[str, np.ndarray] = {}
+    spread: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="edgecnn-calib-", dir=workdir) as tmp:
         sample = next(dataset.batches(1))
         sess, eff_batch = _open_batched(
@@ -176,12 +182,17 @@ def calibrate(
                 stats.samples += n
             # Every model input is calibrated from its data (its range is a tensor's range like any other).
             stats.update({k: v for k, v in feeds.items() if k in tensors}, 0)
+            for k, v in feeds.items():
+                if v.ndim >= 3 and np.issubdtype(v.dtype, np.floating):
+                    per = np.moveaxis(v, (channel_axis or {}).get(k, 1), 1)
+                    per = per.reshape(per.shape[0], per.shape[1], -1)
+                    spread[k] = max(spread.get(k, 0.0), float(np.max(np.ptp(per, axis=-1))))
             del outs
             done += n
             if progress:
                 progress(done, len(dataset))
         del sess
-    return Calibration(stats=stats, first_outputs=first)
+    return Calibration(stats=stats, first_outputs=first, input_spread=spread)
 
 
 def _reference_outputs(path: Path, input_name: str, x: np.ndarray | dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -289,6 +300,7 @@ def _quantize(
         threads=config.threads,
         progress=progress,
         workdir=work,
+        channel_axis={n: 1 if s.layout.value == "NCHW" else 3 for n, s in _specs(dataset, input_name).items()},
     )
     t_cal = time.perf_counter() - t1
     # The prepared graph (BN folded, constants folded) must compute what the original computes.
@@ -308,12 +320,12 @@ def _quantize(
             chosen[won.value] = chosen.get(won.value, 0) + 1
         else:
             ranges[name] = estimate(st, config.method)
-    specs = dataset.specs() if isinstance(dataset, MultiInputDataset) else {input_name: dataset.spec}
+    specs = _specs(dataset, input_name)
     warnings: list[str] = []
     input_ranges: dict[str, list[float]] = {}
     for name in input_names:
         if name in cal.stats.tensors:
-            ranges[name] = input_range(name, cal.stats.tensors[name], specs[name], warnings)
+            ranges[name] = input_range(name, cal.stats.tensors[name], specs[name], warnings, cal.input_spread.get(name))
             input_ranges[name] = [float(v) for v in ranges[name]]
     res = write_qdq(prepared, the_plan, ranges, config.scheme, base_dir=work)
     return res.model, QuantizeReport(
@@ -339,7 +351,13 @@ def _quantize(
     )
 
 
-def input_range(name: str, st: TensorStats, spec: PreprocessSpec, warnings: list[str]) -> tuple[float, float]:
+def _specs(dataset: CalibrationData, input_name: str) -> dict[str, PreprocessSpec]:
+    return dataset.specs() if isinstance(dataset, MultiInputDataset) else {input_name: dataset.spec}
+
+
+def input_range(
+    name: str, st: TensorStats, spec: PreprocessSpec, warnings: list[str], spread: float | None = None
+) -> tuple[float, float]:
     """A model input's range: what the calibration images actually span (min/max: a clipping estimator would
     cut the rare bright pixels that carry the signal), bounded by the PreprocessSpec's exact range.
 
@@ -351,9 +369,11 @@ def input_range(name: str, st: TensorStats, spec: PreprocessSpec, warnings: list
     if not spec.dtype.startswith("float") or not np.isfinite([st.min, st.max]).all():
         return spec_lo, spec_hi
     width = spec_hi - spec_lo
-    if st.max - st.min <= 1e-6 * max(width, 1e-12):
+    flat = st.max - st.min if spread is None else spread
+    if flat <= 1e-6 * max(width, 1e-12):
         warnings.append(
-            f"input '{name}': every calibration image has the same value {st.min:.4g}; the range cannot be learnt "
+            f"input '{name}': every calibration image is flat (the same value everywhere in a channel, "
+            f"{st.min:.4g}..{st.max:.4g}); the range cannot be learnt "
             f"from this data, using the preprocess spec's range [{spec_lo:.4g}, {spec_hi:.4g}]"
             f"{f' ({spec.source})' if spec.source else ''}"
         )
