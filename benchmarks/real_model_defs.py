@@ -190,22 +190,6 @@ class MobileNetV3Like(nn.Module):
         return self.head(self.pool(self.features(x)).flatten(1))
 
 
-class TintedClassifier(nn.Module):
-    """A small RGB classifier: Conv-BN-ReLU stages, max pool, global pool, linear head."""
-
-    def __init__(self, classes: int = 4) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(3, 16, 3, 1, 1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 3, 1, 1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 32, 3, 1, 1), nn.BatchNorm2d(32), nn.ReLU(),
-        )  # fmt: skip
-        self.head = nn.Linear(32, classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x).mean((2, 3)))
-
-
 def export(model: nn.Module, path: Path, shape: tuple[int, ...], opset: int, outputs: list[str]) -> Path:
     """``torch.onnx.export`` as a user runs it (TorchScript exporter: it supports opsets below 18)."""
     model.eval()
@@ -307,55 +291,3 @@ def to_tensor(imgs: np.ndarray, normalize: bool = False) -> torch.Tensor:
     if normalize:
         x = (x - np.array([0.485, 0.456, 0.406], np.float32)) / np.array([0.229, 0.224, 0.225], np.float32)
     return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
-
-
-def train_classifier(model: nn.Module, x: torch.Tensor, y: np.ndarray, steps: int, seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    yt = torch.from_numpy(y).long()
-    model.train()
-    for i in range(steps):
-        idx = torch.randint(0, len(x), (64,), generator=torch.Generator().manual_seed(seed + i))
-        loss = nn.functional.cross_entropy(model(x[idx]), yt[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval()
-
-
-def detector_targets(model: YoloLike, size: int, labels: np.ndarray, boxes: np.ndarray) -> tuple[torch.Tensor, ...]:
-    """Per anchor (cells of strides 8, 16, 32): class target 1 where the cell centre lies in the object's box,
-    and the box's left/top/right/bottom distances in cells (each spread over the ``reg`` bins)."""
-    centres = []
-    for stride in (8, 16, 32):
-        g = size // stride
-        c = (np.arange(g) + 0.5) * stride
-        cy, cx = np.meshgrid(c, c, indexing="ij")
-        centres.append(np.stack([cx.ravel(), cy.ravel(), np.full(g * g, stride)], 1))
-    a = np.concatenate(centres).astype(np.float32)  # (A, 3)
-    n = len(labels)
-    scores = np.zeros((n, model.classes, len(a)), np.float32)
-    dist = np.zeros((n, 4 * model.reg, len(a)), np.float32)
-    for i in range(n):
-        x0, y0, x1, y1 = boxes[i]
-        inside = (a[:, 0] > x0) & (a[:, 0] < x1) & (a[:, 1] > y0) & (a[:, 1] < y1)
-        scores[i, labels[i], inside] = 1.0
-        ltrb = np.stack([a[:, 0] - x0, a[:, 1] - y0, x1 - a[:, 0], y1 - a[:, 1]]) / a[:, 2]
-        dist[i] = np.repeat(np.clip(ltrb, 0, model.reg - 1) * inside, model.reg, axis=0) / model.reg
-    return torch.from_numpy(scores), torch.from_numpy(dist)
-
-
-def train_detector(model: YoloLike, x: torch.Tensor, targets: tuple[torch.Tensor, ...], steps: int) -> YoloLike:
-    torch.manual_seed(0)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    scores_t, dist_t = targets
-    model.train()
-    for i in range(steps):
-        idx = torch.randint(0, len(x), (32,), generator=torch.Generator().manual_seed(i))
-        boxes, scores = model(x[idx])
-        loss = nn.functional.binary_cross_entropy(scores.clamp(1e-6, 1 - 1e-6), scores_t[idx])
-        loss = loss + nn.functional.mse_loss(boxes, dist_t[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval()

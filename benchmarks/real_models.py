@@ -10,12 +10,14 @@ benchmarks/models/real/):
   yolo320       YOLOv8n-style detector at 320x320 (C2f, SPPF, SiLU = Sigmoid·Mul, Split, Concat, MaxPool,
                 nearest Resize, two outputs), opset 17, seeded weights, BatchNorm statistics from the images
   mbv3-224      MobileNetV3-Small-style classifier at 224x224, opset 10 (HardSwish = HardSigmoid·Mul, SE)
-  tinted-cls    small RGB classifier trained on tinted images that do not span 0..255 (opset 13)
-  mbv3-trained  MobileNetV3-style classifier (HardSwish, SE, opset 10) trained on the same task, 64x64
-  det-trained   YOLO-style detector (width 1/4) trained on the shapes' boxes and classes, 64x64
-The seeded large models are for latency (a random deep network amplifies any noise, so their SQNR is
-shown but says little); the trained ones are for accuracy. Data: synthetic tinted RGB shape images written
-as PNG files (calibration and held-out evaluation sets are disjoint).
+  tinted-cls    small RGB classifier on tinted images that do not span 0..255 (opset 13)
+  mbv3-block    MobileNetV3 block (HardSwish as HardSigmoid·Mul, depthwise 5x5, SE), opset 10
+  det-block     YOLO-style block (SiLU, C2f Split/Concat, SPPF MaxPool chain, Resize, two outputs)
+The last three are the test models of tests/test_quantize_real.py: seeded convolutions with heads fitted
+(ridge regression) on tinted shape images, so their outputs mean something; they are for accuracy. The
+seeded large models are for latency (a random deep network amplifies any noise, so their SQNR is shown but
+says little). Data: synthetic tinted RGB shape images written as PNG files (calibration and held-out
+evaluation sets are disjoint).
 
 Variants, each written by its own child process:
   edgecnn      `edgecnn quantize` defaults (method auto, --runtime ort: u8 asymmetric activations)
@@ -58,7 +60,8 @@ if str(REPO) not in sys.path:
 WORK = MODELS / "real"
 RESULTS = REPO / "benchmarks" / "results" / "real_models.json"
 VARIANTS = ("edgecnn", "edgecnn-ov", "edgecnn-ov-int", "ort", "nncf-ov", "nncf-onnx")
-MODEL_NAMES = ("yolo320", "mbv3-224", "tinted-cls", "mbv3-trained", "det-trained")
+MODEL_NAMES = ("yolo320", "mbv3-224", "tinted-cls", "mbv3-block", "det-block")
+FITTED = {"tinted-cls": "classifier", "mbv3-block": "mbv3_block", "det-block": "detector_block"}
 
 
 # ---------------------------------------------------------------- models and data -------------------------------
@@ -74,33 +77,48 @@ def build(name: str, calib_n: int, eval_n: int) -> dict[str, object]:
         if meta.get("calib_n") == calib_n and meta.get("eval_n") == eval_n:
             return meta
     out.mkdir(parents=True, exist_ok=True)
-    size = {"yolo320": 320, "mbv3-224": 224}.get(name, 64 if name != "tinted-cls" else 32)
+    if name in FITTED:
+        return build_fitted(name, out, calib_n, eval_n)
+    size = {"yolo320": 320, "mbv3-224": 224}[name]
     normalize = name.startswith("mbv3")
     torch.manual_seed(0)
-    n_train = 0 if name in ("yolo320", "mbv3-224") else 1536
-    imgs, labels, boxes = d.shape_images(n_train + calib_n + eval_n, size, seed=zlib.crc32(name.encode()) % 1000)
-    tr, ca, ev = np.split(np.arange(len(imgs)), [n_train, n_train + calib_n])
-    x = d.to_tensor(imgs[tr] if n_train else imgs[ca][:16], normalize)
-    kind = "detector" if name in ("yolo320", "det-trained") else "classifier"
+    imgs, _, _ = d.shape_images(calib_n + eval_n, size, seed=zlib.crc32(name.encode()) % 1000)
+    ca, ev = np.split(np.arange(len(imgs)), [calib_n])
+    x = d.to_tensor(imgs[ca][:16], normalize)
+    kind = "detector" if name == "yolo320" else "classifier"
     outputs = ["boxes", "scores"] if kind == "detector" else ["logits"]
-    opset = 10 if name.startswith("mbv3") else (17 if name == "yolo320" else 13)
-    if name == "yolo320":
-        model = d.settle_bn(d.YoloLike(), x)
-    elif name == "mbv3-224":
-        model = d.settle_bn(d.MobileNetV3Like(), x)
-    elif name == "tinted-cls":
-        model = d.train_classifier(d.TintedClassifier(), x, labels[tr], steps=300)
-    elif name == "mbv3-trained":
-        model = d.train_classifier(d.MobileNetV3Like(width=0.5, classes=4, blocks=6), x, labels[tr], steps=400)
-    else:
-        det = d.YoloLike(width=0.25, classes=4, reg=4)
-        model = d.train_detector(det, x, d.detector_targets(det, size, labels[tr], boxes[tr]), steps=300)
+    opset = 10 if name.startswith("mbv3") else 17
+    model = d.settle_bn(d.YoloLike() if name == "yolo320" else d.MobileNetV3Like(), x)
     d.export(model, out / "model.onnx", (1, 3, size, size), opset, outputs)
     toml = d.spec_toml(size, normalize)
     d.write_pngs(imgs[ca], out / "calib", toml)
     d.write_pngs(imgs[ev], out / "eval", toml)
     meta = {"name": name, "kind": kind, "size": size, "opset": opset, "calib_n": calib_n, "eval_n": eval_n}
     meta_path.write_text(json.dumps(meta))
+    return meta
+
+
+def build_fitted(name: str, out: Path, calib_n: int, eval_n: int) -> dict[str, object]:
+    """The small test models of tests/test_quantize_real.py (heads fitted by ridge regression on 192 tinted
+    images): trained enough that their outputs mean something, without a training loop."""
+    import shutil
+
+    import onnx
+
+    from tests import test_quantize_real as t
+
+    for sub in ("train", "calib", "eval"):
+        shutil.rmtree(out / sub, ignore_errors=True)
+    imgs, labels = t.shapes(192 + calib_n + eval_n, seed=0)
+    train = t.write_folder(out / "train", imgs[:192])
+    t.write_folder(out / "calib", imgs[192 : 192 + calib_n])
+    t.write_folder(out / "eval", imgs[192 + calib_n :])
+    model = getattr(t, FITTED[name])(out, t.tensors(train), labels[:192])
+    onnx.save(model, str(out / "model.onnx"))
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    kind = "detector" if name == "det-block" else "classifier"
+    meta = {"name": name, "kind": kind, "size": t.SIZE, "opset": opset, "calib_n": calib_n, "eval_n": eval_n}
+    (out / "meta.json").write_text(json.dumps(meta))
     return meta
 
 
