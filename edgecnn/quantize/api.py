@@ -31,7 +31,7 @@ from edgecnn.quantize.estimators import Method, choose, estimate
 from edgecnn.quantize.fp16 import DEFAULT_BLOCK, convert_fp16
 from edgecnn.quantize.params import QuantScheme
 from edgecnn.quantize.qdq import UNARY_OPS, node_key, op_policy, plan, write_qdq
-from edgecnn.runtimes import open_session
+from edgecnn.runtimes import open_session, runtime_version
 
 SCHEMA_VERSION = 1
 Progress = Callable[[int, int], None]
@@ -76,6 +76,7 @@ class QuantizeReport:
     input_ranges: dict[str, list[float]] = field(default_factory=dict)  # calibrated range of each model input
     methods_chosen: dict[str, int] = field(default_factory=dict)  # auto: how many tensors each estimator won
     warnings: list[str] = field(default_factory=list)
+    float_reference: str = ""  # the runtime and precision the float model ran in for calibration and checks
 
     def to_dict(self) -> dict[str, object]:
         from dataclasses import asdict
@@ -347,6 +348,7 @@ def _quantize(
         input_ranges=input_ranges,
         methods_chosen=chosen,
         warnings=warnings,
+        float_reference=f"onnxruntime {runtime_version('ort')} CPU, float layers in f32",
         **common,  # type: ignore[arg-type]
     )
 
