@@ -21,9 +21,10 @@ evaluation sets are disjoint).
 
 Variants, each written by its own child process:
   edgecnn      `edgecnn quantize` defaults (method auto, --runtime ort: u8 asymmetric activations)
-  edgecnn-ov   `edgecnn quantize --runtime openvino` (symmetric u8/s8 activations, activations as float
-               post-ops of their Conv)
-  edgecnn-ov-int  OpenVINO's scheme with every op that has an integer form in integer (ORT's op policy)
+  edgecnn-ov   OpenVINO's scheme (symmetric u8/s8 activations) with activations as float post-ops of their
+               Conv, no Q/DQ between (NNCF's placement; op policy "openvino-postops")
+  edgecnn-ov-int  `edgecnn quantize --runtime openvino`: OpenVINO's scheme, every op that has an integer
+               form in integer (this run made it the default for --runtime openvino)
   ort          onnxruntime.quantization.quantize_static(QDQ, per_channel=True) after quant_pre_process, defaults
   nncf-ov      nncf.quantize on the OpenVINO model (its native backend), default preset
   nncf-onnx    nncf.quantize on the ONNX model
@@ -138,7 +139,7 @@ def child_quantize(variant: str, model: Path, calib: Path, n: int, out: Path) ->
         from edgecnn.quantize.params import RUNTIME_SCHEMES
 
         rt = "ort" if variant == "edgecnn" else "openvino"
-        policy = "ort" if variant != "edgecnn-ov" else "openvino"  # edgecnn-ov-int: every op in integer
+        policy = {"edgecnn": "ort", "edgecnn-ov": "openvino-postops", "edgecnn-ov-int": "openvino"}[variant]
         config = QuantizeConfig(runtime=policy, scheme=RUNTIME_SCHEMES[rt])
         q, rep = quantize(model, ImageDataset.open(calib, spec, n), config)
         onnx.save(q, str(out))
