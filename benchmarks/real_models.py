@@ -401,21 +401,30 @@ def markdown(data: dict) -> str:
             if r["status"] != "ok":
                 lines.append(f"| {model} | {v} | {r['status']} | | | | | |")
                 continue
-            sq = ", ".join(f"{s:.1f}" for s in r.get("sqnr_db", [])) or r.get("accuracy_status", "-")
+            sq = ", ".join(f"{s:.1f}" for s in r.get("sqnr_db", [])) or _short(r.get("accuracy_status", "-"))
             ag = f"{r['agreement_pct']:.1f}" if "agreement_pct" in r else "-"
             if r.get("accuracy_runtime") == "openvino":
                 sq += " (OV)"
             o, ov = cell(v, "ort"), cell(v, "openvino")
-            ort_s = f"{_ms(o)} ({_ratio(o, base_ort)})" if o.get("p50_ms") else (o.get("latency_status", "-")[:60])
+            ort_s = f"{_ms(o)} ({_ratio(o, base_ort)})" if o.get("p50_ms") else _short(o.get("latency_status", "-"))
             ov_s = (
                 f"{_ms(ov)} ({_ratio(ov, base_f32)} / {_ratio(ov, base_def)})"
                 if ov.get("p50_ms")
-                else ov.get("latency_status", "-")[:60]
+                else _short(ov.get("latency_status", "-"))
             )
             ex = r.get("ort_executes", {})
-            ex_s = f"{ex['integer']} / {ex['float']} / {ex['qdq']}" if "integer" in ex else ex.get("error", "-")[:40]
+            ex_s = f"{ex['integer']} / {ex['float']} / {ex['qdq']}" if "integer" in ex else _short(ex.get("error", "-"))
             lines.append(f"| {model} | {v} | {sq} | {ag} | {ort_s} | {ov_s} | {ex_s} | {_layers(ov)} |")
     return "\n".join(lines)
+
+
+def _short(status: str) -> str:
+    """A failure in a few words for the table (the JSON keeps the whole message)."""
+    if "INVALID_GRAPH" in status or "onnxruntime cannot load" in status:
+        return "invalid file (ORT: INVALID_GRAPH)"
+    if "cannot compile" in status:
+        return "does not compile (OpenVINO)"
+    return "failed (message in the JSON)" if status.startswith("failed") else status[:60]
 
 
 def _ms(c: dict) -> str:
