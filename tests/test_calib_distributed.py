@@ -58,9 +58,8 @@ def test_shards_cover_every_file_once_in_order() -> None:
 def test_local_process_shards_merge_exactly(prepared, with_hist: bool) -> None:
     model, tensors, inp, ds = prepared
     single = calibrate(model, tensors, ds, inp, batch=8, with_hist=with_hist).stats
-    merged, first = collect_distributed(
-        model, tensors, ds, inp, batch=8, with_hist=with_hist, workers=2, backend=Backend.LOCAL
-    )
+    cal = collect_distributed(model, tensors, ds, inp, batch=8, with_hist=with_hist, workers=2, backend=Backend.LOCAL)
+    merged, first = cal.stats, cal.first_outputs
     assert_same_stats(single, merged)
     # Negative control: one image fewer changes the statistics, so the comparison above can fail.
     fewer = calibrate(model, tensors, replace(ds, files=ds.files[:-1]), inp, batch=8, with_hist=with_hist).stats
@@ -75,10 +74,8 @@ def test_ray_tasks_merge_exactly_and_quantize_identically(prepared) -> None:
     model, tensors, inp, ds = prepared
     try:
         single = calibrate(model, tensors, ds, inp, batch=8, with_hist=True).stats
-        merged, _ = collect_distributed(
-            model, tensors, ds, inp, batch=8, with_hist=True, workers=2, backend=Backend.RAY
-        )
-        assert_same_stats(single, merged)
+        merged = collect_distributed(model, tensors, ds, inp, batch=8, with_hist=True, workers=2, backend=Backend.RAY)
+        assert_same_stats(single, merged.stats)
         # End to end through quantize(): the same initializers (weights, scales, zero points) either way.
         cfg = QuantizeConfig(method=Method.ENTROPY, batch=8)
         a, _ = quantize(MODEL, ds, cfg)

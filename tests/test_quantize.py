@@ -137,7 +137,7 @@ def _predict(path: Path, runtime: str, x: np.ndarray) -> np.ndarray:
     return np.array([int(np.argmax(sess.run({"input": x[i : i + 1]})[0])) for i in range(len(x))])
 
 
-@pytest.mark.parametrize("method", ["minmax", "mse"])
+@pytest.mark.parametrize("method", ["minmax", "mse", "auto"])
 def test_bundled_model_int8_accuracy(sample_model: Path, tmp_path: Path, method: str) -> None:
     """Issue 4's bar: top-1 within 0.3 points of float and >= 99% agreement, on both runtimes."""
     dst = tmp_path / "q.onnx"

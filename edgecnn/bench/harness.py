@@ -142,6 +142,7 @@ class BenchResult:
     samples_ns: tuple[int, ...]
     loop_overhead_ns: float  # per iteration, outside the timed call (loop, sample store)
     bound_inputs: bool  # inputs bound once through the adapter's bind(); else run(feeds) per call
+    inference_precision: str = ""  # what the runtime computes float layers in (OpenVINO: bf16 on AMX CPUs)
 
     @property
     def label(self) -> str:
@@ -180,6 +181,7 @@ class BenchResult:
             "machine": {k: getattr(self.machine, k) for k in MachineInfo.__dataclass_fields__},
             "loop_overhead_ns": self.loop_overhead_ns,
             "bound_inputs": self.bound_inputs,
+            "inference_precision": self.inference_precision,
         }
         if samples:
             d["samples_ns"] = list(self.samples_ns)
@@ -197,6 +199,7 @@ class BenchResult:
             memory=MemoryStats(**mem),
             machine=MachineInfo(**d["machine"]),
             samples_ns=samples,
+            inference_precision=str(d.get("inference_precision", "")),
         )
 
 
@@ -615,6 +618,7 @@ def result_from_worker(prepared: PreparedModel, data: dict[str, Any], *, host: s
         samples_ns=samples,
         loop_overhead_ns=loop_overhead,
         bound_inputs=bool(data.get("bound_inputs")),
+        inference_precision=str(data.get("inference_precision", "")),
     )
 
 

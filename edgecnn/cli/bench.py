@@ -178,7 +178,14 @@ def print_results(results: Sequence[BenchResult]) -> None:
         seen.setdefault(r.machine.host, []).append(r)
     for h, rs in seen.items():
         m = rs[0].machine
-        versions = ", ".join(sorted({f"{r.runtime} {r.runtime_version} ({r.device})" for r in rs}))
+        versions = ", ".join(
+            sorted(
+                {
+                    f"{r.runtime} {r.runtime_version} ({r.device}{f', float in {r.inference_precision}' if r.inference_precision else ''})"
+                    for r in rs
+                }
+            )
+        )
         machines.add_row(
             safe(h), safe(m.hostname), safe(m.cpu_model), f"{m.cores_logical}/{m.cores_physical or '?'}/{m.cores_usable}",
             safe(m.os), safe(m.python), safe(versions),

@@ -155,6 +155,12 @@ def print_report(r: DriftReport, *, show: int = 8) -> None:
             )
         console.print(lt)
         console.print("  'added dB': SQNR lost in this layer relative to the tensors feeding it (where error enters)")
+        worst_layer = next((la for la in r.layers if la.tensor == r.lossiest_layer), None)
+        if worst_layer is not None:
+            console.print(
+                f"  the layer that loses the most: {worst_layer.node} ({worst_layer.op}) adds "
+                f"{worst_layer.local_drop_db:.1f} dB of error (tensor {worst_layer.tensor}, {worst_layer.sqnr_db:.1f} dB)"
+            )
     for n in r.notes:
         console.print(f"[yellow]note:[/] {safe(n)}")
 

@@ -18,20 +18,29 @@ if TYPE_CHECKING:
 
     from edgecnn.drift.budget import BudgetReport
     from edgecnn.quantize.api import QuantizeConfig, QuantizeReport
-    from edgecnn.quantize.dataset import ImageDataset
+    from edgecnn.quantize.dataset import CalibrationData, ImageDataset
 
 
 @command(app, "quantize")
 def quantize_cmd(
     model: Annotated[Path, typer.Argument(help="Float ONNX model.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the quantized model.")],
-    calib: Annotated[Path | None, typer.Option("--calib", help="Folder of calibration images (INT8).")] = None,
+    calib: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--calib", help="Folder of calibration images (INT8); NAME=DIR once per input for a multi-input model."
+        ),
+    ] = None,
     precision: Annotated[str, typer.Option(help="int8 or fp16.")] = "int8",
-    method: Annotated[str, typer.Option(help="Range estimator: minmax, percentile, entropy, mse.")] = "minmax",
+    method: Annotated[
+        str, typer.Option(help="Range estimator: auto (per tensor), minmax, percentile, entropy, mse.")
+    ] = "auto",
     samples: Annotated[int | None, typer.Option(help="Use the first N images (default: all).")] = None,
     batch: Annotated[int, typer.Option(help="Calibration batch size.")] = 8,
     target: Annotated[str | None, typer.Option(help="Target spec name or TOML path: its quantization scheme.")] = None,
-    runtime: Annotated[str, typer.Option(help="Runtime whose default scheme to use without --target.")] = "ort",
+    runtime: Annotated[
+        str, typer.Option(help="Runtime whose scheme and integer kernels to target without --target: ort, openvino.")
+    ] = "ort",
     per_channel: Annotated[bool, typer.Option("--per-channel/--per-tensor", help="Weight scales.")] = True,
     exclude: Annotated[
         list[str] | None, typer.Option("--exclude", help="Node name or op type to keep in float (repeatable).")
@@ -49,9 +58,7 @@ def quantize_cmd(
 ) -> None:
     """Quantize MODEL to INT8 (QDQ, calibrated on real images) or FP16, verified and stamped with provenance."""
     from edgecnn.graph.load import parse_input_shapes
-    from edgecnn.preprocess import find_spec
     from edgecnn.quantize.api import SCHEMA_VERSION, Precision, QuantizeConfig, quantize
-    from edgecnn.quantize.dataset import ImageDataset
     from edgecnn.quantize.estimators import parse_method
     from edgecnn.quantize.params import QuantScheme, resolve_scheme
     from edgecnn.report.jsonio import write_json
@@ -63,7 +70,13 @@ def quantize_cmd(
     if batch <= 0:
         raise BadInputError(f"--batch {batch}; expected a positive integer")
     guard_outputs(
-        [*model_files(model), calib, data, preprocess, Path(target) if target and target.endswith(".toml") else None],
+        [
+            *model_files(model),
+            *_calib_dirs(calib),
+            data,
+            preprocess,
+            Path(target) if target and target.endswith(".toml") else None,
+        ],
         {"-o": output, "--json": json_path},
     )
     if max_drop is not None and not (0 <= max_drop <= 100):
@@ -72,8 +85,8 @@ def quantize_cmd(
     dataset = None
     if prec is Precision.INT8 and calib is None:
         raise BadInputError("--calib DIR is required for --precision int8 (a folder of representative images)")
-    if calib is not None:
-        dataset = ImageDataset.open(calib, find_spec(calib, preprocess), samples)
+    if calib:
+        dataset = open_calibration(calib, preprocess, samples)
     scheme = resolve_scheme(target, runtime)
     if not per_channel:
         scheme = QuantScheme(**{**scheme.to_dict(), "weights_per_channel": False})  # type: ignore[arg-type]
@@ -92,6 +105,7 @@ def quantize_cmd(
         batch=batch,
         scheme=scheme,
         exclude=frozenset(exclude or []) | keep_float,
+        runtime="integer" if target else runtime,  # a target's accelerator wants every op it can in integer
         workers=workers,
         backend=parse_backend(backend).value,
     )
@@ -134,13 +148,52 @@ def save_model(model: onnx.ModelProto, output: Path) -> None:
         onnx.checker.check_model(str(tmp), full_check=True)
 
 
+def _calib_dirs(calib: list[str] | None) -> list[Path]:
+    """The folders ``--calib DIR`` or ``--calib NAME=DIR`` name (what quantize reads)."""
+    return [Path(c.partition("=")[2]) if "=" in c and not Path(c).exists() else Path(c) for c in calib or []]
+
+
+def open_calibration(calib: list[str], preprocess: Path | None, samples: int | None) -> CalibrationData:
+    """``--calib DIR`` for a single-input model, or ``--calib NAME=DIR`` once per input."""
+    from edgecnn.preprocess import find_spec
+    from edgecnn.quantize.dataset import ImageDataset, MultiInputDataset
+
+    named = [c for c in calib if "=" in c and not Path(c).exists()]
+    if not named:
+        if len(calib) > 1:
+            raise BadInputError(
+                f"--calib given {len(calib)} times ({', '.join(calib)}); for a multi-input model write NAME=DIR per input"
+            )
+        d = Path(calib[0])
+        return ImageDataset.open(d, find_spec(d, preprocess), samples)
+    if len(named) != len(calib):
+        raise BadInputError(f"--calib {', '.join(calib)}: give either one DIR or NAME=DIR for every input")
+    inputs: dict[str, ImageDataset] = {}
+    for c in named:
+        name, _, folder = c.partition("=")
+        if name in inputs:
+            raise BadInputError(f"--calib {c}: input '{name}' given twice")
+        d = Path(folder)
+        inputs[name] = ImageDataset.open(d, find_spec(d, preprocess), samples)
+    return MultiInputDataset(inputs=inputs)
+
+
 def print_report(r: QuantizeReport, output: Path) -> None:
     from edgecnn.quantize.params import QuantScheme
 
     t = Table(title=f"quantize -> {safe(output)}", show_header=False)
     t.add_column("what")
     t.add_column("value")
-    t.add_row("precision / method", f"{r.precision} / {r.method}")
+    method = r.method
+    if r.methods_chosen:
+        method += " (" + ", ".join(f"{k} {v}" for k, v in sorted(r.methods_chosen.items(), key=lambda kv: -kv[1])) + ")"
+    t.add_row("precision / method", f"{r.precision} / {method}")
+    if r.precision == "int8":
+        t.add_row("integer kernels of", r.runtime)
+        if r.float_reference:
+            t.add_row("float reference", r.float_reference)
+    for name, (lo, hi) in r.input_ranges.items():
+        t.add_row(f"input '{name}' range", f"[{lo:.4g}, {hi:.4g}] from the data")
     if r.scheme:
         t.add_row("scheme", f"{r.scheme['name']}: {QuantScheme(**r.scheme).describe()}")  # type: ignore[arg-type]
     if r.samples:
@@ -166,6 +219,8 @@ def print_report(r: QuantizeReport, output: Path) -> None:
         "time", f"prepare {r.seconds_prepare:.2f}s, calibrate {r.seconds_calibrate:.2f}s, write {r.seconds_write:.2f}s"
     )
     console.print(t)
+    for w in r.warnings:
+        console.print(f"[yellow]warning:[/yellow] {w}")
     if r.kept_float:
         kf = Table(title="Kept in float")
         kf.add_column("node")

@@ -446,6 +446,7 @@ def evaluate_drift(
         flips_total=flips_total,
         notes=tuple(notes),
         seconds=time.perf_counter() - t0,
+        lossiest_layer=max(layer_rows, key=lambda r: r.local_drop_db).tensor if layer_rows else "",
         **acc,
     )
 

@@ -94,6 +94,7 @@ class DriftReport:
     flips_total: int
     notes: tuple[str, ...]
     seconds: float
+    lossiest_layer: str = ""  # the tensor whose layer adds the most error (largest local drop): where to look
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -108,7 +109,8 @@ class DriftReport:
         if bad is not None:
             raise BadInputError(f"{source}: {bad[0]} = {bad[1]!r}; {bad[2]} (regenerate it with edgecnn drift --json)")
         try:
-            kw = {f.name: d[f.name] for f in fields(cls)}
+            kw = {f.name: d[f.name] for f in fields(cls) if f.name != "lossiest_layer"}
+            kw["lossiest_layer"] = str(d.get("lossiest_layer", ""))
             kw["reference"] = _model_info(d["reference"])
             kw["candidate"] = _model_info(d["candidate"])
             kw["per_class"] = tuple(ClassRecall(**c) for c in d["per_class"])

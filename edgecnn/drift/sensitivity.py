@@ -31,7 +31,7 @@ from edgecnn.graph.load import load_model
 from edgecnn.graph.passes import prepare
 from edgecnn.quantize.api import QuantizeConfig, QuantizeReport, quantize
 from edgecnn.quantize.dataset import ImageDataset
-from edgecnn.quantize.qdq import node_key, plan
+from edgecnn.quantize.qdq import node_key, op_policy, plan
 
 Progress = Callable[[int, int, str], None]  # done, total, what
 
@@ -99,7 +99,12 @@ def quantizable_layers(model_path: Path, config: QuantizeConfig) -> list[tuple[s
     loaded = load_model(model_path)
     with temp_dir("sens") as tmp:
         prepared = prepare(externalized_copy(loaded.model, Path(tmp), "w.bin"), Path(tmp))
-        the_plan = plan(prepared, config.exclude, quantize_outputs=config.scheme.quantize_outputs)
+        the_plan = plan(
+            prepared,
+            config.exclude,
+            quantize_outputs=config.scheme.quantize_outputs,
+            policy=op_policy(config.runtime),
+        )
         ops = {node_key(n, i): n.op_type for i, n in enumerate(prepared.graph.node)}
     return [(k, ops[k]) for k in the_plan.quantized_nodes]
 

@@ -24,13 +24,14 @@ from edgecnn.fsutil import temp_dir
 from edgecnn.graph.external import externalized_copy, internalize, release_freed_memory
 from edgecnn.graph.load import LoadedModel, graph_inputs, load_model
 from edgecnn.graph.passes import prepare, save_with_outputs
-from edgecnn.quantize.collectors import CalibrationStats
-from edgecnn.quantize.dataset import ImageDataset
-from edgecnn.quantize.estimators import Method, estimate
+from edgecnn.preprocess import PreprocessSpec
+from edgecnn.quantize.collectors import CalibrationStats, TensorStats
+from edgecnn.quantize.dataset import CalibrationData, MultiInputDataset, feeds_of
+from edgecnn.quantize.estimators import Method, choose, estimate
 from edgecnn.quantize.fp16 import DEFAULT_BLOCK, convert_fp16
 from edgecnn.quantize.params import QuantScheme
-from edgecnn.quantize.qdq import plan, write_qdq
-from edgecnn.runtimes import open_session
+from edgecnn.quantize.qdq import UNARY_OPS, node_key, op_policy, plan, write_qdq
+from edgecnn.runtimes import open_session, runtime_version
 
 SCHEMA_VERSION = 1
 Progress = Callable[[int, int], None]
@@ -44,11 +45,12 @@ class Precision(StrEnum):
 @dataclass(frozen=True, kw_only=True)
 class QuantizeConfig:
     precision: Precision = Precision.INT8
-    method: Method = Method.MINMAX
+    method: Method = Method.AUTO
     batch: int = 8
     scheme: QuantScheme = field(default_factory=QuantScheme)
     exclude: frozenset[str] = frozenset()
     threads: int = 0
+    runtime: str = "ort"  # whose integer kernels decide which ops get Q/DQ (qdq.OP_POLICIES)
     workers: int = 1  # calibration shards collected in parallel (edgecnn.quantize.distributed)
     backend: str = "local"  # "local" or "ray"
 
@@ -72,6 +74,11 @@ class QuantizeReport:
     seconds_write: float
     prep_max_abs_diff: float
     stats_bytes: int
+    runtime: str = "ort"
+    input_ranges: dict[str, list[float]] = field(default_factory=dict)  # calibrated range of each model input
+    methods_chosen: dict[str, int] = field(default_factory=dict)  # auto: how many tensors each estimator won
+    warnings: list[str] = field(default_factory=list)
+    float_reference: str = ""  # the runtime and precision the float model ran in for calibration and checks
 
     def to_dict(self) -> dict[str, object]:
         from dataclasses import asdict
@@ -86,7 +93,7 @@ def _open_batched(
     tmp: Path,
     batch: int,
     input_name: str,
-    sample: np.ndarray,
+    sample: np.ndarray | dict[str, np.ndarray],
     threads: int,
 ):
     """A session over ``model`` (plus ``nodes``, exposing ``outputs``) with a symbolic batch; batch 1 when
@@ -96,7 +103,7 @@ def _open_batched(
         save_with_outputs(model, outputs, path, "N", nodes)
         try:
             sess = open_session("ort", path, threads=threads)
-            sess.run({input_name: np.concatenate([sample, sample])})
+            sess.run({k: np.concatenate([v, v]) for k, v in feeds_of(sample, input_name).items()})
             return sess, batch
         except Exception:  # the graph hard-codes batch 1 (e.g. a Reshape to [1, -1])
             pass
@@ -120,27 +127,33 @@ def _range_nodes(tensors: list[str]) -> tuple[list[onnx.NodeProto], dict[str, tu
 class Calibration:
     stats: CalibrationStats
     first_outputs: dict[str, np.ndarray]  # the model's own outputs for the first sample
+    # Per model input: the largest spread (max - min) of one channel within one image. 0 means every image is
+    # flat (constant per channel): the data then says nothing about the input's range.
+    input_spread: dict[str, float] = field(default_factory=dict)
 
 
 def calibrate(
     model: onnx.ModelProto,
     tensors: list[str],
-    dataset: ImageDataset,
-    input_name: str,
+    dataset: CalibrationData,
+    input_name: str | tuple[str, ...],
     *,
     batch: int,
     with_hist: bool,
     threads: int = 0,
     progress: Progress | None = None,
     workdir: Path | None = None,
+    channel_axis: dict[str, int] | None = None,
 ) -> Calibration:
     """Stream ``dataset`` through ``model`` and collect statistics of ``tensors``, one batch in memory at a time.
 
     ``workdir``: where the model's external weights live (the calibration graph is saved beside them).
+    ``channel_axis``: per model input, its channel axis (1 for NCHW, 3 for NHWC; default 1).
     """
     stats = CalibrationStats(with_hist=with_hist)
     model_outputs = [o.name for o in model.graph.output]
-    graph_tensors = [t for t in tensors if t != input_name]
+    input_names = (input_name,) if isinstance(input_name, str) else tuple(input_name)
+    graph_tensors = [t for t in tensors if t not in input_names]
     numel = _per_sample_numel(model)
     if with_hist:  # histograms need the values themselves
         nodes: list[onnx.NodeProto] = []
@@ -150,35 +163,45 @@ def calibrate(
         nodes, ranges = _range_nodes(graph_tensors)
         outputs = [n for pair in ranges.values() for n in pair]
     first: dict[str, np.ndarray] = {}
+    spread: dict[str, float] = {}
     with temp_dir("calib", dir=workdir) as tmp:
         sample = next(dataset.batches(1))
-        sess, eff_batch = _open_batched(model, outputs, nodes, Path(workdir or tmp), batch, input_name, sample, threads)
+        sess, eff_batch = _open_batched(
+            model, outputs, nodes, Path(workdir or tmp), batch, input_names[0], sample, threads
+        )
         names = [o.name for o in sess.outputs()]
         done = 0
         for x in dataset.batches(eff_batch, prefetch=True):
-            outs = dict(zip(names, sess.run({input_name: x}), strict=True))
+            feeds = feeds_of(x, input_names[0])
+            n = len(next(iter(feeds.values())))
+            outs = dict(zip(names, sess.run(feeds), strict=True))
             if not first:
                 first = {n: outs[n][:1].copy() for n in model_outputs}
             if with_hist:
-                stats.update({t: outs[t] for t in graph_tensors}, len(x))
+                stats.update({t: outs[t] for t in graph_tensors}, n)
             else:
                 for t, (lo, hi) in ranges.items():
-                    stats.update_range(t, float(outs[lo]), float(outs[hi]), numel.get(t, 0) * len(x))
-                stats.samples += len(x)
-            if input_name in tensors:
-                stats.update({input_name: x}, 0)
+                    stats.update_range(t, float(outs[lo]), float(outs[hi]), numel.get(t, 0) * n)
+                stats.samples += n
+            # Every model input is calibrated from its data (its range is a tensor's range like any other).
+            stats.update({k: v for k, v in feeds.items() if k in tensors}, 0)
+            for k, v in feeds.items():
+                if v.ndim >= 3 and np.issubdtype(v.dtype, np.floating):
+                    per = np.moveaxis(v, (channel_axis or {}).get(k, 1), 1)
+                    per = per.reshape(per.shape[0], per.shape[1], -1)
+                    spread[k] = max(spread.get(k, 0.0), float(np.max(np.ptp(per, axis=-1))))
             del outs
-            done += len(x)
+            done += n
             if progress:
                 progress(done, len(dataset))
         del sess
-    return Calibration(stats=stats, first_outputs=first)
+    return Calibration(stats=stats, first_outputs=first, input_spread=spread)
 
 
-def _reference_outputs(path: Path, input_name: str, x: np.ndarray) -> list[np.ndarray]:
+def _reference_outputs(path: Path, input_name: str, x: np.ndarray | dict[str, np.ndarray]) -> list[np.ndarray]:
     """The original model's outputs on one sample, from the file as the user gave it."""
     sess = open_session("ort", path, options={"graph_optimization_level": "disable"})
-    return sess.run({input_name: x})
+    return sess.run(feeds_of(x, input_name))
 
 
 def _rel_diff(ref: list[np.ndarray], got: list[np.ndarray]) -> float:
@@ -187,7 +210,7 @@ def _rel_diff(ref: list[np.ndarray], got: list[np.ndarray]) -> float:
 
 def quantize(
     model_path: Path,
-    dataset: ImageDataset | None,
+    dataset: CalibrationData | None,
     config: QuantizeConfig,
     progress: Progress | None = None,
     input_shapes: dict[str, tuple[int, ...]] | None = None,
@@ -232,13 +255,15 @@ def refuse_quantized(loaded: LoadedModel, precision: Precision) -> None:
 
 def _quantize(
     loaded: LoadedModel,
-    dataset: ImageDataset | None,
+    dataset: CalibrationData | None,
     config: QuantizeConfig,
     work: Path,
     progress: Progress | None,
 ) -> tuple[onnx.ModelProto, QuantizeReport]:
     t0 = time.perf_counter()
-    input_name = dataset.check_model(loaded) if dataset is not None else graph_inputs(loaded.model)[0].name
+    checked = dataset.check_model(loaded) if dataset is not None else graph_inputs(loaded.model)[0].name
+    input_names = (checked,) if isinstance(checked, str) else checked
+    input_name = input_names[0]
     try:  # first: it refuses a constant subgraph too large to compute, before any runtime tries to
         prepared = prepare(loaded.model, work)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
@@ -279,22 +304,26 @@ def _quantize(
         )
 
     assert dataset is not None
-    the_plan = plan(prepared, config.exclude, quantize_outputs=config.scheme.quantize_outputs)
-    if not the_plan.quantized_nodes:
+    the_plan = plan(
+        prepared, config.exclude, quantize_outputs=config.scheme.quantize_outputs, policy=op_policy(config.runtime)
+    )
+    op_of = {node_key(n, i): n.op_type for i, n in enumerate(prepared.graph.node)}
+    if all(op_of.get(k) in UNARY_OPS for k in the_plan.quantized_nodes):  # a lone activation gains nothing
         raise BadInputError(
             f"{loaded.path}: nothing to quantize: no float Conv/Gemm/MatMul/Add/pooling node "
             f"({len(the_plan.kept_float)} node(s) kept float, e.g. {next(iter(the_plan.kept_float.items()), ('-', '-'))})"
         )
     t1 = time.perf_counter()
     batch = _memory_capped_batch(prepared, the_plan.activations, config.batch)
+    channel_axis = {n: 1 if s.layout.value == "NCHW" else 3 for n, s in _specs(dataset, input_name).items()}
     if config.workers > 1 or config.backend != "local":
         from edgecnn.quantize.distributed import collect_distributed, parse_backend
 
-        stats, first = collect_distributed(
+        cal = collect_distributed(
             prepared,
             list(the_plan.activations),
             dataset,
-            input_name,
+            input_names,
             batch=batch,
             with_hist=config.method is not Method.MINMAX,
             workers=config.workers,
@@ -302,19 +331,20 @@ def _quantize(
             threads=config.threads,
             workdir=work,
             progress=progress,
+            channel_axis=channel_axis,
         )
-        cal = Calibration(stats=stats, first_outputs=first)
     else:
         cal = calibrate(
             prepared,
             list(the_plan.activations),
             dataset,
-            input_name,
+            input_names,
             batch=batch,
             with_hist=config.method is not Method.MINMAX,
             threads=config.threads,
             progress=progress,
             workdir=work,
+            channel_axis=channel_axis,
         )
     t_cal = time.perf_counter() - t1
     # The prepared graph (BN folded, constants folded) must compute what the original computes.
@@ -324,11 +354,23 @@ def _quantize(
             f"{loaded.path}: graph preparation changed the outputs by {diff:.2e} (relative); refusing to go on"
         )
     t2 = time.perf_counter()
-    ranges = {name: estimate(st, config.method) for name, st in cal.stats.tensors.items()}
-    if input_name in ranges and dataset.spec.dtype.startswith("float"):
-        # The model input's range is known exactly from the PreprocessSpec: no estimator can do better, and
-        # a clipping estimator (entropy) would cut the rare bright pixels that carry the signal.
-        ranges[input_name] = dataset.spec.value_range()
+    chosen: dict[str, int] = {}
+    ranges: dict[str, tuple[float, float]] = {}
+    for name, st in cal.stats.tensors.items():
+        if name in input_names:
+            continue
+        if config.method is Method.AUTO:
+            ranges[name], won = choose(st, config.scheme)
+            chosen[won.value] = chosen.get(won.value, 0) + 1
+        else:
+            ranges[name] = estimate(st, config.method)
+    specs = _specs(dataset, input_name)
+    warnings: list[str] = []
+    input_ranges: dict[str, list[float]] = {}
+    for name in input_names:
+        if name in cal.stats.tensors:
+            ranges[name] = input_range(name, cal.stats.tensors[name], specs[name], warnings, cal.input_spread.get(name))
+            input_ranges[name] = [float(v) for v in ranges[name]]
     res = write_qdq(prepared, the_plan, ranges, config.scheme, base_dir=work)
     return res.model, QuantizeReport(
         precision="int8",
@@ -345,8 +387,43 @@ def _quantize(
         seconds_write=time.perf_counter() - t2,
         prep_max_abs_diff=diff,
         stats_bytes=cal.stats.nbytes(),
+        runtime=config.runtime,
+        input_ranges=input_ranges,
+        methods_chosen=chosen,
+        warnings=warnings,
+        float_reference=f"onnxruntime {runtime_version('ort')} CPU, float layers in f32",
         **common,  # type: ignore[arg-type]
     )
+
+
+def _specs(dataset: CalibrationData, input_name: str) -> dict[str, PreprocessSpec]:
+    return dataset.specs() if isinstance(dataset, MultiInputDataset) else {input_name: dataset.spec}
+
+
+def input_range(
+    name: str, st: TensorStats, spec: PreprocessSpec, warnings: list[str], spread: float | None = None
+) -> tuple[float, float]:
+    """A model input's range: what the calibration images actually span (min/max: a clipping estimator would
+    cut the rare bright pixels that carry the signal), bounded by the PreprocessSpec's exact range.
+
+    Tinted or low-contrast data that does not span the spec's range gets a finer grid (a 3x narrower range
+    is 1.6 bits more on the very first tensor). Degenerate data (all images constant) says nothing about
+    the range the model will see, so the spec's range is used and a warning says why.
+    """
+    spec_lo, spec_hi = spec.value_range()
+    if not spec.dtype.startswith("float") or not np.isfinite([st.min, st.max]).all():
+        return spec_lo, spec_hi
+    width = spec_hi - spec_lo
+    flat = st.max - st.min if spread is None else spread
+    if flat <= 1e-6 * max(width, 1e-12):
+        warnings.append(
+            f"input '{name}': every calibration image is flat (the same value everywhere in a channel, "
+            f"{st.min:.4g}..{st.max:.4g}); the range cannot be learnt "
+            f"from this data, using the preprocess spec's range [{spec_lo:.4g}, {spec_hi:.4g}]"
+            f"{f' ({spec.source})' if spec.source else ''}"
+        )
+        return spec_lo, spec_hi
+    return max(spec_lo, st.min), min(spec_hi, st.max)
 
 
 def _per_sample_numel(model: onnx.ModelProto) -> dict[str, int]:

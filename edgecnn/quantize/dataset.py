@@ -96,3 +96,65 @@ def _size(p: Path) -> tuple[int, int]:
         raise DataError(f"{p}: too many pixels (a decompression bomb?); resize the image") from None
     except (OSError, ValueError, SyntaxError):
         raise DataError(f"{p}: not a readable image") from None
+
+
+@dataclass(frozen=True, kw_only=True)
+class MultiInputDataset:
+    """One image folder per model input (stereo pairs, image + mask, ...): every input is calibrated from
+    its own data. Folders are paired by sorted position, so they must hold the same number of images."""
+
+    inputs: dict[str, ImageDataset]
+
+    @property
+    def spec(self) -> PreprocessSpec:
+        return next(iter(self.inputs.values())).spec
+
+    def __len__(self) -> int:
+        return min(len(d) for d in self.inputs.values())
+
+    def check_model(self, loaded: LoadedModel) -> tuple[str, ...]:
+        """Check every input's spec against the model input of that name; return the names in graph order."""
+        model_inputs = graph_inputs(loaded.model)
+        names = [vi.name for vi in model_inputs]
+        missing = sorted(set(names) - set(self.inputs))
+        extra = sorted(set(self.inputs) - set(names))
+        if missing or extra:
+            raise DataError(
+                f"{loaded.path}: inputs are {', '.join(names)}; calibration data given for "
+                f"{', '.join(self.inputs) or 'none'}"
+                + (f" (missing {', '.join(missing)})" if missing else "")
+                + (f" (unknown {', '.join(extra)})" if extra else "")
+            )
+        sizes = {n: len(d) for n, d in self.inputs.items()}
+        if len(set(sizes.values())) > 1:
+            raise DataError(
+                "calibration folders must pair up image by image; counts: "
+                + ", ".join(f"{n}={k} ({self.inputs[n].root})" for n, k in sizes.items())
+            )
+        for vi in model_inputs:
+            dtype = dtype_name(vi.type.tensor_type.elem_type)
+            self.inputs[vi.name].spec.check_against(vi.name, loaded.input_shapes[vi.name], dtype, str(loaded.path))
+        return tuple(names)
+
+    def batches(self, batch: int, prefetch: bool = False) -> Iterator[dict[str, np.ndarray]]:
+        its = {n: d.batches(batch, prefetch) for n, d in self.inputs.items()}
+        for parts in zip(*its.values(), strict=False):
+            yield dict(zip(its, parts, strict=True))
+
+    def specs(self) -> dict[str, PreprocessSpec]:
+        return {n: d.spec for n, d in self.inputs.items()}
+
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        for n, d in sorted(self.inputs.items()):
+            h.update(n.encode())
+            h.update(bytes.fromhex(d.digest()))
+        return h.hexdigest()
+
+
+CalibrationData = ImageDataset | MultiInputDataset
+
+
+def feeds_of(x: np.ndarray | dict[str, np.ndarray], input_name: str) -> dict[str, np.ndarray]:
+    """A batch from either dataset kind as runtime feeds."""
+    return x if isinstance(x, dict) else {input_name: x}

@@ -15,12 +15,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import onnx
 
 from edgecnn.errors import BadInputError, MissingRuntimeError
-from edgecnn.quantize.collectors import CalibrationStats
 from edgecnn.quantize.dataset import ImageDataset
+
+if TYPE_CHECKING:
+    from edgecnn.quantize.api import Calibration
 
 Progress = Callable[[int, int], None]
 RAY_INSTALL = "pip install 'edgecnn[ray]'"
@@ -64,27 +67,36 @@ def collect_shard(
     model_bytes: bytes,
     tensors: list[str],
     dataset: ImageDataset,
-    input_name: str,
+    input_names: tuple[str, ...],
     batch: int,
     with_hist: bool,
     threads: int,
-) -> tuple[CalibrationStats, dict]:
+    channel_axis: dict[str, int] | None = None,
+) -> Calibration:
     """One worker's job: statistics of ``tensors`` over ``dataset`` (a shard), and the first sample's outputs."""
     from edgecnn.quantize.api import calibrate
 
     model = onnx.load_from_string(model_bytes)
     with tempfile.TemporaryDirectory(prefix="edgecnn-calib-shard-") as tmp:
-        cal = calibrate(
-            model, tensors, dataset, input_name, batch=batch, with_hist=with_hist, threads=threads, workdir=Path(tmp)
-        )
-    return cal.stats, cal.first_outputs
+        return calibrate(
+            model, tensors, dataset, input_names, batch=batch, with_hist=with_hist, threads=threads,
+            workdir=Path(tmp), channel_axis=channel_axis,
+        )  # fmt: skip
 
 
-def _merge(parts: Sequence[tuple[CalibrationStats, dict]]) -> tuple[CalibrationStats, dict]:
-    stats = parts[0][0]
-    for s, _ in parts[1:]:
-        stats = stats.merged(s)
-    return stats, parts[0][1]
+def merge_calibrations(parts: Sequence[Calibration]) -> Calibration:
+    """Shards in dataset order -> one Calibration: statistics merged exactly, the first shard's first outputs,
+    and per input the largest within-image spread any shard saw."""
+    from edgecnn.quantize.api import Calibration
+
+    stats = parts[0].stats
+    spread: dict[str, float] = {}
+    for c in parts:
+        if c is not parts[0]:
+            stats = stats.merged(c.stats)
+        for k, v in c.input_spread.items():
+            spread[k] = max(spread.get(k, 0.0), v)
+    return Calibration(stats=stats, first_outputs=parts[0].first_outputs, input_spread=spread)
 
 
 def _ray():
@@ -99,7 +111,7 @@ def collect_distributed(
     model: onnx.ModelProto,
     tensors: list[str],
     dataset: ImageDataset,
-    input_name: str,
+    input_names: str | tuple[str, ...],
     *,
     batch: int,
     with_hist: bool,
@@ -108,20 +120,24 @@ def collect_distributed(
     threads: int = 0,
     workdir: Path | None = None,
     progress: Progress | None = None,
-) -> tuple[CalibrationStats, dict]:
+    channel_axis: dict[str, int] | None = None,
+) -> Calibration:
     """Statistics over ``dataset`` from ``workers`` parallel shard collectors, merged exactly.
 
     Shards are a few per worker, so progress moves as shards finish and a slow worker does not hold the rest.
     Each worker's runtime gets ``threads`` (default: the usable cores divided among the workers)."""
     if workers < 1:
         raise BadInputError(f"--workers {workers}; expected 1 or more")
+    if not isinstance(dataset, ImageDataset):
+        raise BadInputError("--workers > 1 shards one folder of images; calibrate a multi-input model with --workers 1")
+    names = (input_names,) if isinstance(input_names, str) else tuple(input_names)
     per_worker_threads = threads or max(1, (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                                             else (os.cpu_count() or 1)) // workers)  # fmt: skip
     shards = shard_files(dataset.files, workers * 4 if len(dataset) >= workers * 4 * batch else workers)
     parts_ds = [replace(dataset, files=files) for files in shards]
     blob = _model_bytes(model, workdir)
     done = 0
-    results: dict[int, tuple[CalibrationStats, dict]] = {}
+    results: dict[int, Calibration] = {}
     if backend is Backend.RAY:
         ray = _ray()
         if not ray.is_initialized():
@@ -137,7 +153,7 @@ def collect_distributed(
         task = ray.remote(num_cpus=1)(collect_shard)
         ref = ray.put(blob)
         pending = {
-            task.remote(ref, tensors, ds, input_name, batch, with_hist, per_worker_threads): i
+            task.remote(ref, tensors, ds, names, batch, with_hist, per_worker_threads, channel_axis): i
             for i, ds in enumerate(parts_ds)
         }
         while pending:
@@ -153,7 +169,9 @@ def collect_distributed(
 
         with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
             futs = {
-                pool.submit(collect_shard, blob, tensors, ds, input_name, batch, with_hist, per_worker_threads): i
+                pool.submit(
+                    collect_shard, blob, tensors, ds, names, batch, with_hist, per_worker_threads, channel_axis
+                ): i
                 for i, ds in enumerate(parts_ds)
             }
             for fut in as_completed(futs):
@@ -162,4 +180,4 @@ def collect_distributed(
                 done += len(parts_ds[i])
                 if progress:
                     progress(done, len(dataset))
-    return _merge([results[i] for i in range(len(parts_ds))])
+    return merge_calibrations([results[i] for i in range(len(parts_ds))])

@@ -23,6 +23,10 @@ class QuantScheme:
     quantize_outputs: bool = False  # int8-only accelerators: the model's outputs are integer too
     source: str = ""  # where a target spec's scheme comes from (a source id of that spec)
     note: str = ""
+    # Symmetric activations whose grid follows the sign of the data: uint8 from 0 for tensors that are never
+    # negative, int8 around 0 for the others (zero points all 0: OpenVINO's fastest int8 kernels; NNCF's
+    # "performance" preset does the same).
+    unsigned_when_nonnegative: bool = False
 
     def __post_init__(self) -> None:
         if self.activation_dtype not in ("uint8", "int8", "int16", "uint16"):
@@ -35,7 +39,12 @@ class QuantScheme:
         w_sym = "symmetric" if self.weights_symmetric else "asymmetric"
         a_sym = "symmetric" if self.activations_symmetric else "asymmetric"
         gran = "per-channel" if self.weights_per_channel else "per-tensor"
-        return f"weights {self.weight_dtype} {gran} {w_sym}, activations {self.activation_dtype} {a_sym}"
+        acts = (
+            "uint8 where non-negative, else int8, symmetric"
+            if self.unsigned_when_nonnegative
+            else (f"{self.activation_dtype} {a_sym}")
+        )
+        return f"weights {self.weight_dtype} {gran} {w_sym}, activations {acts}"
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -45,6 +54,7 @@ class QuantScheme:
             "weight_dtype": self.weight_dtype,
             "weights_per_channel": self.weights_per_channel,
             "weights_symmetric": self.weights_symmetric,
+            **({"unsigned_when_nonnegative": True} if self.unsigned_when_nonnegative else {}),
         }
 
 
@@ -54,7 +64,13 @@ X86_CPU = QuantScheme()
 # Arm CPUs (XNNPACK) and most NPUs: signed int8, symmetric per-channel weights.
 INT8_SYMMETRIC = QuantScheme(activation_dtype="int8", activations_symmetric=False, name="int8")
 
-RUNTIME_SCHEMES = {"ort": X86_CPU, "openvino": X86_CPU, "litert": INT8_SYMMETRIC}
+# OpenVINO CPU: symmetric activations, u8 or s8 by sign (asymmetric s8 activations do not even compile
+# there: "No suitable implementations", measured with OpenVINO 2026.4; see benchmarks/real_models.py).
+OPENVINO_CPU = QuantScheme(
+    activation_dtype="int8", activations_symmetric=True, unsigned_when_nonnegative=True, name="openvino-cpu"
+)
+
+RUNTIME_SCHEMES = {"ort": X86_CPU, "openvino": OPENVINO_CPU, "litert": INT8_SYMMETRIC}
 
 
 def qrange(dtype: str) -> tuple[int, int]:
@@ -74,6 +90,19 @@ def activation_params(lo: float, hi: float, scheme: QuantScheme) -> tuple[float,
     scale = (hi - lo) / (qmax - qmin) if hi > lo else 1.0
     zp = int(np.clip(round(qmin - lo / scale), qmin, qmax))
     return float(scale), zp
+
+
+def activation_qparams(lo: float, hi: float, scheme: QuantScheme) -> tuple[float, int, str]:
+    """Scale, zero point and integer dtype for an activation range (the dtype varies per tensor only with
+    ``unsigned_when_nonnegative``)."""
+    if scheme.unsigned_when_nonnegative:
+        lo, hi = min(lo, 0.0), max(hi, 0.0)
+        if lo >= 0.0:
+            return (hi / 255.0 if hi > 0 else 1.0), 0, "uint8"
+        amax = max(-lo, hi)
+        return amax / 127.0, 0, "int8"
+    scale, zp = activation_params(lo, hi, scheme)
+    return scale, zp, scheme.activation_dtype
 
 
 def weight_params(w: np.ndarray, scheme: QuantScheme, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:

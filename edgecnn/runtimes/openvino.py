@@ -36,8 +36,11 @@ class OpenVinoSession:
         if input_shapes:
             model.reshape({k: ov.PartialShape(list(v)) for k, v in input_shapes.items()})
         config: dict[str, str] = {"PERFORMANCE_HINT": "LATENCY"}
-        # f32 by default so results match the float model; pass inference_precision=bf16/f16 to override.
-        config["INFERENCE_PRECISION_HINT"] = options.get("inference_precision", "f32")
+        # f32 by default so results match the float model; pass inference_precision=bf16/f16 to override, or
+        # "default" for the plugin's own choice (bf16 on CPUs with AMX/AVX512-BF16: what a user gets).
+        hint = options.get("inference_precision", "f32")
+        if hint != "default":
+            config["INFERENCE_PRECISION_HINT"] = hint
         if threads:
             config["INFERENCE_NUM_THREADS"] = str(threads)
         self.device = options.get("device", "CPU")
@@ -49,6 +52,8 @@ class OpenVinoSession:
             ) from None
         self._req = self._compiled.create_infer_request()
         self.threads = threads or int(self._compiled.get_property("INFERENCE_NUM_THREADS"))
+        # The precision the plugin actually runs float layers in (it may differ from the model's f32).
+        self.inference_precision = self._compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
         self._inputs = [
             TensorSpec(name=p.get_any_name(), shape=tuple(p.get_shape()), dtype=p.get_element_type().to_dtype().name)
             for p in self._compiled.inputs
@@ -61,6 +66,17 @@ class OpenVinoSession:
             )
             for p in self._compiled.outputs
         ]
+
+    def runtime_precisions(self) -> dict[str, int]:
+        """How many layers of the compiled (execution) graph run in each precision (u8, i8, bf16, f32...)."""
+        counts: dict[str, int] = {}
+        for op in self._compiled.get_runtime_model().get_ops():
+            rt = op.get_rt_info()
+            if "runtimePrecision" not in rt or rt["layerType"].value in ("Input", "Output", "Const", "Reorder"):
+                continue
+            p = rt["runtimePrecision"].value
+            counts[p] = counts.get(p, 0) + 1
+        return counts
 
     @staticmethod
     def runtime_version() -> str:

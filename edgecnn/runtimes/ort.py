@@ -51,6 +51,7 @@ class OrtSession:
             raise ModelError(f"{path}: onnxruntime cannot load the model: {first}") from None
         self.threads = threads
         self.device = "CPU"
+        self.inference_precision = "f32"  # the CPU provider computes float ops in float32
         self._input_shapes = input_shapes
         self._out_names = [o.name for o in self._sess.get_outputs()]
 
