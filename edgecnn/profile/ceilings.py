@@ -204,9 +204,16 @@ def _fixed_cost(runtime: str, folder: Path, threads: int, options: dict[str, str
 
 
 def measure_ceilings(
-    runtime: str, threads: int, *, cache_dir: Path | None = None, refresh: bool = False, options: dict[str, str] | None = None
+    runtime: str,
+    threads: int,
+    *,
+    cache_dir: Path | None = None,
+    refresh: bool = False,
+    options: dict[str, str] | None = None,
+    roofline: bool = True,
 ) -> Ceilings:
-    """The ceilings for ``runtime`` with ``threads`` on this machine, from the cache when present."""
+    """The ceilings for ``runtime`` with ``threads`` on this machine, from the cache when present.
+    ``roofline=False`` measures only the fixed cost per call (a fraction of a second, not cached)."""
     from edgecnn.bench.machine import cpu_model
     from edgecnn.runtimes import runtime_version
 
@@ -214,6 +221,13 @@ def measure_ceilings(
     cpu = cpu_model()
     opts = dict(options or {})
     key = cache_key(cpu, runtime, version + json.dumps(opts, sort_keys=True), threads)
+    if not roofline:
+        with tempfile.TemporaryDirectory(prefix="edgecnn-ceil-") as d:
+            fixed = _fixed_cost(runtime, Path(d), threads, opts)
+        return Ceilings(
+            key=key, cpu_model=cpu, runtime=runtime, runtime_version=version, threads=threads, bandwidth_gbs=0.0,
+            gmacs={}, fixed_call_us=fixed, measured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        )  # fmt: skip
     folder = cache_dir if cache_dir is not None else default_cache_dir()
     path = folder / f"ceilings-{runtime}-{key}.json"
     if path.is_file() and not refresh:

@@ -235,6 +235,7 @@ def profile_model(
     refresh_ceilings: bool = False,
     images: Path | None = None,
     preprocess: Path | None = None,
+    roofline: bool = True,
 ) -> ProfileReport:
     """Profile ``model_path`` on ``runtime`` (see the module docstring)."""
     from edgecnn.graph.load import load_model
@@ -258,7 +259,9 @@ def profile_model(
     prof = open_session(runtime, loaded.path, threads=threads, input_shapes=shapes, options={**options, "profile": "1"})
     if not callable(getattr(prof, "kernel_runs", None)):
         raise MissingRuntimeError(f"per-layer profiling in edgecnn's '{runtime}' adapter", "use --runtime ort or openvino")
-    ceilings = measure_ceilings(runtime, threads, cache_dir=cache_dir, refresh=refresh_ceilings, options=options)
+    ceilings = measure_ceilings(
+        runtime, threads, cache_dir=cache_dir, refresh=refresh_ceilings, options=options, roofline=roofline
+    )
     feeds = random_feeds(plain.inputs())
     call = plain.bind(feeds)  # type: ignore[attr-defined]
     pcall = prof.bind(feeds)  # type: ignore[attr-defined]
@@ -339,7 +342,7 @@ def profile_model(
                 origin=origin,
                 members=tuple(members),
                 onnx_ops=ops,
-                executed=executed and raw.max(initial=0) > 0,
+                executed=bool(executed and raw.max(initial=0) > 0),
                 raw_p50_us=_pct(raw, 50),
                 p50_us=p50,
                 p90_us=_pct(corr, 90),
@@ -419,7 +422,7 @@ def _replace(obj: Any, **kw: Any) -> Any:
 def _place(r: LayerProfile, total: float, c: Ceilings) -> LayerProfile:
     """Roofline placement: attainable = min(peak for the kernel's precision, intensity x bandwidth)."""
     share = r.p50_us / total if total else 0.0
-    if not r.executed or r.p50_us <= 0 or r.bytes <= 0:
+    if not r.executed or r.p50_us <= 0 or r.bytes <= 0 or not c.gmacs:
         return _replace(r, share=share)
     bw = c.bandwidth_gbs
     if r.macs <= 0:

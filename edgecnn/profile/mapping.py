@@ -17,6 +17,7 @@ BatchNorm becomes ``Multiply_4561``). One procedure covers both:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -26,6 +27,7 @@ COMPUTE_OPS = frozenset(
     {"Conv", "ConvTranspose", "Gemm", "MatMul", "ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul"}
 )
 _SUFFIXES = ("_nchwc", "/sink_port_0", "_output_0")
+_TOKEN = re.compile(r"_token_\d+$")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -116,7 +118,9 @@ def map_kernels(graph: onnx.GraphProto, kernels: Sequence[KernelNames]) -> Mappi
 
 def _candidates(raw: str) -> Iterable[str]:
     yield raw
-    s = raw
+    s = _TOKEN.sub("", raw)  # ORT's layout transformer: "/0/0.0/Conv_token_1"
+    if s != raw:
+        yield s
     for suf in _SUFFIXES:
         if s.endswith(suf):
             s = s[: -len(suf)]
