@@ -1,8 +1,9 @@
 """edgecnn's harness vs OpenVINO's benchmark_app on the same model, threads and iteration count.
 
-Runs the two alternately (ABAB...) so that drift in machine load hits both, and prints a table with the
-ratio of edgecnn's p50 to benchmark_app's median (goal: within 5%) and the harness's per-iteration
-overhead (goal: under 20 us), measured two ways:
+Runs the two alternately (ABAB..., fresh process per run, >= 5 rounds) so that drift in machine load hits
+both, and prints a table with the ratio of edgecnn's p50 to benchmark_app's median (goals: within 3% on
+ResNet-18, within 10% on a tiny CNN), the spread of the per-round ratios, the timer's resolution, and the
+harness's per-iteration overhead, measured two ways:
 
 * loop overhead: wall time of the timed loop / N minus the mean timed sample (cost outside the timed call);
 * call overhead: p50 difference against benchmark_app on a trivial model, where inference is ~20 us and
@@ -60,6 +61,13 @@ def edgecnn(model: Path, threads: int, iterations: int) -> dict[str, float]:
     return {"p50": s.p50_ms, "mean": s.mean_ms, "min": s.min_ms, "max": s.max_ms, "loop_us": r.loop_overhead_ns / 1e3}
 
 
+def timer_facts() -> dict[str, float]:
+    """The same clock the worker reads (perf_counter_ns): smallest step and the cost of an empty timed call."""
+    from edgecnn.bench.worker import timer_resolution
+
+    return timer_resolution()
+
+
 def compare(model: Path, threads: int, iterations: int, rounds: int) -> dict[str, list[dict[str, float]]]:
     runs: dict[str, list[dict[str, float]]] = {"edgecnn": [], "benchmark_app": []}
     for i in range(rounds):
@@ -83,9 +91,11 @@ def main() -> None:
     ap.add_argument("--model", type=Path, default=default if default.exists() else ROOT / "models" / "sample_cnn.onnx")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--iterations", type=int, default=200)
-    ap.add_argument("--rounds", type=int, default=4, help="alternating runs of each tool")
+    ap.add_argument("--rounds", type=int, default=5, help="alternating runs of each tool (>= 5)")
     ap.add_argument("--tiny-iterations", type=int, default=3000)
     args = ap.parse_args()
+    if args.rounds < 5:
+        ap.error("--rounds must be at least 5 (alternating rounds are what make the ratio robust to load drift)")
 
     print(f"model {args.model.name}, OpenVINO CPU, {args.threads} thread(s), {args.iterations} iterations, "
           f"{args.rounds} alternating rounds per tool")  # fmt: skip
@@ -102,15 +112,26 @@ def main() -> None:
         for k in ("p50", "mean", "min", "max"):
             e, b = med(rs["edgecnn"], k), med(rs["benchmark_app"], k)
             print(f"{name:<14}{k:<14}{e:>12.4f}{b:>15.4f}{e / b:>9.3f}")
-    p50_ratio = med(runs["edgecnn"], "p50") / med(runs["benchmark_app"], "p50")
-    per_round = [e["p50"] / b["p50"] for e, b in zip(runs["edgecnn"], runs["benchmark_app"], strict=True)]
+
+    def ratio_line(name: str, rs: dict[str, list[dict[str, float]]], goal: float) -> str:
+        ratio = med(rs["edgecnn"], "p50") / med(rs["benchmark_app"], "p50")
+        per = [e["p50"] / b["p50"] for e, b in zip(rs["edgecnn"], rs["benchmark_app"], strict=True)]
+        verdict = "OK" if abs(ratio - 1) <= goal else "OVER"
+        return (
+            f"p50 ratio edgecnn/benchmark_app on {name}: {ratio:.3f} (rounds {min(per):.3f}-{max(per):.3f}: "
+            f"{', '.join(f'{x:.3f}' for x in per)}) -> {verdict} (goal within {goal:.0%})"
+        )
+
+    print()
+    print(ratio_line(args.model.stem, runs, 0.03))
+    print(ratio_line("tiny_cnn", tiny_runs, 0.10))
     call_us = (med(tiny_runs["edgecnn"], "p50") - med(tiny_runs["benchmark_app"], "p50")) * 1e3
     loop_us = med(runs["edgecnn"], "loop_us")
-    print(f"\np50 ratio edgecnn/benchmark_app on {args.model.stem}: {p50_ratio:.3f} "
-          f"(per round {', '.join(f'{x:.3f}' for x in per_round)}) -> {'OK' if abs(p50_ratio - 1) <= 0.05 else 'OVER'} (goal within 5%)")  # fmt: skip
+    t = timer_facts()
     print(f"per-iteration harness overhead: {loop_us:.2f} us outside the timed call + {call_us:.2f} us inside it "
-          f"(tiny-model p50 difference) = {loop_us + call_us:.2f} us -> "
-          f"{'OK' if loop_us + call_us < 20 else 'OVER'} (goal < 20 us)")  # fmt: skip
+          f"(tiny-model p50 difference) = {loop_us + call_us:.2f} us")  # fmt: skip
+    print(f"timer: perf_counter_ns, smallest step {t['timer_resolution_ns']:.0f} ns, empty timed call "
+          f"{t['timer_empty_call_ns']:.0f} ns (declared resolution {t['timer_declared_resolution_ns']:.0f} ns)")  # fmt: skip
 
 
 if __name__ == "__main__":

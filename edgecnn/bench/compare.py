@@ -64,7 +64,9 @@ def profile_explainer(base: BenchResult, r: BenchResult) -> list[str]:
         return []
 
 
-def compare_results(results: Sequence[BenchResult], *, explain: Explainer | None = profile_explainer) -> list[Comparison]:
+def compare_results(
+    results: Sequence[BenchResult], *, explain: Explainer | None = profile_explainer
+) -> list[Comparison]:
     """Compare every model against the first model benchmarked, per (runtime, host). When a model is not
     faster, ``explain`` adds the reasons to its verdict."""
     out: list[Comparison] = []

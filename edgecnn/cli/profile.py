@@ -29,14 +29,19 @@ def profile_cmd(
     input_source: Annotated[
         Path | None, typer.Option("--input", help="Folder of images: time their preprocessing beside inference.")
     ] = None,
-    preprocess: Annotated[Path | None, typer.Option(help="PreprocessSpec for --input (default: its preprocess.toml).")] = None,
+    preprocess: Annotated[
+        Path | None, typer.Option(help="PreprocessSpec for --input (default: its preprocess.toml).")
+    ] = None,
     ov_precision: Annotated[
-        str, typer.Option(help="OpenVINO float precision: f32 (as bench), bf16, f16, or default (the CPU plugin's choice).")
+        str,
+        typer.Option(help="OpenVINO float precision: f32 (as bench), bf16, f16, or default (the CPU plugin's choice)."),
     ] = "f32",
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the report (schema_version) here.")] = None,
     plot: Annotated[Path | None, typer.Option("--plot", help="Write the roofline PNG here.")] = None,
     top: Annotated[int, typer.Option(help="Rows of the layer table, slowest first (0 = all, graph order).")] = 0,
-    refresh_ceilings: Annotated[bool, typer.Option("--refresh-ceilings", help="Measure the machine's ceilings again.")] = False,
+    refresh_ceilings: Annotated[
+        bool, typer.Option("--refresh-ceilings", help="Measure the machine's ceilings again.")
+    ] = False,
     cache_dir: Annotated[Path | None, typer.Option(help="Ceilings cache (default: ~/.cache/edgecnn/profile).")] = None,
 ) -> None:
     """Profile MODEL layer by layer on the runtime's own profiler: time per layer (fused kernels list their ONNX
@@ -48,7 +53,9 @@ def profile_cmd(
 
     check_runtime(runtime)
     if threads is not None and threads <= 0:
-        raise BadInputError(f"--threads {threads}: expected a positive number of threads (omit it for the runtime default)")
+        raise BadInputError(
+            f"--threads {threads}: expected a positive number of threads (omit it for the runtime default)"
+        )
     for out in (json_path, plot):
         if out is not None:
             check_output_path(out)

@@ -97,7 +97,9 @@ def conv_model(path: Path, *, int8: bool, c: int = 128, hw: int = 28) -> tuple[P
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, c, hw, hw])
     if not int8:
         node = helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], name="conv")
-        g = helper.make_graph([node], "ceiling_fp32", [x], [y], [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+        g = helper.make_graph(
+            [node], "ceiling_fp32", [x], [y], [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")]
+        )
     else:
         ws = (np.abs(w).reshape(c, -1).max(axis=1) / 127).astype(np.float32)
         wq = np.clip(np.round(w / ws[:, None, None, None]), -127, 127).astype(np.int8)
@@ -156,21 +158,31 @@ def time_call(call: Any, runs: int, warmup: int = 20) -> list[int]:
     return out
 
 
-def interleaved(plain_call: Any, prof: Any, prof_call: Any, runs: int, warmup: int = 20) -> tuple[list[int], list[list[dict[str, Any]]]]:
-    """Profiled and plain (timed) runs one after the other, so that drift in machine load hits both
-    alike: (plain end-to-end samples in ns, the profiled runs' kernels)."""
+def interleaved(
+    plain_call: Any, prof: Any, prof_call: Any, runs: int, warmup: int = 20, block: int = 20
+) -> tuple[list[int], list[list[dict[str, Any]]]]:
+    """Profiled runs and timed plain runs in alternating blocks of ``block`` (as many of each), so that
+    drift in machine load hits both alike while each session runs warm, as in ``bench``: (plain
+    end-to-end samples in ns, the profiled runs' kernels). The first plain run of each block, right after
+    the switch from the other session, is not kept."""
     pc = time.perf_counter_ns
     for _ in range(warmup):
         plain_call()
         prof_call()
     e2e: list[int] = []
+    count = [0]
 
-    def timed() -> None:
-        t0 = pc()
+    def between() -> None:
+        count[0] += 1
+        if count[0] % block and count[0] != runs:
+            return
         plain_call()
-        e2e.append(pc() - t0)
+        for _ in range(block):
+            t0 = pc()
+            plain_call()
+            e2e.append(pc() - t0)
 
-    kernels = prof.kernel_runs(prof_call, runs, between=timed)
+    kernels = prof.kernel_runs(prof_call, runs, between=between)
     return e2e, kernels
 
 

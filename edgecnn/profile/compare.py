@@ -101,7 +101,12 @@ def compare_profiles(base: ProfileReport, other: ProfileReport) -> ProfileCompar
             )
         )  # fmt: skip
     cats = []
-    qdq = lambda r: r.origin is Origin.MODEL and r.onnx_ops and set(r.onnx_ops) <= {"QuantizeLinear", "DequantizeLinear"}  # noqa: E731
+
+    def qdq(r: LayerProfile) -> bool:
+        return (
+            r.origin is Origin.MODEL and bool(r.onnx_ops) and set(r.onnx_ops) <= {"QuantizeLinear", "DequantizeLinear"}
+        )
+
     for label, pick in (
         ("Q/DQ conversions (standalone)", qdq),
         ("inserted by the runtime", lambda r: r.origin is Origin.INSERTED),
@@ -175,7 +180,8 @@ def compare_profiles(base: ProfileReport, other: ProfileReport) -> ProfileCompar
         s.append(
             "Slower layers: "
             + "; ".join(
-                f"{r.layer} {r.base_us:.1f} -> {r.other_us:.1f} us ({r.base_precision} -> {r.other_precision})" for r in worse
+                f"{r.layer} {r.base_us:.1f} -> {r.other_us:.1f} us ({r.base_precision} -> {r.other_precision})"
+                for r in worse
             )
             + "."
         )
@@ -183,7 +189,8 @@ def compare_profiles(base: ProfileReport, other: ProfileReport) -> ProfileCompar
         s.append(
             "Faster layers: "
             + "; ".join(
-                f"{r.layer} {r.base_us:.1f} -> {r.other_us:.1f} us ({r.base_precision} -> {r.other_precision})" for r in better
+                f"{r.layer} {r.base_us:.1f} -> {r.other_us:.1f} us ({r.base_precision} -> {r.other_precision})"
+                for r in better
             )
             + "."
         )
@@ -195,7 +202,7 @@ def explain_slower(base_model: str | Path, model: str | Path, runtime: str, *, t
     executed graph (OpenVINO) or a short profile (ONNX Runtime), no timing claims. Used by ``bench --compare``."""
     from edgecnn.graph.load import load_model
     from edgecnn.profile.core import profile_model
-    from edgecnn.profile.findings import float_convs_in_int8, is_quantized, _why_float
+    from edgecnn.profile.findings import _why_float, float_convs_in_int8, is_quantized
 
     if runtime not in ("ort", "openvino"):
         return []

@@ -143,7 +143,18 @@ class ProfileReport:
 # -- helpers ----------------------------------------------------------------------------------------------
 def cpu_flags() -> tuple[str, ...]:
     """The CPU features that decide precision: AMX, AVX512-BF16/FP16/VNNI, F16C (Linux /proc/cpuinfo)."""
-    want = ("amx_bf16", "amx_int8", "amx_fp16", "avx512_bf16", "avx512_fp16", "avx512_vnni", "avx_vnni", "f16c", "asimdhp", "fphp")
+    want = (
+        "amx_bf16",
+        "amx_int8",
+        "amx_fp16",
+        "avx512_bf16",
+        "avx512_fp16",
+        "avx512_vnni",
+        "avx_vnni",
+        "f16c",
+        "asimdhp",
+        "fphp",
+    )
     try:
         text = Path("/proc/cpuinfo").read_text(errors="replace")
     except OSError:
@@ -177,9 +188,14 @@ def _precision_ort(k: dict[str, Any]) -> str:
     if any(t in op for t in _ORT_INT_OPS):
         return "int8"
     first = types[0] if types else ""
-    return {"float": "fp32", "float16": "fp16", "double": "fp64", "uint8": "int8", "int8": "int8", "bfloat16": "bf16"}.get(
-        first, first or "-"
-    )
+    return {
+        "float": "fp32",
+        "float16": "fp16",
+        "double": "fp64",
+        "uint8": "int8",
+        "int8": "int8",
+        "bfloat16": "bf16",
+    }.get(first, first or "-")
 
 
 _OV_PREC = {"f32": "fp32", "bf16": "bf16", "f16": "fp16", "i8": "int8", "u8": "int8", "i32": "int32", "i64": "int64"}
@@ -191,7 +207,9 @@ def _tensor_bytes(model: onnx.ModelProto) -> dict[str, int]:
     return {name: _numel(shape) * _itemsize(et) for name, (et, shape) in _value_types(model).items()}
 
 
-def _boundary_bytes(nodes: Sequence[onnx.NodeProto], sizes: dict[str, int], consumers: dict[str, int], outputs: set[str]) -> int:
+def _boundary_bytes(
+    nodes: Sequence[onnx.NodeProto], sizes: dict[str, int], consumers: dict[str, int], outputs: set[str]
+) -> int:
     produced = {o for n in nodes for o in n.output}
     read = sum(sizes.get(t, 0) for n in nodes for t in dict.fromkeys(n.input) if t and t not in produced)
     inside = {}
@@ -199,7 +217,10 @@ def _boundary_bytes(nodes: Sequence[onnx.NodeProto], sizes: dict[str, int], cons
         for t in n.input:
             inside[t] = inside.get(t, 0) + 1
     written = sum(
-        sizes.get(o, 0) for n in nodes for o in n.output if o and (o in outputs or consumers.get(o, 0) > inside.get(o, 0))
+        sizes.get(o, 0)
+        for n in nodes
+        for o in n.output
+        if o and (o in outputs or consumers.get(o, 0) > inside.get(o, 0))
     )
     return read + written
 
@@ -239,7 +260,7 @@ def profile_model(
 ) -> ProfileReport:
     """Profile ``model_path`` on ``runtime`` (see the module docstring)."""
     from edgecnn.graph.load import load_model
-    from edgecnn.graph.summary import node_macs, _value_types
+    from edgecnn.graph.summary import _value_types, node_macs
     from edgecnn.runtimes import open_session, random_feeds
 
     check_runtime(runtime)
@@ -258,7 +279,9 @@ def profile_model(
     plain = open_session(runtime, loaded.path, threads=threads, input_shapes=shapes, options=options)
     prof = open_session(runtime, loaded.path, threads=threads, input_shapes=shapes, options={**options, "profile": "1"})
     if not callable(getattr(prof, "kernel_runs", None)):
-        raise MissingRuntimeError(f"per-layer profiling in edgecnn's '{runtime}' adapter", "use --runtime ort or openvino")
+        raise MissingRuntimeError(
+            f"per-layer profiling in edgecnn's '{runtime}' adapter", "use --runtime ort or openvino"
+        )
     ceilings = measure_ceilings(
         runtime, threads, cache_dir=cache_dir, refresh=refresh_ceilings, options=options, roofline=roofline
     )
@@ -290,7 +313,11 @@ def profile_model(
                 order.append(k)
             samples[k["key"]].append(float(k["us"]))
     if runtime == "openvino":  # counters also list layers fused away (NOT_RUN, absent from the executed graph)
-        order = [k for k in order if k["name"] in exec_info and exec_info[k["name"]].get("layerType") not in ("Input", "Output")]
+        order = [
+            k
+            for k in order
+            if k["name"] in exec_info and exec_info[k["name"]].get("layerType") not in ("Input", "Output")
+        ]
     kernels = []
     for k in order:
         names = [k["name"]]
@@ -325,7 +352,11 @@ def profile_model(
         op = info.get("layerType", k.get("op", ""))
         if runtime == "openvino":
             prec = _OV_PREC.get(info.get("runtimePrecision", ""), info.get("runtimePrecision", "") or "-")
-            if op in ("Reorder", "Convert") and info.get("outputPrecisions") and prec != _OV_PREC.get(info["outputPrecisions"], prec):
+            if (
+                op in ("Reorder", "Convert")
+                and info.get("outputPrecisions")
+                and prec != _OV_PREC.get(info["outputPrecisions"], prec)
+            ):
                 prec = "convert"
             ktype = info.get("primitiveType") or k.get("exec_type", "")
         else:
@@ -451,7 +482,9 @@ def _preprocess_timing(
     from edgecnn.preprocess import find_spec, list_images
 
     if not Path(images).is_dir():
-        raise BadInputError(f"--input {images}: not a directory; give a folder of images (read through its preprocess.toml)")
+        raise BadInputError(
+            f"--input {images}: not a directory; give a folder of images (read through its preprocess.toml)"
+        )
     vis = graph_inputs(model)
     if len(vis) != 1:
         raise DataError(f"--input {images}: preprocessing feeds one image input; the model has {len(vis)} inputs")

@@ -20,7 +20,9 @@ FLOAT_PRECISIONS = frozenset({"fp32", "bf16", "fp16", "fp64"})
 
 
 def is_quantized(model: onnx.ModelProto) -> bool:
-    return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") or n.op_type.startswith("QLinear") for n in model.graph.node)
+    return any(
+        n.op_type in ("QuantizeLinear", "DequantizeLinear") or n.op_type.startswith("QLinear") for n in model.graph.node
+    )
 
 
 def is_fp16(model: onnx.ModelProto) -> bool:
@@ -36,6 +38,7 @@ def _why_float(model: onnx.ModelProto, conv_names: Sequence[str], runtime: str) 
         for t in n.input:
             consumers.setdefault(t, []).append(n)
     inits = {i.name: i for i in model.graph.initializer}
+    graph_outputs = {o.name for o in model.graph.output}
     signed_act = no_dq = bn_after = no_q_after = 0
     for name in conv_names:
         node = nodes.get(name)
@@ -55,7 +58,7 @@ def _why_float(model: onnx.ModelProto, conv_names: Sequence[str], runtime: str) 
         outs = [c for o in node.output for c in consumers.get(o, [])]
         if any(c.op_type == "BatchNormalization" for c in outs):
             bn_after += 1
-        elif outs and not any(c.op_type == "QuantizeLinear" for c in outs):
+        elif not any(c.op_type == "QuantizeLinear" for c in outs) or any(o in graph_outputs for o in node.output):
             no_q_after += 1
     reasons = []
     if bn_after:
@@ -70,9 +73,13 @@ def _why_float(model: onnx.ModelProto, conv_names: Sequence[str], runtime: str) 
             "(edgecnn quantize's default for ort)"
         )
     if no_dq:
-        reasons.append(f"{no_dq} have a float activation input (no DequantizeLinear before them): the quantizer left them float")
+        reasons.append(
+            f"{no_dq} have a float activation input (no DequantizeLinear before them): the quantizer left them float"
+        )
     if no_q_after and not bn_after:
-        reasons.append(f"{no_q_after} write float outputs (no QuantizeLinear after them), so no integer kernel can write them")
+        reasons.append(
+            f"{no_q_after} write float outputs (no QuantizeLinear after them), so no integer kernel can write them"
+        )
     if not reasons:
         reasons.append("their DequantizeLinear inputs were not fused into an integer kernel by this runtime")
     return reasons
@@ -130,7 +137,9 @@ def findings_for(rep: ProfileReport, model: onnx.ModelProto) -> list[str]:
         f32 = [r for r in layers if r.precision in ("fp32", "bf16") and any(op in COMPUTE_OPS for op in r.onnx_ops)]
         has_fp16_isa = any(f in rep.cpu_flags for f in ("avx512_fp16", "amx_fp16", "asimdhp"))
         isa = (
-            "this CPU has FP16 arithmetic (" + ", ".join(f for f in rep.cpu_flags if "fp16" in f or f == "asimdhp") + ") but"
+            "this CPU has FP16 arithmetic ("
+            + ", ".join(f for f in rep.cpu_flags if "fp16" in f or f == "asimdhp")
+            + ") but"
             if has_fp16_isa
             else "this CPU has no FP16 arithmetic (F16C only converts), so"
         )

@@ -7,10 +7,11 @@ BatchNorm becomes ``Multiply_4561``). One procedure covers both:
 
 1. a kernel *claims* the ONNX nodes whose name it carries, and the producers of the ONNX tensors whose
    name it carries (after stripping the runtime's suffixes);
-2. an unclaimed ONNX node joins the kernel that claims the first node downstream of it, walking forward
-   through unclaimed nodes without crossing another compute op (Conv -> BatchNorm -> [Relu: claimed]);
-3. still unclaimed nodes join the kernel of their first input's producer (an Add or Relu fused into the
-   kernel before it);
+2. an unclaimed elementwise post-op (Add, Relu, Clip, ...) joins the kernel of its input's producer (an
+   Add or Relu fused into the conv before it); any other unclaimed node joins the kernel that claims the
+   first node downstream of it, walking forward through unclaimed nodes without crossing another compute
+   op (Conv -> BatchNorm -> [Relu: claimed]);
+3. still unclaimed nodes try the other direction;
 4. a kernel that claims nothing was inserted by the runtime (layout reorders, casts, transposes); an ONNX
    node nothing claims was removed or folded away at load time (constants, identities, Flatten).
 """
@@ -26,6 +27,10 @@ import onnx
 COMPUTE_OPS = frozenset(
     {"Conv", "ConvTranspose", "Gemm", "MatMul", "ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul"}
 )
+POST_OPS = frozenset(
+    {"Add", "Sum", "Sub", "Mul", "Div", "Relu", "Clip", "Sigmoid", "Tanh", "LeakyRelu", "HardSigmoid", "HardSwish",
+     "Elu", "Selu", "PRelu"}
+)  # fmt: skip
 _SUFFIXES = ("_nchwc", "/sink_port_0", "_output_0")
 _TOKEN = re.compile(r"_token_\d+$")
 
@@ -92,18 +97,28 @@ def map_kernels(graph: onnx.GraphProto, kernels: Sequence[KernelNames]) -> Mappi
             cur, hops = nxt, hops + 1
         return None
 
+    def backward(i: int) -> str | None:
+        for t in nodes[i].input:
+            p = producer.get(t)
+            if p is not None and p in owner:
+                return owner[p]
+        return None
+
     if owner:
-        for i in range(len(nodes)):
-            if i not in owner and (k := forward(i)) is not None:
-                owner[i] = k
+        # Elementwise post-ops (the Add and Relu a runtime fuses into the conv before them) look back first;
+        # everything else (Conv, BatchNorm, Q/DQ feeding a named kernel) looks forward first.
         for i, node in enumerate(nodes):  # graph order: a chain of post-ops resolves front to back
             if i in owner:
                 continue
-            for t in node.input:
-                p = producer.get(t)
-                if p is not None and p in owner:
-                    owner[i] = owner[p]
-                    break
+            first, second = (backward, forward) if node.op_type in POST_OPS else (forward, backward)
+            k = first(i)
+            if k is not None:
+                owner[i] = k
+        for i in range(len(nodes)):
+            if i not in owner:
+                k = forward(i) or backward(i)
+                if k is not None:
+                    owner[i] = k
 
     members: dict[str, list[str]] = {k.key: [] for k in kernels}
     for i in sorted(owner):

@@ -49,7 +49,9 @@ def write_roofline_png(path: Path, rep: ProfileReport, other: ProfileReport | No
         ax.scatter(r.intensity, r.gmacs, s=12 + 300 * r.share, color=colors.get(r.precision, "#777777"),
                    marker=marker, alpha=0.75, edgecolors="black", linewidths=0.3)  # fmt: skip
         if r.share >= 0.08:
-            ax.annotate(r.primary[-24:], (r.intensity, r.gmacs), fontsize="x-small", xytext=(3, 3), textcoords="offset points")
+            ax.annotate(
+                r.primary[-24:], (r.intensity, r.gmacs), fontsize="x-small", xytext=(3, 3), textcoords="offset points"
+            )
         del i
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -123,7 +125,9 @@ def print_profile(rep: ProfileReport, console: Any, *, top: int = 0) -> None:
     tot.add_row("  kernels (sum of the layers' p50)", _us(rep.kernel_sum_us))
     tot.add_row("  runtime cost per call outside kernels (one-op model)", _us(c.fixed_call_us))
     tot.add_row("raw profiler kernel sum / scale applied", f"{_us(rep.raw_kernel_sum_us)} / {rep.scale:.2f}")
-    tot.add_row("end to end, 1st / 2nd half of the run", f"{_us(rep.e2e_p50_first_half_us)} / {_us(rep.e2e_p50_second_half_us)}")
+    tot.add_row(
+        "end to end, 1st / 2nd half of the run", f"{_us(rep.e2e_p50_first_half_us)} / {_us(rep.e2e_p50_second_half_us)}"
+    )
     tot.add_row("timer resolution (perf_counter_ns, back-to-back reads)", f"{rep.timer_resolution_ns:.0f} ns")
     if rep.preprocess is not None:
         p = rep.preprocess

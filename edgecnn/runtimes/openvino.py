@@ -134,7 +134,7 @@ class OpenVinoSession:
         nodes = []
         for op in self._compiled.get_runtime_model().get_ordered_ops():
             rt = op.get_rt_info()
-            info = {k: rt[k].astype(str) for k in rt.keys()}
+            info = {k: rt[k].astype(str) for k in rt.keys()}  # noqa: SIM118 (RTMap)
             if info.get("layerType") == "Const":
                 continue
             nodes.append({"name": op.get_friendly_name(), **info})
