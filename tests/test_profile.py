@@ -8,7 +8,6 @@ import json
 import statistics
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
 

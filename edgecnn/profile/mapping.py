@@ -110,7 +110,7 @@ def map_kernels(graph: onnx.GraphProto, kernels: Sequence[KernelNames]) -> Mappi
         for i, node in enumerate(nodes):  # graph order: a chain of post-ops resolves front to back
             if i in owner:
                 continue
-            first, second = (backward, forward) if node.op_type in POST_OPS else (forward, backward)
+            first = backward if node.op_type in POST_OPS else forward
             k = first(i)
             if k is not None:
                 owner[i] = k
