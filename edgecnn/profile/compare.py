@@ -155,6 +155,16 @@ def compare_profiles(base: ProfileReport, other: ProfileReport) -> ProfileCompar
             )
         elif rows:
             s.append(f"All {len(rows)} matched compute layers ran as integer kernels in {on}.")
+            if sp <= 0.95:
+                up = sum(r.delta_us for r in rows if r.delta_us > 0)
+                extra = sum(max(0.0, c.other_us - c.base_us) for c in cats if c.layer != "runtime cost per call")
+                biggest = max((r.bytes for r in other.layers), default=0)
+                s.append(
+                    f"Yet {on} is slower: its compute layers gained {up:.1f} us where they got slower and the kernels "
+                    f"outside them (conversions, inserted layout changes, other layers) {extra:.1f} us. On layers this "
+                    f"small (the largest moves {biggest / 1024:.0f} KiB) each integer kernel's fixed costs "
+                    "(requantization, layout changes) outweigh the MACs it saves; INT8 pays off on larger layers."
+                )
     if base.precision_used != other.precision_used or (base.runtime == "openvino" and base.precision_used == "bf16"):
         s.append(
             f"{bn}'s float layers ran in {base.precision_used} on {base.runtime}"
