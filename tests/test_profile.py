@@ -145,6 +145,21 @@ def test_int8_conv_left_in_float_is_named_with_its_reason(cache: Path, tmp_path:
     assert not any("ran in FP32" in f for f in good.findings)
 
 
+def test_fp16_model_on_cpu_said(cache: Path, tmp_path: Path) -> None:
+    fp16 = tmp_path / "fp16.onnx"
+    res = run_cli("quantize", SAMPLE_MODEL, "--precision", "fp16", "-o", fp16)
+    assert res.returncode == 0, res.stderr
+    rep = profile_model(fp16, "ort", threads=1, runs=30, cache_dir=cache)
+    said = [f for f in rep.findings if f.startswith("FP16 model:")]
+    assert said and "ran in FP32" in said[0] and "InsertedPrecisionFreeCast_" in said[0]
+    convs = [r for r in rep.layers if "Conv" in r.onnx_ops]
+    n_conv = sum(n.op_type == "Conv" for n in onnx.load(str(SAMPLE_MODEL)).graph.node)
+    assert len(convs) == n_conv and {r.precision for r in convs} == {"fp32"}  # mapped through ORT's renaming
+    assert any(set(r.onnx_ops) == {"Cast"} for r in rep.layers)  # the writer's boundary casts, with their cost
+    fp32 = profile_model(SAMPLE_MODEL, "ort", threads=1, runs=30, cache_dir=cache)
+    assert not any(f.startswith("FP16 model:") for f in fp32.findings)
+
+
 def test_openvino_precision_and_bf16_default_said(cache: Path) -> None:
     from edgecnn.runtimes.openvino import default_cpu_precision
 

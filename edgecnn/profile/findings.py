@@ -144,9 +144,16 @@ def findings_for(rep: ProfileReport, model: onnx.ModelProto) -> list[str]:
             else "this CPU has no FP16 arithmetic (F16C only converts), so"
         )
         if f32:
+            how = (
+                " (ONNX Runtime's CPU provider rewrote the FP16 graph to FP32: its kernels are named "
+                "InsertedPrecisionFreeCast_...)"
+                if any(r.kernel.startswith("InsertedPrecisionFreeCast_") for r in layers)
+                else ""
+            )
             out.append(
                 f"FP16 model: {len(f32)} compute layer(s) ran in {f32[0].precision.upper()}: {isa} {rep.runtime} computed "
-                "them in a wider precision, with conversions around them; FP16 pays off on GPUs and NPUs, rarely on this CPU."
+                f"them in a wider precision, with conversions around them{how}; FP16 pays off on GPUs and NPUs, rarely "
+                "on this CPU."
             )
         else:
             out.append(f"FP16 model: compute layers ran in FP16 on {rep.runtime}.")

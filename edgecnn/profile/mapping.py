@@ -32,6 +32,7 @@ POST_OPS = frozenset(
      "Elu", "Selu", "PRelu"}
 )  # fmt: skip
 _SUFFIXES = ("_nchwc", "/sink_port_0", "_output_0")
+_PREFIXES = ("InsertedPrecisionFreeCast_",)
 _TOKEN = re.compile(r"_token_\d+$")
 
 
@@ -133,6 +134,10 @@ def map_kernels(graph: onnx.GraphProto, kernels: Sequence[KernelNames]) -> Mappi
 
 def _candidates(raw: str) -> Iterable[str]:
     yield raw
+    for prefix in _PREFIXES:  # ORT's FP16 handling: "InsertedPrecisionFreeCast_<tensor>_nchwc"
+        if raw.startswith(prefix):
+            raw = raw[len(prefix) :]
+            yield raw
     s = _TOKEN.sub("", raw)  # ORT's layout transformer: "/0/0.0/Conv_token_1"
     if s != raw:
         yield s
