@@ -218,7 +218,7 @@ def test_bench_compare_verdict_gets_the_reasons(cache: Path, tmp_path: Path) -> 
 # -- bad input ---------------------------------------------------------------------------------------------
 def test_runtime_without_profiling_support() -> None:
     res = invoke("profile", SAMPLE_MODEL, "-r", "litert")
-    assert_one_line_error(res, 3, "per-layer profiling for runtime 'litert'", "--runtime ort")
+    assert_one_line_error(res, 3, "--runtime litert", "no per-layer profiling", "--runtime ort")
     res = invoke("profile", SAMPLE_MODEL, "-r", "tensorrt")
     assert_one_line_error(res, 2, "'tensorrt'", "ort, openvino")
 

@@ -126,25 +126,6 @@ def conv_model(path: Path, *, int8: bool, c: int = 128, hw: int = 28) -> tuple[P
     return _save(g, path), c * c * 9 * hw * hw
 
 
-def chain_model(path: Path, links: int, c: int = 16, hw: int = 16) -> Path:
-    """``links`` x (1x1 Conv -> Sigmoid): small kernels that no runtime fuses."""
-    rng = np.random.default_rng(1)
-    nodes, inits, prev = [], [], "x"
-    for i in range(links):
-        inits.append(numpy_helper.from_array((rng.standard_normal((c, c, 1, 1)) * 0.2).astype(np.float32), f"w{i}"))
-        nodes.append(helper.make_node("Conv", [prev, f"w{i}"], [f"c{i}"], name=f"conv{i}"))
-        nodes.append(helper.make_node("Sigmoid", [f"c{i}"], [f"s{i}"], name=f"sig{i}"))
-        prev = f"s{i}"
-    g = helper.make_graph(
-        nodes,
-        f"chain{links}",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, hw, hw])],
-        [helper.make_tensor_value_info(prev, TensorProto.FLOAT, [1, c, hw, hw])],
-        inits,
-    )
-    return _save(g, path)
-
-
 # -- measuring ------------------------------------------------------------------------------------------
 def time_call(call: Any, runs: int, warmup: int = 20) -> list[int]:
     pc = time.perf_counter_ns

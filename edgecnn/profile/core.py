@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from edgecnn.errors import BadInputError, MissingRuntimeError
+from edgecnn.errors import BadInputError, EdgecnnError
 from edgecnn.profile.ceilings import Ceilings, interleaved, measure_ceilings
 from edgecnn.profile.mapping import COMPUTE_OPS, KernelNames, map_kernels, node_names
 
@@ -40,6 +40,12 @@ INSERTED_OPS = frozenset(
 )
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
 _ORT_INT_OPS = ("QLinear", "Integer", "QGemm", "QAttention", "DynamicQuantize")
+
+
+class ProfilingUnsupportedError(EdgecnnError):
+    """The runtime is known but edgecnn cannot read per-layer times from it (exit 3: environment)."""
+
+    exit_code = 3
 
 
 class Bound(StrEnum):
@@ -236,10 +242,10 @@ def check_runtime(runtime: str) -> None:
     if runtime not in RUNTIMES:
         raise BadInputError(f"--runtime '{runtime}': unknown runtime; valid runtimes are {', '.join(RUNTIMES)}")
     if runtime not in PROFILED_RUNTIMES:
-        raise MissingRuntimeError(
-            f"per-layer profiling for runtime '{runtime}' (edgecnn reads ONNX Runtime's profiler and OpenVINO's "
-            f"performance counters; LiteRT's op profiler is not wired up yet)",
-            "use --runtime ort or --runtime openvino",
+        raise ProfilingUnsupportedError(
+            f"--runtime {runtime}: edgecnn has no per-layer profiling for this runtime yet (it reads ONNX Runtime's "
+            "profiler and OpenVINO's performance counters; LiteRT's op profiler is not wired up); use --runtime ort "
+            "or --runtime openvino"
         )
 
 
@@ -279,8 +285,8 @@ def profile_model(
     plain = open_session(runtime, loaded.path, threads=threads, input_shapes=shapes, options=options)
     prof = open_session(runtime, loaded.path, threads=threads, input_shapes=shapes, options={**options, "profile": "1"})
     if not callable(getattr(prof, "kernel_runs", None)):
-        raise MissingRuntimeError(
-            f"per-layer profiling in edgecnn's '{runtime}' adapter", "use --runtime ort or openvino"
+        raise ProfilingUnsupportedError(
+            f"--runtime {runtime}: edgecnn's adapter for it has no per-layer profiling; use --runtime ort or openvino"
         )
     ceilings = measure_ceilings(
         runtime, threads, cache_dir=cache_dir, refresh=refresh_ceilings, options=options, roofline=roofline
