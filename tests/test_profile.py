@@ -203,6 +203,26 @@ def test_compare_fp32_int8_layer_by_layer(cache: Path, int8_model: Path, tmp_pat
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_compare_names_why_onnxruntimes_own_int8_is_slower(cache: Path, tmp_path: Path) -> None:
+    """ONNX Runtime's quantize_static with its defaults (QDQ, int8 activations, no BN folding) on the bundled
+    model: --compare names the float convs and the reasons, the standalone BatchNorms and conversions."""
+    from onnxruntime.quantization import QuantFormat, quantize_static
+
+    from benchmarks.common import ort_reader
+
+    ortq = tmp_path / "ort_int8.onnx"
+    reader = ort_reader(CALIB_DIR, 16, CALIB_DIR.parent / "preprocess.toml")
+    quantize_static(str(SAMPLE_MODEL), str(ortq), reader, quant_format=QuantFormat.QDQ)
+    from edgecnn.profile.compare import compare_profiles
+
+    base = profile_model(SAMPLE_MODEL, "ort", threads=1, runs=40, cache_dir=cache)
+    other = profile_model(ortq, "ort", threads=1, runs=40, cache_dir=cache)
+    text = " ".join(compare_profiles(base, other).sentences)
+    assert "Conv layers ran in FP32 in ort_int8" in text and "int8 (signed) activations" in text
+    assert "BatchNormalization layer(s) ran on their own" in text
+    assert "Q/DQ conversions (standalone) cost" in text
+
+
 def test_bench_compare_verdict_gets_the_reasons(cache: Path, tmp_path: Path) -> None:
     from edgecnn.bench import run_bench
     from edgecnn.bench.compare import compare_results

@@ -176,6 +176,7 @@ def compare_profiles(base: ProfileReport, other: ProfileReport) -> ProfileCompar
             f"On this CPU OpenVINO's default for {bn} would be bf16, not {base.precision_used}: with --ov-precision default "
             "the float baseline is faster and the INT8 speed-up smaller."
         )
+    s.extend(f for f in other.findings if "BatchNormalization layer(s) ran on their own" in f)
     for label, pick in (("Q/DQ conversions (standalone)", 0), ("inserted by the runtime", 1)):
         c = next((c for c in cats if c.layer == label), None)
         if c is not None and c.other_us - c.base_us > 0.05 * max(other.e2e_p50_us, 1e-9):

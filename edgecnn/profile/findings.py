@@ -112,6 +112,14 @@ def findings_for(rep: ProfileReport, model: onnx.ModelProto) -> list[str]:
             )
         elif n_compute:
             out.append(f"All {n_compute} compute layers ran as integer kernels.")
+        bn = [r for r in layers if "BatchNormalization" in r.onnx_ops and not set(r.onnx_ops) & COMPUTE_OPS]
+        if bn:
+            t = sum(r.p50_us for r in bn)
+            out.append(
+                f"{len(bn)} BatchNormalization layer(s) ran on their own in float ({t:.1f} us, {100 * t / total:.0f}%): "
+                "the Q/DQ pair between Conv and BatchNorm kept the runtime from folding them; fold BatchNorm before "
+                "quantizing (edgecnn quantize does)."
+            )
         if qdq:
             t = sum(r.p50_us for r in qdq)
             out.append(
