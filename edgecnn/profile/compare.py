@@ -227,6 +227,9 @@ def explain_slower(base_model: str | Path, model: str | Path, runtime: str, *, t
                 f"{len(floats)} of {n} compute layers ran in {floats[0].precision.upper()}: "
                 + "; ".join(_why_float(m, [r.primary for r in floats], runtime))
             )
+    keep = ("QuantizeLinear/DequantizeLinear kernel(s) ran on their own", "BatchNormalization layer(s) ran on their own",
+            "inserted")  # fmt: skip
+    out.extend(f.rstrip(".") for f in rep.findings if any(k in f for k in keep))
     if runtime == "openvino":
         from edgecnn.runtimes.openvino import default_cpu_precision
 
