@@ -411,6 +411,12 @@ def profile_model(
             f"{len(unmapped)} of {len(rows)} kernels ({t:.1f} us, {100 * t / total if total else 0:.0f}% of the time) "
             f"could not be mapped to ONNX nodes; they are shown with {runtime}'s own names{why}"
         )
+    above = [r for r in rows if r.bound is Bound.MEMORY and r.efficiency > 1.2]
+    if above:
+        notes.append(
+            f"{len(above)} memory-bound layer(s) run above the memory roof: their tensors fit in the CPU caches, while "
+            "the roof is main-memory bandwidth (a 256 MiB copy); for them the roof is a floor, not a limit"
+        )
     if not 0.67 <= scale <= 1.5:
         notes.append(
             f"{runtime}'s profiler reported {raw_sum:.1f} us of kernel time for {e2e - ceilings.fixed_call_us:.1f} us "
