@@ -223,6 +223,14 @@ def test_compare_names_why_onnxruntimes_own_int8_is_slower(cache: Path, tmp_path
     assert "Q/DQ conversions (standalone) cost" in text
 
 
+def test_readme_command_as_a_subprocess(cache: Path) -> None:
+    res = run_cli("profile", "models/sample_cnn.onnx", "-r", "ort", "--threads", "1", "-n", "50", "--cache-dir", cache)
+    assert res.returncode == 0, res.stderr
+    for word in ("Per layer", "/0/0.0/Conv", "Where the time goes", "timer resolution", "ceilings"):
+        assert word in res.stdout, word
+    assert "Traceback" not in res.stderr
+
+
 def test_bench_compare_verdict_gets_the_reasons(cache: Path, tmp_path: Path) -> None:
     from edgecnn.bench import run_bench
     from edgecnn.bench.compare import compare_results
