@@ -417,12 +417,20 @@ def profile_model(
             f"{len(above)} memory-bound layer(s) run above the memory roof: their tensors fit in the CPU caches, while "
             "the roof is main-memory bandwidth (a 256 MiB copy); for them the roof is a floor, not a limit"
         )
-    if not 0.67 <= scale <= 1.5:
+    budget = e2e - ceilings.fixed_call_us
+    if scale < 0.67:
         notes.append(
-            f"{runtime}'s profiler reported {raw_sum:.1f} us of kernel time for {e2e - ceilings.fixed_call_us:.1f} us "
-            f"measured end to end (minus the fixed cost per call): kernel times were scaled by {scale:.2f}; on a model "
-            "this small the profiler's own cost per kernel (or its 1 us resolution) is a large part of each kernel's time, "
-            "so compare layers with each other rather than to the microsecond"
+            f"{runtime}'s profiler reported {raw_sum:.1f} us of kernel time for {budget:.1f} us measured end to end "
+            f"(minus the fixed cost per call): kernel times were scaled by {scale:.2f}; on kernels this small the "
+            "profiler's own cost per kernel is a large part of each one's time, so compare layers with each other "
+            "rather than to the microsecond"
+        )
+    elif scale > 1.5:
+        notes.append(
+            f"the kernels {runtime} timed add up to only {100 / scale:.0f}% of the {budget:.1f} us measured end to end "
+            f"(minus the fixed cost per call); kernel times were scaled by {scale:.2f}. The rest is outside any timed "
+            "kernel: waiting for CPU time on a loaded machine, thread synchronisation, or work the runtime does not "
+            "attribute to a layer"
         )
     report = ProfileReport(
         model=str(loaded.path),
