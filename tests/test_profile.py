@@ -294,4 +294,10 @@ def test_bad_numbers_and_paths(tmp_path: Path) -> None:
     assert_one_line_error(invoke("profile", tmp_path / "missing.onnx"), 2, "missing.onnx")
     assert_one_line_error(invoke("profile", SAMPLE_MODEL, "--json", tmp_path / "no" / "p.json"), 2, "does not exist")
     assert_one_line_error(invoke("profile", SAMPLE_MODEL, "-r", "openvino", "--ov-precision", "f8"), 2, "f32, bf16")
+    assert_one_line_error(
+        invoke("profile", SAMPLE_MODEL, "--input", tmp_path / "nope"), 2, "--input", "not a directory"
+    )
+    spec224 = SAMPLE_MODEL.parents[1] / "benchmarks" / "preprocess_224.toml"
+    res = invoke("profile", SAMPLE_MODEL, "--input", CALIB_DIR, "--preprocess", spec224)
+    assert_one_line_error(res, 2, "spec 224x224, model 32x32")
     assert not list(tmp_path.iterdir())

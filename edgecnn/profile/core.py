@@ -282,6 +282,8 @@ def profile_model(
     model = loaded.model
     options = {"inference_precision": ov_precision} if runtime == "openvino" else {}
     shapes = dict(loaded.input_shapes)
+    # images and their spec are checked against the model before any measuring starts
+    pre = _preprocess_timing(model, shapes, images, preprocess, 0.0) if images is not None else None
     plain = open_session(runtime, loaded.path, threads=threads, input_shapes=shapes, options=options)
     prof = open_session(runtime, loaded.path, threads=threads, input_shapes=shapes, options={**options, "profile": "1"})
     if not callable(getattr(prof, "kernel_runs", None)):
@@ -456,7 +458,7 @@ def profile_model(
         unclaimed_nodes=mapping.unclaimed_nodes,
         notes=tuple(notes),
         findings=(),
-        preprocess=_preprocess_timing(model, shapes, images, preprocess, e2e) if images is not None else None,
+        preprocess=_replace(pre, share=pre.per_batch_us / (pre.per_batch_us + e2e)) if pre is not None else None,
         cpu_flags=cpu_flags(),
     )
     from edgecnn.profile.findings import findings_for
