@@ -76,8 +76,6 @@ def test_terminal_histogram_without_out(models: tuple[Path, Path]) -> None:
     ("args", "code", "message"),
     [
         (["-r", "tensorrt"], 2, "unknown runtime; valid runtimes are ort, openvino, litert"),
-        # "[litert]" is lost to rich markup in edgecnn.cli.fail until it escapes the message; see the harness tests
-        (["-r", "litert"], 3, "runtime 'litert' (python module ai_edge_litert) is not installed; install it with: pip"),
         (["-n", "0"], 2, "--iterations 0: expected a positive number"),
         (["-n", "-5"], 2, "--iterations -5: expected a positive number"),
         (["--threads", "0"], 2, "--threads 0: expected a positive number of threads"),
@@ -94,6 +92,30 @@ def test_bad_options(models: tuple[Path, Path], args: list[str], code: int, mess
     assert res.exit_code == code, res.output
     assert message in " ".join(res.output.split())
     assert "Traceback" not in res.output
+
+
+def test_litert_without_its_package_exits_3_with_the_install_command(models: tuple[Path, Path], tmp_path: Path) -> None:
+    from tests.absent import env_without
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgecnn", "bench", str(models[0]), "-r", "litert", "-n", "5"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env_without("ai_edge_litert", tmp_path),
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert (
+        "runtime 'litert' (python module ai_edge_litert) is not installed; install it with: pip install 'edgecnn[litert]'"
+        in proc.stderr
+    )
+    assert "Traceback" not in proc.stderr
+
+
+def test_litert_runs_an_onnx_model_through_the_converter(models: tuple[Path, Path]) -> None:
+    res = bench(str(models[0]), "-r", "litert", "-n", "20", "--threads", "1")
+    assert res.exit_code == 0, res.output
+    assert "litert" in res.output
 
 
 def test_dir_without_images(models: tuple[Path, Path], tmp_path: Path) -> None:

@@ -249,9 +249,14 @@ def prepare_model(
     import onnx
 
     from edgecnn.fsutil import sha256_file
+    from edgecnn.graph.artifact import ModelFormat, format_of
     from edgecnn.graph.load import dims_of, graph_inputs, load_model
 
     path = Path(path)
+    if format_of(path) is ModelFormat.TFLITE:
+        return _prepare_tflite(
+            path, input_shapes=input_shapes, batch=batch, input_source=input_source, preprocess=preprocess
+        )
     user = dict(input_shapes or {})
     if batch is not None and batch <= 0:
         raise BadInputError(f"--batch {batch}: expected a positive batch size, e.g. 1")
@@ -292,6 +297,63 @@ def prepare_model(
         input_shapes=resolved,
         pass_shapes=pass_shapes,
         batch=eff_batch,
+        input_source=source,
+        feeds=feeds,
+    )
+
+
+def _prepare_tflite(
+    path: Path,
+    *,
+    input_shapes: dict[str, tuple[int, ...]] | None,
+    batch: int | None,
+    input_source: str | Path,
+    preprocess: Path | None,
+) -> PreparedModel:
+    """A ``.tflite`` file: fixed shapes as written; image inputs read in the file's own layout (NHWC for a
+    converted image model, from the same images and spec as its ONNX source) and quantized with the
+    input's scale when the file has integer I/O."""
+    from edgecnn.graph.artifact import image_input, open_artifact, spec_for, to_input
+    from edgecnn.preprocess import find_spec, list_images
+
+    art = open_artifact(path)
+    shapes = {t.name: t.shape for t in art.inputs}
+    for name, want in (input_shapes or {}).items():
+        if shapes.get(name) != tuple(want):
+            raise BadInputError(
+                f"{path}: --input-shape {name}={'x'.join(map(str, want))}: a TFLite model has fixed shapes "
+                f"({', '.join(f'{k}={list(v)}' for k, v in shapes.items())}); re-export it at that shape"
+            )
+    first = next(iter(shapes.values()), (1,))
+    if batch is not None and (not first or first[0] != batch):
+        raise ModelError(
+            f"{path}: --batch {batch}, but the TFLite model's batch is fixed at {first[0] if first else 1}"
+        )
+    feeds: tuple[dict[str, np.ndarray], ...] | None = None
+    source = RANDOM
+    if str(input_source) != RANDOM:
+        data_dir = Path(input_source)
+        source = str(input_source)
+        if not data_dir.is_dir():
+            raise BadInputError(f"--input {data_dir}: not a directory; give 'random' or a folder of images")
+        t = image_input(art)
+        spec = spec_for(art, find_spec(data_dir, preprocess))
+        spec.check_against(t.name, t.shape, "float32", model_name=str(path))
+        images = list_images(data_dir)[: t.shape[0] * _MAX_IMAGE_BATCHES]
+        n = max(1, len(images) // t.shape[0])
+        out = []
+        for j in range(n):
+            items = [spec.load(images[(j * t.shape[0] + k) % len(images)]) for k in range(t.shape[0])]
+            out.append({t.name: np.ascontiguousarray(to_input(np.stack(items).reshape(t.shape), t))})
+        feeds = tuple(out)
+    return PreparedModel(
+        path=path,
+        name=path.stem,
+        size_bytes=art.size_bytes,
+        sha256=art.sha256,
+        input_shapes=dict(shapes),
+        pass_shapes={},
+        batch=int(first[0]) if first else 1,
         input_source=source,
         feeds=feeds,
     )
@@ -508,6 +570,8 @@ def run_prepared(
 ) -> BenchResult:
     """Measure ``prepared`` on ``runtime`` in a fresh process: local, or on ``host`` (an ``SshHost``)."""
     check_runtime_name(runtime)
+    if prepared.path.suffix.lower() == ".tflite" and runtime != "litert":
+        raise BadInputError(f"{prepared.path}: a TFLite model runs on -r litert, not on '{runtime}'")
     if host is not None:
         return host.run(prepared, runtime, settings, progress=progress)
     require_local_runtime(runtime)

@@ -95,7 +95,18 @@ def _root(
 
 # Command modules register themselves on `app` when imported; the list is explicit and ordered as
 # the help shows it.
-COMMAND_MODULES = ("inspect", "quantize", "check", "targets", "bench", "profile", "drift", "sensitivity", "gate")
+COMMAND_MODULES = (
+    "inspect",
+    "quantize",
+    "export",
+    "check",
+    "targets",
+    "bench",
+    "profile",
+    "drift",
+    "sensitivity",
+    "gate",
+)
 for _mod in COMMAND_MODULES:
     importlib.import_module(f"edgecnn.cli.{_mod}")
 

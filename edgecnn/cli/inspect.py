@@ -27,7 +27,13 @@ def inspect_cmd(
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the summary as JSON here.")] = None,
     top: Annotated[int, typer.Option(help="Rows of the per-layer table (0 = all).")] = 0,
 ) -> None:
-    """Validate MODEL (full checker, strict shape inference) and print params, MACs, bytes and flags per layer."""
+    """Validate MODEL (full checker, strict shape inference) and print params, MACs, bytes and flags per layer.
+
+    A .tflite file: its inputs and outputs (layout, quantization), operators and the PreprocessSpec it carries."""
+    from edgecnn.graph.artifact import ModelFormat, format_of
+
+    if format_of(model) is ModelFormat.TFLITE:
+        return _inspect_tflite(model, json_path)
     loaded = load_model(model, parse_input_shapes(input_shape))
     summary = summarize(loaded)
     print_summary(summary, top=top)
@@ -83,3 +89,30 @@ def print_summary(s: ModelSummary, top: int = 0) -> None:
     console.print(tot)
     for w in s.warnings:
         console.print(f"[yellow]warning:[/] {w}", highlight=False)
+
+
+def _inspect_tflite(path: Path, json_path: Path | None) -> None:
+    from edgecnn.graph.artifact import SCHEMA_VERSION as ARTIFACT_SCHEMA
+    from edgecnn.graph.artifact import open_artifact
+
+    art = open_artifact(path)
+    console.print(f"[bold]{art.path}[/]  TFLite  {human_bytes(art.size_bytes)}  {art.description}")
+    io = Table(title="Inputs and outputs")
+    for col in ("kind", "name", "dtype", "shape", "layout", "quantization"):
+        io.add_column(col)
+    for kind, items in (("input", art.inputs), ("output", art.outputs)):
+        for t in items:
+            q = f"scale {t.scale:.6g}, zero point {t.zero_point}" if t.scale is not None else "-"
+            io.add_row(
+                kind, t.name, t.dtype, "x".join(map(str, t.shape)), art.input_layout if kind == "input" else "-", q
+            )
+    console.print(io)
+    tot = Table(title="Totals", show_header=False)
+    tot.add_column("what")
+    tot.add_column("value")
+    tot.add_row("operators", f"{sum(art.ops.values())}: " + ", ".join(f"{k} {v}" for k, v in art.ops.items()))
+    tot.add_row("preprocess (metadata)", art.preprocess.to_json() if art.preprocess else "none: layout assumed NHWC")
+    console.print(tot)
+    if json_path is not None:
+        write_json(json_path, art.to_dict(), kind="inspect-tflite", schema_version=ARTIFACT_SCHEMA)
+        console.print(f"wrote {json_path}")

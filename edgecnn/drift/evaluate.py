@@ -297,10 +297,30 @@ def evaluate_drift(
     t0 = time.perf_counter()
     if batch <= 0:
         raise DataError(f"--batch {batch}; expected a positive integer")
+    from edgecnn.graph.artifact import ModelFormat, format_of
+
+    if format_of(reference) is ModelFormat.TFLITE:
+        raise ModelError(
+            f"{reference}: the reference must be the ONNX source; give the .tflite as the candidate (second model)"
+        )
     ref_loaded = load_model(reference, input_shapes)
-    cand_loaded = load_model(candidate, input_shapes)
-    ref_info, cand_info = model_info(ref_loaded), model_info(cand_loaded)
-    notes = check_signatures(ref_info, cand_info)
+    ref_info = model_info(ref_loaded)
+    tfl = None
+    if format_of(candidate) is ModelFormat.TFLITE:
+        # The .tflite runs as it ships, on LiteRT: its own layout (NHWC) and I/O types, from the same images.
+        tfl, cand_info = _tflite_candidate(Path(candidate), ref_info, threads)
+        cand_loaded = ref_loaded  # no ONNX graph: per-layer comparison is off
+        notes = [
+            f"candidate is TFLite: runs on LiteRT (XNNPACK) with its own input layout ({tfl.layout}) and I/O types, "
+            f"fed from the same images; the reference runs on {runtime}"
+        ]
+        if layers:
+            notes.append("no per-layer comparison: it needs two ONNX graphs")
+        layers = False
+    else:
+        cand_loaded = load_model(candidate, input_shapes)
+        cand_info = model_info(cand_loaded)
+        notes = check_signatures(ref_info, cand_info)
     data = open_eval_data(
         data_dir,
         ref_loaded,
@@ -331,7 +351,9 @@ def evaluate_drift(
     dropped_layers: dict[str, str] = {}
 
     with tempfile.TemporaryDirectory(prefix="edgecnn-drift-") as tmp:
-        specs: list[tuple[onnx.ModelProto, list[str]]] = [(ref_loaded.model, []), (cand_loaded.model, [])]
+        specs: list[tuple[onnx.ModelProto, list[str]]] = [(ref_loaded.model, [])]
+        if tfl is None:
+            specs.append((cand_loaded.model, []))
         if pairs:
             specs += [
                 (ref_loaded.model, [p.ref_view for p in pairs]),
@@ -343,6 +365,8 @@ def evaluate_drift(
         done = 0
         for files, x in batches(data, eff):
             outs = [s.run(x) for s in sessions]
+            if tfl is not None:
+                outs.insert(1, tfl.run(x))
             r, c = outs[0], outs[1]
             for st, rn, cn in zip(out_stats, ref_outs, cand_outs, strict=True):
                 st.update(r[rn], c[cn])
@@ -425,6 +449,45 @@ def evaluate_drift(
         seconds=time.perf_counter() - t0,
         **acc,
     )
+
+
+class _TfliteCandidate:
+    """A .tflite file on LiteRT behind the BatchSession interface: NCHW float batches in (the reference's
+    input), outputs by name in the ONNX layout, dequantized; one sample per invoke (TFLite shapes are fixed)."""
+
+    def __init__(self, path: Path, out_names: list[str], out_shapes: list[tuple[int, ...]], threads: int) -> None:
+        from edgecnn.export.api import litert_runner, tflite_input_layout
+
+        self.layout = tflite_input_layout(path)
+        self.names = out_names
+        self._run = litert_runner(path, threads, [(1, *s[1:]) for s in out_shapes])
+
+    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        rows = [self._run(x[i : i + 1]) for i in range(len(x))]
+        return {n: np.concatenate([r[k] for r in rows]) for k, n in enumerate(self.names)}
+
+
+def _tflite_candidate(path: Path, ref: ModelInfo, threads: int) -> tuple[_TfliteCandidate, ModelInfo]:
+    from edgecnn.graph.artifact import open_artifact
+
+    art = open_artifact(path)
+    info = ModelInfo(
+        path=str(path),
+        name=path.stem,
+        sha256=art.sha256,
+        inputs=tuple((t.name, t.shape, t.dtype) for t in art.inputs),
+        outputs=tuple((t.name, t.shape, t.dtype) for t in art.outputs),
+    )
+    if len(art.outputs) != len(ref.outputs) or any(
+        int(np.prod(t.shape[1:])) != int(np.prod([d for d in o[1][1:] if d > 0]))
+        for t, o in zip(art.outputs, ref.outputs, strict=False)
+    ):
+        raise ModelError(
+            f"{path}: outputs {[list(t.shape) for t in art.outputs]} do not correspond to the reference {ref.path} "
+            f"outputs {[list(o[1]) for o in ref.outputs]}; drift compares a model with its own export"
+        )
+    sess = _TfliteCandidate(path, [t.name for t in art.outputs], [o[1] for o in ref.outputs], threads)
+    return sess, info
 
 
 def _layer_rows(pairs: list[LayerPair], stats: dict[str, TensorDrift]) -> list[LayerDrift]:

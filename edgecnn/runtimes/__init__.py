@@ -69,7 +69,7 @@ def _session_class(name: str) -> type[RuntimeSession]:
     except ModuleNotFoundError as e:
         if e.name != mod:
             raise
-        # The runtime's package is installed but edgecnn's adapter for it is not written yet (LiteRT).
+        # The runtime's package is installed but this edgecnn has no adapter module for it.
         raise MissingRuntimeError(
             f"edgecnn's adapter for runtime '{name}'", "a later edgecnn release; use --runtime ort or openvino"
         ) from None

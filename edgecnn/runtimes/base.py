@@ -14,6 +14,7 @@ class TensorSpec:
     name: str
     shape: tuple[int, ...]
     dtype: str  # numpy dtype name
+    quant: tuple[float, int] | None = None  # (scale, zero point) of an integer tensor that stands for reals
 
 
 class RuntimeSession(Protocol):

@@ -1,0 +1,567 @@
+"""export(): ONNX (float or QDQ) -> TFLite / OpenVINO IR / ONNX, verified on the runtime that ships it.
+
+Order of work: load and validate (fixed shapes), quantize first when asked for INT8 on a float model
+(``--calib``, with the target's scheme), check that a QDQ model's scales fit the target's scheme, convert,
+run parity on the exported file (LiteRT, OpenVINO or ONNX Runtime) against the ONNX model that was converted
+(ONNX Runtime) on the evaluation images, then publish the file. Nothing is written unless every step passed:
+outputs are built in temporary files beside the destination and renamed at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import onnx
+
+from edgecnn.errors import BadInputError, CheckFailedError, DataError
+from edgecnn.fsutil import check_output_path
+from edgecnn.graph.load import LoadedModel, graph_inputs, load_model
+from edgecnn.quantize.params import QuantScheme
+
+if TYPE_CHECKING:
+    from edgecnn.export.vela import VelaReport
+
+SCHEMA_VERSION = 1
+REPO_EVAL = Path(__file__).resolve().parents[2] / "calibration_data" / "eval"
+RANDOM_PARITY_SAMPLES = 32
+DEFAULT_MIN_AGREEMENT = 99.5  # % top-1, the issue's bar for INT8 TFLite vs its QDQ source
+# Default minimum SQNR of the export vs the ONNX model it was converted from (same arithmetic: only kernel
+# rounding differs), and, for `--to onnx` with a precision change, vs the float model (quantization noise).
+DEFAULT_MIN_SQNR_DB = {"float32": 40.0, "float16": 25.0, "int8": 25.0}
+DEFAULT_MIN_SQNR_CHANGED_DB = {"float16": 25.0, "int8": 15.0}
+_PRECISIONS = ("auto", "float32", "float16", "int8")
+Runner = Callable[[np.ndarray], list[np.ndarray]]
+
+
+class Destination(StrEnum):
+    TFLITE = "tflite"
+    OPENVINO = "openvino"
+    ONNX = "onnx"
+
+
+RUNTIME_OF = {Destination.TFLITE: "litert", Destination.OPENVINO: "openvino", Destination.ONNX: "ort"}
+SUFFIX_OF = {Destination.TFLITE: ".tflite", Destination.OPENVINO: ".xml", Destination.ONNX: ".onnx"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportOptions:
+    to: Destination
+    precision: str = "auto"  # auto | float32 | float16 | int8
+    target: str | None = None  # target spec name or TOML path
+    io_dtype: str | None = None  # TFLite I/O; default from the target (int8 for int8-only NPUs) else float32
+    calib: Path | None = None
+    samples: int | None = None
+    method: str = "minmax"
+    preprocess: Path | None = None
+    input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    data: Path | None = None  # parity images; default: the bundled eval set when it fits the model
+    parity_samples: int | None = None
+    min_agreement: float = DEFAULT_MIN_AGREEMENT
+    min_sqnr_db: float | None = None  # default per precision (DEFAULT_MIN_SQNR_DB)
+    parity: bool = True
+    threads: int = 2
+    vela_accelerator: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Parity:
+    runtime: str  # where the export ran
+    reference: str  # what it was compared with
+    data: str  # the images (or "random inputs")
+    samples: int
+    top1_agreement: float | None  # % (None when the output is not a class-score vector)
+    disagreements: int | None
+    max_abs_error: float
+    sqnr_db: float
+    min_agreement: float
+    min_sqnr_db: float
+    ok: bool
+
+    def summary(self) -> str:
+        agree = (
+            f"top-1 agreement {self.top1_agreement:.2f}% (min {self.min_agreement}%), "
+            if self.top1_agreement is not None
+            else ""
+        )
+        return (
+            f"{agree}SQNR {self.sqnr_db:.1f} dB (min {self.min_sqnr_db}), max abs error {self.max_abs_error:.4g} "
+            f"over {self.samples} {self.data} ({self.runtime} vs {self.reference})"
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportResult:
+    source: str
+    output: str
+    destination: str
+    precision: str
+    io_dtype: str
+    input_layout: str
+    target: str | None
+    size_bytes: int
+    seconds_convert: float
+    quantized_first: bool
+    files: tuple[str, ...]
+    folded: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    parity: Parity | None = None
+    vela: VelaReport | None = None  # Vela's report for Ethos-U targets
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+# -- helpers ------------------------------------------------------------------------------------------
+def has_qdq(model: onnx.ModelProto) -> bool:
+    return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
+
+
+def _init_array(model: onnx.ModelProto, name: str) -> np.ndarray | None:
+    for t in model.graph.initializer:
+        if t.name == name:
+            return onnx.numpy_helper.to_array(t)
+    for n in model.graph.node:
+        if n.op_type == "Constant" and n.output[0] == name:
+            return onnx.numpy_helper.to_array(n.attribute[0].t)
+    return None
+
+
+def check_scheme(model: onnx.ModelProto, scheme: QuantScheme, target: str) -> None:
+    """BadInputError naming the node when a QDQ model's quantization cannot be represented on ``target``
+    (per-channel weights for a per-tensor target, asymmetric weights for a symmetric one). uint8 activations
+    are representable as int8 (zero point - 128, same scale: the same real values), so they pass."""
+    inits = {t.name for t in model.graph.initializer}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    problems: list[str] = []
+    for n in model.graph.node:
+        if n.op_type == "DequantizeLinear" and n.input[0] in inits:  # a weight
+            users = ", ".join(f"'{c.name}' ({c.op_type})" for c in consumers.get(n.output[0], [])) or f"'{n.name}'"
+            scale = _init_array(model, n.input[1])
+            if scale is not None and scale.size > 1 and not scheme.weights_per_channel:
+                problems.append(f"node {users} has per-channel weight scales ({scale.size} channels)")
+            zp = _init_array(model, n.input[2]) if len(n.input) > 2 and n.input[2] else None
+            if zp is not None and scheme.weights_symmetric and np.any(zp != 0):
+                problems.append(f"node {users} has asymmetric weights (zero point != 0)")
+    if problems:
+        raise BadInputError(
+            f"the QDQ model's quantization cannot be represented on {target} ({scheme.describe()}): "
+            + "; ".join(problems[:3])
+            + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+            + f"; re-quantize the float model with `edgecnn quantize --target {target}` or `export --calib DIR`"
+        )
+
+
+def _preprocess_of(model: onnx.ModelProto) -> dict[str, Any] | None:
+    for p in model.metadata_props:
+        if p.key == "edgecnn.preprocess" and p.value:
+            try:
+                d = json.loads(p.value)
+            except json.JSONDecodeError:
+                return None
+            return d or None
+    return None
+
+
+# -- parity data --------------------------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class ParityData:
+    label: str
+    count: int
+    batches: Callable[[], Iterator[np.ndarray]]  # NCHW (the ONNX model's input), one sample per batch
+
+
+def parity_data(loaded: LoadedModel, data: Path | None, preprocess: Path | None, samples: int | None) -> ParityData:
+    """``--data`` (an error when it does not fit), else the bundled eval set when it fits, else random inputs."""
+    from edgecnn.preprocess import find_spec
+    from edgecnn.quantize.dataset import ImageDataset
+
+    candidates = [data] if data is not None else ([REPO_EVAL] if REPO_EVAL.is_dir() else [])
+    for d in candidates:
+        try:
+            ds = ImageDataset.open(d, find_spec(d, preprocess), samples)
+            ds.check_model(loaded)
+        except (DataError, BadInputError):
+            if data is not None:
+                raise
+            continue
+        return ParityData(label=f"images of {d}", count=len(ds), batches=lambda ds=ds: ds.batches(1))
+    (vi,) = graph_inputs(loaded.model)[:1] or [None]
+    if vi is None or len(graph_inputs(loaded.model)) != 1:
+        raise DataError(f"{loaded.path}: parity needs a model with one input")
+    shape = loaded.input_shapes[vi.name]
+    n = samples or RANDOM_PARITY_SAMPLES
+
+    def rand() -> Iterator[np.ndarray]:
+        rng = np.random.default_rng(0)
+        for _ in range(n):
+            yield rng.standard_normal(shape).astype(np.float32)
+
+    return ParityData(label="random inputs (no evaluation images fit the model)", count=n, batches=rand)
+
+
+def measure_parity(
+    reference: Runner,
+    candidate: Runner,
+    data: ParityData,
+    *,
+    runtime: str,
+    ref_name: str,
+    min_agreement: float,
+    min_sqnr: float,
+) -> Parity:
+    sig = noise = 0.0
+    max_err = 0.0
+    agree = total = 0
+    classify = True
+    for x in data.batches():
+        ref = [np.asarray(r, np.float64) for r in reference(x)]
+        got = [np.asarray(g, np.float64) for g in candidate(x)]
+        for r, g in zip(ref, got, strict=True):
+            g = g.reshape(r.shape)
+            sig += float(np.sum(r * r))
+            noise += float(np.sum((r - g) ** 2))
+            max_err = max(max_err, float(np.max(np.abs(r - g))) if r.size else 0.0)
+        r0, g0 = ref[0].reshape(ref[0].shape[0], -1), got[0].reshape(ref[0].shape[0], -1)
+        if r0.shape[1] < 2:
+            classify = False
+        agree += int(np.sum(np.argmax(r0, 1) == np.argmax(g0, 1)))
+        total += r0.shape[0]
+    sqnr = float("inf") if noise == 0 else 10.0 * np.log10(max(sig, 1e-300) / noise)
+    top1 = 100.0 * agree / max(total, 1) if classify else None
+    ok = sqnr >= min_sqnr and (top1 is None or top1 >= min_agreement)
+    return Parity(
+        runtime=runtime,
+        reference=ref_name,
+        data=data.label,
+        samples=total,
+        top1_agreement=top1,
+        disagreements=(total - agree) if classify else None,
+        max_abs_error=max_err,
+        sqnr_db=min(sqnr, 999.0),
+        min_agreement=min_agreement,
+        min_sqnr_db=min_sqnr,
+        ok=ok,
+    )
+
+
+# -- runners: one sample (ONNX layout, float) in, float outputs (ONNX layout) out ----------------------------
+def ort_runner(path: Path, threads: int) -> Runner:
+    from edgecnn.runtimes import open_session
+
+    sess = open_session("ort", path, threads=threads)
+    name = sess.inputs()[0].name
+    return lambda x: sess.run({name: x})
+
+
+def openvino_runner(path: Path, threads: int) -> Runner:
+    from edgecnn.runtimes import open_session
+
+    sess = open_session("openvino", path, threads=threads)
+    name = sess.inputs()[0].name
+    return lambda x: sess.run({name: x})
+
+
+def litert_runner(path: Path, threads: int, onnx_outputs: list[tuple[int, ...]]) -> Runner:
+    """A ``.tflite`` file as it ships: the input goes in the layout its metadata says (NHWC for images),
+    quantized when its I/O is integer; outputs are dequantized and given the ONNX shapes (the converter keeps
+    outputs in the ONNX order; only the rank may differ, e.g. [N, C] vs [N, C, 1, 1])."""
+    from edgecnn.graph.artifact import from_output, image_input, open_artifact, to_input
+    from edgecnn.runtimes import open_session
+
+    art = open_artifact(path)
+    tin = image_input(art)
+    sess = open_session("litert", path, threads=threads)
+
+    def run(x: np.ndarray) -> list[np.ndarray]:
+        if art.input_layout == "NHWC" and x.ndim == 4:
+            x = x.transpose(0, 2, 3, 1)
+        outs = sess.run({tin.name: to_input(x, tin)})
+        return [from_output(y, t).reshape(want) for y, t, want in zip(outs, art.outputs, onnx_outputs, strict=True)]
+
+    return run
+
+
+def tflite_input_layout(path: Path) -> str:
+    """The layout a ``.tflite`` file's input wants (its PreprocessSpec metadata, else NHWC for 4-D)."""
+    from edgecnn.graph.artifact import open_artifact
+
+    return open_artifact(path).input_layout
+
+
+# -- the export ----------------------------------------------------------------------------------------
+def _resolve_precision(opts: ExportOptions, qdq: bool) -> str:
+    if opts.precision not in _PRECISIONS:
+        raise BadInputError(f"--precision {opts.precision!r}; valid values are {', '.join(_PRECISIONS)}")
+    if opts.precision == "auto":
+        return "int8" if qdq or opts.calib is not None else "float32"
+    if opts.precision in ("float32", "float16") and qdq:
+        raise BadInputError(
+            f"--precision {opts.precision} on a quantized (QDQ) model; export the float model instead, or use --precision int8"
+        )
+    return opts.precision
+
+
+def _target(opts: ExportOptions) -> Any:
+    if opts.target is None:
+        return None
+    from edgecnn.check.spec import load_target
+
+    spec = load_target(opts.target)
+    want = {Destination.TFLITE: "tflite", Destination.OPENVINO: "openvino", Destination.ONNX: "onnx"}[opts.to]
+    if str(spec.format) != want:
+        raise BadInputError(
+            f"--target {spec.name} consumes {spec.format} models; use --to {spec.format} for it (got --to {opts.to})"
+        )
+    return spec
+
+
+def _scheme(opts: ExportOptions, spec: Any) -> QuantScheme:
+    from dataclasses import replace
+
+    from edgecnn.quantize.params import RUNTIME_SCHEMES
+
+    if spec is not None:
+        if spec.quant is None:
+            raise BadInputError(f"--target {spec.name} runs float only; use --precision float32 or float16")
+        return replace(spec.quant, quantize_outputs=spec.requires_quantization)
+    return RUNTIME_SCHEMES[RUNTIME_OF[opts.to]]
+
+
+def export_model(
+    model_path: Path, output: Path, opts: ExportOptions, *, progress: Callable[[str], None] | None = None
+) -> ExportResult:
+    """Convert ``model_path`` per ``opts``, verify it (parity), and write ``output`` (+ companions)."""
+    say = progress or (lambda _s: None)
+    output = check_output_path(Path(output))
+    want_suffix = SUFFIX_OF[opts.to]
+    if output.suffix.lower() != want_suffix:
+        raise BadInputError(
+            f"-o {output}: --to {opts.to} writes a {want_suffix} file; give a path ending in {want_suffix}"
+        )
+    from edgecnn.graph.artifact import ModelFormat, format_of
+
+    if format_of(model_path) is not ModelFormat.ONNX:
+        raise BadInputError(f"{model_path}: is a {format_of(model_path)} model; export reads ONNX (float or QDQ)")
+    loaded = load_model(model_path, opts.input_shapes or None)
+    qdq = has_qdq(loaded.model)
+    precision = _resolve_precision(opts, qdq)
+    spec = _target(opts)
+    if spec is not None and spec.requires_quantization and precision != "int8":
+        raise BadInputError(
+            f"--target {spec.name} computes integer only ({', '.join(map(str, spec.precisions))}); "
+            "export INT8: a QDQ model from `edgecnn quantize`, or --calib DIR"
+        )
+    scheme = _scheme(opts, spec) if precision == "int8" else None
+    if scheme is not None and opts.io_dtype in ("int8", "uint8"):
+        from dataclasses import replace
+
+        scheme = replace(scheme, quantize_outputs=True)  # integer outputs need quantized outputs (--calib)
+    with tempfile.TemporaryDirectory(prefix="edgecnn-export-") as tmp:
+        work = Path(tmp)
+        source_path = loaded.path
+        model = loaded.model
+        quantized_first = False
+        if precision == "int8" and not qdq:
+            if opts.calib is None:
+                raise BadInputError(
+                    f"{model_path}: a float model and --precision int8 need calibration images: pass --calib DIR "
+                    "(or quantize first with `edgecnn quantize`)"
+                )
+            model, source_path = _quantize_first(loaded, opts, scheme, work, say)  # type: ignore[arg-type]
+            quantized_first = True
+        elif precision == "float16" and opts.to is Destination.ONNX:
+            model, source_path = _fp16_onnx(loaded, opts, work, say)
+        if precision == "int8" and scheme is not None and spec is not None:
+            check_scheme(model, scheme, str(opts.target))
+        # parity reference: the ONNX that was converted (the QDQ model when quantized first); for an ONNX
+        # export the reference is the model the user gave.
+        ref_path = loaded.path if opts.to is Destination.ONNX else source_path
+        t0 = time.perf_counter()
+        say(f"converting to {opts.to}")
+        tmp_out = work / f"out{want_suffix}"
+        notes: list[str] = []
+        folded: tuple[str, ...] = ()
+        io_dtype, layout = "float32", "NCHW"
+        if opts.to is Destination.TFLITE:
+            from edgecnn.export.to_tflite import onnx_to_tflite
+
+            io_dtype = opts.io_dtype or (
+                scheme.activation_dtype if spec is not None and spec.requires_quantization and scheme else "float32"
+            )
+            pre = _preprocess_spec(model)
+            exp = onnx_to_tflite(
+                model, precision=precision, io_dtype=io_dtype, base_dir=source_path.parent, preprocess=pre
+            )
+            tmp_out.write_bytes(exp.data)
+            notes.extend(exp.notes)
+            folded = exp.folded
+            io_dtype, layout = exp.io_dtype, exp.input_layout
+        elif opts.to is Destination.OPENVINO:
+            from edgecnn.export.to_openvino import onnx_to_openvino
+
+            onnx_to_openvino(model, tmp_out, precision=precision)
+        else:
+            onnx.save(model, str(tmp_out))
+        seconds = time.perf_counter() - t0
+
+        parity = None
+        if opts.parity:
+            say("parity")
+            parity = _parity(loaded, ref_path, tmp_out, opts, precision, work)
+            if not parity.ok:
+                raise CheckFailedError(
+                    f"parity failed for {model_path} -> {output}: {parity.summary()}; nothing was written"
+                )
+
+        vela = None
+        files = [output]
+        if spec is not None and spec.name in ("ethos-u55", "ethos-u65") and opts.to is Destination.TFLITE:
+            from edgecnn.export.vela import run_vela
+
+            say("Vela")
+            vela_out = work / "out_vela.tflite"
+            vela = run_vela(tmp_out, vela_out, target=spec.name, accelerator=opts.vela_accelerator)
+        # publish: everything passed
+        if opts.to is Destination.OPENVINO:
+            _publish(tmp_out.with_suffix(".bin"), output.with_suffix(".bin"))
+            files.append(output.with_suffix(".bin"))
+        size = tmp_out.stat().st_size + (
+            output.with_suffix(".bin").stat().st_size if opts.to is Destination.OPENVINO else 0
+        )
+        if vela is not None:
+            final_vela = output.with_name(f"{output.stem}_vela.tflite")
+            _publish(work / "out_vela.tflite", final_vela)
+            files.append(final_vela)
+            from dataclasses import replace
+
+            vela = replace(vela, input=str(output), output=str(final_vela))
+        _publish(tmp_out, output)
+    return ExportResult(
+        source=str(model_path),
+        output=str(output),
+        destination=str(opts.to),
+        precision=precision,
+        io_dtype=io_dtype,
+        input_layout=layout,
+        target=spec.name if spec is not None else None,
+        size_bytes=size,
+        seconds_convert=seconds,
+        quantized_first=quantized_first,
+        files=tuple(str(f) for f in files),
+        folded=tuple(folded),
+        notes=tuple(notes),
+        parity=parity,
+        vela=vela,
+    )
+
+
+def _publish(src: Path, dst: Path) -> None:
+    """Move a finished file from the work folder (maybe another filesystem, e.g. a tmpfs /tmp) into place:
+    copied to a hidden temporary file beside ``dst``, then renamed, so ``dst`` is never half-written."""
+    import shutil
+
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _preprocess_spec(model: onnx.ModelProto) -> Any:
+    """The PreprocessSpec a quantized model carries (so the TFLite metadata states it too)."""
+    from edgecnn.preprocess import spec_from_dict
+
+    d = _preprocess_of(model)
+    if not d:
+        return None
+    try:
+        return spec_from_dict(d, Path("<model metadata>"))
+    except Exception:  # metadata from another tool: the converter writes its default then
+        return None
+
+
+def _quantize_first(
+    loaded: LoadedModel, opts: ExportOptions, scheme: QuantScheme, work: Path, say: Callable[[str], None]
+) -> tuple[onnx.ModelProto, Path]:
+    from edgecnn.preprocess import find_spec
+    from edgecnn.quantize.api import Precision, QuantizeConfig, quantize
+    from edgecnn.quantize.dataset import ImageDataset
+    from edgecnn.quantize.estimators import parse_method
+
+    assert opts.calib is not None
+    say(f"quantizing with {opts.calib}")
+    dataset = ImageDataset.open(opts.calib, find_spec(opts.calib, opts.preprocess), opts.samples)
+    config = QuantizeConfig(precision=Precision.INT8, method=parse_method(opts.method), scheme=scheme)
+    model, _ = quantize(loaded.path, dataset, config, input_shapes=opts.input_shapes or None)
+    path = work / "quantized.onnx"
+    onnx.save(model, str(path))
+    return model, path
+
+
+def _fp16_onnx(
+    loaded: LoadedModel, opts: ExportOptions, work: Path, say: Callable[[str], None]
+) -> tuple[onnx.ModelProto, Path]:
+    from edgecnn.quantize.api import Precision, QuantizeConfig, quantize
+
+    say("converting weights to FP16")
+    model, _ = quantize(
+        loaded.path, None, QuantizeConfig(precision=Precision.FP16), input_shapes=opts.input_shapes or None
+    )
+    path = work / "fp16.onnx"
+    onnx.save(model, str(path))
+    return model, path
+
+
+def _parity(loaded: LoadedModel, ref_path: Path, out: Path, opts: ExportOptions, precision: str, work: Path) -> Parity:
+    data = parity_data(loaded, opts.data, opts.preprocess, opts.parity_samples)
+    ref_loaded = loaded if ref_path == loaded.path else load_model(ref_path, opts.input_shapes or None)
+    ref = ort_runner(_fixed_copy(ref_loaded, ref_path, work), opts.threads)
+    out_shapes = [tuple(d.dim_value for d in o.type.tensor_type.shape.dim) for o in ref_loaded.model.graph.output]
+    if opts.to is Destination.TFLITE:
+        cand, rt = litert_runner(out, opts.threads, out_shapes), "litert"
+    elif opts.to is Destination.OPENVINO:
+        cand, rt = openvino_runner(out, opts.threads), "openvino"
+    else:
+        cand, rt = ort_runner(out, opts.threads), "ort"
+    changed = ref_path == loaded.path and precision != "float32" and not has_qdq(loaded.model)
+    defaults = DEFAULT_MIN_SQNR_CHANGED_DB if changed else DEFAULT_MIN_SQNR_DB
+    min_sqnr = opts.min_sqnr_db if opts.min_sqnr_db is not None else defaults[precision]
+    what = "QDQ ONNX" if has_qdq(ref_loaded.model) else "ONNX"
+    return measure_parity(
+        ref,
+        cand,
+        data,
+        runtime=rt,
+        ref_name=f"{what} source on ort",
+        min_agreement=opts.min_agreement,
+        min_sqnr=min_sqnr,
+    )
+
+
+def _fixed_copy(loaded: LoadedModel, path: Path, work: Path) -> Path:
+    """The model file ORT should load: as given, unless --input-shape fixed a dynamic dimension (then the
+    validated model, whose inputs carry the fixed shape, saved in the work folder)."""
+    original = onnx.load(str(path), load_external_data=False)
+    from edgecnn.graph.load import dims_of
+
+    if all(all(isinstance(d, int) for d in dims_of(vi)) for vi in graph_inputs(original)):
+        return path
+    fixed = work / "reference.onnx"
+    onnx.save(loaded.model, str(fixed))
+    return fixed
