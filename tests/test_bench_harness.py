@@ -22,7 +22,7 @@ from edgecnn.errors import DataError, ModelError
 from edgecnn.runtimes import available_runtimes
 from tests.onnx_builders import make_model, rng_w, save, small_cnn
 
-RUNTIMES = [r for r in ("ort", "openvino") if r in available_runtimes()]
+RUNTIMES = [r for r in ("ort", "openvino", "litert") if r in available_runtimes()]
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +49,13 @@ def test_run_bench_on_real_runtime(small: Path, runtime: str) -> None:
     assert r.model_bytes == small.stat().st_size and len(r.model_sha256) == 64
     assert r.machine.host == "local" and r.machine.cores_logical >= 1 and r.machine.cpu_model
     assert r.loop_overhead_ns < 20_000  # harness cost outside the timed call
+    # The timing method's own limits travel with the result: a clock step well under a microsecond, an empty
+    # timed call cheaper than the smallest sample, and the runtime's own C++ call inside the timer.
+    assert 0 < r.timer_resolution_ns < 1_000 and 0 < r.timer_empty_call_ns < min(r.samples_ns)
+    assert r.bound_inputs and r.timed_call == {"ort": "InferenceSession.run_with_iobinding",
+                                               "openvino": "InferRequest.infer",
+                                               "litert": "InterpreterWrapper.Invoke"}[runtime]  # fmt: skip
+    assert BenchResult.from_dict(json.loads(json.dumps(r.to_dict()))).timed_call == r.timed_call
 
 
 def test_peak_rss_is_measured_not_estimated(tmp_path: Path) -> None:

@@ -138,6 +138,11 @@ class BenchResult:
     samples_ns: tuple[int, ...]
     loop_overhead_ns: float  # per iteration, outside the timed call (loop, sample store)
     bound_inputs: bool  # inputs bound once through the adapter's bind(); else run(feeds) per call
+    # The timing method's own limits, measured in the worker: the smallest perf_counter_ns step, the cost of an
+    # empty timed call (inside every sample), and the name of the call inside the timer. 0 / "" in old reports.
+    timer_resolution_ns: float = 0.0
+    timer_empty_call_ns: float = 0.0
+    timed_call: str = ""
 
     @property
     def label(self) -> str:
@@ -176,6 +181,13 @@ class BenchResult:
             "machine": {k: getattr(self.machine, k) for k in MachineInfo.__dataclass_fields__},
             "loop_overhead_ns": self.loop_overhead_ns,
             "bound_inputs": self.bound_inputs,
+            "timer": {
+                "clock": "perf_counter_ns",
+                "resolution_ns": self.timer_resolution_ns,
+                "empty_timed_call_ns": self.timer_empty_call_ns,
+                "loop_overhead_ns": self.loop_overhead_ns,
+                "timed_call": self.timed_call,
+            },
         }
         if samples:
             d["samples_ns"] = list(self.samples_ns)
@@ -186,6 +198,7 @@ class BenchResult:
         """Rebuild from ``to_dict`` output; statistics are recomputed from the raw samples."""
         samples = tuple(int(x) for x in d["samples_ns"])
         mem = {k: int(v) for k, v in d["memory"].items() if k != "peak_over_baseline"}
+        timer = d.get("timer") or {}
         return cls(
             **{k: d[k] for k in _PLAIN_FIELDS},
             input_shapes={k: tuple(v) for k, v in d["input_shapes"].items()},
@@ -193,6 +206,9 @@ class BenchResult:
             memory=MemoryStats(**mem),
             machine=MachineInfo(**d["machine"]),
             samples_ns=samples,
+            timer_resolution_ns=float(timer.get("resolution_ns", 0.0)),
+            timer_empty_call_ns=float(timer.get("empty_timed_call_ns", 0.0)),
+            timed_call=str(timer.get("timed_call", "")),
         )
 
 
@@ -551,6 +567,9 @@ def result_from_worker(prepared: PreparedModel, data: dict[str, Any], *, host: s
         samples_ns=samples,
         loop_overhead_ns=loop_overhead,
         bound_inputs=bool(data.get("bound_inputs")),
+        timer_resolution_ns=float(data.get("timer_resolution_ns", 0.0)),
+        timer_empty_call_ns=float(data.get("timer_empty_call_ns", 0.0)),
+        timed_call=str(data.get("timed_call", "")),
     )
 
 

@@ -59,6 +59,15 @@ def _binder(sess: Any) -> Callable[[dict[str, Any]], Callable[[], Any]]:
     return lambda feeds: lambda: run(feeds)
 
 
+def describe_call(call: Any) -> str:
+    """The name of what sits inside the timer as ``Owner.method``, e.g. ``InferRequest.infer``."""
+    inner = getattr(call, "func", call)  # functools.partial -> its function; its first argument may be the owner
+    name = getattr(inner, "__name__", None) or type(inner).__name__
+    args = getattr(call, "args", None) or ()
+    owner = args[0] if args and hasattr(type(args[0]), name) else getattr(inner, "__self__", None)
+    return f"{type(owner).__name__}.{name}" if owner is not None and not isinstance(owner, type(sys)) else str(name)
+
+
 def timer_resolution() -> dict[str, float]:
     """The timing method's own limits: the smallest non-zero step between two back-to-back
     ``perf_counter_ns`` reads, and the median cost of such a pair (what an empty timed call measures)."""
@@ -191,6 +200,7 @@ def measure(cfg: dict[str, Any]) -> dict[str, Any]:
         "rss_after_first_bytes": after_first,
         "rss_peak_bytes": peak_rss(),
         "bound_inputs": callable(getattr(sess, "bind", None)),
+        "timed_call": describe_call(c) if callable(getattr(sess, "bind", None)) else "run(feeds)",
         "machine": machine_facts(),
         **timer_resolution(),
     }
