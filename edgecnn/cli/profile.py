@@ -15,8 +15,8 @@ from edgecnn.graph.load import parse_input_shapes
 
 @command(app, "profile")
 def profile_cmd(
-    model: Annotated[Path, typer.Argument(help="ONNX model file.")],
-    runtime: Annotated[str, typer.Option("--runtime", "-r", help="ort | openvino.")] = "ort",
+    model: Annotated[Path, typer.Argument(help="ONNX model file (or .tflite with -r litert).")],
+    runtime: Annotated[str, typer.Option("--runtime", "-r", help="ort | openvino | litert.")] = "ort",
     compare: Annotated[
         Path | None, typer.Option("--compare", help="A second model (e.g. the INT8 of MODEL): layer by layer.")
     ] = None,
@@ -43,6 +43,9 @@ def profile_cmd(
         bool, typer.Option("--refresh-ceilings", help="Measure the machine's ceilings again.")
     ] = False,
     cache_dir: Annotated[Path | None, typer.Option(help="Ceilings cache (default: ~/.cache/edgecnn/profile).")] = None,
+    onnx_source: Annotated[
+        Path | None, typer.Option("--onnx", help="For a .tflite MODEL: the ONNX it came from (MACs, ONNX node names).")
+    ] = None,
 ) -> None:
     """Profile MODEL layer by layer on the runtime's own profiler: time per layer (fused kernels list their ONNX
     nodes), precision and kernel the runtime chose, GMAC/s and GB/s against the measured roofline, inserted
@@ -69,7 +72,7 @@ def profile_cmd(
         cache_dir=cache_dir, refresh_ceilings=refresh_ceilings, preprocess=preprocess,
     )  # fmt: skip
     with console.status(f"profiling {model.name} on {runtime}…"):
-        rep = profile_model(model, runtime, images=input_source, **kw)  # type: ignore[arg-type]
+        rep = profile_model(model, runtime, images=input_source, onnx_source=onnx_source, **kw)  # type: ignore[arg-type]
     print_profile(rep, console, top=top)
     cmp = None
     if compare is not None:

@@ -33,11 +33,14 @@ from edgecnn.profile.ceilings import Ceilings, interleaved, measure_ceilings
 from edgecnn.profile.mapping import COMPUTE_OPS, KernelNames, map_kernels, node_names
 
 SCHEMA_VERSION = 1
-PROFILED_RUNTIMES = ("ort", "openvino")
-# Kernels a runtime adds on its own: layout reorders, precision conversions, copies.
+PROFILED_RUNTIMES = ("ort", "openvino", "litert")
+# Kernels a runtime (or, for LiteRT, the ONNX->TFLite converter) adds on its own: layout reorders, precision
+# conversions, copies, explicit padding. Only kernels that claim no ONNX node count as inserted.
 INSERTED_OPS = frozenset(
-    {"Reorder", "ReorderInput", "ReorderOutput", "Transpose", "Cast", "Convert", "MemcpyToHost", "MemcpyFromHost"}
-)
+    {"Reorder", "ReorderInput", "ReorderOutput", "Transpose", "Cast", "Convert", "MemcpyToHost", "MemcpyFromHost",
+     "TRANSPOSE", "CAST", "PAD", "QUANTIZE", "DEQUANTIZE"}
+)  # fmt: skip
+_TFL_PREC = {"float32": "fp32", "float16": "fp16", "int8": "int8", "uint8": "int8", "int16": "int16", "int32": "int32"}
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
 _ORT_INT_OPS = ("QLinear", "Integer", "QGemm", "QAttention", "DynamicQuantize")
 
@@ -243,9 +246,9 @@ def check_runtime(runtime: str) -> None:
         raise BadInputError(f"--runtime '{runtime}': unknown runtime; valid runtimes are {', '.join(RUNTIMES)}")
     if runtime not in PROFILED_RUNTIMES:
         raise ProfilingUnsupportedError(
-            f"--runtime {runtime}: edgecnn has no per-layer profiling for this runtime yet (it reads ONNX Runtime's "
-            "profiler and OpenVINO's performance counters; LiteRT's op profiler is not wired up); use --runtime ort "
-            "or --runtime openvino"
+            f"--runtime {runtime}: edgecnn has no per-layer profiling for this runtime (it reads ONNX Runtime's "
+            "profiler, OpenVINO's performance counters and LiteRT's ops one by one); use --runtime "
+            + " or --runtime ".join(PROFILED_RUNTIMES)
         )
 
 
@@ -263,8 +266,11 @@ def profile_model(
     images: Path | None = None,
     preprocess: Path | None = None,
     roofline: bool = True,
+    onnx_source: Path | None = None,
 ) -> ProfileReport:
-    """Profile ``model_path`` on ``runtime`` (see the module docstring)."""
+    """Profile ``model_path`` on ``runtime`` (see the module docstring). A ``.tflite`` file runs on ``litert``;
+    ``onnx_source`` is the ONNX model it was converted from (MACs, bytes and the mapping to ONNX nodes); without
+    it the ops keep their TFLite names (edgecnn's converter names them after the ONNX tensors)."""
     from edgecnn.graph.load import load_model
     from edgecnn.graph.summary import _value_types, node_macs
     from edgecnn.runtimes import open_session, random_feeds
@@ -278,14 +284,32 @@ def profile_model(
         raise BadInputError(f"--threads {threads}: expected a positive number (omit it for the runtime default)")
     if ov_precision not in ("f32", "bf16", "f16", "default"):
         raise BadInputError(f"--ov-precision {ov_precision}: valid values are f32, bf16, f16, default")
-    loaded = load_model(model_path, input_shapes or {})
-    model = loaded.model
+    tflite = Path(model_path).suffix.lower() == ".tflite"
+    if tflite and runtime != "litert":
+        raise BadInputError(f"{model_path}: a TFLite model is profiled on --runtime litert, not '{runtime}'")
+    if onnx_source is not None and not tflite:
+        raise BadInputError(f"--onnx {onnx_source}: only for a .tflite MODEL (its ONNX source); {model_path} is ONNX")
     options = {"inference_precision": ov_precision} if runtime == "openvino" else {}
-    shapes = dict(loaded.input_shapes)
-    # images and their spec are checked against the model before any measuring starts
-    pre = _preprocess_timing(model, shapes, images, preprocess, 0.0) if images is not None else None
-    plain = open_session(runtime, loaded.path, threads=threads, input_shapes=shapes, options=options)
-    prof = open_session(runtime, loaded.path, threads=threads, input_shapes=shapes, options={**options, "profile": "1"})
+    if tflite:
+        if images is not None:
+            raise BadInputError(f"--input {images}: preprocessing timing needs the ONNX model, not a .tflite file")
+        plain = open_session(runtime, model_path, threads=threads, input_shapes={}, options=options)
+        shapes = {t.name: tuple(t.shape) for t in plain.inputs()}
+        if onnx_source is not None:
+            model = load_model(onnx_source).model
+        else:  # no ONNX graph: every op keeps its TFLite name (the report says so)
+            model = onnx.helper.make_model(onnx.helper.make_graph([], "tflite", [], []))
+        path = Path(model_path)
+        pre = None
+    else:
+        loaded = load_model(model_path, input_shapes or {})
+        model = loaded.model
+        shapes = dict(loaded.input_shapes)
+        path = loaded.path
+        # images and their spec are checked against the model before any measuring starts
+        pre = _preprocess_timing(model, shapes, images, preprocess, 0.0) if images is not None else None
+        plain = open_session(runtime, path, threads=threads, input_shapes=shapes, options=options)
+    prof = open_session(runtime, path, threads=threads, input_shapes=shapes, options={**options, "profile": "1"})
     if not callable(getattr(prof, "kernel_runs", None)):
         raise ProfilingUnsupportedError(
             f"--runtime {runtime}: edgecnn's adapter for it has no per-layer profiling; use --runtime ort or openvino"
@@ -302,7 +326,7 @@ def profile_model(
     before, after = samples_ns[: max(1, half)], samples_ns[half:] or samples_ns
 
     executed_graph = prof.executed_graph() if hasattr(prof, "executed_graph") else []  # type: ignore[attr-defined]
-    exec_info = {n["name"]: n for n in executed_graph}
+    exec_info = {n["name"]: n for n in executed_graph} if runtime != "litert" else {}
     precision_used = "fp32"
     precision_default = "fp32"
     if runtime == "openvino":
@@ -327,8 +351,13 @@ def profile_model(
             if k["name"] in exec_info and exec_info[k["name"]].get("layerType") not in ("Input", "Output")
         ]
     kernels = []
+    if runtime == "litert":
+        # Each op ran alone, so its time includes the interpreter's cost per Invoke (the one-op model's time):
+        # taken out here, as it is counted once per whole-model call in the fixed cost below.
+        for key in samples:
+            samples[key] = [max(0.0, us - ceilings.fixed_call_us) for us in samples[key]]
     for k in order:
-        names = [k["name"]]
+        names = [k["name"], *k.get("outputs", [])]
         orig = exec_info.get(k["name"], {}).get("originalLayersNames", "")
         names += [n for n in orig.split(",") if n]
         kernels.append(KernelNames(key=k["key"], names=tuple(names)))
@@ -367,6 +396,10 @@ def profile_model(
             ):
                 prec = "convert"
             ktype = info.get("primitiveType") or k.get("exec_type", "")
+        elif runtime == "litert":
+            dt = (k.get("input_types") or [""])[0]
+            prec = "convert" if op in ("QUANTIZE", "DEQUANTIZE", "CAST") else _TFL_PREC.get(dt, dt or "-")
+            ktype = f"{op} ({'XNNPACK' if k.get('delegated') else 'builtin'})"
         else:
             prec = _precision_ort(k)
             ktype = k.get("op", "") + (" (NCHWc)" if k["name"].endswith("_nchwc") else "")
@@ -412,7 +445,23 @@ def profile_model(
         notes.append(
             f"{len(unmapped)} of {len(rows)} kernels ({t:.1f} us, {100 * t / total if total else 0:.0f}% of the time) "
             f"could not be mapped to ONNX nodes; they are shown with {runtime}'s own names{why}"
+            + (" (give --onnx SOURCE.onnx to map a .tflite file's ops)" if tflite and onnx_source is None else "")
         )
+    if runtime == "litert":
+        notes.append(
+            "LiteRT's Python API exposes no op profiler: each op was timed on its own (a one-op model with the same "
+            f"delegate, {'XNNPACK' if getattr(prof, 'delegate', '') == 'xnnpack' else getattr(prof, 'delegate', '-')}), "
+            "minus the cost of one Invoke, and scaled to the whole model's time; XNNPACK runs its partitions as "
+            "single TfLiteXNNPackDelegate nodes, so inside them this split is the ops' stand-alone cost, not a trace"
+        )
+        delegates = [n for n in executed_graph if n.get("op") == "DELEGATE"]
+        taken = [n for n in executed_graph if n.get("op") != "DELEGATE" and n.get("delegated")]
+        if delegates:
+            notes.append(
+                f"the whole model ran {len(taken)} of {len(executed_graph) - len(delegates)} ops inside "
+                f"{len(delegates)} TfLiteXNNPackDelegate node(s): "
+                + ", ".join(f"{op} x{c}" for op, c in _counts(n["op"] for n in taken).items())
+            )
     above = [r for r in rows if r.bound is Bound.MEMORY and r.efficiency > 1.2]
     if above:
         notes.append(
@@ -420,7 +469,13 @@ def profile_model(
             "the roof is main-memory bandwidth (a 256 MiB copy); for them the roof is a floor, not a limit"
         )
     budget = e2e - ceilings.fixed_call_us
-    if scale < 0.67:
+    if scale < 0.67 and runtime == "litert":
+        notes.append(
+            f"the ops run one by one took {raw_sum:.1f} us for {budget:.1f} us measured end to end (minus the fixed cost "
+            f"per call): op times were scaled by {scale:.2f}; alone, each op starts with cold caches and its own "
+            "thread hand-off, which the whole model pays once"
+        )
+    elif scale < 0.67:
         notes.append(
             f"{runtime}'s profiler reported {raw_sum:.1f} us of kernel time for {budget:.1f} us measured end to end "
             f"(minus the fixed cost per call): kernel times were scaled by {scale:.2f}; on kernels this small the "
@@ -435,7 +490,7 @@ def profile_model(
             "attribute to a layer"
         )
     report = ProfileReport(
-        model=str(loaded.path),
+        model=str(path),
         runtime=runtime,
         runtime_version=plain.version,
         device=str(plain.device),
@@ -464,6 +519,13 @@ def profile_model(
     from edgecnn.profile.findings import findings_for
 
     return _replace(report, findings=tuple(findings_for(report, model)))
+
+
+def _counts(items: Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for x in items:
+        out[x] = out.get(x, 0) + 1
+    return out
 
 
 def _replace(obj: Any, **kw: Any) -> Any:

@@ -126,12 +126,15 @@ def findings_for(rep: ProfileReport, model: onnx.ModelProto) -> list[str]:
                 f"{len(qdq)} QuantizeLinear/DequantizeLinear kernel(s) ran on their own ({t:.1f} us, {100 * t / total:.0f}%): "
                 "each converts a whole tensor between float and int8."
             )
+    if rep.runtime == "litert":
+        out += _litert_findings(rep, layers, total)
     inserted = [r for r in layers if r.origin is Origin.INSERTED]
     if inserted:
         t = sum(r.p50_us for r in inserted)
         kinds = sorted({r.runtime_op for r in inserted})
+        who = "the ONNX->TFLite conversion" if rep.runtime == "litert" else rep.runtime
         out.append(
-            f"{rep.runtime} inserted {len(inserted)} {'/'.join(kinds)} kernel(s) the ONNX graph does not have "
+            f"{who} inserted {len(inserted)} {'/'.join(kinds)} kernel(s) the ONNX graph does not have "
             f"({t:.1f} us, {100 * t / total:.0f}% of the time): layout or precision conversions between kernels."
         )
     conv_nodes = [r for r in layers if r.origin is Origin.MODEL and set(r.onnx_ops) & {"Cast", "Transpose"}]
@@ -199,5 +202,37 @@ def findings_for(rep: ProfileReport, model: onnx.ModelProto) -> list[str]:
             f"{100 * overhead / rep.e2e_p50_us:.0f}% of the end-to-end time ({overhead:.1f} us) is outside the kernels "
             f"(the runtime's cost per call, measured at {rep.ceilings.fixed_call_us:.1f} us on a one-layer model): "
             "on a model this small, per-call overhead dominates; batch or fuse work to amortise it."
+        )
+    return out
+
+
+def _litert_findings(rep: ProfileReport, layers: Sequence[LayerProfile], total: float) -> list[str]:
+    """LiteRT: ops the XNNPACK delegate did not take, standalone QUANTIZE/DEQUANTIZE, float ops in an int8 file."""
+    out: list[str] = []
+    if any("(XNNPACK)" in r.kernel_type for r in layers):
+        left = [r for r in layers if r.kernel_type.endswith("(builtin)")]
+        if left:
+            t = sum(r.p50_us for r in left)
+            kinds = sorted({r.runtime_op for r in left})
+            out.append(
+                f"XNNPACK did not take {len(left)} op(s) ({', '.join(kinds)}; {t:.1f} us, {100 * t / total:.0f}% of the "
+                "time): they ran on LiteRT's builtin kernels, each one a boundary where XNNPACK hands tensors back."
+            )
+        else:
+            out.append(f"XNNPACK took all {len(layers)} ops.")
+    qdq = [r for r in layers if r.runtime_op in ("QUANTIZE", "DEQUANTIZE")]
+    if qdq:
+        t = sum(r.p50_us for r in qdq)
+        out.append(
+            f"{len(qdq)} QUANTIZE/DEQUANTIZE op(s) ran on their own ({t:.1f} us, {100 * t / total:.0f}%): float islands "
+            "in the int8 graph, each converting a whole tensor."
+        )
+    ints = [r for r in layers if r.precision == "int8"]
+    floats = [r for r in layers if r.precision in FLOAT_PRECISIONS and r.runtime_op not in ("QUANTIZE", "DEQUANTIZE")]
+    if ints and floats:
+        t = sum(r.p50_us for r in floats)
+        out.append(
+            f"{len(floats)} op(s) ran in float in this int8 model ({', '.join(sorted({r.runtime_op for r in floats}))}; "
+            f"{t:.1f} us, {100 * t / total:.0f}%): the converter kept them float between DEQUANTIZE and QUANTIZE."
         )
     return out
