@@ -219,7 +219,7 @@ def _litert_findings(rep: ProfileReport, layers: Sequence[LayerProfile], total: 
                 "time): they ran on LiteRT's builtin kernels, each one a boundary where XNNPACK hands tensors back."
             )
         else:
-            out.append(f"XNNPACK took all {len(layers)} ops.")
+            out.append(f"XNNPACK took all {len(layers)} op(s).")
     qdq = [r for r in layers if r.runtime_op in ("QUANTIZE", "DEQUANTIZE")]
     if qdq:
         t = sum(r.p50_us for r in qdq)
