@@ -110,6 +110,12 @@ def test_int8_islands_and_float_ops_said(cache: Path, tmp_path: Path) -> None:
     # negative control: the float model has no Q/DQ ops and no "float in int8" sentence
     fp = profile_model(SAMPLE_MODEL, "litert", threads=1, runs=20, cache_dir=cache)
     assert not any("QUANTIZE" in f or "in this int8 model" in f for f in fp.findings)
+    # the same reasons reach bench --compare's verdict on LiteRT
+    from edgecnn.profile.compare import explain_slower
+
+    why = explain_slower(SAMPLE_MODEL, int8, "litert", threads=1)
+    assert any("QUANTIZE/DEQUANTIZE op(s) ran on their own" in w for w in why), why
+    assert not any("QUANTIZE" in w for w in explain_slower(SAMPLE_MODEL, SAMPLE_MODEL, "litert", threads=1))
 
 
 def test_tflite_cli_with_and_without_its_onnx(sample_tflite: Path, cache: Path, tmp_path: Path) -> None:

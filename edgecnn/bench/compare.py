@@ -53,8 +53,10 @@ Explainer = Callable[[BenchResult, BenchResult], list[str]]
 
 def profile_explainer(base: BenchResult, r: BenchResult) -> list[str]:
     """What the runtime executed for ``r`` (float kernels in an INT8 model and why, the bf16 baseline,
-    per-call overhead), from ``edgecnn profile``; local runs on ONNX Runtime and OpenVINO only."""
-    if r.machine.host != "local" or r.runtime not in ("ort", "openvino"):
+    per-call overhead), from ``edgecnn profile``; local runs of ONNX models on ONNX Runtime, OpenVINO and LiteRT."""
+    if r.machine.host != "local" or r.runtime not in ("ort", "openvino", "litert"):
+        return []
+    if not (str(base.model).lower().endswith(".onnx") and str(r.model).lower().endswith(".onnx")):
         return []
     from edgecnn.profile.compare import explain_slower
 

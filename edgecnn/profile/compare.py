@@ -215,7 +215,7 @@ def explain_slower(base_model: str | Path, model: str | Path, runtime: str, *, t
     from edgecnn.profile.core import profile_model
     from edgecnn.profile.findings import _why_float, float_convs_in_int8, is_quantized
 
-    if runtime not in ("ort", "openvino"):
+    if runtime not in ("ort", "openvino", "litert"):
         return []
     m = load_model(model).model
     out: list[str] = []
@@ -228,7 +228,7 @@ def explain_slower(base_model: str | Path, model: str | Path, runtime: str, *, t
                 + "; ".join(_why_float(m, [r.primary for r in floats], runtime))
             )
     keep = ("QuantizeLinear/DequantizeLinear kernel(s) ran on their own", "BatchNormalization layer(s) ran on their own",
-            "inserted")  # fmt: skip
+            "inserted", "XNNPACK did not take", "QUANTIZE/DEQUANTIZE op(s)", "in this int8 model")  # fmt: skip
     out.extend(f.rstrip(".") for f in rep.findings if any(k in f for k in keep))
     if runtime == "openvino":
         from edgecnn.runtimes.openvino import default_cpu_precision
