@@ -1,4 +1,4 @@
-"""`edgecnn profile MODEL.onnx --runtime ort|openvino [--compare OTHER.onnx]`: per-layer latency from the
+"""`edgecnn profile MODEL.onnx --runtime ort|openvino|litert [--compare OTHER.onnx]`: per-layer latency from the
 runtime's own profiler, on the machine's measured roofline, and why the model is slow."""
 
 from __future__ import annotations

@@ -7,6 +7,9 @@ profiled run (every kernel's time recorded), one timed run of the plain session 
 ``bench`` measures: only the inference call inside the timer). Alternating makes drift in machine load hit
 both alike.
 
+LiteRT has no op profiler reachable from Python: its adapter times each op of the file alone (one-op models,
+same delegate) in the profiled runs; see ``edgecnn/runtimes/litert.py``.
+
 A profiler has a cost of its own: ONNX Runtime's records shapes and memory statistics inside each
 kernel's window (2-5 us per kernel here, more than a small kernel's own time), OpenVINO's counters have
 1 us resolution. So the kernel times are *scaled* to the measured end-to-end latency minus the runtime's
