@@ -48,6 +48,12 @@ def test_side_by_side_compare_json_and_out(models: tuple[Path, Path], tmp_path: 
         assert word in res.output
     data = json.loads(js.read_text())
     assert data["schema_version"] == 1 and data["kind"] == "bench"
+    for r in data["results"]:
+        t = r["timer"]
+        assert t["clock"] == "perf_counter_ns" and 0 < t["resolution_ns"] < 1_000 and t["empty_timed_call_ns"] > 0
+        assert t["timed_call"] and t["loop_overhead_ns"] >= 0
+    flat = " ".join(res.output.split())
+    assert "timer (ort): perf_counter_ns around" in flat and "timer (openvino): perf_counter_ns around" in flat
     assert [(r["model_name"], r["runtime"]) for r in data["results"]] == [
         ("fp32", "ort"), ("fp32", "openvino"), ("tiny", "ort"), ("tiny", "openvino"),
     ]  # fmt: skip
@@ -136,6 +142,8 @@ def test_litert_runs_an_onnx_model_through_the_converter(models: tuple[Path, Pat
     res = bench(str(models[0]), "-r", "litert", "-n", "20", "--threads", "1")
     assert res.exit_code == 0, res.output
     assert "litert" in res.output
+    flat = " ".join(res.output.split())
+    assert "timer (litert): perf_counter_ns around InterpreterWrapper.Invoke (inputs bound once); resolution" in flat
 
 
 def test_dir_without_images(models: tuple[Path, Path], tmp_path: Path) -> None:

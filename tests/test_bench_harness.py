@@ -22,7 +22,7 @@ from edgecnn.errors import DataError, ModelError
 from edgecnn.runtimes import available_runtimes
 from tests.onnx_builders import make_model, rng_w, save, small_cnn
 
-RUNTIMES = [r for r in ("ort", "openvino") if r in available_runtimes()]
+RUNTIMES = [r for r in ("ort", "openvino", "litert") if r in available_runtimes()]
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +51,13 @@ def test_run_bench_on_real_runtime(small: Path, runtime: str) -> None:
     # harness cost outside the timed call: measured (its < 20 us goal is a benchmark, not a unit test:
     # benchmarks/harness_vs_benchmark_app.py)
     assert 0 <= r.loop_overhead_ns < float("inf")
+    # The timing method's own limits travel with the result: a clock step well under a microsecond, an empty
+    # timed call cheaper than the smallest sample, and the runtime's own C++ call inside the timer.
+    assert 0 < r.timer_resolution_ns < 1_000 and 0 < r.timer_empty_call_ns < min(r.samples_ns)
+    assert r.bound_inputs and r.timed_call == {"ort": "InferenceSession.run_with_iobinding",
+                                               "openvino": "InferRequest.infer",
+                                               "litert": "InterpreterWrapper.Invoke"}[runtime]  # fmt: skip
+    assert BenchResult.from_dict(json.loads(json.dumps(r.to_dict()))).timed_call == r.timed_call
 
 
 def test_peak_rss_is_measured_not_estimated(tmp_path: Path) -> None:

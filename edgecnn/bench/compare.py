@@ -3,10 +3,11 @@ sentence whenever a model expected to be faster is not."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from edgecnn.bench.harness import BenchResult
+from edgecnn.errors import EdgecnnError
 
 # A p50 speed-up below this is within run-to-run noise on a quiet CPU: reported as "not faster".
 NOISE = 0.05
@@ -27,6 +28,7 @@ class Comparison:
     size_ratio: float
     peak_rss_ratio: float
     verdict: str  # one sentence
+    reasons: tuple[str, ...] = ()  # why it is not faster, from `edgecnn profile` (what the runtime executed)
 
     def to_dict(self) -> dict[str, object]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -45,8 +47,30 @@ def _verdict(base: BenchResult, r: BenchResult, speedup: float) -> str:
     return f"{r.model_name} is SLOWER than {base.model_name} {where}: {1 / speedup:.2f}x the latency ({p})."
 
 
-def compare_results(results: Sequence[BenchResult]) -> list[Comparison]:
-    """Compare every model against the first model benchmarked, per (runtime, host)."""
+# (baseline, result) -> reasons the result is not faster, in words.
+Explainer = Callable[[BenchResult, BenchResult], list[str]]
+
+
+def profile_explainer(base: BenchResult, r: BenchResult) -> list[str]:
+    """What the runtime executed for ``r`` (float kernels in an INT8 model and why, the bf16 baseline,
+    per-call overhead), from ``edgecnn profile``; local runs of ONNX models on ONNX Runtime, OpenVINO and LiteRT."""
+    if r.machine.host != "local" or r.runtime not in ("ort", "openvino", "litert"):
+        return []
+    if not (str(base.model).lower().endswith(".onnx") and str(r.model).lower().endswith(".onnx")):
+        return []
+    from edgecnn.profile.compare import explain_slower
+
+    try:
+        return explain_slower(base.model, r.model, r.runtime, threads=r.threads_requested)
+    except EdgecnnError:
+        return []
+
+
+def compare_results(
+    results: Sequence[BenchResult], *, explain: Explainer | None = profile_explainer
+) -> list[Comparison]:
+    """Compare every model against the first model benchmarked, per (runtime, host). When a model is not
+    faster, ``explain`` adds the reasons to its verdict."""
     out: list[Comparison] = []
     groups: dict[tuple[str, str], list[BenchResult]] = {}
     for r in results:
@@ -55,6 +79,10 @@ def compare_results(results: Sequence[BenchResult]) -> list[Comparison]:
         base = rs[0]
         for r in rs[1:]:
             speedup = base.stats.p50_ms / r.stats.p50_ms
+            reasons = tuple(explain(base, r)) if explain is not None and speedup < 1 + NOISE else ()
+            verdict = _verdict(base, r, speedup)
+            if reasons:
+                verdict += " Why: " + "; ".join(reasons) + "."
             out.append(
                 Comparison(
                     baseline=base.label,
@@ -66,7 +94,8 @@ def compare_results(results: Sequence[BenchResult]) -> list[Comparison]:
                     throughput_ratio=r.stats.throughput / base.stats.throughput,
                     size_ratio=r.model_bytes / base.model_bytes,
                     peak_rss_ratio=r.memory.peak_rss / base.memory.peak_rss if base.memory.peak_rss else float("nan"),
-                    verdict=_verdict(base, r, speedup),
+                    verdict=verdict,
+                    reasons=reasons,
                 )
             )
     return out

@@ -143,6 +143,11 @@ class BenchResult:
     loop_overhead_ns: float  # per iteration, outside the timed call (loop, sample store)
     bound_inputs: bool  # inputs bound once through the adapter's bind(); else run(feeds) per call
     inference_precision: str = ""  # what the runtime computes float layers in (OpenVINO: bf16 on AMX CPUs)
+    # The timing method's own limits, measured in the worker: the smallest perf_counter_ns step, the cost of an
+    # empty timed call (inside every sample), and the name of the call inside the timer. 0 / "" in old reports.
+    timer_resolution_ns: float = 0.0
+    timer_empty_call_ns: float = 0.0
+    timed_call: str = ""
 
     @property
     def label(self) -> str:
@@ -182,6 +187,13 @@ class BenchResult:
             "loop_overhead_ns": self.loop_overhead_ns,
             "bound_inputs": self.bound_inputs,
             "inference_precision": self.inference_precision,
+            "timer": {
+                "clock": "perf_counter_ns",
+                "resolution_ns": self.timer_resolution_ns,
+                "empty_timed_call_ns": self.timer_empty_call_ns,
+                "loop_overhead_ns": self.loop_overhead_ns,
+                "timed_call": self.timed_call,
+            },
         }
         if samples:
             d["samples_ns"] = list(self.samples_ns)
@@ -192,6 +204,7 @@ class BenchResult:
         """Rebuild from ``to_dict`` output; statistics are recomputed from the raw samples."""
         samples = tuple(int(x) for x in d["samples_ns"])
         mem = {k: int(v) for k, v in d["memory"].items() if k != "peak_over_baseline"}
+        timer = d.get("timer") or {}
         return cls(
             **{k: d[k] for k in _PLAIN_FIELDS},
             input_shapes={k: tuple(v) for k, v in d["input_shapes"].items()},
@@ -200,6 +213,9 @@ class BenchResult:
             machine=MachineInfo(**d["machine"]),
             samples_ns=samples,
             inference_precision=str(d.get("inference_precision", "")),
+            timer_resolution_ns=float(timer.get("resolution_ns", 0.0)),
+            timer_empty_call_ns=float(timer.get("empty_timed_call_ns", 0.0)),
+            timed_call=str(timer.get("timed_call", "")),
         )
 
 
@@ -619,6 +635,9 @@ def result_from_worker(prepared: PreparedModel, data: dict[str, Any], *, host: s
         loop_overhead_ns=loop_overhead,
         bound_inputs=bool(data.get("bound_inputs")),
         inference_precision=str(data.get("inference_precision", "")),
+        timer_resolution_ns=float(data.get("timer_resolution_ns", 0.0)),
+        timer_empty_call_ns=float(data.get("timer_empty_call_ns", 0.0)),
+        timed_call=str(data.get("timed_call", "")),
     )
 
 

@@ -5,7 +5,10 @@ It runs in a fresh process -- locally a child of ``edgecnn bench``, on a board t
 so that its peak RSS belongs to one model on one runtime. Order of events: import the runtime, sample the
 baseline RSS, load (timed), first inference (timed, cold), warm-up (untimed), then N timed iterations with
 ``time.perf_counter_ns`` around the inference call only, inputs allocated and bound before the loop and GC
-paused. It prints one line ``RESULT_MARK + json`` on stdout; errors come back the same way with
+paused. Adapters with ``bind`` (ONNX Runtime: io_binding with preallocated outputs; OpenVINO: an infer request
+with preset tensors) return the runtime's own C++ inference call, so no Python argument handling, input copy
+or output conversion sits inside the timer. The result also reports the timer's resolution and the cost of
+an empty timed call. It prints one line ``RESULT_MARK + json`` on stdout; errors come back the same way with
 ``ok: false`` and the exit code, so the parent re-raises them with the same meaning.
 """
 
@@ -54,6 +57,33 @@ def _binder(sess: Any) -> Callable[[dict[str, Any]], Callable[[], Any]]:
         return bind  # type: ignore[no-any-return]
     run = sess.run
     return lambda feeds: lambda: run(feeds)
+
+
+def describe_call(call: Any) -> str:
+    """The name of what sits inside the timer as ``Owner.method``, e.g. ``InferRequest.infer``."""
+    inner = getattr(call, "func", call)  # functools.partial -> its function; its first argument may be the owner
+    name = getattr(inner, "__name__", None) or type(inner).__name__
+    args = getattr(call, "args", None) or ()
+    owner = args[0] if args and hasattr(type(args[0]), name) else getattr(inner, "__self__", None)
+    return f"{type(owner).__name__}.{name}" if owner is not None and not isinstance(owner, type(sys)) else str(name)
+
+
+def timer_resolution() -> dict[str, float]:
+    """The timing method's own limits: the smallest non-zero step between two back-to-back
+    ``perf_counter_ns`` reads, and the median cost of such a pair (what an empty timed call measures)."""
+    pc = time.perf_counter_ns
+    steps: list[int] = []
+    for _ in range(2000):
+        a = pc()
+        b = pc()
+        steps.append(b - a)
+    nonzero = [d for d in steps if d > 0]
+    steps.sort()
+    return {
+        "timer_resolution_ns": float(min(nonzero)) if nonzero else 0.0,
+        "timer_empty_call_ns": float(steps[len(steps) // 2]),
+        "timer_declared_resolution_ns": time.get_clock_info("perf_counter").resolution * 1e9,
+    }
 
 
 def measure(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -171,7 +201,9 @@ def measure(cfg: dict[str, Any]) -> dict[str, Any]:
         "rss_after_first_bytes": after_first,
         "rss_peak_bytes": peak_rss(),
         "bound_inputs": callable(getattr(sess, "bind", None)),
+        "timed_call": describe_call(c) if callable(getattr(sess, "bind", None)) else "run(feeds)",
         "machine": machine_facts(),
+        **timer_resolution(),
     }
 
 

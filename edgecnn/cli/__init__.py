@@ -131,6 +131,7 @@ COMMAND_MODULES = (
     "check",
     "targets",
     "bench",
+    "profile",
     "drift",
     "sensitivity",
     "gate",

@@ -3,6 +3,7 @@ fresh process per model and runtime -- locally or on a board over SSH -- with th
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -197,6 +198,32 @@ def print_results(results: Sequence[BenchResult]) -> None:
         "peak RSS is the measuring process's high-water mark, (+) over its baseline before the model was loaded.",
         highlight=False,
     )
+    for line in timer_lines(results):
+        console.print(line, highlight=False)
+
+
+def timer_lines(results: Sequence[BenchResult]) -> list[str]:
+    """The table footer on the timing method: per runtime and host, what the timer wraps, the clock's
+    smallest step, the cost of an empty timed call (inside every sample) and the loop's cost outside it."""
+    seen: dict[tuple[str, str], list[BenchResult]] = {}
+    for r in results:
+        seen.setdefault((r.runtime, r.machine.host), []).append(r)
+    out = []
+    for (runtime, host), rs in seen.items():
+        if not any(r.timer_resolution_ns for r in rs):
+            continue
+        where = "" if host == "local" else f" on {host}"
+        call = rs[0].timed_call or "run(feeds)"
+        res = min(r.timer_resolution_ns for r in rs)
+        empty = statistics.median(r.timer_empty_call_ns for r in rs)
+        loop = statistics.median(r.loop_overhead_ns for r in rs)
+        out.append(
+            f"timer ({runtime}{where}): perf_counter_ns around {call}"
+            f"{' (inputs bound once)' if rs[0].bound_inputs else ' (inputs passed per call)'}; "
+            f"resolution {res:.0f} ns, empty timed call {empty:.0f} ns (inside each sample), "
+            f"loop {loop / 1e3:.2f} us per iteration outside the timer."
+        )
+    return out
 
 
 def print_comparisons(results: Sequence[BenchResult], comparisons: Sequence[object]) -> None:

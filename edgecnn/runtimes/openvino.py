@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -36,11 +37,12 @@ class OpenVinoSession:
         if input_shapes:
             model.reshape({k: ov.PartialShape(list(v)) for k, v in input_shapes.items()})
         config: dict[str, str] = {"PERFORMANCE_HINT": "LATENCY"}
-        # f32 by default so results match the float model; pass inference_precision=bf16/f16 to override, or
-        # "default" for the plugin's own choice (bf16 on CPUs with AMX/AVX512-BF16: what a user gets).
-        hint = options.get("inference_precision", "f32")
-        if hint != "default":
-            config["INFERENCE_PRECISION_HINT"] = hint
+        # f32 by default so results match the float model; pass inference_precision=bf16/f16 to override.
+        # "default" leaves the choice to OpenVINO (bf16 on CPUs with AMX or AVX512-BF16).
+        if options.get("inference_precision", "f32") != "default":
+            config["INFERENCE_PRECISION_HINT"] = options.get("inference_precision", "f32")
+        if options.get("profile") == "1":
+            config["PERF_COUNT"] = "YES"  # per-layer performance counters (edgecnn profile)
         if threads:
             config["INFERENCE_NUM_THREADS"] = str(threads)
         self.device = options.get("device", "CPU")
@@ -103,4 +105,63 @@ class OpenVinoSession:
         self._bound = {k: np.ascontiguousarray(v) for k, v in feeds.items()}  # keep the shared buffers alive
         for name, arr in self._bound.items():
             self._req.set_tensor(name, ov.Tensor(arr, shared_memory=True))
-        return self._req.infer
+        try:  # the C++ infer itself: the Python wrapper re-dispatches inputs and copies outputs every call
+            from openvino._pyopenvino import InferRequest as _Req
+
+            return functools.partial(_Req.infer, self._req, {}, True, False)
+        except (ImportError, AttributeError):
+            return self._req.infer
+
+    def kernel_runs(
+        self, call: Callable[[], Any], runs: int, between: Callable[[], Any] | None = None
+    ) -> list[list[dict[str, Any]]]:
+        """Run ``call`` ``runs`` times and read the performance counters after each (session option
+        ``profile=1``): per run, the executed layers with exec type, layer type and microseconds.
+        ``between`` runs after each profiled run (e.g. a timed run of a plain session)."""
+        out: list[list[dict[str, Any]]] = []
+        for _ in range(runs):
+            call()
+            infos = self._req.get_profiling_info()
+            if between is not None:
+                between()
+            if not infos:
+                raise ModelError("OpenVINO returned no performance counters (compile with PERF_COUNT=YES: profile=1)")
+            out.append(
+                [
+                    {
+                        "name": p.node_name,
+                        "key": p.node_name,
+                        "op": p.node_type,
+                        "exec_type": p.exec_type,
+                        "executed": p.status == ov.ProfilingInfo.Status.EXECUTED,
+                        "us": p.real_time.total_seconds() * 1e6,
+                    }
+                    for p in infos
+                ]
+            )
+        return out
+
+    def executed_graph(self) -> list[dict[str, str]]:
+        """The graph the CPU plugin executes (``get_runtime_model``): per node its name, layer type, kernel
+        (primitiveType), runtime precision, output layout and the original layers fused into it."""
+        nodes = []
+        for op in self._compiled.get_runtime_model().get_ordered_ops():
+            rt = op.get_rt_info()
+            info = {k: rt[k].astype(str) for k in rt.keys()}  # noqa: SIM118 (RTMap)
+            if info.get("layerType") == "Const":
+                continue
+            nodes.append({"name": op.get_friendly_name(), **info})
+        return nodes
+
+    def precision(self) -> str:
+        """The inference precision the compiled model uses (e.g. 'f32', 'bf16')."""
+        return _type_name(self._compiled.get_property("INFERENCE_PRECISION_HINT"))
+
+
+def default_cpu_precision() -> str:
+    """What OpenVINO's CPU plugin picks when no precision is asked for (bf16 on AMX / AVX512-BF16 CPUs)."""
+    return _type_name(core().get_property("CPU", "INFERENCE_PRECISION_HINT"))
+
+
+def _type_name(t: Any) -> str:
+    return str(t.get_type_name()) if hasattr(t, "get_type_name") else str(t).lower()

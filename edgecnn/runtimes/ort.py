@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import json
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import onnxruntime as ort
@@ -44,6 +48,14 @@ class OrtSession:
         for k, v in options.items():
             if k.startswith("session."):
                 so.add_session_config_entry(k, v)
+        # Profiling (edgecnn profile): ORT's own per-kernel timer, and the graph it actually executes.
+        self._profile_dir: tempfile.TemporaryDirectory[str] | None = None
+        if options.get("profile") == "1":
+            self._profile_dir = tempfile.TemporaryDirectory(prefix="edgecnn-ortprof-")
+            so.enable_profiling = True
+            so.profile_file_prefix = str(Path(self._profile_dir.name) / "ort")
+        if options.get("optimized_model"):
+            so.optimized_model_filepath = options["optimized_model"]
         try:
             self._sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         except Exception as e:  # ORT raises its own exception types for every load failure
@@ -85,3 +97,57 @@ class OrtSession:
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         return self._sess.run(self._out_names, feeds)
+
+    def bind(self, feeds: dict[str, np.ndarray]) -> Callable[[], Any]:
+        """Bind ``feeds`` and preallocated outputs once (io_binding) and return a zero-argument call that runs
+        one inference and nothing else: what a benchmark loop times."""
+        binding = self._sess.io_binding()
+        self._bound = {k: np.ascontiguousarray(v) for k, v in feeds.items()}  # keep the buffers alive
+        for name, arr in self._bound.items():
+            binding.bind_cpu_input(name, arr)
+        for o in self.outputs():
+            if all(d > 0 for d in o.shape):
+                binding.bind_ortvalue_output(
+                    o.name, ort.OrtValue.ortvalue_from_shape_and_type(list(o.shape), np.dtype(o.dtype))
+                )
+            else:
+                binding.bind_output(o.name, "cpu")  # dynamic output: ORT allocates it per run
+        self._binding = binding
+        try:  # the C++ call itself; the Python wrapper adds checks for WebGPU graph capture on every run
+            return functools.partial(self._sess._sess.run_with_iobinding, binding._iobinding, None)
+        except AttributeError:
+            return functools.partial(self._sess.run_with_iobinding, binding)
+
+    def kernel_runs(
+        self, call: Callable[[], Any], runs: int, between: Callable[[], Any] | None = None
+    ) -> list[list[dict[str, Any]]]:
+        """Run ``call`` ``runs`` times with ORT's profiler on (session option ``profile=1``; once per session)
+        and return, per run, the kernels in execution order: name, node_index, op, provider, input dtypes,
+        microseconds. ``between`` runs after each profiled run (e.g. a timed run of a plain session)."""
+        if self._profile_dir is None:
+            raise ModelError("onnxruntime session was opened without profiling (options profile=1)")
+        for _ in range(runs):
+            call()
+            if between is not None:
+                between()
+        path = self._sess.end_profiling()
+        events = json.loads(Path(path).read_text(encoding="utf-8"))
+        out: list[list[dict[str, Any]]] = []
+        cur: list[dict[str, Any]] = []
+        for e in events:
+            if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time"):
+                a = e.get("args", {})
+                cur.append(
+                    {
+                        "name": e["name"][: -len("_kernel_time")],
+                        "key": f"{a.get('node_index', '')}:{e['name']}",
+                        "op": a.get("op_name", ""),
+                        "provider": a.get("provider", ""),
+                        "input_types": [next(iter(t), "") for t in a.get("input_type_shape", [])],
+                        "us": float(e.get("dur", 0)),
+                    }
+                )
+            elif e.get("cat") == "Session" and e.get("name") == "model_run":
+                out.append(cur)
+                cur = []
+        return out[-runs:] if runs else out

@@ -1,0 +1,246 @@
+"""``profile --compare``: two models (FP32 vs INT8, before vs after a change) layer by layer on one runtime,
+where time went up or down and why; and the same explanation, without timing, for ``bench --compare``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from edgecnn.errors import BadInputError
+from edgecnn.profile.core import LayerProfile, Origin, ProfileReport
+from edgecnn.profile.mapping import COMPUTE_OPS
+
+
+@dataclass(frozen=True, kw_only=True)
+class LayerDelta:
+    layer: str  # ONNX node name (the compute op of a fused kernel), or a category
+    op: str
+    base_us: float
+    other_us: float
+    base_precision: str
+    other_precision: str
+    base_kernel: str
+    other_kernel: str
+
+    @property
+    def delta_us(self) -> float:
+        return self.other_us - self.base_us
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProfileComparison:
+    base: ProfileReport
+    other: ProfileReport
+    rows: tuple[LayerDelta, ...]  # matched layers, graph order of the base
+    categories: tuple[LayerDelta, ...]  # conversions, inserted kernels, unmatched layers, per-call cost
+    sentences: tuple[str, ...]
+
+    @property
+    def speedup(self) -> float:
+        return self.base.e2e_p50_us / self.other.e2e_p50_us if self.other.e2e_p50_us else float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "base": self.base.to_dict(),
+            "other": self.other.to_dict(),
+            "speedup": self.speedup,
+            "rows": [{**asdict(r), "delta_us": r.delta_us} for r in self.rows],
+            "categories": [{**asdict(r), "delta_us": r.delta_us} for r in self.categories],
+            "sentences": list(self.sentences),
+        }
+
+
+def check_same_inputs(base: str | Path, other: str | Path) -> None:
+    """Two models are comparable layer by layer only when they take the same inputs (names and shapes)."""
+    from edgecnn.graph.load import dims_of, graph_inputs, load_model
+
+    a = {vi.name: dims_of(vi) for vi in graph_inputs(load_model(base).model)}
+    b = {vi.name: dims_of(vi) for vi in graph_inputs(load_model(other).model)}
+    if a != b:
+        fmt = lambda d: ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in d.items())  # noqa: E731
+        raise BadInputError(
+            f"--compare {other}: its inputs ({fmt(b)}) differ from {base}'s ({fmt(a)}); compare two versions of the same "
+            "network (e.g. FP32 and its INT8), with the same input names and shapes"
+        )
+
+
+def _by_layer(rep: ProfileReport) -> tuple[dict[str, LayerProfile], list[LayerProfile]]:
+    """Kernels keyed by the ONNX compute node they run (their primary member); the rest separately."""
+    keyed: dict[str, LayerProfile] = {}
+    rest: list[LayerProfile] = []
+    for r in rep.layers:
+        if r.origin is Origin.MODEL and any(op in COMPUTE_OPS for op in r.onnx_ops):
+            keyed[r.primary] = r
+        else:
+            rest.append(r)
+    return keyed, rest
+
+
+def _cat(rest: Sequence[LayerProfile], pick: Any) -> tuple[float, int]:
+    sel = [r for r in rest if pick(r)]
+    return sum(r.p50_us for r in sel), len(sel)
+
+
+def compare_profiles(base: ProfileReport, other: ProfileReport) -> ProfileComparison:
+    from edgecnn.profile.findings import FLOAT_PRECISIONS
+
+    a, arest = _by_layer(base)
+    b, brest = _by_layer(other)
+    rows = []
+    for name, ra in a.items():
+        rb = b.get(name)
+        if rb is None:
+            continue
+        op = next(op for op in ra.onnx_ops if op in COMPUTE_OPS)
+        rows.append(
+            LayerDelta(
+                layer=name, op=op, base_us=ra.p50_us, other_us=rb.p50_us, base_precision=ra.precision,
+                other_precision=rb.precision, base_kernel=ra.kernel_type, other_kernel=rb.kernel_type,
+            )
+        )  # fmt: skip
+    cats = []
+
+    def qdq(r: LayerProfile) -> bool:
+        return (
+            r.origin is Origin.MODEL and bool(r.onnx_ops) and set(r.onnx_ops) <= {"QuantizeLinear", "DequantizeLinear"}
+        )
+
+    for label, pick in (
+        ("Q/DQ conversions (standalone)", qdq),
+        ("inserted by the runtime", lambda r: r.origin is Origin.INSERTED),
+        ("other layers", lambda r: not qdq(r) and r.origin is not Origin.INSERTED),
+    ):
+        ta, na = _cat(arest, pick)
+        tb, nb = _cat(brest, pick)
+        if na or nb:
+            cats.append(
+                LayerDelta(layer=label, op=f"{na} / {nb} kernels", base_us=ta, other_us=tb, base_precision="",
+                           other_precision="", base_kernel="", other_kernel="")
+            )  # fmt: skip
+    unmatched_a = sum(r.p50_us for k, r in a.items() if k not in b)
+    unmatched_b = sum(r.p50_us for k, r in b.items() if k not in a)
+    if unmatched_a or unmatched_b:
+        cats.append(
+            LayerDelta(layer="compute layers in one model only", op="", base_us=unmatched_a, other_us=unmatched_b,
+                       base_precision="", other_precision="", base_kernel="", other_kernel="")
+        )  # fmt: skip
+    cats.append(
+        LayerDelta(layer="runtime cost per call", op="", base_us=base.ceilings.fixed_call_us,
+                   other_us=other.ceilings.fixed_call_us, base_precision="", other_precision="", base_kernel="",
+                   other_kernel="")
+    )  # fmt: skip
+
+    bn, on = Path(base.model).stem, Path(other.model).stem
+    s: list[str] = []
+    sp = base.e2e_p50_us / other.e2e_p50_us if other.e2e_p50_us else float("nan")
+    verdict = "faster" if sp >= 1.05 else ("SLOWER" if sp <= 0.95 else "about as fast (within 5%)")
+    s.append(
+        f"{on} is {verdict} than {bn} on {base.runtime}: {other.e2e_p50_us:.1f} us vs {base.e2e_p50_us:.1f} us "
+        f"end to end ({sp:.2f}x)."
+    )
+    float_rows = [r for r in rows if r.other_precision in FLOAT_PRECISIONS]
+    from edgecnn.graph.load import load_model
+    from edgecnn.profile.findings import _why_float, is_quantized
+
+    if is_quantized(load_model(other.model).model):
+        if float_rows:
+            t = sum(r.other_us for r in float_rows)
+            ops = sorted({r.op for r in float_rows})
+            reasons = _why_float(load_model(other.model).model, [r.layer for r in float_rows], other.runtime)
+            s.append(
+                f"{len(float_rows)} of {len(rows)} {'/'.join(ops)} layers ran in {float_rows[0].other_precision.upper()} "
+                f"in {on} ({t:.1f} us, e.g. {', '.join(r.layer for r in float_rows[:3])}): " + "; ".join(reasons) + "."
+            )
+        elif rows:
+            s.append(f"All {len(rows)} matched compute layers ran as integer kernels in {on}.")
+            if sp <= 0.95:
+                up = sum(r.delta_us for r in rows if r.delta_us > 0)
+                extra = sum(max(0.0, c.other_us - c.base_us) for c in cats if c.layer != "runtime cost per call")
+                biggest = max((r.bytes for r in other.layers), default=0)
+                s.append(
+                    f"Yet {on} is slower: its compute layers gained {up:.1f} us where they got slower and the kernels "
+                    f"outside them (conversions, inserted layout changes, other layers) {extra:.1f} us. On layers this "
+                    f"small (the largest moves {biggest / 1024:.0f} KiB) each integer kernel's fixed costs "
+                    "(requantization, layout changes) outweigh the MACs it saves; INT8 pays off on larger layers."
+                )
+    if base.precision_used != other.precision_used or (base.runtime == "openvino" and base.precision_used == "bf16"):
+        s.append(
+            f"{bn}'s float layers ran in {base.precision_used} on {base.runtime}"
+            + (" (its default on this CPU)" if base.precision_used == base.precision_default else "")
+            + f"; {on}'s in {other.precision_used}: that is the baseline INT8 has to beat."
+        )
+    elif base.runtime == "openvino" and base.precision_default == "bf16" and base.precision_used != "bf16":
+        s.append(
+            f"On this CPU OpenVINO's default for {bn} would be bf16, not {base.precision_used}: with --ov-precision default "
+            "the float baseline is faster and the INT8 speed-up smaller."
+        )
+    s.extend(f for f in other.findings if "BatchNormalization layer(s) ran on their own" in f)
+    for label, pick in (("Q/DQ conversions (standalone)", 0), ("inserted by the runtime", 1)):
+        c = next((c for c in cats if c.layer == label), None)
+        if c is not None and c.other_us - c.base_us > 0.05 * max(other.e2e_p50_us, 1e-9):
+            s.append(
+                f"{label[0].upper() + label[1:]} cost {c.other_us:.1f} us in {on} vs {c.base_us:.1f} us in {bn} "
+                f"({c.op}): " + ("each converts a whole tensor between float and int8." if pick == 0 else
+                                 "layout or precision conversions between kernels.")
+            )  # fmt: skip
+    worse = sorted((r for r in rows if r.delta_us > 0), key=lambda r: -r.delta_us)[:3]
+    better = sorted((r for r in rows if r.delta_us < 0), key=lambda r: r.delta_us)[:3]
+    if worse:
+        s.append(
+            "Slower layers: "
+            + "; ".join(
+                f"{r.layer} {r.base_us:.1f} -> {r.other_us:.1f} us ({r.base_precision} -> {r.other_precision})"
+                for r in worse
+            )
+            + "."
+        )
+    if better:
+        s.append(
+            "Faster layers: "
+            + "; ".join(
+                f"{r.layer} {r.base_us:.1f} -> {r.other_us:.1f} us ({r.base_precision} -> {r.other_precision})"
+                for r in better
+            )
+            + "."
+        )
+    return ProfileComparison(base=base, other=other, rows=tuple(rows), categories=tuple(cats), sentences=tuple(s))
+
+
+def explain_slower(base_model: str | Path, model: str | Path, runtime: str, *, threads: int = 0) -> list[str]:
+    """Why ``model`` is not faster than ``base_model`` on ``runtime``: what each ran in, from the runtime's
+    executed graph (OpenVINO) or a short profile (ONNX Runtime), no timing claims. Used by ``bench --compare``."""
+    from edgecnn.graph.load import load_model
+    from edgecnn.profile.core import profile_model
+    from edgecnn.profile.findings import _why_float, float_convs_in_int8, is_quantized
+
+    if runtime not in ("ort", "openvino", "litert"):
+        return []
+    m = load_model(model).model
+    out: list[str] = []
+    rep = profile_model(model, runtime, threads=threads, runs=30, warmup=5, roofline=False)
+    if is_quantized(m):
+        floats, n = float_convs_in_int8(rep.layers)
+        if floats:
+            out.append(
+                f"{len(floats)} of {n} compute layers ran in {floats[0].precision.upper()}: "
+                + "; ".join(_why_float(m, [r.primary for r in floats], runtime))
+            )
+    keep = ("QuantizeLinear/DequantizeLinear kernel(s) ran on their own", "BatchNormalization layer(s) ran on their own",
+            "inserted", "XNNPACK did not take", "QUANTIZE/DEQUANTIZE op(s)", "in this int8 model")  # fmt: skip
+    out.extend(f.rstrip(".") for f in rep.findings if any(k in f for k in keep))
+    if runtime == "openvino":
+        from edgecnn.runtimes.openvino import default_cpu_precision
+
+        if default_cpu_precision() == "bf16" and not is_quantized(load_model(base_model).model):
+            out.append(
+                "OpenVINO runs FP32 models in bf16 by default on this CPU (edgecnn benchmarks them in f32); the bf16 "
+                "baseline is harder for INT8 to beat"
+            )
+    if rep.e2e_p50_us and rep.e2e_p50_us - rep.kernel_sum_us > 0.25 * rep.e2e_p50_us:
+        out.append(
+            f"the model is small: {rep.e2e_p50_us - rep.kernel_sum_us:.0f} of {rep.e2e_p50_us:.0f} us per call is the "
+            "runtime's fixed cost, which quantization does not reduce"
+        )
+    return out
