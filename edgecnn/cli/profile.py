@@ -9,8 +9,7 @@ from typing import Annotated
 import typer
 
 from edgecnn.cli import app, command, console
-from edgecnn.fsutil import check_output_path
-from edgecnn.graph.load import parse_input_shapes
+from edgecnn.fsutil import guard_outputs, model_files
 
 
 @command(app, "profile")
@@ -51,17 +50,22 @@ def profile_cmd(
     nodes), precision and kernel the runtime chose, GMAC/s and GB/s against the measured roofline, inserted
     conversions, preprocessing share; with --compare, where a second model gained or lost time and why."""
     from edgecnn.errors import BadInputError
+    from edgecnn.graph.load import parse_input_shapes
     from edgecnn.profile.core import check_runtime, profile_model
     from edgecnn.profile.report import print_comparison, print_profile, write_profile_json, write_roofline_png
+    from edgecnn.runtimes import check_threads
 
     check_runtime(runtime)
-    if threads is not None and threads <= 0:
+    if threads is not None:
+        check_threads(threads, zero_ok=False)
+    if not 1 <= runs <= 10**7 or not 0 <= warmup <= 10**7:
         raise BadInputError(
-            f"--threads {threads}: expected a positive number of threads (omit it for the runtime default)"
+            f"--runs {runs} / --warmup {warmup}: expected 1..10000000 runs and 0..10000000 warm-up runs"
         )
-    for out in (json_path, plot):
-        if out is not None:
-            check_output_path(out)
+    guard_outputs(
+        [*model_files(model), *model_files(compare), *model_files(onnx_source), input_source, preprocess],
+        {"--json": json_path, "--plot": plot},
+    )
     shapes = parse_input_shapes(input_shape)
     if compare is not None:
         from edgecnn.profile.compare import check_same_inputs

@@ -76,11 +76,11 @@ def _us(v: float) -> str:
 def print_profile(rep: ProfileReport, console: Any, *, top: int = 0) -> None:
     from rich.table import Table
 
-    from edgecnn.report.fmt import human_bytes, human_count
+    from edgecnn.report.fmt import human_bytes, human_count, safe
 
     c = rep.ceilings
     console.print(
-        f"[bold]{rep.model}[/] on {rep.runtime} {rep.runtime_version} ({rep.device}), {rep.threads or 'auto'} thread(s), "
+        f"[bold]{safe(rep.model)}[/] on {rep.runtime} {rep.runtime_version} ({rep.device}), {rep.threads or 'auto'} thread(s), "
         f"{rep.runs} profiled runs; float layers computed in {rep.precision_used}",
         highlight=False,
     )
@@ -98,13 +98,13 @@ def print_profile(rep: ProfileReport, console: Any, *, top: int = 0) -> None:
         if not r.executed and not r.members:
             continue
         members = r.members
-        label = ", ".join(members[:3]) + (f" +{len(members) - 3}" if len(members) > 3 else "")
+        label = safe(", ".join(members[:3]) + (f" +{len(members) - 3}" if len(members) > 3 else ""))
         if r.origin.value != "model":
             label = f"[italic]{r.origin.value}[/]"
         tab.add_row(
-            r.kernel if len(r.kernel) <= 40 else "…" + r.kernel[-39:],
+            safe(r.kernel if len(r.kernel) <= 40 else "…" + r.kernel[-39:]),
             label,
-            r.kernel_type,
+            safe(r.kernel_type),
             r.precision,
             _us(r.p50_us) if r.executed else "not run",
             _us(r.p90_us) if r.executed else "",
@@ -146,23 +146,26 @@ def print_profile(rep: ProfileReport, console: Any, *, top: int = 0) -> None:
     if rep.cpu_flags:
         console.print(f"CPU features: {', '.join(rep.cpu_flags)}", highlight=False)
     for n in rep.notes:
-        console.print(f"[yellow]note:[/] {n}", highlight=False)
+        console.print(f"[yellow]note:[/] {safe(n)}", highlight=False)
     for f in rep.findings:
-        console.print(f"[bold]→[/] {f}", highlight=False)
+        console.print(f"[bold]→[/] {safe(f)}", highlight=False)
 
 
 def print_comparison(cmp: Any, console: Any) -> None:
     from rich.table import Table
 
-    b, o = Path(cmp.base.model).stem, Path(cmp.other.model).stem
+    from edgecnn.report.fmt import safe
+
+    b, o = safe(Path(cmp.base.model).stem), safe(Path(cmp.other.model).stem)
     tab = Table(title=f"{b} vs {o} on {cmp.base.runtime}, layer by layer (us, p50)")
     for col in ("layer", "op", b, o, "delta", "precision", "kernels"):
         tab.add_column(col, justify="right" if col in (b, o, "delta") else "left")
     for r in cmp.rows:
         style = "red" if r.delta_us > 0.1 * max(r.base_us, 1e-9) else ("green" if r.delta_us < -0.1 * r.base_us else "")
         tab.add_row(
-            r.layer, r.op, _us(r.base_us), _us(r.other_us), f"[{style}]{r.delta_us:+.2f}[/]" if style else f"{r.delta_us:+.2f}",
-            f"{r.base_precision} -> {r.other_precision}", f"{r.base_kernel} -> {r.other_kernel}",
+            safe(r.layer), safe(r.op), _us(r.base_us), _us(r.other_us),
+            f"[{style}]{r.delta_us:+.2f}[/]" if style else f"{r.delta_us:+.2f}",
+            f"{r.base_precision} -> {r.other_precision}", safe(f"{r.base_kernel} -> {r.other_kernel}"),
         )  # fmt: skip
     for r in cmp.categories:
         tab.add_row(f"[italic]{r.layer}[/]", r.op, _us(r.base_us), _us(r.other_us), f"{r.delta_us:+.2f}", "", "")
@@ -170,4 +173,4 @@ def print_comparison(cmp: Any, console: Any) -> None:
                 f"{cmp.other.e2e_p50_us - cmp.base.e2e_p50_us:+.2f}", "", "")  # fmt: skip
     console.print(tab)
     for s in cmp.sentences:
-        console.print(f"[bold]→[/] {s}", highlight=False)
+        console.print(f"[bold]→[/] {safe(s)}", highlight=False)
