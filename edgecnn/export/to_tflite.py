@@ -49,8 +49,14 @@ from edgecnn.errors import BadInputError, ModelError
 from edgecnn.export.tflite_writer import TFLiteBuilder
 from edgecnn.graph.external import externalized_copy, to_array
 from edgecnn.graph.load import dims_of, graph_inputs, infer_shapes_inplace
-from edgecnn.graph.passes import _attr as _pass_attr
-from edgecnn.graph.passes import _consumers, _fold_constants, _remove_identities, remove_unused_initializers
+from edgecnn.graph.passes import (
+    _fold_constants,
+    _remove_identities,
+    absorb_bn,
+    drop_absorbed_bns,
+    foldable_conv_bn,
+    remove_unused_initializers,
+)
 from edgecnn.preprocess import Layout, PreprocessSpec, spec_from_dict
 
 PRECISIONS = ("auto", "float32", "float16", "int8")
@@ -324,48 +330,22 @@ _BN_SCALE = "edgecnn.bn_scale"  # metadata key prefix on the prepared copy: conv
 def _fold_batchnorm_lazily(m: onnx.ModelProto, base_dir: Path | None) -> onnx.ModelProto:
     """Conv -> BatchNormalization becomes one Conv without writing new weights into the proto: the folded bias
     (small) is a new initializer, the per-output-channel factor gamma / sqrt(var + eps) is kept (as a small
-    initializer named ``<conv>/bn_scale``) and applied when the converter reads the weights, once. The same
-    arithmetic as ``graph.passes._fold_batchnorm`` (float64, then the weight dtype); the weights are never
-    held twice."""
+    initializer named ``<conv>/bn_scale``) and applied when the converter reads the weights, once. Which pairs
+    fold, and the arithmetic, come from ``graph.passes.foldable_conv_bn`` (as for ``quantize``'s folding); the
+    weights are never held twice."""
     inits = {t.name: t for t in m.graph.initializer}
-    consumers = _consumers(m)
-    outs = {o.name for o in m.graph.output}
-    producers = {o: n for n in m.graph.node for o in n.output}
-    drop: set[int] = set()
-    for bn in m.graph.node:
-        if bn.op_type != "BatchNormalization" or (len(bn.output) != 1 and any(bn.output[1:])):
-            continue
-        conv = producers.get(bn.input[0])
-        if conv is None or conv.op_type != "Conv" or conv.input[1] not in inits:
-            continue
-        if len(consumers.get(conv.output[0], [])) != 1 or conv.output[0] in outs:
-            continue
-        if not all(x in inits for x in bn.input[1:5]) or f"{conv.name}/bn_scale" in inits:
-            continue
-        if len(conv.input) > 2 and conv.input[2] and conv.input[2] not in inits:
-            continue
-        gamma, beta, mean, var = (to_array(inits[x], base_dir).astype(np.float64) for x in bn.input[1:5])
-        f = gamma / np.sqrt(var + float(_pass_attr(bn, "epsilon", 1e-5)))  # type: ignore[arg-type]
-        cout = int(inits[conv.input[1]].dims[0])
-        b = (
-            to_array(inits[conv.input[2]], base_dir).astype(np.float64)
-            if len(conv.input) > 2 and conv.input[2]
-            else np.zeros(cout)
-        )
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(inits[conv.input[1]].data_type)
+    absorbed: set[str] = set()
+    for conv, bn, factor, bias in foldable_conv_bn(m, base_dir):
         b_name, s_name = f"{conv.name}/bias_bnfold", f"{conv.name}/bn_scale"
-        m.graph.initializer.append(numpy_helper.from_array(((b - mean) * f + beta).astype(dtype), b_name))
-        m.graph.initializer.append(numpy_helper.from_array(f, s_name))
+        if s_name in inits:
+            continue
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(inits[conv.input[1]].data_type)
+        m.graph.initializer.append(numpy_helper.from_array(bias.astype(dtype), b_name))
+        m.graph.initializer.append(numpy_helper.from_array(factor, s_name))
         inits[s_name] = m.graph.initializer[-1]
-        if len(conv.input) > 2:
-            conv.input[2] = b_name
-        else:
-            conv.input.append(b_name)
-        conv.output[0] = bn.output[0]
-        drop.add(id(bn))
-    keep = [n for n in m.graph.node if id(n) not in drop]
-    del m.graph.node[:]
-    m.graph.node.extend(keep)
+        absorb_bn(conv, bn, b_name)
+        absorbed.add(bn.output[0])
+    drop_absorbed_bns(m, absorbed)
     scales = [t for t in m.graph.initializer if t.name.endswith("/bn_scale")]
     m = remove_unused_initializers(m)
     m.graph.initializer.extend(scales)  # read by the converter, not by a node

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -178,12 +179,19 @@ def _remove_identities(m: onnx.ModelProto) -> onnx.ModelProto:
     return m
 
 
-def _fold_batchnorm(m: onnx.ModelProto, base_dir: Path | None = None) -> onnx.ModelProto:
+def foldable_conv_bn(
+    m: onnx.ModelProto, base_dir: Path | None = None
+) -> Iterator[tuple[onnx.NodeProto, onnx.NodeProto, np.ndarray, np.ndarray]]:
+    """Every Conv -> BatchNormalization pair that folds: the BN is the Conv's only consumer and not a graph
+    output, and the weights, bias and BN statistics are constants. Yields ``(conv, bn, factor, bias)`` with
+    ``factor = gamma / sqrt(var + eps)`` per output channel and the folded ``bias = (b - mean) * factor + beta``,
+    both float64. The one rule for "this BN folds"; callers choose how the weights take the factor
+    (``_fold_batchnorm`` rewrites them, the TFLite converter applies it when it reads them) and then call
+    ``absorb_bn``."""
     inits = {t.name: t for t in m.graph.initializer}
     consumers = _consumers(m)
     graph_outputs = {o.name for o in m.graph.output}
     producers = {o: n for n in m.graph.node for o in n.output}
-    drop: set[int] = set()
     for bn in m.graph.node:
         if bn.op_type != "BatchNormalization" or (len(bn.output) != 1 and any(bn.output[1:])):
             continue
@@ -197,31 +205,46 @@ def _fold_batchnorm(m: onnx.ModelProto, base_dir: Path | None = None) -> onnx.Mo
         if len(conv.input) > 2 and conv.input[2] and conv.input[2] not in inits:
             continue
         gamma, beta, mean, var = (to_array(inits[x], base_dir).astype(np.float64) for x in bn.input[1:5])
-        eps = float(_attr(bn, "epsilon", 1e-5))  # type: ignore[arg-type]
-        w_raw = to_array(inits[conv.input[1]], base_dir)
-        w = w_raw.astype(np.float64)
+        factor = gamma / np.sqrt(var + float(_attr(bn, "epsilon", 1e-5)))  # type: ignore[arg-type]
+        cout = int(inits[conv.input[1]].dims[0])
         b = (
             to_array(inits[conv.input[2]], base_dir).astype(np.float64)
             if len(conv.input) > 2 and conv.input[2]
-            else np.zeros(w.shape[0])
+            else np.zeros(cout)
         )
-        f = gamma / np.sqrt(var + eps)
-        dtype = w_raw.dtype
-        w_new = (w * f.reshape(-1, *([1] * (w.ndim - 1)))).astype(dtype)
-        b_new = ((b - mean) * f + beta).astype(dtype)
-        w_name, b_name = f"{conv.input[1]}_bnfold", f"{conv.name or conv.output[0]}_bias_bnfold"
-        m.graph.initializer.append(numpy_helper.from_array(w_new, w_name))
-        m.graph.initializer.append(numpy_helper.from_array(b_new, b_name))
-        conv.input[1] = w_name
-        if len(conv.input) > 2:
-            conv.input[2] = b_name
-        else:
-            conv.input.append(b_name)
-        conv.output[0] = bn.output[0]
-        drop.add(id(bn))
-    keep = [n for n in m.graph.node if id(n) not in drop]
+        yield conv, bn, factor, (b - mean) * factor + beta
+
+
+def absorb_bn(conv: onnx.NodeProto, bn: onnx.NodeProto, bias_name: str) -> None:
+    """Point ``conv`` at its folded bias and at the BN's output; ``drop_absorbed_bns`` then removes ``bn``."""
+    if len(conv.input) > 2:
+        conv.input[2] = bias_name
+    else:
+        conv.input.append(bias_name)
+    conv.output[0] = bn.output[0]
+
+
+def drop_absorbed_bns(m: onnx.ModelProto, outputs: set[str]) -> None:
+    """Remove the BatchNormalization nodes whose output a Conv now writes (``absorb_bn``), keeping the order of
+    the rest. Matched by output name: protobuf wrapper objects are not stable identities."""
+    keep = [n for n in m.graph.node if not (n.op_type == "BatchNormalization" and n.output[0] in outputs)]
     del m.graph.node[:]
     m.graph.node.extend(keep)
+
+
+def _fold_batchnorm(m: onnx.ModelProto, base_dir: Path | None = None) -> onnx.ModelProto:
+    inits = {t.name: t for t in m.graph.initializer}
+    absorbed: set[str] = set()
+    for conv, bn, factor, bias in foldable_conv_bn(m, base_dir):
+        w_raw = to_array(inits[conv.input[1]], base_dir)
+        w_new = (w_raw.astype(np.float64) * factor.reshape(-1, *([1] * (w_raw.ndim - 1)))).astype(w_raw.dtype)
+        w_name, b_name = f"{conv.input[1]}_bnfold", f"{conv.name or conv.output[0]}_bias_bnfold"
+        m.graph.initializer.append(numpy_helper.from_array(w_new, w_name))
+        m.graph.initializer.append(numpy_helper.from_array(bias.astype(w_raw.dtype), b_name))
+        conv.input[1] = w_name
+        absorb_bn(conv, bn, b_name)
+        absorbed.add(bn.output[0])
+    drop_absorbed_bns(m, absorbed)
     return remove_unused_initializers(m)
 
 
