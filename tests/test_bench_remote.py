@@ -168,8 +168,17 @@ def test_board_without_edgecnn_says_what_to_install(board: Board, model: Path, t
         run_prepared(prepare_model(model), "ort", BenchSettings(iterations=3), host=host)
 
 
-def test_board_without_the_runtime_says_what_to_install(board: Board, model: Path) -> None:
-    host = SshHost(board.target, ssh_options=board.options, remote_python=sys.executable)
+def test_board_without_the_runtime_says_what_to_install(board: Board, model: Path, tmp_path: Path) -> None:
+    # The board is this machine, where the dev extra installs LiteRT: its interpreter here is a wrapper that
+    # shadows ai_edge_litert with a package whose import fails as a missing one does (environment variables do
+    # not travel over SSH, so the wrapper sets them on the board side).
+    from tests.absent import env_without
+
+    shadow = env_without("ai_edge_litert", tmp_path)["PYTHONPATH"].split(os.pathsep)[0]
+    board_python = tmp_path / "board-python"
+    board_python.write_text(f'#!/bin/sh\nPYTHONPATH="{shadow}" exec "{sys.executable}" "$@"\n', encoding="utf-8")
+    board_python.chmod(0o755)
+    host = SshHost(board.target, ssh_options=board.options, remote_python=str(board_python))
     with pytest.raises(MissingRuntimeError, match=r"runtime 'litert' on host .*install it with: .*pip install"):
         run_prepared(prepare_model(model), "litert", BenchSettings(iterations=3), host=host)
 

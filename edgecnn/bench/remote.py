@@ -31,13 +31,18 @@ from edgecnn.fsutil import sha256_file, temp_dir
 
 _PROBE_MARK = "@@edgecnn-bench-probe@@ "
 _PROBE = f"""
-import importlib.util, json, os, sys
+import importlib, importlib.util, json, os, sys
 out = {{"python": sys.version.split()[0], "executable": sys.executable}}
 try:
     import edgecnn
     out["edgecnn"] = getattr(edgecnn, "__version__", "?")
     from edgecnn.runtimes import RUNTIMES
-    out["runtimes"] = {{n: importlib.util.find_spec(m) is not None for n, (_, m, _) in RUNTIMES.items()}}
+    def _imports(m):  # imported for real: a package that is there but cannot load (a broken wheel) is missing
+        try:
+            return importlib.util.find_spec(m) is not None and importlib.import_module(m) is not None
+        except Exception:
+            return False
+    out["runtimes"] = {{n: _imports(m) for n, (_, m, _) in RUNTIMES.items()}}
     out["install"] = {{n: i for n, (_, _, i) in RUNTIMES.items()}}
     from edgecnn.bench.worker import WORKER_SCHEMA_VERSION
     out["worker_schema_version"] = WORKER_SCHEMA_VERSION
