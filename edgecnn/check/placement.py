@@ -482,6 +482,25 @@ def prepare_for_check(loaded: LoadedModel) -> Prepared:
     return Prepared(path=str(loaded.path), model=model, folded=dict(sorted(folded.items())))
 
 
+def worst_and_advice(nodes: list[NodeVerdict]) -> tuple[list[NodeVerdict], list[Advice]]:
+    """The nodes off the accelerator that cost most (MACs, then failures), and one piece of advice per kind of
+    fix, most nodes first, with the most common concrete fix as its example: the same for ONNX and TFLite."""
+    off = [v for v in nodes if v.placement != Placement.ACCELERATOR]
+    worst = sorted(off, key=lambda v: (-v.macs, -len(v.failures), v.name))[:WORST_N]
+    by_kind: dict[FixKind, list[Verdict]] = defaultdict(list)
+    nodes_by_kind: dict[FixKind, set[str]] = defaultdict(set)
+    for v in off:
+        for fl in v.failures:
+            if fl.fix_kind is not None:
+                by_kind[fl.fix_kind].append(fl)
+                nodes_by_kind[fl.fix_kind].add(v.name)
+    advice = [
+        Advice(fix_kind=k, nodes=len(nodes_by_kind[k]), example=Counter(f.fix for f in fl).most_common(1)[0][0])
+        for k, fl in sorted(by_kind.items(), key=lambda kv: -len(nodes_by_kind[kv[0]]))
+    ]
+    return worst, advice
+
+
 def check_target(loaded: LoadedModel | Prepared, target: TargetSpec) -> TargetReport:
     """Place every node of ``loaded`` on ``target``; gather every failing rule per node.
 
@@ -534,19 +553,7 @@ def check_target(loaded: LoadedModel | Prepared, target: TargetSpec) -> TargetRe
         prev = p
     copies = _copies(gr, verdicts, placement)
     nodes = [verdicts[i] for i in counted]
-    off = [v for v in nodes if v.placement != Placement.ACCELERATOR]
-    worst = sorted(off, key=lambda v: (-v.macs, -len(v.failures), v.name))[:WORST_N]
-    by_kind: dict[FixKind, list[Verdict]] = defaultdict(list)
-    nodes_by_kind: dict[FixKind, set[str]] = defaultdict(set)
-    for v in off:
-        for fl in v.failures:
-            if fl.fix_kind is not None:
-                by_kind[fl.fix_kind].append(fl)
-                nodes_by_kind[fl.fix_kind].add(v.name)
-    advice = [
-        Advice(fix_kind=k, nodes=len(nodes_by_kind[k]), example=Counter(f.fix for f in fl).most_common(1)[0][0])
-        for k, fl in sorted(by_kind.items(), key=lambda kv: -len(nodes_by_kind[kv[0]]))
-    ]
+    worst, advice = worst_and_advice(nodes)
     n_acc = sum(1 for v in nodes if v.placement == Placement.ACCELERATOR)
     moves = [v for v in nodes if v.op_type in DATA_MOVEMENT]
     return TargetReport(

@@ -14,7 +14,6 @@ An operator whose inputs are all constant (e.g. the DEQUANTIZE of FP16 weights) 
 from __future__ import annotations
 
 import math
-from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +21,14 @@ import numpy as np
 
 from edgecnn.check.placement import (
     DATA_MOVEMENT,
-    WORST_N,
-    Advice,
     NodeVerdict,
     Placement,
     SupportReport,
     TargetReport,
     _judge,
+    worst_and_advice,
 )
-from edgecnn.check.rules import FixKind, NodeFacts, Verdict
+from edgecnn.check.rules import NodeFacts
 from edgecnn.check.spec import TargetSpec
 from edgecnn.errors import BadInputError, ModelError
 
@@ -283,19 +281,7 @@ def _report(g: Any, target: TargetSpec, verdicts: dict[int, NodeVerdict], produc
             p = producer.get(t)
             if p is not None and p in verdicts and verdicts[p].placement != v.placement:
                 crossings.add((t, v.placement))
-    off = [v for v in nodes if v.placement != Placement.ACCELERATOR]
-    worst = sorted(off, key=lambda v: (-v.macs, -len(v.failures), v.name))[:WORST_N]
-    by_kind: dict[FixKind, list[Verdict]] = defaultdict(list)
-    names_by_kind: dict[FixKind, set[str]] = defaultdict(set)
-    for v in off:
-        for fl in v.failures:
-            if fl.fix_kind is not None:
-                by_kind[fl.fix_kind].append(fl)
-                names_by_kind[fl.fix_kind].add(v.name)
-    advice = [
-        Advice(fix_kind=k, nodes=len(names_by_kind[k]), example=Counter(f.fix for f in fl).most_common(1)[0][0])
-        for k, fl in sorted(by_kind.items(), key=lambda kv: -len(names_by_kind[kv[0]]))
-    ]
+    worst, advice = worst_and_advice(nodes)
     n_acc = sum(1 for v in nodes if v.placement == Placement.ACCELERATOR)
     moves = [v for v in nodes if TFLITE_TO_ONNX.get(v.op_type, v.op_type) in DATA_MOVEMENT or v.op_type == "SPLIT_V"]
     return TargetReport(
