@@ -316,6 +316,15 @@ def _quantize(
     t1 = time.perf_counter()
     batch = _memory_capped_batch(prepared, the_plan.activations, config.batch)
     channel_axis = {n: 1 if s.layout.value == "NCHW" else 3 for n, s in _specs(dataset, input_name).items()}
+    # One pass over the images in this process, or shards in parallel (merged exactly): the same arguments.
+    kw = dict(
+        batch=batch,
+        with_hist=config.method is not Method.MINMAX,
+        threads=config.threads,
+        progress=progress,
+        workdir=work,
+        channel_axis=channel_axis,
+    )
     if config.workers > 1 or config.backend != "local":
         from edgecnn.quantize.distributed import collect_distributed, parse_backend
 
@@ -324,28 +333,12 @@ def _quantize(
             list(the_plan.activations),
             dataset,
             input_names,
-            batch=batch,
-            with_hist=config.method is not Method.MINMAX,
             workers=config.workers,
             backend=parse_backend(config.backend),
-            threads=config.threads,
-            workdir=work,
-            progress=progress,
-            channel_axis=channel_axis,
+            **kw,  # type: ignore[arg-type]
         )
     else:
-        cal = calibrate(
-            prepared,
-            list(the_plan.activations),
-            dataset,
-            input_names,
-            batch=batch,
-            with_hist=config.method is not Method.MINMAX,
-            threads=config.threads,
-            progress=progress,
-            workdir=work,
-            channel_axis=channel_axis,
-        )
+        cal = calibrate(prepared, list(the_plan.activations), dataset, input_names, **kw)  # type: ignore[arg-type]
     t_cal = time.perf_counter() - t1
     # The prepared graph (BN folded, constants folded) must compute what the original computes.
     diff = _rel_diff(reference, [cal.first_outputs[o.name] for o in prepared.graph.output])
