@@ -285,6 +285,21 @@ def onnx_cases() -> list[OnnxCase]:
         out.append(OnnxCase(f"{name}-int8", lambda fn=fn: qdq(fn())))
     out.append(OnnxCase("max-diffquant-int8", lambda: qdq(self_binary("Max"), out_scale=0.1)))
     out.append(OnnxCase("min-diffquant-int8", lambda: qdq(self_binary("Min"), out_scale=0.1)))
+    # XNNPACK's requantization limits (ADD/SUB: input/output scale in [1/1024, 256); MUL: product/output in
+    # [1/65536, 256); LEAKY_RELU: [1/256, 128]), one case inside and one outside each bound.
+    a = ACT_SCALE
+    for op in ("Add", "Sub"):
+        out.append(OnnxCase(f"{op.lower()}-ratio255-int8", lambda op=op: qdq(self_binary(op), out_scale=a / 255)))
+        out.append(OnnxCase(f"{op.lower()}-ratio257-int8", lambda op=op: qdq(self_binary(op), out_scale=a / 257)))
+        out.append(OnnxCase(f"{op.lower()}-ratio1-1000-int8", lambda op=op: qdq(self_binary(op), out_scale=a * 1000)))
+        out.append(OnnxCase(f"{op.lower()}-ratio1-1050-int8", lambda op=op: qdq(self_binary(op), out_scale=a * 1050)))
+    out.append(OnnxCase("mul-ratio255-int8", lambda: qdq(self_binary("Mul"), out_scale=a * a / 255)))
+    out.append(OnnxCase("mul-ratio257-int8", lambda: qdq(self_binary("Mul"), out_scale=a * a / 257)))
+    out.append(OnnxCase("mul-ratio1-60000-int8", lambda: qdq(self_binary("Mul"), out_scale=a * a * 60000)))
+    out.append(OnnxCase("mul-ratio1-70000-int8", lambda: qdq(self_binary("Mul"), out_scale=a * a * 70000)))
+    out.append(OnnxCase("leaky-ratio127-int8", lambda: qdq(unary("LeakyRelu", alpha=0.1), out_scale=a / 127)))
+    out.append(OnnxCase("leaky-ratio129-int8", lambda: qdq(unary("LeakyRelu", alpha=0.1), out_scale=a / 129)))
+    out.append(OnnxCase("leaky-alpha0.001-int8", lambda: qdq(unary("LeakyRelu", alpha=0.001))))
     return out
 
 

@@ -207,6 +207,9 @@ ROWS = [
     Row("kernel_h_max", "MaxPool", "kernel_h_max = 4", lambda: pool(k=4), lambda: pool(k=5)),
     Row("unit_kernel_stride", "MaxPool", "unit_kernel_stride = false", lambda: pool(k=1, stride=1), lambda: pool(k=1, stride=2)),
     Row("quant_match", "Add", "quant_match = true", lambda: qdq_max(0.05, "Add"), lambda: qdq_max(0.1, "Add"), precisions='["int8"]'),
+    Row("scale_ratio_range", "Add", "scale_ratio_range = [0.0009765625, 256.0]", lambda: qdq_max(0.05 / 255, "Add"), lambda: qdq_max(0.05 / 257, "Add"), precisions='["int8"]'),
+    Row("product_scale_ratio_range", "Mul", "product_scale_ratio_range = [1.52587890625e-05, 256.0]", lambda: qdq_max(0.0025 / 255, "Mul"), lambda: qdq_max(0.0025 / 257, "Mul"), precisions='["int8"]'),
+    Row("leaky_relu_scales", "LeakyRelu", "leaky_relu_scales = true", lambda: qdq_leaky(0.05 / 127), lambda: qdq_leaky(0.05 / 129), precisions='["int8"]'),
     Row("depth_reduce_needs_unit", "ReduceMean", "depth_reduce_needs_unit = true", lambda: reduce_mean([2, 3]), lambda: reduce_mean([1])),
     Row("resize_factors", "Resize", "resize_factors = [2, 4, 8]", lambda: resize(4.0), lambda: resize(3.0)),
     Row("half_pixel_factors", "Resize", "half_pixel_factors = [2]", lambda: resize(2.0, "linear"), lambda: resize(4.0, "linear")),
@@ -249,6 +252,19 @@ def qdq_max(out_scale: float, op: str = "Max") -> onnx.ModelProto:
         helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"], name="dq_in"),
         helper.make_node("DequantizeLinear", ["cq", "s", "z"], ["cd"], name="dq_c"),
         helper.make_node(op, ["xd", "cd"], ["m"], name=op.lower()),
+        helper.make_node("QuantizeLinear", ["m", "so", "z"], ["mq"], name="q_out"),
+        helper.make_node("DequantizeLinear", ["mq", "so", "z"], ["y"], name="dq_out"),
+    ]
+    return _model(nodes, inits)
+
+
+def qdq_leaky(out_scale: float, alpha: float = 0.1) -> onnx.ModelProto:
+    """DQ(x, 0.05) -> LeakyRelu -> Q(out_scale): the input/output scale ratio is 0.05 / out_scale."""
+    inits = {"s": np.array(0.05, np.float32), "so": np.array(out_scale, np.float32), "z": np.array(0, np.int8)}
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"], name="q_in"),
+        helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"], name="dq_in"),
+        helper.make_node("LeakyRelu", ["xd"], ["m"], name="leaky", alpha=alpha),
         helper.make_node("QuantizeLinear", ["m", "so", "z"], ["mq"], name="q_out"),
         helper.make_node("DequantizeLinear", ["mq", "so", "z"], ["y"], name="dq_out"),
     ]

@@ -118,6 +118,22 @@ def test_bad_constraint_value(tmp_path: Path) -> None:
         load_target(p)
 
 
+@pytest.mark.parametrize(
+    "value", ["[256.0, 0.001]", "[0.0, 1.0]", "[-1.0, 2.0]", "[1.0]", '[1.0, "x"]', "[1.0, inf]", "[nan, 2.0]"]
+)
+def test_bad_range_value(tmp_path: Path, value: str) -> None:
+    p = _write(tmp_path, MINIMAL.format(extra="").replace("stride_max = 2", f"scale_ratio_range = {value}"))
+    with pytest.raises(
+        ConfigError, match=r"key 'ops.Conv.scale_ratio_range': value .* is not \[low, high\] with 0 < low < high"
+    ):
+        load_target(p)
+
+
+def test_good_range_value_loads(tmp_path: Path) -> None:
+    p = _write(tmp_path, MINIMAL.format(extra="").replace("stride_max = 2", "scale_ratio_range = [0.001, 256]"))
+    assert load_target(p).ops["Conv"].constraints["scale_ratio_range"] == [0.001, 256]
+
+
 def test_undefined_source_id(tmp_path: Path) -> None:
     p = _write(tmp_path, MINIMAL.format(extra="").replace('[ops.Conv]\nsource = "doc"', '[ops.Conv]\nsource = "nope"'))
     with pytest.raises(ConfigError, match=r"'nope' is not defined under \[sources\]"):

@@ -373,6 +373,15 @@ def leaky_relu(dt: str = "int8") -> bytes:
     return unary("LEAKY_RELU", dt, options={"alpha": 0.1})
 
 
+def leaky_relu_scaled(dt: str, alpha: float, ratio: float) -> bytes:
+    """LEAKY_RELU whose input scale / output scale is ``ratio`` (XNNPACK bounds it and alpha x it)."""
+    b = TFLiteBuilder()
+    x = _act(b, "x", [1, 8, 8, 16], dt)
+    y = _act(b, "y", [1, 8, 8, 16], dt, scale=ACT_SCALE / ratio)
+    b.add_op("LEAKY_RELU", [x], [y], {"alpha": alpha})
+    return _finish(b, [x], [y])
+
+
 def prelu(dt: str = "int8") -> bytes:
     b = TFLiteBuilder()
     x = _act(b, "x", [1, 8, 8, 16], dt)
@@ -526,6 +535,33 @@ def _cases() -> list[Case]:
         add(f"maxpool-2x2-{dt}", lambda dt=dt: pool("MAX_POOL_2D", dt))
         add(f"mean-hw-{dt}", lambda dt=dt: reduce("MEAN", dt))
         add(f"logistic-{dt}", lambda dt=dt: unary("LOGISTIC", dt))
+    # Requantization limits of quantized ADD/SUB (each input / output scale in [1/1024, 256)), MUL (product /
+    # output in [1/65536, 256)) and LEAKY_RELU: a case just inside and just outside each bound.
+    a = ACT_SCALE
+    for dt in ("int8", "uint8"):
+        for op in ("ADD", "SUB"):
+            o = op.lower()
+            add(f"{o}-ratio255-{dt}", lambda dt=dt, op=op: binary(op, dt, out_scale=a / 255))
+            add(f"{o}-ratio257-{dt}", lambda dt=dt, op=op: binary(op, dt, out_scale=a / 257))
+            add(f"{o}-ratio1-1020-{dt}", lambda dt=dt, op=op: binary(op, dt, out_scale=a * 1020))
+            add(f"{o}-ratio1-1030-{dt}", lambda dt=dt, op=op: binary(op, dt, out_scale=a * 1030))
+            add(f"{o}-b-ratio-small-{dt}", lambda dt=dt, op=op: binary(op, dt, b_scale=1e-4, out_scale=1.0))
+        add(f"mul-ratio255-{dt}", lambda dt=dt: binary("MUL", dt, out_scale=a * a / 255))
+        add(f"mul-ratio257-{dt}", lambda dt=dt: binary("MUL", dt, out_scale=a * a / 257))
+        add(f"mul-ratio-2e-5-{dt}", lambda dt=dt: binary("MUL", dt, b_scale=4e-4, out_scale=1.0))
+        add(f"mul-ratio-1e-5-{dt}", lambda dt=dt: binary("MUL", dt, b_scale=2e-4, out_scale=1.0))
+        add(
+            f"mul-const-ratio-small-{dt}",
+            lambda dt=dt: binary("MUL", dt, c=(1, 1, 1, 16), const_b=True, b_scale=1e-4, out_scale=1.0),
+        )
+        add(f"leaky-ratio127-{dt}", lambda dt=dt: leaky_relu_scaled(dt, 0.1, 127))
+        add(f"leaky-ratio129-{dt}", lambda dt=dt: leaky_relu_scaled(dt, 0.1, 129))
+        add(f"leaky-alpha0.004-{dt}", lambda dt=dt: leaky_relu_scaled(dt, 0.004, 1))
+        add(f"leaky-alpha0.003-{dt}", lambda dt=dt: leaky_relu_scaled(dt, 0.003, 1))
+        add(f"leaky-alpha100-{dt}", lambda dt=dt: leaky_relu_scaled(dt, 100.0, 1))
+        add(f"leaky-alpha300-{dt}", lambda dt=dt: leaky_relu_scaled(dt, 300.0, 1))
+        add(f"leaky-alpha-neg-{dt}", lambda dt=dt: leaky_relu_scaled(dt, -0.1, 1))
+        add(f"leaky-ratio1-250-{dt}", lambda dt=dt: leaky_relu_scaled(dt, 0.1, 1 / 250))
     add("conv-wsum-at-limit-int8", lambda: conv_weight_sum(1024))
     add("conv-wsum-over-limit-int8", lambda: conv_weight_sum(1032))
     for dt in ("int8", "float32"):

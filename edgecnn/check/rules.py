@@ -520,6 +520,49 @@ def quant_match(f: NodeFacts, limit: bool) -> Verdict:
     return PASS
 
 
+def scale_ratio_range(f: NodeFacts, limit: list[float]) -> Verdict:
+    """{label}: input {which} scale / output scale = {ratio:.6g}, outside [{lo:.6g}, {hi:.6g}); the {accel} rejects {op} with that requantization.
+    Fix: calibrate the inputs and the output of {op} to closer ranges (a wildly wider or narrower output range than its inputs)."""
+    out = f.quant_out[0] if f.quant_out else None
+    if out is None or not out[0] > 0:
+        return PASS
+    lo, hi = limit
+    for i, q in enumerate(f.quant_in[:2]):
+        if q is not None and q[0] > 0 and not lo <= q[0] / out[0] < hi:
+            return _fail(scale_ratio_range, f, limit, which=i + 1, ratio=q[0] / out[0], lo=lo, hi=hi)
+    return PASS
+
+
+def product_scale_ratio_range(f: NodeFacts, limit: list[float]) -> Verdict:
+    """{label}: input scales' product / output scale = {ratio:.6g}, outside [{lo:.6g}, {hi:.6g}); the {accel} rejects {op} with that requantization.
+    Fix: calibrate the output of {op} to a range closer to the product of its inputs' ranges."""
+    out = f.quant_out[0] if f.quant_out else None
+    qs = [q for q in f.quant_in[:2] if q is not None]
+    if out is None or not out[0] > 0 or len(qs) != 2:
+        return PASS
+    lo, hi = limit
+    ratio = qs[0][0] * qs[1][0] / out[0]
+    if not lo <= ratio < hi:
+        return _fail(product_scale_ratio_range, f, limit, ratio=ratio, lo=lo, hi=hi)
+    return PASS
+
+
+def leaky_relu_scales(f: NodeFacts, limit: bool) -> Verdict:
+    """{label}: quantized LeakyRelu with input/output scale ratio {pos:.6g} and alpha {alpha:g} (negative ratio {neg:.6g}); the {accel} needs the ratio in [1/256, 128] and |alpha x ratio| in [1/256, 128].
+    Fix: calibrate the LeakyRelu's input and output to similar ranges (and avoid a tiny alpha in an integer model)."""
+    qi = f.quant_in[0] if f.quant_in else None
+    qo = f.quant_out[0] if f.quant_out else None
+    if not limit or qi is None or qo is None or not (qi[0] > 0 and qo[0] > 0):
+        return PASS
+    alpha = float(f.attrs.get("alpha", 0.01))
+    pos = qi[0] / qo[0]
+    neg = pos * alpha
+    # XNNPACK delegate, LEAKY_RELU: 1/256 <= pos <= 128; -127.99609375 <= neg <= 128; |neg| >= 1/256.
+    if not (1 / 256 <= pos <= 128 and -127.99609375 <= neg <= 128 and abs(neg) >= 1 / 256):
+        return _fail(leaky_relu_scales, f, limit, pos=pos, neg=neg, alpha=alpha)
+    return PASS
+
+
 def _same_q(a: tuple[float, int], b: tuple[float, int]) -> bool:
     return abs(a[0] - b[0]) <= 1e-6 * max(abs(a[0]), abs(b[0])) and a[1] == b[1]
 
@@ -913,7 +956,7 @@ def input_rank(f: NodeFacts, limit: list[int]) -> Verdict:
 
 @dataclass(frozen=True, kw_only=True)
 class Constraint:
-    kind: str  # "int" | "bool" | "ints" | "strs": the TOML value type
+    kind: str  # "int" | "bool" | "ints" | "strs" | "range" ([low, high] numbers): the TOML value type
     rule: Callable[..., Verdict]
     what: str  # one line for the docs page: what the value means
 
@@ -956,6 +999,13 @@ CONSTRAINTS: dict[str, Constraint] = {
     "kernel_h_max": Constraint(kind="int", rule=kernel_h_max, what="largest kernel height"),
     "unit_kernel_stride": Constraint(kind="bool", rule=unit_kernel_stride, what="whether 1x1 windows may stride"),
     "quant_match": Constraint(kind="bool", rule=quant_match, what="inputs quantized exactly like the output"),
+    "scale_ratio_range": Constraint(
+        kind="range", rule=scale_ratio_range, what="[low, high) allowed for each input scale / output scale"
+    ),
+    "product_scale_ratio_range": Constraint(
+        kind="range", rule=product_scale_ratio_range, what="[low, high) allowed for input1 x input2 / output scale"
+    ),
+    "leaky_relu_scales": Constraint(kind="bool", rule=leaky_relu_scales, what="LeakyRelu scale-ratio limits apply"),
     "depth_reduce_needs_unit": Constraint(
         kind="bool", rule=depth_reduce_needs_unit, what="channel reduction only when H, W or C is 1"
     ),
@@ -1030,7 +1080,8 @@ _FIX_KINDS: dict[str, FixKind] = {
     "clip_relu_only": FixKind.CHANGE_ATTRIBUTE, "static_shapes": FixKind.CHANGE_SHAPE,
     "large_stride_valid_only": FixKind.CHANGE_KERNEL, "padded_kernel_max": FixKind.CHANGE_KERNEL,
     "kernel_h_max": FixKind.CHANGE_KERNEL, "unit_kernel_stride": FixKind.CHANGE_KERNEL,
-    "quant_match": FixKind.QUANTIZE,
+    "quant_match": FixKind.QUANTIZE, "scale_ratio_range": FixKind.QUANTIZE,
+    "product_scale_ratio_range": FixKind.QUANTIZE, "leaky_relu_scales": FixKind.QUANTIZE,
     "depth_reduce_needs_unit": FixKind.CHANGE_ATTRIBUTE, "resize_factors": FixKind.CHANGE_SHAPE,
     "half_pixel_factors": FixKind.CHANGE_ATTRIBUTE, "resize_coord_modes": FixKind.CHANGE_ATTRIBUTE, "slice_step_axes": FixKind.CHANGE_ATTRIBUTE,
     "inputs_max": FixKind.CHANGE_SHAPE, "outputs_max": FixKind.CHANGE_SHAPE,

@@ -10,6 +10,7 @@ the line and the valid keys.
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -228,10 +229,14 @@ def _validate_constraint(raw: _Raw, table: str, key: str, value: Any) -> None:
         "bool": isinstance(value, bool),
         "ints": isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value),
         "strs": isinstance(value, list) and all(isinstance(v, str) for v in value),
+        "range": isinstance(value, list)
+        and len(value) == 2
+        and all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in value)
+        and value[0] < value[1],
     }[kind]
     if not ok:
         want = {"int": "a non-negative integer", "bool": "true or false", "ints": "a list of integers",
-                "strs": "a list of strings"}[kind]  # fmt: skip
+                "strs": "a list of strings", "range": "[low, high] with 0 < low < high, finite"}[kind]  # fmt: skip
         raise _err(raw, key, table, f"value {value!r} is not {want}")
     if key in ("dtypes",):
         bad = [v for v in value if v not in Precision.__members__.values()]

@@ -225,7 +225,7 @@ def facts_of(g: Any, op: Any, target: TargetSpec) -> tuple[NodeFacts, str]:
         name=g.tensors[outs[0]].name if outs else f"{b}_{op.index}", op_type=onnx_op, accel=target.accelerator,
         target=target.name, fallback=target.fallback, precision=prec, in_shapes=tuple(r.shape(i) for i in ins),
         out_shapes=tuple(r.shape(t) for t in act_outs), const_inputs=const, attrs=attrs, layout="NHWC",
-        quant_in=tuple(r.quant(i) for i in acts), quant_out=tuple(r.quant(t) for t in act_outs), **kw,
+        quant_in=tuple(r.quant(i) for i in ins), quant_out=tuple(r.quant(t) for t in act_outs), **kw,
     )  # fmt: skip
     return facts, prec
 
