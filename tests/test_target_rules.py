@@ -209,6 +209,7 @@ ROWS = [
     Row("quant_match", "Add", "quant_match = true", lambda: qdq_max(0.05, "Add"), lambda: qdq_max(0.1, "Add"), precisions='["int8"]'),
     Row("scale_ratio_range", "Add", "scale_ratio_range = [0.0009765625, 256.0]", lambda: qdq_max(0.05 / 255, "Add"), lambda: qdq_max(0.05 / 257, "Add"), precisions='["int8"]'),
     Row("product_scale_ratio_range", "Mul", "product_scale_ratio_range = [1.52587890625e-05, 256.0]", lambda: qdq_max(0.0025 / 255, "Mul"), lambda: qdq_max(0.0025 / 257, "Mul"), precisions='["int8"]'),
+    Row("tconv_stride_pairs", "ConvTranspose", "tconv_stride_pairs = true", lambda: deconv([1, 2], [1, 4, 1, 8], [1, 2]), lambda: deconv([1, 2], [1, 4, 8, 8], [1, 2])),
     Row("leaky_relu_scales", "LeakyRelu", "leaky_relu_scales = true", lambda: qdq_leaky(0.05 / 127), lambda: qdq_leaky(0.05 / 129), precisions='["int8"]'),
     Row("depth_reduce_needs_unit", "ReduceMean", "depth_reduce_needs_unit = true", lambda: reduce_mean([2, 3]), lambda: reduce_mean([1])),
     Row("resize_factors", "Resize", "resize_factors = [2, 4, 8]", lambda: resize(4.0), lambda: resize(3.0)),
@@ -256,6 +257,12 @@ def qdq_max(out_scale: float, op: str = "Max") -> onnx.ModelProto:
         helper.make_node("DequantizeLinear", ["mq", "so", "z"], ["y"], name="dq_out"),
     ]
     return _model(nodes, inits)
+
+
+def deconv(strides: list[int], x: list[int], k: list[int]) -> onnx.ModelProto:
+    """ConvTranspose with per-axis strides (H, W), input shape ``x`` (NCHW) and kernel ``k`` (H, W)."""
+    w = np.ones([x[1], 4, *k], np.float32)
+    return _model([_n("ConvTranspose", ["x", "w"], kernel_shape=k, strides=strides)], {"w": w}, x_shape=x)
 
 
 def qdq_leaky(out_scale: float, alpha: float = 0.1) -> onnx.ModelProto:

@@ -182,6 +182,17 @@ def transpose_conv(dt: str = "int8", *, stride: int = 2, k: int = 2, hw: int = 8
     return _finish(b, [x], [y])
 
 
+def transpose_conv_hw(dt: str, *, sh: int, sw: int, h: int, w: int = 8, kh: int = 2, kw: int = 2, c: int = 8) -> bytes:
+    """TRANSPOSE_CONV with its own stride, input size and kernel size per axis (SAME: output = input x stride)."""
+    b = TFLiteBuilder()
+    shp = _const(b, "shape", _ints([1, h * sh, w * sw, c]), "int32")
+    wt = _const(b, "w", _w([c, kh, kw, c], dt), dt)
+    x = _act(b, "x", [1, h, w, c], dt)
+    y = _act(b, "y", [1, h * sh, w * sw, c], dt, scale=1.0)
+    b.add_op("TRANSPOSE_CONV", [shp, wt, x], [y], {"padding": "SAME", "stride_h": sh, "stride_w": sw})
+    return _finish(b, [x], [y])
+
+
 def pool(
     op: str = "MAX_POOL_2D", dt: str = "int8", *, hw: int = 16, c: int = 8, k: int = 2, kw: int | None = None,
     stride: int = 2, padding: str = "VALID", w: int | None = None,
@@ -562,6 +573,15 @@ def _cases() -> list[Case]:
         add(f"leaky-alpha300-{dt}", lambda dt=dt: leaky_relu_scaled(dt, 300.0, 1))
         add(f"leaky-alpha-neg-{dt}", lambda dt=dt: leaky_relu_scaled(dt, -0.1, 1))
         add(f"leaky-ratio1-250-{dt}", lambda dt=dt: leaky_relu_scaled(dt, 0.1, 1 / 250))
+    # Vela's TRANSPOSE_CONV strides: 1x1, 2x2, W=2 H=1 when input and kernel are 1 high, W=1 H=2 when 1 wide.
+    for dt in ("int8", "float32"):
+        add(f"tconv-s1x2-h1-k1-{dt}", lambda dt=dt: transpose_conv_hw(dt, sh=1, sw=2, h=1, kh=1))
+        add(f"tconv-s1x2-h1-k2-{dt}", lambda dt=dt: transpose_conv_hw(dt, sh=1, sw=2, h=1, kh=2))
+        add(f"tconv-s1x2-h8-k1-{dt}", lambda dt=dt: transpose_conv_hw(dt, sh=1, sw=2, h=8, kh=1))
+        add(f"tconv-s2x1-w1-k1-{dt}", lambda dt=dt: transpose_conv_hw(dt, sh=2, sw=1, h=8, w=1, kw=1))
+        add(f"tconv-s2x1-w8-k1-{dt}", lambda dt=dt: transpose_conv_hw(dt, sh=2, sw=1, h=8, w=8, kw=1))
+        add(f"tconv-s2x1-w1-k2-{dt}", lambda dt=dt: transpose_conv_hw(dt, sh=2, sw=1, h=8, w=1, kw=2))
+        add(f"tconv-s2x2-k3-{dt}", lambda dt=dt: transpose_conv_hw(dt, sh=2, sw=2, h=8, kh=3, kw=3))
     add("conv-wsum-at-limit-int8", lambda: conv_weight_sum(1024))
     add("conv-wsum-over-limit-int8", lambda: conv_weight_sum(1032))
     for dt in ("int8", "float32"):

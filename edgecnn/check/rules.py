@@ -220,6 +220,23 @@ def strides_allowed(f: NodeFacts, limit: list[int]) -> Verdict:
     return PASS
 
 
+def tconv_stride_pairs(f: NodeFacts, limit: bool) -> Verdict:
+    """{label}: transposed convolution with stride HxW {stride} on a {ih}x{iw} input with a {kh}x{kw} kernel; the {accel} takes strides 1x1 and 2x2, 1x2 (HxW) only when the input and kernel are 1 high, and 2x1 only when they are 1 wide.
+    Fix: use equal strides (1 or 2), or make the layer 1-D along its strided axis (input and kernel 1 along the other)."""
+    if not limit or len(f.strides) != 2:
+        return PASS
+    sh, sw = f.strides
+    if (sh, sw) in ((1, 1), (2, 2)):
+        return PASS
+    ih, iw = (
+        (f.in_shapes[0][a] for a in spatial_axes(4, f.layout)) if f.in_shapes and len(f.in_shapes[0]) == 4 else (0, 0)
+    )
+    kh, kw = tuple(f.kernel) if len(f.kernel) == 2 else (0, 0)
+    if ((sh, sw) == (1, 2) and ih == 1 and kh == 1) or ((sh, sw) == (2, 1) and iw == 1 and kw == 1):
+        return PASS
+    return _fail(tconv_stride_pairs, f, limit, stride=_x(f.strides), ih=ih, iw=iw, kh=kh, kw=kw)
+
+
 def dilation_max(f: NodeFacts, limit: int) -> Verdict:
     """{label}: dilation {dilation} exceeds the {accel}'s limit of {limit}.
     Fix: use dilation <= {limit}, or an undilated larger kernel."""
@@ -1006,6 +1023,9 @@ CONSTRAINTS: dict[str, Constraint] = {
         kind="range", rule=product_scale_ratio_range, what="[low, high) allowed for input1 x input2 / output scale"
     ),
     "leaky_relu_scales": Constraint(kind="bool", rule=leaky_relu_scales, what="LeakyRelu scale-ratio limits apply"),
+    "tconv_stride_pairs": Constraint(
+        kind="bool", rule=tconv_stride_pairs, what="ConvTranspose strides 1x1, 2x2, or 1x2/2x1 (HxW) when 1 high/wide"
+    ),
     "depth_reduce_needs_unit": Constraint(
         kind="bool", rule=depth_reduce_needs_unit, what="channel reduction only when H, W or C is 1"
     ),
@@ -1082,6 +1102,7 @@ _FIX_KINDS: dict[str, FixKind] = {
     "kernel_h_max": FixKind.CHANGE_KERNEL, "unit_kernel_stride": FixKind.CHANGE_KERNEL,
     "quant_match": FixKind.QUANTIZE, "scale_ratio_range": FixKind.QUANTIZE,
     "product_scale_ratio_range": FixKind.QUANTIZE, "leaky_relu_scales": FixKind.QUANTIZE,
+    "tconv_stride_pairs": FixKind.CHANGE_KERNEL,
     "depth_reduce_needs_unit": FixKind.CHANGE_ATTRIBUTE, "resize_factors": FixKind.CHANGE_SHAPE,
     "half_pixel_factors": FixKind.CHANGE_ATTRIBUTE, "resize_coord_modes": FixKind.CHANGE_ATTRIBUTE, "slice_step_axes": FixKind.CHANGE_ATTRIBUTE,
     "inputs_max": FixKind.CHANGE_SHAPE, "outputs_max": FixKind.CHANGE_SHAPE,
