@@ -112,6 +112,11 @@ def two_input_matmul() -> onnx.ModelProto:
     return _model([_n("MatMul", ["x", "x"])], x_shape=[1, 4, 8, 8])
 
 
+def const_b_matmul() -> onnx.ModelProto:
+    """x @ B with B an initializer: a layer with constant weights."""
+    return _model([_n("MatMul", ["x", "b"])], {"b": np.ones([8, 8], np.float32)}, x_shape=[1, 4, 8, 8])
+
+
 def conv3d(k: int = 3) -> onnx.ModelProto:
     node = helper.make_node("Conv", ["x", "w"], ["y"], name="conv", kernel_shape=[k] * 3, pads=[k // 2] * 6)
     return _model([node], {"w": _w(4, 2, k, k, k)}, x_shape=[1, 2, 6, 8, 8])
@@ -209,6 +214,7 @@ ROWS = [
     Row("quant_match", "Add", "quant_match = true", lambda: qdq_max(0.05, "Add"), lambda: qdq_max(0.1, "Add"), precisions='["int8"]'),
     Row("scale_ratio_range", "Add", "scale_ratio_range = [0.0009765625, 256.0]", lambda: qdq_max(0.05 / 255, "Add"), lambda: qdq_max(0.05 / 257, "Add"), precisions='["int8"]'),
     Row("product_scale_ratio_range", "Mul", "product_scale_ratio_range = [1.52587890625e-05, 256.0]", lambda: qdq_max(0.0025 / 255, "Mul"), lambda: qdq_max(0.0025 / 257, "Mul"), precisions='["int8"]'),
+    Row("runtime_weights_dtypes", "MatMul", 'runtime_weights_dtypes = ["int8"]', const_b_matmul, two_input_matmul),
     Row("tconv_stride_pairs", "ConvTranspose", "tconv_stride_pairs = true", lambda: deconv([1, 2], [1, 4, 1, 8], [1, 2]), lambda: deconv([1, 2], [1, 4, 8, 8], [1, 2])),
     Row("leaky_relu_scales", "LeakyRelu", "leaky_relu_scales = true", lambda: qdq_leaky(0.05 / 127), lambda: qdq_leaky(0.05 / 129), precisions='["int8"]'),
     Row("depth_reduce_needs_unit", "ReduceMean", "depth_reduce_needs_unit = true", lambda: reduce_mean([2, 3]), lambda: reduce_mean([1])),

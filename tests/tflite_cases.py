@@ -541,6 +541,7 @@ def _cases() -> list[Case]:
         add(f"argmax-c128-{dt}", lambda dt=dt: argmax(dt, c=128))
         add(f"argmax-w-{dt}", lambda dt=dt: argmax(dt, axis=2))
     for dt in ("uint8", "int16"):
+        add(f"bmm-{dt}", lambda dt=dt: batch_matmul(dt))
         add(f"conv-{dt}", lambda dt=dt: conv(dt) if dt == "int16" else conv_u8())
         add(f"add-{dt}", lambda dt=dt: binary("ADD", dt))
         add(f"maxpool-2x2-{dt}", lambda dt=dt: pool("MAX_POOL_2D", dt))
@@ -582,6 +583,7 @@ def _cases() -> list[Case]:
         add(f"tconv-s2x1-w8-k1-{dt}", lambda dt=dt: transpose_conv_hw(dt, sh=2, sw=1, h=8, w=8, kw=1))
         add(f"tconv-s2x1-w1-k2-{dt}", lambda dt=dt: transpose_conv_hw(dt, sh=2, sw=1, h=8, w=1, kw=2))
         add(f"tconv-s2x2-k3-{dt}", lambda dt=dt: transpose_conv_hw(dt, sh=2, sw=2, h=8, kh=3, kw=3))
+    add("fc-runtime-w-int16", lambda: fully_connected("int16", const_w=False))
     add("conv-wsum-at-limit-int8", lambda: conv_weight_sum(1024))
     add("conv-wsum-over-limit-int8", lambda: conv_weight_sum(1032))
     for dt in ("int8", "float32"):

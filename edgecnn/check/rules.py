@@ -356,6 +356,14 @@ def depth_multiplier_max(f: NodeFacts, limit: int) -> Verdict:
     return PASS
 
 
+def runtime_weights_dtypes(f: NodeFacts, limit: list[str]) -> Verdict:
+    """{label}: multiplies two run-time tensors in {precision}; the {accel} runs a matmul of two activations (or a layer with run-time weights) only in {allowed}.
+    Fix: quantize this MatMul to {allowed}, or make its right-hand side a constant."""
+    if len(f.const_inputs) > 1 and not f.const_inputs[1] and not _precision_ok(f.precision, limit):
+        return _fail(runtime_weights_dtypes, f, limit, precision=f.precision, allowed=" or ".join(limit))
+    return PASS
+
+
 def weights_const(f: NodeFacts, limit: bool) -> Verdict:
     """{label}: its weights are computed at run time; the {accel} needs constant weights.
     Fix: make the weights an initializer (constant-fold the graph before export)."""
@@ -1023,6 +1031,11 @@ CONSTRAINTS: dict[str, Constraint] = {
         kind="range", rule=product_scale_ratio_range, what="[low, high) allowed for input1 x input2 / output scale"
     ),
     "leaky_relu_scales": Constraint(kind="bool", rule=leaky_relu_scales, what="LeakyRelu scale-ratio limits apply"),
+    "runtime_weights_dtypes": Constraint(
+        kind="strs",
+        rule=runtime_weights_dtypes,
+        what="precisions when input 1 (weights / right operand) is not constant",
+    ),
     "tconv_stride_pairs": Constraint(
         kind="bool", rule=tconv_stride_pairs, what="ConvTranspose strides 1x1, 2x2, or 1x2/2x1 (HxW) when 1 high/wide"
     ),
@@ -1102,7 +1115,7 @@ _FIX_KINDS: dict[str, FixKind] = {
     "kernel_h_max": FixKind.CHANGE_KERNEL, "unit_kernel_stride": FixKind.CHANGE_KERNEL,
     "quant_match": FixKind.QUANTIZE, "scale_ratio_range": FixKind.QUANTIZE,
     "product_scale_ratio_range": FixKind.QUANTIZE, "leaky_relu_scales": FixKind.QUANTIZE,
-    "tconv_stride_pairs": FixKind.CHANGE_KERNEL,
+    "tconv_stride_pairs": FixKind.CHANGE_KERNEL, "runtime_weights_dtypes": FixKind.QUANTIZE,
     "depth_reduce_needs_unit": FixKind.CHANGE_ATTRIBUTE, "resize_factors": FixKind.CHANGE_SHAPE,
     "half_pixel_factors": FixKind.CHANGE_ATTRIBUTE, "resize_coord_modes": FixKind.CHANGE_ATTRIBUTE, "slice_step_axes": FixKind.CHANGE_ATTRIBUTE,
     "inputs_max": FixKind.CHANGE_SHAPE, "outputs_max": FixKind.CHANGE_SHAPE,
