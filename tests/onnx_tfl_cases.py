@@ -155,6 +155,20 @@ def depth_to_space(block: int = 2) -> onnx.ModelProto:
 # ---- QDQ wrapping ---------------------------------------------------------------------------------------------
 
 
+def split(sizes: list[int]) -> onnx.ModelProto:
+    """Split along channels into ``sizes``, every part a graph output (YOLO heads split boxes from classes)."""
+    outs = ["y"] + [f"part{i}" for i in range(1, len(sizes))]
+    node = helper.make_node("Split", ["x", "sizes"], outs, name="split", axis=1)
+    g = helper.make_graph(
+        [node], "case", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, sum(sizes), 8, 8])],
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, [1, n, 8, 8]) for o, n in zip(outs, sizes, strict=True)],
+        initializer=[numpy_helper.from_array(np.array(sizes, np.int64), "sizes")],
+    )  # fmt: skip
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="edgecnn-tests")
+    m.ir_version = 8
+    return m
+
+
 def qdq(m: onnx.ModelProto, out_scale: float = ACT_SCALE) -> onnx.ModelProto:
     """The single-op model as a QDQ int8 model: activations per tensor, weights int8 per tensor."""
     g = m.graph
@@ -283,6 +297,8 @@ def onnx_cases() -> list[OnnxCase]:
     for name, fn in _float_cases():
         out.append(OnnxCase(f"{name}-float32", fn))
         out.append(OnnxCase(f"{name}-int8", lambda fn=fn: qdq(fn())))
+    for sizes in ([2, 2], [1, 3], [4, 4, 4, 4, 4], [3, 5, 8], [1, 1, 1, 1, 4, 8]):
+        out.append(OnnxCase(f"split-{'-'.join(map(str, sizes))}-float32", lambda sizes=sizes: split(sizes)))
     out.append(OnnxCase("max-diffquant-int8", lambda: qdq(self_binary("Max"), out_scale=0.1)))
     out.append(OnnxCase("min-diffquant-int8", lambda: qdq(self_binary("Min"), out_scale=0.1)))
     # XNNPACK's requantization limits (ADD/SUB: input/output scale in [1/1024, 256); MUL: product/output in

@@ -206,6 +206,7 @@ ROWS = [
     Row("variant:linear", "Resize", "[ops.Resize.linear]\nsupported = false", lambda: resize(2.0), lambda: resize(2.0, "linear")),
     Row("variant:relu6", "Clip", "[ops.Clip.relu6]\nsupported = false", lambda: clip(-1, 1), lambda: clip(0, 6)),
     # --- TFLite-target rules (branch targets-tfl; Vela 5.2.0 / XNNPACK facts) ---
+    Row("variant:unequal_split", "Split", "[ops.Split.unequal_split]\nsupported = false", lambda: split_sizes([2, 2]), lambda: split_sizes([1, 3])),
     Row("variant:const_divisor", "Div", "[ops.Div.const_divisor]\nsupported = false", lambda: div(const=False), lambda: div(const=True)),
     Row("large_stride_valid_only", "Conv", "large_stride_valid_only = 3", lambda: conv(stride=4, pad=0), lambda: conv(stride=4, pad=1)),
     Row("padded_kernel_max", "AveragePool", "padded_kernel_max = 8", lambda: avg_pool(9, 0), lambda: avg_pool(9, 4)),

@@ -867,15 +867,19 @@ def equal_dilation(f: NodeFacts, limit: bool) -> Verdict:
     return PASS
 
 
+def _split_sizes(f: NodeFacts) -> list[int]:
+    """The part sizes along a Split's axis ([] when the shapes are unknown)."""
+    if len(f.out_shapes) < 2 or not f.in_shapes or not f.in_shapes[0]:
+        return []
+    axis = int(f.attrs.get("axis", 0)) % len(f.in_shapes[0])
+    return [s[axis] for s in f.out_shapes if len(s) > axis]
+
+
 def split_equal(f: NodeFacts, limit: bool) -> Verdict:
     """{label}: splits into unequal parts {sizes} (TFLite SPLIT_V); the {accel} takes only equal splits (SPLIT).
-    Fix: split into equal parts (and Slice the remainder), or accept a CPU kernel here."""
-    if not limit or len(f.out_shapes) < 2 or not f.in_shapes:
-        return PASS
-    rank = len(f.in_shapes[0])
-    axis = int(f.attrs.get("axis", 0)) % rank if rank else 0
-    sizes = [s[axis] for s in f.out_shapes if len(s) > axis]
-    if len(set(sizes)) > 1:
+    Fix: split into equal parts, or write each part as a SLICE (as `edgecnn export` does), or accept a CPU kernel here."""
+    sizes = _split_sizes(f)
+    if limit and len(set(sizes)) > 1:
         return _fail(split_equal, f, limit, sizes=sizes)
     return PASS
 
@@ -1095,6 +1099,7 @@ VARIANTS: dict[str, str] = {
     "linear": "Resize with mode='linear' (bilinear)",
     "relu6": "Clip with min 0 and max 6 (TFLite RELU6)",
     "const_divisor": "ONNX Div by a constant (a TFLite converter writes MUL by the reciprocal)",
+    "unequal_split": "ONNX Split into unequal parts (edgecnn export writes one SLICE per part)",
 }
 
 _FIX_KINDS: dict[str, FixKind] = {
@@ -1170,4 +1175,6 @@ def variant_of(f: NodeFacts) -> str | None:
         return "relu6"
     if f.op_type == "Div" and "tflite_builtin" not in f.attrs and len(f.const_inputs) > 1 and f.const_inputs[1]:
         return "const_divisor"
+    if f.op_type == "Split" and "tflite_builtin" not in f.attrs and _split_sizes(f) and len(set(_split_sizes(f))) > 1:
+        return "unequal_split"
     return None

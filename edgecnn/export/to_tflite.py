@@ -1697,16 +1697,22 @@ class _Converter:
         for o in outs:
             nv = self.new_val(o, self.shapes[o], kind, nhwc, qp)
             tensors.append(nv.reps[(kind, nhwc)])
-        axis_t = self.b.add_tensor(f"{n.name}/axis", [], "int32", data=np.array(axis, np.int32))  # 0-D, as specified
         if len(set(sizes)) == 1:  # equal parts: SPLIT, which the XNNPACK delegate takes (it refuses SPLIT_V)
+            axis_t = self.b.add_tensor(f"{n.name}/axis", [], "int32", data=np.array(axis, np.int32))  # 0-D
             self.b.add_op("SPLIT", [axis_t, src], tensors, {"num_splits": len(outs)})
             return
-        self.b.add_op(
-            "SPLIT_V",
-            [src, self.int_tensor(f"{n.name}/sizes", sizes), axis_t],
-            tensors,
-            {"num_splits": len(outs)},
-        )
+        # Unequal parts: one SLICE per part. SPLIT_V would do it in one op, but the XNNPACK delegate refuses
+        # SPLIT_V and takes SLICE (checked with ai-edge-litert 2.3.0), so the graph stays in one partition.
+        shape = self.stored_shape(v, nhwc)
+        start = 0
+        for k, (size, t) in enumerate(zip(sizes, tensors, strict=True)):
+            begin = [0] * len(shape)
+            begin[axis] = start
+            extent = list(shape)
+            extent[axis] = size
+            self.b.add_op("SLICE", [src, self.int_tensor(f"{n.name}/begin{k}", begin),
+                                    self.int_tensor(f"{n.name}/size{k}", extent)], [t])  # fmt: skip
+            start += size
 
     def _op_Slice(self, n: onnx.NodeProto, qp: _QP | None) -> None:
         x = n.input[0]
