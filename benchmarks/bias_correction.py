@@ -134,23 +134,23 @@ def readme_table(payload: dict[str, Any]) -> str:
     s = payload["settings"]
     lines = [
         f"edgecnn INT8 (`--method auto`, `--runtime ort`), calibration {payload['calibration_samples']} images, "
-        f"evaluation on up to {payload['eval_samples']} held-out images, ONNX Runtime "
+        f"evaluation on up to {payload['eval_samples']} held-out images (per model: the `eval` column), ONNX Runtime "
         f"{payload['machine']['versions']['onnxruntime']}, {s['threads']} threads; each cell one fresh process "
         "(deterministic). Halves: SQNR gain on the even / odd evaluation images.",
         "",
-        "| model | depthwise convs corrected | SQNR off dB | SQNR on dB | gain dB (halves) | agreement off % | "
+        "| model | eval | depthwise convs corrected | SQNR off dB | SQNR on dB | gain dB (halves) | agreement off % | "
         "agreement on % | verdict |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     dl = deltas(payload)
     for m in _models(payload):
         g = dl[m]
         if g["verdict"] == "not measured":
-            lines.append(f"| {m} | - | - | - | - | - | - | not measured |")
+            lines.append(f"| {m} | - | - | - | - | - | - | - | not measured |")
             continue
         conv = median(payload, f"{m}/on", "convs_corrected")
         lines.append(
-            f"| {m} | {int(conv or 0)} | {median(payload, f'{m}/off', 'sqnr_db'):.2f} | "
+            f"| {m} | {int(median(payload, f'{m}/on', 'eval_images') or 0)} | {int(conv or 0)} | {median(payload, f'{m}/off', 'sqnr_db'):.2f} | "
             f"{median(payload, f'{m}/on', 'sqnr_db'):.2f} | {g['sqnr_db']:+.2f} ({g['sqnr_even_db']:+.2f} / "
             f"{g['sqnr_odd_db']:+.2f}) | {median(payload, f'{m}/off', 'agreement_pct'):.1f} | "
             f"{median(payload, f'{m}/on', 'agreement_pct'):.1f} | {g['verdict']} |"
