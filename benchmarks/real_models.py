@@ -382,7 +382,7 @@ def readme_table(payload: dict[str, Any]) -> str:
             ov_cell = _lat(payload, ov_name, f32)
             b = median(payload, dflt, "p50_ms")
             mv = median(payload, ov_name, "p50_ms")
-            if b and mv is not None:
+            if b and mv is not None and ov_cell.endswith("x)"):
                 ov_cell = ov_cell[:-1] + f" / {mv / b:.2f}x)"
             g = f"{m}/{v}/ort-graph"
             counts = [median(payload, g, k) for k in ("integer", "float", "qdq")]

@@ -52,15 +52,18 @@ def depthwise_convs(
     """The quantized depthwise Convs with a constant weight: (node key, node, float weight)."""
     inits = {t.name: t for t in model.graph.initializer}
     quantized = set(the_plan.quantized_nodes)
+    activations = set(the_plan.activations)
     out = []
     for i, n in enumerate(model.graph.node):
         key = node_key(n, i)
         if n.op_type != "Conv" or key not in quantized or len(n.input) < 2 or n.input[1] not in inits:
             continue
+        if n.input[0] not in activations:  # the writer quantizes the weight only when the input has a grid
+            continue
         group = next((helper.get_attribute_value(a) for a in n.attribute if a.name == "group"), 1)
-        w = to_array(inits[n.input[1]], base_dir).astype(np.float32)
-        if group > 1 and w.ndim >= 3 and w.shape[1] == 1 and w.shape[0] == group:
-            out.append((key, n, w))
+        dims = list(inits[n.input[1]].dims)
+        if group > 1 and len(dims) >= 3 and dims[1] == 1 and dims[0] == group:  # before reading any weight
+            out.append((key, n, to_array(inits[n.input[1]], base_dir).astype(np.float32)))
     return out
 
 
