@@ -492,10 +492,15 @@ def readme_verdict(payload: dict[str, Any]) -> str:
         word = {"faster": "met (faster beyond noise)", "within noise": "within noise", "slower": "NOT met (slower beyond noise)", None: "not measured"}  # fmt: skip
         vs = g["yolo_vs_nncf"]
         nncf = g["nncf_p50"]
+
+        def vs_nncf(v: str) -> str:
+            c, p50 = vs[v]
+            ratio = f", median {p50 / nncf:.2f}x NNCF's" if p50 and nncf else ""
+            return f"{word[c]} ({_ms(p50)} vs {_ms(nncf)} ms{ratio})"
+
         lines.append(
             "- **YOLO-style INT8 p50 <= NNCF's INT8 on OpenVINO:** `--runtime openvino` "
-            f"{word[vs['edgecnn-ov-int'][0]]} ({_ms(vs['edgecnn-ov-int'][1])} vs {_ms(nncf)} ms); the ORT-tuned file "
-            f"{word[vs['edgecnn'][0]]} ({_ms(vs['edgecnn'][1])} ms)."
+            f"{vs_nncf('edgecnn-ov-int')}; the ORT-tuned file (`--runtime ort`) {vs_nncf('edgecnn')}."
         )
         r, worst = g["yolo_ort_ratio"]
         verdict = "not measured" if r is None else ("met" if r <= 0.7 else "NOT met")
@@ -507,7 +512,7 @@ def readme_verdict(payload: dict[str, Any]) -> str:
         word2 = {"faster": "faster beyond noise", "within noise": "within noise", "slower": "slower beyond noise", None: "not measured"}  # fmt: skip
         lines.append(
             f"- **Faster than OpenVINO's default FP32 baseline (it ran in {g['default_precision']}):** "
-            + "; ".join(f"{v} {word2[c]} ({x:.2f}x)" for v, (c, x) in dv.items())
+            + "; ".join(f"{v} {word2[c]} (median {x:.2f}x the baseline)" for v, (c, x) in dv.items())
             + "."
         )
     if "mbv3_25db" in g:
