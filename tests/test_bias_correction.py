@@ -104,6 +104,7 @@ def test_depthwise_bias_correction_removes_the_mean_error_of_rounded_weights(tmp
         (two_convs(np.tile(_dw_weight(), (2, 2, 1, 1)), group=3), "grouped, 2 input channels per group"),
         (conv_model(cin=3, cout=8, hw=32), "a single plain Conv"),
     ],
+    ids=["group-1", "grouped-not-depthwise", "plain-conv"],
 )
 def test_no_depthwise_conv_is_a_no_op(model: onnx.ModelProto, why: str, tmp_path: Path) -> None:
     model.graph.input[0].name = "input"
