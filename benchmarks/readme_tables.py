@@ -49,6 +49,10 @@ BLOCKS: dict[str, tuple[str, tuple[str, dict[str, str]]]] = {
     "harness": ("harness_vs_benchmark_app:readme_table", ("harness_vs_benchmark_app", {})),
     "ray_calibration": ("ray_calibration:readme_table", ("ray_calibration", {})),
     "startup": ("startup:readme_table", ("startup", {})),
+    "real_models": ("real_models:readme_table", ("real_models", {})),
+    "real_models_verdict": ("real_models:readme_verdict", ("real_models", {})),
+    "bias_correction": ("bias_correction:readme_table", ("bias_correction", {})),
+    "bias_correction_verdict": ("bias_correction:readme_verdict", ("bias_correction", {})),
 }
 _BLOCK = re.compile(r"(<!-- bench:([\w-]+) -->\n)(.*?)(<!-- /bench:\2 -->)", re.S)
 

@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
 """INT8 on models shaped like real exports: edgecnn vs ONNX Runtime `quantize_static` vs NNCF, side by side.
 
-    python benchmarks/real_models.py [--models yolo320,mbv3-224,tinted-cls,mbv3-trained,det-trained]
-                                     [--rounds 3] [--iters 30] [--calib 64] [--eval 64] [--json out.json]
-    python benchmarks/real_models.py --markdown benchmarks/results/real_models.json   # README tables
+    python benchmarks/real_models.py [--models yolo320,mbv3-224,tinted-cls,mbv3-block,det-block]
+                                     [--rounds 5] [--iters 30] [--calib 64] [--eval 64]
+
+Measured through `benchmarks/runner.py` (fresh process per measurement, >= 5 alternating rounds, median and
+[min-max] spread, the same --threads and --batch for every tool, machine facts); the result is
+`benchmarks/results/real_models.json` and `benchmarks/readme_tables.py` renders the README's table
+(`bench:real_models`) and its goal-by-goal sentences (`bench:real_models_verdict`) from it.
 
 Models (benchmarks/real_model_defs.py, exported with torch.onnx.export as a user would; built once into
 benchmarks/models/real/):
@@ -19,23 +23,23 @@ seeded large models are for latency (a random deep network amplifies any noise, 
 says little). Data: synthetic tinted RGB shape images written as PNG files (calibration and held-out
 evaluation sets are disjoint).
 
-Variants, each written by its own child process:
-  edgecnn      `edgecnn quantize` defaults (method auto, --runtime ort: u8 asymmetric activations)
-  edgecnn-ov   OpenVINO's scheme (symmetric u8/s8 activations) with activations as float post-ops of their
-               Conv, no Q/DQ between (NNCF's placement; op policy "openvino-postops")
-  edgecnn-ov-int  `edgecnn quantize --runtime openvino`: OpenVINO's scheme, every op that has an integer
-               form in integer (this run made it the default for --runtime openvino)
+Variants (each quantized once, in its own child, before anything is timed: round 1 runs the variants in
+list order, and the quantization variants come first):
+  edgecnn      edgecnn's public quantize API with its defaults for --runtime ort (method auto, u8 activations)
+  edgecnn-ov   OpenVINO's scheme with activations as float post-ops of their Conv (NNCF's placement; op
+               policy "openvino-postops")
+  edgecnn-ov-int  --runtime openvino: OpenVINO's scheme, every op that has an integer form in integer
   ort          onnxruntime.quantization.quantize_static(QDQ, per_channel=True) after quant_pre_process, defaults
   nncf-ov      nncf.quantize on the OpenVINO model (its native backend), default preset
   nncf-onnx    nncf.quantize on the ONNX model
-Accuracy (one child per variant): SQNR of every output vs the FP32 model on the evaluation images, and
-agreement with FP32 (classifiers: top-1; detectors: per anchor, confident (score > 0.25) and same class).
-Latency: every (variant, runtime) cell in its own fresh process, --rounds alternating rounds (the cell order
-rotates each round), --iters timed runs after warm-up at --threads (2) per cell; median of the rounds'
-p50 and the spread (max - min). OpenVINO's FP32 is measured twice: INFERENCE_PRECISION_HINT=f32 and the
+Accuracy (one child per variant, deterministic: one round): SQNR of every output vs the FP32 model on the
+evaluation images, and agreement with FP32 (classifiers: top-1; detectors: per anchor, confident
+(score > 0.25) and same class); OpenVINO variants are evaluated on OpenVINO with the f32 hint.
+Latency: every (variant, runtime) cell is a runner variant: --rounds alternating rounds, each a fresh process
+of --iters timed runs after warm-up. OpenVINO's FP32 is measured twice: INFERENCE_PRECISION_HINT=f32 and the
 plugin's default (bf16 on CPUs with AMX), the baseline a user actually gets; INT8 models run with the
 default hint. The runtime precision of every layer of OpenVINO's execution graph and the ops ONNX Runtime
-executes after its optimizations are counted.
+executes after its optimizations are counted (deterministic, one round).
 """
 
 from __future__ import annotations
@@ -43,26 +47,30 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import subprocess
 import sys
-import tempfile
 import time
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import MODELS, REPO
+from runner import Variant, common_args, median, run_benchmark, settings_from, spread
 
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+NAME = "real_models"
 WORK = MODELS / "real"
-RESULTS = REPO / "benchmarks" / "results" / "real_models.json"
 VARIANTS = ("edgecnn", "edgecnn-ov", "edgecnn-ov-int", "ort", "nncf-ov", "nncf-onnx")
+PEERS = ("ort", "nncf-ov", "nncf-onnx")
+OV_VARIANTS = ("edgecnn-ov", "edgecnn-ov-int", "nncf-ov")  # made for OpenVINO: evaluated there
 MODEL_NAMES = ("yolo320", "mbv3-224", "tinted-cls", "mbv3-block", "det-block")
 FITTED = {"tinted-cls": "classifier", "mbv3-block": "mbv3_block", "det-block": "detector_block"}
+# FP32 cells: (runtime, OpenVINO precision hint); INT8 cells run with the runtime's default.
+FP32_CELLS = (("ort", "default"), ("openvino", "f32"), ("openvino", "default"))
 
 
 # ---------------------------------------------------------------- models and data -------------------------------
@@ -123,14 +131,30 @@ def build_fitted(name: str, out: Path, calib_n: int, eval_n: int) -> dict[str, o
     return meta
 
 
-# ---------------------------------------------------------------- children --------------------------------------
-def child_quantize(variant: str, model: Path, calib: Path, n: int, out: Path) -> dict[str, object]:
+# ---------------------------------------------------------------- children (run by benchmarks/runner.py) -------
+def _quantized_path(model_name: str, variant: str) -> Path:
+    return WORK / model_name / "int8" / f"{variant}{'.xml' if variant == 'nncf-ov' else '.onnx'}"
+
+
+def _need(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no {what} (its quantization failed; see the quantize variant)")
+    return path
+
+
+def quantize_child(
+    *, variant: str, model: str, calib: str, n: int, out: str, threads: int, batch: int, **_: Any
+) -> dict[str, Any]:
+    """Write one INT8 variant of ``model`` to ``out`` with ``n`` calibration images, ``batch`` at a time."""
     from edgecnn.preprocess import list_images, load_spec
 
-    spec = load_spec(calib / "preprocess.toml")
-    files = list_images(calib)[:n]
+    spec = load_spec(Path(calib) / "preprocess.toml")
+    files = list_images(Path(calib))[:n]
+    dst = Path(out)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.unlink(missing_ok=True)  # a stale file from an earlier run must not be timed if this one fails
     t0 = time.perf_counter()
-    info: dict[str, object] = {}
+    info: dict[str, Any] = {}
     if variant.startswith("edgecnn"):
         import onnx
 
@@ -140,9 +164,9 @@ def child_quantize(variant: str, model: Path, calib: Path, n: int, out: Path) ->
 
         rt = "ort" if variant == "edgecnn" else "openvino"
         policy = {"edgecnn": "ort", "edgecnn-ov": "openvino-postops", "edgecnn-ov-int": "openvino"}[variant]
-        config = QuantizeConfig(runtime=policy, scheme=RUNTIME_SCHEMES[rt])
-        q, rep = quantize(model, ImageDataset.open(calib, spec, n), config)
-        onnx.save(q, str(out))
+        config = QuantizeConfig(runtime=policy, scheme=RUNTIME_SCHEMES[rt], batch=batch, threads=threads)
+        q, rep = quantize(Path(model), ImageDataset.open(Path(calib), spec, n), config)
+        onnx.save(q, str(dst))
         info = {"kept_float": len(rep.kept_float), "methods": rep.methods_chosen, "input_ranges": rep.input_ranges}
     elif variant == "ort":
         from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
@@ -150,15 +174,15 @@ def child_quantize(variant: str, model: Path, calib: Path, n: int, out: Path) ->
 
         class Reader(CalibrationDataReader):
             def __init__(self) -> None:
-                self.it = iter(files)
+                self.it = iter([files[i : i + batch] for i in range(0, len(files), batch)])
 
             def get_next(self):  # -> dict | None
-                p = next(self.it, None)
-                return None if p is None else {"input": spec.load(p)[None]}
+                chunk = next(self.it, None)
+                return None if chunk is None else {"input": np.stack([spec.load(p) for p in chunk])}
 
-        pre = out.with_name(out.stem + "_pre.onnx")
-        quant_pre_process(str(model), str(pre), skip_symbolic_shape=True)
-        quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True)
+        pre = dst.with_name(dst.stem + "_pre.onnx")
+        quant_pre_process(model, str(pre), skip_symbolic_shape=True)
+        quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True)
     else:
         import nncf
         import onnx
@@ -166,37 +190,39 @@ def child_quantize(variant: str, model: Path, calib: Path, n: int, out: Path) ->
 
         if variant == "nncf-ov":
             ds = nncf.Dataset(files, lambda p: spec.load(p)[None])
-            ov.save_model(nncf.quantize(ov.Core().read_model(str(model)), ds, subset_size=n), str(out))
+            ov.save_model(nncf.quantize(ov.Core().read_model(model), ds, subset_size=n), str(dst))
         else:
             ds = nncf.Dataset(files, lambda p: {"input": spec.load(p)[None]})
-            onnx.save(nncf.quantize(onnx.load(str(model)), ds, subset_size=n), str(out))
+            onnx.save(nncf.quantize(onnx.load(model), ds, subset_size=n), str(dst))
     return {"quantize_s": time.perf_counter() - t0, **info}
 
 
-def _runner(path: Path, runtime: str, precision: str = "default"):
+def _session(path: Path, runtime: str, precision: str, threads: int) -> Any:
     from edgecnn.runtimes import open_session
 
     opts = {"inference_precision": precision} if runtime == "openvino" else {}
-    sess = open_session(runtime, path, threads=2, options=opts)
-    name = sess.inputs()[0].name
-    return sess, lambda x: sess.run({name: x})
+    return open_session(runtime, path, threads=threads, options=opts)
 
 
-def child_accuracy(kind: str, ref: Path, cand: Path, runtime: str, data: Path, n: int) -> dict[str, object]:
+def accuracy_child(
+    *, kind: str, ref: str, cand: str, runtime: str, data: str, n: int, threads: int, batch: int, **_: Any
+) -> dict[str, Any]:
+    """SQNR per output and agreement of ``cand`` (on ``runtime``; OpenVINO in f32, so the number is the
+    quantization's, not bf16's) against the FP32 ``ref`` on ONNX Runtime, over ``n`` held-out images."""
     from edgecnn.preprocess import list_images, load_spec
 
-    spec = load_spec(data / "preprocess.toml")
-    xs = [spec.load(p)[None] for p in list_images(data)[:n]]
-    _, run_ref = _runner(ref, "ort")
-    # OpenVINO in f32 for accuracy, so the number is the quantization's, not bf16's.
-    _, run_q = _runner(cand, runtime, "f32")
-    refs = [run_ref(x) for x in xs]
-    outs = [run_q(x) for x in xs]
-    sqnr = []
+    spec = load_spec(Path(data) / "preprocess.toml")
+    xs = [spec.load(p)[None] for p in list_images(Path(data))[:n]]
+    r_sess = _session(Path(ref), "ort", "f32", threads)
+    q_sess = _session(_need(Path(cand), "quantized model"), runtime, "f32", threads)
+    r_in, q_in = r_sess.inputs()[0].name, q_sess.inputs()[0].name
+    refs = [r_sess.run({r_in: x}) for x in xs]
+    outs = [q_sess.run({q_in: x}) for x in xs]
+    res: dict[str, Any] = {}
     for k in range(len(refs[0])):
         r = np.concatenate([o[k] for o in refs]).astype(np.float64)
         c = np.concatenate([o[k] for o in outs]).astype(np.float64)
-        sqnr.append(float(10 * np.log10(np.sum(r**2) / max(np.sum((r - c) ** 2), 1e-30))))
+        res[f"sqnr_db_{k}"] = float(10 * np.log10(np.sum(r**2) / max(np.sum((r - c) ** 2), 1e-30)))
     if kind == "classifier":
         agree = float(np.mean([np.argmax(a[0]) == np.argmax(b[0]) for a, b in zip(refs, outs, strict=True)]))
     else:  # detector: per anchor, (confident, class) must match
@@ -205,35 +231,53 @@ def child_accuracy(kind: str, ref: Path, cand: Path, runtime: str, data: Path, n
         rk = np.where(ra.max(1) > 0.25, ra.argmax(1), -1)
         ck = np.where(ca.max(1) > 0.25, ca.argmax(1), -1)
         agree = float(np.mean(rk == ck))
-    return {"sqnr_db": sqnr, "agreement_pct": 100 * agree}
+    return {**res, "outputs": len(refs[0]), "agreement_pct": 100 * agree, "eval_images": len(xs)}
 
 
-def child_latency(path: Path, runtime: str, precision: str, iters: int) -> dict[str, object]:
-    sess, _ = _runner(path, runtime, precision)
+def latency_child(*, path: str, runtime: str, precision: str, iters: int, threads: int, batch: int, **_: Any) -> dict:
+    """p50 of ``iters`` timed calls (inputs bound once, GC paused) after warm-up, in this fresh process."""
+    import gc
+
+    sess = _session(_need(Path(path), "quantized model"), runtime, precision, threads)
     spec = sess.inputs()[0]
-    x = np.random.default_rng(0).random(spec.shape, dtype=np.float32)
+    shape = (batch, *spec.shape[1:])
+    x = np.random.default_rng(0).random(shape, dtype=np.float32)
     call = sess.bind({spec.name: x}) if hasattr(sess, "bind") else (lambda: sess.run({spec.name: x}))
     for _ in range(max(5, iters // 5)):
         call()
-    ts = []
-    for _ in range(iters):
-        t = time.perf_counter_ns()
-        call()
-        ts.append(time.perf_counter_ns() - t)
-    out: dict[str, object] = {"p50_ms": float(np.median(ts)) / 1e6}
+    ts = np.empty(iters, np.int64)
+    gc.disable()
+    try:
+        for i in range(iters):
+            t = time.perf_counter_ns()
+            call()
+            ts[i] = time.perf_counter_ns() - t
+    finally:
+        gc.enable()
+    out: dict[str, Any] = {"p50_ms": float(np.median(ts)) / 1e6}
     if runtime == "openvino":
         out["inference_precision"] = sess.inference_precision
-        out["layers"] = sess.runtime_precisions()
+        out["layers"] = " ".join(
+            f"{k} {v}" for k, v in sorted(sess.runtime_precisions().items(), key=lambda kv: -kv[1])
+        )
     return out
 
 
-def ort_executes(path: Path, tmp: Path) -> dict[str, int]:
+def ort_graph_child(*, path: str, threads: int, batch: int, **_: Any) -> dict[str, Any]:
+    """What ONNX Runtime runs after its graph optimizations: integer ops, float ops, standalone Q/DQ."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="edgecnn-real-") as t:
+        return ort_executes(_need(Path(path), "quantized model"), Path(t), threads)
+
+
+def ort_executes(path: Path, tmp: Path, threads: int = 2) -> dict[str, int]:
     """What ONNX Runtime runs after its graph optimizations: integer ops, float ops, standalone Q/DQ."""
     import onnx
     import onnxruntime as ort
 
     so = ort.SessionOptions()
-    so.intra_op_num_threads = 2
+    so.intra_op_num_threads = threads
     so.log_severity_level = 3
     so.optimized_model_filepath = str(tmp / f"{path.stem}.opt.onnx")
     ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
@@ -245,177 +289,250 @@ def ort_executes(path: Path, tmp: Path) -> dict[str, int]:
     return {"integer": integer, "float": float_ops - qdq, "qdq": qdq}
 
 
-CHILDREN = {"quantize": child_quantize, "accuracy": child_accuracy, "latency": child_latency}
+# ---------------------------------------------------------------- README rendering (from the JSON alone) -------
+def _variant(payload: dict[str, Any], name: str) -> dict[str, Any]:
+    return next((v for v in payload["variants"] if v["name"] == name), {})
 
 
-def spawn(child: str, **kw: object) -> tuple[dict | None, str]:
-    """Run one child (a fresh Python process); return its JSON result or None and a status."""
-    proc = subprocess.run(
-        [sys.executable, __file__, "--child", child, json.dumps({k: str(v) for k, v in kw.items()})],
-        capture_output=True,
-        text=True,
-        timeout=3600,
-    )
-    if proc.returncode != 0:
-        tail = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
-        return None, f"failed: {(tail or ['?'])[-1][:140]}"
-    return json.loads(proc.stdout.strip().splitlines()[-1]), "ok"
+def _models(payload: dict[str, Any]) -> list[str]:
+    return list(dict.fromkeys(v["params"]["model_name"] for v in payload["variants"]))
 
 
-def run_child(kind: str, args: dict[str, str]) -> None:
-    fn = CHILDREN[kind]
-    conv = {"n": int, "iters": int, "model": Path, "calib": Path, "out": Path, "ref": Path, "cand": Path}
-    conv |= {"data": Path, "path": Path}
-    res = fn(**{k: conv.get(k, str)(v) for k, v in args.items()})
-    print(json.dumps(res))
+def _status(payload: dict[str, Any], name: str) -> str:
+    v = _variant(payload, name)
+    return str(v.get("status", "not measured")) if v else "not measured"
 
 
-# ---------------------------------------------------------------- parent ----------------------------------------
-def measure(names: list[str], rounds: int, iters: int, calib_n: int, eval_n: int, tmp: Path) -> dict[str, object]:
-    rows: list[dict[str, object]] = []
-    for name in names:
-        meta = build(name, calib_n, eval_n)
-        mdir = WORK / name
-        model = mdir / "model.onnx"
-        files: dict[str, Path] = {"fp32": model}
-        for v in VARIANTS:
-            t0 = time.perf_counter()
-            out = tmp / f"{name}_{v}{'.xml' if v == 'nncf-ov' else '.onnx'}"
-            res, status = spawn("quantize", variant=v, model=model, calib=mdir / "calib", n=calib_n, out=out)
-            row: dict[str, object] = {"model": name, "variant": v, "status": status, **(res or {})}
-            if res is not None:
-                files[v] = out
-            rows.append(row)
-            print(f"  {name} {v}: quantize {status} ({time.perf_counter() - t0:.0f} s)", flush=True)
-        # Accuracy: ONNX variants on ORT (and edgecnn-ov / nncf-ov on OpenVINO, which they are made for).
-        for row in [r for r in rows if r["model"] == name and r["variant"] in files]:
-            v = str(row["variant"])
-            rt = "openvino" if v in ("nncf-ov", "edgecnn-ov", "edgecnn-ov-int") else "ort"
-            acc, st = spawn(
-                "accuracy", kind=meta["kind"], ref=model, cand=files[v], runtime=rt, data=mdir / "eval", n=eval_n
-            )
-            row["accuracy_runtime"] = rt
-            row.update(acc or {"accuracy_status": st})
-            if v != "nncf-ov":
-                try:
-                    row["ort_executes"] = ort_executes(files[v], tmp)
-                except Exception as e:  # the file ORT cannot load is itself a result
-                    row["ort_executes"] = {"error": str(e).splitlines()[0][:100]}
-        # Latency: alternating rounds, fresh process per cell.
-        cells = [("fp32", "ort", "default"), ("fp32", "openvino", "f32"), ("fp32", "openvino", "default")]
-        cells += [(v, rt, "default") for v in VARIANTS if v in files for rt in ("ort", "openvino")]
-        cells = [c for c in cells if not (c[0] == "nncf-ov" and c[1] == "ort")]
-        samples: dict[tuple[str, str, str], list[float]] = {c: [] for c in cells}
-        extra: dict[tuple[str, str, str], dict] = {}
-        for r in range(rounds):
-            order = cells[r % len(cells) :] + cells[: r % len(cells)]
-            for c in order:
-                res, st = spawn("latency", path=files[c[0]], runtime=c[1], precision=c[2], iters=iters)
-                if res is None:
-                    extra[c] = {"latency_status": st}
-                    continue
-                samples[c].append(float(res["p50_ms"]))
-                extra[c] = {k: v for k, v in res.items() if k != "p50_ms"}
-            print(f"  {name}: latency round {r + 1}/{rounds} done", flush=True)
-        lat = []
-        for c, s in samples.items():
-            lat.append(
-                {
-                    "model": name,
-                    "variant": c[0],
-                    "runtime": c[1],
-                    "precision_hint": c[2],
-                    "p50_ms": float(np.median(s)) if s else None,
-                    "spread_ms": float(max(s) - min(s)) if s else None,
-                    "rounds": s,
-                    **extra.get(c, {}),
-                }
-            )
-        rows.append({"model": name, "variant": "fp32", "status": "ok", "latency": lat, **meta})
-    return {"rows": rows, "threads": 2, "rounds": rounds, "iters": iters, "calib_n": calib_n, "eval_n": eval_n}
+def sqnrs(payload: dict[str, Any], model: str, variant: str) -> list[float] | None:
+    """SQNR of every output (dB), or None when the variant was not evaluated."""
+    name = f"{model}/{variant}/accuracy"
+    n = median(payload, name, "outputs")
+    if n is None:
+        return None
+    vals = [median(payload, name, f"sqnr_db_{k}") for k in range(int(n))]
+    return None if any(v is None for v in vals) else [float(v) for v in vals if v is not None]
 
 
-def machine() -> dict[str, str]:
-    import platform
-
-    import onnxruntime
-    import openvino
-
-    cpu = next(
-        (ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in ln),
-        platform.processor(),
-    )
-    flags = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")), "")
-    isa = [f for f in ("avx512_vnni", "amx_int8", "amx_bf16", "avx512_bf16") if f" {f}" in flags]
-    try:
-        import nncf
-
-        nncf_v = nncf.__version__
-    except ImportError:
-        nncf_v = "not installed"
-    return {
-        "cpu": cpu,
-        "isa": ",".join(isa),
-        "ort": onnxruntime.__version__,
-        "openvino": openvino.get_version().split("-")[0],
-        "nncf": nncf_v,
-    }
+def compare(payload: dict[str, Any], a: str, b: str, metric: str = "p50_ms") -> str | None:
+    """'faster' / 'slower' when the [min, max] ranges over the rounds do not overlap, else 'within noise'."""
+    sa, sb = spread(payload, a, metric), spread(payload, b, metric)
+    if sa is None or sb is None:
+        return None
+    if sa[1] < sb[0]:
+        return "faster"
+    if sa[0] > sb[1]:
+        return "slower"
+    return "within noise"
 
 
-def markdown(data: dict) -> str:
-    """The README tables, from the JSON alone."""
-    rows = data["rows"]
+def _lat(payload: dict[str, Any], name: str, base: str | None = None) -> str:
+    m, s = median(payload, name, "p50_ms"), spread(payload, name, "p50_ms")
+    if m is None or s is None:
+        st = _status(payload, name)
+        return "-" if st == "not measured" else _short(st)
+    text = f"{m:.2f} [{s[0]:.2f}-{s[1]:.2f}]"
+    b = median(payload, base, "p50_ms") if base else None
+    return text + (f" ({m / b:.2f}x)" if b else "")
+
+
+def _fact(payload: dict[str, Any], name: str, key: str) -> str:
+    v = _variant(payload, name).get("facts", {}).get(key)
+    return "-" if v is None else str(v if not isinstance(v, list) else v[0])
+
+
+def readme_table(payload: dict[str, Any]) -> str:
+    """The side-by-side table: SQNR, agreement, p50 on both runtimes, what each runtime executes."""
+    s, mach = payload["settings"], payload["machine"]
+    ver = mach["versions"]
     lines = [
-        f"{data['machine']['cpu']} ({data['machine']['isa']}), ORT {data['machine']['ort']}, OpenVINO "
-        f"{data['machine']['openvino']}, NNCF {data['machine']['nncf']}; {data['threads']} threads, "
-        f"{data['rounds']} alternating rounds x {data['iters']} runs, fresh process per cell; calibration "
-        f"{data['calib_n']} images, evaluation {data['eval_n']} held-out images.",
+        f"{mach['cpu_model']} ({mach['cores_logical']} cores; {mach['cpu_flags']}), ORT {ver['onnxruntime']}, "
+        f"OpenVINO {ver['openvino']}, NNCF {ver['nncf']}; {s['threads']} threads and batch {s['batch']} for every "
+        f"tool. p50 in ms: median over {s['rounds']} alternating rounds, each a fresh process of "
+        f"{payload['iters']} timed runs [min-max over the rounds], (ratio of the medians to FP32 on the same "
+        f"runtime; OpenVINO: to the f32 hint / to the plugin's default). Calibration {payload['calib_n']} images, "
+        f"evaluation {payload['eval_n']} held-out images. Load average {mach['loadavg_before'][0]:.1f} before, "
+        f"{mach['loadavg_after'][0]:.1f} after (a shared machine).",
         "",
-        "| model | tool | SQNR dB (per output) | agreement % | p50 ORT ms (vs FP32) | p50 OpenVINO ms "
-        "(vs FP32 f32 / vs default bf16) | ORT runs: int / float / Q-DQ | OpenVINO layers by precision |",
+        "| model | tool | SQNR dB (per output) | agreement % | p50 ORT ms | p50 OpenVINO ms | "
+        "ORT runs: int / float / Q-DQ | OpenVINO layers by precision |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    by_model: dict[str, list[dict]] = collections.defaultdict(list)
-    for r in rows:
-        by_model[r["model"]].append(r)
-    for model, rs in by_model.items():
-        lat = next(r for r in rs if r["variant"] == "fp32")["latency"]
-
-        def cell(v: str, rt: str, hint: str = "default", lat: list = lat) -> dict:
-            return next(
-                (x for x in lat if x["variant"] == v and x["runtime"] == rt and x["precision_hint"] == hint), {}
-            )
-
-        base_ort = cell("fp32", "ort").get("p50_ms")
-        base_f32 = cell("fp32", "openvino", "f32").get("p50_ms")
-        base_def = cell("fp32", "openvino").get("p50_ms")
+    for m in _models(payload):
+        f32, dflt = f"{m}/fp32/openvino-f32", f"{m}/fp32/openvino-default"
         lines.append(
-            f"| {model} | FP32 | - | - | {_ms(cell('fp32', 'ort'))} | f32 {_ms(cell('fp32', 'openvino', 'f32'))}, "
-            f"default ({cell('fp32', 'openvino').get('inference_precision', '?')}) {_ms(cell('fp32', 'openvino'))} | - | "
-            f"{_layers(cell('fp32', 'openvino'))} |"
+            f"| {m} | FP32 | - | - | {_lat(payload, f'{m}/fp32/ort')} | f32 {_lat(payload, f32)}, default "
+            f"({_fact(payload, dflt, 'inference_precision')}) {_lat(payload, dflt)} | - | "
+            f"{_fact(payload, dflt, 'layers')} |"
         )
-        for r in rs:
-            if r["variant"] == "fp32":
+        for v in VARIANTS:
+            q = _status(payload, f"{m}/{v}/quantize")
+            if q == "not measured":
                 continue
-            v = r["variant"]
-            if r["status"] != "ok":
-                lines.append(f"| {model} | {v} | {r['status']} | | | | | |")
+            if q != "ok":
+                lines.append(f"| {m} | {v} | quantization {_short(q)} | - | - | - | - | - |")
                 continue
-            sq = ", ".join(f"{s:.1f}" for s in r.get("sqnr_db", [])) or _short(r.get("accuracy_status", "-"))
-            ag = f"{r['agreement_pct']:.1f}" if "agreement_pct" in r else "-"
-            if r.get("accuracy_runtime") == "openvino":
-                sq += " (OV)"
-            o, ov = cell(v, "ort"), cell(v, "openvino")
-            ort_s = f"{_ms(o)} ({_ratio(o, base_ort)})" if o.get("p50_ms") else _short(o.get("latency_status", "-"))
-            ov_s = (
-                f"{_ms(ov)} ({_ratio(ov, base_f32)} / {_ratio(ov, base_def)})"
-                if ov.get("p50_ms")
-                else _short(ov.get("latency_status", "-"))
+            sq = sqnrs(payload, m, v)
+            acc_st = _status(payload, f"{m}/{v}/accuracy")
+            sq_s = ", ".join(f"{x:.1f}" for x in sq) if sq else _short(acc_st)
+            if sq and v in OV_VARIANTS:
+                sq_s += " (OV)"
+            ag = median(payload, f"{m}/{v}/accuracy", "agreement_pct")
+            ort_cell = "-" if v == "nncf-ov" else _lat(payload, f"{m}/{v}/ort", f"{m}/fp32/ort")
+            ov_name = f"{m}/{v}/openvino"
+            ov_cell = _lat(payload, ov_name, f32)
+            b = median(payload, dflt, "p50_ms")
+            mv = median(payload, ov_name, "p50_ms")
+            if b and mv is not None and ov_cell.endswith("x)"):
+                ov_cell = ov_cell[:-1] + f" / {mv / b:.2f}x)"
+            g = f"{m}/{v}/ort-graph"
+            counts = [median(payload, g, k) for k in ("integer", "float", "qdq")]
+            g_s = (
+                "-"
+                if v == "nncf-ov"
+                else (
+                    " / ".join(str(int(c)) for c in counts if c is not None)
+                    if None not in counts
+                    else _short(_status(payload, g))
+                )
             )
-            ex = r.get("ort_executes", {})
-            ex_s = f"{ex['integer']} / {ex['float']} / {ex['qdq']}" if "integer" in ex else _short(ex.get("error", "-"))
-            lines.append(f"| {model} | {v} | {sq} | {ag} | {ort_s} | {ov_s} | {ex_s} | {_layers(ov)} |")
+            lines.append(
+                f"| {m} | {v} | {sq_s} | {'-' if ag is None else f'{ag:.1f}'} | {ort_cell} | {ov_cell} | {g_s} | "
+                f"{_fact(payload, ov_name, 'layers')} |"
+            )
     return "\n".join(lines)
+
+
+def goals(payload: dict[str, Any]) -> dict[str, Any]:
+    """Every goal of issue 12 decided from the JSON (what readme_verdict words)."""
+    models = _models(payload)
+    out: dict[str, Any] = {"sqnr": {}, "agreement": {}}
+    for m in models:
+        ours = sqnrs(payload, m, "edgecnn")
+        peers = {p: sqnrs(payload, m, p) for p in PEERS}
+        peers = {p: v for p, v in peers.items() if v is not None}
+        if ours is None:
+            out["sqnr"][m] = ("not measured", None, None)
+            continue
+        if not peers:
+            out["sqnr"][m] = ("no peer produced a model", ours, None)
+            continue
+        best = [max(v[k] for v in peers.values()) for k in range(len(ours))]
+        met = all(a >= b for a, b in zip(ours, best, strict=True))
+        out["sqnr"][m] = ("met" if met else "not met", ours, best)
+        ag = {p: median(payload, f"{m}/{p}/accuracy", "agreement_pct") for p in PEERS}
+        reached = {p: a for p, a in ag.items() if a is not None and a >= 99.5}
+        mine = median(payload, f"{m}/edgecnn/accuracy", "agreement_pct")
+        if reached:
+            out["agreement"][m] = ("met" if mine is not None and mine >= 99.5 else "not met", mine, reached)
+    if "yolo320" in models:
+        y = "yolo320"
+        out["yolo_vs_nncf"] = {
+            v: (
+                compare(payload, f"{y}/{v}/openvino", f"{y}/nncf-ov/openvino"),
+                median(payload, f"{y}/{v}/openvino", "p50_ms"),
+            )
+            for v in ("edgecnn-ov-int", "edgecnn")
+        }
+        out["nncf_p50"] = median(payload, f"{y}/nncf-ov/openvino", "p50_ms")
+        q, f = median(payload, f"{y}/edgecnn/ort", "p50_ms"), median(payload, f"{y}/fp32/ort", "p50_ms")
+        sq, sf = spread(payload, f"{y}/edgecnn/ort", "p50_ms"), spread(payload, f"{y}/fp32/ort", "p50_ms")
+        out["yolo_ort_ratio"] = (q / f if q and f else None, (sq[1] / sf[0]) if sq and sf else None)
+        out["yolo_vs_default"] = {
+            v: (
+                compare(payload, f"{y}/{v}/openvino", f"{y}/fp32/openvino-default"),
+                (median(payload, f"{y}/{v}/openvino", "p50_ms") or float("nan"))
+                / (median(payload, f"{y}/fp32/openvino-default", "p50_ms") or float("nan")),
+            )
+            for v in ("edgecnn-ov-int", "edgecnn", "nncf-ov")
+        }
+        out["default_precision"] = _fact(payload, f"{y}/fp32/openvino-default", "inference_precision")
+    if "mbv3-block" in models:
+        s = sqnrs(payload, "mbv3-block", "edgecnn")
+        out["mbv3_25db"] = (s[0] >= 25.0 if s else None, s[0] if s else None)
+    if "mbv3-224" in models:
+        q, f = median(payload, "mbv3-224/edgecnn/ort", "p50_ms"), median(payload, "mbv3-224/fp32/ort", "p50_ms")
+        out["mbv3_ort"] = (compare(payload, "mbv3-224/edgecnn/ort", "mbv3-224/fp32/ort"), q / f if q and f else None)
+    return out
+
+
+def _db(v: list[float] | None) -> str:
+    return "-" if not v else " / ".join(f"{x:.1f}" for x in v)
+
+
+def readme_verdict(payload: dict[str, Any]) -> str:
+    """The goal-by-goal bullets beside the table, computed from the same JSON ("within noise": the
+    [min-max] ranges over the rounds overlap)."""
+    g = goals(payload)
+    lines = [
+        "What this run shows, goal by goal (computed from the JSON above; edgecnn = `--runtime ort` defaults):",
+        "",
+    ]
+    sq = g["sqnr"]
+    met = [m for m, v in sq.items() if v[0] == "met"]
+    missed = [m for m, v in sq.items() if v[0] == "not met"]
+    other = [f"{m} ({v[0]})" for m, v in sq.items() if v[0] not in ("met", "not met")]
+    detail = "; ".join(f"{m} {_db(v[1])} vs {_db(v[2])} dB" for m, v in sq.items() if v[2] is not None)
+    lines.append(
+        f"- **SQNR >= the best of ORT and NNCF:** {'met on every model' if not missed and met else 'met on ' + (', '.join(met) or 'no model')}"
+        f"{'; NOT met on ' + ', '.join(missed) if missed else ''}{'; ' + ', '.join(other) if other else ''} "
+        f"(edgecnn vs the best peer per output: {detail})."
+    )
+    ag = g["agreement"]
+    if not ag:
+        lines.append("- **Agreement >= 99.5% where a peer reaches it:** no peer reaches 99.5% on any model here.")
+    else:
+        parts = [
+            f"{m}: {v[0]} (edgecnn {v[1] if v[1] is None else f'{v[1]:.1f}'}%, "
+            + ", ".join(f"{p} {a:.1f}%" for p, a in v[2].items())
+            + ")"
+            for m, v in ag.items()
+        ]
+        lines.append("- **Agreement >= 99.5% where a peer reaches it:** " + "; ".join(parts) + ".")
+    if "yolo_vs_nncf" in g:
+        word = {"faster": "met (faster beyond noise)", "within noise": "within noise", "slower": "NOT met (slower beyond noise)", None: "not measured"}  # fmt: skip
+        vs = g["yolo_vs_nncf"]
+        nncf = g["nncf_p50"]
+
+        def vs_nncf(v: str) -> str:
+            c, p50 = vs[v]
+            ratio = f", median {p50 / nncf:.2f}x NNCF's" if p50 and nncf else ""
+            return f"{word[c]} ({_ms(p50)} vs {_ms(nncf)} ms{ratio})"
+
+        lines.append(
+            "- **YOLO-style INT8 p50 <= NNCF's INT8 on OpenVINO:** `--runtime openvino` "
+            f"{vs_nncf('edgecnn-ov-int')}; the ORT-tuned file (`--runtime ort`) {vs_nncf('edgecnn')}."
+        )
+        r, worst = g["yolo_ort_ratio"]
+        verdict = "not measured" if r is None else ("met" if r <= 0.7 else "NOT met")
+        lines.append(
+            f"- **YOLO-style INT8 <= 0.7x FP32 on ONNX Runtime:** {verdict} ({'-' if r is None else f'{r:.2f}x'} of "
+            f"the medians; {'-' if worst is None else f'{worst:.2f}x'} slowest INT8 round vs fastest FP32 round)."
+        )
+        dv = g["yolo_vs_default"]
+        word2 = {"faster": "faster beyond noise", "within noise": "within noise", "slower": "slower beyond noise", None: "not measured"}  # fmt: skip
+        lines.append(
+            f"- **Faster than OpenVINO's default FP32 baseline (it ran in {g['default_precision']}):** "
+            + "; ".join(f"{v} {word2[c]} (median {x:.2f}x the baseline)" for v, (c, x) in dv.items())
+            + "."
+        )
+    if "mbv3_25db" in g:
+        ok, val = g["mbv3_25db"]
+        lines.append(
+            f"- **MobileNetV3-style SQNR >= 25 dB with auto:** {'not measured' if ok is None else ('met' if ok else 'NOT met')} "
+            f"on the fitted block ({'-' if val is None else f'{val:.1f}'} dB)."
+        )
+    if "mbv3_ort" in g:
+        c, r = g["mbv3_ort"]
+        word3 = {"faster": "faster than FP32 beyond noise", "within noise": "within noise of FP32", "slower": "slower than FP32 beyond noise", None: "not measured"}  # fmt: skip
+        lines.append(
+            f"- **MobileNetV3-style (mbv3-224) INT8 vs FP32 on ONNX Runtime:** {word3[c]} "
+            f"({'-' if r is None else f'{r:.2f}x'} of the medians)."
+        )
+    return "\n".join(lines)
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
 
 
 def _short(status: str) -> str:
@@ -427,51 +544,107 @@ def _short(status: str) -> str:
     return "failed (message in the JSON)" if status.startswith("failed") else status[:60]
 
 
-def _ms(c: dict) -> str:
-    if not c.get("p50_ms"):
-        return "-"
-    return f"{c['p50_ms']:.2f} ±{c['spread_ms'] / 2:.2f}"
-
-
-def _ratio(c: dict, base: float | None) -> str:
-    return f"{c['p50_ms'] / base:.2f}x" if c.get("p50_ms") and base else "-"
-
-
-def _layers(c: dict) -> str:
-    layers = c.get("layers") or {}
-    return " ".join(f"{k} {v}" for k, v in sorted(layers.items(), key=lambda kv: -kv[1])) or "-"
+def variants_for(name: str, meta: dict[str, Any], calib_n: int, eval_n: int, iters: int) -> list[list[Variant]]:
+    """[quantize, accuracy, ORT graph, latency] variants of one model."""
+    mdir = WORK / name
+    model = mdir / "model.onnx"
+    files = {"fp32": model, **{v: _quantized_path(name, v) for v in VARIANTS}}
+    base = {"model_name": name}
+    quant = [
+        Variant(
+            name=f"{name}/{v}/quantize",
+            fn=f"{NAME}:quantize_child",
+            params={
+                **base,
+                "variant": v,
+                "model": str(model),
+                "calib": str(mdir / "calib"),
+                "n": calib_n,
+                "out": str(files[v]),
+            },
+            rounds=1,
+        )
+        for v in VARIANTS
+    ]
+    acc = [
+        Variant(
+            name=f"{name}/{v}/accuracy",
+            fn=f"{NAME}:accuracy_child",
+            params={
+                **base,
+                "kind": meta["kind"],
+                "ref": str(model),
+                "cand": str(files[v]),
+                "runtime": "openvino" if v in OV_VARIANTS else "ort",
+                "data": str(mdir / "eval"),
+                "n": eval_n,
+            },
+            rounds=1,
+        )
+        for v in VARIANTS
+    ]
+    graphs = [
+        Variant(
+            name=f"{name}/{v}/ort-graph", fn=f"{NAME}:ort_graph_child", params={**base, "path": str(files[v])}, rounds=1
+        )
+        for v in VARIANTS
+        if v != "nncf-ov"
+    ]
+    lat = [
+        Variant(
+            name=f"{name}/fp32/{rt}" + (f"-{hint}" if rt == "openvino" else ""),
+            fn=f"{NAME}:latency_child",
+            params={**base, "path": str(model), "runtime": rt, "precision": hint, "iters": iters},
+        )
+        for rt, hint in FP32_CELLS
+    ]
+    lat += [
+        Variant(
+            name=f"{name}/{v}/{rt}",
+            fn=f"{NAME}:latency_child",
+            params={**base, "path": str(files[v]), "runtime": rt, "precision": "default", "iters": iters},
+        )
+        for v in VARIANTS
+        for rt in ("ort", "openvino")
+        if not (v == "nncf-ov" and rt == "ort")
+    ]
+    return [quant, acc, graphs, lat]
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", default=",".join(MODEL_NAMES))
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--iters", type=int, default=30)
-    ap.add_argument("--calib", type=int, default=64)
-    ap.add_argument("--eval", type=int, default=64)
-    ap.add_argument("--json", type=Path, default=RESULTS)
-    ap.add_argument("--markdown", type=Path, help="print the README tables from this JSON and exit")
-    ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument("--models", default=",".join(MODEL_NAMES), help=f"comma-separated, of {','.join(MODEL_NAMES)}")
+    ap.add_argument("--iters", type=int, default=30, help="timed runs per latency measurement")
+    ap.add_argument("--calib", type=int, default=64, help="calibration images (every tool)")
+    ap.add_argument("--eval", type=int, default=64, help="held-out evaluation images")
+    common_args(ap)
     a = ap.parse_args()
-    if a.child:
-        run_child(a.child[0], json.loads(a.child[1]))
-        return 0
-    if a.markdown:
-        print(markdown(json.loads(a.markdown.read_text())))
-        return 0
     names = a.models.split(",")
     bad = [n for n in names if n not in MODEL_NAMES]
     if bad:
         print(f"error: --models {','.join(bad)}; valid: {','.join(MODEL_NAMES)}", file=sys.stderr)
         return 2
-    with tempfile.TemporaryDirectory(prefix="edgecnn-real-") as t:
-        data = measure(names, a.rounds, a.iters, a.calib, a.eval, Path(t))
-    data["machine"] = machine()
-    data["schema_version"] = 1
-    a.json.parent.mkdir(parents=True, exist_ok=True)
-    a.json.write_text(json.dumps(data, indent=1))
-    print(markdown(data))
-    print(f"\nwrote {a.json}")
+    if a.iters < 1 or a.calib < 1 or a.eval < 1:
+        print(f"error: --iters {a.iters} --calib {a.calib} --eval {a.eval}; each must be >= 1", file=sys.stderr)
+        return 2
+    settings = settings_from(a)
+    stages: list[list[Variant]] = [[], [], [], []]
+    for name in names:
+        print(f"building {name} ...", file=sys.stderr, flush=True)
+        meta = build(name, a.calib, a.eval)
+        for stage, vs in zip(stages, variants_for(name, meta, a.calib, a.eval, a.iters), strict=True):
+            stage.extend(vs)
+    # Round 1 runs the variants in list order: every quantization, then accuracy and graph counts (one round
+    # each), then the latency cells, which alternate over all the rounds.
+    payload = run_benchmark(
+        NAME,
+        [v for stage in stages for v in stage],
+        settings,
+        extra={"iters": a.iters, "calib_n": a.calib, "eval_n": a.eval, "models": names},
+        results=a.results,
+    )
+    print(readme_table(payload))
+    print("\n" + readme_verdict(payload))
     return 0
 
 

@@ -55,6 +55,13 @@ def quantize_cmd(
     cache_dir: Annotated[Path | None, typer.Option(help="Sensitivity cache for --max-drop.")] = None,
     workers: Annotated[int, typer.Option(help="Calibration shards collected in parallel, merged exactly.")] = 1,
     backend: Annotated[str, typer.Option(help="Where shards run: local (processes) or ray (RAY_ADDRESS).")] = "local",
+    bias_correction: Annotated[
+        bool,
+        typer.Option(
+            "--bias-correction/--no-bias-correction",
+            help="Correct depthwise Conv biases for the mean error of weight rounding (one extra pass).",
+        ),
+    ] = True,
 ) -> None:
     """Quantize MODEL to INT8 (QDQ, calibrated on real images) or FP16, verified and stamped with provenance."""
     from edgecnn.graph.load import parse_input_shapes
@@ -108,6 +115,7 @@ def quantize_cmd(
         runtime="integer" if target else runtime,  # a target's accelerator wants every op it can in integer
         workers=workers,
         backend=parse_backend(backend).value,
+        bias_correction=bias_correction,
     )
     if max_drop is not None or data is not None:
         if max_drop is None or data is None or prec is not Precision.INT8:
@@ -206,6 +214,8 @@ def print_report(r: QuantizeReport, output: Path) -> None:
         t.add_row("converted to fp16", f"{r.weights_quantized} weight tensors; inputs and outputs stay float32")
     else:
         t.add_row("tensors quantized", f"{r.tensors_quantized} activations, {r.weights_quantized} weights")
+    if r.bias_corrected:
+        t.add_row("bias corrected", f"{len(r.bias_corrected)} depthwise Conv(s) (mean weight-rounding error removed)")
     if r.activations_fused:
         t.add_row("activations fused", f"{r.activations_fused} Relu/Clip folded into the quantized op")
     t.add_row("kept float", str(len(r.kept_float)))

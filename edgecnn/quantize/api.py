@@ -53,6 +53,7 @@ class QuantizeConfig:
     runtime: str = "ort"  # whose integer kernels decide which ops get Q/DQ (qdq.OP_POLICIES)
     workers: int = 1  # calibration shards collected in parallel (edgecnn.quantize.distributed)
     backend: str = "local"  # "local" or "ray"
+    bias_correction: bool = True  # depthwise Convs: bias corrected for the mean weight-rounding error (bias_correction)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,6 +80,7 @@ class QuantizeReport:
     methods_chosen: dict[str, int] = field(default_factory=dict)  # auto: how many tensors each estimator won
     warnings: list[str] = field(default_factory=list)
     float_reference: str = ""  # the runtime and precision the float model ran in for calibration and checks
+    bias_corrected: dict[str, float] = field(default_factory=dict)  # depthwise Conv -> largest relative bias shift
 
     def to_dict(self) -> dict[str, object]:
         from dataclasses import asdict
@@ -364,6 +366,14 @@ def _quantize(
         if name in cal.stats.tensors:
             ranges[name] = input_range(name, cal.stats.tensors[name], specs[name], warnings, cal.input_spread.get(name))
             input_ranges[name] = [float(v) for v in ranges[name]]
+    bias_corrected: dict[str, float] = {}
+    if config.bias_correction:
+        from edgecnn.quantize.bias_correction import correct_depthwise_bias
+
+        prepared, bc = correct_depthwise_bias(
+            prepared, the_plan, config.scheme, dataset, input_names, workdir=work, threads=config.threads
+        )
+        bias_corrected = bc.corrected
     res = write_qdq(prepared, the_plan, ranges, config.scheme, base_dir=work)
     return res.model, QuantizeReport(
         precision="int8",
@@ -385,6 +395,7 @@ def _quantize(
         methods_chosen=chosen,
         warnings=warnings,
         float_reference=f"onnxruntime {runtime_version('ort')} CPU, float layers in f32",
+        bias_corrected=bias_corrected,
         **common,  # type: ignore[arg-type]
     )
 
