@@ -79,6 +79,8 @@ class QuantizeReport:
     methods_chosen: dict[str, int] = field(default_factory=dict)  # auto: how many tensors each estimator won
     warnings: list[str] = field(default_factory=list)
     float_reference: str = ""  # the runtime and precision the float model ran in for calibration and checks
+    # Nodes without an integer kernel on the runtime, written in an integer form it has (node -> what and why).
+    integer_forms: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
         from dataclasses import asdict
@@ -375,6 +377,7 @@ def _quantize(
         weights_quantized=res.quantized_weights,
         activations_fused=res.fused_activations,
         kept_float=res.kept_float,
+        integer_forms=res.integer_forms,
         size_after=res.model.ByteSize(),
         seconds_calibrate=t_cal,
         seconds_write=time.perf_counter() - t2,
