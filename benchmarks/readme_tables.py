@@ -49,6 +49,8 @@ BLOCKS: dict[str, tuple[str, tuple[str, dict[str, str]]]] = {
     "harness": ("harness_vs_benchmark_app:readme_table", ("harness_vs_benchmark_app", {})),
     "ray_calibration": ("ray_calibration:readme_table", ("ray_calibration", {})),
     "startup": ("startup:readme_table", ("startup", {})),
+    "int8_placement": ("int8_placement:readme_table", ("int8_placement", {})),
+    "int8_placement_verdict": ("int8_placement:verdict", ("int8_placement", {})),
 }
 _BLOCK = re.compile(r"(<!-- bench:([\w-]+) -->\n)(.*?)(<!-- /bench:\2 -->)", re.S)
 

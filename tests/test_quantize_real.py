@@ -479,6 +479,48 @@ def test_hard_activations_run_in_integer_on_ort(
     assert not r2.integer_forms and ort_runs(q2, tmp_path)["HardSigmoid"] == 4 - stem_float
 
 
+def test_quantize_cli_reports_integer_forms_and_float_stem(data: dict[str, Path], tmp_path: Path) -> None:
+    """The human summary and the JSON say, per node, which integer form was written and what stayed float and
+    why; a target with no such form (``--target``) gets none."""
+    js = tmp_path / "q.json"
+    r = invoke("quantize", data["mbv3"], "--calib", data["calib"], "-o", tmp_path / "q.onnx", "--json", js)
+    assert r.exit_code == 0, r.output
+    assert "Integer forms" in r.output and "Kept in float" in r.output and "measured faster" in r.output
+    rep = json.loads(js.read_text())
+    assert set(rep["integer_forms"]) == {"expand_act_hs", "dw_act_hs", "se_gate"}
+    assert all("QLinearAdd" in v for v in rep["integer_forms"].values())
+    assert set(rep["kept_float"]) == {"stem", "stem_act_hs", "stem_act"}
+    js2 = tmp_path / "q2.json"
+    r2 = invoke(
+        "quantize", data["mbv3"], "--calib", data["calib"], "-o", tmp_path / "q2.onnx", "--json", js2,
+        "--target", "arm-cpu-xnnpack",
+    )  # fmt: skip
+    assert r2.exit_code == 0, r2.output
+    assert json.loads(js2.read_text())["integer_forms"] == {} and "Integer forms" not in r2.output
+
+
+def test_models_without_hard_activations_are_written_exactly_as_before(data: dict[str, Path]) -> None:
+    """No regression by construction: on models with no HardSigmoid/HardSwish (the bundled MNIST CNN, the
+    YOLO-style detector block) the default ORT placement writes the same bytes as the placement before it;
+    the control (the MobileNetV3 block) differs."""
+    from tests.conftest import CALIB_DIR, SAMPLE_MODEL
+
+    def both(src: Path, calib: Path, spec: Path) -> tuple[bytes, bytes]:
+        ds = ImageDataset.open(calib, load_spec(spec), 16)
+        new, _ = quantize(src, ds, QuantizeConfig(runtime="ort"))
+        old, _ = quantize(src, ds, QuantizeConfig(runtime="ort-float-act"))
+        return new.SerializeToString(deterministic=True), old.SerializeToString(deterministic=True)
+
+    for src, calib, spec in (
+        (SAMPLE_MODEL, CALIB_DIR, CALIB_DIR.parent / "preprocess.toml"),
+        (data["det"], data["calib"], data["calib"] / "preprocess.toml"),
+    ):
+        new, old = both(src, calib, spec)
+        assert new == old, src
+    new, old = both(data["mbv3"], data["calib"], data["calib"] / "preprocess.toml")
+    assert new != old
+
+
 def test_native_hardswish_opset14_runs_in_integer_on_ort(tmp_path: Path) -> None:
     """The opset-14 HardSwish op (torch exports it from opset 14): QLinearAdd + QLinearMul, no float HardSwish,
     output within a bound of float; the control (``ort-float-act``) leaves HardSwish in float."""
