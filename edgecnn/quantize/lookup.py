@@ -77,29 +77,18 @@ def table(
 
 def apply_lookups(model: onnx.ModelProto, ops: frozenset[str], keys: dict[str, str]) -> dict[str, str]:
     """Replace, in place, each ``DQ -> op -> Q`` (``op`` in ``ops``) and each ``Mul(x, HardSigmoid(x))``
-    between Q/DQ by a table. ``keys``: a node's first output -> the name the report uses for the node; only these nodes (the ones the
-    plan quantized, not excluded) are replaced. Returns report name ->
-    what was done, for every node replaced."""
+    between Q/DQ by a table. ``keys``: a node's first output -> the name the report uses for the node; only
+    these nodes (the ones the plan quantized, not excluded) are replaced. Returns report name -> what was
+    done, for every node replaced."""
     g = model.graph
-    inits = {t.name: t for t in g.initializer}
-    producer = {o: n for n in g.node for o in n.output}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for n in g.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    outputs = {o.name for o in g.output}
+    inits, producer, consumers, outputs = _index(g)
 
     def only(t: str, op: str) -> onnx.NodeProto | None:
         cons = consumers.get(t, [])
         return cons[0] if len(cons) == 1 and cons[0].op_type == op and t not in outputs else None
 
     def qparams(n: onnx.NodeProto) -> tuple[float, np.ndarray] | None:
-        if len(n.input) < 3 or any(a.name == "axis" for a in n.attribute):
-            return None
-        s, z = _scalar(inits, n.input[1]), _scalar(inits, n.input[2])
-        if s is None or z is None or z.dtype not in (np.uint8, np.int8):
-            return None
-        return float(s.reshape(())), z.reshape(())
+        return _qp(inits, n)
 
     removed: set[int] = set()
     added: list[tuple[onnx.NodeProto, list[onnx.NodeProto]]] = []  # (insert before this node, new nodes)
@@ -129,7 +118,10 @@ def apply_lookups(model: onnx.ModelProto, ops: frozenset[str], keys: dict[str, s
             func = lambda x, gate=gate: x * gate(x)  # noqa: E731
             chain += [g_dq, mul, q3]
             out = q3.output[0]
-            what = "integer lookup table (256-entry Gather) for HardSwish (x·HardSigmoid(x)): ONNX Runtime has no QLinearHardSwish"
+            what = (
+                "integer lookup table (256-entry Gather) for HardSwish (x·HardSigmoid(x)): "
+                "ONNX Runtime has no QLinearHardSwish"
+            )
         xq = dq.input[0]
         tab = table(func, xp[0], xp[1], yp[0], yp[1])
         t_name = f"{out}_lut"
@@ -162,15 +154,10 @@ def decompose(model: onnx.ModelProto, ops: frozenset[str], keys: dict[str, str])
     scale alpha*s (the multiply costs nothing: it is the DequantizeLinear's scale), and the Clip is the output
     Q's saturation (its grid spans at most [0, 1]); HardSwish(x) = x * HardSigmoid(x) adds a Mul. ONNX Runtime
     runs them as QLinearAdd / QLinearMul, which, unlike a Gather, its NHWC layout pass keeps without Transposes.
-    ``keys``: a node's first output -> its report name (only these nodes are rewritten). Returns report name -> what was done."""
+    ``keys``: a node's first output -> its report name (only these nodes are rewritten). Returns report name
+    -> what was done."""
     g = model.graph
-    inits = {t.name: t for t in g.initializer}
-    producer = {o: n for n in g.node for o in n.output}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for n in g.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    outputs = {o.name for o in g.output}
+    inits, producer, consumers, outputs = _index(g)
     new_inits: list[onnx.TensorProto] = []
     replace: dict[int, list[onnx.NodeProto]] = {}
     done: dict[str, str] = {}
@@ -274,7 +261,20 @@ def _gate(
     ]
 
 
+def _index(
+    g: onnx.GraphProto,
+) -> tuple[dict[str, onnx.TensorProto], dict[str, onnx.NodeProto], dict[str, list[onnx.NodeProto]], set[str]]:
+    """Initializers by name, each tensor's producer and consumers, and the graph's output names."""
+    producer = {o: n for n in g.node for o in n.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    return {t.name: t for t in g.initializer}, producer, consumers, {o.name for o in g.output}
+
+
 def _qp(inits: dict[str, onnx.TensorProto], n: onnx.NodeProto) -> tuple[float, np.ndarray] | None:
+    """(scale, zero point) of a Q/DQ node with per-tensor 8-bit parameters, else None."""
     if len(n.input) < 3 or any(a.name == "axis" for a in n.attribute):
         return None
     s, z = _scalar(inits, n.input[1]), _scalar(inits, n.input[2])

@@ -516,8 +516,9 @@ def write_qdq(
                 and k not in result.integer_forms
             ):
                 result.kept_float[k] = (
-                    f"{n.op_type}: no integer kernel on ONNX Runtime and its integer form does not apply here "
-                    "(needs a per-tensor 8-bit input and an output grid within [0, 1]): runs in float between Q/DQ"
+                    f"{n.op_type}: no integer kernel on ONNX Runtime and no integer form applies here (it needs "
+                    "per-tensor 8-bit Q/DQ around it; HardSigmoid an output grid within [0, 1], HardSwish uint8): "
+                    "runs in float between Q/DQ"
                 )
     result.model = infer_shapes_inplace(m)
     return result
