@@ -91,3 +91,21 @@ def test_summary_statistics() -> None:
     s = runner.summarize([5.0, 1.0, 3.0, float("nan"), 2.0, 4.0])
     assert s == {"median": 3.0, "min": 1.0, "max": 5.0, "q1": 2.0, "q3": 4.0, "n": 5}
     assert runner.summarize([]) == {"n": 0}
+
+
+def test_int8_placement_verdict_follows_its_numbers(tmp_path: Path) -> None:
+    """Negative control for the MobileNetV3 INT8 verdict: the default placement made 10x slower (and its spread
+    far above FP32's) must read "NOT met"; made 10x faster, "goal met"."""
+    results = tmp_path / "results"
+    shutil.copytree(BENCH / "results", results)
+    path = results / "int8_placement.json"
+    original = json.loads(path.read_text())
+    for factor, expected in ((10.0, "NOT met"), (0.1, "goal met")):
+        data = json.loads(json.dumps(original))
+        for v in data["variants"]:
+            if v["name"] == "mbv3-224/default/ort":
+                for k in ("median", "min", "max", "q1", "q3"):
+                    v["summary"]["p50_ms"][k] *= factor
+        path.write_text(json.dumps(data))
+        verdict = readme_tables.render_block("int8_placement_verdict", results)
+        assert f"({expected}" in verdict.split(";")[0], verdict
