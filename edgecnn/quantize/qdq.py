@@ -47,6 +47,9 @@ class OpPolicy:
     ``integer_ops``: op types wrapped in Q/DQ beyond Conv/Gemm/MatMul. ``post_ops``: activation patterns
     left in float *inside* the producing Conv/Gemm (no Q/DQ between them), because the runtime fuses them
     into the convolution's epilogue. ``float_reasons``: op type -> why it stays float on this runtime.
+    ``lookup_ops`` / ``decompose_ops``: ops without an integer kernel that the writer rewrites, after placing
+    Q/DQ, into a lookup table or into QLinearAdd/QLinearMul (edgecnn.quantize.lookup). ``float_stem_patterns``:
+    a Conv on the image input followed by one of these activation patterns stays float with it.
     """
 
     name: str
