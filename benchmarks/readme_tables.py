@@ -53,6 +53,8 @@ BLOCKS: dict[str, tuple[str, tuple[str, dict[str, str]]]] = {
     "real_models_verdict": ("real_models:readme_verdict", ("real_models", {})),
     "bias_correction": ("bias_correction:readme_table", ("bias_correction", {})),
     "bias_correction_verdict": ("bias_correction:readme_verdict", ("bias_correction", {})),
+    "int8_placement": ("int8_placement:readme_table", ("int8_placement", {})),
+    "int8_placement_verdict": ("int8_placement:verdict", ("int8_placement", {})),
 }
 _BLOCK = re.compile(r"(<!-- bench:([\w-]+) -->\n)(.*?)(<!-- /bench:\2 -->)", re.S)
 

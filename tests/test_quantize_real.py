@@ -428,10 +428,12 @@ def test_detector_runs_in_integer_on_ort_and_beats_quantize_static(data: dict[st
 
 
 def test_op_without_integer_kernel_stays_float_with_a_reason(data: dict[str, Path], tmp_path: Path) -> None:
-    """HardSigmoid has no integer kernel in ONNX Runtime: kept float, and the report says so and why."""
-    q, report = edgecnn_int8(data["mbv3"], data["calib"], tmp_path / "m.onnx")
+    """With the float-island placement ("ort-float-act"), HardSigmoid stays float on ONNX Runtime (no QLinear op):
+    the report says so and why, and ORT runs it in float."""
+    q, report = edgecnn_int8(data["mbv3"], data["calib"], tmp_path / "m.onnx", runtime="ort-float-act")
     hs = {k: v for k, v in report.kept_float.items() if "hs" in k or "gate" in k}
     assert len(hs) == 4 and all("HardSigmoid has no integer kernel in ONNX Runtime" in v for v in hs.values())
+    assert not report.integer_forms
     ops = ort_runs(q, tmp_path)
     assert ops["HardSigmoid"] == 4 and ops["QLinearConv"] >= 6
     # Negative control: for an integer-only target every HardSigmoid gets Q/DQ.
@@ -439,6 +441,116 @@ def test_op_without_integer_kernel_stays_float_with_a_reason(data: dict[str, Pat
 
     p_int = plan(shaped(data["mbv3"]), policy=INTEGER_POLICY)
     assert sum("hs" in k or "gate" in k for k in p_int.quantized_nodes) == 4
+
+
+@pytest.mark.parametrize(
+    ("runtime", "form", "integer_op"),
+    [("ort", "QLinearAdd", "QLinearAdd"), ("ort-lookup", "lookup table", "Gather")],
+)
+def test_hard_activations_run_in_integer_on_ort(
+    data: dict[str, Path], tmp_path: Path, runtime: str, form: str, integer_op: str
+) -> None:
+    """The default ORT placement rewrites HardSigmoid (and opset-10 HardSwish = HardSigmoid·Mul) into integer
+    forms ORT has kernels for; ORT then executes no float HardSigmoid and no activation Q/DQ but the input's,
+    the report names each rewritten node, and the accuracy is at least the float-island placement's."""
+    q, report = edgecnn_int8(data["mbv3"], data["calib"], tmp_path / f"{runtime}.onnx", runtime=runtime)
+    hs = {k: v for k, v in report.integer_forms.items() if k.endswith("_hs") or k == "se_gate"}
+    stem_float = runtime == "ort"  # the default keeps the stem Conv + HardSwish float (measured faster)
+    assert len(hs) == 4 - stem_float and all(form in v and "no QLinear" in v for v in hs.values()), hs
+    assert ("stem_act_hs" in report.kept_float) == stem_float
+    if stem_float:
+        assert {"stem", "stem_act_hs", "stem_act"} <= set(report.kept_float)
+        assert "measured faster" in report.kept_float["stem"] and len(report.kept_float) == 3
+    ops = ort_runs(q, tmp_path)
+    # No float HardSigmoid runs on its own (the stem's is fused into its float Conv); one activation Q: the
+    # model input's, or the stem output's.
+    assert ops["HardSigmoid"] == 0 and ops[integer_op] >= 3 and ops["activation Q/DQ"] == 1
+    x = tensors(data["eval"])
+    ref = outputs(data["mbv3"], x)[0]
+    got = outputs(q, x)[0]
+    q0, _ = edgecnn_int8(data["mbv3"], data["calib"], tmp_path / "float_act.onnx", runtime="ort-float-act")
+    base = outputs(q0, x)[0]
+    assert sqnr(ref, got) >= max(25.0, sqnr(ref, base) - 0.5)
+    assert np.mean(ref.argmax(1) == got.argmax(1)) >= np.mean(ref.argmax(1) == base.argmax(1)) - 1 / len(x)
+    # Negative control: excluding HardSigmoid keeps it float, and ORT runs it so.
+    q2, r2 = edgecnn_int8(
+        data["mbv3"], data["calib"], tmp_path / "ex.onnx", runtime=runtime, exclude=frozenset({"HardSigmoid"})
+    )
+    assert not r2.integer_forms and ort_runs(q2, tmp_path)["HardSigmoid"] == 4 - stem_float
+
+
+def test_quantize_cli_reports_integer_forms_and_float_stem(data: dict[str, Path], tmp_path: Path) -> None:
+    """The human summary and the JSON say, per node, which integer form was written and what stayed float and
+    why; a target with no such form (``--target``) gets none."""
+    js = tmp_path / "q.json"
+    r = invoke("quantize", data["mbv3"], "--calib", data["calib"], "-o", tmp_path / "q.onnx", "--json", js)
+    assert r.exit_code == 0, r.output
+    assert "Integer forms" in r.output and "Kept in float" in r.output and "measured faster" in r.output
+    rep = json.loads(js.read_text())
+    assert set(rep["integer_forms"]) == {"expand_act_hs", "dw_act_hs", "se_gate"}
+    assert all("QLinearAdd" in v for v in rep["integer_forms"].values())
+    assert set(rep["kept_float"]) == {"stem", "stem_act_hs", "stem_act"}
+    js2 = tmp_path / "q2.json"
+    r2 = invoke(
+        "quantize", data["mbv3"], "--calib", data["calib"], "-o", tmp_path / "q2.onnx", "--json", js2,
+        "--target", "arm-cpu-xnnpack",
+    )  # fmt: skip
+    assert r2.exit_code == 0, r2.output
+    assert json.loads(js2.read_text())["integer_forms"] == {} and "Integer forms" not in r2.output
+
+
+def test_models_without_hard_activations_are_written_exactly_as_before(data: dict[str, Path]) -> None:
+    """No regression by construction: on models with no HardSigmoid/HardSwish (the bundled MNIST CNN, the
+    YOLO-style detector block) the default ORT placement writes the same bytes as the placement before it;
+    the control (the MobileNetV3 block) differs."""
+    from tests.conftest import CALIB_DIR, SAMPLE_MODEL
+
+    def both(src: Path, calib: Path, spec: Path) -> tuple[bytes, bytes]:
+        ds = ImageDataset.open(calib, load_spec(spec), 8)
+        new, _ = quantize(src, ds, QuantizeConfig(runtime="ort", method=Method.MINMAX))
+        old, _ = quantize(src, ds, QuantizeConfig(runtime="ort-float-act", method=Method.MINMAX))
+        return new.SerializeToString(deterministic=True), old.SerializeToString(deterministic=True)
+
+    for src, calib, spec in (
+        (SAMPLE_MODEL, CALIB_DIR, CALIB_DIR.parent / "preprocess.toml"),
+        (data["det"], data["calib"], data["calib"] / "preprocess.toml"),
+    ):
+        new, old = both(src, calib, spec)
+        assert new == old, src
+    new, old = both(data["mbv3"], data["calib"], data["calib"] / "preprocess.toml")
+    assert new != old
+
+
+def test_native_hardswish_opset14_runs_in_integer_on_ort(tmp_path: Path) -> None:
+    """The opset-14 HardSwish op (torch exports it from opset 14): QLinearAdd + QLinearMul, no float HardSwish,
+    output within a bound of float; the control (``ort-float-act``) leaves HardSwish in float."""
+    rng = np.random.default_rng(5)
+    inits = {
+        "w0": he(rng, 16, 3, 3, 3),
+        "w1": he(rng, 16, 16, 1, 1),
+        "b1": np.full(16, 0.2, np.float32),
+        "w2": he(rng, 8, 16, 1, 1),
+    }
+    nodes = [
+        helper.make_node("Conv", ["input", "w0"], ["c0"], name="c0", kernel_shape=[3, 3], pads=[1] * 4),
+        helper.make_node("Relu", ["c0"], ["r0"], name="r0"),
+        helper.make_node("Conv", ["r0", "w1", "b1"], ["c1"], name="c1", kernel_shape=[1, 1]),
+        helper.make_node("HardSwish", ["c1"], ["h1"], name="hswish"),
+        helper.make_node("Conv", ["h1", "w2"], ["out"], name="c2", kernel_shape=[1, 1]),
+    ]
+    src = save(make_model(nodes, [("input", [1, 3, SIZE, SIZE])], [("out", None)], inits, 14), tmp_path / "hs.onnx")
+    imgs, _ = shapes(40, seed=4)
+    calib = write_folder(tmp_path / "calib", imgs[:24])
+    ev = write_folder(tmp_path / "eval", imgs[24:])
+    q, report = edgecnn_int8(src, calib, tmp_path / "q.onnx")
+    assert "QLinearAdd + QLinearMul" in report.integer_forms["hswish"]
+    ops = ort_runs(q, tmp_path)
+    assert ops["HardSwish"] == ops["HardSigmoid"] == 0 and ops["QLinearAdd"] == 1 and ops["QLinearMul"] == 1
+    x = tensors(ev)
+    assert sqnr(outputs(src, x)[0], outputs(q, x)[0]) > 25
+    q0, r0 = edgecnn_int8(src, calib, tmp_path / "q0.onnx", runtime="ort-float-act")
+    ops0 = ort_runs(q0, tmp_path)  # ORT runs a float HardSwish as HardSigmoid·Mul
+    assert "hswish" in r0.kept_float and ops0["HardSwish"] + ops0["HardSigmoid"] == 1 and ops0["QLinearMul"] == 0
 
 
 def test_openvino_scheme_fuses_activations_and_runs_in_int8(data: dict[str, Path], tmp_path: Path) -> None:

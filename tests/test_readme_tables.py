@@ -91,3 +91,22 @@ def test_summary_statistics() -> None:
     s = runner.summarize([5.0, 1.0, 3.0, float("nan"), 2.0, 4.0])
     assert s == {"median": 3.0, "min": 1.0, "max": 5.0, "q1": 2.0, "q3": 4.0, "n": 5}
     assert runner.summarize([]) == {"n": 0}
+
+
+def test_int8_placement_verdict_follows_its_numbers(tmp_path: Path) -> None:
+    """Negative control for the MobileNetV3 INT8 verdict: the default placement's p50 put 10x above FP32's
+    slowest round must read "NOT met"; 10x below FP32's fastest round, "goal met"."""
+    results = tmp_path / "results"
+    shutil.copytree(BENCH / "results", results)
+    path = results / "int8_placement.json"
+    original = json.loads(path.read_text())
+    fp32 = next(v for v in original["variants"] if v["name"] == "mbv3-224/fp32/ort")["summary"]["p50_ms"]
+    for value, expected in ((fp32["max"] * 10, "NOT met"), (fp32["min"] / 10, "goal met")):
+        data = json.loads(json.dumps(original))
+        for v in data["variants"]:
+            if v["name"] == "mbv3-224/default/ort":
+                for k in ("median", "min", "max", "q1", "q3"):
+                    v["summary"]["p50_ms"][k] = value
+        path.write_text(json.dumps(data))
+        verdict = readme_tables.render_block("int8_placement_verdict", results)
+        assert f"({expected}" in verdict.split(";")[0], verdict

@@ -219,6 +219,8 @@ def print_report(r: QuantizeReport, output: Path) -> None:
     if r.activations_fused:
         t.add_row("activations fused", f"{r.activations_fused} Relu/Clip folded into the quantized op")
     t.add_row("kept float", str(len(r.kept_float)))
+    if r.integer_forms:
+        t.add_row("integer forms", f"{len(r.integer_forms)} node(s) without a runtime kernel rewritten in integer")
     t.add_row(
         "size",
         f"{human_bytes(r.size_before)} -> {human_bytes(r.size_after)} ({r.size_after / max(r.size_before, 1):.2f}x)",
@@ -240,6 +242,15 @@ def print_report(r: QuantizeReport, output: Path) -> None:
         if len(r.kept_float) > 20:
             kf.add_row("…", f"{len(r.kept_float) - 20} more (see --json)")
         console.print(kf)
+    if r.integer_forms:
+        it = Table(title="Integer forms (no kernel for the op itself)")
+        it.add_column("node")
+        it.add_column("what and why")
+        for k, why in list(r.integer_forms.items())[:20]:
+            it.add_row(safe(k), safe(why))
+        if len(r.integer_forms) > 20:
+            it.add_row("…", f"{len(r.integer_forms) - 20} more (see --json)")
+        console.print(it)
 
 
 def print_budget(b: BudgetReport) -> None:

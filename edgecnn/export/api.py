@@ -507,7 +507,11 @@ def _quantize_first(
     assert opts.calib is not None
     say(f"quantizing with {opts.calib}")
     dataset = ImageDataset.open(opts.calib, find_spec(opts.calib, opts.preprocess), opts.samples)
-    config = QuantizeConfig(precision=Precision.INT8, method=parse_method(opts.method), scheme=scheme)
+    # The placement the converters were written against (HardSigmoid/HardSwish float between Q/DQ), not the
+    # ORT-only integer forms of quantize.qdq.ORT_POLICY.
+    config = QuantizeConfig(
+        precision=Precision.INT8, method=parse_method(opts.method), scheme=scheme, runtime="ort-float-act"
+    )
     model, _ = quantize(loaded.path, dataset, config, input_shapes=opts.input_shapes or None)
     path = work / "quantized.onnx"
     onnx.save(model, str(path))

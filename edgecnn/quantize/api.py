@@ -81,6 +81,8 @@ class QuantizeReport:
     warnings: list[str] = field(default_factory=list)
     float_reference: str = ""  # the runtime and precision the float model ran in for calibration and checks
     bias_corrected: dict[str, float] = field(default_factory=dict)  # depthwise Conv -> largest relative bias shift
+    # Nodes without an integer kernel on the runtime, written in an integer form it has (node -> what and why).
+    integer_forms: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
         from dataclasses import asdict
@@ -385,6 +387,7 @@ def _quantize(
         weights_quantized=res.quantized_weights,
         activations_fused=res.fused_activations,
         kept_float=res.kept_float,
+        integer_forms=res.integer_forms,
         size_after=res.model.ByteSize(),
         seconds_calibrate=t_cal,
         seconds_write=time.perf_counter() - t2,

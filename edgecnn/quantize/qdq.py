@@ -13,7 +13,7 @@ Policy (what makes the output fast on the runtimes that ship, see README "Why IN
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -47,12 +47,23 @@ class OpPolicy:
     ``integer_ops``: op types wrapped in Q/DQ beyond Conv/Gemm/MatMul. ``post_ops``: activation patterns
     left in float *inside* the producing Conv/Gemm (no Q/DQ between them), because the runtime fuses them
     into the convolution's epilogue. ``float_reasons``: op type -> why it stays float on this runtime.
+    ``lookup_ops`` / ``decompose_ops``: ops without an integer kernel that the writer rewrites, after placing
+    Q/DQ, into a lookup table or into QLinearAdd/QLinearMul (edgecnn.quantize.lookup). ``float_stem_patterns``:
+    a Conv on the image input followed by one of these activation patterns stays float with it.
     """
 
     name: str
     integer_ops: frozenset[str]
     post_ops: frozenset[str] = frozenset()
     float_reasons: dict[str, str] = field(default_factory=dict)
+    # Integer ops the runtime has no kernel for, written as a 256-entry lookup table (edgecnn.quantize.lookup).
+    lookup_ops: frozenset[str] = frozenset()
+    # ... or rewritten into ops it has kernels for (HardSigmoid -> QLinearAdd, HardSwish -> + QLinearMul).
+    decompose_ops: frozenset[str] = frozenset()
+    # A Conv reading the model's float image input (<= 4 channels) followed by one of these activation
+    # patterns stays float with it: the runtime fuses them into one float kernel and the first Q comes after.
+    float_stem_patterns: frozenset[str] = frozenset()
+    float_stem_reason: str = ""
 
     def reason(self, op_type: str) -> str:
         return self.float_reasons.get(op_type, f"{op_type} has no integer kernel on {self.name}")
@@ -62,8 +73,31 @@ class OpPolicy:
 # QLinearConcat, QLinearSigmoid, QLinearLeakyRelu, QLinearAveragePool/GlobalAveragePool, and drop the Q/DQ
 # pair around MaxPool, Reshape, Transpose, Split, Resize, Slice, Squeeze, Unsqueeze, Flatten
 # (onnxruntime/core/optimizer/qdq_transformer/selectors_actions/qdq_selector_action_transformer.cc, 1.32).
-# It has no integer HardSwish/HardSigmoid: those run in float between a Q/DQ pair.
-ORT_POLICY = OpPolicy(
+# It has no integer HardSwish/HardSigmoid: measured (benchmarks/int8_placement.py), a 256-entry lookup table
+# (Cast + Gather on the 8-bit input, edgecnn.quantize.lookup) beats running them in float between a Q/DQ pair.
+# The stem Conv + HardSwish of a MobileNetV3 stays float: on its output, the largest tensor of the model, the
+# integer form costs QLinearConv (3 input channels: a poor fit for the int8 GEMM) + QLinearAdd + QLinearMul,
+# where ORT runs one fused float Conv+HardSwish and a Q (benchmarks/int8_placement.py, "ort-decompose" vs "ort").
+ORT_DECOMPOSE_POLICY = OpPolicy(
+    name="onnxruntime",
+    integer_ops=ARITH_OPS | PASS_OPS | frozenset({"Sigmoid", "LeakyRelu", "HardSigmoid", "HardSwish"}),
+    decompose_ops=frozenset({"HardSigmoid", "HardSwish"}),
+)
+ORT_POLICY = replace(
+    ORT_DECOMPOSE_POLICY,
+    float_stem_patterns=frozenset({"HardSwish", "HardSwish2"}),
+    float_stem_reason=(
+        "kept float: measured faster on ONNX Runtime (the stem Conv on the image input fused with its HardSwish "
+        "in float, then one Q, beats QLinearConv + QLinearAdd + QLinearMul; benchmarks/int8_placement.py)"
+    ),
+)
+ORT_LOOKUP_POLICY = OpPolicy(
+    name="onnxruntime",
+    integer_ops=ARITH_OPS | PASS_OPS | frozenset({"Sigmoid", "LeakyRelu", "HardSigmoid", "HardSwish"}),
+    lookup_ops=frozenset({"HardSigmoid", "HardSwish"}),
+)
+# The placement before lookup tables: HardSwish/HardSigmoid in float between Q/DQ (kept for comparison).
+ORT_FLOAT_ACT_POLICY = OpPolicy(
     name="onnxruntime",
     integer_ops=ARITH_OPS | PASS_OPS | frozenset({"Sigmoid", "LeakyRelu"}),
     float_reasons={
@@ -100,6 +134,9 @@ OPENVINO_INT_POLICY = OpPolicy(
 INTEGER_POLICY = OpPolicy(name="integer", integer_ops=ARITH_OPS | UNARY_OPS | PASS_OPS)
 OP_POLICIES = {
     "ort": ORT_POLICY,
+    "ort-decompose": ORT_DECOMPOSE_POLICY,
+    "ort-float-act": ORT_FLOAT_ACT_POLICY,
+    "ort-lookup": ORT_LOOKUP_POLICY,
     "openvino": OPENVINO_INT_POLICY,
     "openvino-postops": OPENVINO_POLICY,
     "litert": INTEGER_POLICY,
@@ -123,6 +160,8 @@ class QdqPlan:
     kept_float: dict[str, str]  # node name -> why it stays float
     post_ops: dict[str, str] = field(default_factory=dict)  # float post-op node -> the Conv/Gemm it fuses into
     concats: tuple[str, ...] = ()  # quantized Concat nodes (their inputs and output share one range)
+    lookup_ops: frozenset[str] = frozenset()  # op types the writer turns into integer lookup tables
+    decompose_ops: frozenset[str] = frozenset()  # op types the writer rewrites into QLinearAdd/QLinearMul form
 
 
 @dataclass(kw_only=True)
@@ -132,6 +171,7 @@ class QdqResult:
     quantized_weights: int = 0
     kept_float: dict[str, str] = field(default_factory=dict)
     fused_activations: int = 0
+    integer_forms: dict[str, str] = field(default_factory=dict)  # node -> the integer form written for it
 
 
 def node_key(node: onnx.NodeProto, idx: int) -> str:
@@ -223,10 +263,17 @@ def plan(
                     chain_end[keys[id(n)]] = chain[-1].output[0]
 
     kept: dict[str, str] = {}
+    if policy.float_stem_patterns and not quantize_outputs:
+        for n in nodes:
+            if n.op_type == "Conv" and compute_ok(n) and _reads_image_input(n, model):
+                chain = _post_op_chain(n, consumers, policy.float_stem_patterns, graph_outputs)
+                if chain:
+                    for c in [n, *chain]:
+                        kept[keys[id(c)]] = policy.float_stem_reason
     quantized: list[onnx.NodeProto] = []
     for n in nodes:
         k = keys[id(n)]
-        if k in post:
+        if k in post or k in kept:
             continue
         integer = n.op_type in COMPUTE_OPS or n.op_type in policy.integer_ops
         if not integer:
@@ -307,7 +354,18 @@ def plan(
         kept_float=kept,
         post_ops=post,
         concats=tuple(keys[id(n)] for n in quantized if n.op_type == "Concat"),
+        lookup_ops=policy.lookup_ops,
+        decompose_ops=policy.decompose_ops,
     )
+
+
+def _reads_image_input(n: onnx.NodeProto, model: onnx.ModelProto) -> bool:
+    """``n`` reads a graph input of shape [N, C, H, W] with C <= 4 (an image, not a feature map)."""
+    for vi in model.graph.input:
+        if vi.name == n.input[0]:
+            dims = vi.type.tensor_type.shape.dim
+            return len(dims) == 4 and dims[1].HasField("dim_value") and 0 < dims[1].dim_value <= 4
+    return False
 
 
 def _clip_is_relu_like(node: onnx.NodeProto, model: onnx.ModelProto) -> bool:
@@ -447,6 +505,24 @@ def write_qdq(
     g.node.extend(final)
     g.initializer.extend(new_inits)
     _drop_unused(m)
+    if the_plan.lookup_ops or the_plan.decompose_ops:
+        from edgecnn.quantize.lookup import apply_lookups, decompose
+
+        out_keys = {n.output[0]: keys[id(n)] for n in nodes if n.output and keys[id(n)] in quantized}
+        result.integer_forms = apply_lookups(m, the_plan.lookup_ops, out_keys)
+        result.integer_forms.update(decompose(m, the_plan.decompose_ops, out_keys))
+        for n in nodes:  # an op the rewrite did not apply to still runs in float between its Q/DQ: say so
+            k = keys[id(n)]
+            if (
+                k in quantized
+                and n.op_type in the_plan.lookup_ops | the_plan.decompose_ops
+                and k not in result.integer_forms
+            ):
+                result.kept_float[k] = (
+                    f"{n.op_type}: no integer kernel on ONNX Runtime and no integer form applies here (it needs "
+                    "per-tensor 8-bit Q/DQ around it; HardSigmoid an output grid within [0, 1], HardSwish uint8): "
+                    "runs in float between Q/DQ"
+                )
     result.model = infer_shapes_inplace(m)
     return result
 
