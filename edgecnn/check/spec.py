@@ -11,7 +11,6 @@ the line and the valid keys.
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -201,10 +200,9 @@ def _read_raw(path: Path) -> _Raw:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot read target spec ({e})") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: malformed TOML: {e}; fix the syntax at that line") from None
+    from edgecnn.fsutil import parse_toml
+
+    data = parse_toml(text, path)
     return _Raw(path=path, text=text, data=data)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -77,6 +78,12 @@ def export_cmd(
 
     if output is None:
         raise BadInputError("-o/--output is required: the file to write (.tflite, .xml, or .onnx)")
+    if not (math.isfinite(min_agreement) and 0 <= min_agreement <= 100):
+        raise BadInputError(f"--min-agreement {min_agreement}: expected a percentage 0..100")
+    if min_sqnr is not None and not (math.isfinite(min_sqnr) and -100 <= min_sqnr <= 300):
+        raise BadInputError(f"--min-sqnr {min_sqnr}: expected a finite number of dB (-100..300)")
+    if parity_samples is not None and parity_samples < 1:
+        raise BadInputError(f"--parity-samples {parity_samples}: expected at least 1 image (or --no-parity)")
     torch_file = Path(from_torch.rsplit(":", 1)[0]) if from_torch else None
     guard_outputs(
         [*model_files(model), torch_file, calib, data, preprocess,
