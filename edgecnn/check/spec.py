@@ -198,8 +198,10 @@ class _Raw:
 def _read_raw(path: Path) -> _Raw:
     try:
         text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read target spec ({e})") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {e.start}); expected a TOML target spec") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read target spec ({e.strerror or e})") from None
     from edgecnn.fsutil import parse_toml
 
     data = parse_toml(text, path)
@@ -320,6 +322,9 @@ def _merge(parent: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+MAX_EXTENDS = 16  # a spec inherits through at most this many files (a longer chain is a mistake or hostile)
+
+
 def _resolve(path: Path, stack: tuple[Path, ...]) -> tuple[dict[str, Any], _Raw]:
     raw = _read_raw(path)
     _validate_raw(raw)
@@ -334,6 +339,10 @@ def _resolve(path: Path, stack: tuple[Path, ...]) -> tuple[dict[str, Any], _Raw]
             raw, "extends", "", f"parent '{parent_ref}' not found; valid targets are: {', '.join(available_targets())}"
         ) from None
     chain = [*stack, path.resolve()]
+    if len(chain) >= MAX_EXTENDS:
+        raise _err(
+            raw, "extends", "", f"extends chain deeper than {MAX_EXTENDS} specs ({chain[0].stem} -> ... -> {path.stem})"
+        )
     if ppath in chain:
         cycle = " -> ".join(p.stem for p in [*chain, ppath])
         raise _err(raw, "extends", "", f"cyclic extends ({cycle}); a target cannot inherit from itself")

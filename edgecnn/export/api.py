@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ import numpy as np
 import onnx
 
 from edgecnn.errors import BadInputError, CheckFailedError, DataError
-from edgecnn.fsutil import check_output_path
+from edgecnn.fsutil import check_output_path, temp_dir
 from edgecnn.graph.load import LoadedModel, graph_inputs, load_model
 from edgecnn.quantize.params import QuantScheme
 
@@ -358,6 +357,11 @@ def export_model(
         raise BadInputError(f"{model_path}: is a {format_of(model_path)} model; export reads ONNX (float or QDQ)")
     loaded = load_model(model_path, opts.input_shapes or None)
     qdq = has_qdq(loaded.model)
+    if qdq and opts.calib is not None:
+        raise BadInputError(
+            f"{model_path}: already quantized (QDQ); --calib {opts.calib} would be ignored: drop --calib, or give "
+            "the float model"
+        )
     precision = _resolve_precision(opts, qdq)
     spec = _target(opts)
     if spec is not None and spec.requires_quantization and precision != "int8":
@@ -370,8 +374,7 @@ def export_model(
         from dataclasses import replace
 
         scheme = replace(scheme, quantize_outputs=True)  # integer outputs need quantized outputs (--calib)
-    with tempfile.TemporaryDirectory(prefix="edgecnn-export-") as tmp:
-        work = Path(tmp)
+    with temp_dir("export") as work:
         source_path = loaded.path
         model = loaded.model
         quantized_first = False
