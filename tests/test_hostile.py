@@ -1403,3 +1403,111 @@ def test_ctrl_c_while_a_temp_is_created_is_held_until_it_is_recorded() -> None:
             reached = True  # the interrupt did not land inside the block ...
         pytest.fail("the deferred interrupt was lost")
     assert reached  # ... but right after it
+
+
+# -- interrupts for every command that writes: a real SIGTERM/SIGINT mid-work, then nothing left behind ----
+def _descendants(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        kids = _children(todo.pop())
+        out += kids
+        todo += kids
+    return out
+
+
+def _pipeline_over(assets: Path, many: Path, where: Path) -> Path:
+    (where / "p.toml").write_text(
+        f'schema_version = 1\nname = "sig"\n[model]\npath = "{assets / "m.onnx"}"\n[data]\n'
+        f'calibration = "{many}"\nevaluation = "{assets / "data"}"\npreprocess = "{many / "preprocess.toml"}"\n'
+        f'[quantize]\nprecisions = ["int8"]\nmethod = "entropy"\n[gate]\npolicy = "{assets / "policy.toml"}"\n'
+    )
+    return where / "p.toml"
+
+
+# command, argv (assets, many images, output, work folder), the temp folder that shows it is mid-work
+SIGNAL_CMDS: list[tuple[str, Callable[[Path, Path, Path, Path], list[object]], str]] = [
+    ("drift", lambda a, m, o, w: ["drift", a / "m.onnx", a / "cand.onnx", "--data", m, "--json", o], "edgecnn-drift-*"),
+    ("sensitivity", lambda a, m, o, w: ["sensitivity", a / "m.onnx", "--calib", m, "--data", m, "--no-cache",
+                                        "--json", o], "edgecnn-*"),
+    ("export", lambda a, m, o, w: ["export", a / "m.onnx", "--to", "tflite", "--calib", m, "--method", "entropy",
+                                   "-o", o], "edgecnn-export-*"),
+    ("run", lambda a, m, o, w: ["run", _pipeline_over(a, m, w), "--out", o], "edgecnn-quantize-*"),
+    ("profile", lambda a, m, o, w: ["profile", a / "m.onnx", "-n", "100000", "--refresh-ceilings", "--cache-dir", w,
+                                    "--json", o], "edgecnn-*"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["TERM", "INT"])
+@pytest.mark.parametrize(("name", "argv", "marker"), SIGNAL_CMDS, ids=[c[0] for c in SIGNAL_CMDS])
+def test_signal_mid_work_leaves_nothing_behind(
+    name: str, argv: Callable[..., list[object]], marker: str, sig: int, code: int, assets: Path, many_images: Path,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    tmpdir = tmp_path / "t"
+    tmpdir.mkdir()
+    out = tmp_path / {"run": "run", "export": "out.tflite"}.get(name, "out.bin")
+    if name != "run":
+        out.write_bytes(b"previous")
+    cmd = [sys.executable, "-m", "edgecnn", *map(str, argv(assets, many_images, out, tmp_path))]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(tmpdir))
+    _wait_for(lambda: list(tmpdir.glob(marker)), proc, f"{marker} (mid-work)")
+    family = _descendants(proc.pid)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err
+    assert "Traceback" not in err, err
+    last = [ln for ln in err.splitlines() if ln.startswith("error:")][-1]
+    assert last.startswith(("error: interrupted", "error: terminated")), err
+    assert _ours(tmpdir) == [], _ours(tmpdir)
+    for pid in family:  # no orphan: every process it started is gone (or a zombie being reaped)
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+    if name == "run":  # the run folder says it was interrupted; nothing half-written in it
+        assert json.loads((out / "manifest.json").read_text())["status"] == "interrupted"
+        assert not list(out.rglob("*.tmp"))
+    else:
+        assert out.read_bytes() == b"previous"
+        assert not list(tmp_path.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
+@pytest.mark.parametrize(
+    ("name", "argv"),
+    [
+        ("inspect --json", lambda a, f: ["inspect", a / "m.onnx", "--json", f]),
+        (
+            "gate --junit",
+            lambda a, f: [
+                "gate",
+                "--policy",
+                a / "policy.toml",
+                "--drift",
+                a / "drift.json",
+                "--bench",
+                a / "bench.json",
+                "--junit",
+                f,
+            ],
+        ),
+        ("quantize -o", lambda a, f: ["quantize", a / "m.onnx", "--calib", a / "calib", "-o", f]),
+    ],
+    ids=["inspect", "gate", "quantize"],
+)
+def test_signal_during_the_write_removes_the_staged_file(
+    name: str, argv: Callable[[Path, Path], list[object]], sig: int, assets: Path, tmp_path: Path
+) -> None:
+    """An output that is a FIFO nobody reads blocks the write itself (special files are written in place from a
+    staged temp file): the signal lands mid-write, deterministically, and the staged file is removed."""
+    tmpdir = tmp_path / "t"
+    tmpdir.mkdir()
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    cmd = [sys.executable, "-m", "edgecnn", *map(str, argv(assets, fifo))]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(tmpdir))
+    _wait_for(lambda: list(tmpdir.glob(".out.fifo.edgecnn-*.tmp")), proc, "the staged output")
+    time.sleep(0.2)  # the staged file exists before the FIFO is opened; let the process reach the blocking open
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + sig, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("error: interrupted"), err
+    assert _ours(tmpdir) == [] and not list(tmpdir.glob(".*.tmp")), list(tmpdir.iterdir())
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)  # still the FIFO, never replaced
