@@ -293,6 +293,17 @@ def atomic_path(path: Path) -> Iterator[Path]:
                 tmp.unlink(missing_ok=True)
 
 
+def save_onnx(model: object, path: Path | str) -> None:
+    """``onnx.save`` whose OSError (disk full, ``ulimit -f``, a read-only folder) names the file (exit 2): onnx
+    opens the file itself, so the error it raises carries no file name."""
+    import onnx
+
+    try:
+        onnx.save(model, str(path))  # type: ignore[arg-type]
+    except OSError as e:
+        raise os_error(path, e) from None
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)

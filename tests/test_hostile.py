@@ -1083,6 +1083,71 @@ for _cname, _cmd in [
         0 if _CASE_SENSITIVE else 2, may_change=("M.ONNX",))  # fmt: skip
 
 
+# 18. External data that points outside the model's folder is never read (the file it names holds valid weights,
+#     so reading it would succeed: only a refusal gives exit 2).
+def _ext_pointing(loc: str) -> Callable[[Path], Path]:
+    def make(d: Path) -> Path:
+        md = d / "mdir"
+        md.mkdir()
+        w = np.random.default_rng(0).standard_normal((8, 3, 3, 3)).astype(np.float32)
+        (d / "secret.bin").write_bytes(w.tobytes())
+        where = loc.replace("ABS", str(d / "secret.bin"))
+        if loc == "symlink":
+            where = "w.bin"
+            (md / "w.bin").symlink_to(d / "secret.bin")
+        elif loc == "inside":
+            where = "w.bin"
+            (md / "w.bin").write_bytes(w.tobytes())
+        t = numpy_helper.from_array(w, "w")
+        t.ClearField("raw_data")
+        t.data_location = TensorProto.EXTERNAL
+        for k, v in (("location", where), ("offset", "0"), ("length", "864")):
+            t.external_data.add(key=k, value=v)
+        conv = helper.make_node("Conv", ["x", "w"], ["y"], name="conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+        g = helper.make_graph(
+            [conv], "e", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])], initializer=[t],
+        )  # fmt: skip
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+        m.ir_version = 8
+        return save(m, md / "e.onnx")
+
+    return make
+
+
+EXT_CMDS: list[tuple[str, Callable[[Path, Path], list[object]]]] = [
+    ("inspect", lambda d, m: ["inspect", m]),
+    ("check", lambda d, m: ["check", m, "-t", "ort-cpu"]),
+    ("quantize", lambda d, m: ["quantize", m, "--calib", d / "calib", "-o", d / "q.onnx"]),
+    ("drift", lambda d, m: ["drift", m, m, "--data", d / "data"]),
+    ("bench", lambda d, m: ["bench", m, "-n", "2"]),
+    ("export", lambda d, m: ["export", m, "-o", d / "o.tflite"]),
+    ("profile", lambda d, m: ["profile", m, "-n", "2"]),
+    ("sensitivity", lambda d, m: ["sensitivity", m, "--calib", d / "calib", "--data", d / "data", "--no-cache"]),
+]
+for _loc, _words in [("../secret.bin", ("outside",)), ("sub/../../secret.bin", ("outside",)),
+                     ("ABS", ("absolute",)), ("symlink", ("symbolic link",))]:  # fmt: skip
+    for _cname, _cmd in EXT_CMDS:
+        row(f"{_cname}: external data at {_loc}", lambda d, c=_cmd, loc=_loc: c(d, _ext_pointing(loc)(d)), 2,
+            "e.onnx", *_words, absent=("q.onnx", "o.tflite"))  # fmt: skip
+row("inspect: external data inside the folder (control)", lambda d: ["inspect", _ext_pointing("inside")(d)], 0)
+
+
+# 19. Hostile names printed by profile, sensitivity, bench and export: text, never terminal control.
+for _label, _name in HOSTILE_NAMES.items():
+    row(f"profile: {_label} in a node name", lambda d, n=_name: ["profile", save(_named_model({"node": n}),
+        d / "n.onnx"), "-n", "2", "--top", "0"], 0, check=_no_escape_chars)  # fmt: skip
+for _label in ("markup close", "ANSI colour"):
+    row(f"sensitivity: {_label} in a node name", lambda d, n=HOSTILE_NAMES[_label]: ["sensitivity", save(_named_model(
+        {"node": n}), d / "n.onnx"), "--calib", d / "calib", "--data", d / "data", "--no-cache"], 0,
+        check=_no_escape_chars)  # fmt: skip
+    row(f"export: {_label} in a node name", lambda d, n=HOSTILE_NAMES[_label]: ["export", save(_named_model(
+        {"node": n}), d / "n.onnx"), "-o", d / "o.tflite"], 0, may_change=("o.tflite",),
+        check=_no_escape_chars)  # fmt: skip
+    row(f"bench: {_label} in the model's file name", lambda d, n=HOSTILE_NAMES[_label]: ["bench", save(small_cnn(),
+        d / f"{n.replace('/', '_')}.onnx"), "-n", "2"], 0, check=_no_escape_chars)  # fmt: skip
+
+
 # -- running the table --------------------------------------------------------------------------------
 def _snapshot(d: Path) -> dict[str, tuple[object, int]]:
     """Content (size, mtime and inode for the sparse multi-GiB files) and mode of every regular file."""
@@ -1149,6 +1214,15 @@ def test_the_table_is_large() -> None:
     assert covered <= seen, covered - seen
 
 
+def test_the_readme_states_the_table_size() -> None:
+    """The README's "one table of about N hostile cases" stays within 5% of the table."""
+    import re
+
+    m = re.search(r"one table of about (\d+) hostile cases", (ROOT / "README.md").read_text())
+    assert m is not None
+    assert abs(int(m[1]) - len(CASES)) <= len(CASES) * 0.05, (int(m[1]), len(CASES))
+
+
 # -- file modes ---------------------------------------------------------------------------------------
 def test_new_output_honours_umask_and_overwrite_keeps_mode(assets: Path, tmp_path: Path, private_tmp: Path) -> None:
     old = os.umask(0o027)
@@ -1185,25 +1259,41 @@ def _env(tmpdir: Path) -> dict[str, str]:
     return {**os.environ, "TMPDIR": str(tmpdir), "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
 
 
-def test_file_size_limit_is_one_line_and_keeps_the_previous_file(assets: Path, tmp_path: Path) -> None:
+FSIZE_CMDS: list[tuple[str, Callable[[Path, Path], list[object]]]] = [
+    ("inspect --json", lambda a, o: ["inspect", a / "m.onnx", "--json", o]),
+    ("check --markdown", lambda a, o: ["check", a / "m.onnx", "-t", "ethos-u55", "-t", "edgetpu", "-t", "intel-npu", "--markdown", o]),
+    ("quantize -o", lambda a, o: ["quantize", a / "m.onnx", "--calib", a / "calib", "-o", o]),
+    ("drift --json", lambda a, o: ["drift", a / "m.onnx", a / "cand.onnx", "--data", a / "data", "--json", o]),
+    ("gate --junit", lambda a, o: ["gate", "--policy", a / "policy.toml", "--drift", a / "drift.json", "--bench",
+                                   a / "bench.json", "--junit", o]),
+    ("export -o", lambda a, o: ["export", a / "m.onnx", "--to", "onnx", "--no-parity", "-o", o]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "argv"), FSIZE_CMDS, ids=[c[0] for c in FSIZE_CMDS])
+def test_file_size_limit_is_one_line_and_keeps_the_previous_file(
+    name: str, argv: Callable[[Path, Path], list[object]], assets: Path, tmp_path: Path
+) -> None:
     import resource
 
-    out = tmp_path / "o.json"
+    out = tmp_path / "o.onnx"
     out.write_text("previous\n")
 
     def limit() -> None:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (600, 600))
 
     proc = subprocess.run(
-        [sys.executable, "-m", "edgecnn", "inspect", str(assets / "m.onnx"), "--json", str(out)],
-        capture_output=True, text=True, env=_env(tmp_path), preexec_fn=limit, timeout=120,
+        [sys.executable, "-m", "edgecnn", *map(str, argv(assets, out))],
+        capture_output=True, text=True, env=_env(tmp_path), preexec_fn=limit, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     line = proc.stderr.strip()
-    assert line.startswith("error:") and str(out) in line and "File too large" in line, line
+    # the file that hit the limit: the output, or a temporary file of the command's own (TMPDIR is tmp_path)
+    assert line.startswith(f"error: {tmp_path}/") and "File too large" in line, line
+    assert len(line.splitlines()) == 1, line
     assert out.read_text() == "previous\n"
-    assert not list(tmp_path.glob(".*.tmp"))
+    assert not list(tmp_path.glob(".*.tmp")) and _ours(tmp_path) == []
 
 
 def _dead_pid() -> int:

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from edgecnn.cli import app, command, console
 from edgecnn.errors import BadInputError
-from edgecnn.fsutil import guard_outputs, model_files
+from edgecnn.fsutil import guard_outputs, model_files, save_onnx
 from edgecnn.report.fmt import human_bytes, safe
 
 if TYPE_CHECKING:
@@ -173,8 +173,6 @@ def _from_torch(
 ) -> None:
     import time
 
-    import onnx
-
     from edgecnn.export.api import SCHEMA_VERSION, ort_runner, parity_data
     from edgecnn.export.from_torch import torch_runner, torch_to_onnx
     from edgecnn.fsutil import atomic_path
@@ -192,7 +190,7 @@ def _from_torch(
     seconds = time.perf_counter() - t0
     par: Parity | None = None
     with atomic_path(output) as tmp:
-        onnx.save(exp.model, str(tmp))
+        save_onnx(exp.model, tmp)
         if parity:
             from edgecnn.export.api import measure_parity
 

@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 
 from edgecnn.errors import BadInputError, CheckFailedError, DataError
-from edgecnn.fsutil import check_output_path, temp_dir
+from edgecnn.fsutil import check_output_path, save_onnx, temp_dir
 from edgecnn.graph.load import LoadedModel, graph_inputs, load_model
 from edgecnn.quantize.params import QuantScheme
 
@@ -418,7 +418,7 @@ def export_model(
 
             onnx_to_openvino(model, tmp_out, precision=precision)
         else:
-            onnx.save(model, str(tmp_out))
+            save_onnx(model, tmp_out)
         seconds = time.perf_counter() - t0
 
         parity = None
@@ -513,7 +513,7 @@ def _quantize_first(
     config = QuantizeConfig(precision=Precision.INT8, method=parse_method(opts.method), scheme=scheme)
     model, _ = quantize(loaded.path, dataset, config, input_shapes=opts.input_shapes or None)
     path = work / "quantized.onnx"
-    onnx.save(model, str(path))
+    save_onnx(model, path)
     return model, path
 
 
@@ -527,7 +527,7 @@ def _fp16_onnx(
         loaded.path, None, QuantizeConfig(precision=Precision.FP16), input_shapes=opts.input_shapes or None
     )
     path = work / "fp16.onnx"
-    onnx.save(model, str(path))
+    save_onnx(model, path)
     return model, path
 
 
@@ -566,5 +566,5 @@ def _fixed_copy(loaded: LoadedModel, path: Path, work: Path) -> Path:
     if all(all(isinstance(d, int) for d in dims_of(vi)) for vi in graph_inputs(original)):
         return path
     fixed = work / "reference.onnx"
-    onnx.save(loaded.model, str(fixed))
+    save_onnx(loaded.model, fixed)
     return fixed
