@@ -1148,6 +1148,31 @@ for _label in ("markup close", "ANSI colour"):
         d / f"{n.replace('/', '_')}.onnx"), "-n", "2"], 0, check=_no_escape_chars)  # fmt: skip
 
 
+# 20. Counts of images and rows: zero, negative, beyond int64 (an error naming the option), or harmlessly capped.
+for _opt, _val, _code, _words in [
+    ("--calib-samples", "0", 2, ("--calib-samples",)), ("--calib-samples", "-1", 2, ("--calib-samples",)),
+    ("--calib-samples", "99999999999999999999", 2, ("--calib-samples", "only 4")),
+    ("--samples", "0", 2, ("--samples",)), ("--samples", "99999999999999999999", 2, ("--samples", "only 4")),
+    ("--show", "0", 0, ()), ("--show", "-1", 0, ()),
+]:  # fmt: skip
+    row(f"sensitivity {_opt} {_val}", lambda d, o=_opt, v=_val: _sens(d, o, v), _code, *_words)
+for _opt, _val, _code, _words in [
+    ("--samples", "0", 2, ("--samples",)), ("--samples", "-1", 2, ("--samples",)),
+    ("--samples", "99999999999999999999", 2, ("--samples", "only 4")), ("--batch", "0", 2, ("--batch",)),
+    ("--batch", "-1", 2, ("--batch",)), ("--batch", "99999999999999999999", 0, ()), ("--show", "0", 0, ()),
+    ("--show", "-1", 0, ()),
+]:  # fmt: skip
+    row(f"drift {_opt} {_val}", lambda d, o=_opt, v=_val: _drift(d, o, v), _code, *_words)
+for _opt, _val, _code, _words in [
+    ("--workers", "0", 2, ("--workers", "1 to 1024")), ("--workers", "100000", 2, ("--workers", "1 to 1024")),
+    ("--workers", "99999999999999999999", 2, ("--workers",)), ("--batch", "-1", 2, ("--batch",)),
+    ("--batch", "99999999999999999999", 0, ()), ("--samples", "0", 2, ("--samples",)),
+    ("--samples", "99999999999999999999", 2, ("--samples", "only 4")),
+]:  # fmt: skip
+    row(f"quantize {_opt} {_val}", lambda d, o=_opt, v=_val: _q(d, "-o", d / "q.onnx", o, v), _code, *_words,
+        may_change=("q.onnx",))  # fmt: skip
+
+
 # -- running the table --------------------------------------------------------------------------------
 def _snapshot(d: Path) -> dict[str, tuple[object, int]]:
     """Content (size, mtime and inode for the sparse multi-GiB files) and mode of every regular file."""
