@@ -66,6 +66,12 @@ def check_output_path(path: Path) -> Path:
     path = Path(path)
     if is_special(path):
         return path
+    try:
+        os.fsencode(path).decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadInputError(
+            f"{path}: the output path is not valid UTF-8, which ONNX and the runtimes cannot write; rename it"
+        ) from None
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise BadInputError(f"{path}: output folder '{parent}' does not exist; create it or choose another path")

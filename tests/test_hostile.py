@@ -1173,6 +1173,74 @@ for _opt, _val, _code, _words in [
         may_change=("q.onnx",))  # fmt: skip
 
 
+# 21. Special, huge and deeply nested files where a command reads a config, report, label file or writes a path
+#     that is not UTF-8.
+def _raw_out(d: Path, name: bytes) -> str:
+    return os.fsdecode(os.path.join(os.fsencode(d), name))
+
+
+def _raw_model(d: Path) -> str:
+    raw = _raw_out(d, b"m\xff\xfe.onnx")
+    shutil.copy(d / "m.onnx", raw)
+    return raw
+
+
+for _cname, _cmd in [
+    ("check", lambda d: ["check", _raw_model(d), "-t", "ort-cpu"]),
+    ("quantize", lambda d: ["quantize", _raw_model(d), "--calib", d / "calib", "-o", d / "q.onnx"]),
+    ("drift", lambda d: ["drift", d / "m.onnx", _raw_model(d), "--data", d / "data"]),
+    ("bench", lambda d: ["bench", _raw_model(d), "-n", "2"]),
+    ("profile", lambda d: ["profile", _raw_model(d), "-n", "2"]),
+    ("export", lambda d: ["export", _raw_model(d), "-o", d / "o.tflite"]),
+    ("sensitivity", lambda d: ["sensitivity", _raw_model(d), "--calib", d / "calib", "--data", d / "data", "--no-cache"]),
+    ("quantize -o", lambda d: _q(d, "-o", _raw_out(d, b"q\xff.onnx"))),
+    ("inspect --json", lambda d: ["inspect", d / "m.onnx", "--json", _raw_out(d, b"o\xff.json")]),
+    ("drift --markdown", lambda d: _drift(d, "--markdown", _raw_out(d, b"d\xff.md"))),
+]:  # fmt: skip
+    row(f"{_cname}: path not valid UTF-8", _cmd, 2, "UTF-8", absent=("q.onnx", "o.tflite"))
+
+
+def _fifo(p: Path) -> Path:
+    if p.exists():
+        p.unlink()
+    os.mkfifo(p)
+    return p
+
+
+for _label, _build, _words in [
+    ("gate --policy FIFO", lambda d: ["gate", "--policy", _fifo(d / "f.toml"), "--drift", d / "drift.json"],
+     ("f.toml", "not a regular file")),
+    ("gate --drift FIFO", lambda d: ["gate", "--policy", d / "policy.toml", "--drift", _fifo(d / "f.json")],
+     ("f.json", "not a regular file")),
+    ("gate --baseline FIFO", lambda d: _gate(d, "--baseline", _fifo(d / "b.json")), ("b.json", "not a regular file")),
+    ("gate --drift 3 GiB (sparse)", lambda d: ["gate", "--policy", d / "policy.toml", "--drift",
+     _sparse(d / "f.json", 3 << 30)], ("f.json", "MiB")),
+    ("gate --drift JSON nested 100000 deep", lambda d: ((d / "f.json").write_text("[" * 100000 + "]" * 100000),
+     ["gate", "--policy", d / "policy.toml", "--drift", d / "f.json"])[1], ("f.json", "nested too deeply")),
+    ("gate --bench JSON nested 50000 deep", lambda d: ((d / "f.json").write_text('{"a":' * 50000 + "1" + "}" * 50000),
+     _gate(d, "--bench", d / "f.json"))[1], ("f.json", "nested too deeply")),
+    ("gate --baseline JSON nested deep", lambda d: ((d / "baseline.json").write_text("[" * 100000 + "]" * 100000),
+     _gate(d, "--baseline", d / "baseline.json"))[1], ("baseline.json", "nested too deeply")),
+    ("gate policy TOML nested deep", lambda d: ((d / "p.toml").write_text("a = " + "[" * 5000 + "]" * 5000),
+     ["gate", "--policy", d / "p.toml", "--drift", d / "drift.json"])[1], ("p.toml", "nested too deeply")),
+    ("quantize --preprocess FIFO", lambda d: _q(d, "-o", d / "q.onnx", "--preprocess", _fifo(d / "f.toml")),
+     ("f.toml", "not a regular file")),
+    ("quantize preprocess.toml nested deep", lambda d: ((d / "calib" / "preprocess.toml").write_text(
+     SPEC + "z = " + "[" * 5000 + "]" * 5000), _q(d, "-o", d / "q.onnx"))[1], ("preprocess.toml", "nested")),
+    ("drift labels.csv FIFO", lambda d: (_fifo(d / "data" / "labels.csv"), _drift(d))[1],
+     ("labels.csv", "not a regular file")),
+    ("drift labels.csv 3 GiB (sparse)", lambda d: (_sparse(d / "data" / "labels.csv", 3 << 30), _drift(d))[1],
+     ("labels.csv", "MiB")),
+    ("check -t FIFO", lambda d: ["check", d / "m.onnx", "-t", _fifo(d / "f.toml")], ("f.toml", "not a regular file")),
+    ("targets lint FIFO", lambda d: ["targets", "lint", _fifo(d / "f.toml")], ("f.toml", "not a regular file")),
+    ("targets show a missing name with markup", lambda d: ["targets", "show", "[/b]nope\x1b[2J"], ("[/b]nope",)),
+    ("targets lint a folder", lambda d: ["targets", "lint", d / "calib"], ("calib",)),
+    ("check --input-shape 0", lambda d: ["check", d / "m.onnx", "-t", "ort-cpu", "--input-shape", "x=1x3x0x16"],
+     ("--input-shape",)),
+]:  # fmt: skip
+    row(_label, _build, 2, *_words, absent=("q.onnx",))
+
+
 # -- running the table --------------------------------------------------------------------------------
 def _snapshot(d: Path) -> dict[str, tuple[object, int]]:
     """Content (size, mtime and inode for the sparse multi-GiB files) and mode of every regular file."""

@@ -157,6 +157,9 @@ def resolve_target_path(name_or_path: str | Path, *, relative_to: Path | None = 
         p = Path(s)
         if not p.is_absolute() and relative_to is not None and not p.exists():
             p = relative_to / p
+        if p.exists() and not p.is_file():
+            what = "a directory" if p.is_dir() else "not a regular file"
+            raise ConfigError(f"{s}: {what}; give a target spec TOML file")
         if not p.is_file():
             raise ConfigError(f"{s}: no such target file; give a TOML path or one of: {', '.join(available_targets())}")
         return p

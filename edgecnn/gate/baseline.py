@@ -182,6 +182,9 @@ def plan_baseline(path: Path | None, drift: DriftReport, *, update: bool, force:
     if path is None:
         return BaselinePlan(path=None, compare=None, update=False)
     path = Path(path)
+    if path.exists() and not path.is_file():
+        what = "a directory" if path.is_dir() else "not a regular file"
+        raise BadInputError(f"--baseline {path}: {what}; expected a gate-baseline JSON file")
     if not path.is_file():
         if not update:
             raise BadInputError(f"{path}: no such baseline; create it with --update-baseline")
