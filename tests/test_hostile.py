@@ -1652,6 +1652,14 @@ def test_signal_mid_work_leaves_nothing_behind(
         assert not list(tmp_path.glob(".*.tmp"))
 
 
+def _blocked_on_fifo(pid: int) -> bool:
+    """The process sleeps in the kernel's FIFO open (``wait_for_partner``), i.e. inside the write."""
+    try:
+        return Path(f"/proc/{pid}/wchan").read_text().strip() == "wait_for_partner"
+    except OSError:
+        return False
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
 @pytest.mark.parametrize(
     ("name", "argv"),
@@ -1687,7 +1695,7 @@ def test_signal_during_the_write_removes_the_staged_file(
     cmd = [sys.executable, "-m", "edgecnn", *map(str, argv(assets, fifo))]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(tmpdir))
     _wait_for(lambda: list(tmpdir.glob(".out.fifo.edgecnn-*.tmp")), proc, "the staged output")
-    time.sleep(0.2)  # the staged file exists before the FIFO is opened; let the process reach the blocking open
+    _wait_for(lambda: _blocked_on_fifo(proc.pid), proc, "the blocking open of the FIFO")
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + sig, err
