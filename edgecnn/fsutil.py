@@ -66,6 +66,12 @@ def check_output_path(path: Path) -> Path:
     path = Path(path)
     if is_special(path):
         return path
+    try:
+        os.fsencode(path).decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadInputError(
+            f"{path}: the output path is not valid UTF-8, which ONNX and the runtimes cannot write; rename it"
+        ) from None
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise BadInputError(f"{path}: output folder '{parent}' does not exist; create it or choose another path")
@@ -293,6 +299,17 @@ def atomic_path(path: Path) -> Iterator[Path]:
                 tmp.unlink(missing_ok=True)
 
 
+def save_onnx(model: object, path: Path | str) -> None:
+    """``onnx.save`` whose OSError (disk full, ``ulimit -f``, a read-only folder) names the file (exit 2): onnx
+    opens the file itself, so the error it raises carries no file name."""
+    import onnx
+
+    try:
+        onnx.save(model, str(path))  # type: ignore[arg-type]
+    except OSError as e:
+        raise os_error(path, e) from None
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
@@ -311,15 +328,27 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def parse_toml(text: str, source: Path | str) -> dict[str, object]:
+    """The one TOML parse: a syntax error, and nesting so deep that the parser recurses past Python's limit
+    (``a = [[[[...]]]]``), are one-line ConfigErrors naming ``source``."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{source}: malformed TOML: {e}; fix the syntax at that line") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: malformed TOML: arrays or tables nested too deeply") from None
+
+
 def read_toml(path: Path, what: str, hint: str) -> dict[str, object]:
     """Parse the TOML file ``path`` (a ``what``); a missing, malformed or non-UTF-8 file is a ConfigError."""
     path = Path(path)
     if not path.is_file():
+        if path.exists():
+            kind = "a directory" if path.is_dir() else "not a regular file"
+            raise ConfigError(f"{path}: {kind}; expected a TOML {what}")
         raise ConfigError(f"{path}: no such {what}; {hint}")
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: malformed TOML: {e}") from None
+        return parse_toml(path.read_text(encoding="utf-8"), path)
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a UTF-8 text file; expected a TOML {what}") from None
     except OSError as e:

@@ -118,6 +118,11 @@ class PreprocessSpec:
     # -- image -> tensor -------------------------------------------------------------------------
     def load(self, path: Path) -> np.ndarray:
         """Read one image file and return its tensor without the batch dimension."""
+        return self.apply(self.decode(path), name=str(path))
+
+    @staticmethod
+    def decode(path: Path) -> Image.Image:
+        """Decode one image file, refusing decompression bombs and unreadable files (DataError naming it)."""
         try:
             with Image.open(path) as im:
                 w, h = im.size
@@ -137,7 +142,7 @@ class PreprocessSpec:
             raise DataError(
                 f"{path}: not a readable image ({e.__class__.__name__}); expected one of {', '.join(IMAGE_SUFFIXES)}"
             ) from None
-        return self.apply(img, name=str(path))
+        return img
 
     def apply(self, img: Image.Image, name: str = "<image>") -> np.ndarray:
         want = "L" if self.color_order is ColorOrder.GRAY else "RGB"

@@ -303,7 +303,7 @@ def prepare_model(
             shapes[name] = (batch, *(int(d) for d in dims[1:]))
     loaded = load_model(path, shapes)  # full checker, dynamic dims -> clear error naming --input-shape
     resolved = dict(loaded.input_shapes)
-    _check_benchable(loaded, resolved)
+    check_benchable(loaded, resolved)
     pass_shapes = {
         k: v for k, v in resolved.items() if k in user or not all(isinstance(d, int) for d in declared.get(k, [None]))
     }
@@ -333,8 +333,9 @@ _FEEDABLE = {"float32", "float16", "float64", "uint8", "int8", "int16", "uint16"
 MAX_INPUT_BYTES = 2 << 30  # one batch of inputs; beyond this the run would only measure swapping
 
 
-def _check_benchable(loaded: Any, shapes: dict[str, tuple[int, ...]]) -> None:
-    """Exit 2 before a process starts: inputs of a type no one can feed, or larger than memory."""
+def check_benchable(loaded: Any, shapes: dict[str, tuple[int, ...]]) -> None:
+    """Exit 2 before a process starts: inputs of a type no one can feed, or larger than memory (bench and
+    profile both feed random tensors)."""
     from onnx.helper import tensor_dtype_to_np_dtype
 
     from edgecnn.graph.load import graph_inputs

@@ -70,36 +70,30 @@ def _verdict(t: TargetReport) -> str:
 
 
 def render_markdown(report: SupportReport) -> str:
+    """Every string from the model or the spec goes through ``report.markdown`` (``code``/``md_text``/``table``)."""
+    from edgecnn.report.markdown import Md, code, md_text, table
+
     ts = report.targets
-    from edgecnn.report.fmt import plain
-    from edgecnn.report.markdown import code
-
-    def cell(v: object) -> str:  # a name from a file: a code span, pipes escaped for the table
-        return code(v).replace("|", "\\|")
-
     out = [f"# edgecnn check: {code(report.model)}", ""]
-    out.append("| | " + " | ".join(cell(t.target) for t in ts) + " |")
-    out.append("|---|" + "---|" * len(ts))
-    for label, cells in summary_rows(report):
-        out.append(f"| {label} | " + " | ".join(cells) + " |")
+    out.append(table(["", *(code(t.target) for t in ts)], [[label, *cells] for label, cells in summary_rows(report)]))
     if folded_line(report):
-        out += ["", folded_line(report)]
+        out += ["", md_text(folded_line(report))]
     for t in ts:
-        out += ["", f"## {code(t.target)}: {plain(t.description)}", ""]
+        out += ["", f"## {code(t.target)}: {md_text(t.description)}", ""]
         off = [n for n in t.nodes if n.placement != Placement.ACCELERATOR]
         if not off:
             out.append("Every node runs on the accelerator.")
             continue
-        out += ["| node | op | precision | MACs | placement | reasons |", "|---|---|---|---:|---|---|"]
-        for n in off:
-            reasons = "<br>".join(plain(f.reason).replace("|", "\\|") for f in n.failures)
-            out.append(
-                f"| {cell(n.name)} | {cell(n.op_type)} | {n.precision} | {human_count(n.macs)} | {n.placement} | {reasons} |"
-            )
+        rows = [
+            [code(n.name), code(n.op_type), n.precision, human_count(n.macs), n.placement,
+             Md("<br>".join(md_text(f.reason) for f in n.failures))]
+            for n in off
+        ]  # fmt: skip
+        out.append(table(["node", "op", "precision", "MACs", "placement", "reasons"], rows, right=(3,)))
         if t.advice:
             out += ["", "What to change:", ""]
-            out += [f"- **{a.fix_kind}** ({a.nodes} node(s)): {plain(a.example)}" for a in t.advice]
+            out += [f"- **{md_text(a.fix_kind)}** ({a.nodes} node(s)): {md_text(a.example)}" for a in t.advice]
         srcs = sorted({f.source for n in off for f in n.failures if f.source})
         if srcs:
-            out += ["", "Sources: " + "; ".join(srcs)]
+            out += ["", "Sources: " + "; ".join(md_text(s) for s in srcs)]
     return "\n".join(out) + "\n"

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import re
-import tomllib
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -159,6 +158,9 @@ def resolve_target_path(name_or_path: str | Path, *, relative_to: Path | None = 
         p = Path(s)
         if not p.is_absolute() and relative_to is not None and not p.exists():
             p = relative_to / p
+        if p.exists() and not p.is_file():
+            what = "a directory" if p.is_dir() else "not a regular file"
+            raise ConfigError(f"{s}: {what}; give a target spec TOML file")
         if not p.is_file():
             raise ConfigError(f"{s}: no such target file; give a TOML path or one of: {', '.join(available_targets())}")
         return p
@@ -200,12 +202,13 @@ class _Raw:
 def _read_raw(path: Path) -> _Raw:
     try:
         text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read target spec ({e})") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: malformed TOML: {e}; fix the syntax at that line") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {e.start}); expected a TOML target spec") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read target spec ({e.strerror or e})") from None
+    from edgecnn.fsutil import parse_toml
+
+    data = parse_toml(text, path)
     return _Raw(path=path, text=text, data=data)
 
 
@@ -327,6 +330,9 @@ def _merge(parent: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+MAX_EXTENDS = 16  # a spec inherits through at most this many files (a longer chain is a mistake or hostile)
+
+
 def _resolve(path: Path, stack: tuple[Path, ...]) -> tuple[dict[str, Any], _Raw]:
     raw = _read_raw(path)
     _validate_raw(raw)
@@ -341,6 +347,10 @@ def _resolve(path: Path, stack: tuple[Path, ...]) -> tuple[dict[str, Any], _Raw]
             raw, "extends", "", f"parent '{parent_ref}' not found; valid targets are: {', '.join(available_targets())}"
         ) from None
     chain = [*stack, path.resolve()]
+    if len(chain) >= MAX_EXTENDS:
+        raise _err(
+            raw, "extends", "", f"extends chain deeper than {MAX_EXTENDS} specs ({chain[0].stem} -> ... -> {path.stem})"
+        )
     if ppath in chain:
         cycle = " -> ".join(p.stem for p in [*chain, ppath])
         raise _err(raw, "extends", "", f"cyclic extends ({cycle}); a target cannot inherit from itself")

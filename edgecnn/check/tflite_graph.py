@@ -60,7 +60,9 @@ _QDTYPES = ("int8", "uint8", "int16", "uint16")
 
 def _read(path: Path) -> Any:
     from edgecnn.export.tflite_writer import read_tflite
+    from edgecnn.graph.load import model_file_size
 
+    model_file_size(path, "a .tflite model")
     try:
         data = path.read_bytes()
     except OSError as e:

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from edgecnn.cli import app, command, console
-from edgecnn.errors import BadInputError, CheckFailedError, ModelError
+from edgecnn.errors import BadInputError, CheckFailedError
 from edgecnn.fsutil import atomic_write_text, guard_outputs, model_files
 from edgecnn.report.fmt import human_count, safe
 
@@ -50,8 +50,9 @@ def check_cmd(
     )
     specs = [load_target(t) for t in target]
     if model.suffix.lower() == ".tflite":
-        if not model.is_file():
-            raise ModelError(f"{model}: no such file; give an .onnx model or a .tflite file")
+        from edgecnn.graph.load import model_file_size
+
+        model_file_size(model, "a .tflite model")
         if input_shape:
             raise BadInputError(f"{model}: --input-shape applies to ONNX models; a .tflite file has fixed shapes")
         report = check_tflite(model, specs)  # the verdict is on the file that ships

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -10,7 +11,7 @@ from rich.table import Table
 
 from edgecnn.cli import app, command, console
 from edgecnn.errors import BadInputError
-from edgecnn.fsutil import guard_outputs, model_files
+from edgecnn.fsutil import guard_outputs, model_files, save_onnx
 from edgecnn.report.fmt import human_bytes, safe
 
 if TYPE_CHECKING:
@@ -77,6 +78,12 @@ def export_cmd(
 
     if output is None:
         raise BadInputError("-o/--output is required: the file to write (.tflite, .xml, or .onnx)")
+    if not (math.isfinite(min_agreement) and 0 <= min_agreement <= 100):
+        raise BadInputError(f"--min-agreement {min_agreement}: expected a percentage 0..100")
+    if min_sqnr is not None and not (math.isfinite(min_sqnr) and -100 <= min_sqnr <= 300):
+        raise BadInputError(f"--min-sqnr {min_sqnr}: expected a finite number of dB (-100..300)")
+    if parity_samples is not None and parity_samples < 1:
+        raise BadInputError(f"--parity-samples {parity_samples}: expected at least 1 image (or --no-parity)")
     torch_file = Path(from_torch.rsplit(":", 1)[0]) if from_torch else None
     guard_outputs(
         [*model_files(model), torch_file, calib, data, preprocess,
@@ -166,8 +173,6 @@ def _from_torch(
 ) -> None:
     import time
 
-    import onnx
-
     from edgecnn.export.api import SCHEMA_VERSION, ort_runner, parity_data
     from edgecnn.export.from_torch import torch_runner, torch_to_onnx
     from edgecnn.fsutil import atomic_path
@@ -185,7 +190,7 @@ def _from_torch(
     seconds = time.perf_counter() - t0
     par: Parity | None = None
     with atomic_path(output) as tmp:
-        onnx.save(exp.model, str(tmp))
+        save_onnx(exp.model, tmp)
         if parity:
             from edgecnn.export.api import measure_parity
 

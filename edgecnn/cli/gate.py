@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from edgecnn.cli import app, command, console
-from edgecnn.errors import BadInputError, CheckFailedError
+from edgecnn.errors import CheckFailedError
 from edgecnn.fsutil import atomic_write_text, guard_outputs
 from edgecnn.report.fmt import safe
 
@@ -46,17 +46,11 @@ def gate_cmd(
     """Judge a candidate model: every policy rule with its measured value and limit, pass/fail, JUnit and Markdown."""
     from edgecnn.bench.report import read_report as read_bench
     from edgecnn.drift.report import read_report as read_drift
-    from edgecnn.gate.baseline import baseline_from, mismatch, read_baseline, write_baseline
+    from edgecnn.gate.baseline import baseline_from, plan_baseline, write_baseline
     from edgecnn.gate.decide import check_inputs, decide
     from edgecnn.gate.policy import load_policy
 
     t0 = time.perf_counter()
-    if update_baseline and baseline is None:
-        raise BadInputError("--update-baseline needs --baseline FILE: where to write it")
-    if force_baseline and not update_baseline:
-        raise BadInputError(
-            "--force-baseline goes with --update-baseline (it allows replacing another model's baseline)"
-        )
     guard_outputs(
         [policy, drift, *(bench or []), None if update_baseline else baseline],
         {
@@ -68,41 +62,21 @@ def gate_cmd(
     )
     pol = load_policy(policy)
     report = read_drift(drift)
-    bench_paths = list(bench or [])
     results, sources = [], []
-    for b in bench_paths:
+    for b in bench or []:
         for r in read_bench(b):
             results.append(r)
             sources.append(str(b))
-    notes: list[str] = []
-    base = None
-    if baseline is not None:
-        if baseline.is_file():
-            base = read_baseline(baseline)
-            why = mismatch(base, report)
-            if why and not force_baseline:
-                raise BadInputError(
-                    f"--baseline {baseline}: {why}; use that model's baseline"
-                    + (", or replace it with --force-baseline" if update_baseline else "")
-                )
-            if why:
-                notes.append(f"baseline {baseline}: {why}: replaced (--force-baseline), baseline rules skipped")
-                base = None
-        elif not update_baseline:
-            raise BadInputError(f"{baseline}: no such baseline; create it with --update-baseline")
-        else:
-            notes.append(f"no baseline at {baseline} yet: baseline rules skipped")
-    mine = check_inputs(
-        pol, report, results, base, have_baseline_file=update_baseline and base is None, bench_sources=sources
-    )
-    decision = decide(pol, report, mine, base)
+    plan = plan_baseline(baseline, report, update=update_baseline, force=force_baseline)
+    notes = list(plan.notes)
+    mine = check_inputs(pol, report, results, plan.compare, have_baseline_file=plan.writes_first, bench_sources=sources)
+    decision = decide(pol, report, mine, plan.compare)
     print_decision(decision)
-    if update_baseline and baseline is not None:
-        if decision.passed:
-            write_baseline(baseline, baseline_from(report, mine))
-            notes.append(f"baseline written to {baseline}")
-        else:
-            notes.append(f"gate failed: baseline {baseline} left unchanged")
+    write, note = plan.after(decision.passed)
+    if write and plan.path is not None:
+        write_baseline(plan.path, baseline_from(report, mine))
+    if note:
+        notes.append(note)
     for n in notes:
         console.print(f"[yellow]note:[/] {safe(n)}")
     if junit is not None:

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from edgecnn.cli import app, command, console, progress_bar
 from edgecnn.errors import BadInputError
-from edgecnn.fsutil import atomic_path, guard_outputs, model_files
+from edgecnn.fsutil import atomic_path, guard_outputs, model_files, save_onnx
 from edgecnn.report.fmt import human_bytes, safe
 
 if TYPE_CHECKING:
@@ -147,7 +147,7 @@ def save_model(model: onnx.ModelProto, output: Path) -> None:
 
     with atomic_path(output) as tmp:
         try:
-            onnx.save(model, str(tmp))
+            save_onnx(model, tmp)
         except ValueError as e:  # protobuf EncodeError: a message over 2 GiB
             raise BadInputError(
                 f"{output}: the quantized model cannot be written as one ONNX file ({e.__class__.__name__}: "

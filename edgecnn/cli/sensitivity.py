@@ -63,7 +63,7 @@ def sensitivity_cmd(
     )
     shapes = parse_input_shapes(input_shape)
     loaded = load_model(model, shapes)
-    ds = ImageDataset.open(calib, find_spec(calib, preprocess), calib_samples)
+    ds = ImageDataset.open(calib, find_spec(calib, preprocess), calib_samples, option="--calib-samples")
     evald = open_eval_data(
         data,
         loaded,

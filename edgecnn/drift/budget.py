@@ -19,7 +19,7 @@ import onnx
 from edgecnn.drift.evaluate import EvalData
 from edgecnn.drift.sensitivity import Mode, Score, Variants, run_sensitivity
 from edgecnn.errors import BadInputError, CheckFailedError
-from edgecnn.fsutil import temp_dir
+from edgecnn.fsutil import save_onnx, temp_dir
 from edgecnn.quantize.api import QuantizeConfig, QuantizeReport
 from edgecnn.quantize.dataset import ImageDataset
 
@@ -153,8 +153,8 @@ def _latency(
     with temp_dir("budget") as tmp:
         full, _ = v.build(frozenset())
         a, b = Path(tmp) / "int8.onnx", Path(tmp) / "mixed.onnx"
-        onnx.save(full, str(a))
-        onnx.save(model, str(b))
+        save_onnx(full, a)
+        save_onnx(model, b)
         ra = run_bench(a, runtime, warmup=20, iterations=300)
         rb = run_bench(b, runtime, warmup=20, iterations=300)
     return ra.stats.p50_ms, ra.stats.p99_ms, rb.stats.p50_ms, rb.stats.p99_ms

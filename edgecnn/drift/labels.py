@@ -56,12 +56,17 @@ def find_classes(data_dir: Path) -> tuple[Path | None, tuple[str, ...]]:
     return None, ()
 
 
+MAX_LABELS_BYTES = 256 << 20  # ~5 million rows of 'file,label'
+
+
 def labels_path(data_dir: Path, explicit: Path | None = None) -> Path | None:
     if explicit is not None:
         if not Path(explicit).is_file():
             raise DataError(f"--labels {explicit}: no such file; expected a CSV with header 'file,label'")
         return Path(explicit)
     p = Path(data_dir) / LABELS_FILE
+    if p.exists() and not p.is_file():  # a FIFO or folder named labels.csv is not "no labels"
+        raise DataError(f"{p}: not a regular file; expected a CSV with header 'file,label'")
     return p if p.is_file() else None
 
 
@@ -83,6 +88,12 @@ def load_labels(
         )
     index_of = {n: i for i, n in enumerate(names)}
     limit = num_classes if num_classes is not None else (len(names) or None)
+    size = path.stat().st_size
+    if size > MAX_LABELS_BYTES:
+        raise DataError(
+            f"{path}: {size / (1 << 20):.0f} MiB; a labels.csv is at most {MAX_LABELS_BYTES >> 20} MiB "
+            "(one short 'file,label' row per image)"
+        )
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8-sig")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ import numpy as np
 import onnx
 
 from edgecnn.errors import BadInputError, CheckFailedError, DataError
-from edgecnn.fsutil import check_output_path
+from edgecnn.fsutil import check_output_path, save_onnx, temp_dir
 from edgecnn.graph.load import LoadedModel, graph_inputs, load_model
 from edgecnn.quantize.params import QuantScheme
 
@@ -358,6 +357,11 @@ def export_model(
         raise BadInputError(f"{model_path}: is a {format_of(model_path)} model; export reads ONNX (float or QDQ)")
     loaded = load_model(model_path, opts.input_shapes or None)
     qdq = has_qdq(loaded.model)
+    if qdq and opts.calib is not None:
+        raise BadInputError(
+            f"{model_path}: already quantized (QDQ); --calib {opts.calib} would be ignored: drop --calib, or give "
+            "the float model"
+        )
     precision = _resolve_precision(opts, qdq)
     spec = _target(opts)
     if spec is not None and spec.requires_quantization and precision != "int8":
@@ -370,8 +374,7 @@ def export_model(
         from dataclasses import replace
 
         scheme = replace(scheme, quantize_outputs=True)  # integer outputs need quantized outputs (--calib)
-    with tempfile.TemporaryDirectory(prefix="edgecnn-export-") as tmp:
-        work = Path(tmp)
+    with temp_dir("export") as work:
         source_path = loaded.path
         model = loaded.model
         quantized_first = False
@@ -415,7 +418,7 @@ def export_model(
 
             onnx_to_openvino(model, tmp_out, precision=precision)
         else:
-            onnx.save(model, str(tmp_out))
+            save_onnx(model, tmp_out)
         seconds = time.perf_counter() - t0
 
         parity = None
@@ -514,7 +517,7 @@ def _quantize_first(
     )
     model, _ = quantize(loaded.path, dataset, config, input_shapes=opts.input_shapes or None)
     path = work / "quantized.onnx"
-    onnx.save(model, str(path))
+    save_onnx(model, path)
     return model, path
 
 
@@ -528,7 +531,7 @@ def _fp16_onnx(
         loaded.path, None, QuantizeConfig(precision=Precision.FP16), input_shapes=opts.input_shapes or None
     )
     path = work / "fp16.onnx"
-    onnx.save(model, str(path))
+    save_onnx(model, path)
     return model, path
 
 
@@ -567,5 +570,5 @@ def _fixed_copy(loaded: LoadedModel, path: Path, work: Path) -> Path:
     if all(all(isinstance(d, int) for d in dims_of(vi)) for vi in graph_inputs(original)):
         return path
     fixed = work / "reference.onnx"
-    onnx.save(loaded.model, str(fixed))
+    save_onnx(loaded.model, fixed)
     return fixed

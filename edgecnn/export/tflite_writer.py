@@ -32,6 +32,7 @@ version that introduced them, otherwise an old reader would refuse them); everyt
 from __future__ import annotations
 
 import re
+import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -538,10 +539,23 @@ def _options_dict(obj: Any) -> dict[str, Any]:
 
 
 def read_tflite(data: bytes) -> TFLiteGraph:
-    """Read a TFLite flatbuffer into a :class:`TFLiteGraph` (first subgraph)."""
+    """Read a TFLite flatbuffer into a :class:`TFLiteGraph` (first subgraph). A damaged flatbuffer (truncated,
+    offsets or counts past its end, indexes to missing buffers or operator codes) is a ModelError."""
     if len(data) < 8 or data[4:8] != FILE_IDENTIFIER:
         raise ModelError("not a TFLite flatbuffer (file identifier 'TFL3' missing)")
+    try:
+        return _read_tflite(data)
+    except (struct.error, IndexError, TypeError, ValueError, AttributeError, OverflowError, RecursionError) as e:
+        raise ModelError(
+            f"damaged TFLite flatbuffer ({len(data)} bytes: {e.__class__.__name__}: {str(e)[:80]}); "
+            "re-export it (truncated or not written by a TFLite converter?)"
+        ) from None
+
+
+def _read_tflite(data: bytes) -> TFLiteGraph:
     model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
+    if not model.subgraphs:
+        raise ValueError("no subgraphs")
     names = {v: k for k, v in _BUILTIN_CODES.items()}
     sg = model.subgraphs[0]
     tensors = []
@@ -555,7 +569,7 @@ def read_tflite(data: bytes) -> TFLiteGraph:
         tensors.append(
             TFLiteTensor(
                 index=i,
-                name=t.name.decode() if isinstance(t.name, bytes) else str(t.name),
+                name=t.name.decode(errors="backslashreplace") if isinstance(t.name, bytes) else str(t.name),
                 shape=tuple(int(d) for d in (t.shape if t.shape is not None else [])),
                 dtype=_DTYPE_NAMES.get(t.type, str(t.type)),
                 scale=scale,

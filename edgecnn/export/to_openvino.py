@@ -16,7 +16,7 @@ from pathlib import Path
 import onnx
 
 from edgecnn.errors import BadInputError, ModelError
-from edgecnn.fsutil import check_output_path
+from edgecnn.fsutil import check_output_path, save_onnx
 
 PRECISIONS = ("float32", "float16", "int8")
 
@@ -57,7 +57,7 @@ def onnx_to_openvino(model: onnx.ModelProto, output: Path, *, precision: str = "
     tmpdir = Path(tempfile.mkdtemp(prefix=f".{output.stem}.", dir=output.parent))
     try:
         src = tmpdir / "source.onnx"
-        onnx.save(model, str(src))
+        save_onnx(model, src)
         try:
             ov_model = ov.convert_model(str(src))
         except Exception as e:  # openvino raises its own exception types for conversion failures

@@ -35,7 +35,6 @@ padding SAME puts the extra row/column at the end.
 from __future__ import annotations
 
 import json
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -47,6 +46,7 @@ from onnx import helper, numpy_helper
 
 from edgecnn.errors import BadInputError, ModelError
 from edgecnn.export.tflite_writer import TFLiteBuilder
+from edgecnn.fsutil import temp_dir
 from edgecnn.graph.external import externalized_copy, to_array
 from edgecnn.graph.load import dims_of, graph_inputs, infer_shapes_inplace
 from edgecnn.graph.passes import (
@@ -169,7 +169,7 @@ def onnx_to_tflite(
         preprocess = _spec_from_metadata(model)
 
     before = [_node_label(n, i) for i, n in enumerate(model.graph.node)]
-    with tempfile.TemporaryDirectory(prefix="edgecnn-tflite-") as tmp:
+    with temp_dir("tflite") as tmp:
         if not any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
             # weights out of the proto while it is transformed (graph.external): one copy less at the peak
             model, base_dir = externalized_copy(model, Path(tmp), "weights.bin"), Path(tmp)

@@ -21,13 +21,13 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
 from edgecnn.errors import BadInputError, MissingRuntimeError, ModelError
 from edgecnn.export.tflite_writer import read_tflite
+from edgecnn.fsutil import temp_dir
 
 VELA_INSTALL = "pip install 'edgecnn[vela]'"
 VELA_TIMEOUT_S = 600
@@ -147,7 +147,7 @@ def run_vela(tflite: Path, output: Path, *, target: str, accelerator: str | None
     version = vela_version()
     cfg = config_for(target, accelerator)
     tflite = Path(tflite)
-    with tempfile.TemporaryDirectory(prefix="edgecnn-vela-") as tmp:
+    with temp_dir("vela") as tmp:
         work = Path(tmp)
         src = work / "model.tflite"
         shutil.copyfile(tflite, src)

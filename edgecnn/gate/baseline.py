@@ -137,3 +137,68 @@ def write_baseline(path: Path, baseline: Baseline) -> Path:
         Path(path), {"edgecnn_version": __version__, **baseline.to_dict()}, kind=KIND, schema_version=SCHEMA_VERSION
     )
     return Path(path)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BaselinePlan:
+    """What the gate does with ``--baseline`` (decided before any rule is judged).
+
+    ``compare``: the baseline the vs-baseline rules compare against (None: those rules are skipped or, without
+    ``update``, the policy needs none); ``update``: write the new baseline when the gate passes; ``notes``:
+    what the user is told (a replaced baseline of another model, a first baseline)."""
+
+    path: Path | None
+    compare: Baseline | None
+    update: bool
+    notes: tuple[str, ...] = ()
+
+    @property
+    def writes_first(self) -> bool:
+        """The gate will create (or, forced, replace) the baseline rather than compare against one."""
+        return self.update and self.compare is None
+
+    def after(self, passed: bool) -> tuple[bool, str | None]:
+        """(write the baseline now?, the note to print) once the gate has decided."""
+        if not self.update or self.path is None:
+            return False, None
+        if passed:
+            return True, f"baseline written to {self.path}"
+        return False, f"gate failed: baseline {self.path} left unchanged"
+
+
+def plan_baseline(path: Path | None, drift: DriftReport, *, update: bool, force: bool) -> BaselinePlan:
+    """Read the baseline at ``path`` (if any) and decide whether it may be compared against or replaced.
+
+    A baseline of another model, another version of it (SHA-256) or other evaluation data is refused (it would
+    compare unrelated numbers, or ``--update-baseline`` would silently replace it) unless ``force`` (with
+    ``update``) says to replace it; then the vs-baseline rules are skipped for this run. A missing file is an
+    error unless ``update`` creates it."""
+    if update and path is None:
+        raise BadInputError("--update-baseline needs --baseline FILE: where to write it")
+    if force and not update:
+        raise BadInputError(
+            "--force-baseline goes with --update-baseline (it allows replacing another model's baseline)"
+        )
+    if path is None:
+        return BaselinePlan(path=None, compare=None, update=False)
+    path = Path(path)
+    if path.exists() and not path.is_file():
+        what = "a directory" if path.is_dir() else "not a regular file"
+        raise BadInputError(f"--baseline {path}: {what}; expected a gate-baseline JSON file")
+    if not path.is_file():
+        if not update:
+            raise BadInputError(f"{path}: no such baseline; create it with --update-baseline")
+        return BaselinePlan(
+            path=path, compare=None, update=True, notes=(f"no baseline at {path} yet: baseline rules skipped",)
+        )
+    base = read_baseline(path)
+    why = mismatch(base, drift)
+    if why is None:
+        return BaselinePlan(path=path, compare=base, update=update)
+    if not force:
+        raise BadInputError(
+            f"--baseline {path}: {why}; use that model's baseline"
+            + (", or replace it with --force-baseline" if update else "")
+        )
+    note = f"baseline {path}: {why}: replaced (--force-baseline), baseline rules skipped"
+    return BaselinePlan(path=path, compare=None, update=True, notes=(note,))

@@ -129,11 +129,14 @@ def _onnx(path: Path, input_shapes: dict[str, tuple[int, ...]] | None) -> ModelA
 
 def _tflite(path: Path) -> ModelArtifact:
     from edgecnn.export.tflite_writer import read_tflite
+    from edgecnn.graph.load import model_file_size
 
-    if not path.is_file():
-        raise ModelError(f"{path}: no such file; give the path of a .tflite model")
+    model_file_size(path, "a .tflite model")
     data = path.read_bytes()
-    g = read_tflite(data)  # ModelError for anything that is not a TFLite flatbuffer
+    try:
+        g = read_tflite(data)  # ModelError for anything that is not a TFLite flatbuffer
+    except ModelError as e:
+        raise ModelError(f"{path}: {e}") from None
 
     def info(i: int) -> TensorInfo:
         t = g.tensors[i]

@@ -72,21 +72,29 @@ def dims_of(vi: onnx.ValueInfoProto) -> list[int | str]:
     return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or "?") for d in t.shape.dim]
 
 
-def _read(path: Path) -> onnx.ModelProto:
+def model_file_size(path: Path, what: str = "an .onnx model") -> int:
+    """The size of the model file at ``path``, which must be a regular, non-empty file under 2 GiB (ONNX
+    protobufs and TFLite flatbuffers both use 32-bit offsets): ModelError otherwise, before anything is read
+    (a FIFO or device would block or never end, a sparse multi-GiB file would be read into memory)."""
     if not path.exists():
-        raise ModelError(f"{path}: no such file; give the path of an .onnx model")
+        raise ModelError(f"{path}: no such file; give the path of {what}")
     if path.is_dir():
-        raise ModelError(f"{path}: is a directory; give the path of an .onnx model file")
-    if not path.is_file():  # a FIFO or device would block or never end
-        raise ModelError(f"{path}: not a regular file; give the path of an .onnx model file")
+        raise ModelError(f"{path}: is a directory; give the path of {what} file")
+    if not path.is_file():
+        raise ModelError(f"{path}: not a regular file; give the path of {what} file")
     size = path.stat().st_size
     if size == 0:
-        raise ModelError(f"{path}: file is empty; expected an ONNX model")
+        raise ModelError(f"{path}: file is empty; expected {what}")
     if size >= PROTO_LIMIT:
         raise ModelError(
-            f"{path}: {size / (1 << 30):.2f} GiB; an ONNX file is one protobuf, limited to 2 GiB "
-            "(store large weights as external data)"
+            f"{path}: {size / (1 << 30):.2f} GiB; {what} file is limited to 2 GiB"
+            + (" (store large weights as external data)" if "onnx" in what else "")
         )
+    return size
+
+
+def _read(path: Path) -> onnx.ModelProto:
+    model_file_size(path)
     try:
         model = onnx.load(str(path), load_external_data=False)
     except (DecodeError, RuntimeError, ValueError, OSError) as e:

@@ -20,6 +20,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from edgecnn.fsutil import save_onnx
 from edgecnn.graph.external import to_array
 from edgecnn.graph.load import infer_shapes_inplace
 
@@ -381,7 +382,7 @@ def save_with_outputs(
         if t not in have:
             graph.output.append(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None))
     try:
-        onnx.save(model, str(path))
+        save_onnx(model, path)
     finally:
         del graph.output[n_out:]
         del graph.node[n_nodes:]

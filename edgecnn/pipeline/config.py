@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,20 @@ def _positive(path: Path, key: str, value: int | None, upper: int) -> int | None
     return value
 
 
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}$")
+
+
+def _run_name(path: Path, name: str | None) -> str:
+    """The run's name, which becomes the folder ``runs/NAME``: one plain path component (no ``/``, ``..``,
+    control characters or markup), so that it cannot point the run folder elsewhere."""
+    given = name is not None
+    name = str(name) if given else path.stem
+    if not _NAME.match(name) or ".." in name:
+        where = "name" if given else "name (from the file name; set name = ... in the file)"
+        raise _err(path, where, f"{name!r}; expected 1-64 of A-Z a-z 0-9 _ . + - (it names the folder runs/NAME)")
+    return name
+
+
 def load_pipeline(path: Path) -> PipelineConfig:
     """Parse and validate ``path``; relative paths in it resolve against its folder."""
     path = Path(path)
@@ -174,7 +189,7 @@ def load_pipeline(path: Path) -> PipelineConfig:
         raise _err(path, "data.evaluation", "missing; drift and the gate need labelled evaluation images")
     return PipelineConfig(
         source=path.resolve(),
-        name=str(get("", "name", path.stem)),
+        name=_run_name(path, get("", "name", None)),
         model=p(get("model", "path")),  # type: ignore[arg-type]
         input_shape=tuple(get("model", "input_shape", [])),
         calibration=p(get("data", "calibration")),  # type: ignore[arg-type]

@@ -401,7 +401,7 @@ def verify_run(run_dir: Path, *, echo: Echo = print, keep: Path | None = None) -
     recorded = dict(manifest.get("artifacts", {}))
     if not recorded:
         raise BadInputError(f"{run_dir / MANIFEST}: records no artefacts (no quantize or export step ran)")
-    tmp = Path(tempfile.mkdtemp(prefix="edgecnn-verify-")) if keep is None else Path(keep)
+    tmp = Path(tempfile.mkdtemp(prefix=f"edgecnn-verify-{os.getpid()}-")) if keep is None else Path(keep)
     try:
         echo(f"re-running the artefact steps of {run_dir} in {tmp}")
         result = run_pipeline(cfg, tmp, force=True, only_artifacts=True, echo=echo, summary=False)

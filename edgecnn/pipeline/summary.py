@@ -196,21 +196,21 @@ def render_html(s: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
-def _md_cell(v: str) -> str:
-    return str(v).replace("|", "\\|").replace("\n", " ").replace("<", "&lt;")
-
-
 def render_markdown(s: dict[str, Any]) -> str:
-    lines = [f"# edgecnn run `{_md_cell(s['name'])}`: gate {s['verdict']}", "",
-             f"model `{_md_cell(s['model'])}`, run {s['status']}, started {s['started']}", ""]  # fmt: skip
+    from edgecnn.report.markdown import code, md_text, table
+
+    lines = [f"# edgecnn run {code(s['name'])}: gate {s['verdict']}", "",
+             f"model {code(s['model'])}, run {md_text(s['status'])}, started {md_text(s['started'])}", ""]  # fmt: skip
     for title, header, rows in s["sections"]:
-        lines += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
+        lines += [f"## {title}", "", table(header, rows)]
         lines.append("")
     if s["verdicts"]:
-        lines += ["## Speed verdicts", "", *[f"- {_md_cell(v)}" for v in s["verdicts"]], ""]
+        lines += ["## Speed verdicts", "", *[f"- {md_text(v)}" for v in s["verdicts"]], ""]
     if s["plots"]:
-        lines += ["Plots: " + ", ".join(f"`{p.name}` ({c})" for c, p in s["plots"]) + " (embedded in summary.html)", ""]
+        lines += [
+            "Plots: " + ", ".join(f"{code(p.name)} ({c})" for c, p in s["plots"]) + " (embedded in summary.html)",
+            "",
+        ]
     return "\n".join(lines)
 
 

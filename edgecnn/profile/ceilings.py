@@ -15,7 +15,6 @@ import hashlib
 import json
 import os
 import statistics
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from edgecnn.fsutil import atomic_write_text
+from edgecnn.fsutil import atomic_write_text, temp_dir
 
 CACHE_VERSION = 2
 
@@ -215,7 +214,7 @@ def measure_ceilings(
     opts = dict(options or {})
     key = cache_key(cpu, runtime, version + json.dumps(opts, sort_keys=True), threads)
     if not roofline:
-        with tempfile.TemporaryDirectory(prefix="edgecnn-ceil-") as d:
+        with temp_dir("ceil") as d:  # created with interrupts held, removed on Ctrl-C/SIGTERM, swept after SIGKILL
             fixed = _fixed_cost(runtime, Path(d), threads, opts)
         return Ceilings(
             key=key, cpu_model=cpu, runtime=runtime, runtime_version=version, threads=threads, bandwidth_gbs=0.0,
@@ -232,7 +231,7 @@ def measure_ceilings(
                 return Ceilings(**d)
         except (OSError, ValueError, TypeError):
             pass  # a damaged cache entry is measured again
-    with tempfile.TemporaryDirectory(prefix="edgecnn-ceil-") as d:
+    with temp_dir("ceil") as d:  # created with interrupts held, removed on Ctrl-C/SIGTERM, swept after SIGKILL
         tmp = Path(d)
         bw = memory_bandwidth_gbs()
         gmacs: dict[str, float] = {}

@@ -28,13 +28,16 @@ class ImageDataset:
     spec: PreprocessSpec
 
     @classmethod
-    def open(cls, root: Path, spec: PreprocessSpec, samples: int | None = None) -> ImageDataset:
+    def open(
+        cls, root: Path, spec: PreprocessSpec, samples: int | None = None, *, option: str = "--samples"
+    ) -> ImageDataset:
+        """``option``: the command-line option ``samples`` came from, named in the errors."""
         files = list_images(root)
         if samples is not None:
             if samples <= 0:
-                raise DataError(f"--samples {samples}; expected a positive number of images")
+                raise DataError(f"{option} {samples}; expected a positive number of images")
             if samples > len(files):
-                raise DataError(f"{root}: --samples {samples} but the folder has only {len(files)} image(s)")
+                raise DataError(f"{root}: {option} {samples} but the folder has only {len(files)} image(s)")
             files = files[:samples]
         if spec.output_hw() is None:
             sizes = {_size(p) for p in files[:64]}

@@ -10,7 +10,6 @@ readable at the same path on every node (a shared or mounted file system), as wi
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from enum import StrEnum
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING
 import onnx
 
 from edgecnn.errors import BadInputError, MissingRuntimeError
+from edgecnn.fsutil import temp_dir
 from edgecnn.quantize.dataset import ImageDataset
 
 if TYPE_CHECKING:
@@ -77,7 +77,7 @@ def collect_shard(
     from edgecnn.quantize.api import calibrate
 
     model = onnx.load_from_string(model_bytes)
-    with tempfile.TemporaryDirectory(prefix="edgecnn-calib-shard-") as tmp:
+    with temp_dir("shard") as tmp:
         return calibrate(
             model, tensors, dataset, input_names, batch=batch, with_hist=with_hist, threads=threads,
             workdir=Path(tmp), channel_axis=channel_axis,

@@ -46,15 +46,29 @@ def write_json(path: Path, payload: dict[str, Any], *, kind: str, schema_version
     atomic_write_text(Path(path), dumps(body))
 
 
+MAX_REPORT_BYTES = 256 << 20  # reports hold raw latency samples; a million of them is ~20 MiB
+
+
 def read_json(path: Path, *, kind: str, schema_version: int) -> dict[str, Any]:
     """Read a report written by ``write_json``; wrong kind or version is a clear error (exit 2)."""
     path = Path(path)
     if not path.is_file():
+        if path.exists():
+            what = "a directory" if path.is_dir() else "not a regular file"
+            raise BadInputError(f"{path}: {what}; expected a {kind} JSON report file")
         raise BadInputError(f"{path}: no such file; expected a {kind} JSON report")
+    size = path.stat().st_size
+    if size > MAX_REPORT_BYTES:
+        raise BadInputError(
+            f"{path}: {size / (1 << 20):.0f} MiB; a {kind} report is at most {MAX_REPORT_BYTES >> 20} MiB "
+            "(is it another file?)"
+        )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise BadInputError(f"{path}: not valid JSON ({e}); expected a {kind} report") from None
+    except RecursionError:
+        raise BadInputError(f"{path}: not valid JSON (nested too deeply); expected a {kind} report") from None
     if not isinstance(data, dict):
         raise BadInputError(f"{path}: top level is {type(data).__name__}; expected a {kind} report object")
     if data.get("kind") != kind:

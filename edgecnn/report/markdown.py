@@ -12,26 +12,53 @@ if TYPE_CHECKING:
     from edgecnn.gate.decide import Decision, RuleResult
 
 
-def code(name: object) -> str:
-    """``name`` (from a model or a file) as an inline code span that nothing in it can close: a fence longer
-    than any run of backticks inside, control characters shown as ``\\xNN``. Markup inside stays text."""
+class Md(str):
+    """Text that is already Markdown (a code span, a number we formatted): inserted as is."""
+
+
+# Characters that make Markdown inline syntax: code spans, links and images, emphasis, strike-through, escapes.
+_MD_SYNTAX = re.compile(r"([\\`*_\[\]~])")
+
+
+def md_text(text: object) -> Md:
+    """The one escaping of text from a file (a node, model, class or rule name, a path, a spec field, a note)
+    into Markdown: shown as itself wherever it lands (a paragraph, a heading, a table cell), never live HTML
+    (``<``, ``>``, ``&`` become entities), never a link, image, emphasis or code span (their characters are
+    backslash-escaped), never a cell break (``|`` becomes ``&#124;``) nor a new line; control characters as
+    ``\\xNN``. GitHub renders job summaries and PR comments as HTML, so a name like ``<img src=x onerror=...>``
+    or ``</table>`` must stay text."""
     from edgecnn.report.fmt import plain
 
-    text = plain(name).replace("\n", " ")
+    s = plain(text).replace("\r", " ").replace("\n", " ")
+    s = s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "&#124;")
+    return Md(_MD_SYNTAX.sub(r"\\\1", s))
+
+
+def code(name: object) -> Md:
+    """``name`` (from a model or a file) as an inline code span that nothing in it can close: a fence longer
+    than any run of backticks inside, control characters shown as ``\\xNN``. Markup and HTML inside stay text
+    (a code span is never parsed); in a table cell its pipes are escaped by ``table``."""
+    from edgecnn.report.fmt import plain
+
+    text = plain(name).replace("\r", " ").replace("\n", " ")
     fence = "`" * (max((len(m) for m in re.findall(r"`+", text)), default=0) + 1)
     pad = " " if text.startswith("`") or text.endswith("`") else ""
-    return f"{fence}{pad}{text}{pad}{fence}"
+    return Md(f"{fence}{pad}{text}{pad}{fence}")
 
 
-def _cell(s: object) -> str:
-    from edgecnn.report.fmt import plain
+def cell(value: object) -> str:
+    """A table cell: ``Md`` as is with its pipes escaped (GFM splits cells before code spans), anything else
+    through ``md_text``."""
+    if isinstance(value, Md):
+        return value.replace("|", "\\|")
+    return md_text(value)
 
-    return plain(s).replace("|", "\\|").replace("\n", " ")
 
-
-def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    out = ["| " + " | ".join(_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
-    out += ["| " + " | ".join(_cell(c) for c in r) + " |" for r in rows]
+def table(header: Sequence[object], rows: Sequence[Sequence[object]], *, right: Sequence[int] = ()) -> str:
+    """A GFM table; ``right``: indexes of right-aligned (numeric) columns."""
+    rule = "|" + "".join("---:|" if i in right else "---|" for i in range(len(header)))
+    out = ["| " + " | ".join(cell(h) for h in header) + " |", rule]
+    out += ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows]
     return "\n".join(out)
 
 
@@ -44,7 +71,7 @@ def _num(v: float | None, unit: str = "", digits: int = 2) -> str:
 
 def drift_markdown(r: DriftReport, *, show: int = 5, heading: str = "###") -> str:
     lines = [
-        f"{heading} Drift: {code(r.candidate.name)} vs {code(r.reference.name)} ({r.images} images, {r.runtime})",
+        f"{heading} Drift: {code(r.candidate.name)} vs {code(r.reference.name)} ({r.images} images, {md_text(r.runtime)})",
         "",
     ]
     rows: list[list[object]] = []
@@ -56,14 +83,14 @@ def drift_markdown(r: DriftReport, *, show: int = 5, heading: str = "###") -> st
     if r.agreement_pct is not None:
         rows.append(["agreement", "", _num(r.agreement_pct, "%"), f"{r.flips_total} flipped"])
     for o in r.outputs:
-        rows.append([f"{code(o.name)} SQNR / cosine", "", f"{o.sqnr_db:.1f} dB / {o.cosine_mean:.5f}", ""])
+        rows.append([Md(f"{code(o.name)} SQNR / cosine"), "", f"{o.sqnr_db:.1f} dB / {o.cosine_mean:.5f}", ""])
     lines += [table(["metric", "reference", "candidate", "change"], rows), ""]
     if r.per_class:
         worst = [c for c in r.per_class if c.drop_pts > 0][:show]
         if worst:
             lines.append(
                 "Classes that lost most: "
-                + ", ".join(f"{c.name} ({c.reference_pct:.1f}% → {c.candidate_pct:.1f}%)" for c in worst)
+                + ", ".join(f"{md_text(c.name)} ({c.reference_pct:.1f}% → {c.candidate_pct:.1f}%)" for c in worst)
             )
             lines.append("")
     if r.worst_layers:
@@ -75,7 +102,7 @@ def drift_markdown(r: DriftReport, *, show: int = 5, heading: str = "###") -> st
     if not r.labeled:
         lines += ["_No labels: agreement and SQNR only._", ""]
     for n in r.notes:
-        lines.append(f"> note: {n}")
+        lines.append(f"> note: {md_text(n)}")
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -128,5 +155,5 @@ def gate_markdown(
         )
         lines.append("")
     for n in notes:
-        lines.append(f"> {n}")
+        lines.append(f"> {md_text(n)}")
     return "\n".join(lines).rstrip() + "\n"

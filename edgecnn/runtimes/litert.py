@@ -73,8 +73,9 @@ class LiteRtSession:
         if path.suffix.lower() == ".onnx":
             content = self._convert(path, input_shapes)
         else:
-            if not path.is_file():
-                raise ModelError(f"{path}: no such file; give the path of a .tflite model")
+            from edgecnn.graph.load import model_file_size  # a FIFO, a folder, a sparse 3 GiB file: one line
+
+            model_file_size(path, "a .tflite model")
             content = path.read_bytes()
             if content[4:8] != b"TFL3":
                 raise ModelError(f"{path}: not a TFLite flatbuffer (no 'TFL3' identifier); is it another format?")
