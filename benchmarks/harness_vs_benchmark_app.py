@@ -165,7 +165,7 @@ def readme_verdict(payload: dict[str, Any], o: dict[str, float], facts: dict[str
     clock = facts.get("clock", "perf_counter")
     how = (
         f"edgecnn's samples are the runtime clock (C++): {facts.get('clock_name', '')}, resolution "
-        f"{float(facts.get('clock_resolution_ns') or 0):.0f} ns, read after each call"
+        f"{median(payload, names['tiny'] + '/edgecnn', 'clock_resolution_ns') or 0:.0f} ns, read after each call"
         if clock == "runtime"
         else "edgecnn's samples are Python's perf_counter_ns around the call"
     )
