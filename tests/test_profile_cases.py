@@ -120,7 +120,7 @@ def test_a_edgecnn_int8_on_ort(models: dict[str, Path], cache: Path) -> None:
     floats = {r.layer for r in cmp.rows if r.other_precision == "fp32"}
     assert floats <= heads and "int8 (signed) activations" not in text, text  # uint8 activations: all fused
     if floats:  # a conv writing a float model output stays float, and the report says why
-        assert f"{len(floats)} of {n_conv} Conv layers ran in FP32 in edgecnn_ort" in text
+        assert f"{len(floats)} of {n_conv} matched compute layers (Conv) ran in FP32 in edgecnn_ort" in text
         assert "write float outputs (no QuantizeLinear after them)" in text
     else:
         assert f"All {n_conv} matched compute layers ran as integer kernels in edgecnn_ort" in text, text
@@ -153,7 +153,7 @@ def test_c_onnxruntimes_own_int8_names_float_convs_islands_and_conversions(
 ) -> None:
     cmp = _compare(models, "ort_own", "ort", cache)
     text = " ".join(cmp.sentences)
-    assert "Conv layers ran in FP32 in ort_own" in text and "int8 (signed) activations" in text, text
+    assert "matched compute layers (Conv) ran in FP32 in ort_own" in text and "int8 (signed) activations" in text, text
     assert "per-tensor activations with uint8 fix this" in text  # what to do about it
     assert "Q/DQ conversions (standalone) cost" in text
     isl = next(s for s in cmp.sentences if s.startswith("Float islands:"))

@@ -57,8 +57,17 @@ def check_same_inputs(base: str | Path, other: str | Path) -> None:
     """Two models are comparable layer by layer only when they take the same inputs (names and shapes)."""
     from edgecnn.graph.load import dims_of, graph_inputs, load_model
 
-    a = {vi.name: dims_of(vi) for vi in graph_inputs(load_model(base).model)}
-    b = {vi.name: dims_of(vi) for vi in graph_inputs(load_model(other).model)}
+    kinds = {_is_tflite(base), _is_tflite(other)}
+    if kinds == {True, False}:
+        raise BadInputError(
+            f"--compare {other}: one model is .tflite and the other ONNX ({base}); compare two .tflite files on "
+            "--runtime litert, or two ONNX models (litert converts ONNX in memory)"
+        )
+    if kinds == {True}:
+        a, b = _tflite_inputs(base), _tflite_inputs(other)
+    else:
+        a = {vi.name: dims_of(vi) for vi in graph_inputs(load_model(base).model)}
+        b = {vi.name: dims_of(vi) for vi in graph_inputs(load_model(other).model)}
     if a != b:
         fmt = lambda d: ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in d.items())  # noqa: E731
         raise BadInputError(
@@ -67,12 +76,32 @@ def check_same_inputs(base: str | Path, other: str | Path) -> None:
         )
 
 
+def _is_tflite(path: str | Path) -> bool:
+    return Path(path).suffix.lower() == ".tflite"
+
+
+def _tflite_inputs(path: str | Path) -> dict[str, list[int]]:
+    from edgecnn.runtimes import open_session
+
+    sess = open_session("litert", Path(path), threads=1, input_shapes={}, options={})
+    return {t.name: list(t.shape) for t in sess.inputs()}
+
+
+# TFLite compute ops: two .tflite files are matched op by op by their names (edgecnn's converter names each op
+# after the ONNX tensor it writes, the same in the float and the int8 export)
+TFLITE_COMPUTE = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "BATCH_MATMUL"})
+
+
 def _by_layer(rep: ProfileReport) -> tuple[dict[str, LayerProfile], list[LayerProfile]]:
-    """Kernels keyed by the ONNX compute node they run (their primary member); the rest separately."""
+    """Kernels keyed by the ONNX compute node they run (their primary member), or for a .tflite file by the
+    op's name; the rest separately."""
     keyed: dict[str, LayerProfile] = {}
     rest: list[LayerProfile] = []
+    tfl = _is_tflite(rep.model)
     for r in rep.layers:
-        if r.origin is Origin.MODEL and any(op in COMPUTE_OPS for op in r.onnx_ops):
+        if tfl and r.runtime_op in TFLITE_COMPUTE:
+            keyed[r.kernel] = r
+        elif not tfl and r.origin is Origin.MODEL and any(op in COMPUTE_OPS for op in r.onnx_ops):
             keyed[r.primary] = r
         else:
             rest.append(r)
@@ -94,7 +123,7 @@ def compare_profiles(base: ProfileReport, other: ProfileReport) -> ProfileCompar
         rb = b.get(name)
         if rb is None:
             continue
-        op = next(op for op in ra.onnx_ops if op in COMPUTE_OPS)
+        op = next((op for op in ra.onnx_ops if op in COMPUTE_OPS), ra.runtime_op)
         rows.append(
             LayerDelta(
                 layer=name, op=op, base_us=ra.p50_us, other_us=rb.p50_us, base_precision=ra.precision,
@@ -146,13 +175,22 @@ def compare_profiles(base: ProfileReport, other: ProfileReport) -> ProfileCompar
     from edgecnn.graph.load import load_model
     from edgecnn.profile.findings import _why_float, is_quantized
 
-    if is_quantized(load_model(other.model).model):
+    other_model = None if _is_tflite(other.model) else load_model(other.model).model
+    quantized = (
+        is_quantized(other_model) if other_model is not None else any(r.precision == "int8" for r in other.layers)
+    )
+    if quantized:
         if float_rows:
             t = sum(r.other_us for r in float_rows)
             ops = sorted({r.op for r in float_rows})
-            reasons = _why_float(load_model(other.model).model, [r.layer for r in float_rows], other.runtime)
+            reasons = (
+                _why_float(other_model, [r.layer for r in float_rows], other.runtime)
+                if other_model is not None
+                else [_TFLITE_FLOAT]
+            )
             s.append(
-                f"{len(float_rows)} of {len(rows)} {'/'.join(ops)} layers ran in {float_rows[0].other_precision.upper()} "
+                f"{len(float_rows)} of {len(rows)} matched compute layers ({'/'.join(ops)}) ran in "
+                f"{float_rows[0].other_precision.upper()} "
                 f"in {on} ({t:.1f} us, e.g. {', '.join(r.layer for r in float_rows[:3])}): " + "; ".join(reasons) + "."
             )
         elif rows:
@@ -187,7 +225,6 @@ def compare_profiles(base: ProfileReport, other: ProfileReport) -> ProfileCompar
                 f"({c.op}): " + ("each converts a whole tensor between float and int8." if pick == 0 else
                                  "layout or precision conversions between kernels.")
             )  # fmt: skip
-    other_model = load_model(other.model).model if Path(other.model).suffix.lower() == ".onnx" else None
     islands = float_islands(other) if other_model is not None and is_quantized(other_model) else []
     if islands:
         t = sum(r.p50_us for r in islands)
@@ -279,6 +316,11 @@ def slower(r: LayerDelta, base: ProfileReport) -> bool:
     )
 
 
+_TFLITE_FLOAT = (
+    "the .tflite file has it as a float op, dequantized before it (its ONNX source had no Q/DQ around it); "
+    "quantize that layer in the ONNX model before export"
+)
+
 # findings._why_float's reasons, said of one layer (the long form is in the sentence on float layers above)
 _SHORT_WHY = (
     ("unfolded BatchNormalization", "an unfolded BatchNormalization follows it (fold BatchNorm before quantizing)"),
@@ -292,6 +334,12 @@ def slower_reason(r: LayerDelta, base: ProfileReport, other: ProfileReport, othe
     """Why one layer got slower, from what the runtime reported for it and around it."""
     from edgecnn.profile.findings import FLOAT_PRECISIONS, _why_float, is_quantized
 
+    if (
+        other_model is None
+        and r.other_precision in FLOAT_PRECISIONS
+        and any(x.precision == "int8" for x in other.layers)
+    ):
+        return f"it still ran in {r.other_precision.upper()} in the int8 file: {_TFLITE_FLOAT}"
     quantized = other_model is not None and is_quantized(other_model)
     if quantized and r.other_precision in FLOAT_PRECISIONS:
         why = _why_float(other_model, [r.layer], other.runtime)[0]
