@@ -58,14 +58,25 @@ def case(*, base: str, other: str, runtime: str, ov_precision: str, runs: int, t
     }
 
 
+# file names the report speaks in (profile --compare names the models by their file stems)
+NAMES = {"fp32": "yolo320_fp32", "edgecnn": "yolo320_edgecnn_int8_ort", "edgecnn-ov": "yolo320_edgecnn_int8_ov",
+         "ort": "yolo320_ort_quantize_static_int8"}  # fmt: skip
+
+
 def quantized(variant: str, calib_n: int) -> Path:
-    """The INT8 model of ``variant`` (real_models.py's quantizers), made once."""
+    """The INT8 model of ``variant`` (real_models.py's quantizers), made once, under its report name."""
+    import shutil
+
     import real_models as rm
 
-    out = WORK / "int8" / f"{variant}.onnx"
-    if not out.exists():
+    made = WORK / "int8" / f"{variant}.onnx"
+    if not made.exists():
+        made.parent.mkdir(parents=True, exist_ok=True)
+        rm.child_quantize(variant, WORK / "model.onnx", WORK / "calib", calib_n, made)
+    out = WORK / "cases" / f"{NAMES[variant]}.onnx"
+    if not out.exists() or out.stat().st_mtime < made.stat().st_mtime:
         out.parent.mkdir(parents=True, exist_ok=True)
-        rm.child_quantize(variant, WORK / "model.onnx", WORK / "calib", calib_n, out)
+        shutil.copyfile(made, out)
     return out
 
 
@@ -97,11 +108,12 @@ def readme_table(payload: dict[str, Any]) -> str:
 
 
 def readme_sentences(payload: dict[str, Any]) -> str:
-    """What `profile --compare` said in each case (last round), verbatim."""
+    """What `profile --compare` said in each case (its last round), verbatim."""
     out = []
     for key, (label, rt, _, _) in CASES.items():
-        facts = next((x.get("facts", {}) for x in payload["variants"] if x["name"] == f"{key}/{rt}"), {})
-        said = [f"  - {t}" for t in str(facts.get("sentences", "")).split(" | ") if t]
+        v = next((x for x in payload["variants"] if x["name"] == f"{key}/{rt}"), {})
+        last = [r for r in v.get("rounds", []) if r.get("status") == "ok"][-1:]
+        said = [f"  - {t}" for t in str(last[0].get("sentences", "") if last else "").split(" | ") if t]
         out += [f"- **{key}: {label}**", *(said or ["  - (no result)"])]
     return "\n".join(out)
 
@@ -113,13 +125,17 @@ def main() -> int:
     common_args(ap)
     a = ap.parse_args()
     settings = settings_from(a)
+    import shutil
+
     import real_models as rm
 
     rm.build("yolo320", a.calib, 8)
-    base = str(WORK / "model.onnx")
+    base = WORK / "cases" / f"{NAMES['fp32']}.onnx"
+    base.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(WORK / "model.onnx", base)
     variants = []
     for key, (_, rt, qvariant, prec) in CASES.items():
-        params = {"base": base, "other": str(quantized(qvariant, a.calib)), "runtime": rt, "ov_precision": prec,
+        params = {"base": str(base), "other": str(quantized(qvariant, a.calib)), "runtime": rt, "ov_precision": prec,
                   "runs": a.runs}  # fmt: skip
         variants.append(Variant(name=f"{key}/{rt}", fn=f"{NAME}:case", params=params))
     payload = run_benchmark(NAME, variants, settings, extra={"runs": a.runs}, results=a.results)

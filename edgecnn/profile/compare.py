@@ -263,6 +263,11 @@ def compare_profiles(base: ProfileReport, other: ProfileReport) -> ProfileCompar
             )
             + "."
         )
+    elif rows and sp <= 0.95:
+        s.append(
+            f"No matched compute layer got slower in {on} beyond the profile's noise (more than 15% and more than its "
+            f"p90 in {bn}): the extra time is outside them (the conversions, float islands and inserted kernels above)."
+        )
     elif rows:
         s.append(
             f"No layer got slower in {on} beyond the profile's noise (more than 15% and more than its p90 in {bn}); "
