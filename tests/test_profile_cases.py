@@ -160,11 +160,12 @@ def test_c_onnxruntimes_own_int8_names_float_convs_islands_and_conversions(
     assert "Sigmoid" in isl and "Mul" in isl and "standalone QuantizeLinear/DequantizeLinear" in isl
     assert "edgecnn quantize --runtime ort" in isl
     named = _slower_named(cmp)
-    assert named, text  # 2-4x slower end to end: its float convs between Q/DQ lost time
-    said = next(s for s in cmp.sentences if s.startswith("Slower layers: "))
-    assert said.count("why: it still ran in FP32 (Conv) with Q/DQ around it: its activations are int8 (signed)") == len(
-        named
-    )
+    if named:  # float convs between Q/DQ that lost time are named, each with the reason
+        said = next(s for s in cmp.sentences if s.startswith("Slower layers: "))
+        why = "why: it still ran in FP32 (Conv) with Q/DQ around it: its activations are int8 (signed)"
+        assert said.count(why) == len(named), said
+    else:  # 2-4x slower end to end with no compute layer slower: the time went to the conversions, and it says so
+        assert "No matched compute layer got slower in ort_own" in text and "the extra time is outside them" in text
 
 
 def test_negative_control_nothing_slower_names_nothing(models: dict[str, Path], cache: Path) -> None:
