@@ -47,6 +47,10 @@ BLOCKS: dict[str, tuple[str, tuple[str, dict[str, str]]]] = {
     "calibration_goals": ("calibration:readme_goals", _CALIB),
     "calibration_accuracy": ("calibration:readme_accuracy", _CALIB),
     "harness": ("harness_vs_benchmark_app:readme_table", ("harness_vs_benchmark_app", {})),
+    "harness_litert": ("harness_litert_variants:readme_table", ("harness_litert_variants", {})),
+    "harness_litert_verdict": ("harness_litert_variants:readme_verdict", ("harness_litert_variants", {})),
+    "profile_cases": ("profile_cases:readme_table", ("profile_cases", {})),
+    "profile_cases_said": ("profile_cases:readme_sentences", ("profile_cases", {})),
     "ray_calibration": ("ray_calibration:readme_table", ("ray_calibration", {})),
     "startup": ("startup:readme_table", ("startup", {})),
 }
