@@ -5,12 +5,11 @@
                                                   [--iterations 200] [--tiny-iterations 3000] [--rounds 5]
 
 Through `benchmarks/runner.py`: each tool runs in a fresh process, >= 5 alternating rounds, median and
-spread. Reports the ratio of edgecnn's p50 to benchmark_app's median (goal: within 5%) and the harness's
-per-iteration overhead (goal: under 20 us), measured two ways:
-
-* loop overhead: wall time of the timed loop / N minus the mean timed sample (cost outside the timed call);
-* call overhead: p50 difference against benchmark_app on a trivial model, where inference is ~20 us and
-  any Python cost inside the timed call (benchmark_app times in C++) is visible.
+spread. Reports the ratio of edgecnn's p50 to benchmark_app's median, with its
+per-round spread, against issue 15's goals: p50 within 3% on ResNet-18 and within 10% on a tiny CNN (where
+inference is ~20 us and any cost inside the timed call shows). edgecnn's samples come from the clock `bench`
+uses for OpenVINO -- the infer request's own C++ clock, read after each call -- and the same calls timed with
+Python's perf_counter_ns are kept beside them, so the Python->C++ call cost stays visible. Nothing is subtracted.
 
 Both tools compile with PERFORMANCE_HINT=LATENCY, INFERENCE_NUM_THREADS=--threads and
 INFERENCE_PRECISION_HINT=f32 (what edgecnn's adapter uses); the precision benchmark_app reports is recorded.
@@ -77,7 +76,12 @@ def edgecnn(*, model: str, threads: int, batch: int, iterations: int, **_: Any) 
         "mean_ms": s.mean_ms,
         "min_ms": s.min_ms,
         "max_ms": s.max_ms,
+        # perf_counter_ns around the same calls: what a Python clock would have reported
+        "wall_p50_ms": r.wall_p50_ns / 1e6 if r.clock == "runtime" else s.p50_ms,
         "loop_us": r.loop_overhead_ns / 1e3,
+        "clock": r.clock,
+        "clock_name": r.clock_name or "Python time.perf_counter_ns",
+        "clock_resolution_ns": r.clock_resolution_ns,
         "openvino_precision": "f32",  # edgecnn's adapter passes INFERENCE_PRECISION_HINT=f32
     }
 
@@ -90,24 +94,41 @@ def tiny_model(folder: Path) -> Path:
     return save(small_cnn(), folder / "tiny_cnn.onnx")
 
 
+GOALS = {"model": 0.03, "tiny": 0.10}  # issue 15: p50 within 3% on ResNet-18, within 10% on the tiny CNN
+
+
+def round_ratios(payload: dict[str, Any], model: str, metric: str = "p50_ms") -> list[float]:
+    """edgecnn / benchmark_app per round (both ran in the same alternating round)."""
+    by = {v["name"]: {r["round"]: r for r in v["rounds"] if r.get("status") == "ok"} for v in payload["variants"]}
+    e, b = by.get(f"{model}/edgecnn", {}), by.get(f"{model}/benchmark_app", {})
+    return [e[k][metric] / b[k]["p50_ms"] for k in sorted(set(e) & set(b)) if metric in e[k]]
+
+
 def overheads(payload: dict[str, Any]) -> dict[str, float]:
-    """p50 ratio on the real model, loop overhead and call overhead (us), from the medians."""
+    """p50 ratios (edgecnn's clock, and perf_counter around the same call) and the loop cost, from the medians."""
     names = payload["models"]
-    big, tiny = names["model"], names["tiny"]
-    ratio = median(payload, f"{big}/edgecnn", "p50_ms") / median(payload, f"{big}/benchmark_app", "p50_ms")
-    loop_us = median(payload, f"{big}/edgecnn", "loop_us")
-    call_us = (median(payload, f"{tiny}/edgecnn", "p50_ms") - median(payload, f"{tiny}/benchmark_app", "p50_ms")) * 1e3
-    return {"p50_ratio": ratio, "loop_us": loop_us, "call_us": call_us, "total_us": loop_us + call_us}
+    out: dict[str, float] = {}
+    for key in ("model", "tiny"):
+        m = names[key]
+        b = median(payload, f"{m}/benchmark_app", "p50_ms")
+        out[f"{key}_ratio"] = median(payload, f"{m}/edgecnn", "p50_ms") / b
+        wall = median(payload, f"{m}/edgecnn", "wall_p50_ms")
+        out[f"{key}_wall_ratio"] = (wall / b) if wall is not None else float("nan")
+        out[f"{key}_call_us"] = ((wall or 0.0) - median(payload, f"{m}/edgecnn", "p50_ms")) * 1e3
+    out["loop_us"] = median(payload, f"{names['model']}/edgecnn", "loop_us")
+    return out
 
 
 def readme_table(payload: dict[str, Any]) -> str:
     s, mach = payload["settings"], payload["machine"]
     names = payload["models"]
+    la, lb = mach.get("loadavg_before") or [], mach.get("loadavg_after") or []
     lines = [
         f"Median over {s['rounds']} alternating rounds, each tool in a fresh process [min-max over the rounds]; "
         f"{s['threads']} threads, batch {s['batch']}, OpenVINO {mach['versions']['openvino']} CPU (f32 hint for "
         f"both), {payload['iterations']['model']} iterations ({names['tiny']}: {payload['iterations']['tiny']}); "
-        f"{mach['cpu_model']} ({mach['cores_logical']} cores).",
+        f"{mach['cpu_model']} ({mach['cores_logical']} cores)"
+        + (f"; 1-min load average {la[0]:.1f} before, {lb[0]:.1f} after." if la and lb else "."),
         "",
         "| model | metric (ms) | edgecnn | benchmark_app | ratio |",
         "|---|---|---|---|---|",
@@ -119,20 +140,43 @@ def readme_table(payload: dict[str, Any]) -> str:
             if e is None or b is None or se is None or sb is None:
                 continue
             ratio = f"{e / b:.3f}"
-            if k == "p50" and m == names["model"]:
+            if k == "p50":
                 ratio = f"**{ratio}**"
             lines.append(
                 f"| {m} | {k} | {e:.4f} [{se[0]:.4f}-{se[1]:.4f}] | {b:.4f} [{sb[0]:.4f}-{sb[1]:.4f}] | {ratio} |"
             )
     o = overheads(payload)
-    lines += [
-        "",
-        f"p50 ratio {o['p50_ratio']:.3f} ({'within' if abs(o['p50_ratio'] - 1) <= 0.05 else 'OUTSIDE'} the 5% goal). "
-        f"Per-iteration overhead: {o['loop_us']:.2f} us outside the timed call + {o['call_us']:.2f} us inside it "
-        f"(the tiny model's p50 difference; benchmark_app times in C++) = {o['total_us']:.2f} us "
-        f"({'under' if o['total_us'] < 20 else 'OVER'} the 20 us goal).",
-    ]
+    facts = next((v.get("facts", {}) for v in payload["variants"] if v["name"].endswith("/edgecnn")), {})
+    lines += ["", readme_verdict(payload, o, facts)]
     return "\n".join(lines)
+
+
+def readme_verdict(payload: dict[str, Any], o: dict[str, float], facts: dict[str, Any]) -> str:
+    names = payload["models"]
+    parts = []
+    for key in ("model", "tiny"):
+        m, goal, r = names[key], GOALS[key], o[f"{key}_ratio"]
+        rr = round_ratios(payload, m)
+        met = abs(r - 1) <= goal
+        parts.append(
+            f"{m}: p50 ratio {r:.3f} (per round {min(rr):.3f}-{max(rr):.3f}), goal within {goal:.0%}: "
+            f"{'met' if met else 'NOT met'}"
+        )
+    clock = facts.get("clock", "perf_counter")
+    how = (
+        f"edgecnn's samples are the runtime clock (C++): {facts.get('clock_name', '')}, resolution "
+        f"{median(payload, names['tiny'] + '/edgecnn', 'clock_resolution_ns') or 0:.0f} ns, read after each call"
+        if clock == "runtime"
+        else "edgecnn's samples are Python's perf_counter_ns around the call"
+    )
+    wall = (
+        f" Python perf_counter_ns around the same calls gives p50 ratios {o['model_wall_ratio']:.3f} and "
+        f"{o['tiny_wall_ratio']:.3f} ({o['tiny_call_us']:.2f} us per call on {names['tiny']}: the Python->C++ call "
+        "and GIL hand-over, outside the runtime's clock)."
+        if clock == "runtime"
+        else ""
+    )
+    return "; ".join(parts) + f". {how}.{wall} Loop cost outside the clock: {o['loop_us']:.2f} us per iteration."
 
 
 def main() -> int:

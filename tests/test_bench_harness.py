@@ -57,7 +57,37 @@ def test_run_bench_on_real_runtime(small: Path, runtime: str) -> None:
     assert r.bound_inputs and r.timed_call == {"ort": "InferenceSession.run_with_iobinding",
                                                "openvino": "InferRequest.infer",
                                                "litert": "InterpreterWrapper.Invoke"}[runtime]  # fmt: skip
-    assert BenchResult.from_dict(json.loads(json.dumps(r.to_dict()))).timed_call == r.timed_call
+    back = BenchResult.from_dict(json.loads(json.dumps(r.to_dict())))
+    assert back.timed_call == r.timed_call and (back.clock, back.clock_name, back.wall_p50_ns) == (
+        r.clock,
+        r.clock_name,
+        r.wall_p50_ns,
+    )
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_clock_closest_to_the_runtimes_own_is_used_and_named(small: Path, runtime: str) -> None:
+    """OpenVINO: the samples are the request's own C++ clock around infer (what benchmark_app's chrono clock
+    measures), each inside perf_counter_ns around the same call; the others: perf_counter_ns itself."""
+    r = run_bench(small, runtime, threads=1, warmup=20, iterations=300)
+    if runtime == "openvino":
+        assert r.clock == "runtime" and r.clock_name.startswith("OpenVINO InferRequest.latency")
+        assert r.clock_resolution_ns == 1.0
+        # inside the Python interval, and not a different quantity: the medians differ by the call's cost only
+        assert r.stats.p50_ms * 1e6 <= r.wall_p50_ns and r.wall_p50_ns - r.stats.p50_ms * 1e6 < 50_000
+    else:
+        assert r.clock == "perf_counter" and r.wall_p50_ns == sorted(r.samples_ns)[len(r.samples_ns) // 2]
+
+
+def test_a_runtime_clock_longer_than_the_call_is_refused() -> None:
+    from edgecnn.bench.harness import BenchError
+    from edgecnn.bench.worker import check_clock
+
+    check_clock([900, 1000, 1900], [1000, 1000, 1000], "m.onnx")  # shorter, equal, within 1 us of slack
+    with pytest.raises(BenchError, match=r"m.onnx: the runtime's own clock disagrees .* on 1 of 2 calls"):
+        check_clock([900, 2500], [1000, 1000], "m.onnx")
+    with pytest.raises(BenchError, match="on 1 of 2 calls"):
+        check_clock([0, 900], [1000, 1000], "m.onnx")  # a clock that never ticked
 
 
 def test_peak_rss_is_measured_not_estimated(tmp_path: Path) -> None:

@@ -218,7 +218,7 @@ def test_compare_names_why_onnxruntimes_own_int8_is_slower(cache: Path, tmp_path
     base = profile_model(SAMPLE_MODEL, "ort", threads=1, runs=40, cache_dir=cache)
     other = profile_model(ortq, "ort", threads=1, runs=40, cache_dir=cache)
     text = " ".join(compare_profiles(base, other).sentences)
-    assert "Conv layers ran in FP32 in ort_int8" in text and "int8 (signed) activations" in text
+    assert "matched compute layers (Conv) ran in FP32 in ort_int8" in text and "int8 (signed) activations" in text
     assert "BatchNormalization layer(s) ran on their own" in text
     assert "Q/DQ conversions (standalone) cost" in text
 

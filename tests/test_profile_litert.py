@@ -134,3 +134,37 @@ def test_tflite_cli_with_and_without_its_onnx(sample_tflite: Path, cache: Path, 
     assert_one_line_error(invoke("profile", sample_tflite, "-r", "ort"), 2, "sample_cnn.tflite", "--runtime litert")
     res = invoke("profile", SAMPLE_MODEL, "-r", "litert", "--onnx", SAMPLE_MODEL)
     assert_one_line_error(res, 2, "--onnx", "only for a .tflite")
+
+
+def test_compare_two_tflite_files_op_by_op(sample_tflite: Path, cache: Path, tmp_path: Path) -> None:
+    """`profile --compare` on two .tflite exports (float and int8): ops matched by their names (edgecnn's
+    converter names each op after its ONNX tensor), precisions from the files; an ONNX/.tflite mix or
+    different inputs is exit 2 with the reason."""
+    int8_onnx = tmp_path / "int8.onnx"
+    assert run_cli("quantize", SAMPLE_MODEL, "--calib", CALIB_DIR, "-o", int8_onnx).returncode == 0
+    int8 = tmp_path / "sample_int8.tflite"
+    loaded = load_model(int8_onnx)
+    int8.write_bytes(onnx_to_tflite(loaded.model, base_dir=loaded.path.parent).data)
+    js = tmp_path / "c.json"
+    res = invoke("profile", sample_tflite, "-r", "litert", "--threads", "1", "-n", "20", "--cache-dir", cache,
+                 "--compare", int8, "--json", js)  # fmt: skip
+    assert res.exit_code == 0, res.output
+    cmp = json.loads(js.read_text())["compare"]
+    compute = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"}
+    ops = [r for r in cmp["base"]["layers"] if r["runtime_op"] in compute]
+    assert sorted(r["layer"] for r in cmp["rows"]) == sorted(r["kernel"] for r in ops)  # every compute op matched
+    assert {r["base_precision"] for r in cmp["rows"]} == {"fp32"} and "int8" in {
+        r["other_precision"] for r in cmp["rows"]
+    }
+    text = " ".join(cmp["sentences"])
+    assert "sample_int8 is" in text and "than sample_cnn on litert" in text
+    floats = [r["layer"] for r in cmp["rows"] if r["other_precision"] == "fp32"]
+    assert ("dequantized before it" in text) == bool(floats), text  # the last FC of a QDQ model stays float
+    # bad input: a .tflite against an ONNX model, and two .tflite files with different inputs
+    res = invoke("profile", sample_tflite, "-r", "litert", "--compare", SAMPLE_MODEL)
+    assert_one_line_error(res, 2, "--compare", "one model is .tflite and the other ONNX")
+    other = tmp_path / "gather.tflite"
+    g = load_model(_gather_model(tmp_path, gather=False))
+    other.write_bytes(onnx_to_tflite(g.model, base_dir=g.path.parent).data)
+    res = invoke("profile", sample_tflite, "-r", "litert", "--compare", other)
+    assert_one_line_error(res, 2, f"--compare {other}", "differ", "same input names and shapes")

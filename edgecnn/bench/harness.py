@@ -148,6 +148,13 @@ class BenchResult:
     timer_resolution_ns: float = 0.0
     timer_empty_call_ns: float = 0.0
     timed_call: str = ""
+    # Which clock made samples_ns: "runtime" (the runtime's own C++ clock around its inference call, read after
+    # each call; OpenVINO) or "perf_counter" (Python's clock around the call). wall_p50_ns: perf_counter's p50
+    # around the same calls, so the Python->C++ call cost stays visible.
+    clock: str = "perf_counter"
+    clock_name: str = ""
+    clock_resolution_ns: float = 0.0
+    wall_p50_ns: float = 0.0
 
     @property
     def label(self) -> str:
@@ -188,7 +195,10 @@ class BenchResult:
             "bound_inputs": self.bound_inputs,
             "inference_precision": self.inference_precision,
             "timer": {
-                "clock": "perf_counter_ns",
+                "clock": self.clock,
+                "clock_name": self.clock_name or "Python time.perf_counter_ns around the call",
+                "clock_resolution_ns": self.clock_resolution_ns or self.timer_resolution_ns,
+                "wall_p50_ns": self.wall_p50_ns,
                 "resolution_ns": self.timer_resolution_ns,
                 "empty_timed_call_ns": self.timer_empty_call_ns,
                 "loop_overhead_ns": self.loop_overhead_ns,
@@ -216,6 +226,10 @@ class BenchResult:
             timer_resolution_ns=float(timer.get("resolution_ns", 0.0)),
             timer_empty_call_ns=float(timer.get("empty_timed_call_ns", 0.0)),
             timed_call=str(timer.get("timed_call", "")),
+            clock="runtime" if timer.get("clock") == "runtime" else "perf_counter",
+            clock_name=str(timer.get("clock_name", "")),
+            clock_resolution_ns=float(timer.get("clock_resolution_ns") or 0.0),
+            wall_p50_ns=float(timer.get("wall_p50_ns") or 0.0),
         )
 
 
@@ -639,6 +653,10 @@ def result_from_worker(prepared: PreparedModel, data: dict[str, Any], *, host: s
         timer_resolution_ns=float(data.get("timer_resolution_ns", 0.0)),
         timer_empty_call_ns=float(data.get("timer_empty_call_ns", 0.0)),
         timed_call=str(data.get("timed_call", "")),
+        clock=str(data.get("clock", "perf_counter")),
+        clock_name=str(data.get("clock_name", "")),
+        clock_resolution_ns=float(data.get("clock_resolution_ns") or data.get("timer_resolution_ns", 0.0)),
+        wall_p50_ns=float(data.get("wall_p50_ns") or 0.0),
     )
 
 

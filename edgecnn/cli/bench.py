@@ -217,9 +217,19 @@ def timer_lines(results: Sequence[BenchResult]) -> list[str]:
         res = min(r.timer_resolution_ns for r in rs)
         empty = statistics.median(r.timer_empty_call_ns for r in rs)
         loop = statistics.median(r.loop_overhead_ns for r in rs)
+        bound = " (inputs bound once)" if rs[0].bound_inputs else " (inputs passed per call)"
+        if rs[0].clock == "runtime":
+            wall = statistics.median(r.wall_p50_ns for r in rs)
+            p50 = statistics.median(r.stats.p50_ms for r in rs) * 1e6
+            out.append(
+                f"clock ({runtime}{where}): runtime clock (C++), {rs[0].clock_name}, around {call}{bound}; "
+                f"resolution {rs[0].clock_resolution_ns:.0f} ns. Python perf_counter around the same call: p50 "
+                f"{wall / 1e3:.2f} us ({(wall - p50) / 1e3:+.2f} us: the Python->C++ call), "
+                f"{loop / 1e3:.2f} us per iteration outside the runtime clock."
+            )
+            continue
         out.append(
-            f"timer ({runtime}{where}): perf_counter_ns around {call}"
-            f"{' (inputs bound once)' if rs[0].bound_inputs else ' (inputs passed per call)'}; "
+            f"clock ({runtime}{where}): Python perf_counter_ns around {call}{bound}; "
             f"resolution {res:.0f} ns, empty timed call {empty:.0f} ns (inside each sample), "
             f"loop {loop / 1e3:.2f} us per iteration outside the timer."
         )

@@ -23,6 +23,7 @@ class LayerDelta:
     other_precision: str
     base_kernel: str
     other_kernel: str
+    base_p90_us: float = 0.0  # the base layer's own spread: a slower layer must be slower than this
 
     @property
     def delta_us(self) -> float:
@@ -56,8 +57,17 @@ def check_same_inputs(base: str | Path, other: str | Path) -> None:
     """Two models are comparable layer by layer only when they take the same inputs (names and shapes)."""
     from edgecnn.graph.load import dims_of, graph_inputs, load_model
 
-    a = {vi.name: dims_of(vi) for vi in graph_inputs(load_model(base).model)}
-    b = {vi.name: dims_of(vi) for vi in graph_inputs(load_model(other).model)}
+    kinds = {_is_tflite(base), _is_tflite(other)}
+    if kinds == {True, False}:
+        raise BadInputError(
+            f"--compare {other}: one model is .tflite and the other ONNX ({base}); compare two .tflite files on "
+            "--runtime litert, or two ONNX models (litert converts ONNX in memory)"
+        )
+    if kinds == {True}:
+        a, b = _tflite_inputs(base), _tflite_inputs(other)
+    else:
+        a = {vi.name: dims_of(vi) for vi in graph_inputs(load_model(base).model)}
+        b = {vi.name: dims_of(vi) for vi in graph_inputs(load_model(other).model)}
     if a != b:
         fmt = lambda d: ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in d.items())  # noqa: E731
         raise BadInputError(
@@ -66,12 +76,32 @@ def check_same_inputs(base: str | Path, other: str | Path) -> None:
         )
 
 
+def _is_tflite(path: str | Path) -> bool:
+    return Path(path).suffix.lower() == ".tflite"
+
+
+def _tflite_inputs(path: str | Path) -> dict[str, list[int]]:
+    from edgecnn.runtimes import open_session
+
+    sess = open_session("litert", Path(path), threads=1, input_shapes={}, options={})
+    return {t.name: list(t.shape) for t in sess.inputs()}
+
+
+# TFLite compute ops: two .tflite files are matched op by op by their names (edgecnn's converter names each op
+# after the ONNX tensor it writes, the same in the float and the int8 export)
+TFLITE_COMPUTE = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "BATCH_MATMUL"})
+
+
 def _by_layer(rep: ProfileReport) -> tuple[dict[str, LayerProfile], list[LayerProfile]]:
-    """Kernels keyed by the ONNX compute node they run (their primary member); the rest separately."""
+    """Kernels keyed by the ONNX compute node they run (their primary member), or for a .tflite file by the
+    op's name; the rest separately."""
     keyed: dict[str, LayerProfile] = {}
     rest: list[LayerProfile] = []
+    tfl = _is_tflite(rep.model)
     for r in rep.layers:
-        if r.origin is Origin.MODEL and any(op in COMPUTE_OPS for op in r.onnx_ops):
+        if tfl and r.runtime_op in TFLITE_COMPUTE:
+            keyed[r.kernel] = r
+        elif not tfl and r.origin is Origin.MODEL and any(op in COMPUTE_OPS for op in r.onnx_ops):
             keyed[r.primary] = r
         else:
             rest.append(r)
@@ -93,11 +123,12 @@ def compare_profiles(base: ProfileReport, other: ProfileReport) -> ProfileCompar
         rb = b.get(name)
         if rb is None:
             continue
-        op = next(op for op in ra.onnx_ops if op in COMPUTE_OPS)
+        op = next((op for op in ra.onnx_ops if op in COMPUTE_OPS), ra.runtime_op)
         rows.append(
             LayerDelta(
                 layer=name, op=op, base_us=ra.p50_us, other_us=rb.p50_us, base_precision=ra.precision,
                 other_precision=rb.precision, base_kernel=ra.kernel_type, other_kernel=rb.kernel_type,
+                base_p90_us=ra.p90_us,
             )
         )  # fmt: skip
     cats = []
@@ -144,13 +175,22 @@ def compare_profiles(base: ProfileReport, other: ProfileReport) -> ProfileCompar
     from edgecnn.graph.load import load_model
     from edgecnn.profile.findings import _why_float, is_quantized
 
-    if is_quantized(load_model(other.model).model):
+    other_model = None if _is_tflite(other.model) else load_model(other.model).model
+    quantized = (
+        is_quantized(other_model) if other_model is not None else any(r.precision == "int8" for r in other.layers)
+    )
+    if quantized:
         if float_rows:
             t = sum(r.other_us for r in float_rows)
             ops = sorted({r.op for r in float_rows})
-            reasons = _why_float(load_model(other.model).model, [r.layer for r in float_rows], other.runtime)
+            reasons = (
+                _why_float(other_model, [r.layer for r in float_rows], other.runtime)
+                if other_model is not None
+                else [_TFLITE_FLOAT]
+            )
             s.append(
-                f"{len(float_rows)} of {len(rows)} {'/'.join(ops)} layers ran in {float_rows[0].other_precision.upper()} "
+                f"{len(float_rows)} of {len(rows)} matched compute layers ({'/'.join(ops)}) ran in "
+                f"{float_rows[0].other_precision.upper()} "
                 f"in {on} ({t:.1f} us, e.g. {', '.join(r.layer for r in float_rows[:3])}): " + "; ".join(reasons) + "."
             )
         elif rows:
@@ -185,16 +225,53 @@ def compare_profiles(base: ProfileReport, other: ProfileReport) -> ProfileCompar
                 f"({c.op}): " + ("each converts a whole tensor between float and int8." if pick == 0 else
                                  "layout or precision conversions between kernels.")
             )  # fmt: skip
-    worse = sorted((r for r in rows if r.delta_us > 0), key=lambda r: -r.delta_us)[:3]
+    islands = float_islands(other) if other_model is not None and is_quantized(other_model) else []
+    if islands:
+        t = sum(r.p50_us for r in islands)
+        q = [r for r in other.layers if r.executed and _is_qdq(r)]
+        ops = ", ".join(f"{op} x{n}" for op, n in _counts(op for r in islands for op in r.onnx_ops).items())
+        s.append(
+            f"Float islands: {len(islands)} kernel(s) of {on} ran in {islands[0].precision.upper()} ({ops}; {t:.1f} us)"
+            + (
+                f", entered and left through {len(q)} standalone QuantizeLinear/DequantizeLinear kernel(s) "
+                f"({sum(r.p50_us for r in q):.1f} us)"
+                if q
+                else ""
+            )
+            + f": {other.runtime} fused no integer kernel for these ops, so their tensors go to float and back; "
+            f"quantize for this runtime (edgecnn quantize --runtime {other.runtime}) so ops without an integer kernel "
+            "get no Q/DQ around them."
+        )
+    ins_b = [r for r in other.layers if r.executed and r.origin is Origin.INSERTED]
+    ins_a = [r for r in base.layers if r.executed and r.origin is Origin.INSERTED]
+    if len(ins_b) > len(ins_a):
+        kinds = ", ".join(f"{op} x{n}" for op, n in _counts(r.runtime_op for r in ins_b).items())
+        s.append(
+            f"{other.runtime} inserted {len(ins_b)} conversion kernel(s) in {on} ({kinds}; "
+            f"{sum(r.p50_us for r in ins_b):.1f} us) vs {len(ins_a)} in {bn} ({sum(r.p50_us for r in ins_a):.1f} us): "
+            "layout and precision changes between integer and float kernels, none of them in the ONNX graph."
+        )
+    worse = sorted((r for r in rows if slower(r, base)), key=lambda r: -r.delta_us)[:3]
     better = sorted((r for r in rows if r.delta_us < 0), key=lambda r: r.delta_us)[:3]
     if worse:
         s.append(
             "Slower layers: "
             + "; ".join(
-                f"{r.layer} {r.base_us:.1f} -> {r.other_us:.1f} us ({r.base_precision} -> {r.other_precision})"
+                f"{r.layer} ({r.op}) {r.base_us:.1f} -> {r.other_us:.1f} us ({r.base_precision} -> {r.other_precision}), "
+                f"why: {slower_reason(r, base, other, other_model)}"
                 for r in worse
             )
             + "."
+        )
+    elif rows and sp <= 0.95:
+        s.append(
+            f"No matched compute layer got slower in {on} beyond the profile's noise (more than 15% and more than its "
+            f"p90 in {bn}): the extra time is outside them (the conversions, float islands and inserted kernels above)."
+        )
+    elif rows:
+        s.append(
+            f"No layer got slower in {on} beyond the profile's noise (more than 15% and more than its p90 in {bn}); "
+            "nothing to fix layer by layer."
         )
     if better:
         s.append(
@@ -206,6 +283,96 @@ def compare_profiles(base: ProfileReport, other: ProfileReport) -> ProfileCompar
             + "."
         )
     return ProfileComparison(base=base, other=other, rows=tuple(rows), categories=tuple(cats), sentences=tuple(s))
+
+
+def _is_qdq(r: LayerProfile) -> bool:
+    return r.origin is Origin.MODEL and bool(r.onnx_ops) and set(r.onnx_ops) <= {"QuantizeLinear", "DequantizeLinear"}
+
+
+def _counts(items: Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for x in items:
+        out[x] = out.get(x, 0) + 1
+    return out
+
+
+def float_islands(rep: ProfileReport) -> list[LayerProfile]:
+    """Kernels of a quantized model's profile that ran in float and are neither compute layers (those are
+    named with their own reasons) nor Q/DQ conversions: ops the runtime has no fused integer kernel for."""
+    from edgecnn.profile.findings import FLOAT_PRECISIONS
+
+    return [
+        r
+        for r in rep.layers
+        if r.executed
+        and r.p50_us > 0
+        and r.origin is Origin.MODEL
+        and r.precision in FLOAT_PRECISIONS
+        and not set(r.onnx_ops) & COMPUTE_OPS
+        and not _is_qdq(r)
+    ]
+
+
+def slower(r: LayerDelta, base: ProfileReport) -> bool:
+    """A layer got slower beyond the profile's noise: by more than 15% of its time, more than its base p90,
+    and by more than 2% of the base model's end-to-end time (a layer that small does not matter)."""
+    return (
+        r.delta_us > 0.15 * r.base_us and r.other_us > r.base_p90_us and r.delta_us > 0.02 * max(base.e2e_p50_us, 1e-9)
+    )
+
+
+_TFLITE_FLOAT = (
+    "the .tflite file has it as a float op, dequantized before it (its ONNX source had no Q/DQ around it); "
+    "quantize that layer in the ONNX model before export"
+)
+
+# findings._why_float's reasons, said of one layer (the long form is in the sentence on float layers above)
+_SHORT_WHY = (
+    ("unfolded BatchNormalization", "an unfolded BatchNormalization follows it (fold BatchNorm before quantizing)"),
+    ("int8 (signed) activations", "its activations are int8 (signed); ONNX Runtime's x86 kernels fuse uint8 ones"),
+    ("float activation input", "its input is float (no DequantizeLinear before it)"),
+    ("write float outputs", "its output is float (no QuantizeLinear after it)"),
+)
+
+
+def slower_reason(r: LayerDelta, base: ProfileReport, other: ProfileReport, other_model: Any) -> str:
+    """Why one layer got slower, from what the runtime reported for it and around it."""
+    from edgecnn.profile.findings import FLOAT_PRECISIONS, _why_float, is_quantized
+
+    if (
+        other_model is None
+        and r.other_precision in FLOAT_PRECISIONS
+        and any(x.precision == "int8" for x in other.layers)
+    ):
+        return f"it still ran in {r.other_precision.upper()} in the int8 file: {_TFLITE_FLOAT}"
+    quantized = other_model is not None and is_quantized(other_model)
+    if quantized and r.other_precision in FLOAT_PRECISIONS:
+        why = _why_float(other_model, [r.layer], other.runtime)[0]
+        short = next((text for key, text in _SHORT_WHY if key in why), "the runtime did not fuse its Q/DQ")
+        return f"it still ran in {r.other_precision.upper()} ({r.other_kernel}) with Q/DQ around it: {short}"
+    parts = []
+    if r.base_precision == "bf16" and r.other_precision not in FLOAT_PRECISIONS:
+        amx = any(f.startswith("amx") for f in base.cpu_flags)
+        parts.append(
+            f"the baseline already ran it in bf16 ({r.base_kernel}{', AMX' if amx else ''}), so int8 has far less to "
+            "gain than against fp32 and pays requantization on top"
+        )
+    order = [x for x in other.layers if x.executed]
+    idx = next((i for i, x in enumerate(order) if x.primary == r.layer), None)
+    if idx is not None:
+        near = [x for x in order[max(0, idx - 2) : idx + 3] if x.origin is Origin.INSERTED or _is_qdq(x)]
+        if near:
+            kinds = ", ".join(f"{op} x{n}" for op, n in _counts(x.runtime_op for x in near).items())
+            parts.append(
+                f"next to it in execution order run {len(near)} conversion kernel(s) ({kinds}, "
+                f"{sum(x.p50_us for x in near):.1f} us)"
+            )
+    if not parts:
+        parts.append(
+            f"it ran as {r.other_kernel} ({r.other_precision}) where {base.model and Path(base.model).stem} ran "
+            f"{r.base_kernel} ({r.base_precision}): the same work, a slower kernel on {other.runtime} at this size"
+        )
+    return "; ".join(parts)
 
 
 def explain_slower(base_model: str | Path, model: str | Path, runtime: str, *, threads: int = 0) -> list[str]:

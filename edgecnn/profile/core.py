@@ -32,7 +32,7 @@ import numpy as np
 import onnx
 
 from edgecnn.errors import BadInputError, EdgecnnError
-from edgecnn.profile.ceilings import Ceilings, interleaved, measure_ceilings
+from edgecnn.profile.ceilings import Ceilings, interleaved, measure_ceilings, session_timer
 from edgecnn.profile.mapping import COMPUTE_OPS, KernelNames, map_kernels, node_names
 
 SCHEMA_VERSION = 1
@@ -141,6 +141,8 @@ class ProfileReport:
     findings: tuple[str, ...]
     preprocess: PreprocessTiming | None = None
     cpu_flags: tuple[str, ...] = field(default_factory=tuple)
+    # the clock the end-to-end samples were taken with: bench's for the runtime (OpenVINO: its own C++ clock)
+    clock: str = "Python perf_counter_ns around the call"
 
     @property
     def accounted_ratio(self) -> float:
@@ -326,7 +328,7 @@ def profile_model(
     feeds = random_feeds(plain.inputs())
     call = plain.bind(feeds)  # type: ignore[attr-defined]
     pcall = prof.bind(feeds)  # type: ignore[attr-defined]
-    samples_ns, per_run = interleaved(call, prof, pcall, runs, warmup=warmup)
+    samples_ns, per_run = interleaved(call, prof, pcall, runs, warmup=warmup, plain_timer=session_timer(plain, call))
     e2e = statistics.median(samples_ns) / 1e3
     half = len(samples_ns) // 2
     before, after = samples_ns[: max(1, half)], samples_ns[half:] or samples_ns
@@ -521,10 +523,16 @@ def profile_model(
         findings=(),
         preprocess=_replace(pre, share=pre.per_batch_us / (pre.per_batch_us + e2e)) if pre is not None else None,
         cpu_flags=cpu_flags(),
+        clock=_clock_name(plain),
     )
     from edgecnn.profile.findings import findings_for
 
     return _replace(report, findings=tuple(findings_for(report, model)))
+
+
+def _clock_name(sess: Any) -> str:
+    clock = sess.clock() if callable(getattr(sess, "clock", None)) else None
+    return f"runtime clock (C++): {clock.name}" if clock is not None else "Python perf_counter_ns around the call"
 
 
 def _counts(items: Any) -> dict[str, int]:

@@ -128,6 +128,7 @@ def print_profile(rep: ProfileReport, console: Any, *, top: int = 0) -> None:
     tot.add_row(
         "end to end, 1st / 2nd half of the run", f"{_us(rep.e2e_p50_first_half_us)} / {_us(rep.e2e_p50_second_half_us)}"
     )
+    tot.add_row("end-to-end clock (as bench)", rep.clock)
     tot.add_row("timer resolution (perf_counter_ns, back-to-back reads)", f"{rep.timer_resolution_ns:.0f} ns")
     if rep.preprocess is not None:
         p = rep.preprocess

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Protocol
@@ -15,6 +16,18 @@ class TensorSpec:
     shape: tuple[int, ...]
     dtype: str  # numpy dtype name
     quant: tuple[float, int] | None = None  # (scale, zero point) of an integer tensor that stands for reals
+
+
+@dataclass(frozen=True, kw_only=True)
+class RuntimeClock:
+    """The runtime's own clock around its inference call, read after each call (``bind``'s call): what a
+    C++ benchmark tool measures, without the Python->C++ call and GIL hand-over that ``perf_counter_ns``
+    around the call also sees. ``read_last()`` returns the last call's duration in units of ``unit_ns``."""
+
+    name: str  # e.g. "OpenVINO InferRequest.latency (C++ std::chrono::high_resolution_clock)"
+    resolution_ns: float  # the clock's declared tick
+    unit_ns: float  # read_last() * unit_ns = nanoseconds
+    read_last: Callable[[], float]
 
 
 class RuntimeSession(Protocol):

@@ -11,7 +11,7 @@ import numpy as np
 import openvino as ov
 
 from edgecnn.errors import ModelError
-from edgecnn.runtimes.base import TensorSpec
+from edgecnn.runtimes.base import RuntimeClock, TensorSpec
 
 _core: ov.Core | None = None
 
@@ -111,6 +111,26 @@ class OpenVinoSession:
             return functools.partial(_Req.infer, self._req, {}, True, False)
         except (ImportError, AttributeError):
             return self._req.infer
+
+    def clock(self) -> RuntimeClock | None:
+        """The request's own clock: the Python binding's InferRequestWrapper stamps
+        ``std::chrono::high_resolution_clock`` (libstdc++: system_clock, 1 ns tick) immediately around the C++ ``infer``
+        with the GIL released and exposes the difference as ``latency`` in ms -- the same kind of chrono clock
+        benchmark_app puts around its ``infer()``. Source: openvinotoolkit/openvino,
+        src/bindings/python/src/pyopenvino/core/infer_request.hpp (OpenVINO 2025-2026)."""
+        try:
+            from openvino._pyopenvino import InferRequest as _Req
+
+            read = functools.partial(_Req.latency.fget, self._req)  # type: ignore[attr-defined]
+            read()
+        except (ImportError, AttributeError, TypeError):
+            return None
+        return RuntimeClock(
+            name="OpenVINO InferRequest.latency (C++ std::chrono::high_resolution_clock around infer)",
+            resolution_ns=1.0,
+            unit_ns=1e6,
+            read_last=read,
+        )
 
     def kernel_runs(
         self, call: Callable[[], Any], runs: int, between: Callable[[], Any] | None = None
