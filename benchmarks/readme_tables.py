@@ -49,6 +49,10 @@ BLOCKS: dict[str, tuple[str, tuple[str, dict[str, str]]]] = {
     "harness": ("harness_vs_benchmark_app:readme_table", ("harness_vs_benchmark_app", {})),
     "ray_calibration": ("ray_calibration:readme_table", ("ray_calibration", {})),
     "startup": ("startup:readme_table", ("startup", {})),
+    "export": ("export:readme_table", ("export", {})),
+    "export_verdict": ("export:readme_verdict", ("export", {})),
+    "tflite_int8": ("export:readme_table", ("tflite_int8", {})),
+    "tflite_int8_verdict": ("export:readme_verdict", ("tflite_int8", {})),
 }
 _BLOCK = re.compile(r"(<!-- bench:([\w-]+) -->\n)(.*?)(<!-- /bench:\2 -->)", re.S)
 
