@@ -14,8 +14,10 @@ tool, machine facts in `benchmarks/results/export.json`. README blocks `bench:ex
 Models: ResNet-18 and MobileNetV2 from benchmarks/build_models.py (1x3x224x224, random seeded weights).
 Images: the bundled calibration images through benchmarks/preprocess_224.toml, the same for both tools.
 
-Variants, per model (the conversion variants come first in the list, so round 1 writes the files that the
-parity and latency variants read; later rounds rewrite them, and the file's sha256 is recorded each time):
+The source model is copied into the work folder at the start (its sha256 is in the JSON), so a model rebuilt
+elsewhere during a run cannot change what is measured. Variants, per model (the conversion variants come
+first in the list, so round 1 writes the files that the parity and latency variants read; later rounds
+rewrite them, and the file's sha256 is recorded each time):
 - ``MODEL/TOOL/PRECISION/convert``: the runner's child starts the converter as its own process (edgecnn:
   this environment's python; onnx2tf: its virtual environment's) and records that process's wall time
   (imports included) and peak RSS (``ru_maxrss`` of the waited-for child). FP32: edgecnn ``onnx_to_tflite``;
@@ -252,11 +254,18 @@ def onnx2tf_version() -> str | None:
 
 
 def variants_for(
-    name: str, tools: tuple[str, ...], *, runs: int, calib_samples: int, parity_samples: int, convert_rounds: int
+    name: str,
+    source: Path,
+    tools: tuple[str, ...],
+    *,
+    runs: int,
+    calib_samples: int,
+    parity_samples: int,
+    convert_rounds: int,
 ) -> list[Variant]:
     """Conversions first (round 1 writes the files), then parity (one round), then latency."""
-    src = str(MODELS / f"{name}.onnx")
-    work = WORK / name
+    src = str(source)
+    work = source.parent
     file = {(t, p): str(work / f"{t}_{p}.tflite") for t in tools for p in PRECISIONS}
     base = {"model_name": name}
     conv = [
@@ -412,11 +421,11 @@ def verdicts(payload: dict[str, Any]) -> list[str]:
             if r is None:
                 unmeasured.append(m)
             elif r[2] <= GOAL_INT8_RATIO:
-                met_all.append(f"{m} {r[0]:.2f}x")
+                met_all.append(f"{m} {r[0]:.3f}x")
             elif r[0] <= GOAL_INT8_RATIO:
-                met_median.append(f"{m} {r[0]:.2f}x (up to {r[2]:.2f}x in one round)")
+                met_median.append(f"{m} {r[0]:.3f}x (up to {r[2]:.2f}x in one round)")
             else:
-                missed.append(f"{m} {r[0]:.2f}x [{r[1]:.2f}-{r[2]:.2f}]")
+                missed.append(f"{m} {r[0]:.3f}x [{r[1]:.2f}-{r[2]:.2f}]")
         parts = []
         if met_all:
             parts.append(f"met in every round for {', '.join(met_all)}")
@@ -511,6 +520,7 @@ def run(a: argparse.Namespace, *, name: str, tools: tuple[str, ...]) -> int:
                   file=sys.stderr)  # fmt: skip
             return 3
     variants: list[Variant] = []
+    sources: dict[str, str] = {}
     for m in a.models.split(","):
         src = MODELS / f"{m}.onnx"
         if not src.exists():
@@ -519,8 +529,12 @@ def run(a: argparse.Namespace, *, name: str, tools: tuple[str, ...]) -> int:
         if work.exists():
             shutil.rmtree(work)  # no file of an earlier run may be measured
         work.mkdir(parents=True)
+        source = work / src.name  # a private copy: a model rebuilt elsewhere during the run cannot change it
+        shutil.copyfile(src, source)
+        sources[m] = _sha256(source)
         variants += variants_for(
             m,
+            source,
             tools,
             runs=a.runs,
             calib_samples=a.calib_samples,
@@ -528,6 +542,7 @@ def run(a: argparse.Namespace, *, name: str, tools: tuple[str, ...]) -> int:
             convert_rounds=conv_rounds,
         )
     extra = {
+        "source_sha256": sources,
         "runs": a.runs,
         "calib_samples": a.calib_samples,
         "parity_samples": a.parity_samples,

@@ -103,9 +103,9 @@ def latency_pair(tool: str, fp32: list[float], int8: list[float]) -> dict[str, d
 @pytest.mark.parametrize(
     ("int8", "expected"),
     [
-        ([5.0, 5.5, 5.9, 5.0, 5.2], "met in every round for m 0.52x"),
-        ([5.0, 5.0, 5.0, 8.0, 8.0], "met at the median but not in every round for m 0.50x (up to 0.80x"),
-        ([6.1, 7.0, 7.0, 9.0, 6.5], "**NOT met** for m 0.70x [0.61-0.90]"),
+        ([5.0, 5.5, 5.9, 5.0, 5.2], "met in every round for m 0.520x"),
+        ([5.0, 5.0, 5.0, 8.0, 8.0], "met at the median but not in every round for m 0.500x (up to 0.80x"),
+        ([6.1, 7.0, 7.0, 9.0, 6.5], "**NOT met** for m 0.700x [0.61-0.90]"),
     ],
 )
 def test_int8_goal_on_each_side_of_06(int8: list[float], expected: str) -> None:
@@ -122,7 +122,7 @@ def test_the_int8_ratio_is_paired_per_round() -> None:
     fp32 = [10.0, 20.0, 40.0, 80.0, 160.0]
     p = payload(latency_pair("edgecnn", fp32, [x / 2 for x in fp32]))
     assert export.int8_ratio(p, "m", "edgecnn") == (0.5, 0.5, 0.5)
-    assert "met in every round for m 0.50x" in export.readme_verdict(p)
+    assert "met in every round for m 0.500x" in export.readme_verdict(p)
 
 
 def both_tools(e_conv: float, o_conv: float, e_rss: float, o_rss: float, e_top1: float, o_top1: float) -> dict:
