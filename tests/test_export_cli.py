@@ -381,19 +381,3 @@ def test_interrupted_export_leaves_no_partial_file(tmp_path: Path) -> None:
     assert "interrupted" in err and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.onnx", "calib", "tmpdir"]
     assert [p.name for p in tmpdir.iterdir() if p.name.startswith("edgecnn")] == []
-
-
-def test_readme_export_table_is_generated_from_the_benchmark_json() -> None:
-    """The README's export table is `benchmarks/export.py --render benchmarks/export.json`, character for character."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("edgecnn_bench_export", ROOT / "benchmarks" / "export.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    data = json.loads((ROOT / "benchmarks" / "export.json").read_text())
-    assert data["schema_version"] == 1 and data["kind"] == "benchmark-export"
-    assert {"resnet18", "mobilenetv2"} <= set(data["models"])
-    table = mod.render(data)
-    assert "| resnet18 | edgecnn | int8 |" in table and "| mobilenetv2 | edgecnn | float32 |" in table
-    assert f"{mod.README_START}\n{table}{mod.README_END}" in (ROOT / "README.md").read_text()
