@@ -73,8 +73,9 @@ class OpPolicy:
 # QLinearConcat, QLinearSigmoid, QLinearLeakyRelu, QLinearAveragePool/GlobalAveragePool, and drop the Q/DQ
 # pair around MaxPool, Reshape, Transpose, Split, Resize, Slice, Squeeze, Unsqueeze, Flatten
 # (onnxruntime/core/optimizer/qdq_transformer/selectors_actions/qdq_selector_action_transformer.cc, 1.32).
-# It has no integer HardSwish/HardSigmoid: measured (benchmarks/int8_placement.py), a 256-entry lookup table
-# (Cast + Gather on the 8-bit input, edgecnn.quantize.lookup) beats running them in float between a Q/DQ pair.
+# It has no integer HardSwish/HardSigmoid: measured (benchmarks/int8_placement.py), rewriting them into
+# QLinearAdd/QLinearMul (edgecnn.quantize.lookup.decompose) beats both a float island between a Q/DQ pair and a
+# 256-entry lookup table (Cast + Gather, which ORT copies byte by byte).
 # The stem Conv + HardSwish of a MobileNetV3 stays float: on its output, the largest tensor of the model, the
 # integer form costs QLinearConv (3 input channels: a poor fit for the int8 GEMM) + QLinearAdd + QLinearMul,
 # where ORT runs one fused float Conv+HardSwish and a Q (benchmarks/int8_placement.py, "ort-decompose" vs "ort").
@@ -270,6 +271,10 @@ def plan(
                 if chain:
                     for c in [n, *chain]:
                         kept[keys[id(c)]] = policy.float_stem_reason
+    for chain in _gelu_erf_chains(nodes, consumers, model, graph_outputs):
+        if not any(excluded(c) for c in chain):
+            for c in chain:
+                kept[keys[id(c)]] = GELU_REASON
     quantized: list[onnx.NodeProto] = []
     for n in nodes:
         k = keys[id(n)]
@@ -357,6 +362,71 @@ def plan(
         lookup_ops=policy.lookup_ops,
         decompose_ops=policy.decompose_ops,
     )
+
+
+GELU_REASON = (
+    "GELU (Erf form) runs as one float unit between a DQ and a Q: no runtime here has an integer Erf, a Q/DQ "
+    "inside it would cost a conversion per step, and a TFLite export turns the whole chain into one GELU"
+)
+
+
+def _gelu_erf_chains(
+    nodes: list[onnx.NodeProto],
+    consumers: dict[str, list[onnx.NodeProto]],
+    model: onnx.ModelProto,
+    outputs: set[str],
+) -> list[list[onnx.NodeProto]]:
+    """The exact GELU as exporters write it before opset 20 -- Div(x, sqrt 2) or Mul(x, 1/sqrt 2) -> Erf ->
+    Add 1 -> Mul by x (and by 0.5, before or after) -- as lists of its nodes, the nodes between x and the
+    GELU's output. Structure and constants are both checked; anything else is not a GELU."""
+    inits = {t.name: t for t in model.graph.initializer}
+    producer = {o: n for n in nodes for o in n.output}
+
+    def scalar(name: str) -> float | None:
+        t = inits.get(name)
+        if t is None:
+            return None
+        a = numpy_helper.to_array(t) if not t.external_data else None
+        return float(a.reshape(())) if a is not None and a.size == 1 else None
+
+    def near(v: float | None, want: float) -> bool:
+        return v is not None and abs(v - want) <= 1e-3 * abs(want)
+
+    def only(t: str, op: str) -> onnx.NodeProto | None:
+        u = consumers.get(t, [])
+        return u[0] if len(u) == 1 and u[0].op_type == op and t not in outputs else None
+
+    def other(n: onnx.NodeProto, t: str) -> str:
+        return n.input[1] if n.input[0] == t else n.input[0]
+
+    chains = []
+    for erf in (n for n in nodes if n.op_type == "Erf"):
+        pre = producer.get(erf.input[0])
+        if pre is None or len(pre.input) != 2 or only(pre.output[0], "Erf") is not erf:
+            continue
+        if (pre.op_type == "Div" and near(scalar(pre.input[1]), 2**0.5)) or (pre.op_type == "Mul" and near(scalar(pre.input[1]), 2**-0.5)):
+            x = pre.input[0]
+        elif pre.op_type == "Mul" and near(scalar(pre.input[0]), 2**-0.5):
+            x = pre.input[1]
+        else:
+            continue
+        add = only(erf.output[0], "Add")
+        if add is None or not near(scalar(other(add, erf.output[0])), 1.0):
+            continue
+        m1 = only(add.output[0], "Mul")
+        if m1 is None:
+            continue
+        partner = other(m1, add.output[0])
+        if partner == x:
+            m2 = only(m1.output[0], "Mul")
+            if m2 is not None and near(scalar(other(m2, m1.output[0])), 0.5):
+                chains.append([pre, erf, add, m1, m2])
+            continue
+        half = producer.get(partner)
+        if half is not None and half.op_type == "Mul" and x in half.input and near(scalar(other(half, x)), 0.5):
+            if only(partner, "Mul") is m1:
+                chains.append([pre, erf, add, half, m1])
+    return chains
 
 
 def _reads_image_input(n: onnx.NodeProto, model: onnx.ModelProto) -> bool:

@@ -1,0 +1,111 @@
+"""The exact GELU as exporters write it before opset 20 (Div(x, sqrt 2) -> Erf -> Add 1 -> Mul x -> Mul 0.5, as
+in ConvNeXt-style blocks): quantize keeps the chain as one float unit between a DQ and a Q, so the model stays as
+accurate and `export --to tflite` writes one GELU (a Q/DQ inside the chain left an Erf TFLite has no op for). A
+chain with a wrong constant is not a GELU and is quantized like any other ops (the negative control)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from PIL import Image
+
+from edgecnn.errors import BadInputError
+from edgecnn.export.tflite_writer import read_tflite
+from edgecnn.export.to_tflite import onnx_to_tflite
+from edgecnn.preprocess import find_spec
+from edgecnn.quantize.api import QuantizeConfig, quantize
+from edgecnn.quantize.dataset import ImageDataset
+from edgecnn.quantize.qdq import GELU_REASON
+from edgecnn.runtimes import open_session
+
+
+def gelu_model(sqrt2: float = 2**0.5, half_first: bool = False) -> onnx.ModelProto:
+    rng = np.random.default_rng(0)
+    inits = {
+        "w1": rng.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32),
+        "w2": rng.normal(0, 0.3, (4, 8, 1, 1)).astype(np.float32),
+        "sqrt2": np.array(sqrt2, np.float32), "one": np.array(1.0, np.float32), "half": np.array(0.5, np.float32),
+    }  # fmt: skip
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Div", ["c", "sqrt2"], ["d"], name="div"),
+        helper.make_node("Erf", ["d"], ["e"], name="erf"),
+        helper.make_node("Add", ["e", "one"], ["a"], name="add1"),
+    ]
+    if half_first:
+        nodes += [
+            helper.make_node("Mul", ["c", "half"], ["h"], name="half"),
+            helper.make_node("Mul", ["h", "a"], ["g"], name="mul_x"),
+        ]
+    else:
+        nodes += [
+            helper.make_node("Mul", ["c", "a"], ["m"], name="mul_x"),
+            helper.make_node("Mul", ["m", "half"], ["g"], name="half"),
+        ]
+    nodes.append(helper.make_node("Conv", ["g", "w2"], ["y"], name="conv2"))
+    g = helper.make_graph(
+        nodes, "gelu", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 16, 16])],
+        initializer=[numpy_helper.from_array(v, k) for k, v in inits.items()],
+    )  # fmt: skip
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    return m
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> ImageDataset:
+    d = tmp_path_factory.mktemp("rgb")
+    rng = np.random.default_rng(1)
+    for i in range(16):
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8), "RGB").save(d / f"img_{i:02d}.png")
+    (d / "preprocess.toml").write_text('schema_version = 1\ncolor_order = "RGB"\nlayout = "NCHW"\nresize = [16, 16]\n')
+    return ImageDataset.open(d, find_spec(d))
+
+
+def _quantize(tmp_path: Path, m: onnx.ModelProto, ds: ImageDataset, name: str) -> tuple[onnx.ModelProto, object]:
+    src = tmp_path / f"{name}.onnx"
+    onnx.save(m, str(src))
+    return quantize(src, ds, QuantizeConfig())
+
+
+def _quantized_after(q: onnx.ModelProto, a: str) -> bool:
+    """Whether the output of node ``a`` goes into a QuantizeLinear."""
+    by_name = {n.name: n for n in q.graph.node}
+    consumers = {i: n for n in q.graph.node for i in n.input}
+    first = consumers.get(by_name[a].output[0])
+    return first is not None and first.op_type == "QuantizeLinear"
+
+
+@pytest.mark.parametrize("half_first", [False, True])
+def test_gelu_chain_stays_one_float_unit_and_exports_as_gelu(
+    tmp_path: Path, images: ImageDataset, half_first: bool
+) -> None:
+    m = gelu_model(half_first=half_first)
+    q, report = _quantize(tmp_path, m, images, "gelu")
+    chain = {"div", "erf", "add1", "mul_x", "half"}
+    assert all(report.kept_float.get(n) == GELU_REASON for n in chain), report.kept_float
+    assert not any(_quantized_after(q, n) for n in ("add1", "mul_x" if not half_first else "half")), "Q/DQ inside"
+    # The quantized model is still close to the float one on the real runtime.
+    x = np.random.default_rng(2).random((1, 3, 16, 16)).astype(np.float32)
+    qp, fp = tmp_path / "q.onnx", tmp_path / "f.onnx"
+    onnx.save(q, str(qp))
+    onnx.save(m, str(fp))
+    yq = open_session("ort", qp).run({"x": x})[0]
+    yf = open_session("ort", fp).run({"x": x})[0]
+    assert 10 * np.log10(np.sum(yf**2) / np.sum((yf - yq) ** 2)) > 20
+    ex = onnx_to_tflite(q)
+    ops = [o.builtin for o in read_tflite(ex.data).ops]
+    assert "GELU" in ops and any("GELU pattern" in n for n in ex.notes), ops
+
+
+def test_a_chain_with_the_wrong_constant_is_not_a_gelu(tmp_path: Path, images: ImageDataset) -> None:
+    q, report = _quantize(tmp_path, gelu_model(sqrt2=2.0), images, "notgelu")
+    assert GELU_REASON not in report.kept_float.values()
+    assert _quantized_after(q, "add1")  # quantized like any two-activation Mul's input
+    with pytest.raises(BadInputError, match="Erf"):
+        onnx_to_tflite(q)
