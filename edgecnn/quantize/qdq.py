@@ -423,9 +423,9 @@ def _gelu_erf_chains(
                 chains.append([pre, erf, add, m1, m2])
             continue
         half = producer.get(partner)
-        if half is not None and half.op_type == "Mul" and x in half.input and near(scalar(other(half, x)), 0.5):
-            if only(partner, "Mul") is m1:
-                chains.append([pre, erf, add, half, m1])
+        is_half = half is not None and half.op_type == "Mul" and x in half.input
+        if is_half and near(scalar(other(half, x)), 0.5) and only(partner, "Mul") is m1:
+            chains.append([pre, erf, add, half, m1])
     return chains
 
 
