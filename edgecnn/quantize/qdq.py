@@ -404,7 +404,9 @@ def _gelu_erf_chains(
         pre = producer.get(erf.input[0])
         if pre is None or len(pre.input) != 2 or only(pre.output[0], "Erf") is not erf:
             continue
-        if (pre.op_type == "Div" and near(scalar(pre.input[1]), 2**0.5)) or (pre.op_type == "Mul" and near(scalar(pre.input[1]), 2**-0.5)):
+        if (pre.op_type == "Div" and near(scalar(pre.input[1]), 2**0.5)) or (
+            pre.op_type == "Mul" and near(scalar(pre.input[1]), 2**-0.5)
+        ):
             x = pre.input[0]
         elif pre.op_type == "Mul" and near(scalar(pre.input[0]), 2**-0.5):
             x = pre.input[1]
