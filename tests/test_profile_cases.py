@@ -126,6 +126,10 @@ def test_a_edgecnn_int8_on_ort(models: dict[str, Path], cache: Path) -> None:
         assert f"All {n_conv} matched compute layers ran as integer kernels in edgecnn_ort" in text, text
     _slower_named(cmp)  # the layers that got slower beyond noise are named, each with a reason
     assert ("Float islands" in text) == bool(float_islands(cmp.other)), text
+    # edgecnn's own file: the advice is not "quantize with edgecnn" (circular), but what to change
+    assert "edgecnn quantize --runtime" not in text, text
+    if float_islands(cmp.other):
+        assert "edgecnn quantize already left them float" in text, text
 
 
 def test_b_edgecnn_int8_on_openvino_against_its_default_precision(models: dict[str, Path], cache: Path) -> None:

@@ -239,8 +239,14 @@ def compare_profiles(base: ProfileReport, other: ProfileReport) -> ProfileCompar
                 else ""
             )
             + f": {other.runtime} fused no integer kernel for these ops, so their tensors go to float and back; "
-            f"quantize for this runtime (edgecnn quantize --runtime {other.runtime}) so ops without an integer kernel "
-            "get no Q/DQ around them."
+            + (
+                "edgecnn quantize already left them float for this reason (its 'Kept in float' table says why per "
+                "node): to remove the conversions, replace these ops by ones the runtime runs in integer, or "
+                "`--exclude` the layers around them so that one float region replaces several islands."
+                if other_model is not None and other_model.producer_name == "edgecnn"
+                else f"quantize for this runtime (edgecnn quantize --runtime {other.runtime}) so ops without an "
+                "integer kernel get no Q/DQ around them."
+            )
         )
     ins_b = [r for r in other.layers if r.executed and r.origin is Origin.INSERTED]
     ins_a = [r for r in base.layers if r.executed and r.origin is Origin.INSERTED]
