@@ -10,6 +10,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.cli_helpers import ROOT
 
 HEAVY = ("onnx", "numpy", "onnxruntime", "openvino", "PIL", "ai_edge_litert", "matplotlib", "psutil")
@@ -48,3 +50,29 @@ def test_help_runs_in_a_subprocess() -> None:
         [sys.executable, "-m", "edgecnn", "--help"], capture_output=True, text=True, cwd=ROOT, timeout=120
     )
     assert proc.returncode == 0 and "quantize" in proc.stdout and "gate" in proc.stdout
+
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["quantize", "--bogus", "x"], "No such option: --bogus"),
+        (["bench", "m.onnx", "--threads", "abc"], "Invalid value for '--threads'"),
+        (["quantize"], "Missing argument"),
+        (["check", "m.onnx", "--target"], "requires an argument"),
+        (["nosuchcommand"], "No such command"),
+    ],
+)
+def test_usage_errors_are_one_line_exit_2(args: list[str], words: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgecnn", *args], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ") and words in lines[0] and "--help" in lines[0], lines
+    assert "Traceback" not in proc.stderr and "╭" not in proc.stderr + proc.stdout
+
+
+def test_bare_command_prints_help_exit_2() -> None:
+    proc = subprocess.run([sys.executable, "-m", "edgecnn"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 2 and "quantize" in proc.stdout and "Traceback" not in proc.stderr

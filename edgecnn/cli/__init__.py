@@ -141,5 +141,30 @@ for _mod in COMMAND_MODULES:
 
 
 def main() -> None:
-    """Console-script entry point. Usage errors exit 2 (click's convention matches ours)."""
-    sys.exit(app(standalone_mode=True) or 0)
+    """Console-script entry point. A usage error (unknown option, a value of the wrong type, a missing
+    argument) is one ``error:`` line naming the option, the value and where to look, exit 2; a bare
+    ``edgecnn`` or a group without its command shows the help, exit 2 (click's convention matches ours)."""
+    # Typer >= 0.25 carries its own copy of click; its exceptions live beside it.
+    try:
+        from typer._click import exceptions as cx
+    except ImportError:  # pragma: no cover - older Typer on upstream click
+        from click import exceptions as cx  # type: ignore[no-redef]
+
+    try:
+        rv = app(standalone_mode=False)
+    except cx.NoArgsIsHelpError as e:
+        print(e.ctx.get_help() if e.ctx is not None else "")
+        sys.exit(2)
+    except cx.UsageError as e:
+        where = f"{e.ctx.command_path} --help" if e.ctx is not None else "edgecnn --help"
+        err_console.print(f"[red]error:[/] {escape(plain(e.format_message()))} (see `{escape(where)}`)")
+        sys.exit(2)
+    except cx.ClickException as e:
+        err_console.print(f"[red]error:[/] {escape(plain(e.format_message()))}")
+        sys.exit(e.exit_code or 2)
+    except (typer.Exit, SystemExit) as e:
+        code = getattr(e, "exit_code", getattr(e, "code", 0))
+        sys.exit(code if isinstance(code, int) else 0)
+    except typer.Abort:
+        sys.exit(130)
+    sys.exit(rv if isinstance(rv, int) else 0)
