@@ -52,7 +52,6 @@ def test_help_runs_in_a_subprocess() -> None:
     assert proc.returncode == 0 and "quantize" in proc.stdout and "gate" in proc.stdout
 
 
-
 @pytest.mark.parametrize(
     ("args", "words"),
     [
