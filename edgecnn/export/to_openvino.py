@@ -9,7 +9,6 @@ it is openvino's converter, not its runtime.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,8 +53,10 @@ def onnx_to_openvino(model: onnx.ModelProto, output: Path, *, precision: str = "
             "--precision int8 for OpenVINO IR needs a quantized (QDQ) model: run `edgecnn quantize` first or pass --calib DIR"
         )
     compress = precision == "float16"
-    tmpdir = Path(tempfile.mkdtemp(prefix=f".{output.stem}.", dir=output.parent))
-    try:
+    from edgecnn.fsutil import sweep_stale, temp_dir
+
+    sweep_stale(output.parent)  # a folder a SIGKILLed export left beside its output (its pid is gone)
+    with temp_dir("ovexport", dir=output.parent) as tmpdir:  # beside the output: the renames stay on one disk
         src = tmpdir / "source.onnx"
         save_onnx(model, src)
         try:
@@ -68,10 +69,6 @@ def onnx_to_openvino(model: onnx.ModelProto, output: Path, *, precision: str = "
         bin_path = output.with_suffix(".bin")
         os.replace(tmp_xml.with_suffix(".bin"), bin_path)
         os.replace(tmp_xml, output)
-    finally:
-        for p in tmpdir.iterdir():
-            p.unlink()
-        tmpdir.rmdir()
     return OpenVinoExport(
         xml=output,
         bin=output.with_suffix(".bin"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -51,7 +52,10 @@ class OrtSession:
         # Profiling (edgecnn profile): ORT's own per-kernel timer, and the graph it actually executes.
         self._profile_dir: tempfile.TemporaryDirectory[str] | None = None
         if options.get("profile") == "1":
-            self._profile_dir = tempfile.TemporaryDirectory(prefix="edgecnn-ortprof-")
+            from edgecnn.fsutil import TEMP_PREFIX, sweep_stale
+
+            sweep_stale()  # what a SIGKILLed profile left (the pid in the name says whose it was)
+            self._profile_dir = tempfile.TemporaryDirectory(prefix=f"{TEMP_PREFIX}ortprof-{os.getpid()}-")
             so.enable_profiling = True
             so.profile_file_prefix = str(Path(self._profile_dir.name) / "ort")
         if options.get("optimized_model"):
