@@ -1,40 +1,61 @@
 #!/usr/bin/env python3
 """Which library should fold a PyTorch export's shape subgraphs before `edgecnn check`? Measured, not assumed.
 
-    python benchmarks/fold_shapes.py [--peer-python /path/to/venv/bin/python] [--rounds 3] [--json out.json]
+    python benchmarks/fold_shapes.py --setup-peers      # create benchmarks/.venv-fold-peers (onnxslim, onnxsim)
+    python benchmarks/fold_shapes.py [--rounds 5]       # writes benchmarks/results/fold_shapes.json
 
 Builds a small YOLO-style detector in PyTorch (Conv-BN-SiLU backbone, nearest upsample whose size comes from
 ``x.shape``, a detect head that reshapes with ``view(bs, na, no, ny, nx)`` and builds its grid with
 ``torch.arange`` + ``meshgrid``), exports it with ``torch.onnx.export`` (TorchScript exporter, dynamic batch
 and size: the export that carries Shape/Gather/Unsqueeze/Concat/Range/ConstantOfShape chains), then folds it
-at a fixed 1x3x256x256 with each candidate, each in a fresh process, in alternating rounds:
+at a fixed 1x3x256x256 with each candidate on the shared runner (`benchmarks/runner.py`: every measurement in
+a fresh process, >= 5 alternating rounds, median with spread, machine facts):
 
 - ``edgecnn``: ``edgecnn.graph.passes.fold_static_shapes`` (onnx shape inference + onnx's reference evaluator;
   no new dependency);
 - ``onnxslim``: ``onnxslim.slim`` (constant folding + graph fusions);
 - ``onnxsim``: ``onnxsim.simplify`` (onnxruntime-based constant folding + onnxoptimizer).
 
-For each: shape-computation nodes left, total nodes left, op types changed other than by folding (a fusion
-changes what the checker sees), median wall time and spread, and whether ONNX Runtime gives the same outputs
-as the unfolded model. onnxslim and onnxsim are not edgecnn dependencies: install them in a separate venv
-(``python -m venv --system-site-packages V && V/bin/pip install onnxslim onnxsim``) and pass ``--peer-python``.
+onnxslim and onnxsim are not edgecnn dependencies: they run in their own virtual environment
+(``benchmarks/.venv-fold-peers``, gitignored, made by ``--setup-peers``); the runner's child calls that
+interpreter as a subprocess (as `export.py` does for onnx2tf). edgecnn's fold also runs in a subprocess of the
+child (edgecnn's interpreter), so every tool is timed the same way: ``fold_s`` is the folding call alone,
+measured inside the tool's process; the runner also records each child's wall time.
+
+For each tool: nodes left, shape-computation nodes left, op types changed other than by folding or by dropping
+Identity nodes (a fusion changes what the checker sees), and whether ONNX Runtime gives the same outputs as the unfolded model. The
+script also records what `edgecnn check` reports off the accelerator per bundled target, before and after
+folding. `readme_table` / `readme_verdict` render the README blocks from the JSON.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
+import os
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
+NAME = "fold_shapes"
+PEER_VENV = REPO / "benchmarks" / ".venv-fold-peers"
+PEER_PY = PEER_VENV / "bin" / "python"
+PEER_PACKAGES = ("onnxslim", "onnxsim", "onnxruntime", "onnx")
+TOOLS = ("edgecnn", "onnxslim", "onnxsim")
+LABELS = {
+    "edgecnn": "onnx shape inference + reference evaluator (`edgecnn.graph.passes.fold_static_shapes`)",
+    "onnxslim": "onnxslim",
+    "onnxsim": "onnxsim",
+}
 SHAPE_OPS = {"Shape", "Size", "Gather", "Unsqueeze", "Squeeze", "Concat", "Range", "ConstantOfShape", "Cast",
              "Slice", "Mul", "Add", "Div", "Sub", "Floor", "Equal", "Where", "Expand", "Reshape"}  # fmt: skip
+NOT_A_FUSION = SHAPE_OPS | {"Identity"}  # removing an Identity changes nothing the checker places
+SHAPE_CHAIN = ("Shape", "Gather", "Unsqueeze", "Concat", "Range", "ConstantOfShape")
 FIXED = (1, 3, 256, 256)
 
 
@@ -92,8 +113,10 @@ def build_yolo_like(path: Path) -> None:
     )  # fmt: skip
 
 
-def child(tool: str, src: str, dst: str) -> None:
-    """Fold ``src`` at FIXED with ``tool``; print JSON {seconds}."""
+def _fold(tool: str, src: str, dst: str) -> None:
+    """(Runs in the tool's own interpreter.) Fold ``src`` at FIXED with ``tool``; print JSON {fold_s, version}."""
+    import importlib.metadata
+
     import onnx
 
     t0 = time.perf_counter()
@@ -102,18 +125,24 @@ def child(tool: str, src: str, dst: str) -> None:
         from edgecnn.graph.passes import fold_static_shapes
 
         out, _ = fold_static_shapes(load_model(src, {"images": FIXED}).model)
+        version = importlib.metadata.version("onnx")
     elif tool == "onnxslim":
         import onnxslim
 
         out = onnxslim.slim(src, input_shapes=[f"images:{','.join(map(str, FIXED))}"])
-    else:
+        version = importlib.metadata.version("onnxslim")
+    elif tool == "onnxsim":
         import onnxsim
 
         out, ok = onnxsim.simplify(src, overwrite_input_shapes={"images": list(FIXED)})
-        assert ok, "onnxsim could not validate its result"
+        if not ok:
+            raise RuntimeError("onnxsim could not validate its result")
+        version = importlib.metadata.version("onnxsim")
+    else:
+        raise ValueError(f"tool {tool!r}; known: {', '.join(TOOLS)}")
     dt = time.perf_counter() - t0
     onnx.save(out, dst)
-    print(json.dumps({"seconds": dt}))
+    print(json.dumps({"fold_s": dt, "version": version}))
 
 
 def _counts(path: Path) -> Counter[str]:
@@ -132,84 +161,198 @@ def _same_outputs(a: Path, b: Path) -> bool:
     return ya.shape == yb.shape and bool(np.allclose(ya, yb, rtol=1e-4, atol=1e-4))
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--peer-python", default=sys.executable, help="interpreter that has onnxslim and onnxsim")
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--json", type=Path, default=None)
-    ap.add_argument("--child", nargs=3, metavar=("TOOL", "SRC", "DST"))
-    a = ap.parse_args()
-    if a.child:
-        child(*a.child)
-        return 0
-    tmp = Path(tempfile.mkdtemp(prefix="fold-"))
-    src = tmp / "yolo_like.onnx"
-    build_yolo_like(src)
-    base = _counts(src)
-    tools = ["edgecnn", "onnxslim", "onnxsim"]
-    times: dict[str, list[float]] = {t: [] for t in tools}
-    errors: dict[str, str] = {}
-    env = {"PYTHONPATH": str(REPO)}
-    import os
+def measure(*, tool: str, src: str, out_dir: str, peer_python: str, threads: int, batch: int) -> dict[str, Any]:
+    """(Runs in the runner's child.) Fold with ``tool`` in its own interpreter; time, graph facts, ORT parity."""
+    del batch  # folding has no batch; the model's batch is fixed by FIXED for every tool alike
+    dst = Path(out_dir) / f"{tool}.onnx"
+    py = sys.executable if tool == "edgecnn" else peer_python
+    env = {**os.environ, "PYTHONPATH": str(REPO), **{v: str(threads) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}}
+    if tool != "edgecnn":
+        env.pop("PYTHONPATH")  # the peer venv sees only its own packages
+    r = subprocess.run([py, str(Path(__file__).resolve()), "--fold", tool, src, str(dst)],
+                       capture_output=True, text=True, env=env, timeout=600)  # fmt: skip
+    if r.returncode != 0:
+        tail = [ln for ln in (r.stderr + r.stdout).strip().splitlines() if ln.strip()][-1:]
+        raise RuntimeError(f"{tool} failed: {' | '.join(tail)[-300:]}")
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    base, c = _counts(Path(src)), _counts(dst)
+    changed = sorted(op for op in set(base) | set(c) if op not in NOT_A_FUSION and base.get(op, 0) != c.get(op, 0))
+    return {
+        "fold_s": float(res["fold_s"]),
+        "version": str(res["version"]),
+        "nodes": sum(c.values()),
+        "shape_nodes_left": sum(c.get(op, 0) for op in SHAPE_CHAIN),
+        "ops": json.dumps(dict(sorted(c.items()))),
+        "changed_op_types": ",".join(changed) or "-",
+        "same_outputs": _same_outputs(Path(src), dst),
+    }
 
-    for r in range(a.rounds):
-        for tool in tools if r % 2 == 0 else reversed(tools):  # alternate the order per round
-            if tool in errors:
-                continue
-            py = sys.executable if tool == "edgecnn" else a.peer_python
-            p = subprocess.run(
-                [py, __file__, "--child", tool, str(src), str(tmp / f"{tool}.onnx")],
-                capture_output=True, text=True, env={**os.environ, **env}, timeout=600,
-            )  # fmt: skip
-            if p.returncode != 0:
-                errors[tool] = (p.stderr.strip().splitlines() or ["failed"])[-1][:200]
-                continue
-            times[tool].append(json.loads(p.stdout.strip().splitlines()[-1])["seconds"])
-    shape_before = sum(c for op, c in base.items() if op in SHAPE_OPS)
-    rows = []
-    print(f"YOLO-style export: {sum(base.values())} nodes, {base.get('Shape', 0)} Shape, fixed {FIXED}")
-    print(f"{'tool':10} {'nodes':>6} {'Shape/Gather/Unsq/Concat/Range/CoS left':>40} {'other op types changed':>24} "
-          f"{'median s':>9} {'spread s':>9} same outputs")  # fmt: skip
-    for tool in tools:
-        if tool in errors:
-            print(f"{tool:10} error: {errors[tool]}")
-            rows.append({"tool": tool, "error": errors[tool]})
-            continue
-        out = tmp / f"{tool}.onnx"
-        c = _counts(out)
-        shape_left = sum(c.get(op, 0) for op in ("Shape", "Gather", "Unsqueeze", "Concat", "Range", "ConstantOfShape"))
-        # Fusions: op types the tool introduced, or non-shape ops whose count changed.
-        changed = sorted(
-            op for op in set(base) | set(c) if op not in SHAPE_OPS and base.get(op, 0) != c.get(op, 0)
-        )  # fmt: skip
-        same = _same_outputs(src, out)
-        med, spread = statistics.median(times[tool]), max(times[tool]) - min(times[tool])
-        print(f"{tool:10} {sum(c.values()):>6} {shape_left:>40} {','.join(changed) or '-':>24} {med:>9.3f} "
-              f"{spread:>9.3f} {same}")  # fmt: skip
-        rows.append({"tool": tool, "nodes": sum(c.values()), "shape_nodes_left": shape_left,
-                     "changed_op_types": changed, "median_s": med, "spread_s": spread, "same_outputs": same,
-                     "rounds": len(times[tool])})  # fmt: skip
-    # What `edgecnn check` reports on this export at the fixed shape, without and with the folding.
+
+def check_counts(src: Path) -> dict[str, Any]:
+    """What `edgecnn check` reports off the accelerator on the export at FIXED, unfolded and folded, per target."""
     from edgecnn.check.placement import Prepared, check_target, prepare_for_check
     from edgecnn.check.spec import available_targets, load_target
     from edgecnn.graph.load import load_model
 
     loaded = load_model(src, {"images": FIXED})
     raw, folded = Prepared(path=str(src), model=loaded.model, folded={}), prepare_for_check(loaded)
-    print(f"folded: {folded.folded}")
-    print(f"{'target':18} {'off-accelerator nodes, unfolded':>32} {'folded':>8}")
     checks = []
     for name in available_targets():
         t = load_target(name)
         before, after = check_target(raw, t), check_target(folded, t)
-        nb, na = before.n_nodes - before.n_accelerated, after.n_nodes - after.n_accelerated
-        print(f"{name:18} {f'{nb}/{before.n_nodes}':>32} {f'{na}/{after.n_nodes}':>8}")
-        checks.append({"target": name, "off_unfolded": nb, "nodes_unfolded": before.n_nodes, "off_folded": na,
+        checks.append({"target": name, "off_unfolded": before.n_nodes - before.n_accelerated,
+                       "nodes_unfolded": before.n_nodes, "off_folded": after.n_nodes - after.n_accelerated,
                        "nodes_folded": after.n_nodes})  # fmt: skip
-    result = {"model": "yolo_like", "check": checks, "folded": folded.folded, "nodes_before": sum(base.values()), "shape_ops_before": shape_before,
-              "shape_before": base.get("Shape", 0), "rows": rows}  # fmt: skip
-    if a.json:
-        a.json.write_text(json.dumps(result, indent=2))
+    return {"check": checks, "folded": dict(folded.folded)}
+
+
+# -- README blocks (rendered by benchmarks/readme_tables.py from the JSON) -------------------------------------
+def _variant(payload: dict[str, Any], tool: str) -> dict[str, Any] | None:
+    return next((v for v in payload["variants"] if v["name"] == tool), None)
+
+
+def _fact(v: dict[str, Any], key: str) -> Any:
+    f = v["facts"].get(key)
+    return f[0] if isinstance(f, list) and len(f) == 1 else f
+
+
+def _ok(v: dict[str, Any] | None) -> bool:
+    return bool(v) and v["status"] == "ok" and v["rounds_ok"] > 0  # type: ignore[index]
+
+
+def readme_table(payload: dict[str, Any]) -> str:
+    from runner import fmt_spread, median
+
+    x = payload["fold_shapes"]
+    m = payload["machine"]
+    lines = [
+        f"YOLO-style export: {x['nodes_before']} nodes, {x['shape_before']} Shape, folded at "
+        f"{'x'.join(map(str, x['fixed']))}; {payload['settings']['rounds']} alternating rounds, each tool in a fresh "
+        f"process (load {m['loadavg_before'][0]} before, {m['loadavg_after'][0]} after; timings are noisy on a "
+        "shared machine):",
+        "",
+        "| folding | nodes left | Shape/Gather/Unsqueeze/Concat/Range/ConstantOfShape left | fold s, median [min-max] "
+        "| same outputs (ORT) |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for tool in TOOLS:
+        v = _variant(payload, tool)
+        if not _ok(v):
+            lines.append(f"| {LABELS[tool]} | - | - | {(v or {}).get('status', 'not run')} | - |")
+            continue
+        assert v is not None
+        label = LABELS[tool] if tool == "edgecnn" else f"{LABELS[tool]} {_fact(v, 'version')}"
+        same = _fact(v, "same_outputs")
+        nodes, left = median(payload, tool, "nodes"), median(payload, tool, "shape_nodes_left")
+        lines.append(f"| {label} | {nodes:.0f} | {left:.0f} | {fmt_spread(payload, tool, 'fold_s', '.3f')} "
+                     f"| {'yes' if same is True else 'no'} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def verdict(payload: dict[str, Any]) -> dict[str, Any]:
+    """The facts the verdict sentence states, computed from the payload."""
+    from runner import median, spread
+
+    e, s = _variant(payload, "edgecnn"), _variant(payload, "onnxsim")
+    out: dict[str, Any] = {"measured": _ok(e) and _ok(s)}
+    if not out["measured"]:
+        return out
+    assert e is not None and s is not None
+    out["same_graph"] = _fact(e, "ops") == _fact(s, "ops")
+    out["same_outputs"] = _fact(e, "same_outputs") is True
+    out["fuses_nothing"] = _fact(e, "changed_op_types") == "-"
+    me, ms = median(payload, "edgecnn", "fold_s"), median(payload, "onnxsim", "fold_s")
+    (_, e_max), (s_min, _) = spread(payload, "edgecnn", "fold_s"), spread(payload, "onnxsim", "fold_s")  # type: ignore[misc]
+    out["ratio"] = ms / me if me else float("inf")  # type: ignore[operator]
+    out["faster"] = e_max < s_min  # every edgecnn round beat every onnxsim round
+    return out
+
+
+def _off_sentence(checks: list[dict[str, Any]]) -> str:
+    groups: dict[tuple[int, int, int, int], list[str]] = {}
+    for c in checks:
+        key = (c["off_unfolded"], c["nodes_unfolded"], c["off_folded"], c["nodes_folded"])
+        groups.setdefault(key, []).append(c["target"])
+    parts = [f"{ob}/{nb} -> {of}/{nf} on {', '.join(names)}"
+             for (ob, nb, of, nf), names in sorted(groups.items(), key=lambda kv: (-kv[0][0], kv[1]))]  # fmt: skip
+    return "; ".join(parts)
+
+
+def readme_verdict(payload: dict[str, Any]) -> str:
+    v = verdict(payload)
+    x = payload["fold_shapes"]
+    if not v["measured"]:
+        head = "edgecnn's folding or onnxsim did not complete in this run, so no comparison is stated."
+    else:
+        graph = "leaves the same graph as onnxsim" if v["same_graph"] else "leaves a different graph from onnxsim"
+        if v["faster"]:
+            speed = f"about {v['ratio']:.0f}x faster (every round faster than every onnxsim round)"
+        elif v["ratio"] >= 1:
+            speed = f"not reliably faster ({v['ratio']:.2f}x by median, the rounds overlap)"
+        else:
+            speed = f"slower ({1 / v['ratio']:.2f}x onnxsim's median time)"
+        outputs = "same outputs on ONNX Runtime" if v["same_outputs"] else "DIFFERENT outputs on ONNX Runtime"
+        fuses = "fuses nothing" if v["fuses_nothing"] else "changes non-shape op types"
+        head = (f"onnx's own folding {graph}, {speed}, with the {outputs}; it needs no new dependency and {fuses} "
+                "(the checker must see the ops the user exported).")  # fmt: skip
+    return (
+        f"{head} Nodes `edgecnn check` reports off the accelerator on that export, unfolded -> folded: "
+        f"{_off_sentence(x['check'])}.\n"
+    )
+
+
+# -- set-up and main ------------------------------------------------------------------------------------------
+def setup_peers() -> None:
+    if not PEER_PY.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV)], check=True)
+    subprocess.run([str(PEER_PY), "-m", "pip", "install", "-q", *PEER_PACKAGES], check=True)
+
+
+def main() -> int:
+    if len(sys.argv) == 5 and sys.argv[1] == "--fold":
+        _fold(*sys.argv[2:])
+        return 0
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from runner import Settings, Variant, common_args, fmt_spread, run_benchmark, settings_from
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    common_args(ap, threads=1)
+    ap.add_argument("--peer-python", type=Path, default=PEER_PY, help="interpreter that has onnxslim and onnxsim")
+    ap.add_argument("--setup-peers", action="store_true", help=f"create {PEER_VENV.relative_to(REPO)} and exit")
+    a = ap.parse_args()
+    if a.setup_peers:
+        setup_peers()
+        return 0
+    if not a.peer_python.exists():
+        print(f"error: {a.peer_python}: no such interpreter; run: python benchmarks/fold_shapes.py --setup-peers",
+              file=sys.stderr)  # fmt: skip
+        return 3
+    try:
+        settings: Settings = settings_from(a)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="edgecnn-fold-bench-") as tmp:
+        src = Path(tmp) / "yolo_like.onnx"
+        build_yolo_like(src)
+        base = _counts(src)
+        variants = [Variant(name=t, fn="fold_shapes:measure",
+                            params={"tool": t, "src": str(src), "out_dir": tmp, "peer_python": str(a.peer_python)})
+                    for t in TOOLS]  # fmt: skip
+        extra = {"fold_shapes": {"fixed": list(FIXED), "nodes_before": sum(base.values()),
+                                 "shape_before": base.get("Shape", 0), **check_counts(src)}}  # fmt: skip
+        payload = run_benchmark(NAME, variants, settings, extra=extra, results=a.results)
+    print(f"{'tool':10} {'nodes':>6} {'shape left':>10} {'changed':>10} {'fold s median [min-max]':>26} same outputs")
+    for t in TOOLS:
+        v = _variant(payload, t)
+        if not _ok(v):
+            print(f"{t:10} {(v or {}).get('status')}")
+            continue
+        assert v is not None
+        print(f"{t:10} {v['summary']['nodes']['median']:>6.0f} {v['summary']['shape_nodes_left']['median']:>10.0f} "
+              f"{_fact(v, 'changed_op_types'):>10} {fmt_spread(payload, t, 'fold_s', '.3f'):>26} "
+              f"{_fact(v, 'same_outputs')}")  # fmt: skip
+    print(readme_verdict(payload))
     return 0
 
 

@@ -63,6 +63,8 @@ BLOCKS: dict[str, tuple[str, tuple[str, dict[str, str]]]] = {
     "export_verdict": ("export:readme_verdict", ("export", {})),
     "tflite_int8": ("export:readme_table", ("tflite_int8", {})),
     "tflite_int8_verdict": ("export:readme_verdict", ("tflite_int8", {})),
+    "fold_shapes": ("fold_shapes:readme_table", ("fold_shapes", {})),
+    "fold_shapes_verdict": ("fold_shapes:readme_verdict", ("fold_shapes", {})),
 }
 _BLOCK = re.compile(r"(<!-- bench:([\w-]+) -->\n)(.*?)(<!-- /bench:\2 -->)", re.S)
 
