@@ -55,6 +55,7 @@ from edgecnn.graph.passes import (
     absorb_bn,
     drop_absorbed_bns,
     foldable_conv_bn,
+    gelu_erf_chains,
     remove_unused_initializers,
 )
 from edgecnn.preprocess import Layout, PreprocessSpec, spec_from_dict
@@ -2204,64 +2205,20 @@ class _Converter:
         return float(c.reshape(())) if c.size == 1 else None
 
     def _match_gelu(self) -> None:
-        """The exact GELU as PyTorch exports it before opset 20 -- Div(x, sqrt 2) (or Mul(x, 1/sqrt 2)) -> Erf ->
-        Add 1 -> Mul x -> Mul 0.5 (the 0.5 may come first) -- becomes one Gelu node (TFLite GELU)."""
+        """The exact GELU as PyTorch exports it before opset 20 (graph.passes.gelu_erf_chains) becomes one Gelu
+        node (TFLite GELU)."""
         nodes = [n for n in self.m.graph.node if n.name not in self._skip]
-        producer = {o: n for n in nodes for o in n.output}
-        users: dict[str, list[onnx.NodeProto]] = {}
-        for n in nodes:
-            for i in n.input:
-                users.setdefault(i, []).append(n)
-
-        def only_user(t: str, op: str) -> onnx.NodeProto | None:
-            u = users.get(t, [])
-            return u[0] if len(u) == 1 and u[0].op_type == op and t not in self.graph_outputs else None
-
-        def other(n: onnx.NodeProto, t: str) -> str:
-            return n.input[1] if n.input[0] == t else n.input[0]
-
-        def near(v: float | None, want: float) -> bool:
-            return v is not None and abs(v - want) <= 1e-4 * abs(want)
-
-        for erf in [n for n in nodes if n.op_type == "Erf"]:
-            pre = producer.get(erf.input[0])
-            if pre is None or only_user(pre.output[0], "Erf") is None:
-                continue
-            if pre.op_type == "Div" and near(self._scalar(pre.input[1]), 2**0.5):
-                x = pre.input[0]
-            elif pre.op_type == "Mul" and near(self._scalar(other(pre, pre.input[0])), 2**-0.5):
-                x = pre.input[0] if not self.is_const(pre.input[0]) else pre.input[1]
-            else:
-                continue
-            add = only_user(erf.output[0], "Add")
-            if add is None or not near(self._scalar(other(add, erf.output[0])), 1.0):
-                continue
-            m1 = only_user(add.output[0], "Mul")
-            if m1 is None:
-                continue
-            partner = other(m1, add.output[0])
-            gone = [pre, erf, add]
-            if partner == x:
-                m2 = only_user(m1.output[0], "Mul")
-                if m2 is None or not near(self._scalar(other(m2, m1.output[0])), 0.5):
-                    continue
-                gone.append(m1)
-                final = m2
-            else:
-                half = producer.get(partner)
-                if half is None or half.op_type != "Mul" or only_user(partner, "Mul") is not m1:
-                    continue
-                if x not in half.input or not near(self._scalar(other(half, x)), 0.5):
-                    continue
-                gone.append(half)
-                final = m1
+        for chain in gelu_erf_chains(nodes, self._scalar, self.graph_outputs):
+            *gone, final = chain.nodes
             for g in gone:
                 self._skip.add(g.name)
                 self.absorbed.add(g.name)
             final.op_type = "Gelu"
             del final.input[:], final.attribute[:]
-            final.input.append(x)
-            self.notes.append(f"GELU pattern (Erf '{erf.name}') ending at '{final.name}' runs as TFLite GELU")
+            final.input.append(chain.x)
+            self.notes.append(
+                f"GELU pattern (Erf '{chain.nodes[1].name}') ending at '{final.name}' runs as TFLite GELU"
+            )
 
     def _op_ReduceMin(self, n: onnx.NodeProto, qp: _QP | None) -> None:
         self._reduce(n, qp, "REDUCE_MIN", self._reduce_axes(n), bool(_attr(n, "keepdims", 1)))

@@ -13,7 +13,8 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,71 @@ from onnx import helper, numpy_helper
 from edgecnn.fsutil import save_onnx
 from edgecnn.graph.external import to_array
 from edgecnn.graph.load import infer_shapes_inplace
+
+
+@dataclass(frozen=True)
+class GeluChain:
+    """One exact GELU written as ops: ``x`` its input, ``nodes`` its ops in order, the last one writing its output."""
+
+    x: str
+    nodes: tuple[onnx.NodeProto, ...]
+
+
+def gelu_erf_chains(
+    nodes: Iterable[onnx.NodeProto], scalar: Callable[[str], float | None], outputs: Container[str]
+) -> list[GeluChain]:
+    """The exact GELU as exporters write it before opset 20: Div(x, sqrt 2) or Mul(x, 1/sqrt 2) -> Erf -> Add 1
+    -> Mul by x and by 0.5 (the 0.5 before or after). Structure and constants are both checked (``scalar``:
+    a tensor's value if it is a constant scalar, else None); an intermediate that is a graph output, or that
+    feeds anything else, breaks the chain. The one matcher for quantize (keep the chain float) and the TFLite
+    converter (write one GELU)."""
+    nodes = list(nodes)
+    producer = {o: n for n in nodes for o in n.output}
+    users: dict[str, list[onnx.NodeProto]] = {}
+    for n in nodes:
+        for i in n.input:
+            users.setdefault(i, []).append(n)
+
+    def only(t: str, op: str) -> onnx.NodeProto | None:
+        u = users.get(t, [])
+        return u[0] if len(u) == 1 and u[0].op_type == op and t not in outputs else None
+
+    def other(n: onnx.NodeProto, t: str) -> str:
+        return n.input[1] if n.input[0] == t else n.input[0]
+
+    def near(v: float | None, want: float) -> bool:
+        return v is not None and abs(v - want) <= 1e-4 * abs(want)
+
+    chains = []
+    for erf in (n for n in nodes if n.op_type == "Erf"):
+        pre = producer.get(erf.input[0])
+        if pre is None or len(pre.input) != 2 or only(pre.output[0], "Erf") is not erf:
+            continue
+        if (pre.op_type == "Div" and near(scalar(pre.input[1]), 2**0.5)) or (
+            pre.op_type == "Mul" and near(scalar(pre.input[1]), 2**-0.5)
+        ):
+            x = pre.input[0]
+        elif pre.op_type == "Mul" and near(scalar(pre.input[0]), 2**-0.5):
+            x = pre.input[1]
+        else:
+            continue
+        add = only(erf.output[0], "Add")
+        if add is None or not near(scalar(other(add, erf.output[0])), 1.0):
+            continue
+        m1 = only(add.output[0], "Mul")
+        if m1 is None:
+            continue
+        partner = other(m1, add.output[0])
+        if partner == x:
+            m2 = only(m1.output[0], "Mul")
+            if m2 is not None and near(scalar(other(m2, m1.output[0])), 0.5):
+                chains.append(GeluChain(x, (pre, erf, add, m1, m2)))
+            continue
+        half = producer.get(partner)
+        is_half = half is not None and half.op_type == "Mul" and x in half.input
+        if is_half and near(scalar(other(half, x)), 0.5) and only(partner, "Mul") is m1:
+            chains.append(GeluChain(x, (pre, erf, add, half, m1)))
+    return chains
 
 
 def _consumers(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:

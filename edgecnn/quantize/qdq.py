@@ -14,6 +14,7 @@ Policy (what makes the output fast on the runtimes that ship, see README "Why IN
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from onnx import TensorProto, helper, numpy_helper
 from edgecnn.errors import BadInputError
 from edgecnn.graph.external import to_array
 from edgecnn.graph.load import infer_shapes_inplace
+from edgecnn.graph.passes import gelu_erf_chains
 from edgecnn.quantize.params import QuantScheme, activation_qparams, quantize_array, weight_params
 
 COMPUTE_OPS = frozenset({"Conv", "Gemm", "MatMul"})
@@ -229,7 +231,8 @@ def plan(
     ``policy``: the runtime's integer kernels (default: ONNX Runtime's).
     """
     policy = policy or ORT_POLICY
-    inits = {t.name for t in model.graph.initializer}
+    inits_by_name = {t.name: t for t in model.graph.initializer}
+    inits = set(inits_by_name)
     floats = _float_tensors(model)
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for n in model.graph.node:
@@ -271,9 +274,9 @@ def plan(
                 if chain:
                     for c in [n, *chain]:
                         kept[keys[id(c)]] = policy.float_stem_reason
-    for chain in _gelu_erf_chains(nodes, consumers, model, graph_outputs):
-        if not any(excluded(c) for c in chain):
-            for c in chain:
+    for chain in gelu_erf_chains(nodes, partial(_init_scalar, inits_by_name), graph_outputs):
+        if not any(excluded(c) for c in chain.nodes):
+            for c in chain.nodes:
                 kept[keys[id(c)]] = GELU_REASON
     quantized: list[onnx.NodeProto] = []
     for n in nodes:
@@ -370,65 +373,13 @@ GELU_REASON = (
 )
 
 
-def _gelu_erf_chains(
-    nodes: list[onnx.NodeProto],
-    consumers: dict[str, list[onnx.NodeProto]],
-    model: onnx.ModelProto,
-    outputs: set[str],
-) -> list[list[onnx.NodeProto]]:
-    """The exact GELU as exporters write it before opset 20 -- Div(x, sqrt 2) or Mul(x, 1/sqrt 2) -> Erf ->
-    Add 1 -> Mul by x (and by 0.5, before or after) -- as lists of its nodes, the nodes between x and the
-    GELU's output. Structure and constants are both checked; anything else is not a GELU."""
-    inits = {t.name: t for t in model.graph.initializer}
-    producer = {o: n for n in nodes for o in n.output}
-
-    def scalar(name: str) -> float | None:
-        t = inits.get(name)
-        if t is None:
-            return None
-        a = numpy_helper.to_array(t) if not t.external_data else None
-        return float(a.reshape(())) if a is not None and a.size == 1 else None
-
-    def near(v: float | None, want: float) -> bool:
-        return v is not None and abs(v - want) <= 1e-3 * abs(want)
-
-    def only(t: str, op: str) -> onnx.NodeProto | None:
-        u = consumers.get(t, [])
-        return u[0] if len(u) == 1 and u[0].op_type == op and t not in outputs else None
-
-    def other(n: onnx.NodeProto, t: str) -> str:
-        return n.input[1] if n.input[0] == t else n.input[0]
-
-    chains = []
-    for erf in (n for n in nodes if n.op_type == "Erf"):
-        pre = producer.get(erf.input[0])
-        if pre is None or len(pre.input) != 2 or only(pre.output[0], "Erf") is not erf:
-            continue
-        if (pre.op_type == "Div" and near(scalar(pre.input[1]), 2**0.5)) or (
-            pre.op_type == "Mul" and near(scalar(pre.input[1]), 2**-0.5)
-        ):
-            x = pre.input[0]
-        elif pre.op_type == "Mul" and near(scalar(pre.input[0]), 2**-0.5):
-            x = pre.input[1]
-        else:
-            continue
-        add = only(erf.output[0], "Add")
-        if add is None or not near(scalar(other(add, erf.output[0])), 1.0):
-            continue
-        m1 = only(add.output[0], "Mul")
-        if m1 is None:
-            continue
-        partner = other(m1, add.output[0])
-        if partner == x:
-            m2 = only(m1.output[0], "Mul")
-            if m2 is not None and near(scalar(other(m2, m1.output[0])), 0.5):
-                chains.append([pre, erf, add, m1, m2])
-            continue
-        half = producer.get(partner)
-        is_half = half is not None and half.op_type == "Mul" and x in half.input
-        if is_half and near(scalar(other(half, x)), 0.5) and only(partner, "Mul") is m1:
-            chains.append([pre, erf, add, half, m1])
-    return chains
+def _init_scalar(inits: dict[str, onnx.TensorProto], name: str) -> float | None:
+    """The value of a one-element initializer stored in the file, else None."""
+    t = inits.get(name)
+    if t is None or t.external_data:
+        return None
+    a = numpy_helper.to_array(t)
+    return float(a.reshape(())) if a.size == 1 else None
 
 
 def _reads_image_input(n: onnx.NodeProto, model: onnx.ModelProto) -> bool:
