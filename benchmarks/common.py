@@ -1,9 +1,11 @@
-"""What the benchmark scripts share: paths, the 224x224 PreprocessSpec, and an ORT calibration reader."""
+"""What the benchmark scripts share: paths, the 224x224 PreprocessSpec, an ORT calibration reader, the tiny CNN
+of the harness benchmarks and their edgecnn-vs-peer table rows."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -37,3 +39,36 @@ def ort_reader(
             return None if chunk is None else {input_name: np.stack([spec.load(p) for p in chunk])}
 
     return Reader()
+
+
+def tiny_model(folder: Path) -> Path:
+    """The tiny CNN the harness benchmarks time (tests/onnx_builders.small_cnn), written into ``folder``."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from onnx_builders import save, small_cnn  # tests/onnx_builders.py
+
+    folder.mkdir(parents=True, exist_ok=True)
+    return save(small_cnn(), folder / "tiny_cnn.onnx")
+
+
+def vs_peer_rows(
+    payload: dict[str, Any], models: list[str], peer: str, *, peer_digits: int, bold_p50: bool
+) -> list[str]:
+    """Table rows `| model | metric | edgecnn [spread] | peer [spread] | ratio |` for p50/mean/min/max, medians over
+    the rounds; ``peer_digits``: the peer's own resolution."""
+    from runner import median, spread
+
+    lines = []
+    for m in models:
+        for k in ("p50", "mean", "min", "max"):
+            e, b = median(payload, f"{m}/edgecnn", f"{k}_ms"), median(payload, f"{m}/{peer}", f"{k}_ms")
+            se, sb = spread(payload, f"{m}/edgecnn", f"{k}_ms"), spread(payload, f"{m}/{peer}", f"{k}_ms")
+            if e is None or b is None or se is None or sb is None:
+                continue
+            ratio = f"{e / b:.3f}" if b else "n/a"
+            if bold_p50 and k == "p50":
+                ratio = f"**{ratio}**"
+            d = peer_digits
+            lines.append(
+                f"| {m} | {k} | {e:.4f} [{se[0]:.4f}-{se[1]:.4f}] | {b:.{d}f} [{sb[0]:.{d}f}-{sb[1]:.{d}f}] | {ratio} |"
+            )
+    return lines

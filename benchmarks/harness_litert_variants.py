@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import MODELS, REPO
+from common import MODELS, REPO, tiny_model, vs_peer_rows
 from runner import Variant, common_args, median, run_benchmark, settings_from, spread
 
 NAME = "harness_litert_variants"
@@ -174,14 +174,6 @@ def to_tflite(onnx_path: Path, folder: Path) -> Path:
     return out
 
 
-def tiny_model(folder: Path) -> Path:
-    sys.path.insert(0, str(REPO / "tests"))
-    from onnx_builders import save, small_cnn  # tests/onnx_builders.py
-
-    folder.mkdir(parents=True, exist_ok=True)
-    return save(small_cnn(), folder / "tiny_cnn.onnx")
-
-
 def _round_ratios(payload: dict[str, Any], model: str) -> list[float]:
     by = {v["name"]: {r["round"]: r for r in v["rounds"] if r.get("status") == "ok"} for v in payload["variants"]}
     e, b = by.get(f"{model}/edgecnn", {}), by.get(f"{model}/litert-benchmark", {})
@@ -200,14 +192,7 @@ def readme_table(payload: dict[str, Any]) -> str:
         "| model (.tflite) | metric (ms) | edgecnn | litert-benchmark | ratio |",
         "|---|---|---|---|---|",
     ]
-    for m in (names["model"], names["tiny"]):
-        for k in ("p50", "mean", "min", "max"):
-            e, b = median(payload, f"{m}/edgecnn", f"{k}_ms"), median(payload, f"{m}/litert-benchmark", f"{k}_ms")
-            se, sb = spread(payload, f"{m}/edgecnn", f"{k}_ms"), spread(payload, f"{m}/litert-benchmark", f"{k}_ms")
-            if e is None or b is None or se is None or sb is None:
-                continue
-            r = f"{e / b:.3f}" if b else "n/a"
-            lines.append(f"| {m} | {k} | {e:.4f} [{se[0]:.4f}-{se[1]:.4f}] | {b:.2f} [{sb[0]:.2f}-{sb[1]:.2f}] | {r} |")
+    lines += vs_peer_rows(payload, [names["model"], names["tiny"]], "litert-benchmark", peer_digits=2, bold_p50=False)
     lines += [
         "",
         f"Ways of calling each runtime on {names['tiny']} (p50 us of each variant's samples; perf_counter_ns around "

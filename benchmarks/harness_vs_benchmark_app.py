@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import MODELS, REPO
-from runner import Variant, common_args, median, run_benchmark, settings_from, spread
+from common import MODELS, REPO, tiny_model, vs_peer_rows
+from runner import Variant, common_args, median, run_benchmark, settings_from
 
 NAME = "harness_vs_benchmark_app"
 TOOLS = ("edgecnn", "benchmark_app")
@@ -86,14 +86,6 @@ def edgecnn(*, model: str, threads: int, batch: int, iterations: int, **_: Any) 
     }
 
 
-def tiny_model(folder: Path) -> Path:
-    sys.path.insert(0, str(REPO / "tests"))
-    from onnx_builders import save, small_cnn  # tests/onnx_builders.py
-
-    folder.mkdir(parents=True, exist_ok=True)
-    return save(small_cnn(), folder / "tiny_cnn.onnx")
-
-
 GOALS = {"model": 0.03, "tiny": 0.10}  # issue 15: p50 within 3% on ResNet-18, within 10% on the tiny CNN
 
 
@@ -133,18 +125,7 @@ def readme_table(payload: dict[str, Any]) -> str:
         "| model | metric (ms) | edgecnn | benchmark_app | ratio |",
         "|---|---|---|---|---|",
     ]
-    for m in (names["model"], names["tiny"]):
-        for k in ("p50", "mean", "min", "max"):
-            e, b = median(payload, f"{m}/edgecnn", f"{k}_ms"), median(payload, f"{m}/benchmark_app", f"{k}_ms")
-            se, sb = spread(payload, f"{m}/edgecnn", f"{k}_ms"), spread(payload, f"{m}/benchmark_app", f"{k}_ms")
-            if e is None or b is None or se is None or sb is None:
-                continue
-            ratio = f"{e / b:.3f}"
-            if k == "p50":
-                ratio = f"**{ratio}**"
-            lines.append(
-                f"| {m} | {k} | {e:.4f} [{se[0]:.4f}-{se[1]:.4f}] | {b:.4f} [{sb[0]:.4f}-{sb[1]:.4f}] | {ratio} |"
-            )
+    lines += vs_peer_rows(payload, [names["model"], names["tiny"]], "benchmark_app", peer_digits=4, bold_p50=True)
     o = overheads(payload)
     facts = next((v.get("facts", {}) for v in payload["variants"] if v["name"].endswith("/edgecnn")), {})
     lines += ["", readme_verdict(payload, o, facts)]
