@@ -22,7 +22,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import CALIB, EVAL, MODELS, REPO, SPEC
-from runner import Variant, common_args, median, run_benchmark, settings_from
+from runner import Variant, common_args, median, pick_names, run_benchmark, settings_from
 
 NAME = "bias_correction"
 MODEL_NAMES = ("sample_cnn", "mbv3-block", "det-block", "mobilenetv2")
@@ -195,10 +195,8 @@ def main() -> int:
     ap.add_argument("--eval", type=int, default=256, help="held-out evaluation images (at most)")
     common_args(ap)
     a = ap.parse_args()
-    names = a.models.split(",")
-    bad = [n for n in names if n not in MODEL_NAMES]
-    if bad:
-        print(f"error: --models {','.join(bad)}; valid: {','.join(MODEL_NAMES)}", file=sys.stderr)
+    names = pick_names("--models", a.models, MODEL_NAMES)
+    if names is None:
         return 2
     variants = []
     for name in names:

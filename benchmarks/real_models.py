@@ -57,7 +57,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import MODELS, REPO
-from runner import Variant, common_args, median, run_benchmark, settings_from, spread
+from runner import Variant, common_args, median, pick_names, run_benchmark, settings_from, spread
 
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -619,10 +619,8 @@ def main() -> int:
     ap.add_argument("--eval", type=int, default=64, help="held-out evaluation images")
     common_args(ap)
     a = ap.parse_args()
-    names = a.models.split(",")
-    bad = [n for n in names if n not in MODEL_NAMES]
-    if bad:
-        print(f"error: --models {','.join(bad)}; valid: {','.join(MODEL_NAMES)}", file=sys.stderr)
+    names = pick_names("--models", a.models, MODEL_NAMES)
+    if names is None:
         return 2
     if a.iters < 1 or a.calib < 1 or a.eval < 1:
         print(f"error: --iters {a.iters} --calib {a.calib} --eval {a.eval}; each must be >= 1", file=sys.stderr)

@@ -387,6 +387,16 @@ def common_args(ap: argparse.ArgumentParser, *, threads: int = 2, batch: int = 1
     ap.add_argument("--results", type=Path, default=RESULTS, help="folder for NAME.json (default benchmarks/results)")
 
 
+def pick_names(option: str, value: str, valid: Sequence[str]) -> list[str] | None:
+    """The comma-separated names of ``value``, or None after a one-line error naming those not in ``valid``."""
+    names = value.split(",")
+    bad = [n for n in names if n not in valid]
+    if bad:
+        print(f"error: {option} {','.join(bad)}; valid: {','.join(valid)}", file=sys.stderr)
+        return None
+    return names
+
+
 def settings_from(a: argparse.Namespace, **kw: Any) -> Settings:
     return Settings(threads=a.threads, batch=a.batch, rounds=a.rounds, **kw)
 
