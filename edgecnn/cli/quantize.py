@@ -233,24 +233,19 @@ def print_report(r: QuantizeReport, output: Path) -> None:
     console.print(t)
     for w in r.warnings:
         console.print(f"[yellow]warning:[/yellow] {w}")
-    if r.kept_float:
-        kf = Table(title="Kept in float")
-        kf.add_column("node")
-        kf.add_column("why")
-        for k, why in list(r.kept_float.items())[:20]:
-            kf.add_row(safe(k), safe(why))
-        if len(r.kept_float) > 20:
-            kf.add_row("…", f"{len(r.kept_float) - 20} more (see --json)")
-        console.print(kf)
-    if r.integer_forms:
-        it = Table(title="Integer forms (no kernel for the op itself)")
-        it.add_column("node")
-        it.add_column("what and why")
-        for k, why in list(r.integer_forms.items())[:20]:
-            it.add_row(safe(k), safe(why))
-        if len(r.integer_forms) > 20:
-            it.add_row("…", f"{len(r.integer_forms) - 20} more (see --json)")
-        console.print(it)
+    for title, column, rows in (
+        ("Kept in float", "why", r.kept_float),
+        ("Integer forms (no kernel for the op itself)", "what and why", r.integer_forms),
+    ):
+        if rows:
+            t = Table(title=title)
+            t.add_column("node")
+            t.add_column(column)
+            for k, why in list(rows.items())[:20]:
+                t.add_row(safe(k), safe(why))
+            if len(rows) > 20:
+                t.add_row("…", f"{len(rows) - 20} more (see --json)")
+            console.print(t)
 
 
 def print_budget(b: BudgetReport) -> None:
