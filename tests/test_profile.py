@@ -107,18 +107,27 @@ def test_bundled_model_every_conv_in_one_kernel(runtime: str, cache: Path) -> No
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_layer_times_add_up_to_bench(runtime: str, cache: Path) -> None:
     """Per-layer p50s + the runtime's fixed cost per call are within 10% of what bench's worker measures for
-    the same model and threads, in the same process (medians; alternating rounds against load drift)."""
+    the same model and threads, in the same process. Rounds alternate which of the two runs first, and each
+    round gives one ratio of medians; the median of those ratios is compared. Pairing within a round is what
+    makes it hold on a shared CI machine: there a ~35 us model's round medians moved 31-43 us, and comparing
+    medians pooled over rounds (with bench always first and less warm) failed at 0.85 on one CI run."""
     from edgecnn.bench.worker import measure
 
-    cfg = {"model": str(SAMPLE_MODEL), "runtime": runtime, "threads": 1, "warmup": 50, "iterations": 300}
-    accounted, bench = [], []
-    for _ in range(5):
-        res = measure(cfg)
-        bench.append(statistics.median(res["samples_ns"]) / 1e3)
-        rep = profile_model(SAMPLE_MODEL, runtime, threads=1, runs=150, cache_dir=cache)
-        accounted.append(sum(r.p50_us for r in rep.layers) + rep.ceilings.fixed_call_us)
-    ratio = statistics.median(accounted) / statistics.median(bench)
-    assert 0.9 <= ratio <= 1.1, (accounted, bench)
+    cfg = {"model": str(SAMPLE_MODEL), "runtime": runtime, "threads": 1, "warmup": 200, "iterations": 200}
+    ratios, pairs = [], []
+    for i in range(7):
+        order = ("bench", "profile") if i % 2 else ("profile", "bench")
+        got: dict[str, float] = {}
+        for what in order:
+            if what == "bench":
+                res = measure(cfg)
+                got[what] = statistics.median(res["samples_ns"]) / 1e3
+            else:
+                rep = profile_model(SAMPLE_MODEL, runtime, threads=1, runs=100, cache_dir=cache)
+                got[what] = sum(r.p50_us for r in rep.layers) + rep.ceilings.fixed_call_us
+        ratios.append(got["profile"] / got["bench"])
+        pairs.append((round(got["profile"], 1), round(got["bench"], 1)))
+    assert 0.9 <= statistics.median(ratios) <= 1.1, pairs
     assert res["timer_resolution_ns"] > 0 and res["timer_empty_call_ns"] >= res["timer_resolution_ns"]
 
 
