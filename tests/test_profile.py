@@ -315,3 +315,23 @@ def test_bad_numbers_and_paths(tmp_path: Path) -> None:
     res = invoke("profile", SAMPLE_MODEL, "--input", CALIB_DIR, "--preprocess", spec224)
     assert_one_line_error(res, 2, "spec 224x224, model 32x32")
     assert not list(tmp_path.iterdir())
+
+
+def test_compare_a_dynamic_export_with_its_fixed_shape_int8(cache: Path, int8_model: Path, tmp_path: Path) -> None:
+    """A framework export with a dynamic batch and its INT8 written with a fixed shape are the same network:
+    --input-shape fixes the dims of both before their inputs are compared (it used to load the FP32 model
+    without them and stop at 'dynamic dimensions'). A shape that does not fit still refuses in one line, exit 2."""
+    dyn = onnx.load(str(SAMPLE_MODEL))
+    dyn.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
+    dyn_path = tmp_path / "dynamic.onnx"
+    onnx.save(dyn, str(dyn_path))
+    name = dyn.graph.input[0].name
+    dims = [d.dim_value for d in onnx.load(str(SAMPLE_MODEL)).graph.input[0].type.tensor_type.shape.dim]
+    fixed = "x".join(map(str, dims))
+    res = invoke("profile", dyn_path, "-r", "ort", "--threads", "1", "-n", "20", "--compare", int8_model,
+                 "--input-shape", f"{name}={fixed}", "--cache-dir", cache)  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "layer by layer" in res.output
+    wrong = "x".join(map(str, [2, *dims[1:]]))
+    res = invoke("profile", dyn_path, "-r", "ort", "--compare", int8_model, "--input-shape", f"{name}={wrong}")
+    assert res.exit_code == 2 and res.output.startswith("error: ") and res.output.count("\n") == 1, res.output

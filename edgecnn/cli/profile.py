@@ -70,7 +70,7 @@ def profile_cmd(
     if compare is not None:
         from edgecnn.profile.compare import check_same_inputs
 
-        check_same_inputs(model, compare)
+        check_same_inputs(model, compare, shapes)
     kw = dict(
         threads=threads or 0, runs=runs, warmup=warmup, input_shapes=shapes, ov_precision=ov_precision,
         cache_dir=cache_dir, refresh_ceilings=refresh_ceilings, preprocess=preprocess,

@@ -53,8 +53,12 @@ class ProfileComparison:
         }
 
 
-def check_same_inputs(base: str | Path, other: str | Path) -> None:
-    """Two models are comparable layer by layer only when they take the same inputs (names and shapes)."""
+def check_same_inputs(
+    base: str | Path, other: str | Path, input_shapes: dict[str, tuple[int, ...]] | None = None
+) -> None:
+    """Two models are comparable layer by layer only when they take the same inputs (names and shapes), after
+    ``input_shapes`` (--input-shape) fixed the dynamic dims of either: an FP32 export with a dynamic batch and
+    its INT8 written with a fixed shape are the same network."""
     from edgecnn.graph.load import dims_of, graph_inputs, load_model
 
     kinds = {_is_tflite(base), _is_tflite(other)}
@@ -66,8 +70,8 @@ def check_same_inputs(base: str | Path, other: str | Path) -> None:
     if kinds == {True}:
         a, b = _tflite_inputs(base), _tflite_inputs(other)
     else:
-        a = {vi.name: dims_of(vi) for vi in graph_inputs(load_model(base).model)}
-        b = {vi.name: dims_of(vi) for vi in graph_inputs(load_model(other).model)}
+        a = {vi.name: dims_of(vi) for vi in graph_inputs(load_model(base, input_shapes).model)}
+        b = {vi.name: dims_of(vi) for vi in graph_inputs(load_model(other, input_shapes).model)}
     if a != b:
         fmt = lambda d: ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in d.items())  # noqa: E731
         raise BadInputError(
