@@ -7,6 +7,9 @@
 - ``fold_static_shapes``: at fixed input shapes, Shape/Size of a tensor whose shape is known become
   constants, then ``fold_constants`` computes the shape arithmetic that hangs off them (Gather, Unsqueeze,
   Concat, Range, ConstantOfShape, ...), as a vendor converter does at a fixed input size.
+- ``canonical_hard_activations``: hard-sigmoid and hard-swish written out in elementwise ops (how Paddle,
+  tf2onnx and hand-written exports spell them: ``x * clip(x + 3, 0, 6) / 6``, ``relu6(x + 3) / 6``, ...)
+  become one HardSigmoid (and its Mul), the form quantizers and runtimes have integer and fused kernels for.
 - ``prepare``: all of the above but static shapes, then shape inference.
 """
 
@@ -299,6 +302,60 @@ def drop_absorbed_bns(m: onnx.ModelProto, outputs: set[str]) -> None:
     m.graph.node.extend(keep)
 
 
+def _fold_conv_bias_add(m: onnx.ModelProto, base_dir: Path | None = None) -> onnx.ModelProto:
+    """Conv -> Add(constant per output channel or scalar) becomes one Conv with that bias: how Paddle (and
+    some hand-written) exports write a convolution's bias. Left alone, the Add is a separate float op between
+    the Conv and its activation, which stops every runtime's Conv+bias+activation fusion and, in an INT8
+    model, costs a Q/DQ pair. Only a constant that broadcasts along the channel axis alone folds
+    ((1, C, 1, 1), (C, 1, 1), or one value); a (C,) constant broadcasts along the last axis and is kept."""
+    inits = {t.name: t for t in m.graph.initializer}
+    consumers = _consumers(m)
+    graph_outputs = {o.name for o in m.graph.output}
+    absorbed: set[str] = set()
+    for conv in list(m.graph.node):
+        if conv.op_type != "Conv" or len(conv.input) < 2 or conv.input[1] not in inits:
+            continue
+        if len(conv.input) > 2 and conv.input[2] and conv.input[2] not in inits:
+            continue
+        cons = consumers.get(conv.output[0], [])
+        if len(cons) != 1 or conv.output[0] in graph_outputs or cons[0].op_type != "Add":
+            continue
+        add = cons[0]
+        other = add.input[1] if add.input[0] == conv.output[0] else add.input[0]
+        if other == conv.output[0] or other not in inits:
+            continue
+        w = inits[conv.input[1]]
+        cout, rank = int(w.dims[0]), len(w.dims)
+        c = to_array(inits[other], base_dir)
+        if not np.issubdtype(c.dtype, np.floating):
+            continue
+        if c.size == 1:
+            add_b = np.full(cout, float(c.reshape(-1)[0]))
+        elif c.size == cout and c.ndim >= rank - 1 and c.shape[c.ndim - (rank - 1)] == cout:
+            add_b = c.reshape(-1).astype(np.float64)  # (..., C, 1, 1): the channel axis, nothing else
+        else:
+            continue
+        old = (
+            to_array(inits[conv.input[2]], base_dir).astype(np.float64)
+            if len(conv.input) > 2 and conv.input[2]
+            else np.zeros(cout)
+        )
+        b_name = f"{conv.name or conv.output[0]}_bias_addfold"
+        m.graph.initializer.append(numpy_helper.from_array((old + add_b).astype(c.dtype), b_name))
+        if len(conv.input) > 2:
+            conv.input[2] = b_name
+        else:
+            conv.input.append(b_name)
+        conv.output[0] = add.output[0]
+        absorbed.add(add.output[0])
+    if absorbed:
+        keep = [n for n in m.graph.node if not (n.op_type == "Add" and n.output[0] in absorbed)]
+        del m.graph.node[:]
+        m.graph.node.extend(keep)
+        remove_unused_initializers(m)
+    return m
+
+
 def _fold_batchnorm(m: onnx.ModelProto, base_dir: Path | None = None) -> onnx.ModelProto:
     inits = {t.name: t for t in m.graph.initializer}
     absorbed: set[str] = set()
@@ -408,8 +465,209 @@ def prepare(model: onnx.ModelProto, base_dir: Path | None = None) -> onnx.ModelP
     external weights live (see graph.external), so that a large model need not sit in memory.
     """
     m = _fold_batchnorm(_remove_identities(_fold_constants(_copy(model), base_dir)), base_dir)
+    _fold_conv_bias_add(m, base_dir)
+    _canonical_hard_activations(m)
     infer_shapes_inplace(m)
     return m
+
+
+# -- hard-sigmoid / hard-swish written out in elementwise ops ------------------------------------------------
+_CHAIN_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Relu", "Clip", "Min", "Max"})
+_HS_TOL = 1e-4  # relative: exporters write 1/6 as 0.16666667 or 0.1666
+
+
+@dataclass(frozen=True)
+class HardChain:
+    """``nodes`` compute y = clamp(a * x + b, lo, hi) elementwise from tensor ``x`` (every node has one
+    non-constant input, the previous node's output, and scalar constants)."""
+
+    x: str
+    nodes: tuple[onnx.NodeProto, ...]
+    a: float
+    b: float
+    lo: float
+    hi: float
+
+
+def _scalar(name: str, inits: dict[str, onnx.TensorProto]) -> float | None:
+    if not name or name not in inits:
+        return None
+    v = numpy_helper.to_array(inits[name])
+    if v.size != 1 or not np.issubdtype(v.dtype, np.floating):
+        return None
+    f = float(v.reshape(()))
+    return f if np.isfinite(f) else None
+
+
+def _step(
+    n: onnx.NodeProto, t: str, inits: dict[str, onnx.TensorProto], state: tuple[float, float, float, float]
+) -> tuple[float, float, float, float] | None:
+    """The affine-clamp state after node ``n`` applied to tensor ``t``, or None when ``n`` is not an
+    increasing affine map or a clamp of ``t`` with scalar constants."""
+    a, b, lo, hi = state
+    if n.op_type in ("Relu", "Clip"):
+        if not n.input or n.input[0] != t:
+            return None
+        if n.op_type == "Relu":
+            lo2, hi2 = 0.0, np.inf
+        elif len(n.input) > 1 or not any(x.name in ("min", "max") for x in n.attribute):
+            lo_c = _scalar(n.input[1], inits) if len(n.input) > 1 and n.input[1] else -np.inf
+            hi_c = _scalar(n.input[2], inits) if len(n.input) > 2 and n.input[2] else np.inf
+            if lo_c is None or hi_c is None:
+                return None
+            lo2, hi2 = lo_c, hi_c
+        else:  # opset < 11: attributes
+            lo2, hi2 = float(_attr(n, "min", -np.inf)), float(_attr(n, "max", np.inf))  # type: ignore[arg-type]
+        lo, hi = max(lo, lo2), min(hi, hi2)
+        return (a, b, lo, hi) if lo < hi else None
+    if len(n.input) != 2 or t not in n.input or n.input[0] == n.input[1]:
+        return None
+    first = n.input[0] == t
+    c = _scalar(n.input[1] if first else n.input[0], inits)
+    if c is None:
+        return None
+    if n.op_type == "Min":
+        hi = min(hi, c)
+        return (a, b, lo, hi) if lo < hi else None
+    if n.op_type == "Max":
+        lo = max(lo, c)
+        return (a, b, lo, hi) if lo < hi else None
+    if n.op_type in ("Add", "Sub"):
+        if n.op_type == "Sub":
+            if not first:  # c - t decreases
+                return None
+            c = -c
+        return (a, b + c, lo + c, hi + c)
+    if n.op_type == "Div":
+        if not first or c <= 0:
+            return None
+        c = 1.0 / c
+    if c <= 0:  # Mul by a negative or zero constant flips or kills the clamp
+        return None
+    return (a * c, b * c, lo * c, hi * c)
+
+
+def _hard_chains(m: onnx.ModelProto) -> Iterator[HardChain]:
+    """Maximal affine-clamp chains with a finite clamp, from each tensor that starts one (intermediate
+    tensors feed only the next node and are not graph outputs)."""
+    inits = {t.name: t for t in m.graph.initializer}
+    consumers = _consumers(m)
+    outputs = {o.name for o in m.graph.output}
+    used: set[str] = set()
+    for start in m.graph.node:
+        if start.op_type not in _CHAIN_OPS or start.output[0] in used:
+            continue
+        xs = [i for i in start.input if i and i not in inits]
+        if len(xs) != 1:
+            continue
+        x, t, node = xs[0], xs[0], start
+        state: tuple[float, float, float, float] = (1.0, 0.0, -np.inf, np.inf)
+        nodes: list[onnx.NodeProto] = []
+        while node is not None and node.op_type in _CHAIN_OPS:
+            nxt = _step(node, t, inits, state)
+            if nxt is None:
+                break
+            state, t = nxt, node.output[0]
+            nodes.append(node)
+            cons = consumers.get(t, [])
+            node = cons[0] if len(cons) == 1 and t not in outputs else None
+        # the longest prefix whose clamp is finite on both sides
+        while nodes:
+            st = _replay(nodes, x, inits)
+            if st is not None and np.isfinite(st[2]) and np.isfinite(st[3]) and st[0] > 0:
+                used.update(n.output[0] for n in nodes)
+                yield HardChain(x=x, nodes=tuple(nodes), a=st[0], b=st[1], lo=st[2], hi=st[3])
+                break
+            nodes.pop()
+
+
+def _replay(nodes: list[onnx.NodeProto], x: str, inits: dict[str, onnx.TensorProto]) -> tuple[float, ...] | None:
+    state: tuple[float, float, float, float] | None = (1.0, 0.0, -np.inf, np.inf)
+    t = x
+    for n in nodes:
+        state = _step(n, t, inits, state)  # type: ignore[arg-type]
+        if state is None:
+            return None
+        t = n.output[0]
+    return state
+
+
+def _close(v: float, want: float) -> bool:
+    return abs(v - want) <= _HS_TOL * max(1.0, abs(want))
+
+
+def _canonical_hard_activations(m: onnx.ModelProto) -> int:
+    """In place: every chain computing clamp(a*x + b, 0, 1) with a != 1 becomes HardSigmoid(alpha=a, beta=b); a chain
+    computing clamp(a*x + b, 0, H) whose only use is x * chain, scaled by 1/H right after (``x * clip(x + 3, 0,
+    6) / 6``), becomes HardSigmoid(alpha=a/H, beta=b/H) and the Mul by x. Returns how many were rewritten.
+    Other clamps (a plain Relu6, Clip(0, 6) after a Conv) are left as they are."""
+    consumers = _consumers(m)
+    inits = {t.name: t for t in m.graph.initializer}
+    outputs = {o.name for o in m.graph.output}
+    drop: set[str] = set()  # nodes by first output name (protobuf wrappers are not stable identities)
+    rewrites: dict[str, list[onnx.NodeProto]] = {}
+    count = 0
+    for ch in list(_hard_chains(m)):
+        if len(ch.nodes) < 2 or not _close(ch.lo, 0.0):
+            continue  # a lone Relu/Clip is not a hard-sigmoid
+        out = ch.nodes[-1].output[0]
+        if _close(ch.hi, 1.0):
+            if _close(ch.a, 1.0):  # clip(x + b, 0, 1) has no slope: a clamp the quantizer fuses as it is
+                continue
+            alpha, beta, hs_out = ch.a, ch.b, out
+        else:
+            cons = consumers.get(out, [])
+            mul = cons[0] if len(cons) == 1 else None
+            if (
+                mul is None
+                or mul.op_type != "Mul"
+                or sorted(mul.input) != sorted([ch.x, out])
+                or mul.output[0] in outputs
+            ):
+                continue
+            after = consumers.get(mul.output[0], [])
+            scale = after[0] if len(after) == 1 else None
+            if scale is None or scale.op_type not in ("Mul", "Div") or scale.input[0] != mul.output[0]:
+                continue
+            k = _scalar(scale.input[1], inits)
+            if k is None or k <= 0:
+                continue
+            k = 1.0 / k if scale.op_type == "Div" else k
+            if not _close(ch.hi * k, 1.0):
+                continue
+            alpha, beta = ch.a * k, ch.b * k
+            hs_out = out
+            new_mul = helper.make_node("Mul", [ch.x, out], [scale.output[0]], name=mul.name or f"{scale.name}_hswish")
+            rewrites[scale.output[0]] = [new_mul]
+            drop.update((mul.output[0], scale.output[0]))
+        hs = helper.make_node(
+            "HardSigmoid", [ch.x], [hs_out], name=ch.nodes[-1].name or f"{hs_out}_hardsigmoid", alpha=alpha, beta=beta
+        )
+        drop.update(n.output[0] for n in ch.nodes)
+        rewrites[out] = [hs]
+        count += 1
+    if not count:
+        return 0
+    # each replacement takes the place of the node it replaces (the chain's last node, the scale after the
+    # Mul), so the graph stays in topological order
+    nodes: list[onnx.NodeProto] = []
+    for n in m.graph.node:
+        key = n.output[0] if n.output else ""
+        nodes.extend(rewrites.get(key, ()))
+        if key not in drop:
+            nodes.append(n)
+    del m.graph.node[:]
+    m.graph.node.extend(nodes)
+    remove_unused_initializers(m)  # the chains' scalar constants
+    return count
+
+
+def canonical_hard_activations(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """A copy of ``model`` with hard-sigmoid/hard-swish chains as HardSigmoid (+ Mul): see
+    ``_canonical_hard_activations``. Returns the copy and how many chains were rewritten."""
+    m = _copy(model)
+    n = _canonical_hard_activations(m)
+    return m, n
 
 
 def save_with_outputs(

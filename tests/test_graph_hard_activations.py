@@ -1,0 +1,194 @@
+"""Hard-sigmoid / hard-swish written out in elementwise ops become HardSigmoid (+ Mul), and a Conv's bias
+written as a separate Add folds into the Conv (graph.passes.prepare); each spelling on real onnxruntime, with
+negative controls on the other side of each rule."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import helper
+
+from edgecnn.graph.passes import canonical_hard_activations, prepare
+from tests.onnx_builders import make_model, rng_w
+
+C, HW = 8, 6
+N = helper.make_node
+
+
+def _c(v: float) -> np.ndarray:
+    return np.array(v, np.float32)
+
+
+def _model(body: Callable[[], tuple[list[onnx.NodeProto], dict[str, np.ndarray]]], opset: int = 13) -> onnx.ModelProto:
+    """x -> Conv -> (body: conv_out -> y) -> y."""
+    nodes, inits = body()
+    conv = N("Conv", ["x", "w", "b"], ["t"], name="conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    inits = {"w": rng_w(C, 3, 3, 3), "b": rng_w(C, seed=1), **inits}
+    return make_model([conv, *nodes], [("x", [1, 3, HW, HW])], [("y", None)], inits, opset=opset)
+
+
+# Each spelling of hard-swish x * relu6(x + 3) / 6 on the conv output t (what exporters write).
+def paddle() -> tuple[list[onnx.NodeProto], dict[str, np.ndarray]]:  # Paddle2ONNX hardswish
+    return [
+        N("Add", ["t", "three"], ["a"], name="add3"),
+        N("Clip", ["a", "zero", "six"], ["c"], name="clip"),
+        N("Mul", ["t", "c"], ["m"], name="mul"),
+        N("Div", ["m", "six"], ["y"], name="div6"),
+    ], {"three": _c(3), "zero": _c(0), "six": _c(6)}
+
+
+def relu_min_scale() -> tuple[list[onnx.NodeProto], dict[str, np.ndarray]]:  # relu6 as Relu+Min, then * 1/6
+    return [
+        N("Add", ["three", "t"], ["a"], name="add3"),
+        N("Relu", ["a"], ["r"], name="relu"),
+        N("Min", ["r", "six"], ["c"], name="min6"),
+        N("Mul", ["c", "sixth"], ["h"], name="mul_sixth"),
+        N("Mul", ["h", "t"], ["y"], name="mul"),
+    ], {"three": _c(3), "six": _c(6), "sixth": _c(1 / 6)}
+
+
+def scale_first() -> tuple[list[onnx.NodeProto], dict[str, np.ndarray]]:  # clip(x / 6 + 0.5, 0, 1) * x
+    return [
+        N("Div", ["t", "six"], ["d"], name="div6"),
+        N("Add", ["d", "half"], ["a"], name="add_half"),
+        N("Max", ["a", "zero"], ["lo"], name="max0"),
+        N("Min", ["lo", "one"], ["c"], name="min1"),
+        N("Mul", ["t", "c"], ["y"], name="mul"),
+    ], {"six": _c(6), "half": _c(0.5), "zero": _c(0), "one": _c(1)}
+
+
+def clip_attrs() -> tuple[list[onnx.NodeProto], dict[str, np.ndarray]]:  # opset 10: Clip min/max attributes
+    return [
+        N("Add", ["t", "three"], ["a"], name="add3"),
+        N("Clip", ["a"], ["c"], name="clip", min=0.0, max=6.0),
+        N("Mul", ["c", "t"], ["m"], name="mul"),
+        N("Mul", ["m", "sixth"], ["y"], name="mul_sixth"),
+    ], {"three": _c(3), "sixth": _c(0.16666667)}
+
+
+def _run(m: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    return ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+
+X = np.random.default_rng(3).uniform(-3, 3, (1, 3, HW, HW)).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    ("body", "opset"), [(paddle, 13), (relu_min_scale, 13), (scale_first, 13), (clip_attrs, 10)], ids=str
+)
+def test_hard_swish_spellings_become_hardsigmoid_mul(body: Callable, opset: int) -> None:
+    m = _model(body, opset)
+    out, n = canonical_hard_activations(m)
+    ops = [x.op_type for x in out.graph.node]
+    assert n == 1 and ops == ["Conv", "HardSigmoid", "Mul"], ops
+    hs = out.graph.node[1]
+    attrs = {a.name: a.f for a in hs.attribute}
+    assert attrs["alpha"] == pytest.approx(1 / 6, rel=1e-5) and attrs["beta"] == pytest.approx(0.5, rel=1e-5)
+    assert sorted(out.graph.node[2].input) == sorted(["t", hs.output[0]]) and out.graph.node[2].output[0] == "y"
+    assert not out.graph.initializer[2:]  # the chains' scalar constants are gone: only w and b are left
+    onnx.checker.check_model(out, full_check=True)
+    ref, got = _run(m, X), _run(out, X)
+    assert np.abs(ref).max() > 1 and np.allclose(ref, got, atol=1e-5)  # the conv output spans the knees
+
+
+def test_hard_sigmoid_gate_alone_becomes_hardsigmoid() -> None:
+    """An SE gate relu6(x + 3) / 6 (no Mul by x) is a HardSigmoid on its own."""
+
+    def gate() -> tuple[list[onnx.NodeProto], dict[str, np.ndarray]]:
+        return [
+            N("Add", ["t", "three"], ["a"], name="add3"),
+            N("Clip", ["a", "zero", "six"], ["c"], name="clip"),
+            N("Div", ["c", "six"], ["y"], name="div6"),
+        ], {"three": _c(3), "zero": _c(0), "six": _c(6)}
+
+    m = _model(gate)
+    out, n = canonical_hard_activations(m)
+    assert n == 1 and [x.op_type for x in out.graph.node] == ["Conv", "HardSigmoid"]
+    assert out.graph.node[1].output[0] == "y"
+    assert np.allclose(_run(m, X), _run(out, X), atol=1e-6)
+
+
+def _unchanged(body: Callable) -> None:
+    m = _model(body)
+    out, n = canonical_hard_activations(m)
+    assert n == 0 and [x.op_type for x in out.graph.node] == [x.op_type for x in m.graph.node]
+
+
+def test_negative_controls_stay_as_written() -> None:
+    # A plain ReLU6 after a conv is not a hard-sigmoid (one clamp, range [0, 6]).
+    _unchanged(lambda: ([N("Clip", ["t", "zero", "six"], ["y"], name="relu6")], {"zero": _c(0), "six": _c(6)}))
+    # x * relu6(x + 3) / 5: the scale does not bring the range to [0, 1].
+    _unchanged(
+        lambda: (
+            [
+                N("Add", ["t", "three"], ["a"], name="add3"),
+                N("Clip", ["a", "zero", "six"], ["c"], name="clip"),
+                N("Mul", ["t", "c"], ["m"], name="mul"),
+                N("Div", ["m", "five"], ["y"], name="div5"),
+            ],
+            {"three": _c(3), "zero": _c(0), "six": _c(6), "five": _c(5)},
+        )
+    )
+    # A decreasing map: clip(-x / 6 + 0.5, 0, 1) is not HardSigmoid's increasing form.
+    _unchanged(
+        lambda: (
+            [
+                N("Mul", ["t", "m6"], ["d"], name="mul_neg"),
+                N("Add", ["d", "half"], ["a"], name="add_half"),
+                N("Clip", ["a", "zero", "one"], ["y"], name="clip01"),
+            ],
+            {"m6": _c(-1 / 6), "half": _c(0.5), "zero": _c(0), "one": _c(1)},
+        )
+    )
+    # The clamp's output is also used elsewhere (a second consumer): its value must stay what it is.
+    _unchanged(
+        lambda: (
+            [
+                N("Add", ["t", "three"], ["a"], name="add3"),
+                N("Clip", ["a", "zero", "six"], ["c"], name="clip"),
+                N("Mul", ["t", "c"], ["m"], name="mul"),
+                N("Div", ["m", "six"], ["d"], name="div6"),
+                N("Add", ["d", "c"], ["y"], name="reuse"),
+            ],
+            {"three": _c(3), "zero": _c(0), "six": _c(6)},
+        )
+    )
+
+
+# -- Conv bias written as a separate Add ----------------------------------------------------------------------
+def _bias_add_model(bias_shape: tuple[int, ...]) -> onnx.ModelProto:
+    nodes = [
+        N("Conv", ["x", "w"], ["t"], name="conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        N("Add", ["t", "bias"], ["a"], name="bias_add"),
+        N("Relu", ["a"], ["y"], name="relu"),
+    ]
+    inits = {"w": rng_w(C, 3, 3, 3), "bias": rng_w(*bias_shape, seed=2)}
+    return make_model(nodes, [("x", [1, 3, HW, HW])], [("y", None)], inits)
+
+
+@pytest.mark.parametrize("shape", [(1, C, 1, 1), (C, 1, 1), (1,)])
+def test_conv_bias_add_folds_into_the_conv(shape: tuple[int, ...]) -> None:
+    m = _bias_add_model(shape)
+    out = prepare(m)
+    assert [x.op_type for x in out.graph.node] == ["Conv", "Relu"] and len(out.graph.node[0].input) == 3
+    assert np.allclose(_run(m, X), _run(out, X), atol=1e-5)
+
+
+def test_bias_add_along_the_last_axis_is_not_a_conv_bias() -> None:
+    """A (C,) constant broadcasts along the width axis (here width == C), not the channels: it stays an Add."""
+    global HW
+    old, HW = HW, C
+    try:
+        m = _bias_add_model((C,))
+        x = np.random.default_rng(4).uniform(-3, 3, (1, 3, HW, HW)).astype(np.float32)
+        out = prepare(m)
+        assert [x_.op_type for x_ in out.graph.node] == ["Conv", "Add", "Relu"]
+        assert np.allclose(_run(m, x), _run(out, x), atol=1e-5)
+    finally:
+        HW = old
