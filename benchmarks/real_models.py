@@ -26,9 +26,12 @@ evaluation sets are disjoint).
 Variants (each quantized once, in its own child, before anything is timed: round 1 runs the variants in
 list order, and the quantization variants come first):
   edgecnn      edgecnn's public quantize API with its defaults for --runtime ort (method auto, u8 activations)
-  edgecnn-ov   OpenVINO's scheme with activations as float post-ops of their Conv (NNCF's placement; op
-               policy "openvino-postops")
-  edgecnn-ov-int  --runtime openvino: OpenVINO's scheme, every op that has an integer form in integer
+  edgecnn-ov   --runtime openvino: activations as float post-ops of their Conv (NNCF's placement, op policy
+               "openvino"), in the scheme RUNTIME_SCHEMES["openvino"]
+  edgecnn-ov-u8   the same placement, u8 asymmetric activations (the x86 scheme --runtime ort uses)
+  edgecnn-ov-sym  the same placement, symmetric activations, u8 or s8 by sign (NNCF's "performance" preset)
+  edgecnn-ov-int  op policy "openvino-int" (every op that has an integer form in integer, SiLU included),
+               symmetric activations: the --runtime openvino default before this run
   ort          onnxruntime.quantization.quantize_static(QDQ, per_channel=True) after quant_pre_process, defaults
   nncf-ov      nncf.quantize on the OpenVINO model (its native backend), default preset
   nncf-onnx    nncf.quantize on the ONNX model
@@ -64,9 +67,10 @@ if str(REPO) not in sys.path:
 
 NAME = "real_models"
 WORK = MODELS / "real"
-VARIANTS = ("edgecnn", "edgecnn-ov", "edgecnn-ov-int", "ort", "nncf-ov", "nncf-onnx")
+VARIANTS = ("edgecnn", "edgecnn-ov", "edgecnn-ov-u8", "edgecnn-ov-sym", "edgecnn-ov-int", "ort", "nncf-ov", "nncf-onnx")
 PEERS = ("ort", "nncf-ov", "nncf-onnx")
-OV_VARIANTS = ("edgecnn-ov", "edgecnn-ov-int", "nncf-ov")  # made for OpenVINO: evaluated there
+# made for OpenVINO: evaluated there
+OV_VARIANTS = ("edgecnn-ov", "edgecnn-ov-u8", "edgecnn-ov-sym", "edgecnn-ov-int", "nncf-ov")
 MODEL_NAMES = ("yolo320", "mbv3-224", "tinted-cls", "mbv3-block", "det-block")
 FITTED = {"tinted-cls": "classifier", "mbv3-block": "mbv3_block", "det-block": "detector_block"}
 # FP32 cells: (runtime, OpenVINO precision hint); INT8 cells run with the runtime's default.
@@ -160,11 +164,16 @@ def quantize_child(
 
         from edgecnn.quantize.api import QuantizeConfig, quantize
         from edgecnn.quantize.dataset import ImageDataset
-        from edgecnn.quantize.params import RUNTIME_SCHEMES
+        from edgecnn.quantize.params import OPENVINO_CPU, RUNTIME_SCHEMES, X86_CPU
 
-        rt = "ort" if variant == "edgecnn" else "openvino"
-        policy = {"edgecnn": "ort", "edgecnn-ov": "openvino-postops", "edgecnn-ov-int": "openvino"}[variant]
-        config = QuantizeConfig(runtime=policy, scheme=RUNTIME_SCHEMES[rt], batch=batch, threads=threads)
+        policy, scheme = {
+            "edgecnn": ("ort", RUNTIME_SCHEMES["ort"]),
+            "edgecnn-ov": ("openvino", RUNTIME_SCHEMES["openvino"]),
+            "edgecnn-ov-u8": ("openvino", X86_CPU),
+            "edgecnn-ov-sym": ("openvino", OPENVINO_CPU),
+            "edgecnn-ov-int": ("openvino-int", OPENVINO_CPU),
+        }[variant]
+        config = QuantizeConfig(runtime=policy, scheme=scheme, batch=batch, threads=threads)
         q, rep = quantize(Path(model), ImageDataset.open(Path(calib), spec, n), config)
         onnx.save(q, str(dst))
         info = {"kept_float": len(rep.kept_float), "methods": rep.methods_chosen, "input_ranges": rep.input_ranges}
@@ -426,14 +435,18 @@ def goals(payload: dict[str, Any]) -> dict[str, Any]:
             out["agreement"][m] = ("met" if mine is not None and mine >= 99.5 else "not met", mine, reached)
     if "yolo320" in models:
         y = "yolo320"
+        # NNCF's faster INT8 on OpenVINO: from its OpenVINO backend or from its ONNX backend
+        nncf_p50 = {n: median(payload, f"{y}/{n}/openvino", "p50_ms") for n in ("nncf-ov", "nncf-onnx")}
+        nncf = min((n for n, v in nncf_p50.items() if v is not None), key=lambda n: nncf_p50[n], default="nncf-ov")
         out["yolo_vs_nncf"] = {
             v: (
-                compare(payload, f"{y}/{v}/openvino", f"{y}/nncf-ov/openvino"),
+                compare(payload, f"{y}/{v}/openvino", f"{y}/{nncf}/openvino"),
                 median(payload, f"{y}/{v}/openvino", "p50_ms"),
             )
-            for v in ("edgecnn-ov-int", "edgecnn")
+            for v in ("edgecnn-ov", "edgecnn")
         }
-        out["nncf_p50"] = median(payload, f"{y}/nncf-ov/openvino", "p50_ms")
+        out["nncf_p50"] = nncf_p50.get(nncf)
+        out["nncf_best"] = nncf
         q, f = median(payload, f"{y}/edgecnn/ort", "p50_ms"), median(payload, f"{y}/fp32/ort", "p50_ms")
         sq, sf = spread(payload, f"{y}/edgecnn/ort", "p50_ms"), spread(payload, f"{y}/fp32/ort", "p50_ms")
         out["yolo_ort_ratio"] = (q / f if q and f else None, (sq[1] / sf[0]) if sq and sf else None)
@@ -443,7 +456,7 @@ def goals(payload: dict[str, Any]) -> dict[str, Any]:
                 (median(payload, f"{y}/{v}/openvino", "p50_ms") or float("nan"))
                 / (median(payload, f"{y}/fp32/openvino-default", "p50_ms") or float("nan")),
             )
-            for v in ("edgecnn-ov-int", "edgecnn", "nncf-ov")
+            for v in ("edgecnn-ov", "edgecnn", "nncf-ov", "nncf-onnx")
         }
         out["default_precision"] = _fact(payload, f"{y}/fp32/openvino-default", "inference_precision")
     if "mbv3-block" in models:
@@ -499,8 +512,8 @@ def readme_verdict(payload: dict[str, Any]) -> str:
             return f"{word[c]} ({_ms(p50)} vs {_ms(nncf)} ms{ratio})"
 
         lines.append(
-            "- **YOLO-style INT8 p50 <= NNCF's INT8 on OpenVINO:** `--runtime openvino` "
-            f"{vs_nncf('edgecnn-ov-int')}; the ORT-tuned file (`--runtime ort`) {vs_nncf('edgecnn')}."
+            f"- **YOLO-style INT8 p50 <= NNCF's INT8 on OpenVINO (its faster one, {g['nncf_best']}):** `--runtime openvino` "
+            f"{vs_nncf('edgecnn-ov')}; the ORT-tuned file (`--runtime ort`) {vs_nncf('edgecnn')}."
         )
         r, worst = g["yolo_ort_ratio"]
         verdict = "not measured" if r is None else ("met" if r <= 0.7 else "NOT met")

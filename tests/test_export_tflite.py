@@ -76,7 +76,8 @@ def eval_images(n: int | None = None) -> list[np.ndarray]:
 def qdq_of(model_path: Path, *, per_channel: bool = True, outputs: bool = False, spec=None, samples: int = 64):
     scheme = QuantScheme(weights_per_channel=per_channel, quantize_outputs=outputs)
     ds = ImageDataset.open(CALIB_DIR, spec or load_spec(SPEC), samples)
-    q, _ = quantize(model_path, ds, QuantizeConfig(scheme=scheme))
+    # the placement `export` quantizes with (export.api: runtime "ort-float-act"), not ORT's own
+    q, _ = quantize(model_path, ds, QuantizeConfig(scheme=scheme, runtime="ort-float-act"))
     return q
 
 

@@ -192,3 +192,27 @@ def test_bias_add_along_the_last_axis_is_not_a_conv_bias() -> None:
         assert np.allclose(_run(m, x), _run(out, x), atol=1e-5)
     finally:
         HW = old
+
+
+def test_conv_affine_chain_folds_into_the_conv() -> None:
+    """PP-LCNet's learnable affine block after a Conv: Mul(scalar) -> Add(scalar) (and / or - by constants)."""
+    nodes = [
+        N("Conv", ["x", "w", "b"], ["t"], name="conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        N("Mul", ["s", "t"], ["m"], name="lab_scale"),
+        N("Add", ["m", "c"], ["a"], name="lab_bias"),
+        N("Div", ["a", "two"], ["d"], name="half"),
+        N("Sub", ["d", "pc"], ["e"], name="minus_per_channel"),
+        N("Relu", ["e"], ["y"], name="relu"),
+    ]
+    inits = {"w": rng_w(C, 3, 3, 3), "b": rng_w(C, seed=1), "s": _c(1.7), "c": _c(-0.3), "two": _c(2.0),
+             "pc": rng_w(1, C, 1, 1, seed=5)}  # fmt: skip
+    m = make_model(nodes, [("x", [1, 3, HW, HW])], [("y", None)], inits)
+    out = prepare(m)
+    assert [x.op_type for x in out.graph.node] == ["Conv", "Relu"]
+    assert np.allclose(_run(m, X), _run(out, X), atol=1e-5)
+    # Control: c - x (the constant first) is not taken, only x - c and x / c are; its Sub stays.
+    nodes[4] = N("Sub", ["pc", "d"], ["e"], name="per_channel_minus")
+    m2 = make_model(nodes, [("x", [1, 3, HW, HW])], [("y", None)], inits)
+    out2 = prepare(m2)
+    assert [x.op_type for x in out2.graph.node] == ["Conv", "Sub", "Relu"]
+    assert np.allclose(_run(m2, X), _run(out2, X), atol=1e-5)

@@ -559,13 +559,11 @@ def test_native_hardswish_opset14_runs_in_integer_on_ort(tmp_path: Path) -> None
 
 
 def test_openvino_scheme_fuses_activations_and_runs_in_int8(data: dict[str, Path], tmp_path: Path) -> None:
-    """The "openvino-postops" policy: no Q/DQ between a Conv and its SiLU (OpenVINO fuses it as a post-op);
+    """--runtime openvino: no Q/DQ between a Conv and its SiLU (OpenVINO fuses it as a post-op);
     the OpenVINO scheme: symmetric activations; OpenVINO's execution graph runs the convolutions in int8."""
     p = plan(shaped(data["det"]), policy=OPENVINO_POLICY)
     assert "stem.sigmoid" in p.post_ops and "stem.c" not in p.activations and "stem" in p.activations
-    q, _ = edgecnn_int8(
-        data["det"], data["calib"], tmp_path / "ov.onnx", runtime="openvino-postops", scheme=OPENVINO_CPU
-    )
+    q, _ = edgecnn_int8(data["det"], data["calib"], tmp_path / "ov.onnx", runtime="openvino", scheme=OPENVINO_CPU)
     zps = [
         numpy_helper.to_array(t)
         for t in onnx.load(str(q)).graph.initializer
@@ -580,8 +578,8 @@ def test_openvino_scheme_fuses_activations_and_runs_in_int8(data: dict[str, Path
     ref = outputs(data["det"], x)
     got = outputs(q, x, "openvino")
     assert min(sqnr(r, g) for r, g in zip(ref, got, strict=True)) > 20
-    # --runtime openvino (measured faster, benchmarks/real_models.py) puts the SiLU itself in integer.
-    assert "stem.sigmoid" in plan(shaped(data["det"]), policy=OP_POLICIES["openvino"]).quantized_nodes
+    # Negative control: the all-integer placement ("openvino-int") puts the SiLU itself in integer.
+    assert "stem.sigmoid" in plan(shaped(data["det"]), policy=OP_POLICIES["openvino-int"]).quantized_nodes
     # Negative control: the x86 ORT scheme has asymmetric (non-zero) zero points on the SiLU outputs.
     q2, _ = edgecnn_int8(data["det"], data["calib"], tmp_path / "ort.onnx", scheme=X86_CPU)
     inits = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(q2)).graph.initializer}
@@ -714,3 +712,63 @@ def test_paddle_spelled_mobilenetv3_block_quantizes_like_the_native_ops(data: di
     assert ops["activation Q/DQ"] == ort_runs(q_native, tmp_path)["activation Q/DQ"] == 1
     assert len(r_spelled.integer_forms) == len(r_native.integer_forms) == 3
     assert sqnr(ref, outputs(q_spelled, x)[0]) >= sqnr(ref, outputs(q_native, x)[0]) - 0.3
+
+
+def _tail_model() -> onnx.ModelProto:
+    """A YOLOv8-style head end: box branch Conv -> Mul(stride) -> Sub(anchor) ; score branch Conv -> Sigmoid;
+    Concat of the two as the one output. Before the head: Conv -> Relu -> Mul(scale) -> Add(shift) -> Conv, an
+    affine block between two integer layers."""
+    rng = np.random.default_rng(7)
+    inits = {
+        "w0": he(rng, 8, 3, 3, 3), "w1": he(rng, 8, 8, 3, 3), "wb": he(rng, 4, 8, 1, 1), "wc": he(rng, 3, 8, 1, 1),
+        "s": np.array(0.7, np.float32), "t": np.array(0.25, np.float32),
+        "stride": np.array(8.0, np.float32), "anchor": rng.uniform(0, 4, (1, 4, 1, 1)).astype(np.float32),
+    }  # fmt: skip
+    N = helper.make_node
+    nodes = [
+        N("Conv", ["input", "w0"], ["c0"], name="c0", kernel_shape=[3, 3], pads=[1] * 4),
+        N("Relu", ["c0"], ["r0"], name="r0"),
+        N("Mul", ["r0", "s"], ["lab_m"], name="lab_scale"),
+        N("Add", ["lab_m", "t"], ["lab_a"], name="lab_shift"),
+        N("Conv", ["lab_a", "w1"], ["c1"], name="c1", kernel_shape=[3, 3], pads=[1] * 4),
+        N("Relu", ["c1"], ["r1"], name="r1"),
+        N("Conv", ["r1", "wb"], ["box"], name="box_conv"),
+        N("Mul", ["box", "stride"], ["box_px"], name="box_stride"),
+        N("Sub", ["box_px", "anchor"], ["box_dec"], name="box_decode"),
+        N("Conv", ["r1", "wc"], ["cls"], name="cls_conv"),
+        N("Sigmoid", ["cls"], ["score"], name="score"),
+        N("Concat", ["box_dec", "score"], ["out"], name="head_concat", axis=1),
+    ]
+    return make_model(nodes, [("input", [1, 3, SIZE, SIZE])], [("out", None)], inits)
+
+
+def test_ops_after_the_last_conv_stay_float_and_constant_affine_between_integer_layers_runs_integer(
+    data: dict[str, Path], tmp_path: Path
+) -> None:
+    """Two placement rules on ORT, each with its other side:
+    - the box decode and score activation after the last convolutions (nothing integer reads them) stay float
+      with the reason, and only the last convs' outputs are quantized; an integer-only target quantizes them;
+    - Mul/Add by a constant between two integer layers (PP-LCNet's learnable affine block) runs as
+      QLinearMul/QLinearAdd, where the same Mul on the float model input stays float."""
+    src = save(_tail_model(), tmp_path / "tail.onnx")
+    p = plan(shaped(src), policy=ORT_POLICY)
+    for k in ("box_stride", "score", "head_concat"):
+        assert "after the last Conv/Gemm/MatMul" in p.kept_float[k], k
+    assert "box_decode" in p.kept_float  # Sub: no integer kernel anyway (its own reason)
+    assert {"box_conv", "cls_conv", "lab_scale", "lab_shift"} <= set(p.quantized_nodes)
+    from edgecnn.quantize.qdq import INTEGER_POLICY
+
+    p_int = plan(shaped(src), quantize_outputs=True, policy=INTEGER_POLICY)
+    assert {"box_stride", "score", "head_concat"} <= set(p_int.quantized_nodes)
+    q, _ = edgecnn_int8(src, data["calib"], tmp_path / "tail_q.onnx")
+    ops = ort_runs(q, tmp_path)
+    assert ops["QLinearMul"] == 1 and ops["QLinearAdd"] == 1 and ops["QLinearConv"] == 4, ops
+    assert ops["Sigmoid"] == 1 and ops["Concat"] == 1 and ops["QLinearConcat"] == 0, ops
+    x = tensors(data["eval"])[:16]
+    assert sqnr(outputs(src, x)[0], outputs(q, x)[0]) > 25
+    # Control: a Mul by a constant on the float model input (nothing integer before it) stays float.
+    m = _tail_model()
+    m.graph.node.insert(0, helper.make_node("Mul", ["input", "s"], ["input_scaled"], name="pre_scale"))
+    m.graph.node[1].input[0] = "input_scaled"
+    p2 = plan(shaped(save(m, tmp_path / "pre.onnx")), policy=ORT_POLICY)
+    assert "after a float op" in p2.kept_float["pre_scale"]

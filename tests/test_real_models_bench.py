@@ -60,22 +60,22 @@ def test_sqnr_goal_flips_when_edgecnn_loses(real: dict[str, Any]) -> None:
 
 def test_latency_goals_are_decided_from_the_spreads(real: dict[str, Any]) -> None:
     slow = copy.deepcopy(real)
-    _set(slow, "yolo320/edgecnn-ov-int/openvino", "p50_ms", factor=100.0)
+    _set(slow, "yolo320/edgecnn-ov/openvino", "p50_ms", factor=100.0)
     _set(slow, "yolo320/edgecnn/ort", "p50_ms", factor=100.0)
     text = real_models.readme_verdict(slow)
     assert "`--runtime openvino` NOT met (slower beyond noise)" in text
     assert "0.7x FP32 on ONNX Runtime:** NOT met" in text
     fast = copy.deepcopy(real)
-    _set(fast, "yolo320/edgecnn-ov-int/openvino", "p50_ms", value=1e-3)
+    _set(fast, "yolo320/edgecnn-ov/openvino", "p50_ms", value=1e-3)
     _set(fast, "yolo320/edgecnn/ort", "p50_ms", value=1e-3)
     text = real_models.readme_verdict(fast)
     assert "`--runtime openvino` met (faster beyond noise)" in text
     assert "0.7x FP32 on ONNX Runtime:** met" in text
     same = copy.deepcopy(real)  # identical ranges: neither faster nor slower
     nncf = next(x for x in same["variants"] if x["name"] == "yolo320/nncf-ov/openvino")["summary"]["p50_ms"]
-    ours = next(x for x in same["variants"] if x["name"] == "yolo320/edgecnn-ov-int/openvino")["summary"]["p50_ms"]
+    ours = next(x for x in same["variants"] if x["name"] == "yolo320/edgecnn-ov/openvino")["summary"]["p50_ms"]
     ours.update({k: nncf[k] for k in ("median", "min", "max", "q1", "q3")})
-    assert real_models.compare(same, "yolo320/edgecnn-ov-int/openvino", "yolo320/nncf-ov/openvino") == "within noise"
+    assert real_models.compare(same, "yolo320/edgecnn-ov/openvino", "yolo320/nncf-ov/openvino") == "within noise"
 
 
 def test_agreement_goal_names_a_model_where_a_peer_reaches_99_5(real: dict[str, Any]) -> None:

@@ -156,7 +156,14 @@ def test_whole_models_every_operator_placed_as_vela_places_it(qdq_models, io: st
         p = tmp_path / f"{name}.onnx"
         onnx.save(q, str(p))
         if io == "int8":
-            assert check_target(load_model(p), u55).all_accelerated == all(real), name
+            onnx_rep = check_target(load_model(p), u55)
+            # A float op left in the QDQ model (yolo_block's Softmax output: no integer kernel in the QDQ
+            # placement) is on the CPU for the ONNX file as given; the int8-I/O export quantizes it. Such nodes
+            # must say so (fix: quantize); every other node must agree with Vela on the export.
+            floats = [n for n in onnx_rep.nodes if n.failures and all(f.rule == "precision" for f in n.failures)]
+            assert all(f.fix_kind.name == "QUANTIZE" for n in floats for f in n.failures), name
+            others_ok = all(not n.failures for n in onnx_rep.nodes if n not in floats)
+            assert others_ok == all(real), name
 
 
 def test_check_cli_reads_a_tflite_file(tmp_path: Path) -> None:

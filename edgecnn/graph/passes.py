@@ -302,12 +302,27 @@ def drop_absorbed_bns(m: onnx.ModelProto, outputs: set[str]) -> None:
     m.graph.node.extend(keep)
 
 
-def _fold_conv_bias_add(m: onnx.ModelProto, base_dir: Path | None = None) -> onnx.ModelProto:
-    """Conv -> Add(constant per output channel or scalar) becomes one Conv with that bias: how Paddle (and
-    some hand-written) exports write a convolution's bias. Left alone, the Add is a separate float op between
-    the Conv and its activation, which stops every runtime's Conv+bias+activation fusion and, in an INT8
-    model, costs a Q/DQ pair. Only a constant that broadcasts along the channel axis alone folds
-    ((1, C, 1, 1), (C, 1, 1), or one value); a (C,) constant broadcasts along the last axis and is kept."""
+def _channel_constant(c: np.ndarray, cout: int, rank: int) -> np.ndarray | None:
+    """``c`` as one value per output channel, when it broadcasts against a (N, C, spatial...) tensor of
+    ``rank`` dims along the channel axis alone: (1, C, 1, 1), (C, 1, 1) or one value. A (C,) constant
+    broadcasts along the last axis, not the channels: None."""
+    if not np.issubdtype(c.dtype, np.floating) or not np.all(np.isfinite(c)):
+        return None
+    if c.size == 1:
+        return np.full(cout, float(c.reshape(-1)[0]))
+    if c.size == cout and c.ndim >= rank - 1 and c.shape[c.ndim - (rank - 1)] == cout:
+        return c.reshape(-1).astype(np.float64)
+    return None
+
+
+def _fold_conv_affine(m: onnx.ModelProto, base_dir: Path | None = None) -> onnx.ModelProto:
+    """Conv -> a chain of Add/Sub/Mul/Div by constants per output channel (or one value) becomes one Conv:
+    W' = W * s, b' = b * s + t. How Paddle exports write a convolution's bias (a separate Add) and PP-LCNet's
+    learnable affine blocks (Mul and Add by a scalar after the Conv). Left alone, each is a separate float
+    op between the Conv and its activation: it stops the runtime's Conv+bias+activation fusion and, in an
+    INT8 model, is a float island between a DQ and a Q. Every link must be the previous one's only consumer
+    (not a graph output); ``x - c`` and ``x / c`` fold, ``c - x`` and ``c / x`` do not (not affine in the
+    right way), nor a constant that broadcasts along another axis."""
     inits = {t.name: t for t in m.graph.initializer}
     consumers = _consumers(m)
     graph_outputs = {o.name for o in m.graph.output}
@@ -317,39 +332,59 @@ def _fold_conv_bias_add(m: onnx.ModelProto, base_dir: Path | None = None) -> onn
             continue
         if len(conv.input) > 2 and conv.input[2] and conv.input[2] not in inits:
             continue
-        cons = consumers.get(conv.output[0], [])
-        if len(cons) != 1 or conv.output[0] in graph_outputs or cons[0].op_type != "Add":
+        w_t = inits[conv.input[1]]
+        cout, rank = int(w_t.dims[0]), len(w_t.dims)
+        scale, shift = np.ones(cout), np.zeros(cout)
+        out, chain = conv.output[0], []
+        while True:
+            cons = consumers.get(out, [])
+            if len(cons) != 1 or out in graph_outputs or cons[0].op_type not in ("Add", "Sub", "Mul", "Div"):
+                break
+            n = cons[0]
+            if len(n.input) != 2 or n.input[0] == n.input[1]:
+                break
+            first = n.input[0] == out
+            other = n.input[1] if first else n.input[0]
+            if other not in inits or (n.op_type in ("Sub", "Div") and not first):
+                break
+            c = _channel_constant(to_array(inits[other], base_dir), cout, rank)
+            if c is None or (n.op_type == "Div" and np.any(c == 0)):
+                break
+            if n.op_type == "Add":
+                shift = shift + c
+            elif n.op_type == "Sub":
+                shift = shift - c
+            else:
+                k = c if n.op_type == "Mul" else 1.0 / c
+                scale, shift = scale * k, shift * k
+            chain.append(n)
+            out = n.output[0]
+        if not chain:
             continue
-        add = cons[0]
-        other = add.input[1] if add.input[0] == conv.output[0] else add.input[0]
-        if other == conv.output[0] or other not in inits:
-            continue
-        w = inits[conv.input[1]]
-        cout, rank = int(w.dims[0]), len(w.dims)
-        c = to_array(inits[other], base_dir)
-        if not np.issubdtype(c.dtype, np.floating):
-            continue
-        if c.size == 1:
-            add_b = np.full(cout, float(c.reshape(-1)[0]))
-        elif c.size == cout and c.ndim >= rank - 1 and c.shape[c.ndim - (rank - 1)] == cout:
-            add_b = c.reshape(-1).astype(np.float64)  # (..., C, 1, 1): the channel axis, nothing else
-        else:
-            continue
-        old = (
+        w = to_array(w_t, base_dir)
+        b = (
             to_array(inits[conv.input[2]], base_dir).astype(np.float64)
             if len(conv.input) > 2 and conv.input[2]
             else np.zeros(cout)
         )
-        b_name = f"{conv.name or conv.output[0]}_bias_addfold"
-        m.graph.initializer.append(numpy_helper.from_array((old + add_b).astype(c.dtype), b_name))
+        key = conv.name or conv.output[0]
+        w_name, b_name = f"{conv.input[1]}_{key}_affine", f"{key}_bias_affine"
+        if np.any(scale != 1.0):
+            m.graph.initializer.append(
+                numpy_helper.from_array(
+                    (w.astype(np.float64) * scale.reshape(-1, *([1] * (rank - 1)))).astype(w.dtype), w_name
+                )
+            )
+            conv.input[1] = w_name
+        m.graph.initializer.append(numpy_helper.from_array((b * scale + shift).astype(w.dtype), b_name))
         if len(conv.input) > 2:
             conv.input[2] = b_name
         else:
             conv.input.append(b_name)
-        conv.output[0] = add.output[0]
-        absorbed.add(add.output[0])
+        conv.output[0] = out
+        absorbed.update(n.output[0] for n in chain)
     if absorbed:
-        keep = [n for n in m.graph.node if not (n.op_type == "Add" and n.output[0] in absorbed)]
+        keep = [n for n in m.graph.node if not (n.op_type != "Conv" and n.output and n.output[0] in absorbed)]
         del m.graph.node[:]
         m.graph.node.extend(keep)
         remove_unused_initializers(m)
@@ -465,7 +500,7 @@ def prepare(model: onnx.ModelProto, base_dir: Path | None = None) -> onnx.ModelP
     external weights live (see graph.external), so that a large model need not sit in memory.
     """
     m = _fold_batchnorm(_remove_identities(_fold_constants(_copy(model), base_dir)), base_dir)
-    _fold_conv_bias_add(m, base_dir)
+    _fold_conv_affine(m, base_dir)
     _canonical_hard_activations(m)
     infer_shapes_inplace(m)
     return m

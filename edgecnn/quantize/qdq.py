@@ -66,6 +66,9 @@ class OpPolicy:
     # patterns stays float with it: the runtime fuses them into one float kernel and the first Q comes after.
     float_stem_patterns: frozenset[str] = frozenset()
     float_stem_reason: str = ""
+    # Ops after the last Conv/Gemm/MatMul on every path to the outputs stay float (``_float_tail``): right for
+    # QDQ models run by a CPU runtime; not for a .tflite export, where a float tail is a delegate partition.
+    float_tail: bool = False
 
     def reason(self, op_type: str) -> str:
         return self.float_reasons.get(op_type, f"{op_type} has no integer kernel on {self.name}")
@@ -85,6 +88,7 @@ ORT_DECOMPOSE_POLICY = OpPolicy(
     name="onnxruntime",
     integer_ops=ARITH_OPS | PASS_OPS | frozenset({"Sigmoid", "LeakyRelu", "HardSigmoid", "HardSwish"}),
     decompose_ops=frozenset({"HardSigmoid", "HardSwish"}),
+    float_tail=True,
 )
 ORT_POLICY = replace(
     ORT_DECOMPOSE_POLICY,
@@ -98,6 +102,7 @@ ORT_LOOKUP_POLICY = OpPolicy(
     name="onnxruntime",
     integer_ops=ARITH_OPS | PASS_OPS | frozenset({"Sigmoid", "LeakyRelu", "HardSigmoid", "HardSwish"}),
     lookup_ops=frozenset({"HardSigmoid", "HardSwish"}),
+    float_tail=True,
 )
 # The placement before lookup tables: HardSwish/HardSigmoid in float between Q/DQ (kept for comparison).
 ORT_FLOAT_ACT_POLICY = OpPolicy(
@@ -120,11 +125,13 @@ OPENVINO_POLICY = OpPolicy(
         op: f"{op} runs as a float post-op fused into the int8 convolution on OpenVINO (no Q/DQ around it)"
         for op in ("Sigmoid", "HardSigmoid", "HardSwish", "LeakyRelu", "Mul")
     },
+    float_tail=True,
 )
-# OpenVINO CPU, measured (benchmarks/real_models.py, README "Real exported models"): every op with an integer
-# form wrapped in Q/DQ (with the symmetric OPENVINO_CPU scheme) ran faster than the post-op placement above
-# on the YOLO-style detector (32.3 vs 40.8 ms p50), the MobileNetV3-style classifier and the detector block,
-# so that is the default for --runtime openvino; "openvino-postops" keeps the NNCF-like placement.
+# OpenVINO CPU, every op with an integer form wrapped in Q/DQ, activations included ("openvino-int"). It was
+# the --runtime openvino default until a quiet rerun of benchmarks/real_models.py (OpenVINO 2026.4, AMX)
+# measured the post-op placement above faster on all five models there (yolo320 4.88 vs 5.38 ms p50) and
+# more accurate on four: OpenVINO runs each Sigmoid/Mul between FakeQuantizes as a separate "Subgraph"
+# kernel (80 of them, 60% of yolo320's time), where the post-op placement fuses them into the convolution.
 OPENVINO_INT_POLICY = OpPolicy(
     name="openvino",
     integer_ops=ARITH_OPS | PASS_OPS | frozenset({"Sigmoid", "LeakyRelu"}),
@@ -132,6 +139,7 @@ OPENVINO_INT_POLICY = OpPolicy(
         op: f"{op}: no integer kernel in ONNX Runtime, and OpenVINO fuses it into the neighbouring int8 op in float"
         for op in ("HardSwish", "HardSigmoid")
     },
+    float_tail=True,
 )
 # Integer-only accelerators and LiteRT/XNNPACK: everything that has an integer form gets Q/DQ.
 INTEGER_POLICY = OpPolicy(name="integer", integer_ops=ARITH_OPS | UNARY_OPS | PASS_OPS)
@@ -140,8 +148,8 @@ OP_POLICIES = {
     "ort-decompose": ORT_DECOMPOSE_POLICY,
     "ort-float-act": ORT_FLOAT_ACT_POLICY,
     "ort-lookup": ORT_LOOKUP_POLICY,
-    "openvino": OPENVINO_INT_POLICY,
-    "openvino-postops": OPENVINO_POLICY,
+    "openvino": OPENVINO_POLICY,
+    "openvino-int": OPENVINO_INT_POLICY,
     "litert": INTEGER_POLICY,
     "integer": INTEGER_POLICY,
 }
@@ -278,6 +286,9 @@ def plan(
         if not any(excluded(c) for c in chain.nodes):
             for c in chain.nodes:
                 kept[keys[id(c)]] = GELU_REASON
+    tail = _float_tail(nodes, consumers, keys) if policy.float_tail and not quantize_outputs else set()
+    producer = {o: n for n in nodes for o in n.output}
+    integer_keys = set(post)  # nodes whose output is integer (or ends in the Q of a fused post-op chain)
     quantized: list[onnx.NodeProto] = []
     for n in nodes:
         k = keys[id(n)]
@@ -292,6 +303,9 @@ def plan(
                     else (f"{n.op_type} has no integer kernel in the QDQ policy")
                 )
             continue
+        if k in tail:
+            kept[k] = TAIL_REASON
+            continue
         if excluded(n):
             kept[k] = "excluded by --exclude"
             continue
@@ -303,11 +317,18 @@ def plan(
             kept[k] = "weights are not constant"
             continue
         if n.op_type in ("Add", "Mul") and len(act_inputs) < 2 and policy is not INTEGER_POLICY:
-            # One activation and a constant: the runtimes fold the constant into a float multiply/add
-            # (or into the next Conv); wrapping it in Q/DQ only adds conversions.
-            kept[k] = f"{n.op_type} with a constant operand: folded by the runtime, kept float"
-            continue
+            # One activation and a constant. After a float op the runtimes fold it into a float multiply/add (or
+            # into the next Conv), and Q/DQ would only add conversions. After an integer op (PP-LCNet's
+            # learnable affine block: hard-swish -> Mul(s) -> Add(b) -> Conv) float would be an island between
+            # a DQ and a Q: it runs as QLinearMul/QLinearAdd with the constant quantized instead.
+            src = producer.get(act_inputs[0])
+            while src is not None and src.op_type in FUSABLE_ACTIVATIONS:  # a Relu folds into its producer's Q
+                src = producer.get(src.input[0])
+            if src is None or keys[id(src)] not in integer_keys:
+                kept[k] = f"{n.op_type} with a constant operand after a float op: folded by the runtime, kept float"
+                continue
         quantized.append(n)
+        integer_keys.add(k)
 
     fused: dict[str, str] = {}
     for n in quantized:
@@ -365,6 +386,27 @@ def plan(
         lookup_ops=policy.lookup_ops,
         decompose_ops=policy.decompose_ops,
     )
+
+
+TAIL_REASON = (
+    "after the last Conv/Gemm/MatMul on every path to the outputs (box decoding, score activations, output "
+    "reshapes): no integer layer reads it, so Q/DQ here would only requantize values on their way out; kept float"
+)
+
+
+def _float_tail(
+    nodes: list[onnx.NodeProto], consumers: dict[str, list[onnx.NodeProto]], keys: dict[int, str]
+) -> set[str]:
+    """Keys of the non-compute nodes from which no Conv/Gemm/MatMul can be reached: the post-processing after
+    the network's last layers. Integer there buys no integer compute and costs one requantization per op
+    (measured on YOLOv8n: the box decode's Sub/Add/Div/Concat/Mul in int8 lost box SQNR and ran as ~30 extra
+    FakeQuantize kernels on OpenVINO). Integer-only targets (``quantize_outputs``) do not use it."""
+    reaches: dict[int, bool] = {}
+    for n in reversed(nodes):  # graph order is topological: consumers come later
+        reaches[id(n)] = any(
+            c.op_type in COMPUTE_OPS or reaches.get(id(c), False) for o in n.output for c in consumers.get(o, [])
+        )
+    return {keys[id(n)] for n in nodes if n.op_type not in COMPUTE_OPS and not reaches[id(n)]}
 
 
 GELU_REASON = (
@@ -501,6 +543,24 @@ def write_qdq(
                 zeros = np.zeros(b.shape, np.int32)
                 bias_name = f"{n.input[2]}_{keys[id(n)]}"
                 n.input[2] = _constant_dq(bias_name, bq, b_scale_full, zeros, 0, new_inits, new_nodes)
+
+    # 3b. A constant operand of an integer Add/Mul (PP-LCNet's affine blocks, a MatMul's bias): quantized on
+    # the activation grid, per tensor, so that the runtime sees DQ -> op <- DQ and runs QLinearAdd/QLinearMul. A
+    # single value lands exactly on its grid (it is the grid's end).
+    for n in order:
+        if keys[id(n)] not in quantized or n.op_type not in ("Add", "Mul"):
+            continue
+        for k, name in enumerate(n.input):
+            if name not in inits:
+                continue
+            c = to_array(inits[name], base_dir)
+            if not np.issubdtype(c.dtype, np.floating) or not np.all(np.isfinite(c)):
+                continue
+            c_scale, c_zp, c_dtype = activation_qparams(float(min(c.min(), 0.0)), float(max(c.max(), 0.0)), scheme)
+            cq = quantize_array(c, np.float32(c_scale), np.asarray(c_zp), c_dtype)
+            n.input[k] = _constant_dq(
+                f"{name}_{keys[id(n)]}", cq, np.float32(c_scale), np.asarray(c_zp, cq.dtype), 0, new_inits, new_nodes
+            )
 
     # 4. Rewire every consumer of a quantized tensor to its DequantizeLinear output.
     for n in order:
