@@ -59,7 +59,7 @@ def quantize_cmd(
         bool,
         typer.Option(
             "--bias-correction/--no-bias-correction",
-            help="Correct depthwise Conv biases for the mean error of weight rounding (one extra pass).",
+            help="Correct Conv biases for the mean error of weight rounding (one extra pass).",
         ),
     ] = True,
 ) -> None:
@@ -215,7 +215,7 @@ def print_report(r: QuantizeReport, output: Path) -> None:
     else:
         t.add_row("tensors quantized", f"{r.tensors_quantized} activations, {r.weights_quantized} weights")
     if r.bias_corrected:
-        t.add_row("bias corrected", f"{len(r.bias_corrected)} depthwise Conv(s) (mean weight-rounding error removed)")
+        t.add_row("bias corrected", f"{len(r.bias_corrected)} Conv(s) (mean weight-rounding error removed)")
     if r.activations_fused:
         t.add_row("activations fused", f"{r.activations_fused} Relu/Clip folded into the quantized op")
     t.add_row("kept float", str(len(r.kept_float)))
