@@ -15,6 +15,7 @@ from onnx import helper
 
 from edgecnn.preprocess import list_images, load_spec
 from edgecnn.quantize.api import QuantizeConfig, quantize
+from edgecnn.quantize.bias_correction import correct_conv_bias
 from edgecnn.quantize.dataset import ImageDataset
 from edgecnn.runtimes import open_session
 from tests.cli_helpers import ROOT, invoke
@@ -145,8 +146,10 @@ def test_the_input_rounding_term_is_corrected_on_a_model_input_only(tmp_path: Pa
     ]
     model = make_model(nodes, [("input", [1, C, 32, 32])], [("y", None)], {"w": _identity_1x1()}, opset=13)
     src = save(model, tmp_path / "two.onnx")
-    _, rep = quantize(src, ImageDataset.open(DATA / "calib", SPEC, 48), QuantizeConfig(batch=4))
-    assert set(rep.bias_corrected) == {"pw"}, rep.bias_corrected
+    ds = ImageDataset.open(DATA / "calib", SPEC, 48)
+    q, _ = quantize(src, ds, QuantizeConfig(batch=4, bias_correction=False))
+    _, bc = correct_conv_bias(q, model, ds, "input", workdir=tmp_path, choose=False)
+    assert set(bc.corrected) == {"pw"}, bc.corrected
 
 
 def test_a_conv_kept_float_is_not_corrected(tmp_path: Path) -> None:
@@ -170,9 +173,14 @@ def test_a_conv_with_a_shift_next_to_the_exact_one_is_corrected(tmp_path: Path) 
 
 def test_cli_reports_the_corrected_convs_and_can_turn_it_off(tmp_path: Path) -> None:
     src = save(depthwise_model(), tmp_path / "dw.onnx")
-    for flag, expect in (("--bias-correction", {"pw", "dw"}), ("--no-bias-correction", set())):
+    for flag, on in (("--bias-correction", True), ("--no-bias-correction", False)):
         out, js = tmp_path / f"q{flag}.onnx", tmp_path / f"q{flag}.json"
         r = invoke("quantize", src, "-o", out, "--calib", DATA / "calib", "--samples", "16", flag, "--json", js)
         assert r.exit_code == 0, r.output
-        assert set(json.loads(js.read_text())["bias_corrected"]) == expect
-        assert ("bias corrected" in r.output) == bool(expect)
+        rep = json.loads(js.read_text())
+        expect = {"dw"} <= set(rep["bias_corrected"]) if on else rep["bias_corrected"] == {}
+        assert expect, rep["bias_corrected"]
+        # The choice among no correction / depthwise only / every conv is reported with its evidence.
+        assert rep["bias_correction_scope"] == ("depthwise" if on else "")
+        assert set(rep["bias_correction_error"]) == ({"none", "depthwise", "all"} if on else set())
+        assert ("bias corrected" in r.output) == on

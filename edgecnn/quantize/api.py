@@ -81,6 +81,10 @@ class QuantizeReport:
     warnings: list[str] = field(default_factory=list)
     float_reference: str = ""  # the runtime and precision the float model ran in for calibration and checks
     bias_corrected: dict[str, float] = field(default_factory=dict)  # Conv -> largest relative bias shift
+    # Which convs bias correction kept ("all", "depthwise", "none") and each choice's relative output error on
+    # the calibration images (the smallest wins).
+    bias_correction_scope: str = ""
+    bias_correction_error: dict[str, float] = field(default_factory=dict)
     # Nodes without an integer kernel on the runtime, written in an integer form it has (node -> what and why).
     integer_forms: dict[str, str] = field(default_factory=dict)
 
@@ -371,13 +375,14 @@ def _quantize(
             input_ranges[name] = [float(v) for v in ranges[name]]
     res = write_qdq(prepared, the_plan, ranges, config.scheme, base_dir=work)
     bias_corrected: dict[str, float] = {}
+    bc_scope, bc_error = "", {}
     if config.bias_correction:
         from edgecnn.quantize.bias_correction import correct_conv_bias
 
         res.model, bc = correct_conv_bias(
             res.model, prepared, dataset, input_names, workdir=work, threads=config.threads
         )
-        bias_corrected = bc.corrected
+        bias_corrected, bc_scope, bc_error = bc.corrected, bc.scope, bc.calibration_error
     return res.model, QuantizeReport(
         precision="int8",
         method=config.method.value,
@@ -400,6 +405,8 @@ def _quantize(
         warnings=warnings,
         float_reference=f"onnxruntime {runtime_version('ort')} CPU, float layers in f32",
         bias_corrected=bias_corrected,
+        bias_correction_scope=bc_scope,
+        bias_correction_error=bc_error,
         **common,  # type: ignore[arg-type]
     )
 

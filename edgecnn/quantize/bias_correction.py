@@ -54,6 +54,8 @@ class BiasCorrection:
 
     corrected: dict[str, float] = field(default_factory=dict)
     samples: int = 0
+    scope: str = ""  # which convs were corrected: "all", "depthwise" or "none" (chosen on the calibration images)
+    calibration_error: dict[str, float] = field(default_factory=dict)  # scope -> relative output error
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -143,10 +145,16 @@ def correct_conv_bias(
     *,
     workdir: Path,
     threads: int = 0,
+    choose: bool = True,
 ) -> tuple[onnx.ModelProto, BiasCorrection]:
     """``qdq`` (the written INT8 model of ``float_model``) with the bias of every integer Conv corrected for the
     mean output error its INT8 input and weights introduce on ``dataset``; ``qdq`` itself is left as it is. No
-    conv to correct: the same model object back and an empty report (no pass over the data)."""
+    conv to correct: the same model object back and an empty report (no pass over the data).
+
+    ``choose``: the corrections are a per-layer, first-order fix (each conv's shift is measured with float
+    inputs; a shift removed before a ReLU is not removed after it), so three models are compared on the
+    calibration images -- no correction, depthwise convs only, every conv -- and the one whose outputs are
+    closest to float's is returned (``BiasCorrection.scope``). ``choose=False``: every conv, no comparison."""
     convs = quantized_convs(qdq, float_model, workdir)
     if not convs:
         return qdq, BiasCorrection()
@@ -194,13 +202,42 @@ def correct_conv_bias(
         path.unlink(missing_ok=True)
     if count == 0:
         return qdq, BiasCorrection()
+    shifts = [s / count + c.bias for c, s in zip(convs, sums, strict=True)]
+    all_model, all_corrected = _apply(qdq, convs, shifts, workdir)
+    if not all_corrected:
+        return qdq, BiasCorrection(samples=count, scope="none")
+    if not choose:
+        return all_model, BiasCorrection(corrected=all_corrected, samples=count, scope="all")
+    dw = [(c, sh) for c, sh in zip(convs, shifts, strict=True) if _depthwise(c)]
+    candidates: dict[str, tuple[onnx.ModelProto, dict[str, float]]] = {
+        "none": (qdq, {}),
+        "all": (all_model, all_corrected),
+    }
+    if dw and len(dw) < len(convs):
+        candidates["depthwise"] = _apply(qdq, [c for c, _ in dw], [sh for _, sh in dw], workdir)
+    errors = output_errors(
+        float_model, {k: m for k, (m, _) in candidates.items()}, dataset, first, workdir=workdir, threads=threads
+    )
+    # The least error on the calibration images; a tie keeps fewer corrections (none, then depthwise).
+    scope = min(("none", "depthwise", "all"), key=lambda k: (errors.get(k, np.inf), k != "none", k != "depthwise"))
+    model, corrected = candidates[scope]
+    return model, BiasCorrection(corrected=corrected, samples=count, scope=scope, calibration_error=errors)
+
+
+def _depthwise(c: _Conv) -> bool:
+    group = next((helper.get_attribute_value(a) for a in c.node.attribute if a.name == "group"), 1)
+    return group > 1 and c.weight.ndim >= 3 and c.weight.shape[1] == 1 and c.weight.shape[0] == group
+
+
+def _apply(
+    qdq: onnx.ModelProto, convs: list[_Conv], shifts: list[np.ndarray], workdir: Path | None
+) -> tuple[onnx.ModelProto, dict[str, float]]:
+    """A copy of ``qdq`` with each conv's bias lowered by its shift (requantized to int32 at the bias scale)."""
     out = onnx.ModelProto()
     out.CopyFrom(qdq)
     inserts: list[tuple[int, onnx.NodeProto]] = []
     corrected: dict[str, float] = {}
-    for c, s in zip(convs, sums, strict=True):
-        # conv(Q(x), W_q) + b_q is what ships: its mean minus the float conv's mean is the shift.
-        shift = s / count + c.bias
+    for c, shift in zip(convs, shifts, strict=True):
         n = out.graph.node[c.index]
         key = n.name or n.output[0]
         b_scale = (
@@ -228,7 +265,52 @@ def correct_conv_bias(
         corrected[key] = float(np.max(np.abs(shift)) / top) if top > 0 else float(np.max(np.abs(shift)))
     for k, dq in sorted(inserts, key=lambda t: t[0], reverse=True):
         out.graph.node.insert(k, dq)
-    return out, BiasCorrection(corrected=corrected, samples=count)
+    return out, corrected
+
+
+def output_errors(
+    float_model: onnx.ModelProto,
+    models: dict[str, onnx.ModelProto],
+    dataset: CalibrationData,
+    first: str,
+    *,
+    workdir: Path,
+    threads: int = 0,
+    samples: int = 32,
+) -> dict[str, float]:
+    """Per model: the squared error of its outputs against ``float_model``'s on the first ``samples``
+    calibration images, relative to the float outputs' energy (summed over outputs). Streamed: nothing is kept
+    but the sums."""
+    paths = {"float": Path(workdir) / "bc_float.onnx"}
+    save_with_outputs(float_model, [], paths["float"])
+    for k, m in models.items():
+        paths[k] = Path(workdir) / f"bc_{k}.onnx"
+        onnx.save(m, str(paths[k]))
+    try:
+        sessions = {k: open_session("ort", p, threads=threads) for k, p in paths.items()}
+        err = {k: None for k in models}  # type: dict[str, np.ndarray | None]
+        energy = None
+        for i, x in enumerate(dataset.batches(1)):
+            if i >= samples:
+                break
+            feeds = feeds_of(x, first)
+            ref = [np.asarray(o, np.float64) for o in sessions["float"].run(feeds)]
+            e = np.array([float(np.sum(r * r)) for r in ref])
+            energy = e if energy is None else energy + e
+            for k in models:
+                got = sessions[k].run(feeds)
+                d = np.array(
+                    [float(np.sum((np.asarray(g, np.float64) - r) ** 2)) for g, r in zip(got, ref, strict=True)]
+                )
+                prev = err[k]
+                err[k] = d if prev is None else prev + d
+        del sessions
+    finally:
+        for p in paths.values():
+            p.unlink(missing_ok=True)
+    if energy is None:
+        return {}
+    return {k: float(np.sum(v / np.maximum(energy, 1e-30))) for k, v in err.items() if v is not None}
 
 
 def _input_scale(qdq: onnx.ModelProto, c: _Conv, base_dir: Path | None) -> float:
