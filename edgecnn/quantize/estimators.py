@@ -243,7 +243,8 @@ def grid_error(
 # How much more expected error than the best a less-clipping range may have and still be chosen. Measured
 # (tests/test_quantize_real.py models, output SQNR): 1.02 lets MSE clip where the output loses 1-5 dB
 # (detector boxes 27.6 -> 22.8 dB); 1.5 keeps min/max there and still clips where it pays (MobileNetV3
-# block +0.6 dB over min/max); 2 and above never clip on these models.
+# block +0.6 dB over min/max); 2 and above never clip on these models. A tensor read only by a saturating
+# function is judged after it (``Consumer``), with the same tolerance.
 AUTO_TOLERANCE = 1.5
 
 
