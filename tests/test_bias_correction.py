@@ -1,8 +1,10 @@
-"""Depthwise bias correction: it removes the mean output shift that weight rounding causes, and it leaves models
-without a depthwise conv alone. Real quantize API, real onnxruntime sessions, real images."""
+"""Conv bias correction: it removes the mean output shift that weight rounding causes (depthwise, grouped and full
+convs), and it leaves convs whose weights round exactly, or that stay float, alone. Real quantize API, real
+onnxruntime sessions, real images."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -13,10 +15,11 @@ from onnx import helper
 
 from edgecnn.preprocess import list_images, load_spec
 from edgecnn.quantize.api import QuantizeConfig, quantize
+from edgecnn.quantize.bias_correction import correct_conv_bias
 from edgecnn.quantize.dataset import ImageDataset
 from edgecnn.runtimes import open_session
 from tests.cli_helpers import ROOT, invoke
-from tests.onnx_builders import conv_model, make_model, save
+from tests.onnx_builders import make_model, save
 
 DATA = ROOT / "calibration_data"
 SPEC = load_spec(DATA / "preprocess.toml")  # 1x3x32x32, MNIST digits normalised (mean 0.1307, std 0.3081)
@@ -73,8 +76,16 @@ def _quantized(src: Path, tmp: Path, on: bool) -> tuple[Path, object]:
     return out, rep
 
 
-def test_depthwise_bias_correction_removes_the_mean_error_of_rounded_weights(tmp_path: Path, held_out) -> None:
-    src = save(depthwise_model(), tmp_path / "dw.onnx")
+@pytest.mark.parametrize(
+    "second",
+    [
+        pytest.param((_dw_weight(), C), id="depthwise"),
+        pytest.param((np.tile(_dw_weight(), (1, C, 1, 1)) / C, 1), id="full-3x3"),
+        pytest.param((np.tile(_dw_weight(), (2, 2, 1, 1)) / 2, 3), id="grouped-2-per-group"),
+    ],
+)
+def test_bias_correction_removes_the_mean_error_of_int8(second, tmp_path: Path, held_out) -> None:
+    src = save(two_convs(*second), tmp_path / "dw.onnx")
     ref = _outputs(src, held_out)
     off, rep_off = _quantized(src, tmp_path, False)
     on, rep_on = _quantized(src, tmp_path, True)
@@ -85,10 +96,10 @@ def test_depthwise_bias_correction_removes_the_mean_error_of_rounded_weights(tmp
     assert shift_off.min() > 0.02, shift_off
     assert shift_on.max() < 0.25 * shift_off.min(), (shift_on, shift_off)
     assert _sqnr(ref, y_on) > _sqnr(ref, y_off) + 6.0, (_sqnr(ref, y_on), _sqnr(ref, y_off))
-    # The report (and --json) names the corrected conv.
+    # The report (and --json) names the corrected convs (the 1x1 conv too: its input rounds on a coarser grid).
     assert rep_off.bias_corrected == {}
-    assert set(rep_on.bias_corrected) == {"dw"} and rep_on.bias_corrected["dw"] > 0
-    # The depthwise conv had no bias: the corrected model has one, and it is still an int32 QDQ bias.
+    assert "dw" in rep_on.bias_corrected and rep_on.bias_corrected["dw"] > 0
+    # The conv had no bias: the corrected model has one, and it is still an int32 QDQ bias.
     m = onnx.load(str(on))
     dw = next(n for n in m.graph.node if n.name == "dw")
     assert len(dw.input) == 3
@@ -97,32 +108,79 @@ def test_depthwise_bias_correction_removes_the_mean_error_of_rounded_weights(tmp
     assert inits[producer[dw.input[2]].input[0]].data_type == onnx.TensorProto.INT32
 
 
-@pytest.mark.parametrize(
-    ("model", "why"),
-    [
-        (two_convs(np.tile(_dw_weight(), (1, C, 1, 1)), group=1), "a full 3x3 conv with the same taps"),
-        (two_convs(np.tile(_dw_weight(), (2, 2, 1, 1)), group=3), "grouped, 2 input channels per group"),
-        (conv_model(cin=3, cout=8, hw=32), "a single plain Conv"),
-    ],
-    ids=["group-1", "grouped-not-depthwise", "plain-conv"],
-)
-def test_no_depthwise_conv_is_a_no_op(model: onnx.ModelProto, why: str, tmp_path: Path) -> None:
-    model.graph.input[0].name = "input"
-    for n in model.graph.node:
-        n.input[:] = ["input" if i == "x" else i for i in n.input]
-    src = save(model, tmp_path / "plain.onnx")
-    off, rep_off = _quantized(src, tmp_path, False)
-    on, rep_on = _quantized(src, tmp_path, True)
-    assert rep_on.bias_corrected == {} == rep_off.bias_corrected, why
-    a, b = onnx.load(str(off)), onnx.load(str(on))
+# The source images at their own size, not normalised: every input value is k/255, exactly on the input grid
+# (scale 1/255, zero point 0) that calibration fits to this data.
+LATTICE = dataclasses.replace(SPEC, resize=(28, 28), mean=(0.0,) * C, std=(1.0,) * C)
+
+
+def _single_conv(w: np.ndarray) -> onnx.ModelProto:
+    node = helper.make_node("Conv", ["input", "w"], ["y"], name="pw", kernel_shape=[1, 1])
+    return make_model([node], [("input", [1, C, 28, 28])], [("y", None)], {"w": w}, opset=13)
+
+
+def _identity_1x1() -> np.ndarray:
+    return np.eye(C, dtype=np.float32)[:, :, None, None]
+
+
+def test_nothing_to_correct_is_a_no_op(tmp_path: Path) -> None:
+    """Weights exactly on the int8 grid, and the input grid (fitted to the data) is the images' own lattice:
+    the INT8 conv computes what the float one does, so no bias moves."""
+    src = save(_single_conv(_identity_1x1()), tmp_path / "exact.onnx")
+    runs = [
+        quantize(src, ImageDataset.open(DATA / "calib", LATTICE, 48), QuantizeConfig(bias_correction=on, batch=4))
+        for on in (False, True)
+    ]
+    (a, rep_off), (b, rep_on) = runs
+    assert rep_on.bias_corrected == {} == rep_off.bias_corrected
     assert [t.SerializeToString() for t in a.graph.initializer] == [t.SerializeToString() for t in b.graph.initializer]
+
+
+def test_the_input_rounding_term_is_corrected_on_a_model_input_only(tmp_path: Path) -> None:
+    """Two identity 1x1 convs (weights exact on the int8 grid) on normalised MNIST: the input grid's zero point
+    sits a third of a step off the pixel lattice, so every pixel rounds the same way. The conv reading the
+    model input gets that constant removed; the second conv reads the same values on the same grid, but inside
+    the network only the weights' rounding is corrected, and here it is zero."""
+    nodes = [
+        helper.make_node("Conv", ["input", "w"], ["h"], name="pw", kernel_shape=[1, 1]),
+        helper.make_node("Conv", ["h", "w"], ["y"], name="pw2", kernel_shape=[1, 1]),
+    ]
+    model = make_model(nodes, [("input", [1, C, 32, 32])], [("y", None)], {"w": _identity_1x1()}, opset=13)
+    src = save(model, tmp_path / "two.onnx")
+    ds = ImageDataset.open(DATA / "calib", SPEC, 48)
+    q, _ = quantize(src, ds, QuantizeConfig(batch=4, bias_correction=False))
+    _, bc = correct_conv_bias(q, model, ds, "input", workdir=tmp_path, choose=False)
+    assert set(bc.corrected) == {"pw"}, bc.corrected
+
+
+def test_a_conv_kept_float_is_not_corrected(tmp_path: Path) -> None:
+    src = save(depthwise_model(), tmp_path / "dw.onnx")
+    cfg = QuantizeConfig(batch=4, exclude=frozenset({"dw"}))
+    q, rep = quantize(src, ImageDataset.open(DATA / "calib", SPEC, 48), cfg)
+    assert "dw" not in rep.bias_corrected and "dw" in rep.kept_float
+    dw = next(n for n in q.graph.node if n.name == "dw")
+    assert not any("bias_corrected" in i for i in dw.input)
+
+
+def test_a_conv_with_a_shift_next_to_the_exact_one_is_corrected(tmp_path: Path) -> None:
+    """The other side of the 'exact' case above: the same 1x1 conv with one weight just under half a step
+    off its grid in every channel (the input still exact) gets a corrected bias."""
+    w = _identity_1x1()
+    w[:, :, 0, 0] += np.where(np.eye(C) == 0, 0.49 / 127, 0).astype(np.float32)
+    src = save(_single_conv(w), tmp_path / "off.onnx")
+    _, rep = quantize(src, ImageDataset.open(DATA / "calib", LATTICE, 48), QuantizeConfig(batch=4))
+    assert set(rep.bias_corrected) == {"pw"}
 
 
 def test_cli_reports_the_corrected_convs_and_can_turn_it_off(tmp_path: Path) -> None:
     src = save(depthwise_model(), tmp_path / "dw.onnx")
-    for flag, expect in (("--bias-correction", {"dw"}), ("--no-bias-correction", set())):
+    for flag, on in (("--bias-correction", True), ("--no-bias-correction", False)):
         out, js = tmp_path / f"q{flag}.onnx", tmp_path / f"q{flag}.json"
         r = invoke("quantize", src, "-o", out, "--calib", DATA / "calib", "--samples", "16", flag, "--json", js)
         assert r.exit_code == 0, r.output
-        assert set(json.loads(js.read_text())["bias_corrected"]) == expect
-        assert ("bias corrected" in r.output) == bool(expect)
+        rep = json.loads(js.read_text())
+        expect = {"dw"} <= set(rep["bias_corrected"]) if on else rep["bias_corrected"] == {}
+        assert expect, rep["bias_corrected"]
+        # The choice among no correction / depthwise only / every conv is reported with its evidence.
+        assert rep["bias_correction_scope"] == ("depthwise" if on else "")
+        assert set(rep["bias_correction_error"]) == ({"none", "depthwise", "all"} if on else set())
+        assert ("bias corrected" in r.output) == on

@@ -59,7 +59,7 @@ def quantize_cmd(
         bool,
         typer.Option(
             "--bias-correction/--no-bias-correction",
-            help="Correct depthwise Conv biases for the mean error of weight rounding (one extra pass).",
+            help="Correct Conv biases for the mean error of weight rounding (one extra pass).",
         ),
     ] = True,
 ) -> None:
@@ -214,8 +214,14 @@ def print_report(r: QuantizeReport, output: Path) -> None:
         t.add_row("converted to fp16", f"{r.weights_quantized} weight tensors; inputs and outputs stay float32")
     else:
         t.add_row("tensors quantized", f"{r.tensors_quantized} activations, {r.weights_quantized} weights")
+    if r.bias_correction_scope == "none":
+        t.add_row("bias corrected", "none (no correction came closer to float on the calibration images)")
     if r.bias_corrected:
-        t.add_row("bias corrected", f"{len(r.bias_corrected)} depthwise Conv(s) (mean weight-rounding error removed)")
+        t.add_row(
+            "bias corrected",
+            f"{len(r.bias_corrected)} Conv(s), {r.bias_correction_scope} (mean rounding shift removed; "
+            "the scope closest to float on the calibration images)",
+        )
     if r.activations_fused:
         t.add_row("activations fused", f"{r.activations_fused} Relu/Clip folded into the quantized op")
     t.add_row("kept float", str(len(r.kept_float)))

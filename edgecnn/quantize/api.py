@@ -27,7 +27,7 @@ from edgecnn.graph.passes import prepare, save_with_outputs
 from edgecnn.preprocess import PreprocessSpec
 from edgecnn.quantize.collectors import CalibrationStats, TensorStats
 from edgecnn.quantize.dataset import CalibrationData, MultiInputDataset, feeds_of
-from edgecnn.quantize.estimators import Method, choose, estimate
+from edgecnn.quantize.estimators import Consumer, Method, choose, estimate, tensor_consumers
 from edgecnn.quantize.fp16 import DEFAULT_BLOCK, convert_fp16
 from edgecnn.quantize.params import QuantScheme
 from edgecnn.quantize.qdq import UNARY_OPS, node_key, op_policy, plan, write_qdq
@@ -53,7 +53,7 @@ class QuantizeConfig:
     runtime: str = "ort"  # whose integer kernels decide which ops get Q/DQ (qdq.OP_POLICIES)
     workers: int = 1  # calibration shards collected in parallel (edgecnn.quantize.distributed)
     backend: str = "local"  # "local" or "ray"
-    bias_correction: bool = True  # depthwise Convs: bias corrected for the mean weight-rounding error (bias_correction)
+    bias_correction: bool = True  # Convs: bias corrected for the mean weight-rounding error (bias_correction)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,7 +80,11 @@ class QuantizeReport:
     methods_chosen: dict[str, int] = field(default_factory=dict)  # auto: how many tensors each estimator won
     warnings: list[str] = field(default_factory=list)
     float_reference: str = ""  # the runtime and precision the float model ran in for calibration and checks
-    bias_corrected: dict[str, float] = field(default_factory=dict)  # depthwise Conv -> largest relative bias shift
+    bias_corrected: dict[str, float] = field(default_factory=dict)  # Conv -> largest relative bias shift
+    # Which convs bias correction kept ("all", "depthwise", "none") and each choice's relative output error on
+    # the calibration images (the smallest wins).
+    bias_correction_scope: str = ""
+    bias_correction_error: dict[str, float] = field(default_factory=dict)
     # Nodes without an integer kernel on the runtime, written in an integer form it has (node -> what and why).
     integer_forms: dict[str, str] = field(default_factory=dict)
 
@@ -353,11 +357,12 @@ def _quantize(
     t2 = time.perf_counter()
     chosen: dict[str, int] = {}
     ranges: dict[str, tuple[float, float]] = {}
+    consumers = tensor_consumers(prepared) if config.method is Method.AUTO else {}
     for name, st in cal.stats.tensors.items():
         if name in input_names:
             continue
         if config.method is Method.AUTO:
-            ranges[name], won = choose(st, config.scheme)
+            ranges[name], won = choose(st, config.scheme, consumer=consumers.get(name, Consumer.IDENTITY))
             chosen[won.value] = chosen.get(won.value, 0) + 1
         else:
             ranges[name] = estimate(st, config.method)
@@ -368,15 +373,16 @@ def _quantize(
         if name in cal.stats.tensors:
             ranges[name] = input_range(name, cal.stats.tensors[name], specs[name], warnings, cal.input_spread.get(name))
             input_ranges[name] = [float(v) for v in ranges[name]]
-    bias_corrected: dict[str, float] = {}
-    if config.bias_correction:
-        from edgecnn.quantize.bias_correction import correct_depthwise_bias
-
-        prepared, bc = correct_depthwise_bias(
-            prepared, the_plan, config.scheme, dataset, input_names, workdir=work, threads=config.threads
-        )
-        bias_corrected = bc.corrected
     res = write_qdq(prepared, the_plan, ranges, config.scheme, base_dir=work)
+    bias_corrected: dict[str, float] = {}
+    bc_scope, bc_error = "", {}
+    if config.bias_correction:
+        from edgecnn.quantize.bias_correction import correct_conv_bias
+
+        res.model, bc = correct_conv_bias(
+            res.model, prepared, dataset, input_names, workdir=work, threads=config.threads
+        )
+        bias_corrected, bc_scope, bc_error = bc.corrected, bc.scope, bc.calibration_error
     return res.model, QuantizeReport(
         precision="int8",
         method=config.method.value,
@@ -399,6 +405,8 @@ def _quantize(
         warnings=warnings,
         float_reference=f"onnxruntime {runtime_version('ort')} CPU, float layers in f32",
         bias_corrected=bias_corrected,
+        bias_correction_scope=bc_scope,
+        bias_correction_error=bc_error,
         **common,  # type: ignore[arg-type]
     )
 

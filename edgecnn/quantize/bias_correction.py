@@ -1,20 +1,32 @@
-"""Empirical bias correction for depthwise convolutions: remove the mean output shift that weight rounding adds.
+"""Empirical bias correction for convolutions: remove the mean output shift that INT8 adds to every Conv.
 
-A depthwise convolution (``group`` == input channels == output channels) has only k*k weights per output
-channel (9 for a 3x3). Rounding them to int8 leaves a per-channel error ``dW = W_q - W`` that rarely
-averages out over so few terms, and because the input of a depthwise conv usually has a non-zero mean
-(after ReLU/HardSwish it is mostly positive), the output of every channel moves by a constant:
+Rounding a Conv's weights to int8 leaves a per-output-channel error ``dW = W_q - W``. Because the input of a
+conv usually has a non-zero mean (after ReLU/SiLU/HardSwish it is mostly positive), every channel of the
+output moves by a constant:
 
-    E[W_q * x] - E[W * x] = E[dW * x]      (per output channel, over images and positions)
+    E[conv(x, W_q)] - E[conv(x, W)] = E[conv(x, dW)]      (per output channel, over images and positions)
 
 That constant is subtracted from the bias (the "empirical bias correction" of Nagel et al., "Data-Free
-Quantization Through Weight Equalization and Bias Correction", ICCV 2019, section 4.2; here from data).
+Quantization Through Weight Equalization and Bias Correction", ICCV 2019, section 4.2; here from data). A
+depthwise conv (k*k weights per channel) shifts the most, but full convs shift too (measured in
+``docs/design-notes.md``, "Ranges judged where they land": +2 to +7 dB on real models over depthwise only).
 
-How it is measured: for each depthwise Conv the calibration graph gets one more node, ``Conv(x, dW)`` with the
-same strides, pads, dilations and group (no bias), followed by GlobalAveragePool, so padding and stride are
-exact and only ``batch x channels`` numbers per conv leave the runtime. One streamed pass over the
-calibration images accumulates their sum; memory is that sum, whatever the number of images. ``dW`` comes
-from the very same weight quantization the QDQ writer applies (``params.weight_params``/``quantize_array``).
+A conv that reads a **model input** also gets the mean error of the input's rounding,
+``E[conv(Q(x) - x, W_q)]``: image pixels sit on an 8-bit lattice (through the PreprocessSpec), and a grid fitted
+to the data aliases with it, so the same pixel value always rounds the same way (a constant, not noise; the
+tinted classifier of ``tests/test_quantize_real.py`` loses 2 dB without it). Inside the network the rounding
+error depends on the content (largest where the activations are, on the objects), and one constant per
+channel fitted to every position (mostly background) moved a real detector's confident scores (nudenet's
+YOLOv8n: mean logit error of its confident anchors -0.29 against -0.16, 43 of 53 kept against 49): there only
+the weights' term is corrected.
+
+How it is measured: after the QDQ model is written, each integer Conv's dequantized int8 weight (and, on a
+model input, the input's Q/DQ with the writer's scale and zero point) is copied into the float calibration
+graph: ``GlobalAveragePool(Conv(x or DQ(Q(x)), W_q))`` next to ``GlobalAveragePool(y)`` of the float conv, so
+padding and stride are exact and only ``batch x channels`` numbers per conv leave the runtime. One streamed
+pass over the calibration images accumulates their sums; memory is those sums, whatever the number of images.
+The corrected bias is requantized to int32 at the writer's bias scale, as a new initializer; a shift below
+half an int32 step in every channel leaves the conv as it is.
 """
 
 from __future__ import annotations
@@ -30,8 +42,6 @@ from onnx import helper, numpy_helper
 from edgecnn.graph.external import to_array
 from edgecnn.graph.passes import save_with_outputs
 from edgecnn.quantize.dataset import CalibrationData, feeds_of
-from edgecnn.quantize.params import QuantScheme, dequantize_array, quantize_array, weight_params
-from edgecnn.quantize.qdq import QdqPlan, node_key
 from edgecnn.runtimes import open_session
 
 _COPIED_ATTRS = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
@@ -44,103 +54,266 @@ class BiasCorrection:
 
     corrected: dict[str, float] = field(default_factory=dict)
     samples: int = 0
+    scope: str = ""  # which convs were corrected: "all", "depthwise" or "none" (chosen on the calibration images)
+    calibration_error: dict[str, float] = field(default_factory=dict)  # scope -> relative output error
 
 
-def depthwise_convs(
-    model: onnx.ModelProto, the_plan: QdqPlan, base_dir: Path | None = None
-) -> list[tuple[str, onnx.NodeProto, np.ndarray]]:
-    """The quantized depthwise Convs with a constant weight: (node key, node, float weight)."""
-    inits = {t.name: t for t in model.graph.initializer}
-    quantized = set(the_plan.quantized_nodes)
-    activations = set(the_plan.activations)
+@dataclass(frozen=True, kw_only=True)
+class _Conv:
+    index: int  # position of the Conv in the QDQ model's node list
+    node: onnx.NodeProto  # the Conv in the QDQ model
+    x: str  # its input in the float model
+    y: str  # its output in the float model (before any activation the QDQ model fused into it)
+    x_grid: tuple[np.ndarray, np.ndarray] | None  # (scale, zero point) of x when x is a model input, else None
+    weight: np.ndarray  # dequantized int8 weight, float32
+    w_scale: np.ndarray  # per output channel (or scalar)
+    bias: np.ndarray  # dequantized bias, float64 (zeros when the conv has none)
+    bias_dq: onnx.NodeProto | None  # the bias DequantizeLinear, when there is one
+
+
+def _dq_value(dq: onnx.NodeProto, inits: dict[str, onnx.TensorProto], base_dir: Path | None) -> np.ndarray:
+    """The float value of a DequantizeLinear of constants (per-axis or per-tensor)."""
+    q = to_array(inits[dq.input[0]], base_dir).astype(np.float64)
+    scale = to_array(inits[dq.input[1]], base_dir).astype(np.float64)
+    zp = to_array(inits[dq.input[2]], base_dir).astype(np.float64) if len(dq.input) > 2 and dq.input[2] else 0.0
+    if np.ndim(scale) == 1 and q.ndim > 1:
+        axis = next((helper.get_attribute_value(a) for a in dq.attribute if a.name == "axis"), 1)
+        shape = [1] * q.ndim
+        shape[axis] = -1
+        scale = scale.reshape(shape)
+        zp = np.reshape(zp, shape) if np.ndim(zp) == 1 else zp
+    return (q - zp) * scale
+
+
+def quantized_convs(qdq: onnx.ModelProto, float_model: onnx.ModelProto, base_dir: Path | None = None) -> list[_Conv]:
+    """The Convs of the QDQ model that run on integers (dequantized input, constant int8 weight, int32 bias or
+    none), matched to the float model's Conv by output name."""
+    inits = {t.name: t for t in qdq.graph.initializer}
+    producer = {o: n for n in qdq.graph.node for o in n.output}
+    # By name (a fused Relu renames the conv's output to its own), else by output.
+    float_convs = {n.name or n.output[0]: n for n in float_model.graph.node if n.op_type == "Conv"}
+    model_inputs = {i.name for i in float_model.graph.input}
     out = []
-    for i, n in enumerate(model.graph.node):
-        key = node_key(n, i)
-        if n.op_type != "Conv" or key not in quantized or len(n.input) < 2 or n.input[1] not in inits:
+    for k, n in enumerate(qdq.graph.node):
+        fc = float_convs.get(n.name or n.output[0]) if n.op_type == "Conv" and len(n.input) > 1 else None
+        if fc is None:
             continue
-        if n.input[0] not in activations:  # the writer quantizes the weight only when the input has a grid
+        dx, dw = producer.get(n.input[0]), producer.get(n.input[1])
+        if dx is None or dw is None or dx.op_type != "DequantizeLinear" or dw.op_type != "DequantizeLinear":
             continue
-        group = next((helper.get_attribute_value(a) for a in n.attribute if a.name == "group"), 1)
-        dims = list(inits[n.input[1]].dims)
-        if group > 1 and len(dims) >= 3 and dims[1] == 1 and dims[0] == group:  # before reading any weight
-            out.append((key, n, to_array(inits[n.input[1]], base_dir).astype(np.float32)))
+        if dw.input[0] not in inits or any(i not in inits for i in dw.input[1:] if i):
+            continue
+        bias_dq = producer.get(n.input[2]) if len(n.input) > 2 and n.input[2] else None
+        if len(n.input) > 2 and n.input[2] and (bias_dq is None or bias_dq.op_type != "DequantizeLinear"):
+            continue  # a float bias: not an integer conv
+        if bias_dq is None and dx.input[1] not in inits:
+            continue  # a new int32 bias needs the input's constant scale
+        weight = _dq_value(dw, inits, base_dir).astype(np.float32)
+        bias = _dq_value(bias_dq, inits, base_dir) if bias_dq is not None else np.zeros(weight.shape[0])
+        qx = producer.get(dx.input[0])
+        grid = None
+        if (
+            fc.input[0] in model_inputs
+            and qx is not None
+            and qx.op_type == "QuantizeLinear"
+            and qx.input[0] == fc.input[0]
+            and len(qx.input) > 2
+            and all(i in inits for i in qx.input[1:])
+        ):
+            grid = (to_array(inits[qx.input[1]], base_dir), to_array(inits[qx.input[2]], base_dir))
+        out.append(
+            _Conv(
+                index=k,
+                node=n,
+                x=fc.input[0],
+                y=fc.output[0],
+                x_grid=grid,
+                weight=weight,
+                w_scale=to_array(inits[dw.input[1]], base_dir).astype(np.float32),
+                bias=bias.astype(np.float64),
+                bias_dq=bias_dq,
+            )
+        )
     return out
 
 
-def weight_error(w: np.ndarray, scheme: QuantScheme) -> np.ndarray:
-    """``W_q - W`` for the weight quantization the QDQ writer applies (per output channel, axis 0)."""
-    scale, zp = weight_params(w, scheme, axis=0)
-    wq = dequantize_array(quantize_array(w, scale, zp, scheme.weight_dtype, axis=0), scale, zp, axis=0)
-    return (wq - w).astype(np.float32)
-
-
-def correct_depthwise_bias(
-    model: onnx.ModelProto,
-    the_plan: QdqPlan,
-    scheme: QuantScheme,
+def correct_conv_bias(
+    qdq: onnx.ModelProto,
+    float_model: onnx.ModelProto,
     dataset: CalibrationData,
     input_name: str | Sequence[str],
     *,
     workdir: Path,
     threads: int = 0,
+    choose: bool = True,
 ) -> tuple[onnx.ModelProto, BiasCorrection]:
-    """``model`` with the bias of every quantized depthwise Conv corrected for the mean error its weight
-    quantization introduces on ``dataset``; ``model`` itself is left as it is. No depthwise conv: the same
-    model object back and an empty report (no pass over the data)."""
-    convs = depthwise_convs(model, the_plan, workdir)
+    """``qdq`` (the written INT8 model of ``float_model``) with the bias of every integer Conv corrected for the
+    mean output error its INT8 input and weights introduce on ``dataset``; ``qdq`` itself is left as it is. No
+    conv to correct: the same model object back and an empty report (no pass over the data).
+
+    ``choose``: the corrections are a per-layer, first-order fix (each conv's shift is measured with float
+    inputs; a shift removed before a ReLU is not removed after it), so three models are compared on the
+    calibration images -- no correction, depthwise convs only, every conv -- and the one whose outputs are
+    closest to float's is returned (``BiasCorrection.scope``). ``choose=False``: every conv, no comparison."""
+    convs = quantized_convs(qdq, float_model, workdir)
     if not convs:
-        return model, BiasCorrection()
+        return qdq, BiasCorrection()
     first = input_name if isinstance(input_name, str) else input_name[0]
     nodes: list[onnx.NodeProto] = []
-    outputs: list[str] = []
-    for i, (_, n, w) in enumerate(convs):
-        dw, y, m = f"edgecnn_bc_dw_{i}", f"edgecnn_bc_y_{i}", f"edgecnn_bc_mean_{i}"
-        nodes.append(
-            helper.make_node("Constant", [], [dw], name=dw, value=numpy_helper.from_array(weight_error(w, scheme), dw))
-        )
-        attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute if a.name in _COPIED_ATTRS}
-        nodes.append(helper.make_node("Conv", [n.input[0], dw], [y], name=y, **attrs))
-        nodes.append(helper.make_node("GlobalAveragePool", [y], [m], name=m))
-        outputs.append(m)
-    sums = [np.zeros(w.shape[0], np.float64) for _, _, w in convs]
+    outputs: list[tuple[str, str]] = []
+
+    def const(name: str, value: np.ndarray) -> str:
+        nodes.append(helper.make_node("Constant", [], [name], name=name, value=numpy_helper.from_array(value, name)))
+        return name
+
+    for i, c in enumerate(convs):
+        p = f"edgecnn_bc_{i}"
+        xin = c.x
+        if c.x_grid is not None:  # a model input: its rounding on the input grid is part of the shift
+            scale, zp = const(f"{p}_xs", c.x_grid[0]), const(f"{p}_xz", c.x_grid[1])
+            nodes.append(helper.make_node("QuantizeLinear", [c.x, scale, zp], [f"{p}_xq"], name=f"{p}_q"))
+            nodes.append(helper.make_node("DequantizeLinear", [f"{p}_xq", scale, zp], [f"{p}_xdq"], name=f"{p}_dq"))
+            xin = f"{p}_xdq"
+        attrs = {a.name: helper.get_attribute_value(a) for a in c.node.attribute if a.name in _COPIED_ATTRS}
+        w = const(f"{p}_w", c.weight)
+        nodes.append(helper.make_node("Conv", [xin, w], [f"{p}_y"], name=f"{p}_conv", **attrs))
+        nodes.append(helper.make_node("GlobalAveragePool", [f"{p}_y"], [f"{p}_mq"], name=f"{p}_mq"))
+        nodes.append(helper.make_node("GlobalAveragePool", [c.y], [f"{p}_mf"], name=f"{p}_mf"))
+        outputs.append((f"{p}_mq", f"{p}_mf"))
+    sums = [np.zeros(c.weight.shape[0], np.float64) for c in convs]
     count = 0
     # Saved beside the external weights (workdir) so the runtime finds them; batch 1 keeps the extra Conv
     # outputs as small as the model's own activations for one image.
     path = Path(workdir) / "biascorr.onnx"
-    save_with_outputs(model, outputs, path, 1, nodes)
+    save_with_outputs(float_model, [o for pair in outputs for o in pair], path, 1, nodes)
     try:
         sess = open_session("ort", path, threads=threads)
         index = {o.name: k for k, o in enumerate(sess.outputs())}
         for x in dataset.batches(1, prefetch=True):
             got = sess.run(feeds_of(x, first))
-            for k, o in enumerate(outputs):
-                v = got[index[o]]
-                sums[k] += v.reshape(v.shape[0], v.shape[1]).sum(axis=0, dtype=np.float64)
+            for k, (mq, mf) in enumerate(outputs):
+                a, b = got[index[mq]], got[index[mf]]
+                sums[k] += (a.reshape(a.shape[0], a.shape[1]) - b.reshape(b.shape[0], b.shape[1])).sum(
+                    axis=0, dtype=np.float64
+                )
             count += 1
         del sess
     finally:
         path.unlink(missing_ok=True)
     if count == 0:
-        return model, BiasCorrection()
+        return qdq, BiasCorrection()
+    shifts = [s / count + c.bias for c, s in zip(convs, sums, strict=True)]
+    all_model, all_corrected = _apply(qdq, convs, shifts, workdir)
+    if not all_corrected:
+        return qdq, BiasCorrection(samples=count, scope="none")
+    if not choose:
+        return all_model, BiasCorrection(corrected=all_corrected, samples=count, scope="all")
+    dw = [(c, sh) for c, sh in zip(convs, shifts, strict=True) if _depthwise(c)]
+    candidates: dict[str, tuple[onnx.ModelProto, dict[str, float]]] = {
+        "none": (qdq, {}),
+        "all": (all_model, all_corrected),
+    }
+    if dw and len(dw) < len(convs):
+        candidates["depthwise"] = _apply(qdq, [c for c, _ in dw], [sh for _, sh in dw], workdir)
+    errors = output_errors(
+        float_model, {k: m for k, (m, _) in candidates.items()}, dataset, first, workdir=workdir, threads=threads
+    )
+    # The least error on the calibration images; a tie keeps fewer corrections (none, then depthwise).
+    scope = min(("none", "depthwise", "all"), key=lambda k: (errors.get(k, np.inf), k != "none", k != "depthwise"))
+    model, corrected = candidates[scope]
+    return model, BiasCorrection(corrected=corrected, samples=count, scope=scope, calibration_error=errors)
+
+
+def _depthwise(c: _Conv) -> bool:
+    group = next((helper.get_attribute_value(a) for a in c.node.attribute if a.name == "group"), 1)
+    return group > 1 and c.weight.ndim >= 3 and c.weight.shape[1] == 1 and c.weight.shape[0] == group
+
+
+def _apply(
+    qdq: onnx.ModelProto, convs: list[_Conv], shifts: list[np.ndarray], workdir: Path | None
+) -> tuple[onnx.ModelProto, dict[str, float]]:
+    """A copy of ``qdq`` with each conv's bias lowered by its shift (requantized to int32 at the bias scale)."""
     out = onnx.ModelProto()
-    out.CopyFrom(model)
-    inits = {t.name: t for t in out.graph.initializer}
+    out.CopyFrom(qdq)
+    inserts: list[tuple[int, onnx.NodeProto]] = []
     corrected: dict[str, float] = {}
-    by_name = {node_key(n, i): n for i, n in enumerate(out.graph.node)}
-    for (key, _, w), s in zip(convs, sums, strict=True):
-        shift = s / count  # E[W_q x] - E[W x] per output channel
-        n = by_name[key]
-        bias = (
-            to_array(inits[n.input[2]], workdir).astype(np.float64)
-            if len(n.input) > 2 and n.input[2] in inits
-            else np.zeros(w.shape[0], np.float64)
+    for c, shift in zip(convs, shifts, strict=True):
+        n = out.graph.node[c.index]
+        key = n.name or n.output[0]
+        b_scale = (
+            to_array(next(t for t in qdq.graph.initializer if t.name == c.bias_dq.input[1]), workdir)
+            if c.bias_dq is not None
+            else (np.float32(_input_scale(qdq, c, workdir)) * c.w_scale).astype(np.float32)
         )
-        name = f"{key}_bias_corrected"
-        out.graph.initializer.append(numpy_helper.from_array((bias - shift).astype(np.float32), name))
+        b_int = np.clip(np.round((c.bias - shift) / b_scale.astype(np.float64)), -(2**31), 2**31 - 1).astype(np.int32)
+        if np.array_equal(b_int, np.round(c.bias / b_scale.astype(np.float64))):
+            continue  # the shift is below half a bias step in every channel: nothing to correct
+        base = f"{key}_bias_corrected"
+        out.graph.initializer.extend(
+            [numpy_helper.from_array(b_int, f"{base}_quantized"), numpy_helper.from_array(b_scale, f"{base}_scale")]
+        )
+        attrs = {"axis": 0} if np.ndim(b_scale) == 1 else {}
+        dq = helper.make_node(
+            "DequantizeLinear", [f"{base}_quantized", f"{base}_scale"], [f"{base}_dq"], name=f"{base}_dq", **attrs
+        )
+        inserts.append((c.index, dq))
         if len(n.input) > 2:
-            n.input[2] = name
+            n.input[2] = f"{base}_dq"
         else:
-            n.input.append(name)
-        top = float(np.max(np.abs(bias)))
+            n.input.append(f"{base}_dq")
+        top = float(np.max(np.abs(c.bias)))
         corrected[key] = float(np.max(np.abs(shift)) / top) if top > 0 else float(np.max(np.abs(shift)))
-    return out, BiasCorrection(corrected=corrected, samples=count)
+    for k, dq in sorted(inserts, key=lambda t: t[0], reverse=True):
+        out.graph.node.insert(k, dq)
+    return out, corrected
+
+
+def output_errors(
+    float_model: onnx.ModelProto,
+    models: dict[str, onnx.ModelProto],
+    dataset: CalibrationData,
+    first: str,
+    *,
+    workdir: Path,
+    threads: int = 0,
+    samples: int = 32,
+) -> dict[str, float]:
+    """Per model: the squared error of its outputs against ``float_model``'s on the first ``samples``
+    calibration images, relative to the float outputs' energy (summed over outputs). Streamed: nothing is kept
+    but the sums."""
+    paths = {"float": Path(workdir) / "bc_float.onnx"}
+    save_with_outputs(float_model, [], paths["float"])
+    for k, m in models.items():
+        paths[k] = Path(workdir) / f"bc_{k}.onnx"
+        onnx.save(m, str(paths[k]))
+    try:
+        sessions = {k: open_session("ort", p, threads=threads) for k, p in paths.items()}
+        err = {k: None for k in models}  # type: dict[str, np.ndarray | None]
+        energy = None
+        for i, x in enumerate(dataset.batches(1)):
+            if i >= samples:
+                break
+            feeds = feeds_of(x, first)
+            ref = [np.asarray(o, np.float64) for o in sessions["float"].run(feeds)]
+            e = np.array([float(np.sum(r * r)) for r in ref])
+            energy = e if energy is None else energy + e
+            for k in models:
+                got = sessions[k].run(feeds)
+                d = np.array(
+                    [float(np.sum((np.asarray(g, np.float64) - r) ** 2)) for g, r in zip(got, ref, strict=True)]
+                )
+                prev = err[k]
+                err[k] = d if prev is None else prev + d
+        del sessions
+    finally:
+        for p in paths.values():
+            p.unlink(missing_ok=True)
+    if energy is None:
+        return {}
+    return {k: float(np.sum(v / np.maximum(energy, 1e-30))) for k, v in err.items() if v is not None}
+
+
+def _input_scale(qdq: onnx.ModelProto, c: _Conv, base_dir: Path | None) -> float:
+    """The scale of the DequantizeLinear that feeds the conv (a new bias's int32 step is input x weight scale)."""
+    dq = next(n for n in qdq.graph.node if c.node.input[0] in n.output)
+    return float(to_array(next(t for t in qdq.graph.initializer if t.name == dq.input[1]), base_dir))

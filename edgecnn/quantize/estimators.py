@@ -9,6 +9,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 import numpy as np
+import onnx
 
 from edgecnn.errors import BadInputError
 from edgecnn.quantize.collectors import TensorStats
@@ -158,37 +159,98 @@ def estimate(st: TensorStats, method: Method) -> tuple[float, float]:
     return min(lo, 0.0), max(hi, 0.0)  # the range must contain 0 (zero padding, ReLU)
 
 
-def grid_error(st: TensorStats, ranges: np.ndarray, scheme: QuantScheme) -> np.ndarray:
-    """Expected squared error per value of quantizing ``st``'s distribution on the scheme's real grid, for
-    each candidate range (rows of ``ranges``, shape (C, 2)): rounding (step^2 / 12) inside the grid, the
-    distance to the nearest grid end outside it. Uses the full, unfolded histogram, so an asymmetric uint8
-    grid is judged as the runtime will use it, not as a symmetric one."""
+class Consumer(StrEnum):
+    """The elementwise function every consumer of a tensor applies to it: its quantization error is judged where
+    it lands, after that function (a saturating function hides the error of its flat tails)."""
+
+    IDENTITY = "identity"
+    SIGMOID = "sigmoid"
+    SILU = "silu"  # x * sigmoid(x): a Sigmoid and a Mul that multiplies its output by the same tensor
+    TANH = "tanh"
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+def apply_consumer(consumer: Consumer, x: np.ndarray) -> np.ndarray:
+    if consumer is Consumer.SIGMOID:
+        return _sigmoid(x)
+    if consumer is Consumer.SILU:
+        return x * _sigmoid(x)
+    if consumer is Consumer.TANH:
+        return np.tanh(x)
+    return x
+
+
+def consumer_slope(consumer: Consumer, x: np.ndarray) -> np.ndarray:
+    """d f / d x: rounding error ``e`` inside the grid becomes ``f'(x) e`` after the consumer."""
+    if consumer is Consumer.SIGMOID:
+        s = _sigmoid(x)
+        return s * (1.0 - s)
+    if consumer is Consumer.SILU:
+        s = _sigmoid(x)
+        return s * (1.0 + x * (1.0 - s))
+    if consumer is Consumer.TANH:
+        return 1.0 - np.tanh(x) ** 2
+    return np.ones_like(x)
+
+
+def _centres(st: TensorStats) -> tuple[np.ndarray, np.ndarray]:
+    """Non-empty histogram bins: (counts, centres clipped to the value range actually seen)."""
     h = st.hist.astype(np.float64)
     width = 2.0 * st.radius / st.bins
     centers = -st.radius + (np.arange(st.bins) + 0.5) * width
     # The value range actually seen (bins are clipped at its ends) keeps the centres honest for narrow tensors.
     centers = np.clip(centers, st.min, st.max)
     nz = h > 0
-    h, centers = h[nz], centers[nz]
-    err = np.empty(len(ranges))
+    return h[nz], centers[nz]
+
+
+def grid_errors(
+    st: TensorStats, ranges: np.ndarray, scheme: QuantScheme, consumer: Consumer = Consumer.IDENTITY
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per candidate range (rows of ``ranges``, shape (C, 2)): the expected squared error per value of
+    quantizing ``st``'s distribution on the scheme's real grid, split into (rounding, clipping), both measured
+    after ``consumer``: rounding is ``f'(x)^2 step^2 / 12`` inside the grid, clipping ``(f(end) - f(x))^2``
+    outside it (``f`` = identity: the plain error). Uses the full, unfolded histogram, so an asymmetric uint8
+    grid is judged as the runtime will use it, not as a symmetric one."""
+    h, centers = _centres(st)
+    total = float(h.sum())
+    slope2 = consumer_slope(consumer, centers) ** 2
+    f_c = apply_consumer(consumer, centers)
+    rounding = np.empty(len(ranges))
+    clipping = np.empty(len(ranges))
     for i, (lo, hi) in enumerate(ranges):
         scale, zp, dtype = activation_qparams(float(lo), float(hi), scheme)
         qmin, qmax = qrange(dtype)
         glo, ghi = (qmin - zp) * scale, (qmax - zp) * scale
         inside = (centers >= glo) & (centers <= ghi)
-        e = np.where(inside, scale * scale / 12.0, np.minimum((centers - glo) ** 2, (centers - ghi) ** 2))
-        err[i] = float(e @ h) / float(h.sum())
-    return err
+        rounding[i] = float((np.where(inside, slope2, 0.0) * (scale * scale / 12.0)) @ h) / total
+        end = np.clip(centers, glo, ghi)
+        clipping[i] = float(np.where(inside, 0.0, (apply_consumer(consumer, end) - f_c) ** 2) @ h) / total
+    return rounding, clipping
+
+
+def grid_error(
+    st: TensorStats, ranges: np.ndarray, scheme: QuantScheme, consumer: Consumer = Consumer.IDENTITY
+) -> np.ndarray:
+    """Expected squared error per value for each candidate range (rounding + clipping, see ``grid_errors``)."""
+    rounding, clipping = grid_errors(st, ranges, scheme, consumer)
+    return rounding + clipping
 
 
 # How much more expected error than the best a less-clipping range may have and still be chosen. Measured
 # (tests/test_quantize_real.py models, output SQNR): 1.02 lets MSE clip where the output loses 1-5 dB
 # (detector boxes 27.6 -> 22.8 dB); 1.5 keeps min/max there and still clips where it pays (MobileNetV3
-# block +0.6 dB over min/max); 2 and above never clip on these models.
+# block +0.6 dB over min/max); 2 and above never clip on these models. A tensor read only by a saturating
+# function is judged after it (``Consumer``), with the same tolerance.
 AUTO_TOLERANCE = 1.5
 
 
-def choose(st: TensorStats, scheme: QuantScheme, scan: int = 48) -> tuple[tuple[float, float], Method]:
+def choose(
+    st: TensorStats, scheme: QuantScheme, scan: int = 48, consumer: Consumer = Consumer.IDENTITY
+) -> tuple[tuple[float, float], Method]:
     """``auto``: per tensor, the range with the least expected error on the scheme's grid among min/max,
     percentile (99.99 and 99.999) and MSE-optimal clipping (the folded search and a scan of clipping
     thresholds judged on the real, possibly asymmetric, grid), all from the same streamed histogram.
@@ -196,6 +258,12 @@ def choose(st: TensorStats, scheme: QuantScheme, scan: int = 48) -> tuple[tuple[
     The least clipping range (in this order: minmax, percentile, mse) whose error is within
     ``AUTO_TOLERANCE`` of the best wins: clipping throws away the rare large values a later layer may need
     (the per-tensor error does not see that), so it has to cut the error by a third to earn its place.
+
+    A tensor whose every consumer applies one saturating function (``consumer``: Sigmoid, Tanh, SiLU) is
+    judged after it: the error is measured where it lands, and each end of the range is also scanned on its
+    own (a SiLU input's negative tail is worth almost nothing after SiLU, its positive tail all). Candidates
+    are then tried from the one that clips least *after the function* (an end the function is flat beyond
+    clips nothing the next layer sees).
     """
     if not st.with_hist or st.radius == 0.0 or st.hist.sum() == 0:
         return estimate(st, Method.MINMAX), Method.MINMAX
@@ -208,13 +276,47 @@ def choose(st: TensorStats, scheme: QuantScheme, scan: int = 48) -> tuple[tuple[
     amax = max(abs(st.min), abs(st.max))
     for t in np.linspace(amax / scan, amax, scan):
         named.append((Method.MSE, _widen(_clip(st, float(t)))))
-    err = grid_error(st, np.array([r for _, r in named]), scheme)
+    if consumer is not Consumer.IDENTITY:
+        lo, hi = estimate(st, Method.MINMAX)
+        for f in np.linspace(1.0 / scan, 1.0, scan):
+            named.append((Method.MSE, (lo * float(f), hi)))
+            named.append((Method.MSE, (lo, hi * float(f))))
+    rounding, clipping = grid_errors(st, np.array([r for _, r in named]), scheme, consumer)
+    err = rounding + clipping
     best = float(err.min())
-    for (m, r), e in zip(named, err, strict=True):
-        if e <= best * AUTO_TOLERANCE + 1e-30:
-            return r, m
+    # Identity: the list order above (min/max first). After a function: least clipping as the next layer sees it.
+    order = range(len(named)) if consumer is Consumer.IDENTITY else np.argsort(clipping, kind="stable")
+    for i in order:
+        if err[i] <= best * AUTO_TOLERANCE + 1e-30:
+            return named[i][1], named[i][0]
     raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _widen(r: tuple[float, float]) -> tuple[float, float]:
     return min(r[0], 0.0), max(r[1], 0.0)
+
+
+def tensor_consumers(model: onnx.ModelProto) -> dict[str, Consumer]:
+    """Tensors whose every consumer applies one saturating elementwise function: Sigmoid, Tanh, or SiLU (a
+    Sigmoid of the tensor and a Mul of the tensor by that Sigmoid's output, nothing else reading either).
+    Graph outputs and tensors read by anything else are left out (their error counts as it is)."""
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for n in model.graph.node:
+        for i in dict.fromkeys(n.input):
+            if i:
+                readers.setdefault(i, []).append(n)
+    outputs = {o.name for o in model.graph.output}
+    single = {"Sigmoid": Consumer.SIGMOID, "Tanh": Consumer.TANH}
+    out: dict[str, Consumer] = {}
+    for t, ns in readers.items():
+        if t in outputs:
+            continue
+        kinds = {n.op_type for n in ns}
+        if len(kinds) == 1 and next(iter(kinds)) in single:
+            out[t] = single[next(iter(kinds))]
+        elif len(ns) == 2 and kinds == {"Sigmoid", "Mul"}:
+            sig, mul = sorted(ns, key=lambda n: n.op_type != "Sigmoid")
+            s = sig.output[0]
+            if sorted(mul.input) == sorted([t, s]) and s not in outputs and len(readers.get(s, [])) == 1:
+                out[t] = Consumer.SILU
+    return out
