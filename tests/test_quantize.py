@@ -356,3 +356,29 @@ def test_constant_subgraphs_are_folded(tmp_path: Path) -> None:
     d = _image_dir(tmp_path, 4)
     _, report = quantize(src, ImageDataset.open(d, find_spec(d)), QuantizeConfig())
     assert report.weights_quantized == 1  # the folded weight is constant, so the Conv runs in integer
+
+
+def test_time_major_output_passes_the_preparation_check(tmp_path: Path) -> None:
+    """A recognizer writes [time, batch, classes] (an LSTM/GRU head, ddddocr's OCR model): the check that
+    graph preparation did not change the outputs compares the first sample along the batch axis, wherever it
+    is; it used to slice axis 0 of a batch-8 calibration run and refused the model ("changed the outputs by
+    7e-01"). Control: a preparation that does change the outputs is still refused."""
+    nodes = [
+        helper.make_node("Conv", ["input", "w", "b"], ["c"], name="conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("ReduceMean", ["r", "ax"], ["m"], name="pool_h", keepdims=0),  # [N, C, W]
+        helper.make_node("Transpose", ["m"], ["y"], name="time_major", perm=[2, 0, 1]),  # [W, N, C]
+    ]
+    inits = {"w": rng_w(6, 3, 3, 3), "b": rng_w(6, seed=1), "ax": np.array([2], np.int64)}
+    src = tmp_path / "tm.onnx"
+    onnx.save(make_model(nodes, [("input", [1, 3, 32, 32])], [("y", None)], inits, opset=18), str(src))
+    ds = ImageDataset.open(CALIB_DIR, load_spec(CALIB_DIR.parent / "preprocess.toml"), 16)
+    q, rep = quantize(src, ds, QuantizeConfig(batch=8))
+    assert rep.prep_max_abs_diff < 1e-5 and any(n.op_type == "QuantizeLinear" for n in q.graph.node)
+    from edgecnn.quantize.api import _rel_diff
+
+    ref = [np.ones((32, 1, 6), np.float32)]
+    batch = np.ones((32, 8, 6), np.float32)
+    assert _rel_diff(ref, [batch], 8) == 0.0
+    batch[:, 0, 2] = 5.0  # the first sample changed: refused
+    assert _rel_diff(ref, [batch], 8) > 1e-3

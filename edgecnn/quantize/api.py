@@ -134,7 +134,8 @@ def _range_nodes(tensors: list[str]) -> tuple[list[onnx.NodeProto], dict[str, tu
 @dataclass(kw_only=True)
 class Calibration:
     stats: CalibrationStats
-    first_outputs: dict[str, np.ndarray]  # the model's own outputs for the first sample
+    first_outputs: dict[str, np.ndarray]  # the model's own outputs for the first batch of samples
+    first_batch: int = 1  # how many samples that batch held (its outputs' batch axis is not always axis 0)
     # Per model input: the largest spread (max - min) of one channel within one image. 0 means every image is
     # flat (constant per channel): the data then says nothing about the input's range.
     input_spread: dict[str, float] = field(default_factory=dict)
@@ -171,6 +172,7 @@ def calibrate(
         nodes, ranges = _range_nodes(graph_tensors)
         outputs = [n for pair in ranges.values() for n in pair]
     first: dict[str, np.ndarray] = {}
+    first_n = 1
     spread: dict[str, float] = {}
     with temp_dir("calib", dir=workdir) as tmp:
         sample = next(dataset.batches(1))
@@ -184,7 +186,7 @@ def calibrate(
             n = len(next(iter(feeds.values())))
             outs = dict(zip(names, sess.run(feeds), strict=True))
             if not first:
-                first = {n: outs[n][:1].copy() for n in model_outputs}
+                first, first_n = {name: outs[name].copy() for name in model_outputs}, n
             if with_hist:
                 stats.update({t: outs[t] for t in graph_tensors}, n)
             else:
@@ -203,7 +205,7 @@ def calibrate(
             if progress:
                 progress(done, len(dataset))
         del sess
-    return Calibration(stats=stats, first_outputs=first, input_spread=spread)
+    return Calibration(stats=stats, first_outputs=first, first_batch=first_n, input_spread=spread)
 
 
 def _reference_outputs(path: Path, input_name: str, x: np.ndarray | dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -212,7 +214,25 @@ def _reference_outputs(path: Path, input_name: str, x: np.ndarray | dict[str, np
     return sess.run(feeds_of(x, input_name))
 
 
-def _rel_diff(ref: list[np.ndarray], got: list[np.ndarray]) -> float:
+def _first_sample(got: np.ndarray, ref_shape: tuple[int, ...], batch: int) -> np.ndarray:
+    """The first sample's slice of an output computed for ``batch`` samples at once, matched to the
+    one-sample reference's shape: along axis 0 for most models, along the axis that differs for the others
+    (an LSTM/GRU writes [time, batch, features])."""
+    if got.shape == tuple(ref_shape) or batch == 1:
+        return got
+    for axis in range(got.ndim):
+        if (
+            len(ref_shape) == got.ndim
+            and ref_shape[axis] == 1
+            and got.shape[axis] == batch
+            and all(a == b for k, (a, b) in enumerate(zip(got.shape, ref_shape, strict=True)) if k != axis)
+        ):
+            return np.take(got, [0], axis=axis)
+    return got[:1]
+
+
+def _rel_diff(ref: list[np.ndarray], got: list[np.ndarray], batch: int = 1) -> float:
+    got = [_first_sample(q, p.shape, batch) for p, q in zip(ref, got, strict=True)]
     return float(max(np.max(np.abs(p - q)) / max(1.0, float(np.max(np.abs(p)))) for p, q in zip(ref, got, strict=True)))
 
 
@@ -349,7 +369,7 @@ def _quantize(
         cal = calibrate(prepared, list(the_plan.activations), dataset, input_names, **kw)  # type: ignore[arg-type]
     t_cal = time.perf_counter() - t1
     # The prepared graph (BN folded, constants folded) must compute what the original computes.
-    diff = _rel_diff(reference, [cal.first_outputs[o.name] for o in prepared.graph.output])
+    diff = _rel_diff(reference, [cal.first_outputs[o.name] for o in prepared.graph.output], cal.first_batch)
     if diff > 1e-3:
         raise ModelError(
             f"{loaded.path}: graph preparation changed the outputs by {diff:.2e} (relative); refusing to go on"

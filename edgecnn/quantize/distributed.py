@@ -96,7 +96,9 @@ def merge_calibrations(parts: Sequence[Calibration]) -> Calibration:
             stats = stats.merged(c.stats)
         for k, v in c.input_spread.items():
             spread[k] = max(spread.get(k, 0.0), v)
-    return Calibration(stats=stats, first_outputs=parts[0].first_outputs, input_spread=spread)
+    return Calibration(
+        stats=stats, first_outputs=parts[0].first_outputs, first_batch=parts[0].first_batch, input_spread=spread
+    )
 
 
 def _ray():
