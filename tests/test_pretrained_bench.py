@@ -245,7 +245,7 @@ def small_payload() -> dict[str, Any]:
         _v("det/edgecnn-ov/openvino", p50_ms=(3.0, 2.9, 3.1)),
         _v("det/nncf-ov/openvino", p50_ms=(3.5, 3.4, 3.6)),
         _v("cls/fp32/ort", p50_ms=(1.0, 0.9, 1.1)),
-        _v("cls/edgecnn/quantize", status="failed: RuntimeError: edgecnn quantize exit 2: error: graph preparation"),
+        _v("cls/edgecnn/quantize", status="failed: RuntimeError: edgecnn quantize exit 2: graph preparation changed"),
         _v("cls/ort/quantize", quantize_s=1.0),
         _v("cls/ort/accuracy", outputs=1, sqnr_db_0=12.0, agreement_pct=99.0),
     ]
@@ -293,7 +293,7 @@ def test_verdict_names_every_loss_and_flips_with_the_numbers() -> None:
     assert "INT8/FP32 on ORT 0.60x (faster than FP32 beyond noise)" in det
     assert "`--runtime openvino` vs NNCF on OpenVINO 0.86x (faster beyond noise)" in det
     cls = next(ln for ln in text.splitlines() if ln.startswith("- **cls:**"))
-    assert "SQNR not measured" in cls
+    assert cls == "- **cls:** `edgecnn quantize` failed (edgecnn quantize exit 2: graph preparation changed)."
     # negative control: edgecnn's score channels fall below NNCF's -> named, with the gap
     worse = copy.deepcopy(p)
     acc = next(v for v in worse["variants"] if v["name"] == "det/edgecnn/accuracy")
@@ -308,3 +308,30 @@ def test_verdict_names_every_loss_and_flips_with_the_numbers() -> None:
     lat = next(v for v in slow["variants"] if v["name"] == "det/edgecnn/ort")["summary"]["p50_ms"]
     lat.update(median=10.2, min=9.0, max=11.0, q1=9.0, q3=11.0)
     assert "INT8/FP32 on ORT 1.02x (within noise of FP32)" in pt.readme_verdict(slow)
+
+
+def test_failures_read_as_what_happened_and_tiny_gaps_keep_their_sign() -> None:
+    assert pt._short("failed: ModelError: a.onnx: onnxruntime cannot load the model: [ONNXRuntimeError] : 10") == (
+        "invalid file (ORT cannot load it)"
+    )
+    assert pt._short("failed: ModelError: a.onnx: OpenVINO cannot compile the model for CPU: x") == (
+        "does not compile (OpenVINO)"
+    )
+    assert pt._short("failed: ModelError: a.onnx: OpenVINO cannot read the model: x") == "does not load (OpenVINO)"
+    assert pt._short("failed: FileNotFoundError: a.onnx: no quantized model (its quantization failed)") == (
+        "no file (quantization failed)"
+    )
+    p = small_payload()
+    p["variants"].append(_v("det/ort-op13/quantize", quantize_s=1.0))
+    p["variants"].append(
+        _v(
+            "det/ort-op13/accuracy",
+            outputs=1,
+            sqnr_db_0=31.02,
+            sqnr_box_db=32.0,
+            sqnr_score_db=21.0,
+            agreement_pct=80.0,
+        )
+    )
+    det = next(ln for ln in pt.readme_verdict(p).splitlines() if ln.startswith("- **det:**"))
+    assert "SQNR NOT >= the best peer: output 0 31.00 vs 31.02 dB (ort-op13, -0.02 dB)" in det
