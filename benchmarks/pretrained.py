@@ -800,8 +800,8 @@ def readme_verdict(payload: dict[str, Any]) -> str:
     word = {"faster": "faster than FP32 beyond noise", "slower": "slower than FP32 beyond noise",
             "within noise": "within noise of FP32", None: "not measured"}  # fmt: skip
     lines = [
-        "Per model (computed from the JSON above; edgecnn = `edgecnn quantize` defaults, peers = ort, nncf-onnx, "
-        'nncf-ov; "within noise": the [min-max] ranges over the rounds overlap):',
+        f"Per model (computed from the JSON above; edgecnn = `edgecnn quantize` defaults; peers = {', '.join(PEERS)}; "
+        '"within noise": the [min-max] ranges over the rounds overlap):',
         "",
     ]
     for name, v in verdicts(payload).items():

@@ -335,3 +335,22 @@ def test_failures_read_as_what_happened_and_tiny_gaps_keep_their_sign() -> None:
     )
     det = next(ln for ln in pt.readme_verdict(p).splitlines() if ln.startswith("- **det:**"))
     assert "SQNR NOT >= the best peer: output 0 31.00 vs 31.02 dB (ort-op13, -0.02 dB)" in det
+
+
+def test_the_committed_run_covers_the_table_and_its_verdict_follows_its_numbers() -> None:
+    import readme_tables
+
+    real = readme_tables.load("pretrained", BENCH / "results")
+    models, _ = pt.load_table()
+    assert [m["name"] for m in real["models"]] == [m.name for m in models]
+    assert real["calib_n"] == 64 and real["eval_n"] == 32 and real["quick"] == (real["latency_rounds"] < 5)
+    lat = [v for v in real["variants"] if v["name"].endswith(("/ort", "/openvino", "-f32", "-default"))]
+    assert lat and all(len(v["rounds"]) == real["latency_rounds"] >= 3 for v in lat)
+    better = copy.deepcopy(real)  # every edgecnn accuracy number raised to 500: no loss may be left
+    for v in better["variants"]:
+        if v["name"].endswith("/edgecnn/accuracy"):
+            for k, s in v["summary"].items():
+                if k.startswith("sqnr") and s.get("n"):
+                    s.update(median=500.0, min=500.0, max=500.0, q1=500.0, q3=500.0)
+    text = pt.readme_verdict(better)
+    assert "NOT >=" not in text and "SQNR >= the best peer on every output" in text
