@@ -55,6 +55,8 @@ BLOCKS: dict[str, tuple[str, tuple[str, dict[str, str]]]] = {
     "startup": ("startup:readme_table", ("startup", {})),
     "real_models": ("real_models:readme_table", ("real_models", {})),
     "real_models_verdict": ("real_models:readme_verdict", ("real_models", {})),
+    "pretrained": ("pretrained:readme_table", ("pretrained", {})),
+    "pretrained_verdict": ("pretrained:readme_verdict", ("pretrained", {})),
     "bias_correction": ("bias_correction:readme_table", ("bias_correction", {})),
     "bias_correction_verdict": ("bias_correction:readme_verdict", ("bias_correction", {})),
     "int8_placement": ("int8_placement:readme_table", ("int8_placement", {})),
