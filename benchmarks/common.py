@@ -72,3 +72,31 @@ def vs_peer_rows(
                 f"| {m} | {k} | {e:.4f} [{se[0]:.4f}-{se[1]:.4f}] | {b:.{d}f} [{sb[0]:.{d}f}-{sb[1]:.{d}f}] | {ratio} |"
             )
     return lines
+
+
+def timed_p50_ms(call: Any, iters: int, warmup: int) -> float:
+    """p50 in ms of ``iters`` timed calls of ``call`` after ``warmup`` untimed ones, garbage collection paused
+    while timing: the latency loop of the benchmarks that time one bound session call per iteration."""
+    import gc
+    import time
+
+    import numpy as np
+
+    for _ in range(warmup):
+        call()
+    ts = np.empty(iters, np.int64)
+    gc.disable()
+    try:
+        for i in range(iters):
+            t = time.perf_counter_ns()
+            call()
+            ts[i] = time.perf_counter_ns() - t
+    finally:
+        gc.enable()
+    return float(np.median(ts)) / 1e6
+
+
+def openvino_facts(sess: Any) -> dict[str, str]:
+    """What an OpenVINO session actually ran: its inference precision and its layers counted by precision."""
+    layers = sorted(sess.runtime_precisions().items(), key=lambda kv: -kv[1])
+    return {"inference_precision": sess.inference_precision, "layers": " ".join(f"{k} {v}" for k, v in layers)}

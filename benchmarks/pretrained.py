@@ -61,6 +61,7 @@ for _p in (str(REPO), str(BENCH_DIR)):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
+from common import openvino_facts, timed_p50_ms  # noqa: E402
 from runner import Settings, Variant, common_args, median, pick_names, run_benchmark, spread  # noqa: E402
 
 from edgecnn.errors import BadInputError, EdgecnnError  # noqa: E402
@@ -522,8 +523,6 @@ def latency_child(
     **_: Any,
 ) -> dict[str, Any]:
     """p50 of ``iters`` timed calls on one real preprocessed image (bound once, GC paused) after warm-up."""
-    import gc
-
     from edgecnn.preprocess import list_images, load_spec
 
     x = load_spec(Path(spec)).load(list_images(Path(data))[0])[None]
@@ -533,23 +532,9 @@ def latency_child(
     # Bound outputs follow the declared shapes: a model that declares other ranks than it returns runs unbound.
     declared = all(len(o.shape) == a.ndim for o, a in zip(sess.outputs(), first, strict=True))
     call = sess.bind(feeds) if declared and hasattr(sess, "bind") else (lambda: sess.run(feeds))
-    for _ in range(max(3, iters // 5)):
-        call()
-    ts = np.empty(iters, np.int64)
-    gc.disable()
-    try:
-        for i in range(iters):
-            t = time.perf_counter_ns()
-            call()
-            ts[i] = time.perf_counter_ns() - t
-    finally:
-        gc.enable()
-    out: dict[str, Any] = {"p50_ms": float(np.median(ts)) / 1e6}
+    out: dict[str, Any] = {"p50_ms": timed_p50_ms(call, iters, warmup=max(3, iters // 5))}
     if runtime == "openvino":
-        out["inference_precision"] = sess.inference_precision
-        out["layers"] = " ".join(
-            f"{k} {v}" for k, v in sorted(sess.runtime_precisions().items(), key=lambda kv: -kv[1])
-        )
+        out.update(openvino_facts(sess))
     return out
 
 

@@ -59,7 +59,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import MODELS, REPO
+from common import MODELS, REPO, openvino_facts, timed_p50_ms
 from runner import Variant, common_args, median, pick_names, run_benchmark, settings_from, spread
 
 if str(REPO) not in sys.path:
@@ -245,30 +245,14 @@ def accuracy_child(
 
 def latency_child(*, path: str, runtime: str, precision: str, iters: int, threads: int, batch: int, **_: Any) -> dict:
     """p50 of ``iters`` timed calls (inputs bound once, GC paused) after warm-up, in this fresh process."""
-    import gc
-
     sess = _session(_need(Path(path), "quantized model"), runtime, precision, threads)
     spec = sess.inputs()[0]
     shape = (batch, *spec.shape[1:])
     x = np.random.default_rng(0).random(shape, dtype=np.float32)
     call = sess.bind({spec.name: x}) if hasattr(sess, "bind") else (lambda: sess.run({spec.name: x}))
-    for _ in range(max(5, iters // 5)):
-        call()
-    ts = np.empty(iters, np.int64)
-    gc.disable()
-    try:
-        for i in range(iters):
-            t = time.perf_counter_ns()
-            call()
-            ts[i] = time.perf_counter_ns() - t
-    finally:
-        gc.enable()
-    out: dict[str, Any] = {"p50_ms": float(np.median(ts)) / 1e6}
+    out: dict[str, Any] = {"p50_ms": timed_p50_ms(call, iters, warmup=max(5, iters // 5))}
     if runtime == "openvino":
-        out["inference_precision"] = sess.inference_precision
-        out["layers"] = " ".join(
-            f"{k} {v}" for k, v in sorted(sess.runtime_precisions().items(), key=lambda kv: -kv[1])
-        )
+        out.update(openvino_facts(sess))
     return out
 
 
