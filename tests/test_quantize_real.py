@@ -772,3 +772,32 @@ def test_ops_after_the_last_conv_stay_float_and_constant_affine_between_integer_
     m.graph.node[1].input[0] = "input_scaled"
     p2 = plan(shaped(save(m, tmp_path / "pre.onnx")), policy=ORT_POLICY)
     assert "after a float op" in p2.kept_float["pre_scale"]
+
+
+def test_openvino_placement_writes_hard_sigmoid_as_fusable_eltwise(data: dict[str, Path], tmp_path: Path) -> None:
+    """--runtime openvino writes each float HardSigmoid as clip(x + 3, 0, 6) / 6 (alpha 1/6) or
+    clip(alpha x + beta, 0, 1): OpenVINO fuses those into the Conv, where its v0::HardSigmoid ran as a separate
+    kernel with layout Reorders around it. Exact (same outputs on OpenVINO); the ORT placement is unchanged."""
+    from edgecnn.quantize.qdq import hard_sigmoid_as_eltwise
+
+    q, _ = edgecnn_int8(data["mbv3"], data["calib"], tmp_path / "ov.onnx", runtime="openvino", scheme=OPENVINO_CPU)
+    ops = collections.Counter(n.op_type for n in onnx.load(str(q)).graph.node)
+    assert ops["HardSigmoid"] == 0 and ops["Clip"] >= 4 and ops["Div"] >= 4, ops
+    x = tensors(data["eval"])[:16]
+    assert sqnr(outputs(data["mbv3"], x)[0], outputs(q, x, "openvino")[0]) > 20
+    # exact, both forms, on the real runtime
+    m = onnx.load(str(data["mbv3"]))
+    for n in m.graph.node:
+        if n.name == "se_gate":
+            for a in n.attribute:
+                if a.name == "alpha":
+                    a.f = 0.2  # Paddle's hard_sigmoid slope: the clip(alpha x + beta, 0, 1) form
+    src = save(m, tmp_path / "alpha02.onnx")
+    m2 = onnx.load(str(src))
+    m2 = onnx.version_converter.convert_version(m2, 13)
+    assert hard_sigmoid_as_eltwise(m2) == 4
+    rewritten = save(m2, tmp_path / "eltwise.onnx")
+    assert np.allclose(outputs(src, x)[0], outputs(rewritten, x)[0], atol=1e-4)
+    # control: the ORT placement keeps its integer forms (no Clip/Div spelling)
+    q_ort, _ = edgecnn_int8(data["mbv3"], data["calib"], tmp_path / "ort.onnx")
+    assert collections.Counter(n.op_type for n in onnx.load(str(q_ort)).graph.node)["Div"] == 0
