@@ -598,33 +598,23 @@ def _hard_chains(m: onnx.ModelProto) -> Iterator[HardChain]:
         x, t, node = xs[0], xs[0], start
         state: tuple[float, float, float, float] = (1.0, 0.0, -np.inf, np.inf)
         nodes: list[onnx.NodeProto] = []
+        states: list[tuple[float, float, float, float]] = []  # the state after each node of ``nodes``
         while node is not None and node.op_type in _CHAIN_OPS:
             nxt = _step(node, t, inits, state)
             if nxt is None:
                 break
             state, t = nxt, node.output[0]
             nodes.append(node)
+            states.append(state)
             cons = consumers.get(t, [])
             node = cons[0] if len(cons) == 1 and t not in outputs else None
         # the longest prefix whose clamp is finite on both sides
-        while nodes:
-            st = _replay(nodes, x, inits)
-            if st is not None and np.isfinite(st[2]) and np.isfinite(st[3]) and st[0] > 0:
-                used.update(n.output[0] for n in nodes)
-                yield HardChain(x=x, nodes=tuple(nodes), a=st[0], b=st[1], lo=st[2], hi=st[3])
+        for k in range(len(nodes), 0, -1):
+            a, b, lo, hi = states[k - 1]
+            if np.isfinite(lo) and np.isfinite(hi) and a > 0:
+                used.update(n.output[0] for n in nodes[:k])
+                yield HardChain(x=x, nodes=tuple(nodes[:k]), a=a, b=b, lo=lo, hi=hi)
                 break
-            nodes.pop()
-
-
-def _replay(nodes: list[onnx.NodeProto], x: str, inits: dict[str, onnx.TensorProto]) -> tuple[float, ...] | None:
-    state: tuple[float, float, float, float] | None = (1.0, 0.0, -np.inf, np.inf)
-    t = x
-    for n in nodes:
-        state = _step(n, t, inits, state)  # type: ignore[arg-type]
-        if state is None:
-            return None
-        t = n.output[0]
-    return state
 
 
 def _close(v: float, want: float) -> bool:
