@@ -62,7 +62,18 @@ for _p in (str(REPO), str(BENCH_DIR)):
         sys.path.insert(0, _p)
 
 from common import openvino_facts, timed_p50_ms  # noqa: E402
-from runner import Settings, Variant, common_args, median, pick_names, run_benchmark, spread  # noqa: E402
+from runner import (  # noqa: E402
+    Settings,
+    Variant,
+    common_args,
+    compare,
+    fact_of,
+    median,
+    pick_names,
+    run_benchmark,
+    spread,
+    status_of,
+)
 
 from edgecnn.errors import BadInputError, EdgecnnError  # noqa: E402
 
@@ -610,13 +621,6 @@ def variants_for(
 
 
 # ---------------------------------------------------------------- README rendering (from the JSON alone) -------
-def _variant(payload: dict[str, Any], name: str) -> dict[str, Any]:
-    return next((v for v in payload["variants"] if v["name"] == name), {})
-
-
-def _status(payload: dict[str, Any], name: str) -> str:
-    v = _variant(payload, name)
-    return str(v.get("status", "not measured")) if v else "not measured"
 
 
 def _short(status: str) -> str:
@@ -647,15 +651,10 @@ def metrics(payload: dict[str, Any], model: str, variant: str) -> dict[str, Any]
 def _lat(payload: dict[str, Any], name: str, base: str | None = None) -> str:
     m, s = median(payload, name, "p50_ms"), spread(payload, name, "p50_ms")
     if m is None or s is None:
-        st = _status(payload, name)
+        st = status_of(payload, name)
         return "-" if st == "not measured" else _short(st)
     b = median(payload, base, "p50_ms") if base else None
     return f"{m:.2f} [{s[0]:.2f}-{s[1]:.2f}]" + (f" ({m / b:.2f}x)" if b else "")
-
-
-def _fact(payload: dict[str, Any], name: str, key: str) -> str:
-    v = _variant(payload, name).get("facts", {}).get(key)
-    return "-" if v is None else str(v if not isinstance(v, list) else v[0])
 
 
 AGREEMENT = {
@@ -699,10 +698,10 @@ def readme_table(payload: dict[str, Any]) -> str:
         f32, dflt = f"{name}/fp32/openvino-f32", f"{name}/fp32/openvino-default"
         lines.append(
             f"| {name} | FP32 | - | - | - | {_lat(payload, f'{name}/fp32/ort')} | f32 {_lat(payload, f32)}, default "
-            f"({_fact(payload, dflt, 'inference_precision')}) {_lat(payload, dflt)} | - |"
+            f"({fact_of(payload, dflt, 'inference_precision')}) {_lat(payload, dflt)} | - |"
         )
         for v in VARIANTS:
-            q = _status(payload, f"{name}/{v}/quantize")
+            q = status_of(payload, f"{name}/{v}/quantize")
             if q == "not measured":
                 continue
             if q != "ok":
@@ -710,7 +709,7 @@ def readme_table(payload: dict[str, Any]) -> str:
                 continue
             mt = metrics(payload, name, v)
             if mt is None:
-                sq_s, bs, ag = _short(_status(payload, f"{name}/{v}/accuracy")), "-", "-"
+                sq_s, bs, ag = _short(status_of(payload, f"{name}/{v}/accuracy")), "-", "-"
             else:
                 sq_s = ", ".join("-" if x is None else f"{x:.1f}" for x in mt["sqnr"]) + (
                     " (OV)" if v in OV_VARIANTS else ""
@@ -729,14 +728,6 @@ def readme_table(payload: dict[str, Any]) -> str:
             )
     lines += ["", "Agreement: " + "; ".join(f"{k}: {v}" for k, v in AGREEMENT.items()) + "."]
     return "\n".join(lines)
-
-
-def compare(payload: dict[str, Any], a: str, b: str) -> str | None:
-    """'faster' / 'slower' when the [min, max] p50 ranges over the rounds do not overlap, else 'within noise'."""
-    sa, sb = spread(payload, a, "p50_ms"), spread(payload, b, "p50_ms")
-    if sa is None or sb is None:
-        return None
-    return "faster" if sa[1] < sb[0] else "slower" if sa[0] > sb[1] else "within noise"
 
 
 def verdicts(payload: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -791,7 +782,7 @@ def readme_verdict(payload: dict[str, Any]) -> str:
     ]
     for name, v in verdicts(payload).items():
         if v["status"] != "ok":
-            q = _status(payload, f"{name}/edgecnn/quantize")
+            q = status_of(payload, f"{name}/edgecnn/quantize")
             why = (
                 f"`edgecnn quantize` failed ({q.split(': ', 2)[-1]})"
                 if q.startswith("failed")

@@ -60,7 +60,18 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import MODELS, REPO, openvino_facts, timed_p50_ms
-from runner import Variant, common_args, median, pick_names, run_benchmark, settings_from, spread
+from runner import (
+    Variant,
+    common_args,
+    compare,
+    fact_of,
+    median,
+    pick_names,
+    run_benchmark,
+    settings_from,
+    spread,
+    status_of,
+)
 
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
@@ -283,17 +294,10 @@ def ort_executes(path: Path, tmp: Path, threads: int = 2) -> dict[str, int]:
 
 
 # ---------------------------------------------------------------- README rendering (from the JSON alone) -------
-def _variant(payload: dict[str, Any], name: str) -> dict[str, Any]:
-    return next((v for v in payload["variants"] if v["name"] == name), {})
 
 
 def _models(payload: dict[str, Any]) -> list[str]:
     return list(dict.fromkeys(v["params"]["model_name"] for v in payload["variants"]))
-
-
-def _status(payload: dict[str, Any], name: str) -> str:
-    v = _variant(payload, name)
-    return str(v.get("status", "not measured")) if v else "not measured"
 
 
 def sqnrs(payload: dict[str, Any], model: str, variant: str) -> list[float] | None:
@@ -306,31 +310,14 @@ def sqnrs(payload: dict[str, Any], model: str, variant: str) -> list[float] | No
     return None if any(v is None for v in vals) else [float(v) for v in vals if v is not None]
 
 
-def compare(payload: dict[str, Any], a: str, b: str, metric: str = "p50_ms") -> str | None:
-    """'faster' / 'slower' when the [min, max] ranges over the rounds do not overlap, else 'within noise'."""
-    sa, sb = spread(payload, a, metric), spread(payload, b, metric)
-    if sa is None or sb is None:
-        return None
-    if sa[1] < sb[0]:
-        return "faster"
-    if sa[0] > sb[1]:
-        return "slower"
-    return "within noise"
-
-
 def _lat(payload: dict[str, Any], name: str, base: str | None = None) -> str:
     m, s = median(payload, name, "p50_ms"), spread(payload, name, "p50_ms")
     if m is None or s is None:
-        st = _status(payload, name)
+        st = status_of(payload, name)
         return "-" if st == "not measured" else _short(st)
     text = f"{m:.2f} [{s[0]:.2f}-{s[1]:.2f}]"
     b = median(payload, base, "p50_ms") if base else None
     return text + (f" ({m / b:.2f}x)" if b else "")
-
-
-def _fact(payload: dict[str, Any], name: str, key: str) -> str:
-    v = _variant(payload, name).get("facts", {}).get(key)
-    return "-" if v is None else str(v if not isinstance(v, list) else v[0])
 
 
 def readme_table(payload: dict[str, Any]) -> str:
@@ -354,18 +341,18 @@ def readme_table(payload: dict[str, Any]) -> str:
         f32, dflt = f"{m}/fp32/openvino-f32", f"{m}/fp32/openvino-default"
         lines.append(
             f"| {m} | FP32 | - | - | {_lat(payload, f'{m}/fp32/ort')} | f32 {_lat(payload, f32)}, default "
-            f"({_fact(payload, dflt, 'inference_precision')}) {_lat(payload, dflt)} | - | "
-            f"{_fact(payload, dflt, 'layers')} |"
+            f"({fact_of(payload, dflt, 'inference_precision')}) {_lat(payload, dflt)} | - | "
+            f"{fact_of(payload, dflt, 'layers')} |"
         )
         for v in VARIANTS:
-            q = _status(payload, f"{m}/{v}/quantize")
+            q = status_of(payload, f"{m}/{v}/quantize")
             if q == "not measured":
                 continue
             if q != "ok":
                 lines.append(f"| {m} | {v} | quantization {_short(q)} | - | - | - | - | - |")
                 continue
             sq = sqnrs(payload, m, v)
-            acc_st = _status(payload, f"{m}/{v}/accuracy")
+            acc_st = status_of(payload, f"{m}/{v}/accuracy")
             sq_s = ", ".join(f"{x:.1f}" for x in sq) if sq else _short(acc_st)
             if sq and v in OV_VARIANTS:
                 sq_s += " (OV)"
@@ -385,12 +372,12 @@ def readme_table(payload: dict[str, Any]) -> str:
                 else (
                     " / ".join(str(int(c)) for c in counts if c is not None)
                     if None not in counts
-                    else _short(_status(payload, g))
+                    else _short(status_of(payload, g))
                 )
             )
             lines.append(
                 f"| {m} | {v} | {sq_s} | {'-' if ag is None else f'{ag:.1f}'} | {ort_cell} | {ov_cell} | {g_s} | "
-                f"{_fact(payload, ov_name, 'layers')} |"
+                f"{fact_of(payload, ov_name, 'layers')} |"
             )
     return "\n".join(lines)
 
@@ -442,7 +429,7 @@ def goals(payload: dict[str, Any]) -> dict[str, Any]:
             )
             for v in ("edgecnn-ov", "edgecnn", "nncf-ov", "nncf-onnx")
         }
-        out["default_precision"] = _fact(payload, f"{y}/fp32/openvino-default", "inference_precision")
+        out["default_precision"] = fact_of(payload, f"{y}/fp32/openvino-default", "inference_precision")
     if "mbv3-block" in models:
         s = sqnrs(payload, "mbv3-block", "edgecnn")
         out["mbv3_25db"] = (s[0] >= 25.0 if s else None, s[0] if s else None)

@@ -379,6 +379,36 @@ def spread(payload: dict[str, Any], variant: str, metric: str) -> tuple[float, f
     return None if not s or not s.get("n") else (float(s["min"]), float(s["max"]))
 
 
+def variant_of(payload: dict[str, Any], name: str) -> dict[str, Any]:
+    """The result of variant ``name`` in a payload ({} when it did not run)."""
+    return next((v for v in payload["variants"] if v["name"] == name), {})
+
+
+def status_of(payload: dict[str, Any], name: str) -> str:
+    """Its status ("ok", a failure message) or "not measured"."""
+    v = variant_of(payload, name)
+    return str(v.get("status", "not measured")) if v else "not measured"
+
+
+def fact_of(payload: dict[str, Any], name: str, key: str) -> str:
+    """A fact the variant recorded (its first round's), or "-"."""
+    v = variant_of(payload, name).get("facts", {}).get(key)
+    return "-" if v is None else str(v if not isinstance(v, list) else v[0])
+
+
+def compare(payload: dict[str, Any], a: str, b: str, metric: str = "p50_ms") -> str | None:
+    """'faster' / 'slower' when the [min, max] ranges of ``metric`` over the rounds do not overlap, else
+    'within noise'; None when either was not measured."""
+    sa, sb = spread(payload, a, metric), spread(payload, b, metric)
+    if sa is None or sb is None:
+        return None
+    if sa[1] < sb[0]:
+        return "faster"
+    if sa[0] > sb[1]:
+        return "slower"
+    return "within noise"
+
+
 def common_args(ap: argparse.ArgumentParser, *, threads: int = 2, batch: int = 1) -> None:
     """The options every benchmark script takes: --threads, --batch, --rounds, --results."""
     ap.add_argument("--threads", type=int, default=threads, help="threads for every tool (equal for all)")
