@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from edgecnn.drift.evaluate import evaluate_drift
-from edgecnn.drift.metrics import ClassificationStats, TensorDrift, cosine_rows, sqnr_db, topk
+from edgecnn.drift.metrics import ClassificationStats, TensorDrift, added_noise, blame, cosine_rows, sqnr_db, topk
 from edgecnn.drift.report import read_report, write_report
 from edgecnn.preprocess import find_spec
 from edgecnn.quantize.api import QuantizeConfig, quantize
@@ -102,6 +102,17 @@ def test_tensor_drift_shards_merge_to_one_pass(n: int, seed: int) -> None:
     assert m.cosine == pytest.approx(one.cosine, rel=1e-9, abs=1e-12)
 
 
+def test_blame_ranks_where_error_enters() -> None:
+    # the input quantized (exact -> 44 dB): the largest drop in dB, almost no noise
+    assert added_noise(200.0, 44.0) == pytest.approx(10**-4.4) and blame(200.0, 44.0) < 1e-4
+    # a damaged layer (34 -> 17 dB) against a later one that amplifies what it was handed (15 -> 13 dB): they
+    # add about as much noise, but the first one's output noise is nearly all new
+    assert added_noise(15.3, 13.1) == pytest.approx(added_noise(34.2, 17.2), rel=0.1)
+    assert blame(34.2, 17.2) > 2 * blame(15.3, 13.1)
+    # once the signal is lost (below 0 dB) nothing more can be lost; a layer that recovers SQNR adds nothing
+    assert added_noise(-3.0, -6.0) == blame(-3.0, -6.0) == 0.0 and added_noise(10.0, 20.0) == 0.0
+
+
 def test_classification_counts() -> None:
     c = ClassificationStats(num_classes=3, k=2)
     ref = np.array([[3, 1, 0], [0, 2, 1], [0, 1, 2.0]])
@@ -139,6 +150,86 @@ def test_damaged_model_drifts_and_says_where(models: dict[str, Path]) -> None:
     broke = [f for f in r.flips if f.change == "broke"]
     assert broke and Path(broke[0].file).is_file() and r.flips[0].change == "broke"
     assert r.per_class[0].drop_pts >= r.top1_drop_pts and not r.layers
+
+
+def _damage_one_conv(src: Path, dst: Path, k: int) -> str:
+    """The INT8 model with noise added to the int8 weights of its k-th Conv; returns the Conv's output tensor."""
+    m = onnx.load(str(src))
+    inits = {t.name: t for t in m.graph.initializer}
+    dq = {n.output[0]: n for n in m.graph.node if n.op_type == "DequantizeLinear"}
+    conv = [n for n in m.graph.node if n.op_type == "Conv"][k]
+    w = inits[dq[conv.input[1]].input[0]]
+    q = onnx.numpy_helper.to_array(w).astype(np.int32)
+    noisy = np.clip(q + np.random.default_rng(k).integers(-12, 13, q.shape), -127, 127)
+    w.CopyFrom(onnx.numpy_helper.from_array(noisy.astype(np.int8), w.name))
+    onnx.save(m, str(dst))
+    return conv.output[0]
+
+
+@pytest.mark.parametrize("k", [1, 4])
+def test_the_lossiest_layer_is_the_damaged_one(models: dict[str, Path], tmp_path: Path, k: int) -> None:
+    """Noise in one Conv's weights of a good INT8 model: drift names that layer as where error enters, not
+    the input (its 200 -> 40 dB is the largest drop in dB but adds almost no noise)."""
+    out = _damage_one_conv(models["good"], tmp_path / "damaged.onnx", k)
+    r = evaluate_drift(SAMPLE_MODEL, tmp_path / "damaged.onnx", EVAL_DIR, samples=32)
+    by = {la.tensor: la for la in r.layers}
+    lossiest = by[r.lossiest_layer]
+    assert lossiest.candidate_tensor.removesuffix("_dq") == out or lossiest.tensor == out, (out, lossiest)
+    blames = sorted(blame(la.input_sqnr_db, la.sqnr_db) for la in r.layers)
+    assert blame(lossiest.input_sqnr_db, lossiest.sqnr_db) == blames[-1] > 2 * blames[-2]  # not a near-tie
+    assert by["input"].local_drop_db > lossiest.local_drop_db  # what the old ranking (dB drop) would have named
+    good = evaluate_drift(SAMPLE_MODEL, models["good"], EVAL_DIR, samples=32)
+    assert {la.tensor: la for la in good.layers}[lossiest.tensor].added_noise < lossiest.added_noise / 10
+
+
+def _gate_models(d: Path, also_add: bool) -> tuple[Path, Path]:
+    """input -> Conv -> t -> HardSigmoid -> y (and, with ``also_add``, t + t -> z): the float model and the same
+    graph with t quantized to [-3, 3] (where the HardSigmoid is not flat), as a quantizer may write it."""
+    from onnx import helper
+
+    from tests.onnx_builders import make_model, rng_w
+
+    w = rng_w(8, 3, 3, 3) * 8  # t spans about +-20
+    nodes = [
+        helper.make_node("Conv", ["input", "w"], ["t"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("HardSigmoid", ["t"], ["y"], name="gate", alpha=1 / 6, beta=0.5),
+    ]
+    outs: list[tuple[str, list[int | str] | None]] = [("y", None)]
+    if also_add:
+        nodes.append(helper.make_node("Add", ["t", "t"], ["z"], name="twice"))
+        outs.append(("z", None))
+    ref = make_model(nodes, [("input", [1, 3, 32, 32])], outs, {"w": w})
+    cand = onnx.ModelProto.FromString(ref.SerializeToString())
+    for n in cand.graph.node[1:]:
+        n.input[:] = ["t_dq" if i == "t" else i for i in n.input]
+    qdq = [
+        helper.make_node("QuantizeLinear", ["t", "s", "zp"], ["t_q"], name="t_q"),
+        helper.make_node("DequantizeLinear", ["t_q", "s", "zp"], ["t_dq"], name="t_dq"),
+    ]
+    cand.graph.node.insert(1, qdq[1])
+    cand.graph.node.insert(1, qdq[0])
+    cand.graph.initializer.extend(
+        [
+            onnx.numpy_helper.from_array(np.array(3 / 127, np.float32), "s"),
+            onnx.numpy_helper.from_array(np.array(0, np.int8), "zp"),
+        ]
+    )
+    return save(ref, d / f"ref{also_add}.onnx"), save(cand, d / f"cand{also_add}.onnx")
+
+
+def test_a_tensor_only_a_clamp_reads_is_judged_after_the_clamp(tmp_path: Path) -> None:
+    ref, cand = _gate_models(tmp_path, also_add=False)
+    r = evaluate_drift(ref, cand, EVAL_DIR, samples=16)
+    by = {la.tensor: la for la in r.layers}
+    assert by["t"].sqnr_db < 10 and by["t"].clamped_by == "HardSigmoid"  # clipped hard, on purpose
+    assert r.outputs[0].sqnr_db > 25  # ...where the gate is flat: the model barely moved
+    assert r.lossiest_layer != "t" and "t" not in r.worst_layers and by["t"].added_noise == 0.0
+    assert by["y"].input_sqnr_db > 100  # the gate's input is judged by what feeds t (the exact input)
+    # negative control: t also read by an Add, so the clipping is real error, and drift says so
+    ref2, cand2 = _gate_models(tmp_path, also_add=True)
+    r2 = evaluate_drift(ref2, cand2, EVAL_DIR, samples=16)
+    by2 = {la.tensor: la for la in r2.layers}
+    assert by2["t"].clamped_by == "" and r2.lossiest_layer == "t" and r2.worst_layers[0] in ("t", "z")
 
 
 def test_cli_json_plot_markdown(models: dict[str, Path], tmp_path: Path) -> None:

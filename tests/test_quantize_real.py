@@ -19,6 +19,7 @@ import pytest
 from onnx import helper, numpy_helper
 from PIL import Image, ImageDraw
 
+from edgecnn.drift.metrics import blame
 from edgecnn.preprocess import load_spec
 from edgecnn.quantize.api import QuantizeConfig, quantize
 from edgecnn.quantize.collectors import TensorStats
@@ -628,9 +629,9 @@ def test_drift_reports_every_output_and_the_lossiest_layer(data: dict[str, Path]
     rep = json.loads(js.read_text())
     assert [o["name"] for o in rep["outputs"]] == ["boxes", "scores"]
     assert all(o["sqnr_db"] > 15 for o in rep["outputs"])
-    drops = {la["tensor"]: la["local_drop_db"] for la in rep["layers"]}
-    assert rep["lossiest_layer"] == max(drops, key=drops.__getitem__)
-    assert "loses the most" in r.output
+    score = {la["tensor"]: blame(la["input_sqnr_db"], la["sqnr_db"]) for la in rep["layers"] if not la["clamped_by"]}
+    assert rep["lossiest_layer"] == max(score, key=score.__getitem__) != "images"
+    assert "adds the most error" in r.output
 
 
 # ----------------------------------------------------------------------------- float baseline precision ------------

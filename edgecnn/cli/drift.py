@@ -75,8 +75,8 @@ def drift_cmd(
             console.print("[yellow]no per-layer comparison: no plot written[/]")
         elif (
             write_layer_sqnr_plot(
-                [la.tensor for la in report.layers],
-                [la.sqnr_db for la in report.layers],
+                [la.tensor for la in report.layers if not la.clamped_by],
+                [la.sqnr_db for la in report.layers if not la.clamped_by],
                 plot,
                 title=f"per-layer SQNR: {report.candidate.name} vs {report.reference.name} ({report.images} images)",
                 worst=report.worst_layers,
@@ -139,27 +139,37 @@ def print_report(r: DriftReport, *, show: int = 8) -> None:
         console.print(f)
     if r.layers:
         worst = set(r.worst_layers)
+        judged = [la for la in r.layers if not la.clamped_by]
         lt = Table(title=f"per-layer SQNR, {len(r.layers)} matching tensors (worst {len(worst)} in red)")
-        for col in ("tensor", "op", "SQNR dB", "cosine", "added dB"):
+        for col in ("tensor", "op", "SQNR dB", "cosine", "in dB", "noise added"):
             lt.add_column(col, justify="left" if col in ("tensor", "op") else "right")
-        rows = sorted(r.layers, key=lambda la: la.sqnr_db)[:show]
-        for la in rows:
-            style = "red" if la.tensor in worst else None
+        for la in sorted(judged, key=lambda la: la.sqnr_db)[:show]:
             lt.add_row(
                 safe(la.tensor),
                 safe(la.op),
                 f"{la.sqnr_db:.1f}",
                 f"{la.cosine:.5f}",
-                f"{la.local_drop_db:.1f}",
-                style=style,
+                f"{la.input_sqnr_db:.1f}",
+                f"{la.added_noise:.2g}",
+                style="red" if la.tensor in worst else None,
             )
         console.print(lt)
-        console.print("  'added dB': SQNR lost in this layer relative to the tensors feeding it (where error enters)")
-        worst_layer = next((la for la in r.layers if la.tensor == r.lossiest_layer), None)
+        console.print(
+            "  'in dB': SQNR of the compared tensors feeding it; 'noise added': noise-to-signal power this layer "
+            "adds (10^(-SQNR/10) - 10^(-in/10)), where error enters"
+        )
+        clamped = len(r.layers) - len(judged)
+        if clamped:
+            console.print(
+                f"  {clamped} tensors read only by a clamping activation (HardSigmoid, Relu, Sigmoid...) are judged "
+                "after it and not listed: the quantizer may clip them where the activation is flat (see --json)"
+            )
+        worst_layer = next((la for la in judged if la.tensor == r.lossiest_layer), None)
         if worst_layer is not None:
             console.print(
-                f"  the layer that loses the most: {worst_layer.node} ({worst_layer.op}) adds "
-                f"{worst_layer.local_drop_db:.1f} dB of error (tensor {worst_layer.tensor}, {worst_layer.sqnr_db:.1f} dB)"
+                f"  the layer that adds the most error: {safe(worst_layer.node)} ({safe(worst_layer.op)}), "
+                f"{worst_layer.input_sqnr_db:.1f} dB in -> {worst_layer.sqnr_db:.1f} dB out "
+                f"(tensor {safe(worst_layer.tensor)}); try `edgecnn sensitivity` to confirm, --exclude to keep it float"
             )
     for n in r.notes:
         console.print(f"[yellow]note:[/] {safe(n)}")

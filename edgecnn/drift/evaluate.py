@@ -22,6 +22,8 @@ from edgecnn.drift.metrics import (
     ClassificationStats,
     OutputDriftStats,
     TensorDrift,
+    added_noise,
+    blame,
     pct,
 )
 from edgecnn.drift.report import ClassRecall, DriftReport, Flip, LayerDrift, ModelInfo, OutputDrift
@@ -39,6 +41,9 @@ MAX_FLIPS = 1000  # flips kept in the report (all are counted)
 WORST_LAYERS = 5
 LAYER_BATCH_BYTES = 64 << 20  # exposed activations of one batch, both models together
 _QDQ = ("QuantizeLinear", "DequantizeLinear")
+# Activations that flatten part of their input's range: a quantizer may clip a tensor read only by these to
+# the range where they are not flat (HardSigmoid's [-3, 3]), so its own SQNR says nothing about the model
+_CLAMPS = frozenset({"Relu", "Clip", "HardSigmoid", "HardSwish", "Sigmoid", "Tanh"})
 
 
 # -- models ---------------------------------------------------------------------------------------
@@ -191,6 +196,7 @@ class LayerPair:
     ref_view: str  # tensor read in the reference (its DQ output if it has a Q/DQ pair)
     cand_view: str
     feeds: tuple[str, ...]  # nearest compared tensors upstream
+    clamped_by: str = ""  # the activation op that reads it, when only activations of _CLAMPS read it
 
 
 def _activations(model: onnx.ModelProto) -> tuple[dict[str, str], dict[str, onnx.NodeProto]]:
@@ -204,7 +210,14 @@ def _activations(model: onnx.ModelProto) -> tuple[dict[str, str], dict[str, onnx
         if vi.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     }
     q_of = {n.input[0]: n.output[0] for n in g.node if n.op_type == "QuantizeLinear"}
-    dq_of = {n.input[0]: n.output[0] for n in g.node if n.op_type == "DequantizeLinear"}
+    q_params = {n.output[0]: tuple(n.input[1:]) for n in g.node if n.op_type == "QuantizeLinear"}
+    # the DQ that reads a Q back at the Q's own scale: an integer form may add a second DQ of the same codes at
+    # another scale (a HardSigmoid read as alpha * x), which holds alpha times the tensor
+    dq_of = {
+        n.input[0]: n.output[0]
+        for n in g.node
+        if n.op_type == "DequantizeLinear" and tuple(n.input[1:]) == q_params.get(n.input[0], tuple(n.input[1:]))
+    }
     producer: dict[str, onnx.NodeProto] = {}
     view: dict[str, str] = {}
     for vi in graph_inputs(model):
@@ -231,6 +244,11 @@ def match_layers(ref: onnx.ModelProto, cand: onnx.ModelProto) -> list[LayerPair]
     common = [t for t in ref_view if t in cand_view]
     common_set = set(common)
     inits = {t.name for t in ref.graph.initializer}
+    readers: dict[str, set[str]] = {}
+    for n in ref.graph.node:
+        for i in n.input:
+            readers.setdefault(i, set()).add(n.op_type)
+    outputs = {o.name for o in ref.graph.output}
     pairs: list[LayerPair] = []
     for t in common:
         feeds: set[str] = set()
@@ -258,6 +276,11 @@ def match_layers(ref: onnx.ModelProto, cand: onnx.ModelProto) -> list[LayerPair]
                 ref_view=ref_view[t],
                 cand_view=cand_view[t],
                 feeds=tuple(sorted(feeds)),
+                clamped_by=(
+                    "/".join(sorted(readers[t]))
+                    if t not in outputs and readers.get(t) and readers[t] <= _CLAMPS
+                    else ""
+                ),
             )
         )
     return pairs
@@ -412,7 +435,8 @@ def evaluate_drift(
     for t, why in dropped_layers.items():
         notes.append(f"tensor {t} not compared: {why}")
     layer_rows = _layer_rows([p for p in pairs if p.tensor not in dropped_layers], layer_stats)
-    worst = tuple(row.tensor for row in sorted(layer_rows, key=lambda r: (r.sqnr_db, -r.local_drop_db))[:WORST_LAYERS])
+    judged = [row for row in layer_rows if not row.clamped_by]
+    worst = tuple(row.tensor for row in sorted(judged, key=lambda r: (r.sqnr_db, -r.local_drop_db))[:WORST_LAYERS])
     order = {"broke": 0, "fixed": 1, "both wrong": 2, "unlabeled": 3}
     flips.sort(key=lambda f: order[f.change])
     acc = _accuracy_fields(cls, data.labels)
@@ -446,7 +470,7 @@ def evaluate_drift(
         flips_total=flips_total,
         notes=tuple(notes),
         seconds=time.perf_counter() - t0,
-        lossiest_layer=max(layer_rows, key=lambda r: r.local_drop_db).tensor if layer_rows else "",
+        lossiest_layer=max(judged, key=lambda r: blame(r.input_sqnr_db, r.sqnr_db)).tensor if judged else "",
         **acc,
     )
 
@@ -491,12 +515,15 @@ def _tflite_candidate(path: Path, ref: ModelInfo, threads: int) -> tuple[_Tflite
 
 
 def _layer_rows(pairs: list[LayerPair], stats: dict[str, TensorDrift]) -> list[LayerDrift]:
-    sq = {p.tensor: stats[p.tensor].sqnr_db for p in pairs}
+    """One row per compared tensor, in reference order. A clamped tensor (read only by activations that
+    flatten part of its range) passes its feeds' SQNR on to its readers: the clamp is judged after it."""
+    effective: dict[str, float] = {}  # what a reader of the tensor sees as its input SQNR
     rows = []
     for p in pairs:
         st = stats[p.tensor]
-        ins = [sq[f] for f in p.feeds if f in sq]
+        ins = [effective[f] for f in p.feeds if f in effective]
         in_sqnr = min(ins) if ins else SQNR_EXACT_DB
+        effective[p.tensor] = in_sqnr if p.clamped_by else st.sqnr_db
         rows.append(
             LayerDrift(
                 tensor=p.tensor,
@@ -508,6 +535,8 @@ def _layer_rows(pairs: list[LayerPair], stats: dict[str, TensorDrift]) -> list[L
                 max_abs_err=st.max_abs_err,
                 input_sqnr_db=in_sqnr,
                 local_drop_db=max(0.0, in_sqnr - st.sqnr_db),
+                added_noise=0.0 if p.clamped_by else added_noise(in_sqnr, st.sqnr_db),
+                clamped_by=p.clamped_by,
             )
         )
     return rows

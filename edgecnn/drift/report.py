@@ -62,7 +62,9 @@ class LayerDrift:
     cosine: float
     max_abs_err: float
     input_sqnr_db: float  # lowest SQNR among the nearest compared tensors feeding it
-    local_drop_db: float  # input_sqnr_db - sqnr_db: the error this layer adds
+    local_drop_db: float  # input_sqnr_db - sqnr_db
+    added_noise: float = 0.0  # noise-to-signal power this layer adds (metrics.added_noise)
+    clamped_by: str = ""  # read only by these activations (HardSigmoid, Relu...): judged after the clamp
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,7 +96,7 @@ class DriftReport:
     flips_total: int
     notes: tuple[str, ...]
     seconds: float
-    lossiest_layer: str = ""  # the tensor whose layer adds the most error (largest local drop): where to look
+    lossiest_layer: str = ""  # the tensor whose layer puts in the most error (metrics.blame): where to look
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

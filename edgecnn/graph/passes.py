@@ -119,6 +119,22 @@ def _rename_input(model: onnx.ModelProto, old: str, new: str) -> None:
             o.name = new
 
 
+def _names_in_use(model: onnx.ModelProto) -> set[str]:
+    g = model.graph
+    used = {t.name for t in g.initializer} | {i.name for i in g.input}
+    used.update(x for n in g.node for x in (*n.input, *n.output))
+    return used
+
+
+def _fresh_name(used: set[str], want: str) -> str:
+    """``want``, or ``want_2``, ``want_3``...: a tensor name not in ``used`` (which it is added to)."""
+    name, k = want, 2
+    while name in used:
+        name, k = f"{want}_{k}", k + 1
+    used.add(name)
+    return name
+
+
 # Nodes computed ahead of time when all their inputs are constant: shape arithmetic, reshapes of
 # weights, casts. Outputs above this size stay in the graph (folding must not bloat the file).
 FOLD_MAX_BYTES = 1 << 20
@@ -632,6 +648,7 @@ def _canonical_hard_activations(m: onnx.ModelProto) -> int:
     drop: set[str] = set()  # nodes by first output name (protobuf wrappers are not stable identities)
     rewrites: dict[str, list[onnx.NodeProto]] = {}
     count = 0
+    used = _names_in_use(m)
     for ch in list(_hard_chains(m)):
         if len(ch.nodes) < 2 or not _close(ch.lo, 0.0):
             continue  # a lone Relu/Clip is not a hard-sigmoid
@@ -661,8 +678,12 @@ def _canonical_hard_activations(m: onnx.ModelProto) -> int:
             if not _close(ch.hi * k, 1.0):
                 continue
             alpha, beta = ch.a * k, ch.b * k
-            hs_out = out
-            new_mul = helper.make_node("Mul", [ch.x, out], [scale.output[0]], name=mul.name or f"{scale.name}_hswish")
+            # a new name: the chain's output held clamp(.., 0, H); the HardSigmoid's holds 1/H of it, and a
+            # tensor that keeps its name must keep its values (drift compares layers by name)
+            hs_out = _fresh_name(used, f"{out}_hardsigmoid")
+            new_mul = helper.make_node(
+                "Mul", [ch.x, hs_out], [scale.output[0]], name=mul.name or f"{scale.name}_hswish"
+            )
             rewrites[scale.output[0]] = [new_mul]
             drop.update((mul.output[0], scale.output[0]))
         hs = helper.make_node(
