@@ -5,6 +5,7 @@ negative controls on the other side of each rule."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -245,3 +246,27 @@ def test_conv_affine_chain_folds_into_the_conv() -> None:
     out2 = prepare(m2)
     assert [x.op_type for x in out2.graph.node] == ["Conv", "Sub", "Relu"]
     assert np.allclose(_run(m2, X), _run(out2, X), atol=1e-5)
+
+
+def test_a_model_whose_constants_live_in_an_external_file_quantizes(tmp_path: Path) -> None:
+    """quantize moves weights above 1 KiB to a temp file first; a large constant added after a Conv (not a
+    per-channel bias, so it is not folded) used to be read without that file's folder while the hard-activation
+    walker looked for scalars: torchvision's ConvNeXt failed with 'should be stored in weights.bin'."""
+    from edgecnn.preprocess import find_spec
+    from edgecnn.quantize.api import QuantizeConfig, quantize
+    from edgecnn.quantize.dataset import ImageDataset
+    from tests.conftest import CALIB_DIR
+
+    conv = N("Conv", ["x", "w", "b"], ["t"], name="conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    nodes = [
+        conv,
+        N("Add", ["t", "pos"], ["a"], name="add_pos"),
+        N("Relu", ["a"], ["r"], name="relu"),
+        N("Conv", ["r", "w2"], ["y"], name="conv2", kernel_shape=[1, 1]),
+    ]
+    inits = {"w": rng_w(C, 3, 3, 3), "b": rng_w(C, seed=1), "pos": rng_w(1, C, 32, 32, seed=2), "w2": rng_w(4, C, 1, 1)}
+    path = tmp_path / "m.onnx"
+    onnx.save(make_model(nodes, [("x", [1, 3, 32, 32])], [("y", None)], inits), str(path))
+    q, report = quantize(path, ImageDataset.open(CALIB_DIR, find_spec(CALIB_DIR), 8), QuantizeConfig())
+    assert report.weights_quantized == 2 and "add_pos" not in report.kept_float  # 32 KiB "pos": external
+    assert any(n.op_type == "QuantizeLinear" for n in q.graph.node)

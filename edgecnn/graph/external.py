@@ -117,6 +117,17 @@ def to_array(t: onnx.TensorProto, base_dir: Path | None) -> np.ndarray:
     return numpy_helper.to_array(t, base_dir=str(base_dir) if base_dir else "")
 
 
+def scalar_of(t: onnx.TensorProto | None, base_dir: Path | None = None) -> float | None:
+    """The value of a one-element tensor, else None. Decided from the dims, so a weight is never read to find
+    out it is not a scalar (in a model whose weights live in an external file, reading one without
+    ``base_dir`` fails); an external scalar without ``base_dir`` is None too."""
+    if t is None or int(np.prod(t.dims)) != 1:
+        return None
+    if t.data_location == onnx.TensorProto.EXTERNAL and base_dir is None:
+        return None
+    return float(to_array(t, base_dir).reshape(()))
+
+
 def internalize(model: onnx.ModelProto, directory: Path) -> None:
     """Load every external tensor of ``model`` (relative to ``directory``) back into the proto."""
     if any(t.data_location == onnx.TensorProto.EXTERNAL for t in _initializers(model)):

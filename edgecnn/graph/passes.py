@@ -25,7 +25,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from edgecnn.fsutil import save_onnx
-from edgecnn.graph.external import to_array
+from edgecnn.graph.external import scalar_of, to_array
 from edgecnn.graph.load import infer_shapes_inplace
 
 
@@ -540,14 +540,16 @@ class HardChain:
     hi: float
 
 
+_FLOATS = frozenset(
+    {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
+)
+
+
 def _scalar(name: str, inits: dict[str, onnx.TensorProto]) -> float | None:
-    if not name or name not in inits:
-        return None
-    v = numpy_helper.to_array(inits[name])
-    if v.size != 1 or not np.issubdtype(v.dtype, np.floating):
-        return None
-    f = float(v.reshape(()))
-    return f if np.isfinite(f) else None
+    """A finite one-element float constant (a chain's +3, /6, clamp bounds), else None."""
+    t = inits.get(name) if name else None
+    f = scalar_of(t) if t is not None and t.data_type in _FLOATS else None
+    return f if f is not None and np.isfinite(f) else None
 
 
 def _step(

@@ -22,7 +22,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from edgecnn.errors import BadInputError
-from edgecnn.graph.external import to_array
+from edgecnn.graph.external import scalar_of, to_array
 from edgecnn.graph.load import infer_shapes_inplace
 from edgecnn.graph.passes import gelu_erf_chains
 from edgecnn.quantize.params import QuantScheme, activation_qparams, quantize_array, weight_params
@@ -424,11 +424,7 @@ GELU_REASON = (
 
 def _init_scalar(inits: dict[str, onnx.TensorProto], name: str) -> float | None:
     """The value of a one-element initializer stored in the file, else None."""
-    t = inits.get(name)
-    if t is None or t.external_data:
-        return None
-    a = numpy_helper.to_array(t)
-    return float(a.reshape(())) if a.size == 1 else None
+    return scalar_of(inits.get(name))
 
 
 def _reads_image_input(n: onnx.NodeProto, model: onnx.ModelProto) -> bool:
@@ -445,7 +441,7 @@ def _clip_is_relu_like(node: onnx.NodeProto, model: onnx.ModelProto) -> bool:
     lo = _attr(node, "min")
     if lo is None and len(node.input) > 1 and node.input[1]:
         t = inits.get(node.input[1])
-        lo = float(numpy_helper.to_array(t)) if t is not None else None
+        lo = scalar_of(t)
     return lo is not None and float(lo) == 0.0  # type: ignore[arg-type]
 
 
