@@ -152,6 +152,22 @@ def test_the_input_rounding_term_is_corrected_on_a_model_input_only(tmp_path: Pa
     assert set(bc.corrected) == {"pw"}, bc.corrected
 
 
+def test_a_corrected_bias_replaces_the_old_one(tmp_path: Path) -> None:
+    """The old bias's DequantizeLinear goes with it, not left dangling: ONNX Runtime still executes a DQ nobody
+    reads (81 of them were 0.33 ms of torchvision EfficientNet-B0's 5 ms INT8 latency)."""
+    model = depthwise_model()
+    src = save(model, tmp_path / "dw.onnx")
+    ds = ImageDataset.open(DATA / "calib", SPEC, 48)
+    q, _ = quantize(src, ds, QuantizeConfig(batch=4, bias_correction=False))
+    out, bc = correct_conv_bias(q, model, ds, "input", workdir=tmp_path, choose=False)
+    assert "pw" in bc.corrected  # it had a bias (b0): that DQ was replaced
+    read = {i for n in out.graph.node for i in n.input} | {o.name for o in out.graph.output}
+    assert all(o in read for n in out.graph.node for o in n.output)
+    dqs = [n for n in out.graph.node if n.op_type == "DequantizeLinear"]
+    assert len(dqs) == len([n for n in q.graph.node if n.op_type == "DequantizeLinear"]) + 1  # dw gained a bias
+    assert {t.name for t in out.graph.initializer} <= read
+
+
 def test_a_conv_kept_float_is_not_corrected(tmp_path: Path) -> None:
     src = save(depthwise_model(), tmp_path / "dw.onnx")
     cfg = QuantizeConfig(batch=4, exclude=frozenset({"dw"}))

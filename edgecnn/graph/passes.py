@@ -434,6 +434,22 @@ def remove_unused_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
+def remove_dead_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """In place: nodes none of whose outputs is read (by a node or as a graph output), repeatedly, then the
+    initializers only they read. ONNX Runtime still executes a dangling DequantizeLinear of a constant: 81 of
+    them cost 0.33 ms of EfficientNet-B0's 5 ms."""
+    g = model.graph
+    outputs = {o.name for o in g.output}
+    while True:
+        used = {i for n in g.node for i in n.input} | outputs
+        keep = [n for n in g.node if any(o in used for o in n.output if o)]
+        if len(keep) == len(g.node):
+            break
+        del g.node[:]
+        g.node.extend(keep)
+    return remove_unused_initializers(model)
+
+
 def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
     m = onnx.ModelProto()
     m.CopyFrom(model)

@@ -40,7 +40,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from edgecnn.graph.external import to_array
-from edgecnn.graph.passes import save_with_outputs
+from edgecnn.graph.passes import remove_dead_nodes, save_with_outputs
 from edgecnn.quantize.dataset import CalibrationData, feeds_of
 from edgecnn.runtimes import open_session
 
@@ -265,6 +265,7 @@ def _apply(
         corrected[key] = float(np.max(np.abs(shift)) / top) if top > 0 else float(np.max(np.abs(shift)))
     for k, dq in sorted(inserts, key=lambda t: t[0], reverse=True):
         out.graph.node.insert(k, dq)
+    remove_dead_nodes(out)  # the replaced bias DQs (a runtime would still execute them)
     return out, corrected
 
 
