@@ -12,7 +12,7 @@ import pytest
 from onnx import helper, numpy_helper
 
 from edgecnn.preprocess import list_images, load_spec
-from edgecnn.quantize.api import QuantizeConfig, quantize
+from edgecnn.quantize.api import MSE_WINS_BELOW, QuantizeConfig, QuantizeReport, quantize
 from edgecnn.quantize.collectors import TensorStats
 from edgecnn.quantize.dataset import ImageDataset
 from edgecnn.quantize.estimators import (
@@ -149,7 +149,8 @@ def test_a_silu_block_gets_a_finer_grid_only_where_the_tail_is_free(residual: bo
     r = np.concatenate([ref.run({"input": x[None]})[0] for x in xs]).astype(np.float64)
     got = {}
     for method in (Method.AUTO, Method.MINMAX):
-        cfg = QuantizeConfig(batch=8, method=method, bias_correction=False)
+        # the per-tensor rule on its own (the model-level check against MSE ranges is tested below)
+        cfg = QuantizeConfig(batch=8, method=method, bias_correction=False, mse_check=False)
         q, _ = quantize(src, ImageDataset.open(DATA / "calib", SPEC, 48), cfg)
         sess = open_session("ort", save(q, tmp_path / f"q_{method.value}.onnx"))
         o = np.concatenate([sess.run({"input": x[None]})[0] for x in xs]).astype(np.float64)
@@ -160,3 +161,30 @@ def test_a_silu_block_gets_a_finer_grid_only_where_the_tail_is_free(residual: bo
     else:  # only SiLU reads it: the tail below ~-12 is clipped, a much finer grid, a closer output
         assert scale_auto < scale_minmax / 1.5, got
         assert sqnr_auto > sqnr_minmax + 2.0, got
+
+
+@pytest.mark.parametrize("residual", [False, True], ids=["only-silu-reads-it", "a-residual-add-reads-it-too"])
+def test_auto_ships_mse_ranges_only_when_they_measure_better(residual: bool, tmp_path: Path) -> None:
+    """auto writes its per-tensor ranges and MSE ranges on every tensor, measures both on the calibration
+    images and ships MSE only below MSE_WINS_BELOW of the per-tensor error; what it shipped is what it says,
+    and on held-out images it is no worse than either."""
+    xs = np.stack([SPEC.load(p) for p in list_images(DATA / "eval")[:48]])
+    src = save(_conv_silu_conv(residual), tmp_path / "m.onnx")
+    ref = open_session("ort", src)
+    r = np.concatenate([ref.run({"input": x[None]})[0] for x in xs]).astype(np.float64)
+
+    def run(**kw: object) -> tuple[float, QuantizeReport]:
+        q, rep = quantize(src, ImageDataset.open(DATA / "calib", SPEC, 48), QuantizeConfig(batch=8, **kw))
+        sess = open_session("ort", save(q, tmp_path / "q.onnx"))
+        o = np.concatenate([sess.run({"input": x[None]})[0] for x in xs]).astype(np.float64)
+        return float(10 * np.log10(np.sum(r**2) / np.sum((r - o) ** 2))), rep
+
+    auto, rep = run()
+    per_tensor, _ = run(mse_check=False)
+    mse, _ = run(method=Method.MSE)
+    check = rep.range_check
+    assert set(check) == {"per-tensor", "mse"} and min(check.values()) > 0
+    picked_mse = check["mse"] < check["per-tensor"] * MSE_WINS_BELOW
+    assert (set(rep.methods_chosen) == {"mse"}) == picked_mse
+    assert auto == pytest.approx(mse if picked_mse else per_tensor, abs=0.01)
+    assert auto >= max(per_tensor, mse) - 0.5  # the calibration images rank them as held-out images do

@@ -214,6 +214,16 @@ def print_report(r: QuantizeReport, output: Path) -> None:
         t.add_row("converted to fp16", f"{r.weights_quantized} weight tensors; inputs and outputs stay float32")
     else:
         t.add_row("tensors quantized", f"{r.tensors_quantized} activations, {r.weights_quantized} weights")
+    if r.range_check:
+        from edgecnn.quantize.api import MSE_WINS_BELOW
+
+        a, m = r.range_check["per-tensor"], r.range_check["mse"]
+        picked = "MSE ranges on every tensor" if r.methods_chosen.keys() == {"mse"} else "per-tensor choice"
+        t.add_row(
+            "auto ranges",
+            f"{picked} (output error on the calibration images: per-tensor {a:.3g}, MSE {m:.3g}; "
+            f"MSE ships below {MSE_WINS_BELOW:.2f}x)",
+        )
     if r.bias_correction_scope == "none":
         t.add_row("bias corrected", "none (no correction came closer to float on the calibration images)")
     if r.bias_corrected:

@@ -73,6 +73,10 @@ class OpPolicy:
     # v0::HardSigmoid runs as a separate "Math" kernel with layout Reorders around it; Add/Clip/Div is matched
     # as HSigmoid/HSwish and fused; edgecnn.quantize.qdq.hard_sigmoid_as_eltwise).
     hard_sigmoid_as_eltwise: bool = False
+    # A post-op chain also takes the Mul/Add/Sub/Div by constants right after it (PP-LCNet's learnable affine
+    # block after its hard-swish): the runtime fuses them into the convolution's epilogue as well, so the one
+    # Q/DQ goes after them instead of a requantization before and after each (OpenVINO; NNCF places them so).
+    post_op_affine: bool = False
 
     def reason(self, op_type: str) -> str:
         return self.float_reasons.get(op_type, f"{op_type} has no integer kernel on {self.name}")
@@ -131,6 +135,7 @@ OPENVINO_POLICY = OpPolicy(
     },
     float_tail=True,
     hard_sigmoid_as_eltwise=True,
+    post_op_affine=True,
 )
 # OpenVINO CPU, every op with an integer form wrapped in Q/DQ, activations included ("openvino-int"). It was
 # the --runtime openvino default until a quiet rerun of benchmarks/real_models.py (OpenVINO 2026.4, AMX)
@@ -232,6 +237,25 @@ def _post_op_chain(
     return []
 
 
+def _affine_tail(
+    y: str, consumers: dict[str, list[onnx.NodeProto]], inits: set[str], outputs: set[str]
+) -> list[onnx.NodeProto]:
+    """The Add/Sub/Mul/Div nodes by a constant that follow tensor ``y`` one after another, each the only reader
+    of the one before (none a graph output)."""
+    tail: list[onnx.NodeProto] = []
+    while y not in outputs:
+        cons = consumers.get(y, [])
+        if len(cons) != 1 or cons[0].op_type not in ("Add", "Sub", "Mul", "Div") or len(cons[0].input) != 2:
+            break
+        n = cons[0]
+        other = n.input[1] if n.input[0] == y else n.input[0]
+        if other == y or other not in inits or (n.op_type in ("Sub", "Div") and n.input[0] != y):
+            break
+        tail.append(n)
+        y = n.output[0]
+    return tail
+
+
 def plan(
     model: onnx.ModelProto,
     exclude: set[str] | frozenset[str] = frozenset(),
@@ -275,6 +299,8 @@ def plan(
         for n in nodes:
             if compute_ok(n):
                 chain = _post_op_chain(n, consumers, policy.post_ops, graph_outputs)
+                if chain and policy.post_op_affine:
+                    chain += _affine_tail(chain[-1].output[0], consumers, inits, graph_outputs)
                 if chain and not any(excluded(c) for c in chain):
                     for c in chain:
                         post[keys[id(c)]] = keys[id(n)]
