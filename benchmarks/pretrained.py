@@ -806,6 +806,16 @@ def readme_verdict(payload: dict[str, Any]) -> str:
             parts.append(f"agreement {a:.1f}% vs {b:.1f}% ({p})")
         r = v["ort_ratio"]
         parts.append(f"INT8/FP32 on ORT {'-' if r is None else f'{r:.2f}x'} ({word[v['ort_vs_fp32']]})")
+        ov = metrics(payload, name, "edgecnn-ov")
+        nncf_ov = metrics(payload, name, "nncf-ov")
+        if ov is not None and nncf_ov is not None and ov["sqnr"] and nncf_ov["sqnr"]:
+            a, b = ov["sqnr"][0], nncf_ov["sqnr"][0]
+            ag = (
+                f", agreement {ov['agreement_pct']:.1f}% vs {nncf_ov['agreement_pct']:.1f}%"
+                if ov["agreement_pct"] is not None and nncf_ov["agreement_pct"] is not None
+                else ""
+            )
+            parts.append(f"on OpenVINO, edgecnn-ov vs nncf-ov: output 0 {a:.1f} vs {b:.1f} dB ({'>=' if a >= b else 'NOT >='}){ag}")  # fmt: skip
         c, ro = v["ov_vs_nncf"]
         if c is not None:
             parts.append(f"`--runtime openvino` vs NNCF on OpenVINO {ro:.2f}x ({c.replace('faster', 'faster beyond noise').replace('slower', 'slower beyond noise')})")  # fmt: skip

@@ -292,6 +292,13 @@ def test_verdict_names_every_loss_and_flips_with_the_numbers() -> None:
     assert "scores 22.0 vs 21.5 dB (nncf-ov)" in det and "agreement 95.0% vs 90.0% (nncf-onnx)" in det
     assert "INT8/FP32 on ORT 0.60x (faster than FP32 beyond noise)" in det
     assert "`--runtime openvino` vs NNCF on OpenVINO 0.86x (faster beyond noise)" in det
+    # the same-runtime comparison on OpenVINO: both files measured there
+    assert "on OpenVINO, edgecnn-ov vs nncf-ov: output 0 30.0 vs 29.0 dB (>=), agreement 90.0% vs 85.0%" in det
+    ov_worse = copy.deepcopy(p)
+    acc_ov = next(v for v in ov_worse["variants"] if v["name"] == "det/edgecnn-ov/accuracy")
+    for k in ("median", "min", "max", "q1", "q3"):
+        acc_ov["summary"]["sqnr_db_0"][k] = 28.0
+    assert "output 0 28.0 vs 29.0 dB (NOT >=)" in pt.readme_verdict(ov_worse)
     cls = next(ln for ln in text.splitlines() if ln.startswith("- **cls:**"))
     assert cls == "- **cls:** `edgecnn quantize` failed (edgecnn quantize exit 2: graph preparation changed)."
     # negative control: edgecnn's score channels fall below NNCF's -> named, with the gap
