@@ -381,3 +381,29 @@ def test_interrupted_export_leaves_no_partial_file(tmp_path: Path) -> None:
     assert "interrupted" in err and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.onnx", "calib", "tmpdir"]
     assert [p.name for p in tmpdir.iterdir() if p.name.startswith("edgecnn")] == []
+
+
+def test_parity_judges_top1_only_on_a_class_score_vector() -> None:
+    """A feature map, box grid or mask is judged on SQNR: the argmax of 8x32x32 values flips on a near-tie that
+    costs nothing (EfficientNet-style SE blocks exported at 41-46 dB were refused for 'top-1 agreement 88%').
+    Negative control: a [N, 10] classifier whose top-1 flips still fails."""
+    from edgecnn.export.api import ParityData, measure_parity
+
+    rng = np.random.default_rng(0)
+    fmap = rng.standard_normal((1, 8, 32, 32))
+    fmap.flat[7] = fmap.flat[9] = fmap.max() + 1.0  # a tie for the largest value
+
+    def tie_broken_the_other_way(x: np.ndarray) -> list[np.ndarray]:
+        out = fmap.copy()
+        out.flat[7] -= 1e-3
+        return [out]
+
+    data = ParityData(label="x", count=4, batches=lambda: iter([np.zeros((1, 3, 32, 32), np.float32)] * 4))
+    kw = {"runtime": "litert", "ref_name": "QDQ ONNX", "min_agreement": 99.5, "min_sqnr": 25.0}
+    p = measure_parity(lambda x: [fmap], tie_broken_the_other_way, data, **kw)
+    assert p.top1_agreement is None and p.sqnr_db > 60 and p.ok
+    logits = np.array([[1.0, 3.0, 2.999] + [0.0] * 7])
+    flipped = logits.copy()
+    flipped[0, 2] = 3.001
+    c = measure_parity(lambda x: [logits], lambda x: [flipped], data, **kw)
+    assert c.top1_agreement == 0.0 and c.sqnr_db > 30 and not c.ok

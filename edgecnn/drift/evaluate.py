@@ -25,6 +25,7 @@ from edgecnn.drift.metrics import (
     added_noise,
     blame,
     pct,
+    score_width,
 )
 from edgecnn.drift.report import ClassRecall, DriftReport, Flip, LayerDrift, ModelInfo, OutputDrift
 from edgecnn.errors import DataError, ModelError
@@ -87,12 +88,7 @@ def check_signatures(ref: ModelInfo, cand: ModelInfo) -> list[str]:
 
 def class_count(info: ModelInfo) -> int | None:
     """Width of the first output when it is a per-image score vector ([N, C] or [N, C, 1, 1]), else None."""
-    shape = info.outputs[0][1]
-    if len(shape) < 2:
-        return None
-    c = int(np.prod([d for d in shape[1:] if d != 1] or [1]))
-    inner = [d for d in shape[1:] if d != 1]
-    return c if len(inner) == 1 and c >= 2 else None
+    return score_width(info.outputs[0][1])
 
 
 class BatchSession:

@@ -25,6 +25,13 @@ def sqnr_db(signal_power: float, noise_power: float) -> float:
     return float(min(SQNR_EXACT_DB, 10.0 * math.log10(signal_power / noise_power)))
 
 
+def score_width(shape: tuple[int, ...] | list[int]) -> int | None:
+    """The class count when ``shape`` ([N, C] or [N, C, 1, 1]) is a per-image score vector, else None: top-1
+    means something only there (the argmax of a feature map, a box grid or a mask flips on near-ties)."""
+    inner = [int(d) for d in list(shape)[1:] if d != 1]
+    return inner[0] if len(shape) >= 2 and len(inner) == 1 and inner[0] >= 2 else None
+
+
 def _nsr(sqnr_db: float) -> float:
     """Noise-to-signal power, capped at 1 (0 dB: noise as strong as the signal, nothing left to lose)."""
     return min(1.0, 10.0 ** (-sqnr_db / 10.0))

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import onnx
 
+from edgecnn.drift.metrics import score_width
 from edgecnn.errors import BadInputError, CheckFailedError, DataError
 from edgecnn.fsutil import check_output_path, save_onnx, temp_dir
 from edgecnn.graph.load import LoadedModel, graph_inputs, load_model
@@ -235,7 +236,7 @@ def measure_parity(
             noise += float(np.sum((r - g) ** 2))
             max_err = max(max_err, float(np.max(np.abs(r - g))) if r.size else 0.0)
         r0, g0 = ref[0].reshape(ref[0].shape[0], -1), got[0].reshape(ref[0].shape[0], -1)
-        if r0.shape[1] < 2:
+        if score_width(ref[0].shape) is None:  # a feature map, boxes, a mask: SQNR only
             classify = False
         agree += int(np.sum(np.argmax(r0, 1) == np.argmax(g0, 1)))
         total += r0.shape[0]
