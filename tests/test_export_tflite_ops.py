@@ -227,6 +227,11 @@ FLOAT_CASES: dict[str, tuple[list[onnx.NodeProto], dict[str, np.ndarray], int]] 
                              N("LayerNormalization", ["t", "lg", "lb"], ["y"], epsilon=1e-3)],
                             {"lg": rng_w(3) + 1, "lb": rng_w(3, seed=2)}, 17),
     "flatten_axis2": ([CONV6, N("Flatten", ["c"], ["y"], axis=2)], W6, 17),
+    # GoogLeNet / Inception (torchvision): the last window runs past the end, padded with the lowest value
+    "maxpool_ceil_mode": ([CONV6, N("MaxPool", ["c"], ["y"], kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)],
+                          W6, 17),
+    "maxpool_ceil_mode_pads": ([CONV6, N("MaxPool", ["c"], ["y"], kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1,
+                                         pads=[1, 0, 1, 0])], W6, 17),
     "reduce_min_prod_l2": ([CONV6, N("ReduceMin", ["c"], ["mn"], axes=[2], keepdims=1),
                             N("ReduceProd", ["mn"], ["p"], axes=[3], keepdims=1),
                             N("ReduceL2", ["c"], ["l2"], axes=[1, 3], keepdims=1), N("Mul", ["p", "l2"], ["y"])], W6, 17),
@@ -294,6 +299,9 @@ REFUSED: dict[str, tuple[onnx.NodeProto, dict[str, np.ndarray], str]] = {
     "dilated_maxpool": (N("MaxPool", ["x"], ["y"], name="n", kernel_shape=[2, 2], dilations=[2, 2]), {},
                         "dilated pooling"),
     "elu_alpha": (N("Elu", ["x"], ["y"], name="n", alpha=0.5), {}, "alpha 0.5"),
+    # AveragePool's ceil window divides by a count TFLite's AVERAGE_POOL_2D does not use
+    "avgpool_ceil_mode": (N("AveragePool", ["x"], ["y"], name="n", kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1),
+                          {}, "ceil_mode=1 changes the output size"),
     "resize_nearest_align_corners": (N("Resize", ["x", "", "sc"], ["y"], name="n", mode="nearest",
                                        coordinate_transformation_mode="align_corners"), {"sc": _c(1, 1, 2, 2)},
                                      "coordinate_transformation_mode=align_corners"),

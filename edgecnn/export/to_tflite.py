@@ -1251,10 +1251,16 @@ class _Converter:
         kind = "q" if qp is not None else "f"
         padding, pads, strides = self._spatial(n, v.shape[2:], k)
         out_shape = self.shapes[n.output[0]]
-        if _attr(n, "ceil_mode", 0):
-            floor_h = (v.shape[2] + (sum(pads[0::2]) if pads else 0) - k[0]) // strides[0] + 1
-            if padding != "SAME" and floor_h != out_shape[2]:
+        if _attr(n, "ceil_mode", 0) and padding != "SAME":
+            # ceil_mode keeps a last window that runs past the end. For MaxPool that is extra padding at the
+            # bottom/right with the lowest value (it never wins a max: every window holds an input value);
+            # AveragePool would divide by a different count, so it stays refused.
+            p = list(pads) if pads else [0, 0, 0, 0]
+            extra = [(out_shape[2 + i] - 1) * strides[i] + k[i] - (v.shape[2 + i] + p[i] + p[i + 2]) for i in range(2)]
+            if any(e < 0 for e in extra) or (any(extra) and builtin != "MAX_POOL_2D"):
                 raise self.unsupported(n, "ceil_mode=1 changes the output size", "ceil_mode=0 or matching pads")
+            if any(extra):
+                pads = [p[0], p[1], p[2] + extra[0], p[3] + extra[1]]
         if pads:
             if builtin == "AVERAGE_POOL_2D" and not _attr(n, "count_include_pad", 0):
                 raise self.unsupported(
