@@ -75,25 +75,11 @@ def vs_peer_rows(
 
 
 def timed_p50_ms(call: Any, iters: int, warmup: int) -> float:
-    """p50 in ms of ``iters`` timed calls of ``call`` after ``warmup`` untimed ones, garbage collection paused
-    while timing: the latency loop of the benchmarks that time one bound session call per iteration."""
-    import gc
-    import time
-
+    """p50 in ms of ``iters`` timed calls of ``call`` after ``warmup`` untimed ones (runner.timed_ms)."""
     import numpy as np
+    from runner import timed_ms
 
-    for _ in range(warmup):
-        call()
-    ts = np.empty(iters, np.int64)
-    gc.disable()
-    try:
-        for i in range(iters):
-            t = time.perf_counter_ns()
-            call()
-            ts[i] = time.perf_counter_ns() - t
-    finally:
-        gc.enable()
-    return float(np.median(ts)) / 1e6
+    return float(np.median(timed_ms(call, iters, warmup)))
 
 
 def openvino_facts(sess: Any) -> dict[str, str]:

@@ -138,6 +138,27 @@ def openvino_precision(compiled: Any) -> str:
     return hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
 
 
+def timed_ms(call: Any, iterations: int, warmup: int) -> Any:
+    """Milliseconds of ``iterations`` timed calls of ``call`` (a numpy array) after ``warmup`` untimed ones,
+    garbage collection paused while timing: the latency loop every benchmark uses."""
+    import gc
+
+    import numpy as np
+
+    for _ in range(warmup):
+        call()
+    ts = np.empty(iterations, dtype=np.int64)
+    gc.disable()
+    try:
+        for i in range(iterations):
+            t = time.perf_counter_ns()
+            call()
+            ts[i] = time.perf_counter_ns() - t
+    finally:
+        gc.enable()
+    return ts / 1e6
+
+
 def latency(
     runtime: str,
     model: str | Path,
@@ -152,7 +173,6 @@ def latency(
     inputs bound once, GC paused. OpenVINO: ``openvino_hint`` is the INFERENCE_PRECISION_HINT edgecnn's adapter
     passes (f32 by default), ``None`` compiles with OpenVINO's own default (bf16 on AMX CPUs); either way the
     precision the compiled model reports is returned as ``openvino_precision``."""
-    import gc
 
     import numpy as np
 
@@ -187,18 +207,7 @@ def latency(
             facts["openvino_precision"] = (
                 str(reported) if reported else (openvino_precision(compiled) if compiled is not None else "?")
             )
-    for _ in range(warmup):
-        call()
-    ts = np.empty(iterations, dtype=np.int64)
-    gc.disable()
-    try:
-        for i in range(iterations):
-            t = time.perf_counter_ns()
-            call()
-            ts[i] = time.perf_counter_ns() - t
-    finally:
-        gc.enable()
-    ms = ts / 1e6
+    ms = timed_ms(call, iterations, warmup)
     return {
         "p50_ms": float(np.median(ms)),
         "p90_ms": float(np.percentile(ms, 90)),
