@@ -331,6 +331,26 @@ def _channel_constant(c: np.ndarray, cout: int, rank: int) -> np.ndarray | None:
     return None
 
 
+def affine_tail(
+    y: str, consumers: dict[str, list[onnx.NodeProto]], constants: Container[str], outputs: Container[str]
+) -> list[onnx.NodeProto]:
+    """The Add/Sub/Mul/Div nodes by a constant that follow tensor ``y`` one after another, each the only reader
+    of the one before and none a graph output; ``x - c`` and ``x / c`` qualify, ``c - x`` and ``c / x`` (not
+    affine in the right way) end the chain."""
+    tail: list[onnx.NodeProto] = []
+    while y not in outputs:
+        cons = consumers.get(y, [])
+        if len(cons) != 1 or cons[0].op_type not in ("Add", "Sub", "Mul", "Div") or len(cons[0].input) != 2:
+            break
+        n = cons[0]
+        other = n.input[1] if n.input[0] == y else n.input[0]
+        if other == y or other not in constants or (n.op_type in ("Sub", "Div") and n.input[0] != y):
+            break
+        tail.append(n)
+        y = n.output[0]
+    return tail
+
+
 def _fold_conv_affine(m: onnx.ModelProto, base_dir: Path | None = None) -> onnx.ModelProto:
     """Conv -> a chain of Add/Sub/Mul/Div by constants per output channel (or one value) becomes one Conv:
     W' = W * s, b' = b * s + t. How Paddle exports write a convolution's bias (a separate Add) and PP-LCNet's
@@ -352,17 +372,8 @@ def _fold_conv_affine(m: onnx.ModelProto, base_dir: Path | None = None) -> onnx.
         cout, rank = int(w_t.dims[0]), len(w_t.dims)
         scale, shift = np.ones(cout), np.zeros(cout)
         out, chain = conv.output[0], []
-        while True:
-            cons = consumers.get(out, [])
-            if len(cons) != 1 or out in graph_outputs or cons[0].op_type not in ("Add", "Sub", "Mul", "Div"):
-                break
-            n = cons[0]
-            if len(n.input) != 2 or n.input[0] == n.input[1]:
-                break
-            first = n.input[0] == out
-            other = n.input[1] if first else n.input[0]
-            if other not in inits or (n.op_type in ("Sub", "Div") and not first):
-                break
+        for n in affine_tail(out, consumers, inits, graph_outputs):
+            other = n.input[1] if n.input[0] == out else n.input[0]
             c = _channel_constant(to_array(inits[other], base_dir), cout, rank)
             if c is None or (n.op_type == "Div" and np.any(c == 0)):
                 break

@@ -24,7 +24,7 @@ from onnx import TensorProto, helper, numpy_helper
 from edgecnn.errors import BadInputError
 from edgecnn.graph.external import scalar_of, to_array
 from edgecnn.graph.load import infer_shapes_inplace
-from edgecnn.graph.passes import gelu_erf_chains
+from edgecnn.graph.passes import affine_tail, gelu_erf_chains
 from edgecnn.quantize.params import QuantScheme, activation_qparams, quantize_array, weight_params
 
 COMPUTE_OPS = frozenset({"Conv", "Gemm", "MatMul"})
@@ -237,25 +237,6 @@ def _post_op_chain(
     return []
 
 
-def _affine_tail(
-    y: str, consumers: dict[str, list[onnx.NodeProto]], inits: set[str], outputs: set[str]
-) -> list[onnx.NodeProto]:
-    """The Add/Sub/Mul/Div nodes by a constant that follow tensor ``y`` one after another, each the only reader
-    of the one before (none a graph output)."""
-    tail: list[onnx.NodeProto] = []
-    while y not in outputs:
-        cons = consumers.get(y, [])
-        if len(cons) != 1 or cons[0].op_type not in ("Add", "Sub", "Mul", "Div") or len(cons[0].input) != 2:
-            break
-        n = cons[0]
-        other = n.input[1] if n.input[0] == y else n.input[0]
-        if other == y or other not in inits or (n.op_type in ("Sub", "Div") and n.input[0] != y):
-            break
-        tail.append(n)
-        y = n.output[0]
-    return tail
-
-
 def plan(
     model: onnx.ModelProto,
     exclude: set[str] | frozenset[str] = frozenset(),
@@ -300,7 +281,7 @@ def plan(
             if compute_ok(n):
                 chain = _post_op_chain(n, consumers, policy.post_ops, graph_outputs)
                 if chain and policy.post_op_affine:
-                    chain += _affine_tail(chain[-1].output[0], consumers, inits, graph_outputs)
+                    chain += affine_tail(chain[-1].output[0], consumers, inits, graph_outputs)
                 if chain and not any(excluded(c) for c in chain):
                     for c in chain:
                         post[keys[id(c)]] = keys[id(n)]
