@@ -414,6 +414,37 @@ def test_hand_written_qdq_conv_transpose_runs_int8_per_channel() -> None:
     assert np.abs(got - ref).max() <= float(y_s) + 1e-6  # at most one output step apart
 
 
+@pytest.mark.parametrize("regrid", [True, False])
+def test_codes_read_on_another_grid_than_written_export_exactly(regrid: bool) -> None:
+    """Q(x) -> DQ on another grid -> Conv: how edgecnn's ONNX Runtime writer absorbs a scalar affine (y = s * h +
+    b: the DQ reads h's codes on y's grid). The export maps each code to itself on the DQ's grid (an int8 MUL,
+    then an ADD for the zero-point shift), so LiteRT agrees with ONNX Runtime to an output step. Control: a DQ on
+    the Q's own grid is the same tensor (no MUL/ADD)."""
+    x_s, x_z = np.float32(0.05), np.int8(3)
+    d_s, d_z = (np.float32(0.035), np.int8(-10)) if regrid else (x_s, x_z)
+    w = rng_w(4, 3, 3, 3)
+    w_s = (np.abs(w).max(axis=(1, 2, 3)) / 127).astype(np.float32)
+    wq = np.clip(np.rint(w / w_s[:, None, None, None]), -127, 127).astype(np.int8)
+    y_s, y_z = np.float32(0.08), np.int8(0)
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "ds", "dz"], ["xd"], name="regrid_dq"),
+        helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["wd"], axis=0),
+        helper.make_node("Conv", ["xd", "wd"], ["c"], name="conv", kernel_shape=[3, 3], pads=[1] * 4),
+        helper.make_node("QuantizeLinear", ["c", "ys", "yz"], ["cq"]),
+        helper.make_node("DequantizeLinear", ["cq", "ys", "yz"], ["y"]),
+    ]
+    inits = {"xs": x_s, "xz": x_z, "ds": d_s, "dz": d_z, "wq": wq, "ws": w_s, "wz": np.zeros(4, np.int8),
+             "ys": y_s, "yz": y_z}  # fmt: skip
+    m = make_model(nodes, [("x", [1, 3, 8, 8])], [("y", [1, 4, 8, 8])], {k: np.asarray(v) for k, v in inits.items()})
+    ex = onnx_to_tflite(m)
+    ops = int8_ops(read_tflite(ex.data))
+    assert (ops["MUL"], ops["ADD"]) == ((1, 1) if regrid else (0, 0)), ops
+    x = np.random.default_rng(5).uniform(-3, 3, (1, 3, 8, 8)).astype(np.float32)
+    (got,), (ref,) = Lite(ex.data)(x), ort_run(m, x)
+    assert np.abs(got - ref).max() <= float(y_s) + 1e-6  # at most one output step apart
+
+
 def test_int8_ops_that_need_one_grid_get_one(tmp_path: Path) -> None:
     """AveragePool and bilinear Resize average int8 values without rescaling, and Clip(-1, 2) would compare values
     on different grids: the export keeps them exact (same grid + requantize), checked against ORT."""

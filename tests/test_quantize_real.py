@@ -760,8 +760,9 @@ def test_ops_after_the_last_conv_stay_float_and_constant_affine_between_integer_
     """Two placement rules on ORT, each with its other side:
     - the box decode and score activation after the last convolutions (nothing integer reads them) stay float
       with the reason, and only the last convs' outputs are quantized; an integer-only target quantizes them;
-    - Mul/Add by a constant between two integer layers (PP-LCNet's learnable affine block) runs as
-      QLinearMul/QLinearAdd, where the same Mul on the float model input stays float."""
+    - Mul/Add by a constant between two integer layers (PP-LCNet's learnable affine block) runs in integer,
+      where the same Mul on the float model input stays float. Here the Mul reads a fused Relu, whose Q must
+      saturate at 0, so it runs as QLinearMul; the Add after it is absorbed into the grids (no QLinearAdd)."""
     src = save(_tail_model(), tmp_path / "tail.onnx")
     p = plan(shaped(src), policy=ORT_POLICY)
     for k in ("box_stride", "score", "head_concat"):
@@ -772,9 +773,10 @@ def test_ops_after_the_last_conv_stay_float_and_constant_affine_between_integer_
 
     p_int = plan(shaped(src), quantize_outputs=True, policy=INTEGER_POLICY)
     assert {"box_stride", "score", "head_concat"} <= set(p_int.quantized_nodes)
-    q, _ = edgecnn_int8(src, data["calib"], tmp_path / "tail_q.onnx")
+    q, report = edgecnn_int8(src, data["calib"], tmp_path / "tail_q.onnx")
     ops = ort_runs(q, tmp_path)
-    assert ops["QLinearMul"] == 1 and ops["QLinearAdd"] == 1 and ops["QLinearConv"] == 4, ops
+    assert ops["QLinearMul"] == 1 and ops["QLinearAdd"] == 0 and ops["QLinearConv"] == 4, ops
+    assert "absorbed into the grids" in report.integer_forms["lab_shift"]  # type: ignore[attr-defined]
     assert ops["Sigmoid"] == 1 and ops["Concat"] == 1 and ops["QLinearConcat"] == 0, ops
     x = tensors(data["eval"])[:16]
     assert sqnr(outputs(src, x)[0], outputs(q, x)[0]) > 25

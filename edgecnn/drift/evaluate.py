@@ -229,6 +229,11 @@ def _activations(model: onnx.ModelProto) -> tuple[dict[str, str], dict[str, onnx
     for t in view:
         if t in q_of and q_of[t] in dq_of:
             view[t] = dq_of[q_of[t]]
+    # a DQ that reads a Q's codes on another grid and writes a tensor of the float graph: edgecnn's ONNX Runtime
+    # writer absorbs a scalar affine so (y = s*h + b: h's codes read on y's grid, the DQ named y)
+    for n in g.node:
+        if n.op_type == "DequantizeLinear" and n.input[0] in q_params:
+            view.setdefault(n.output[0], n.output[0])
     return view, producer
 
 

@@ -832,8 +832,38 @@ class _Converter:
         t = n.input[0]
         if t not in self.vals:
             raise UnsupportedOpError(f"node '{n.name}' (DequantizeLinear): input '{t}' is not an int8 activation")
-        self.alias(n.output[0], t)
-        self.absorbed.add(n.name)
+        v, qp = self.vals[t], _QP(*self._q_params(n))
+        if v.qp is None or qp.same(v.qp):
+            self.alias(n.output[0], t)
+            self.absorbed.add(n.name)
+            return
+        self._regrid(n, v, qp)
+
+    def _regrid(self, n: onnx.NodeProto, v: _Val, qp: _QP) -> None:
+        """A DequantizeLinear that reads int8 codes on another grid than their QuantizeLinear wrote them on (an
+        ONNX Runtime model: edgecnn absorbs a scalar affine into the grids so, and a HardSigmoid's integer form
+        reads alpha * x so). The same codes on grid ``qp`` are ``a * value + b`` with ``a = scale_dq / scale_q``,
+        ``b = (zp_q - zp_dq) * scale_dq``: an int8 MUL by ``a`` onto (scale_dq, zp_q) and an ADD of ``b`` onto
+        (scale_dq, zp_dq), each of which maps every code to itself (exact)."""
+        assert v.qp is not None
+        nhwc = v.nhwc and len(v.shape) == 4
+        a = qp.scale / v.qp.scale
+        b = (v.qp.zp - qp.zp) * qp.scale
+        mid_qp = _QP(qp.scale, v.qp.zp)
+        shape = self.stored_shape(v, nhwc)
+        alpha = self._const_on_grid(f"{n.name}/a", np.array(a, np.float32), _QP(a / 127.0, 0))
+        mid = self.b.add_tensor(f"{n.output[0]}/scaled", shape, "int8", scale=[qp.scale], zero_point=[v.qp.zp])
+        self.b.add_op("MUL", [self.act(v.name, "q", nhwc), alpha], [mid])
+        out = self.new_val(n.output[0], v.shape, "q", nhwc, qp)
+        if mid_qp.same(qp):  # same zero point: the MUL alone
+            out.reps[("q", nhwc)] = mid
+            return
+        beta = self._const_on_grid(f"{n.name}/b", np.array(b, np.float32), _QP(abs(b) / 127.0, 0))
+        self.b.add_op("ADD", [mid, beta], [out.reps[("q", nhwc)]])
+        self.notes.append(
+            f"'{n.name}': reads its codes on another grid than they were written on (scale {a:.4g}x, shift {b:+.4g}):"
+            " an int8 MUL and ADD that map each code to itself"
+        )
 
     # -- generic op ------------------------------------------------------------------------------------
     def _acts(self, n: onnx.NodeProto) -> list[str]:

