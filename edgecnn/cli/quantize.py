@@ -224,6 +224,16 @@ def print_report(r: QuantizeReport, output: Path) -> None:
             f"{picked} (output error on the calibration images: per-tensor {a:.3g}, MSE {m:.3g}; "
             f"MSE ships below {MSE_WINS_BELOW:.2f}x)",
         )
+    if r.stem_check:
+        from edgecnn.quantize.api import MSE_WINS_BELOW
+
+        i, f = r.stem_check["integer"], r.stem_check["float"]
+        picked = "float with the stem" if f < i * MSE_WINS_BELOW else "integer"
+        t.add_row(
+            "depthwise after the stem",
+            f"{picked} (output error on the calibration images: integer {i:.3g}, float {f:.3g}; "
+            f"float ships below {MSE_WINS_BELOW:.2f}x)",
+        )
     if r.bias_correction_scope == "none":
         t.add_row("bias corrected", "none (no correction came closer to float on the calibration images)")
     if r.bias_corrected:

@@ -30,7 +30,7 @@ from edgecnn.quantize.dataset import CalibrationData, MultiInputDataset, feeds_o
 from edgecnn.quantize.estimators import Consumer, Method, choose, estimate, tensor_consumers
 from edgecnn.quantize.fp16 import DEFAULT_BLOCK, convert_fp16
 from edgecnn.quantize.params import QuantScheme
-from edgecnn.quantize.qdq import UNARY_OPS, QdqResult, node_key, op_policy, plan, write_qdq
+from edgecnn.quantize.qdq import UNARY_OPS, QdqPlan, QdqResult, node_key, op_policy, plan, write_qdq
 from edgecnn.runtimes import open_session, runtime_version
 
 SCHEMA_VERSION = 1
@@ -55,6 +55,9 @@ class QuantizeConfig:
     backend: str = "local"  # "local" or "ray"
     bias_correction: bool = True  # Convs: bias corrected for the mean weight-rounding error (bias_correction)
     mse_check: bool = True  # auto: also write MSE ranges on every tensor, ship them if measured better (MSE_WINS_BELOW)
+    # auto: where a float stem feeds a depthwise conv, also write that conv float with the stem, ship it if
+    # measured better (qdq.plan stem_depthwise)
+    stem_check: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -91,6 +94,9 @@ class QuantizeReport:
     # auto: the relative output error on the calibration images of the per-tensor ranges and of MSE ranges on
     # every tensor (the MSE ones ship only when they cut it by MSE_WINS_BELOW; methods_chosen says which did)
     range_check: dict[str, float] = field(default_factory=dict)
+    # auto, a float stem followed by a depthwise conv: the same error with that conv integer ("integer") and
+    # kept float with the stem ("float"); the float one ships below MSE_WINS_BELOW
+    stem_check: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
         from dataclasses import asdict
@@ -248,7 +254,11 @@ def _rel_diff(ref: list[np.ndarray], got: list[np.ndarray], batch: int = 1) -> f
 # fraction of the per-tensor one (0.5 dB): in the six pretrained models of benchmarks/pretrained.py on
 # OpenVINO the calibration images ranked the two as the held-out images did on all six; on ONNX Runtime
 # the differences under 0.5 dB were ties the held-out images did not repeat.
+# The same margin decides the stem check (a depthwise conv after a float stem kept float with it).
 MSE_WINS_BELOW = 10 ** (-0.5 / 10)
+# A written model: (result, corrected convs, bias-correction scope, error per scope, the relative output error on
+# the calibration images, or -1 when nothing measured it)
+Built = tuple[QdqResult, dict[str, float], str, dict[str, float], float]
 
 
 def quantize(
@@ -409,10 +419,10 @@ def _quantize(
             ranges[name] = input_range(name, cal.stats.tensors[name], specs[name], warnings, cal.input_spread.get(name))
             input_ranges[name] = [float(v) for v in ranges[name]]
 
-    def build(rs: dict[str, tuple[float, float]]) -> tuple[QdqResult, dict[str, float], str, dict[str, float], float]:
+    def build(rs: dict[str, tuple[float, float]], placement: QdqPlan = the_plan) -> Built:
         """Write the QDQ model for ranges ``rs`` and correct its biases: (result, corrected convs, scope,
         error per scope, the shipped model's relative output error on the calibration images, or -1)."""
-        res = write_qdq(prepared, the_plan, rs, config.scheme, base_dir=work)
+        res = write_qdq(prepared, placement, rs, config.scheme, base_dir=work)
         if not config.bias_correction:
             return res, {}, "", {}, -1.0
         from edgecnn.quantize.bias_correction import correct_conv_bias
@@ -423,6 +433,19 @@ def _quantize(
         return res, bc.corrected, bc.scope, bc.calibration_error, bc.calibration_error.get(bc.scope, -1.0)
 
     res, bias_corrected, bc_scope, bc_error, err = build(ranges)
+
+    def measured(a: Built, b: Built) -> tuple[float, float]:
+        """The two built models' relative output errors on the calibration images (bias correction measured
+        them already; without it, measured here)."""
+        if min(a[-1], b[-1]) >= 0:
+            return a[-1], b[-1]
+        from edgecnn.quantize.bias_correction import output_errors
+
+        e = output_errors(prepared, {"a": a[0].model, "b": b[0].model}, dataset, input_name, workdir=work, threads=config.threads)  # fmt: skip
+        return e.get("a", 0.0), e.get("b", float("inf"))
+
+    shipped = (res, bias_corrected, bc_scope, bc_error, err)
+    shipped_ranges = ranges
     range_check: dict[str, float] = {}
     if config.method is Method.AUTO and config.mse_check:
         mse_ranges = {
@@ -430,17 +453,25 @@ def _quantize(
         }
         if mse_ranges != ranges:
             alt = build(mse_ranges)
-            errs = (err, alt[4])
-            if min(errs) < 0:  # no bias correction: measure the two written models directly
-                from edgecnn.quantize.bias_correction import output_errors
-
-                e = output_errors(prepared, {"auto": res.model, "mse": alt[0].model}, dataset, input_name, workdir=work, threads=config.threads)  # fmt: skip
-                errs = (e.get("auto", 0.0), e.get("mse", float("inf")))
+            errs = measured(shipped, alt)
             range_check = {"per-tensor": errs[0], "mse": errs[1]}
             if errs[1] < errs[0] * MSE_WINS_BELOW:
-                res, bias_corrected, bc_scope, bc_error, _ = alt
+                shipped, shipped_ranges = (*alt[:4], errs[1]), mse_ranges
                 chosen = {Method.MSE.value: len(mse_ranges) - len(input_names)}
+            else:
+                shipped = (*shipped[:4], errs[0])
             del alt
+    stem_check: dict[str, float] = {}
+    if config.method is Method.AUTO and config.stem_check:
+        stem_plan = plan(prepared, config.exclude, quantize_outputs=config.scheme.quantize_outputs, policy=op_policy(config.runtime), stem_depthwise=True)  # fmt: skip
+        if stem_plan.kept_float != the_plan.kept_float:
+            alt = build(shipped_ranges, stem_plan)
+            errs = measured(shipped, alt)
+            stem_check = {"integer": errs[0], "float": errs[1]}
+            if errs[1] < errs[0] * MSE_WINS_BELOW:
+                shipped = alt
+            del alt
+    res, bias_corrected, bc_scope, bc_error, _ = shipped
     return res.model, QuantizeReport(
         precision="int8",
         method=config.method.value,
@@ -466,6 +497,7 @@ def _quantize(
         bias_correction_scope=bc_scope,
         bias_correction_error=bc_error,
         range_check=range_check,
+        stem_check=stem_check,
         **common,  # type: ignore[arg-type]
     )
 

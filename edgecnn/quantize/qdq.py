@@ -245,17 +245,27 @@ def _post_op_chain(
     return []
 
 
+STEM_DEPTHWISE_REASON = (
+    "kept float with the float stem: the depthwise conv after it reads the stem's channels one by one, and one "
+    "per-tensor grid over channels whose ranges differ widely leaves some with a few steps or none (a "
+    "per-channel activation grid has no integer kernel on ONNX Runtime); chosen by `auto` on the calibration images"
+)
+
+
 def plan(
     model: onnx.ModelProto,
     exclude: set[str] | frozenset[str] = frozenset(),
     quantize_outputs: bool = False,
     policy: OpPolicy | None = None,
+    stem_depthwise: bool = False,
 ) -> QdqPlan:
     """Decide which nodes run in integer and which tensors need a range. ``exclude``: node names or op types.
 
     ``quantize_outputs``: also quantize graph outputs (int8-only accelerators need the last op in integer
     too); otherwise they stay float, which costs nothing on CPUs and keeps the logits exact.
     ``policy``: the runtime's integer kernels (default: ONNX Runtime's).
+    ``stem_depthwise``: a float stem (``OpPolicy.float_stem_patterns``) also keeps the depthwise Conv that is the
+    only reader of its output float, with that Conv's activation (``stem_depthwise_nodes``).
     """
     policy = policy or ORT_POLICY
     inits_by_name = {t.name: t for t in model.graph.initializer}
@@ -303,6 +313,10 @@ def plan(
                 if chain:
                     for c in [n, *chain]:
                         kept[keys[id(c)]] = policy.float_stem_reason
+                    if stem_depthwise:
+                        for c in _stem_depthwise(chain[-1].output[0], consumers, inits_by_name, graph_outputs):
+                            if not excluded(c):
+                                kept[keys[id(c)]] = STEM_DEPTHWISE_REASON
     for chain in gelu_erf_chains(nodes, partial(_init_scalar, inits_by_name), graph_outputs):
         if not any(excluded(c) for c in chain.nodes):
             for c in chain.nodes:
@@ -441,6 +455,26 @@ GELU_REASON = (
 def _init_scalar(inits: dict[str, onnx.TensorProto], name: str) -> float | None:
     """The value of a one-element initializer stored in the file, else None."""
     return scalar_of(inits.get(name))
+
+
+def _stem_depthwise(
+    y: str,
+    consumers: dict[str, list[onnx.NodeProto]],
+    inits: dict[str, onnx.TensorProto],
+    outputs: set[str],
+) -> list[onnx.NodeProto]:
+    """The depthwise Conv (group = its input channels > 1, constant weights) that is the only reader of ``y``,
+    with the activation chain after it (HardSwish, HardSigmoid·Mul, SiLU, Relu, Clip); empty if there is none."""
+    cons = consumers.get(y, [])
+    if y in outputs or len(cons) != 1 or cons[0].op_type != "Conv" or len(cons[0].input) < 2:
+        return []
+    conv = cons[0]
+    w = inits.get(conv.input[1])
+    group = int(_attr(conv, "group", 1))  # type: ignore[arg-type]
+    if w is None or len(w.dims) != 4 or group <= 1 or int(w.dims[1]) != 1 or int(w.dims[0]) % group:
+        return []
+    acts = _post_op_chain(conv, consumers, POST_OP_PATTERNS | FUSABLE_ACTIVATIONS, outputs)
+    return [conv, *acts]
 
 
 def _reads_image_input(n: onnx.NodeProto, model: onnx.ModelProto) -> bool:
