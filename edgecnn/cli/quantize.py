@@ -214,9 +214,9 @@ def print_report(r: QuantizeReport, output: Path) -> None:
         t.add_row("converted to fp16", f"{r.weights_quantized} weight tensors; inputs and outputs stay float32")
     else:
         t.add_row("tensors quantized", f"{r.tensors_quantized} activations, {r.weights_quantized} weights")
-    if r.range_check:
-        from edgecnn.quantize.api import MSE_WINS_BELOW
+    from edgecnn.quantize.api import MSE_WINS_BELOW
 
+    if r.range_check:
         a, m = r.range_check["per-tensor"], r.range_check["mse"]
         picked = "MSE ranges on every tensor" if r.methods_chosen.keys() == {"mse"} else "per-tensor choice"
         t.add_row(
@@ -225,10 +225,10 @@ def print_report(r: QuantizeReport, output: Path) -> None:
             f"MSE ships below {MSE_WINS_BELOW:.2f}x)",
         )
     if r.stem_check:
-        from edgecnn.quantize.api import MSE_WINS_BELOW
+        from edgecnn.quantize.qdq import STEM_DEPTHWISE_REASON
 
         i, f = r.stem_check["integer"], r.stem_check["float"]
-        picked = "float with the stem" if f < i * MSE_WINS_BELOW else "integer"
+        picked = "float with the stem" if STEM_DEPTHWISE_REASON in r.kept_float.values() else "integer"
         t.add_row(
             "depthwise after the stem",
             f"{picked} (output error on the calibration images: integer {i:.3g}, float {f:.3g}; "

@@ -351,6 +351,19 @@ def affine_tail(
     return tail
 
 
+def compose_affine(
+    op_type: str, c: float | np.ndarray, scale: float | np.ndarray, shift: float | np.ndarray
+) -> tuple[float | np.ndarray, float | np.ndarray]:
+    """``y = scale * x + shift`` followed by ``y <op> c`` (an ``affine_tail`` link: Add, Sub, Mul or Div by the
+    constant ``c``) as the new ``(scale, shift)``; scalars or per-channel arrays alike."""
+    if op_type == "Add":
+        return scale, shift + c
+    if op_type == "Sub":
+        return scale, shift - c
+    k = c if op_type == "Mul" else 1.0 / c
+    return scale * k, shift * k
+
+
 def _fold_conv_affine(m: onnx.ModelProto, base_dir: Path | None = None) -> onnx.ModelProto:
     """Conv -> a chain of Add/Sub/Mul/Div by constants per output channel (or one value) becomes one Conv:
     W' = W * s, b' = b * s + t. How Paddle exports write a convolution's bias (a separate Add) and PP-LCNet's
@@ -377,13 +390,7 @@ def _fold_conv_affine(m: onnx.ModelProto, base_dir: Path | None = None) -> onnx.
             c = _channel_constant(to_array(inits[other], base_dir), cout, rank)
             if c is None or (n.op_type == "Div" and np.any(c == 0)):
                 break
-            if n.op_type == "Add":
-                shift = shift + c
-            elif n.op_type == "Sub":
-                shift = shift - c
-            else:
-                k = c if n.op_type == "Mul" else 1.0 / c
-                scale, shift = scale * k, shift * k
+            scale, shift = compose_affine(n.op_type, c, scale, shift)
             chain.append(n)
             out = n.output[0]
         if not chain:

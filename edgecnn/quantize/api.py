@@ -357,9 +357,8 @@ def _quantize(
         )
 
     assert dataset is not None
-    the_plan = plan(
-        prepared, config.exclude, quantize_outputs=config.scheme.quantize_outputs, policy=op_policy(config.runtime)
-    )
+    policy = op_policy(config.runtime)
+    the_plan = plan(prepared, config.exclude, quantize_outputs=config.scheme.quantize_outputs, policy=policy)
     op_of = {node_key(n, i): n.op_type for i, n in enumerate(prepared.graph.node)}
     if all(op_of.get(k) in UNARY_OPS for k in the_plan.quantized_nodes):  # a lone activation gains nothing
         raise BadInputError(
@@ -432,19 +431,23 @@ def _quantize(
         )
         return res, bc.corrected, bc.scope, bc.calibration_error, bc.calibration_error.get(bc.scope, -1.0)
 
-    res, bias_corrected, bc_scope, bc_error, err = build(ranges)
+    shipped = build(ranges)
 
-    def measured(a: Built, b: Built) -> tuple[float, float]:
-        """The two built models' relative output errors on the calibration images (bias correction measured
-        them already; without it, measured here)."""
-        if min(a[-1], b[-1]) >= 0:
-            return a[-1], b[-1]
-        from edgecnn.quantize.bias_correction import output_errors
+    def contest(alt: Built) -> tuple[tuple[float, float], bool]:
+        """Measure ``alt`` against the model that ships so far on the calibration images (bias correction
+        measured both already; without it, measured here) and ship it when its error is below MSE_WINS_BELOW
+        of that one's: (the two errors, whether ``alt`` now ships)."""
+        nonlocal shipped
+        errs = (shipped[-1], alt[-1])
+        if min(errs) < 0:
+            from edgecnn.quantize.bias_correction import output_errors
 
-        e = output_errors(prepared, {"a": a[0].model, "b": b[0].model}, dataset, input_name, workdir=work, threads=config.threads)  # fmt: skip
-        return e.get("a", 0.0), e.get("b", float("inf"))
+            e = output_errors(prepared, {"a": shipped[0].model, "b": alt[0].model}, dataset, input_name, workdir=work, threads=config.threads)  # fmt: skip
+            errs = (e.get("a", 0.0), e.get("b", float("inf")))
+        won = errs[1] < errs[0] * MSE_WINS_BELOW
+        shipped = (*alt[:4], errs[1]) if won else (*shipped[:4], errs[0])
+        return errs, won
 
-    shipped = (res, bias_corrected, bc_scope, bc_error, err)
     shipped_ranges = ranges
     range_check: dict[str, float] = {}
     if config.method is Method.AUTO and config.mse_check:
@@ -452,25 +455,17 @@ def _quantize(
             k: (v if k in input_names else estimate(cal.stats.tensors[k], Method.MSE)) for k, v in ranges.items()
         }
         if mse_ranges != ranges:
-            alt = build(mse_ranges)
-            errs = measured(shipped, alt)
+            errs, won = contest(build(mse_ranges))
             range_check = {"per-tensor": errs[0], "mse": errs[1]}
-            if errs[1] < errs[0] * MSE_WINS_BELOW:
-                shipped, shipped_ranges = (*alt[:4], errs[1]), mse_ranges
+            if won:
+                shipped_ranges = mse_ranges
                 chosen = {Method.MSE.value: len(mse_ranges) - len(input_names)}
-            else:
-                shipped = (*shipped[:4], errs[0])
-            del alt
     stem_check: dict[str, float] = {}
-    if config.method is Method.AUTO and config.stem_check:
-        stem_plan = plan(prepared, config.exclude, quantize_outputs=config.scheme.quantize_outputs, policy=op_policy(config.runtime), stem_depthwise=True)  # fmt: skip
+    if config.method is Method.AUTO and config.stem_check and policy.float_stem_patterns:
+        stem_plan = plan(prepared, config.exclude, quantize_outputs=config.scheme.quantize_outputs, policy=policy, stem_depthwise=True)  # fmt: skip
         if stem_plan.kept_float != the_plan.kept_float:
-            alt = build(shipped_ranges, stem_plan)
-            errs = measured(shipped, alt)
+            errs, _ = contest(build(shipped_ranges, stem_plan))
             stem_check = {"integer": errs[0], "float": errs[1]}
-            if errs[1] < errs[0] * MSE_WINS_BELOW:
-                shipped = alt
-            del alt
     res, bias_corrected, bc_scope, bc_error, _ = shipped
     return res.model, QuantizeReport(
         precision="int8",

@@ -24,7 +24,7 @@ from onnx import TensorProto, helper, numpy_helper
 from edgecnn.errors import BadInputError
 from edgecnn.graph.external import scalar_of, to_array
 from edgecnn.graph.load import infer_shapes_inplace
-from edgecnn.graph.passes import affine_tail, gelu_erf_chains
+from edgecnn.graph.passes import affine_tail, compose_affine, gelu_erf_chains
 from edgecnn.quantize.params import QuantScheme, activation_qparams, quantize_array, weight_params
 
 COMPUTE_OPS = frozenset({"Conv", "Gemm", "MatMul"})
@@ -265,7 +265,7 @@ def plan(
     too); otherwise they stay float, which costs nothing on CPUs and keeps the logits exact.
     ``policy``: the runtime's integer kernels (default: ONNX Runtime's).
     ``stem_depthwise``: a float stem (``OpPolicy.float_stem_patterns``) also keeps the depthwise Conv that is the
-    only reader of its output float, with that Conv's activation (``stem_depthwise_nodes``).
+    only reader of its output float, with that Conv's activation (``_stem_depthwise``).
     """
     policy = policy or ORT_POLICY
     inits_by_name = {t.name: t for t in model.graph.initializer}
@@ -725,13 +725,8 @@ def _absorb_affine_chains(
         s, b, cur = 1.0, 0.0, h
         for c in chain:
             v = float(scalar_of(inits[c.input[1] if c.input[0] == cur else c.input[0]], base_dir))  # type: ignore[arg-type]
+            s, b = compose_affine(c.op_type, v, s, b)
             cur = c.output[0]
-            if c.op_type == "Mul":
-                s, b = s * v, b * v
-            elif c.op_type == "Div":
-                s, b = s / v, b / v
-            else:
-                b += v if c.op_type == "Add" else -v
         y = chain[-1].output[0]
         scale_y, zp_y, dtype = params[y]
         if not (s > 0 and np.isfinite(s) and np.isfinite(b)):
