@@ -58,6 +58,9 @@ class QuantizeConfig:
     # auto: where a float stem feeds a depthwise conv, also write that conv float with the stem, ship it if
     # measured better (qdq.plan stem_depthwise)
     stem_check: bool = True
+    # A tensor read only by depthwise convs gets a grid per channel where the runtime keeps that integer
+    # (qdq.OpPolicy.per_channel_depthwise: OpenVINO); False: one grid per tensor everywhere
+    channel_grids: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,6 +97,8 @@ class QuantizeReport:
     # auto: the relative output error on the calibration images of the per-tensor ranges and of MSE ranges on
     # every tensor (the MSE ones ship only when they cut it by MSE_WINS_BELOW; methods_chosen says which did)
     range_check: dict[str, float] = field(default_factory=dict)
+    # Activations read only by depthwise convs, written with one grid per channel (qdq.OpPolicy.per_channel_depthwise)
+    per_channel_grids: list[str] = field(default_factory=list)
     # auto, a float stem followed by a depthwise conv: the same error with that conv integer ("integer") and
     # kept float with the stem ("float"); the float one ships below MSE_WINS_BELOW
     stem_check: dict[str, float] = field(default_factory=dict)
@@ -163,11 +168,13 @@ def calibrate(
     progress: Progress | None = None,
     workdir: Path | None = None,
     channel_axis: dict[str, int] | None = None,
+    channels: tuple[str, ...] = (),
 ) -> Calibration:
     """Stream ``dataset`` through ``model`` and collect statistics of ``tensors``, one batch in memory at a time.
 
     ``workdir``: where the model's external weights live (the calibration graph is saved beside them).
     ``channel_axis``: per model input, its channel axis (1 for NCHW, 3 for NHWC; default 1).
+    ``channels``: tensors (of ``tensors``, not model inputs) that also get per-channel min/max (axis 1).
     """
     stats = CalibrationStats(with_hist=with_hist)
     model_outputs = [o.name for o in model.graph.output]
@@ -181,6 +188,7 @@ def calibrate(
     else:
         nodes, ranges = _range_nodes(graph_tensors)
         outputs = [n for pair in ranges.values() for n in pair]
+        outputs += [t for t in channels if t in graph_tensors]  # per-channel min/max: reduced here
     first: dict[str, np.ndarray] = {}
     first_n = 1
     spread: dict[str, float] = {}
@@ -203,6 +211,7 @@ def calibrate(
                 for t, (lo, hi) in ranges.items():
                     stats.update_range(t, float(outs[lo]), float(outs[hi]), numel.get(t, 0) * n)
                 stats.samples += n
+            stats.update_channels({t: outs[t] for t in channels if t in outs})
             # Every model input is calibrated from its data (its range is a tensor's range like any other).
             stats.update({k: v for k, v in feeds.items() if k in tensors}, 0)
             for k, v in feeds.items():
@@ -358,6 +367,8 @@ def _quantize(
 
     assert dataset is not None
     policy = op_policy(config.runtime)
+    if not config.channel_grids:
+        policy = replace(policy, per_channel_depthwise=False)
     the_plan = plan(prepared, config.exclude, quantize_outputs=config.scheme.quantize_outputs, policy=policy)
     op_of = {node_key(n, i): n.op_type for i, n in enumerate(prepared.graph.node)}
     if all(op_of.get(k) in UNARY_OPS for k in the_plan.quantized_nodes):  # a lone activation gains nothing
@@ -376,6 +387,7 @@ def _quantize(
         progress=progress,
         workdir=work,
         channel_axis=channel_axis,
+        channels=the_plan.per_channel,
     )
     if config.workers > 1 or config.backend != "local":
         from edgecnn.quantize.distributed import collect_distributed, parse_backend
@@ -418,10 +430,16 @@ def _quantize(
             ranges[name] = input_range(name, cal.stats.tensors[name], specs[name], warnings, cal.input_spread.get(name))
             input_ranges[name] = [float(v) for v in ranges[name]]
 
+    per_channel = {
+        t: (st.ch_min, st.ch_max)
+        for t in the_plan.per_channel
+        if (st := cal.stats.tensors.get(t)) is not None and st.ch_min is not None and st.ch_max is not None
+    }
+
     def build(rs: dict[str, tuple[float, float]], placement: QdqPlan = the_plan) -> Built:
         """Write the QDQ model for ranges ``rs`` and correct its biases: (result, corrected convs, scope,
         error per scope, the shipped model's relative output error on the calibration images, or -1)."""
-        res = write_qdq(prepared, placement, rs, config.scheme, base_dir=work)
+        res = write_qdq(prepared, placement, rs, config.scheme, base_dir=work, channel_ranges=per_channel)
         if not config.bias_correction:
             return res, {}, "", {}, -1.0
         from edgecnn.quantize.bias_correction import correct_conv_bias
@@ -493,6 +511,7 @@ def _quantize(
         bias_correction_error=bc_error,
         range_check=range_check,
         stem_check=stem_check,
+        per_channel_grids=res.per_channel,
         **common,  # type: ignore[arg-type]
     )
 

@@ -243,7 +243,7 @@ def _apply(
         b_scale = (
             to_array(next(t for t in qdq.graph.initializer if t.name == c.bias_dq.input[1]), workdir)
             if c.bias_dq is not None
-            else (np.float32(_input_scale(qdq, c, workdir)) * c.w_scale).astype(np.float32)
+            else (_input_scale(qdq, c, workdir) * c.w_scale).astype(np.float32)
         )
         b_int = np.clip(np.round((c.bias - shift) / b_scale.astype(np.float64)), -(2**31), 2**31 - 1).astype(np.int32)
         if np.array_equal(b_int, np.round(c.bias / b_scale.astype(np.float64))):
@@ -314,7 +314,8 @@ def output_errors(
     return {k: float(np.sum(v / np.maximum(energy, 1e-30))) for k, v in err.items() if v is not None}
 
 
-def _input_scale(qdq: onnx.ModelProto, c: _Conv, base_dir: Path | None) -> float:
-    """The scale of the DequantizeLinear that feeds the conv (a new bias's int32 step is input x weight scale)."""
+def _input_scale(qdq: onnx.ModelProto, c: _Conv, base_dir: Path | None) -> np.ndarray:
+    """The scale of the DequantizeLinear that feeds the conv (a new bias's int32 step is input x weight scale):
+    a scalar, or one per channel for a depthwise conv's per-channel input grid."""
     dq = next(n for n in qdq.graph.node if c.node.input[0] in n.output)
-    return float(to_array(next(t for t in qdq.graph.initializer if t.name == dq.input[1]), base_dir))
+    return to_array(next(t for t in qdq.graph.initializer if t.name == dq.input[1]), base_dir).astype(np.float32)

@@ -36,6 +36,24 @@ class TensorStats:
     radius: float = 0.0  # histogram covers [-radius, radius]; 0 until the first update
     hist: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     with_hist: bool = True
+    # Per channel (axis 1) min and max, for the tensors that get one grid per channel (qdq.QdqPlan.per_channel);
+    # None for the others.
+    ch_min: np.ndarray | None = None
+    ch_max: np.ndarray | None = None
+
+    def update_channels(self, x: np.ndarray) -> None:
+        """Fold in a batch's per-channel (axis 1) min and max; non-finite values are ignored."""
+        x = np.asarray(x, np.float32)
+        if x.ndim < 2 or x.size == 0:
+            return
+        per = np.moveaxis(x, 1, 0).reshape(x.shape[1], -1)
+        finite = np.isfinite(per)
+        lo = np.where(finite, per, np.inf).min(axis=1)
+        hi = np.where(finite, per, -np.inf).max(axis=1)
+        if self.ch_min is None or self.ch_max is None or self.ch_min.shape != lo.shape:
+            self.ch_min, self.ch_max = lo, hi
+        else:
+            self.ch_min, self.ch_max = np.minimum(self.ch_min, lo), np.maximum(self.ch_max, hi)
 
     def update(self, x: np.ndarray) -> None:
         x = np.asarray(x)
@@ -85,6 +103,12 @@ class TensorStats:
         out.min, out.max = min(self.min, other.min), max(self.max, other.max)
         out.count = self.count + other.count
         out.zeros = self.zeros + other.zeros
+        if self.ch_min is not None and other.ch_min is not None and self.ch_min.shape == other.ch_min.shape:
+            out.ch_min, out.ch_max = np.minimum(self.ch_min, other.ch_min), np.maximum(self.ch_max, other.ch_max)  # type: ignore[arg-type]
+        else:
+            out.ch_min, out.ch_max = (
+                (self.ch_min, self.ch_max) if self.ch_min is not None else (other.ch_min, other.ch_max)
+            )
         if out.with_hist:
             parts = [s for s in (self, other) if s.radius > 0]
             if parts:
@@ -116,6 +140,14 @@ class CalibrationStats:
                 st = self.tensors[name] = TensorStats(bins=self.bins, with_hist=self.with_hist)
             st.update(value)
         self.samples += n_samples
+
+    def update_channels(self, batch: dict[str, np.ndarray]) -> None:
+        """Fold in per-channel (axis 1) min and max of tensors already (or about to be) collected."""
+        for name, value in batch.items():
+            st = self.tensors.get(name)
+            if st is None:
+                st = self.tensors[name] = TensorStats(bins=self.bins, with_hist=self.with_hist)
+            st.update_channels(value)
 
     def update_range(self, name: str, lo: float, hi: float, count: int) -> None:
         """Fold in a batch's min and max computed elsewhere (inside the runtime); min/max only."""

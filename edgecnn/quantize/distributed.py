@@ -72,6 +72,7 @@ def collect_shard(
     with_hist: bool,
     threads: int,
     channel_axis: dict[str, int] | None = None,
+    channels: tuple[str, ...] = (),
 ) -> Calibration:
     """One worker's job: statistics of ``tensors`` over ``dataset`` (a shard), and the first sample's outputs."""
     from edgecnn.quantize.api import calibrate
@@ -80,7 +81,7 @@ def collect_shard(
     with temp_dir("shard") as tmp:
         return calibrate(
             model, tensors, dataset, input_names, batch=batch, with_hist=with_hist, threads=threads,
-            workdir=Path(tmp), channel_axis=channel_axis,
+            workdir=Path(tmp), channel_axis=channel_axis, channels=channels,
         )  # fmt: skip
 
 
@@ -123,6 +124,7 @@ def collect_distributed(
     workdir: Path | None = None,
     progress: Progress | None = None,
     channel_axis: dict[str, int] | None = None,
+    channels: tuple[str, ...] = (),
 ) -> Calibration:
     """Statistics over ``dataset`` from ``workers`` parallel shard collectors, merged exactly.
 
@@ -155,7 +157,7 @@ def collect_distributed(
         task = ray.remote(num_cpus=1)(collect_shard)
         ref = ray.put(blob)
         pending = {
-            task.remote(ref, tensors, ds, names, batch, with_hist, per_worker_threads, channel_axis): i
+            task.remote(ref, tensors, ds, names, batch, with_hist, per_worker_threads, channel_axis, channels): i
             for i, ds in enumerate(parts_ds)
         }
         while pending:
@@ -172,7 +174,16 @@ def collect_distributed(
         with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
             futs = {
                 pool.submit(
-                    collect_shard, blob, tensors, ds, names, batch, with_hist, per_worker_threads, channel_axis
+                    collect_shard,
+                    blob,
+                    tensors,
+                    ds,
+                    names,
+                    batch,
+                    with_hist,
+                    per_worker_threads,
+                    channel_axis,
+                    channels,
                 ): i
                 for i, ds in enumerate(parts_ds)
             }

