@@ -52,17 +52,74 @@ def test_a_depthwise_conv_with_a_channel_multiplier_keeps_a_grid_per_tensor() ->
     assert "dw2" in p.quantized_nodes and p.per_channel == ()
 
 
-def test_channel_qparams_give_each_channel_its_own_range() -> None:
+def _relu_dw_model(residual: bool = False, dw_act: str = "HardSwish") -> onnx.ModelProto:
+    """Conv + Relu -> depthwise Conv + ``dw_act`` -> Conv 1x1 (MobileNetV3's expand -> depthwise), channels spread
+    30x. ``residual``: the depthwise conv reads an Add of two Relu outputs instead (an integer op writes it)."""
+    k = np.where(np.arange(8) < 4, 1.0, 1 / 30).astype(np.float32)
+    nodes = [
+        N("Conv", ["input", "w0", "b0"], ["a"], name="c0", kernel_shape=[3, 3], pads=[1] * 4),
+        N("Relu", ["a"], ["r"], name="relu"),
+    ]
+    inits = {"w0": rng_w(8, 3, 3, 3) * k[:, None, None, None], "b0": rng_w(8, seed=1) * k + 0.05 * k,
+             "w1": rng_w(8, 1, 3, 3, seed=2) / k[:, None, None, None], "w2": rng_w(16, 8, 1, 1, seed=3)}  # fmt: skip
+    src = "r"
+    if residual:
+        nodes += [
+            N("Conv", ["input", "w3"], ["a2"], name="c1", kernel_shape=[3, 3], pads=[1] * 4),
+            N("Relu", ["a2"], ["r2"], name="relu2"),
+            N("Add", ["r", "r2"], ["s"], name="add"),
+        ]
+        inits["w3"] = rng_w(8, 3, 3, 3, seed=4) * k[:, None, None, None]
+        src = "s"
+    nodes += [
+        N("Conv", [src, "w1"], ["d"], name="dw", kernel_shape=[3, 3], pads=[1] * 4, group=8),
+        N(dw_act, ["d"], ["da"], name="dw_act"),
+        N("Conv", ["da", "w2"], ["p"], name="pw", kernel_shape=[1, 1]),
+        N("GlobalAveragePool", ["p"], ["y"], name="gap"),
+    ]
+    return make_model(nodes, [("input", [1, 3, 32, 32])], [("y", None)], inits, opset=14)
+
+
+def test_a_grid_per_channel_after_a_fused_relu_keeps_the_relu_so_onnx_runtime_still_runs_the_file(
+    spread: tuple[Path, ImageDataset, np.ndarray], tmp_path: Path
+) -> None:
+    """ONNX Runtime fuses DQ -> Conv [-> Relu] -> Q into QLinearConv, which fails at run time on a grid per channel
+    on either side. After a Relu the writer keeps the Relu as a node (it is otherwise the Q's saturation), and the
+    depthwise conv ends in a float HardSwish, so the file made for OpenVINO still runs on ONNX Runtime (default
+    optimizations) and matches OpenVINO. Controls: a depthwise conv ending in a Relu (its output Q would be fused)
+    and one reading an integer Add keep a grid per tensor."""
+    _, ds, xs = spread
+    src = tmp_path / "relu_dw.onnx"
+    onnx.save(_relu_dw_model(), str(src))
+    q, rep = quantize(src, ds, QuantizeConfig(runtime="openvino", scheme=OPENVINO_CPU))
+    assert rep.per_channel_grids == ["r"] and any(n.op_type == "Relu" and n.output[0] == "r" for n in q.graph.node)
+    got = np.concatenate([ort.InferenceSession(q.SerializeToString()).run(None, {"input": x[None]})[0] for x in xs])
+    assert np.allclose(got, _ov_outputs(q, xs)[0], atol=0.05 * float(np.abs(got).max()))
+    for control in (_relu_dw_model(residual=True), _relu_dw_model(dw_act="Relu")):
+        assert plan(prepare(control), policy=OPENVINO_POLICY).per_channel == ()
+    relu_end = tmp_path / "relu_end.onnx"
+    onnx.save(_relu_dw_model(dw_act="Relu"), str(relu_end))
+    q2, rep2 = quantize(relu_end, ds, QuantizeConfig(runtime="openvino", scheme=OPENVINO_CPU))
+    assert rep2.per_channel_grids == [] and ort.InferenceSession(q2.SerializeToString()).run(
+        None, {"input": xs[0][None]}
+    )
+
+
+def test_channel_qparams_give_each_channel_its_own_range_within_the_tensors() -> None:
     lo, hi = np.array([-0.375, -0.01, 0.0, 0.0]), np.array([14.5, 0.03, 2.0, 0.0])
+    whole = (-0.375, 14.5)
     for scheme in (OPENVINO_CPU, X86_CPU):  # OpenVINO: uint8 with zero points (the grid per channel pays for them)
-        scale, zp, dtype = channel_qparams(lo, hi, scheme)
+        scale, zp, dtype = channel_qparams(lo, hi, whole, scheme)
         assert dtype == "uint8" and zp.dtype == np.uint8 and scale.shape == (4,)
         for c in range(3):  # both ends land within half a step of the channel's own min and max
             q = np.clip(np.rint(np.array([lo[c], hi[c]]) / scale[c]) + zp[c], 0, 255)
             assert np.allclose((q - zp[c]) * scale[c], [lo[c], hi[c]], atol=scale[c] / 2 + 1e-7)
         assert scale[1] < scale[0] / 100  # the small channel's step is its own, not the tensor's
         assert scale[3] > 0 and np.isfinite(scale).all()  # a dead channel: floored, still a valid grid
-    s, z, d = channel_qparams(lo, hi, QuantScheme(activation_dtype="int8", activations_symmetric=True))
+    # a tensor range that clips (an MSE range) clips the channels that reach past it, and only those
+    clipped, _, _ = channel_qparams(lo, hi, (-0.375, 1.0), X86_CPU)
+    assert np.isclose(clipped[0], 1.375 / 255) and np.isclose(clipped[1], 0.04 / 255)
+    s, z, d = channel_qparams(lo, hi, whole, QuantScheme(activation_dtype="int8", activations_symmetric=True))
     assert d == "int8" and not z.any() and np.isclose(s[0], 14.5 / 127.5)
 
 

@@ -422,6 +422,10 @@ def _quantize(
             chosen[won.value] = chosen.get(won.value, 0) + 1
         else:
             ranges[name] = estimate(st, config.method)
+    for name in the_plan.per_channel if config.method is Method.AUTO else ():
+        # a grid per channel: auto starts from each channel's own range; the MSE check measures them clipped
+        if name in ranges and name in cal.stats.tensors:
+            ranges[name] = estimate(cal.stats.tensors[name], Method.MINMAX)
     specs = _specs(dataset, input_name)
     warnings: list[str] = []
     input_ranges: dict[str, list[float]] = {}

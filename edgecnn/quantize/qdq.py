@@ -428,7 +428,14 @@ def plan(
             for t in activations
             if t not in graph_outputs
             and _depthwise_only(t, consumers, inits_by_name, q_keys, keys)
-            and not (t in producer and keys[id(producer[t])] in q_keys and producer[t].op_type in PASS_OPS | {"Concat"})
+            # The file must still run on ONNX Runtime (quantize measures it there; users run it there too). ORT
+            # fuses DQ -> Conv [-> Relu/Clip] -> Q into QLinearConv, which fails at run time on a grid per
+            # channel on either side ("input/result zero point must be a scalar", ORT 1.32). So: each depthwise
+            # conv ends in a float post-op chain (HardSwish, SiLU, ...: no Q right after it), and t is written by
+            # a float op (a post-op chain, or a Relu/Clip the writer then keeps as a node), never by an integer
+            # op, nor by a pass-through op or Concat, which share their input's grid.
+            and all(keys[id(c)] in chain_end for c in consumers[t])
+            and not (t in producer and keys[id(producer[t])] in q_keys)
         )
     return QdqPlan(
         quantized_nodes=tuple(keys[id(n)] for n in quantized),
@@ -549,7 +556,8 @@ def write_qdq(
     ``base_dir``: where external weights of ``model`` live (graph.external); quantized weights are
     written into the result in memory (a quarter of the float size).
     ``channel_ranges``: per-channel (min, max) of the plan's ``per_channel`` tensors, one grid per channel
-    (``channel_qparams``); a tensor without one gets a grid per tensor.
+    (``channel_qparams``, each channel clipped to the tensor's range in ``ranges``); a tensor without one gets
+    a grid per tensor.
     """
     m = onnx.ModelProto()
     m.CopyFrom(model)
@@ -571,6 +579,8 @@ def write_qdq(
         lo = ranges.get(act.output[0], (0.0, 0.0))[0]
         if (scheme.activations_symmetric and not scheme.unsigned_when_nonnegative) or lo < 0:
             continue  # saturation would not reproduce the activation; keep the node
+        if act.output[0] in the_plan.per_channel:
+            continue  # a node between the Conv and its grid per channel: ONNX Runtime must not fuse that Q (plan)
         prod.output[0] = act.output[0]
         removed.add(act_key)
     result.fused_activations = len(removed)
@@ -592,8 +602,8 @@ def write_qdq(
                     params.setdefault(o, activation_qparams(*ranges[o], scheme))
 
     for t in the_plan.per_channel:
-        if t in params and channel_ranges and t in channel_ranges:
-            params[t] = channel_qparams(*channel_ranges[t], scheme)
+        if t in params and t in ranges and channel_ranges and t in channel_ranges:
+            params[t] = channel_qparams(*channel_ranges[t], ranges[t], scheme)
     result.per_channel = [t for t in the_plan.per_channel if t in params and np.ndim(params[t][0]) == 1]
 
     # A quantized graph output keeps its public name on the DequantizeLinear; the producer writes "<name>_float".
