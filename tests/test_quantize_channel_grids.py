@@ -165,7 +165,8 @@ def test_openvino_runs_the_grid_per_channel_in_int8_and_closer_to_float(spread: 
     cfg = dict(runtime="openvino", scheme=OPENVINO_CPU)
     q, rep = quantize(src, ds, QuantizeConfig(**cfg))
     q_off, rep_off = quantize(src, ds, QuantizeConfig(**cfg, channel_grids=False))
-    assert rep.per_channel_grids == ["sh"] and rep_off.per_channel_grids == []
+    assert rep.per_channel_grids == ["sh"] and rep_off.per_channel_grids == [] and not rep_off.channel_check
+    assert rep.channel_check["per-channel"] < rep.channel_check["per-tensor"] * 0.89, rep.channel_check
     dq = next(n for n in q.graph.node if n.op_type == "DequantizeLinear" and n.input[0] == "sh_q")
     scale = numpy_helper.to_array(next(t for t in q.graph.initializer if t.name == dq.input[1]))
     assert scale.shape == (8,) and helper.get_attribute_value(dq.attribute[0]) == 1
@@ -180,6 +181,23 @@ def test_openvino_runs_the_grid_per_channel_in_int8_and_closer_to_float(spread: 
     (on, prec), (off, _) = sqnr(q), sqnr(q_off)
     assert on > off + 10.0, (on, off)
     assert prec and all(p in ("i8", "u8") for p in prec.values()), prec  # the depthwise conv did not fall to f32
+
+
+def test_auto_keeps_one_grid_per_tensor_when_grids_per_channel_measure_no_better(
+    spread: tuple[Path, ImageDataset, np.ndarray], tmp_path: Path
+) -> None:
+    """The other side of the check: every stem channel the same filter, so each channel's range is the tensor's;
+    grids per channel measure the same on the calibration images and one grid per tensor ships."""
+    _, ds, _ = spread
+    m = _stem_model(1.0)
+    for t in m.graph.initializer:
+        if t.name in ("w0", "b0"):
+            a = numpy_helper.to_array(t)
+            t.CopyFrom(numpy_helper.from_array(np.repeat(a[:1], a.shape[0], axis=0), t.name))
+    src = tmp_path / "same.onnx"
+    onnx.save(m, str(src))
+    _, rep = quantize(src, ds, QuantizeConfig(runtime="openvino", scheme=OPENVINO_CPU))
+    assert rep.channel_check and rep.per_channel_grids == [], rep.channel_check
 
 
 def test_a_grid_per_channel_has_no_tflite_form(spread: tuple[Path, ImageDataset, np.ndarray], tmp_path: Path) -> None:

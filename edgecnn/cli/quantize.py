@@ -234,12 +234,16 @@ def print_report(r: QuantizeReport, output: Path) -> None:
             f"{picked} (output error on the calibration images: integer {i:.3g}, float {f:.3g}; "
             f"float ships below {MSE_WINS_BELOW:.2f}x)",
         )
-    if r.per_channel_grids:
-        t.add_row(
-            "grid per channel",
-            f"{len(r.per_channel_grids)} depthwise conv input(s) (the runtime folds each channel's scale into its "
-            "weights; per_channel_grids in the JSON)",
+    if r.channel_check or r.per_channel_grids:
+        n = len(r.per_channel_grids)
+        picked = f"{n} depthwise conv input(s)" if n else "none (one grid per tensor measured closer to float)"
+        errs = (
+            f" (output error on the calibration images: per-tensor {r.channel_check['per-tensor']:.3g}, per-channel "
+            f"{r.channel_check['per-channel']:.3g}; per-channel ships below {MSE_WINS_BELOW:.2f}x)"
+            if r.channel_check
+            else ""
         )
+        t.add_row("grid per channel", picked + errs)
     if r.bias_correction_scope == "none":
         t.add_row("bias corrected", "none (no correction came closer to float on the calibration images)")
     if r.bias_corrected:

