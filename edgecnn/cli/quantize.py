@@ -236,7 +236,7 @@ def print_report(r: QuantizeReport, output: Path) -> None:
         )
     if r.channel_check or r.per_channel_grids:
         n = len(r.per_channel_grids)
-        picked = f"{n} depthwise conv input(s)" if n else "none (one grid per tensor measured closer to float)"
+        picked = f"{n} depthwise conv input(s)" if n else "none (one grid per tensor ships)"
         errs = (
             f" (output error on the calibration images: per-tensor {r.channel_check['per-tensor']:.3g}, per-channel "
             f"{r.channel_check['per-channel']:.3g}; per-channel ships below {MSE_WINS_BELOW:.2f}x)"

@@ -494,8 +494,9 @@ def _quantize(
             shipped_plan = stem_plan if won else shipped_plan
     channel_check: dict[str, float] = {}
     if config.method is Method.AUTO and per_channel:
-        # each channel its own min/max (the tensor's range only bounds them); ships below MSE_WINS_BELOW, like the
-        # other checks: on PP-OCRv4 det the grids are within 1% on the calibration images and not better held out
+        # each channel its own min/max (the tensor's range, the bound, is its min/max too); ships below
+        # MSE_WINS_BELOW, like the other checks: on PP-OCRv4 det the grids are within 1% on the calibration images
+        # and not better held out
         grids = replace(shipped_plan, per_channel=tuple(t for t in per_channel if t in shipped_plan.activations))
         mm = {t: estimate(cal.stats.tensors[t], Method.MINMAX) for t in grids.per_channel if t in shipped_ranges}
         if grids.per_channel:

@@ -133,29 +133,28 @@ class CalibrationStats:
     bins: int = DEFAULT_BINS
     with_hist: bool = True
 
+    def _stats(self, name: str) -> TensorStats:
+        """The statistics of ``name``, created empty on first sight."""
+        st = self.tensors.get(name)
+        if st is None:
+            st = self.tensors[name] = TensorStats(bins=self.bins, with_hist=self.with_hist)
+        return st
+
     def update(self, batch: dict[str, np.ndarray], n_samples: int) -> None:
         for name, value in batch.items():
-            st = self.tensors.get(name)
-            if st is None:
-                st = self.tensors[name] = TensorStats(bins=self.bins, with_hist=self.with_hist)
-            st.update(value)
+            self._stats(name).update(value)
         self.samples += n_samples
 
     def update_channels(self, batch: dict[str, np.ndarray]) -> None:
         """Fold in per-channel (axis 1) min and max of tensors already (or about to be) collected."""
         for name, value in batch.items():
-            st = self.tensors.get(name)
-            if st is None:
-                st = self.tensors[name] = TensorStats(bins=self.bins, with_hist=self.with_hist)
-            st.update_channels(value)
+            self._stats(name).update_channels(value)
 
     def update_range(self, name: str, lo: float, hi: float, count: int) -> None:
         """Fold in a batch's min and max computed elsewhere (inside the runtime); min/max only."""
         if self.with_hist:
             raise ValueError("update_range carries no histogram; collect values with update()")
-        st = self.tensors.get(name)
-        if st is None:
-            st = self.tensors[name] = TensorStats(bins=self.bins, with_hist=False)
+        st = self._stats(name)
         st.min, st.max = min(st.min, lo), max(st.max, hi)
         st.count += count
 
