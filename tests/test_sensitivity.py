@@ -4,8 +4,11 @@ top-1 drop fits the budget)."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
+import numpy as np
+import onnx
 import pytest
 
 from edgecnn.drift.evaluate import open_eval_data
@@ -78,3 +81,34 @@ def test_max_drop_bad_input(tmp_path: Path) -> None:
     assert_one_line_error(invoke(*base, "--max-drop", 0.5, "--data", d), 2, "no labels.csv", "--max-drop")
     assert_one_line_error(invoke(*base, "--max-drop", -1, "--data", EVAL_DIR), 2, "--max-drop -1")
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_one_mode_on_a_dynamic_batch_mobilenetv3_block(tmp_path: Path) -> None:
+    """A real export: dynamic batch (fixed with --input-shape), HardSwish written HardSigmoid·Mul and a
+    Mul by a constant (Paddle's dropout scale). Each activation, nothing to quantize on its own, is quantized
+    with the layer that writes it; the Mul by a constant with its neighbours."""
+    from onnx import helper, numpy_helper
+
+    from tests.test_quantize_real import mbv3_block, shapes, tensors, write_folder
+
+    imgs, labels = shapes(160, seed=5)
+    train = write_folder(tmp_path / "train", imgs[:96])
+    calib, ev = write_folder(tmp_path / "calib", imgs[96:128]), write_folder(tmp_path / "eval", imgs[128:])
+    m = mbv3_block(tmp_path, tensors(train), labels[:96])
+    fc = next(n for n in m.graph.node if n.op_type == "Gemm")
+    fc.input[0] = "feat_scaled"
+    m.graph.initializer.append(numpy_helper.from_array(np.array(0.9, np.float32), "keep"))
+    m.graph.node.insert(list(m.graph.node).index(fc), helper.make_node("Mul", ["feat", "keep"], ["feat_scaled"], name="dropout_scale"))  # fmt: skip
+    m.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
+    model = tmp_path / "mbv3_dyn.onnx"
+    onnx.save(m, str(model))
+    args = ["sensitivity", model, "--calib", calib, "--data", ev, "--no-cache", "--json", tmp_path / "s.json", "--show", 40]  # fmt: skip
+    assert_one_line_error(invoke(*args), 2, "dynamic", "--input-shape")
+    res = invoke(*args, "--input-shape", f"input=1x3x{imgs.shape[1]}x{imgs.shape[2]}")
+    assert res.exit_code == 0, res.output
+    rows = {la["node"]: la for la in json.loads((tmp_path / "s.json").read_text())["layers"]}
+    assert rows["dw_act_hs"]["quantized_with"] == ["dw"]  # the activation with its writer
+    assert rows["dropout_scale"]["quantized_with"]  # nothing to quantize alone: with its neighbours
+    assert rows["dw"]["quantized_with"] == []  # a conv alone
+    sqnrs = {la["score"]["sqnr_db"] for la in rows.values()}
+    assert len(sqnrs) > 3 and all(math.isfinite(v) for v in sqnrs)  # each variant measured, not one copy

@@ -53,6 +53,7 @@ def sensitivity_cmd(
     from edgecnn.quantize.dataset import ImageDataset
     from edgecnn.quantize.estimators import parse_method
     from edgecnn.quantize.params import resolve_scheme
+    from edgecnn.quantize.qdq import OP_POLICIES
     from edgecnn.report.jsonio import write_json
 
     if mode not in ("one", "all-but-one"):
@@ -73,7 +74,11 @@ def sensitivity_cmd(
     )
     del loaded
     config = QuantizeConfig(
-        method=parse_method(method), scheme=resolve_scheme(target, runtime), exclude=frozenset(exclude or [])
+        method=parse_method(method),
+        scheme=resolve_scheme(target, runtime),
+        exclude=frozenset(exclude or []),
+        # the variants are the files `quantize --runtime/--target` would write
+        runtime="integer" if target else runtime if runtime in OP_POLICIES else "ort",
     )
     with progress_bar() as bar:
         task = bar.add_task("sensitivity", total=None)
@@ -127,7 +132,7 @@ def print_sensitivity(rep: SensitivityReport, *, show: int = 15) -> None:
         t.add_row(
             str(i),
             safe(r.node),
-            safe(r.op),
+            safe(r.op) + (f" (with {safe(', '.join(r.quantized_with))})" if r.quantized_with else ""),
             "-" if s.top1_pct is None else f"{s.top1_pct:.2f}%",
             "-" if r.cost_top1_pts is None else f"{r.cost_top1_pts:+.2f} pts",
             f"{s.agreement_pct:.2f}%",

@@ -31,7 +31,7 @@ from edgecnn.graph.load import load_model
 from edgecnn.graph.passes import prepare
 from edgecnn.quantize.api import QuantizeConfig, QuantizeReport, quantize
 from edgecnn.quantize.dataset import ImageDataset
-from edgecnn.quantize.qdq import node_key, op_policy, plan
+from edgecnn.quantize.qdq import UNARY_OPS, node_key, op_policy, plan
 
 Progress = Callable[[int, int, str], None]  # done, total, what
 
@@ -57,6 +57,7 @@ class LayerSensitivity:
     score: Score
     cost_top1_pts: float | None  # accuracy this layer costs (see Mode); larger = more sensitive
     cost_sqnr_db: float  # output SQNR this layer costs; larger = more sensitive
+    quantized_with: tuple[str, ...] = ()  # Mode.ONE: an activation is quantized with the layers next to it
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,9 +95,21 @@ def score(scores: np.ndarray, ref: np.ndarray, labels: np.ndarray | None) -> Sco
     )
 
 
-def quantizable_layers(model_path: Path, config: QuantizeConfig) -> list[tuple[str, str]]:
+def quantizable_layers(
+    model_path: Path, config: QuantizeConfig, input_shapes: dict[str, tuple[int, ...]] | None = None
+) -> list[tuple[str, str]]:
     """(node, op type) of every node the INT8 writer would quantize, in graph order."""
-    loaded = load_model(model_path)
+    return [(k, op) for k, op, _, _ in _layers_with_partners(model_path, config, input_shapes)]
+
+
+def _layers_with_partners(
+    model_path: Path, config: QuantizeConfig, input_shapes: dict[str, tuple[int, ...]] | None
+) -> list[tuple[str, str, frozenset[str], frozenset[str]]]:
+    """(node, op type, the layers quantized with it in Mode.ONE, its quantized neighbours) of every node the
+    INT8 writer would quantize. An activation (HardSwish, Sigmoid, ...) alone is nothing to quantize (it gains
+    nothing without integer neighbours), so Mode.ONE quantizes it with the quantized layers that write its
+    inputs; any other layer that is nothing to quantize on its own (a Mul by a constant) with its neighbours."""
+    loaded = load_model(model_path, input_shapes)
     with temp_dir("sens") as tmp:
         prepared = prepare(externalized_copy(loaded.model, Path(tmp), "w.bin"), Path(tmp))
         the_plan = plan(
@@ -105,8 +118,23 @@ def quantizable_layers(model_path: Path, config: QuantizeConfig) -> list[tuple[s
             quantize_outputs=config.scheme.quantize_outputs,
             policy=op_policy(config.runtime),
         )
-        ops = {node_key(n, i): n.op_type for i, n in enumerate(prepared.graph.node)}
-    return [(k, ops[k]) for k in the_plan.quantized_nodes]
+        nodes = {node_key(n, i): n for i, n in enumerate(prepared.graph.node)}
+    quantized = set(the_plan.quantized_nodes)
+    writer = {o: k for k, n in nodes.items() if k in quantized for o in n.output}
+    readers: dict[str, set[str]] = {}
+    for k, n in nodes.items():
+        for t in n.input:
+            if k in quantized:
+                readers.setdefault(t, set()).add(k)
+    out = []
+    for k in the_plan.quantized_nodes:
+        n = nodes[k]
+        writers = frozenset(writer[t] for t in n.input if t in writer)
+        neighbours = writers | frozenset(r for t in n.output for r in readers.get(t, ()))
+        # an activation with its writers, or its readers when a float op writes it
+        partners = (writers or neighbours) if n.op_type in UNARY_OPS else frozenset()
+        out.append((k, n.op_type, partners, neighbours))
+    return out
 
 
 @dataclass(kw_only=True)
@@ -234,7 +262,9 @@ def run_sensitivity(
         raise BadInputError(f"--rank-by {rank_by!r}; valid values are top1, sqnr")
     if rank_by == "top1" and not labeled:
         raise BadInputError(f"--rank-by top1 needs labels; {data.dataset.root} has no labels.csv (use --rank-by sqnr)")
-    layers = quantizable_layers(Path(model_path), config)
+    if input_shapes is None and variants is not None:
+        input_shapes = variants.input_shapes
+    layers = _layers_with_partners(Path(model_path), config, input_shapes)
     v = variants or Variants(
         model_path, calib, data, config, runtime=runtime, cache_dir=cache_dir, input_shapes=input_shapes
     )
@@ -242,20 +272,35 @@ def run_sensitivity(
     if progress:
         progress(0, total, "all layers INT8")
     full = v.score(frozenset())
-    names = frozenset(n for n, _ in layers)
+    names = frozenset(n for n, _, _, _ in layers)
     rows: list[LayerSensitivity] = []
-    for i, (node, op) in enumerate(layers, start=1):
+    for i, (node, op, partners, neighbours) in enumerate(layers, start=1):
         if progress:
             progress(i, total, node)
-        exclude = names - {node} if mode is Mode.ONE else frozenset({node})
-        s = v.score(exclude)
+        exclude = names - {node} - partners if mode is Mode.ONE else frozenset({node})
+        try:
+            s = v.score(exclude)
+        except BadInputError:  # nothing to quantize on its own: with its neighbours
+            if mode is not Mode.ONE or partners == neighbours or not neighbours:
+                raise
+            partners = neighbours
+            s = v.score(names - {node} - partners)
         if mode is Mode.ONE:
             cost_top1 = None if s.top1_pct is None or v.float_top1 is None else v.float_top1 - s.top1_pct
             cost_sqnr = -s.sqnr_db  # lower SQNR on its own = more sensitive
         else:
             cost_top1 = None if s.top1_pct is None or full.top1_pct is None else s.top1_pct - full.top1_pct
             cost_sqnr = s.sqnr_db - full.sqnr_db  # SQNR won back by keeping it float
-        rows.append(LayerSensitivity(node=node, op=op, score=s, cost_top1_pts=cost_top1, cost_sqnr_db=cost_sqnr))
+        rows.append(
+            LayerSensitivity(
+                node=node,
+                op=op,
+                score=s,
+                cost_top1_pts=cost_top1,
+                cost_sqnr_db=cost_sqnr,
+                quantized_with=tuple(sorted(partners)) if mode is Mode.ONE else (),
+            )
+        )
     if progress:
         progress(total, total, "done")
     if rank_by == "top1":
