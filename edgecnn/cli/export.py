@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -242,9 +244,21 @@ def _parity_rows(t: Table, p: Parity) -> None:
     status = "[green]ok[/]" if p.ok else "[red]FAILED[/]"
     t.add_row("parity", f"{status}: {p.runtime} vs {safe(p.reference)}, {p.samples} {safe(p.data)}")
     if p.top1_agreement is not None:
-        t.add_row("  top-1 agreement", f"{p.top1_agreement:.2f}% ({p.disagreements} differ; min {p.min_agreement}%)")
+        t.add_row("  top-1 agreement", f"{p.top1_agreement:.2f}% ({p.disagreements} differ; {p.agreement_limit})")
     t.add_row("  max abs error", f"{p.max_abs_error:.4g}")
     t.add_row("  SQNR", f"{p.sqnr_db:.1f} dB (min {p.min_sqnr_db} dB)")
+
+
+def grouped_notes(notes: Sequence[str], show: int = 3) -> list[str]:
+    """Notes that differ only in the names and numbers they quote as one line each beyond ``show`` of a kind
+    (a PP-LCNet export notes 28 HardSwish gate constants): the first, and how many more (all in --json)."""
+    groups: dict[str, list[str]] = {}
+    for n in notes:
+        groups.setdefault(re.sub(r"'[^']*'|\d+(\.\d+)?(e-?\d+)?", "#", n), []).append(n)
+    out: list[str] = []
+    for g in groups.values():
+        out.extend(g if len(g) <= show else [f"{g[0]} (and {len(g) - 1} more like it; all in --json)"])
+    return out
 
 
 def print_result(r: ExportResult) -> None:
@@ -265,7 +279,7 @@ def print_result(r: ExportResult) -> None:
     if r.parity is not None:
         _parity_rows(t, r.parity)
     console.print(t)
-    for n in r.notes:
+    for n in grouped_notes(r.notes):
         console.print(f"note: {safe(n)}", highlight=False)
     if r.vela is not None:
         print_vela(r.vela)
