@@ -193,3 +193,13 @@ def test_subprocess_error_and_debug(tmp_path: Path) -> None:
 def test_version() -> None:
     r = run_cli("--version")
     assert r.returncode == 0 and r.stdout.startswith("edgecnn ")
+
+
+def test_gemm_whose_input_shape_is_unknown_counts_no_macs() -> None:
+    """Shape inference cannot follow a model that returns another rank than it declares (ddddocr's LSTM OCR):
+    a Gemm on such a tensor has no known K; inspect, check and profile crashed on it with an IndexError."""
+    from edgecnn.graph.summary import node_macs
+
+    gemm = helper.make_node("Gemm", ["a", "w"], ["y"], name="fc")
+    assert node_macs(gemm, {"y": (1, [1, 10])}) == 0  # "a" unknown
+    assert node_macs(gemm, {"a": (1, [1, 8]), "y": (1, [1, 10])}) == 80  # the other side: known K

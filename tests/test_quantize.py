@@ -382,3 +382,30 @@ def test_time_major_output_passes_the_preparation_check(tmp_path: Path) -> None:
     assert _rel_diff(ref, [batch], 8) == 0.0
     batch[:, 0, 2] = 5.0  # the first sample changed: refused
     assert _rel_diff(ref, [batch], 8) > 1e-3
+
+
+def test_fp16_converts_a_constant_of_shape(tmp_path: Path) -> None:
+    """An LSTM's zero initial state is a ConstantOfShape of float32 value: FP16 makes it float16 too (it made an
+    invalid graph, a traceback, on ddddocr's OCR model)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edgecnn.runtimes import open_session
+    from tests.onnx_builders import make_model, save
+
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"], name="shape"),
+        helper.make_node(
+            "ConstantOfShape", ["s"], ["c"], name="zeros", value=helper.make_tensor("v", TensorProto.FLOAT, [1], [0.5])
+        ),
+        helper.make_node("Add", ["x", "c"], ["a"], name="add"),
+        helper.make_node("Conv", ["a", "w"], ["y"], name="conv", kernel_shape=[1, 1]),
+    ]
+    src = save(make_model(nodes, [("x", [1, 2, 4, 4])], [("y", None)], {"w": np.ones((3, 2, 1, 1), np.float32)}), tmp_path / "c.onnx")  # fmt: skip
+    dst = tmp_path / "c16.onnx"
+    r = invoke("quantize", src, "--precision", "fp16", "-o", dst)
+    assert r.exit_code == 0, r.output
+    x = np.random.default_rng(0).random((1, 2, 4, 4)).astype(np.float32)
+    got = open_session("ort", dst).run({"x": x})[0]
+    np.testing.assert_allclose(got, np.broadcast_to((x + 0.5).sum(1, keepdims=True), (1, 3, 4, 4)), rtol=2e-3)
+    assert onnx.load(str(dst)).graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT

@@ -153,8 +153,8 @@ def node_macs(node: onnx.NodeProto, shapes: dict[str, tuple[int, list[int | str]
         w = shp(node.input[1])  # (Cin, Cout/group, kh, kw)
         return _numel(shp(node.input[0])) * (_numel(w[1:]) if w else 0)
     if op == "Gemm":
-        a = shp(node.input[0])
-        k = a[0] if _attr(node, "transA", 0) else a[-1]
+        a = shp(node.input[0])  # unknown when shape inference could not follow (an LSTM's declared rank)
+        k = (a[0] if _attr(node, "transA", 0) else a[-1]) if a else 0
         return _numel(out) * int(k) if isinstance(k, int) else 0
     if op in ("MatMul", "MatMulInteger", "QLinearMatMul"):
         a = shp(node.input[0])

@@ -349,7 +349,10 @@ def _quantize(
 
     if config.precision is Precision.FP16:
         t1 = time.perf_counter()
-        out, kept = convert_fp16(prepared, DEFAULT_BLOCK | config.exclude, base_dir=work)
+        try:
+            out, kept = convert_fp16(prepared, DEFAULT_BLOCK | config.exclude, base_dir=work)
+        except ModelError as e:
+            raise ModelError(f"{loaded.path}: {e}") from None
         return out, QuantizeReport(
             precision="fp16",
             method="none",

@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from edgecnn.errors import ModelError
 from edgecnn.graph.external import to_array
 from edgecnn.graph.load import infer_shapes_inplace
 
@@ -56,7 +57,7 @@ def convert_fp16(
     for i, n in enumerate(g.node):
         if i in blocked:
             continue
-        if n.op_type == "Constant":
+        if n.op_type in ("Constant", "ConstantOfShape"):  # ConstantOfShape: an LSTM's zero initial_h/initial_c
             for a in n.attribute:
                 if a.name == "value" and a.t.data_type == TensorProto.FLOAT:
                     a.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(a.t).astype(np.float16), a.t.name))
@@ -105,7 +106,12 @@ def convert_fp16(
     # Fix consumers of renamed outputs of blocked nodes (they read t, which the Cast now produces): nothing to do.
     del g.node[:]
     g.node.extend(new_nodes)
-    infer_shapes_inplace(m)
+    try:
+        infer_shapes_inplace(m)
+    except onnx.shape_inference.InferenceError as e:  # an op whose float32 input the rewrite did not reach
+        raise ModelError(
+            f"the FP16 rewrite made an invalid graph: {str(e).splitlines()[0]}; --exclude that node"
+        ) from None
     return m, kept
 
 
