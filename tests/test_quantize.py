@@ -409,3 +409,27 @@ def test_fp16_converts_a_constant_of_shape(tmp_path: Path) -> None:
     got = open_session("ort", dst).run({"x": x})[0]
     np.testing.assert_allclose(got, np.broadcast_to((x + 0.5).sum(1, keepdims=True), (1, 3, 4, 4)), rtol=2e-3)
     assert onnx.load(str(dst)).graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT
+
+
+def test_a_constant_computed_from_the_input_shape_stays_float() -> None:
+    """YOLOv8's anchor grid (Shape -> Range -> Add): with every op in integer (a --target), Q/DQ on it stopped the
+    TFLite converter folding it ("all inputs are constant"). Nodes reading no value of the input stay float; the
+    Conv that reads the input's values is quantized (the other side)."""
+    from onnx import TensorProto, helper
+
+    from edgecnn.quantize.qdq import INTEGER_POLICY, SHAPE_CONSTANT_REASON, plan
+    from tests.onnx_builders import make_model
+
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["y"], name="conv", kernel_shape=[1, 1]),
+        helper.make_node("Mul", ["y", "k"], ["out"], name="scale"),
+        helper.make_node("Shape", ["x"], ["s"], name="shape"),
+        helper.make_node("Cast", ["s"], ["sf"], name="cast", to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["sf", "k4"], ["g"], name="grid_mul"),
+        helper.make_node("Add", ["g", "k4"], ["grid"], name="grid_add"),
+    ]
+    inits = {"w": np.ones((2, 3, 1, 1), np.float32), "k": np.array(0.5, np.float32), "k4": np.arange(4, dtype=np.float32)}  # fmt: skip
+    m = make_model(nodes, [("x", [1, 3, 8, 8])], [("out", None), ("grid", [4])], inits)
+    p = plan(m, quantize_outputs=True, policy=INTEGER_POLICY)
+    assert p.kept_float["grid_mul"] == SHAPE_CONSTANT_REASON and p.kept_float["grid_add"] == SHAPE_CONSTANT_REASON
+    assert "conv" in p.quantized_nodes and p.kept_float.get("scale") != SHAPE_CONSTANT_REASON

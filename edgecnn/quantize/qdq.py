@@ -261,6 +261,11 @@ STEM_DEPTHWISE_REASON = (
 )
 
 
+SHAPE_CONSTANT_REASON = (
+    "computes a constant from the input's shape (e.g. an anchor grid): converters fold it, kept float"
+)
+
+
 def plan(
     model: onnx.ModelProto,
     exclude: set[str] | frozenset[str] = frozenset(),
@@ -332,6 +337,13 @@ def plan(
                 kept[keys[id(c)]] = GELU_REASON
     tail = _float_tail(nodes, consumers, keys) if policy.float_tail and not quantize_outputs else set()
     producer = {o: n for n in nodes for o in n.output}
+    # Tensors whose values depend on the input's values (a Shape/Size output depends only on its shape): a node
+    # reading none of them computes a constant at fixed shapes (YOLOv8's anchor grid: Shape -> Range -> Add),
+    # which converters fold; Q/DQ on it would only stop them folding it (TFLite: "all inputs are constant").
+    valued = {i.name for i in model.graph.input if i.name not in inits}
+    for n in nodes:
+        if n.op_type not in ("Shape", "Size") and any(i in valued for i in n.input if i):
+            valued.update(o for o in n.output if o)
     integer_keys = set(post)  # nodes whose output is integer (or ends in the Q of a fused post-op chain)
     quantized: list[onnx.NodeProto] = []
     for n in nodes:
@@ -346,6 +358,9 @@ def plan(
                     if n.op_type in QUANT_OPS
                     else (f"{n.op_type} has no integer kernel in the QDQ policy")
                 )
+            continue
+        if not any(i in valued for i in n.input if i):
+            kept[k] = SHAPE_CONSTANT_REASON
             continue
         if k in tail:
             kept[k] = TAIL_REASON
