@@ -509,3 +509,17 @@ def test_target_export_of_a_target_quantized_model_with_a_constant_mul(tmp_path:
     zp.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(zp) + np.int8(3), zp.name))
     with pytest.raises(BadInputError, match="asymmetric weights"):
         check_scheme(qm, resolve_scheme("ethos-u55", "ort"), "ethos-u55")
+
+
+def test_litert_runner_leaves_dynamic_output_dims_to_parity(tmp_path: Path) -> None:
+    """PP-OCRv4 rec declares its output [N, T, 6625] and shape inference cannot give T at a fixed input shape:
+    the runner got (0, 0, 6625) and raised ValueError reshaping to it. A dynamic (0) dimension is now left to
+    measure_parity, which reshapes to the reference's output; a static shape is still applied."""
+    from edgecnn.export.api import litert_runner
+
+    src, tfl = save(conv_model(cin=3, cout=8, k=3, hw=16), tmp_path / "c.onnx"), tmp_path / "c.tflite"
+    assert invoke("export", src, "-o", tfl, "--no-parity").exit_code == 0
+    x = np.random.default_rng(0).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    (dyn,) = litert_runner(tfl, 1, [(0, 8, 16, 0)])(x)
+    (fixed,) = litert_runner(tfl, 1, [(1, 8, 16, 16)])(x)
+    assert dyn.size == fixed.size == 8 * 16 * 16 and fixed.shape == (1, 8, 16, 16)

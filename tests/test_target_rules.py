@@ -424,3 +424,17 @@ def test_rank0_input_is_static(tmp_path: Path) -> None:
     loaded = load_model(p)  # no "dynamic dimensions" error for the scalar input
     assert loaded.input_shapes["s"] == ()
     assert check_target(loaded, load_target("intel-npu")).all_accelerated
+
+
+def test_transpose_of_unknown_rank_is_not_judged() -> None:
+    """PP-OCRv4 rec at a fixed input shape still has Transposes shape inference cannot follow (rank unknown):
+    `check` raised ZeroDivisionError on them. Unknown shape: the rule passes, as every shape rule does; a known
+    one on the other side of the limit still fails."""
+    from edgecnn.check.rules import NodeFacts, transpose_axis_product_max
+
+    def facts(shape: tuple[int, ...]) -> NodeFacts:
+        return NodeFacts(name="t", op_type="Transpose", accel="NPU", target="x", precision="int8",
+                         in_shapes=(shape,), out_shapes=(), attrs={"perm": [0, 2, 3, 1]})  # fmt: skip
+
+    assert transpose_axis_product_max(facts(()), 16).ok
+    assert not transpose_axis_product_max(facts((2, 4, 8, 8)), 16).ok

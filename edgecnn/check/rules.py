@@ -888,7 +888,7 @@ def transpose_axis_product_max(f: NodeFacts, limit: int) -> Verdict:
     """{label}: transposes {shape} with perm {perm}; the {accel} needs every product of {k} axes <= {limit} for this permutation.
     Fix: transpose a smaller tensor (split it first) or keep the channel axis last so that no transpose is needed."""
     perm = f.attrs.get("perm")
-    if not f.in_shapes:
+    if not f.in_shapes or not f.in_shapes[0]:  # rank unknown (shape inference could not follow)
         return PASS
     shape = f.in_shapes[0]
     rank = len(shape)
