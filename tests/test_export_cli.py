@@ -523,3 +523,33 @@ def test_litert_runner_leaves_dynamic_output_dims_to_parity(tmp_path: Path) -> N
     (dyn,) = litert_runner(tfl, 1, [(0, 8, 16, 0)])(x)
     (fixed,) = litert_runner(tfl, 1, [(1, 8, 16, 16)])(x)
     assert dyn.size == fixed.size == 8 * 16 * 16 and fixed.shape == (1, 8, 16, 16)
+
+
+def test_parity_against_the_float_model_the_source_came_from() -> None:
+    """Two correct INT8 implementations of a deep model differ by their rounding (PP-OCRv4 rec for Ethos-U: 18.1 dB
+    between the TFLite and its QDQ source, 12.8 and 13.7 dB against the float model). With the float model, an
+    export as close to it as the source (within 1 dB) passes; one further away fails on the SQNR floor."""
+    from edgecnn.export.api import ParityData, measure_parity
+
+    rng = np.random.default_rng(0)
+    xs = [rng.standard_normal((1, 64)).astype(np.float32) for _ in range(8)]
+    noise = {id(x): (rng.standard_normal((1, 64)) * 0.2, rng.standard_normal((1, 64)) * 0.2) for x in xs}
+    data = ParityData(label="x", count=8, batches=lambda: iter(xs))
+    kw = {"runtime": "litert", "ref_name": "QDQ ONNX", "min_agreement": 0.0, "min_sqnr": 25.0}
+    source = lambda x: [x + noise[id(x)][0]]  # noqa: E731
+    close = lambda x: [x + noise[id(x)][1]]  # noqa: E731  as far from float as the source
+    far = lambda x: [x + 3 * noise[id(x)][1]]  # noqa: E731  9.5 dB further
+    float_model = lambda x: [x]  # noqa: E731
+    ok = measure_parity(source, close, data, **kw, float_model=float_model)
+    assert ok.sqnr_db < 25 and ok.ok and abs(ok.float_sqnr_db - ok.source_float_sqnr_db) < 1
+    bad = measure_parity(source, far, data, **kw, float_model=float_model)
+    assert not bad.ok and bad.float_sqnr_db < bad.source_float_sqnr_db - 5
+    assert not measure_parity(source, close, data, **kw).ok  # without the float model: the floor alone
+
+
+def test_export_that_quantizes_first_judges_parity_against_the_float_model(tmp_path: Path) -> None:
+    js = tmp_path / "e.json"
+    r = invoke("export", SAMPLE_MODEL, "--calib", CALIB_DIR, "--samples", "32", "-o", tmp_path / "q.tflite", "--parity-samples", "64", "--json", js)  # fmt: skip
+    assert r.exit_code == 0, r.output
+    p = json.loads(js.read_text())["parity"]
+    assert p["float_sqnr_db"] > 20 and p["source_float_sqnr_db"] > 20 and "vs float model" in r.output

@@ -54,6 +54,14 @@ def export_cmd(
         Path | None, typer.Option("--data", help="Parity images (default: the bundled eval set when it fits).")
     ] = None,
     parity_samples: Annotated[int | None, typer.Option(help="Parity images to use (default: all).")] = None,
+    float_reference: Annotated[
+        Path | None,
+        typer.Option(
+            "--float-reference",
+            help="The float model a QDQ MODEL was quantized from: parity also accepts an export as close to it "
+            "as the QDQ model is (within 1 dB).",
+        ),
+    ] = None,
     min_agreement: Annotated[float, typer.Option(help="Parity: minimum top-1 agreement with the source, %.")] = 99.5,
     min_sqnr: Annotated[float | None, typer.Option(help="Parity: minimum SQNR in dB (default per precision).")] = None,
     parity: Annotated[
@@ -88,7 +96,7 @@ def export_cmd(
         raise BadInputError(f"--parity-samples {parity_samples}: expected at least 1 image (or --no-parity)")
     torch_file = Path(from_torch.rsplit(":", 1)[0]) if from_torch else None
     guard_outputs(
-        [*model_files(model), torch_file, calib, data, preprocess,
+        [*model_files(model), torch_file, calib, data, preprocess, float_reference,
          Path(target) if target and target.endswith(".toml") else None],
         {"-o": output, "--json": json_path},
     )  # fmt: skip
@@ -120,6 +128,7 @@ def export_cmd(
         preprocess=preprocess,
         input_shapes=parse_input_shapes(input_shape),
         data=data,
+        float_reference=float_reference,
         parity_samples=parity_samples,
         min_agreement=min_agreement,
         min_sqnr_db=min_sqnr,
@@ -241,12 +250,21 @@ def _from_torch(
 
 
 def _parity_rows(t: Table, p: Parity) -> None:
+    from edgecnn.export.api import FLOAT_MARGIN_DB
+
     status = "[green]ok[/]" if p.ok else "[red]FAILED[/]"
     t.add_row("parity", f"{status}: {p.runtime} vs {safe(p.reference)}, {p.samples} {safe(p.data)}")
     if p.top1_agreement is not None:
         t.add_row("  top-1 agreement", f"{p.top1_agreement:.2f}% ({p.disagreements} differ; {p.agreement_limit})")
     t.add_row("  max abs error", f"{p.max_abs_error:.4g}")
     t.add_row("  SQNR", f"{p.sqnr_db:.1f} dB (min {p.min_sqnr_db} dB)")
+    if p.float_sqnr_db is not None and p.source_float_sqnr_db is not None:
+        t.add_row(
+            "  vs float model",
+            f"export {p.float_sqnr_db:.1f} dB, source {p.source_float_sqnr_db:.1f} dB ("
+            + ("within" if p.float_sqnr_db >= p.source_float_sqnr_db - FLOAT_MARGIN_DB else "NOT within")
+            + f" {FLOAT_MARGIN_DB:g} dB of the source)",
+        )
 
 
 def grouped_notes(notes: Sequence[str], show: int = 3) -> list[str]:
