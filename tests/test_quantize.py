@@ -433,3 +433,29 @@ def test_a_constant_computed_from_the_input_shape_stays_float() -> None:
     p = plan(m, quantize_outputs=True, policy=INTEGER_POLICY)
     assert p.kept_float["grid_mul"] == SHAPE_CONSTANT_REASON and p.kept_float["grid_add"] == SHAPE_CONSTANT_REASON
     assert "conv" in p.quantized_nodes and p.kept_float.get("scale") != SHAPE_CONSTANT_REASON
+
+
+def test_first_sample_of_a_batch_folded_into_one_axis() -> None:
+    """ddddocr's YOLOX head reshapes to [1, batch x anchors, 6]: calibrated 8 at a time, the first image's
+    anchors are the first 3549 rows (the preparation check raised a broadcast ValueError). Batch on axis 0 and
+    an LSTM's [time, batch, features] are still sliced as before."""
+    from edgecnn.quantize.api import _first_sample
+
+    got = np.arange(8 * 3549 * 6, dtype=np.float32).reshape(1, 8 * 3549, 6)
+    np.testing.assert_array_equal(_first_sample(got, (1, 3549, 6), 8), got[:, :3549])
+    np.testing.assert_array_equal(_first_sample(np.ones((8, 10)), (1, 10), 8), np.ones((1, 10)))
+    lstm = np.arange(20 * 8 * 5).reshape(20, 8, 5)
+    np.testing.assert_array_equal(_first_sample(lstm, (20, 1, 5), 8), lstm[:, :1])
+
+
+def test_batch_consistent_rejects_a_graph_that_mixes_its_samples() -> None:
+    """A head that adds a batch-1 grid after folding the batch into its anchors runs at batch 2 but gives the
+    first sample other values: calibration and evaluation then run one sample at a time."""
+    from edgecnn.quantize.api import batch_consistent
+
+    one = np.arange(12, dtype=np.float32).reshape(1, 6, 2)
+    assert batch_consistent([one], [np.concatenate([one, one], axis=1)])  # folded, each sample intact
+    assert batch_consistent([one], [np.concatenate([one, one])])  # batch on axis 0
+    mixed = np.concatenate([one, one], axis=1) + np.tile(np.arange(12, dtype=np.float32).reshape(1, 12, 1), 2)
+    assert not batch_consistent([one], [mixed])
+    assert not batch_consistent([one], [one])  # no room for a second sample

@@ -106,3 +106,25 @@ def test_missing_runtime_exit_3_with_install_command(tmp_path: Path) -> None:
         env=env_without("ai_edge_litert", tmp_path),
     )
     assert proc.stdout.startswith("3 ") and "pip install 'edgecnn[litert]'" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_openvino_output_names_are_the_onnx_outputs(tmp_path: Path) -> None:
+    """OpenVINO merges the names of tensors it removes (a no-op Flatten after a classifier's Add), and
+    get_any_name() then named the output '_v_1' where the ONNX graph says 'lin' (drift --runtime openvino on
+    PP-OCR cls raised KeyError). The session names each output as the ONNX graph does."""
+    import numpy as np
+    from onnx import helper
+
+    from edgecnn.runtimes import open_session
+    from tests.onnx_builders import make_model, save
+
+    nodes = [
+        helper.make_node("Flatten", ["x"], ["f"], name="flat"),
+        helper.make_node("MatMul", ["f", "w"], ["mm"], name="mm"),
+        helper.make_node("Add", ["mm", "b"], ["lin"], name="add"),
+        helper.make_node("Flatten", ["lin"], ["_v_1"], name="noop"),
+        helper.make_node("Softmax", ["_v_1"], ["y"], name="sm"),
+    ]
+    inits = {"w": np.ones((48, 5), np.float32), "b": np.ones(5, np.float32)}
+    path = save(make_model(nodes, [("x", [1, 3, 4, 4])], [("lin", None), ("y", None)], inits), tmp_path / "m.onnx")
+    assert [o.name for o in open_session("openvino", path).outputs()] == ["lin", "y"]

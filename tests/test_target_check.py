@@ -352,3 +352,24 @@ def test_5d_tensor_on_every_target_is_a_clear_verdict(tmp_path: Path, target: st
     if n["placement"] != "accelerator":
         assert n["failures"] and all(f["reason"] for f in n["failures"]), n
     assert "CONV_2D" not in n["maps_to"]  # a 3-D Conv is never reported as CONV_2D
+
+
+def test_output_declared_with_a_negative_dim(tmp_path: Path) -> None:
+    """Paddle2ONNX declares a dynamic dimension as -1 (PP-OCR cls: output [-1, 2]); strict shape inference at a
+    fixed input shape rejected it ('(1) vs (-1)') and check raised a traceback. It is read as unknown."""
+    import numpy as np
+    from onnx import helper
+
+    from tests.onnx_builders import make_model, save
+
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv", kernel_shape=[1, 1]),
+        helper.make_node("GlobalAveragePool", ["c"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["y"], name="flat"),
+    ]
+    m = make_model(nodes, [("x", [-1, 3, 8, 8])], [("y", [-1, 4])], {"w": np.ones((4, 3, 1, 1), np.float32)})
+    path = save(m, tmp_path / "paddle.onnx")
+    from tests.cli_helpers import invoke
+
+    r = invoke("check", path, "--target", "ethos-u55", "--input-shape", "x=1x3x8x8")
+    assert r.exit_code == 0, r.output

@@ -118,16 +118,22 @@ def open_sessions(
     threads: int = 0,
 ) -> tuple[list[BatchSession], int]:
     """One BatchSession per (model, extra outputs), all with a symbolic batch when every model accepts
-    one (checked by running two images), else batch 1 (a graph that hard-codes its batch size)."""
+    one (checked by running one image alone and twice: ``quantize.api.batch_consistent``), else batch 1 (a graph
+    that hard-codes its batch size or mixes its samples)."""
     if batch > 1:
         try:
             sessions = [
                 BatchSession(m, workdir / f"s{i}.onnx", runtime, extra=ex, batch="N", threads=threads)
                 for i, (m, ex) in enumerate(specs)
             ]
-            for s in sessions:
-                s.run(np.concatenate([sample, sample]))
-            return sessions, batch
+            from edgecnn.quantize.api import batch_consistent
+
+            def consistent(sess: BatchSession, names: list[str]) -> bool:
+                one, two = sess.run(sample), sess.run(np.concatenate([sample, sample]))
+                return batch_consistent([one[n] for n in names], [two[n] for n in names])
+
+            if all(consistent(s, [o.name for o in m.graph.output]) for s, (m, _) in zip(sessions, specs, strict=True)):
+                return sessions, batch
         except Exception:  # e.g. a Reshape to [1, -1]; batch 1 is always valid
             pass
     sessions = [

@@ -240,6 +240,10 @@ def infer_shapes_inplace(model: onnx.ModelProto) -> onnx.ModelProto:
         else:
             light.CopyFrom(t)
     del skeleton.graph.value_info[:]
+    for vi in skeleton.graph.output:  # Paddle2ONNX declares a dynamic dim as -1, which strict inference rejects
+        for d in vi.type.tensor_type.shape.dim:
+            if d.HasField("dim_value") and d.dim_value < 0:
+                d.Clear()
     inferred = onnx.shape_inference.infer_shapes(skeleton, check_type=True, strict_mode=True, data_prop=True)
     del graph.value_info[:]
     graph.value_info.extend(inferred.graph.value_info)

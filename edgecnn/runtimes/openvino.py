@@ -60,9 +60,12 @@ class OpenVinoSession:
             TensorSpec(name=p.get_any_name(), shape=tuple(p.get_shape()), dtype=p.get_element_type().to_dtype().name)
             for p in self._compiled.inputs
         ]
+        # An output port may carry several tensor names (OpenVINO merges the names of tensors it fuses, e.g. a
+        # MatMul's and its bias Add's); the one the caller asked for is the ONNX graph output's.
+        wanted = _onnx_output_names(path)
         self._outputs = [
             TensorSpec(
-                name=p.get_any_name(),
+                name=next((n for n in wanted if n in p.get_names()), p.get_any_name()),
                 shape=tuple(p.get_partial_shape().get_min_shape()),
                 dtype=p.get_element_type().to_dtype().name,
             )
@@ -185,3 +188,14 @@ def default_cpu_precision() -> str:
 
 def _type_name(t: Any) -> str:
     return str(t.get_type_name()) if hasattr(t, "get_type_name") else str(t).lower()
+
+
+def _onnx_output_names(path: Path) -> list[str]:
+    if path.suffix.lower() != ".onnx":
+        return []
+    import onnx
+
+    try:
+        return [o.name for o in onnx.load(str(path), load_external_data=False).graph.output]
+    except Exception:  # OpenVINO read it; its own names will do
+        return []
