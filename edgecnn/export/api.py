@@ -514,8 +514,14 @@ def export_model(
             say("parity")
             parity = _parity(loaded, ref_path, tmp_out, opts, precision, work)
             if not parity.ok:
+                hint = (
+                    "; --float-reference FLOAT.onnx (the model it was quantized from) also accepts an export as "
+                    "close to it as this QDQ model is"
+                    if parity.float_sqnr_db is None and has_qdq(loaded.model) and precision == "int8"
+                    else ""
+                )
                 raise CheckFailedError(
-                    f"parity failed for {model_path} -> {output}: {parity.summary()}; nothing was written"
+                    f"parity failed for {model_path} -> {output}: {parity.summary()}; nothing was written{hint}"
                 )
 
         vela = None
