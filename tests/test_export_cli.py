@@ -545,6 +545,19 @@ def test_parity_against_the_float_model_the_source_came_from() -> None:
     bad = measure_parity(source, far, data, **kw, float_model=float_model)
     assert not bad.ok and bad.float_sqnr_db < bad.source_float_sqnr_db - 5
     assert not measure_parity(source, close, data, **kw).ok  # without the float model: the floor alone
+    # top-1: a decisive flip against the source passes when the export matches the float model's class as often
+    logits = np.array([[1.0, 3.0, 0.0] + [-5.0] * 7])
+    other = np.array([[0.0, 0.9, 1.0] + [-5.0] * 7])  # a margin of 3 against an RMS error of 0.8: not a near-tie
+    one = ParityData(label="x", count=1, batches=lambda: iter([xs[0]]))
+    kw1 = {**kw, "min_agreement": 99.5, "min_sqnr": -100.0}
+    assert not measure_parity(lambda x: [logits], lambda x: [other], one, **kw1).ok  # no float model: a flip fails
+    assert measure_parity(lambda x: [logits], lambda x: [other], one, **kw1, float_model=lambda x: [other]).ok
+    assert measure_parity(
+        lambda x: [logits], lambda x: [other], one, **kw1, float_model=lambda x: [logits]
+    ).ok  # one image
+    two = ParityData(label="x", count=2, batches=lambda: iter(xs[:2]))
+    missed = measure_parity(lambda x: [logits], lambda x: [other], two, **kw1, float_model=lambda x: [logits])
+    assert not missed.ok and missed.float_top1_agreement == 0.0 and missed.source_float_top1_agreement == 100.0
 
 
 def test_export_that_quantizes_first_judges_parity_against_the_float_model(tmp_path: Path) -> None:
@@ -553,3 +566,37 @@ def test_export_that_quantizes_first_judges_parity_against_the_float_model(tmp_p
     assert r.exit_code == 0, r.output
     p = json.loads(js.read_text())["parity"]
     assert p["float_sqnr_db"] > 20 and p["source_float_sqnr_db"] > 20 and "vs float model" in r.output
+    assert p["float_top1_agreement"] > 95 and "top-1 as float" in r.output
+
+
+def test_export_for_a_target_quantizes_every_op_it_can(tmp_path: Path) -> None:
+    """`export FLOAT.onnx --calib DIR --target ethos-u55` quantizes as `quantize --target` does: ORT's placement
+    left the last HardSwish (before GAP, a dropout-scale Mul and the classifier) in float, and Vela refused the
+    file ("Failed to parse TFLite file": HARD_SWISH IFM FLOAT32) on PP-LCNet."""
+    from onnx import numpy_helper
+
+    from tests.test_quantize_real import shapes, write_folder
+
+    imgs, _ = shapes(32, seed=9)
+    calib = write_folder(tmp_path / "calib", imgs)
+    rng = np.random.default_rng(0)
+    inits = {"w": (rng.standard_normal((8, 3, 3, 3)) * 0.3).astype(np.float32), "k": np.array(0.8, np.float32),
+             "fc": (rng.standard_normal((8, 4)) * 0.3).astype(np.float32), "fb": np.zeros(4, np.float32)}  # fmt: skip
+    inits["w2"] = (rng.standard_normal((8, 8, 1, 1)) * 0.3).astype(np.float32)
+    nodes = [  # PP-LCNet's head: GAP, 1x1 conv, HardSwish, dropout scale, flatten, classifier
+        helper.make_node("Conv", ["input", "w"], ["c"], name="conv", kernel_shape=[3, 3], pads=[1] * 4),
+        helper.make_node("GlobalAveragePool", ["c"], ["g"], name="gap"),
+        helper.make_node("Conv", ["g", "w2"], ["c2"], name="last_conv", kernel_shape=[1, 1]),
+        helper.make_node("HardSwish", ["c2"], ["h"], name="hswish"),
+        helper.make_node("Mul", ["h", "k"], ["d"], name="dropout_scale"),
+        helper.make_node("Flatten", ["d"], ["f"], name="flat"),
+        helper.make_node("MatMul", ["f", "fc"], ["m"], name="fc"),
+        helper.make_node("Add", ["m", "fb"], ["logits"], name="bias"),
+    ]
+    model = save(
+        make_model(nodes, [("input", [1, 3, 32, 32])], [("logits", None)], inits, opset=14), tmp_path / "l.onnx"
+    )
+    del numpy_helper
+    r = invoke("export", model, "--calib", calib, "--target", "ethos-u55", "-o", tmp_path / "l.tflite", "--no-parity")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "l_vela.tflite").is_file()

@@ -265,6 +265,12 @@ def _parity_rows(t: Table, p: Parity) -> None:
             + ("within" if p.float_sqnr_db >= p.source_float_sqnr_db - FLOAT_MARGIN_DB else "NOT within")
             + f" {FLOAT_MARGIN_DB:g} dB of the source)",
         )
+    if p.float_top1_agreement is not None and p.source_float_top1_agreement is not None:
+        t.add_row(
+            "  top-1 as float",
+            f"export {p.float_top1_agreement:.2f}%, source {p.source_float_top1_agreement:.2f}% "
+            "(passes when at most one image below the source)",
+        )
 
 
 def grouped_notes(notes: Sequence[str], show: int = 3) -> list[str]:
