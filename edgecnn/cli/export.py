@@ -262,7 +262,7 @@ def _parity_rows(t: Table, p: Parity) -> None:
         t.add_row(
             "  vs float model",
             f"export {p.float_sqnr_db:.1f} dB, source {p.source_float_sqnr_db:.1f} dB ("
-            + ("within" if p.float_sqnr_db >= p.source_float_sqnr_db - FLOAT_MARGIN_DB else "NOT within")
+            + ("within" if p.close_to_float else "NOT within")
             + f" {FLOAT_MARGIN_DB:g} dB of the source)",
         )
     if p.float_top1_agreement is not None and p.source_float_top1_agreement is not None:

@@ -122,10 +122,9 @@ def _layers_with_partners(
     quantized = set(the_plan.quantized_nodes)
     writer = {o: k for k, n in nodes.items() if k in quantized for o in n.output}
     readers: dict[str, set[str]] = {}
-    for k, n in nodes.items():
-        for t in n.input:
-            if k in quantized:
-                readers.setdefault(t, set()).add(k)
+    for k in quantized:
+        for t in nodes[k].input:
+            readers.setdefault(t, set()).add(k)
     out = []
     for k in the_plan.quantized_nodes:
         n = nodes[k]

@@ -97,6 +97,11 @@ class Parity:
     source_float_top1_agreement: float | None = None
 
     @property
+    def close_to_float(self) -> bool:
+        """The export is within FLOAT_MARGIN_DB of its source's SQNR against the float model."""
+        return within_float_margin(self.float_sqnr_db, self.source_float_sqnr_db)
+
+    @property
     def agreement_limit(self) -> str:
         ties = f"{self.near_ties} near-tie(s) not counted; " if self.near_ties else ""
         return ties + (f"min {self.min_agreement}%" if self.agreement_gated else "not gated on random inputs")
@@ -170,6 +175,11 @@ NEAR_TIE = 3.0
 # Parity with a float reference: the export may be this much further from the float model than its INT8 source
 # (PP-OCRv4 rec for Ethos-U: TFLite 12.8 dB and the QDQ source 13.7 dB against float, 18.1 dB between them).
 FLOAT_MARGIN_DB = 1.0
+
+
+def within_float_margin(export_db: float | None, source_db: float | None) -> bool:
+    return export_db is not None and source_db is not None and export_db >= source_db - FLOAT_MARGIN_DB
+
 
 FILTER_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 
@@ -321,18 +331,17 @@ def measure_parity(
         agree += int(np.sum(a == b))
         total += r0.shape[0]
         margins += [float(r0[i, a[i]] - r0[i, b[i]]) for i in np.flatnonzero(a != b)]
-    sqnr = float("inf") if noise == 0 else 10.0 * np.log10(max(sig, 1e-300) / noise)
+    sqnr = _db(sig, noise)
     top1 = 100.0 * agree / max(total, 1) if classify else None
     # a flip whose margin is within the scores' own noise is a near-tie any rounding decides; one beyond it is not
     tie = NEAR_TIE * float(np.sqrt(noise0 / max(n0, 1)))
     near = sum(m <= tie for m in margins) if classify else None
     gated = 100.0 * (agree + (near or 0)) / max(total, 1)
     vs_float = [_db(fsig, fnoise_cand), _db(fsig, fnoise_ref)] if float_model is not None else [None, None]
-    close_to_float = vs_float[0] is not None and vs_float[0] >= vs_float[1] - FLOAT_MARGIN_DB  # type: ignore[operator]
     # with the float model, top-1 too: the export may miss the float model's class on at most one image more
     # than its source does
     agrees_like_source = float_model is not None and fagree_cand >= fagree_ref - 1
-    ok = (sqnr >= min_sqnr or close_to_float) and (
+    ok = (sqnr >= min_sqnr or within_float_margin(*vs_float)) and (
         top1 is None or gated >= min_agreement or agrees_like_source or not data.images
     )
     return Parity(
@@ -344,7 +353,7 @@ def measure_parity(
         disagreements=(total - agree) if classify else None,
         near_ties=near,
         max_abs_error=max_err,
-        sqnr_db=min(sqnr, 999.0),
+        sqnr_db=sqnr,
         min_agreement=min_agreement,
         min_sqnr_db=min_sqnr,
         ok=ok,
@@ -670,10 +679,11 @@ def _parity(loaded: LoadedModel, ref_path: Path, out: Path, opts: ExportOptions,
     changed = ref_path == loaded.path and precision != "float32" and not has_qdq(loaded.model)
     defaults = DEFAULT_MIN_SQNR_CHANGED_DB if changed else DEFAULT_MIN_SQNR_DB
     min_sqnr = opts.min_sqnr_db if opts.min_sqnr_db is not None else defaults[precision]
-    what = "QDQ ONNX" if has_qdq(ref_loaded.model) else "ONNX"
+    ref_qdq = has_qdq(ref_loaded.model)
+    what = "QDQ ONNX" if ref_qdq else "ONNX"
     float_path = loaded.path if ref_path != loaded.path and not has_qdq(loaded.model) else opts.float_reference
     float_model = None
-    if float_path is not None and has_qdq(ref_loaded.model):
+    if float_path is not None and ref_qdq:
         float_loaded = loaded if float_path == loaded.path else load_model(float_path, opts.input_shapes or None)
         float_model = ort_runner(_fixed_copy(float_loaded, float_path, work, "float_reference.onnx"), opts.threads)
     return measure_parity(
