@@ -224,6 +224,34 @@ def test_from_torch_dynamic_batch_then_export_needs_a_fixed_shape(work: Path) ->
     assert read_tflite((work / "dyn.tflite").read_bytes()).tensors[0].shape[0] == 1
 
 
+def test_nhwc_model_with_dynamic_batch_exports_with_the_shape_the_error_suggests(tmp_path: Path) -> None:
+    """A TF-style export (input [N, H, W, C], Transpose to NCHW, PRelu, as MTCNN's tf2onnx models): the
+    dynamic-dimension error suggests the model's own layout, and the export's parity feeds the TFLite input
+    as the ONNX model takes it (NHWC both; no second transpose)."""
+    x = helper.make_tensor_value_info("img", onnx.TensorProto.FLOAT, ["N", 12, 10, 3])
+    nodes = [
+        helper.make_node("Transpose", ["img"], ["t"], perm=[0, 3, 1, 2]),
+        helper.make_node("Conv", ["t", "w"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("PRelu", ["c", "slope"], ["p"]),
+        helper.make_node("GlobalAveragePool", ["p"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["y"]),
+    ]
+    inits = {"w": rng_w(5, 3, 3, 3), "slope": np.full((5, 1, 1), 0.25, np.float32)}
+    m = make_model(nodes, [("img", [1, 12, 10, 3])], [("y", None)], inits)
+    m.graph.input[0].CopyFrom(x)
+    src, out = save(m, tmp_path / "nhwc.onnx"), tmp_path / "nhwc.tflite"
+    bad = invoke("export", src, "-o", out)
+    line = assert_one_line_error(bad, 2, "dynamic", "--input-shape img=1x12x10x3")
+    assert "1x3x224x224" not in line
+    _no_output(out)
+    js = tmp_path / "nhwc.json"
+    ok = invoke("export", src, "-o", out, "--input-shape", "img=1x12x10x3", "--json", js)
+    assert ok.exit_code == 0, ok.output
+    assert read_tflite(out.read_bytes()).tensors[0].shape == (1, 12, 10, 3)
+    parity = _report(js)["parity"]
+    assert parity["sqnr_db"] > 60, parity
+
+
 # -- bad input --------------------------------------------------------------------------------------------
 def _no_output(out: Path) -> None:
     assert not out.exists()

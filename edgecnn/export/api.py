@@ -400,9 +400,7 @@ def litert_runner(path: Path, threads: int, onnx_outputs: list[tuple[int, ...]])
     sess = open_session("litert", path, threads=threads)
 
     def run(x: np.ndarray) -> list[np.ndarray]:
-        if art.input_layout == "NHWC" and x.ndim == 4:
-            x = x.transpose(0, 2, 3, 1)
-        outs = sess.run({tin.name: to_input(x, tin)})
+        outs = sess.run({tin.name: to_input(onnx_to_tflite_layout(x, tin.shape, art.input_layout), tin)})
         # a dynamic dimension of the ONNX output (0 here) is left to measure_parity, which reshapes each output
         # to the reference's
         return [
@@ -411,6 +409,17 @@ def litert_runner(path: Path, threads: int, onnx_outputs: list[tuple[int, ...]])
         ]
 
     return run
+
+
+def onnx_to_tflite_layout(x: np.ndarray, tflite_shape: tuple[int, ...], layout: str) -> np.ndarray:
+    """A sample in the ONNX model's input layout, in the TFLite input's: NCHW -> NHWC where the export moved the
+    channels last; as it is where the ONNX model already took NHWC (its input shape is the TFLite one)."""
+    if layout != "NHWC" or x.ndim != 4:
+        return x
+    moved = x.transpose(0, 2, 3, 1)
+    if tuple(x.shape[1:]) == tuple(tflite_shape[1:]) and tuple(moved.shape[1:]) != tuple(tflite_shape[1:]):
+        return x
+    return moved
 
 
 def tflite_input_layout(path: Path) -> str:

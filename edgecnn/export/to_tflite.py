@@ -48,7 +48,7 @@ from edgecnn.errors import BadInputError, ModelError
 from edgecnn.export.tflite_writer import TFLiteBuilder
 from edgecnn.fsutil import temp_dir
 from edgecnn.graph.external import externalized_copy, to_array
-from edgecnn.graph.load import dims_of, graph_inputs, infer_shapes_inplace
+from edgecnn.graph.load import dims_of, graph_inputs, infer_shapes_inplace, shape_hint
 from edgecnn.graph.passes import (
     _fold_constants,
     _remove_identities,
@@ -246,11 +246,17 @@ def _prepare(model: onnx.ModelProto, base_dir: Path | None) -> onnx.ModelProto:
     for i, n in enumerate(m.graph.node):
         if not n.name:
             n.name = f"{n.op_type}_{i}"
-    dynamic = [f"{vi.name}{dims_of(vi)}" for vi in graph_inputs(m) if any(not isinstance(d, int) for d in dims_of(vi))]
-    if dynamic or any(not dims_of(vi) and vi.type.tensor_type.HasField("shape") is False for vi in graph_inputs(m)):
+    open_inputs = [
+        vi
+        for vi in graph_inputs(m)
+        if any(not isinstance(d, int) for d in dims_of(vi))
+        or (not dims_of(vi) and not vi.type.tensor_type.HasField("shape"))
+    ]
+    if open_inputs:
+        dynamic = [f"{vi.name}{dims_of(vi)}" for vi in open_inputs if dims_of(vi)]
         raise ModelError(
             f"input(s) with dynamic dimensions: {', '.join(dynamic) or 'unknown shape'}; TFLite export needs a fixed "
-            "input shape: fix them with --input-shape NAME=1x3x224x224"
+            f"input shape: fix them with --input-shape {' '.join(shape_hint(vi.name, dims_of(vi)) for vi in open_inputs)}"
         )
     _fold_quantized_shape_inputs(m, base_dir)
     del m.graph.value_info[:]  # recomputed at the fixed shape (exporters and quantizers leave symbolic or stale ones)

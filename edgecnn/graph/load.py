@@ -201,9 +201,9 @@ def load_model(path: str | Path, input_shapes: dict[str, tuple[int, ...]] | None
         else:
             resolved[vi.name] = tuple(int(d) for d in dims)
     if dynamic:
+        hints = " ".join(shape_hint(vi.name, dims_of(vi)) for vi in inputs if f"{vi.name}{dims_of(vi)}" in dynamic)
         raise ModelError(
-            f"{path}: input(s) with dynamic dimensions: {', '.join(dynamic)}; "
-            "fix them with --input-shape NAME=1x3x224x224"
+            f"{path}: input(s) with dynamic dimensions: {', '.join(dynamic)}; fix them with --input-shape {hints}"
         )
     try:
         infer_shapes_inplace(model)
@@ -252,6 +252,17 @@ def infer_shapes_inplace(model: onnx.ModelProto) -> onnx.ModelProto:
         if o.name in outputs:
             o.type.CopyFrom(outputs[o.name].type)
     return model
+
+
+def shape_hint(name: str, dims: list[int | str]) -> str:
+    """An ``--input-shape`` value for an input with symbolic dims, in the model's own layout: its fixed dims as
+    they are, a symbolic first dim (the batch) 1, any other symbolic dim 224 (``['N', 24, 24, 3]`` ->
+    ``NAME=1x24x24x3``; no known rank -> ``NAME=1x3x224x224``)."""
+    if not dims:
+        return f"{name}=1x3x224x224"
+    return f"{name}=" + "x".join(
+        str(d) if isinstance(d, int) and d > 0 else ("1" if i == 0 else "224") for i, d in enumerate(dims)
+    )
 
 
 def _set_dims(vi: onnx.ValueInfoProto, dims: tuple[int, ...]) -> None:
