@@ -270,3 +270,74 @@ def test_a_model_whose_constants_live_in_an_external_file_quantizes(tmp_path: Pa
     q, report = quantize(path, ImageDataset.open(CALIB_DIR, find_spec(CALIB_DIR), 8), QuantizeConfig())
     assert report.weights_quantized == 2 and "add_pos" not in report.kept_float  # 32 KiB "pos": external
     assert any(n.op_type == "QuantizeLinear" for n in q.graph.node)
+
+
+# -- ReduceMean over H and W (a squeeze-excitation's pooling, as Paddle2ONNX writes it) ---------------------------
+def _se(axes: list[int], keepdims: int = 1, opset: int = 13) -> onnx.ModelProto:
+    """Conv -> ReduceMean(axes) -> Conv 1x1 -> HardSigmoid -> Mul with the conv output (PP-LCNetV3's SE)."""
+    kw: dict[str, object] = {"keepdims": keepdims}
+    inputs, extra = ["t"], {}
+    if opset >= 18:
+        inputs.append("axes")
+        extra = {"axes": np.array(axes, np.int64)}
+    else:
+        kw["axes"] = axes
+    nodes = [
+        N("Conv", ["x", "w", "b"], ["t"], name="conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        N("ReduceMean", inputs, ["p"], name="pool", **kw),
+        N("Conv", ["p", "w2"], ["s"], name="squeeze", kernel_shape=[1, 1]),
+        N("HardSigmoid", ["s"], ["g"], name="gate"),
+        N("Mul", ["t", "g"], ["y"], name="excite"),
+    ]
+    inits = {"w": rng_w(C, 3, 3, 3), "b": rng_w(C, seed=1), "w2": rng_w(C, C, 1, 1, seed=2), **extra}
+    return make_model(nodes, [("x", [1, 3, HW, HW])], [("y", None)], inits, opset=opset)
+
+
+@pytest.mark.parametrize("opset", [13, 18])
+@pytest.mark.parametrize("axes", [[2, 3], [-1, -2]])
+def test_spatial_reduce_mean_becomes_global_average_pool(opset: int, axes: list[int]) -> None:
+    m = _se(axes, opset=opset)
+    out = prepare(m)
+    pool = next(n for n in out.graph.node if n.name == "pool")
+    assert pool.op_type == "GlobalAveragePool" and list(pool.output) == ["p"]  # same name, same values
+    assert "axes" not in {t.name for t in out.graph.initializer}
+    assert np.allclose(_run(m, X), _run(out, X), atol=1e-5)
+
+
+@pytest.mark.parametrize(("axes", "keepdims"), [([1], 1), ([2, 3], 0), ([1, 2, 3], 1), ([3], 1)])
+def test_other_reductions_stay_reduce_mean(axes: list[int], keepdims: int) -> None:
+    m = _se(axes, keepdims)
+    if keepdims == 0 or len(axes) == 3:  # the pooled tensor no longer fits the 1x1 Conv: pool only
+        m = make_model([m.graph.node[0], m.graph.node[1]], [("x", [1, 3, HW, HW])], [("p", None)],
+                       {"w": rng_w(C, 3, 3, 3), "b": rng_w(C, seed=1)})  # fmt: skip
+    out = prepare(m)
+    assert next(n for n in out.graph.node if n.name == "pool").op_type == "ReduceMean"
+
+
+def test_the_pooled_tensor_is_quantized_and_ort_runs_an_integer_pool(tmp_path: Path) -> None:
+    """End to end on ONNX Runtime: the SE pooling is integer (QLinearGlobalAveragePool in the graph ORT runs)
+    where a ReduceMean had no integer kernel and ran in float between a DQ and a Q."""
+    from PIL import Image
+
+    from edgecnn.preprocess import find_spec
+    from edgecnn.quantize.api import QuantizeConfig, quantize
+    from edgecnn.quantize.dataset import ImageDataset
+
+    d = tmp_path / "img"
+    d.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 255, (HW, HW, 3), dtype=np.uint8), "RGB").save(d / f"{i}.png")
+    (d / "preprocess.toml").write_text(
+        f'schema_version = 1\ncolor_order = "RGB"\nlayout = "NCHW"\nresize = [{HW}, {HW}]\n'
+    )
+    src = tmp_path / "se.onnx"
+    onnx.save(_se([2, 3]), str(src))
+    q, report = quantize(src, ImageDataset.open(d, find_spec(d)), QuantizeConfig())
+    assert "pool" not in report.kept_float, report.kept_float
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.optimized_model_filepath = str(tmp_path / "ran.onnx")
+    ort.InferenceSession(q.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    ran = [n.op_type for n in onnx.load(str(tmp_path / "ran.onnx")).graph.node]
+    assert "QLinearGlobalAveragePool" in ran and "ReduceMean" not in ran, ran

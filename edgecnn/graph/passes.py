@@ -10,7 +10,8 @@
 - ``canonical_hard_activations``: hard-sigmoid and hard-swish written out in elementwise ops (how Paddle,
   tf2onnx and hand-written exports spell them: ``x * clip(x + 3, 0, 6) / 6``, ``relu6(x + 3) / 6``, ...)
   become one HardSigmoid (and its Mul), the form quantizers and runtimes have integer and fused kernels for.
-- ``prepare``: all of the above but static shapes, then shape inference.
+- ``prepare``: all of the above but static shapes, then shape inference; then a ReduceMean over H and W of a
+  4-D tensor (keeping dims) becomes GlobalAveragePool, the op runtimes have integer kernels for.
 """
 
 from __future__ import annotations
@@ -553,7 +554,43 @@ def prepare(model: onnx.ModelProto, base_dir: Path | None = None) -> onnx.ModelP
     _fold_conv_affine(m, base_dir)
     _canonical_hard_activations(m)
     infer_shapes_inplace(m)
+    _canonical_global_pools(m, base_dir)  # reads the ranks inference gave; the pool's output shape is the ReduceMean's
     return m
+
+
+def _ranks(m: onnx.ModelProto) -> dict[str, int]:
+    return {
+        vi.name: len(vi.type.tensor_type.shape.dim)
+        for vi in [*m.graph.input, *m.graph.value_info, *m.graph.output]
+        if vi.type.tensor_type.HasField("shape")
+    }
+
+
+def _canonical_global_pools(m: onnx.ModelProto, base_dir: Path | None = None) -> int:
+    """In place: ReduceMean over both spatial axes of a 4-D tensor, keeping dims (how Paddle and tf2onnx write a
+    squeeze-excitation's pooling), becomes GlobalAveragePool with the same output: the same values, and the op
+    runtimes have integer kernels for (ONNX Runtime's QLinearGlobalAveragePool; its ReduceMean runs in float
+    between a DQ and a Q). Axes from the attribute (opset < 18) or a constant input. Returns how many."""
+    ranks = _ranks(m)
+    inits = {t.name: t for t in m.graph.initializer}
+    count = 0
+    for i, n in enumerate(m.graph.node):
+        if n.op_type != "ReduceMean" or n.domain not in ("", "ai.onnx") or ranks.get(n.input[0]) != 4:
+            continue
+        if _attr(n, "keepdims", 1) != 1 or _attr(n, "noop_with_empty_axes", 0) != 0:
+            continue
+        axes = _attr(n, "axes")
+        if len(n.input) > 1 and n.input[1]:
+            if n.input[1] not in inits:
+                continue
+            axes = to_array(inits[n.input[1]], base_dir).ravel().tolist()
+        if axes is None or sorted(int(a) % 4 for a in axes) != [2, 3]:  # type: ignore[union-attr]
+            continue
+        m.graph.node[i].CopyFrom(helper.make_node("GlobalAveragePool", [n.input[0]], list(n.output), name=n.name))
+        count += 1
+    if count:
+        remove_unused_initializers(m)  # an axes input
+    return count
 
 
 # -- hard-sigmoid / hard-swish written out in elementwise ops ------------------------------------------------
