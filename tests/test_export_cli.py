@@ -456,6 +456,33 @@ def test_parity_on_random_inputs_gates_sqnr_not_top1(tmp_path: Path) -> None:
     assert not too_noisy.ok  # SQNR still gates random inputs
 
 
+def test_near_zero_outputs_pass_by_absolute_tolerance_and_large_errors_do_not() -> None:
+    """A probability map that is ~1e-5 everywhere on the parity inputs (PP-OCRv5 det on random inputs): an export
+    1.8e-7 away from the reference is at 27 dB only because the reference's own Sigmoid is accurate to ~1e-7
+    absolute; it passes by the absolute tolerance. Negative controls: the same map off by 0.5 somewhere, and
+    outputs that are not near zero (logits of magnitude 20) off by the same absolute amount."""
+    from edgecnn.export.api import DEFAULT_ATOL, ParityData, measure_parity
+
+    rng = np.random.default_rng(0)
+    pmap = rng.uniform(0.5e-5, 2e-5, (1, 1, 16, 16))
+    near = pmap + rng.choice([-1.8e-7, 1.8e-7], pmap.shape)  # ~28 dB
+    kw = {"runtime": "litert", "ref_name": "ONNX", "min_agreement": 99.5, "min_sqnr": 40.0}
+    data = ParityData(
+        label="r", count=2, batches=lambda: iter([np.zeros((1, 3, 16, 16), np.float32)] * 2), images=False
+    )
+    ok = measure_parity(lambda x: [pmap], lambda x: [near], data, **kw, atol=DEFAULT_ATOL["float32"])
+    assert ok.sqnr_db < 40.0 and ok.ok and ok.within_atol and "near zero" in ok.summary()
+    assert not measure_parity(lambda x: [pmap], lambda x: [near], data, **kw).ok  # no tolerance: the SQNR floor
+    broken = near.copy()
+    broken[0, 0, 3, 3] = 0.5
+    assert not measure_parity(lambda x: [pmap], lambda x: [broken], data, **kw, atol=DEFAULT_ATOL["float32"]).ok
+    logits = pmap * 1e6  # |ref| ~ 20, the same 1.8e-7 error: 100 dB, passes the floor itself
+    assert measure_parity(lambda x: [logits], lambda x: [logits + (near - pmap)], data, **kw).ok
+    noisy = logits * (1 + rng.uniform(-0.02, 0.02, pmap.shape))  # 2% off: ~34 dB
+    big = measure_parity(lambda x: [logits], lambda x: [noisy], data, **kw, atol=DEFAULT_ATOL["float32"])
+    assert not big.ok and not big.within_atol
+
+
 def test_export_parity_uses_the_calibration_images_when_no_eval_set_fits(tmp_path: Path) -> None:
     """A 32x32 RGB classifier of tinted shapes, exported from float with --calib: parity runs on those images,
     not on the bundled digits (which fit its input shape, not its preprocessing)."""

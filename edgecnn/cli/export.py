@@ -203,7 +203,7 @@ def _from_torch(
     with atomic_path(output) as tmp:
         save_onnx(exp.model, tmp)
         if parity:
-            from edgecnn.export.api import measure_parity
+            from edgecnn.export.api import DEFAULT_ATOL, measure_parity
 
             name = exp.model.graph.input[0].name
             loaded = load_model(tmp, {name: exp.input_shape} if dynamic_batch else None)
@@ -216,6 +216,7 @@ def _from_torch(
                 ref_name="PyTorch module",
                 min_agreement=99.5,
                 min_sqnr=40.0,
+                atol=DEFAULT_ATOL["float32"],
             )
             if not par.ok:
                 from edgecnn.errors import CheckFailedError
@@ -256,7 +257,8 @@ def _parity_rows(t: Table, p: Parity) -> None:
     t.add_row("parity", f"{status}: {p.runtime} vs {safe(p.reference)}, {p.samples} {safe(p.data)}")
     if p.top1_agreement is not None:
         t.add_row("  top-1 agreement", f"{p.top1_agreement:.2f}% ({p.disagreements} differ; {p.agreement_limit})")
-    t.add_row("  max abs error", f"{p.max_abs_error:.4g}")
+    atol = f" (within {p.atol:.2g}: the outputs are near zero on these inputs)" if p.within_atol else ""
+    t.add_row("  max abs error", f"{p.max_abs_error:.4g}{atol}")
     t.add_row("  SQNR", f"{p.sqnr_db:.1f} dB (min {p.min_sqnr_db} dB)")
     if p.float_sqnr_db is not None and p.source_float_sqnr_db is not None:
         t.add_row(
