@@ -320,6 +320,8 @@ def find_spec(data_dir: Path, explicit: Path | None = None) -> PreprocessSpec:
     """The spec passed with --preprocess, else ``preprocess.toml`` in the data folder or its parent."""
     if explicit is not None:
         return load_spec(explicit)
+    if not data_dir.is_dir():
+        raise DataError(f"{data_dir}: not a directory; give a folder of images")
     for cand in (data_dir / "preprocess.toml", data_dir.parent / "preprocess.toml"):
         if cand.is_file():
             return load_spec(cand)

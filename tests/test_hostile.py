@@ -354,6 +354,13 @@ for _opt, _val in [("--duration", "nan"), ("--duration", "inf"), ("--duration", 
 row("bench --threads 0", lambda d: _bench(d, "--threads", "0"), 2, "--threads", "1..")
 row("quantize --batch 0", lambda d: _q(d, "-o", d / "q.onnx", "--batch", "0"), 2, "--batch")
 row("quantize --samples -1", lambda d: _q(d, "-o", d / "q.onnx", "--samples", "-1"), 2, "--samples")
+# a typo in --exclude would quantize the layer the user meant to keep float: refused, with the nearest names
+row("quantize --exclude typo", lambda d: _q(d, "-o", d / "q.onnx", "--exclude", "conv"), 2, "--exclude 'conv'",
+    "no node or op type", "did you mean Conv")  # fmt: skip
+row("quantize --exclude unknown", lambda d: _q(d, "-o", d / "q.onnx", "--exclude", "NoSuch"), 2, "--exclude",
+    "op types here")  # fmt: skip
+row("quantize --exclude op type", lambda d: _q(d, "-o", d / "q.onnx", "--exclude", "Conv"), 0)  # the other side
+row("drift --data missing folder", lambda d: [*_drift(d)[:3], "--data", d / "nope"], 2, "not a directory")
 
 
 def _edit_json(d: Path, name: str, edit: Callable[[dict], None]) -> None:

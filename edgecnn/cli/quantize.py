@@ -97,6 +97,8 @@ def quantize_cmd(
     scheme = resolve_scheme(target, runtime)
     if not per_channel:
         scheme = QuantScheme(**{**scheme.to_dict(), "weights_per_channel": False})  # type: ignore[arg-type]
+    if exclude:
+        check_exclude(model, exclude)
     keep_float: frozenset[str] = frozenset()
     if target and prec is Precision.INT8:
         from edgecnn.check.spec import load_target
@@ -351,3 +353,26 @@ def quantize_budgeted(
             kind="quantize",
             schema_version=SCHEMA_VERSION,
         )
+
+
+def check_exclude(model: Path, exclude: list[str]) -> None:
+    """Every ``--exclude`` names a node or an op type of ``model`` (a node without a name is OP_INDEX, as the
+    quantize report calls it): a typo would otherwise quantize the layer the user meant to keep float."""
+    import difflib
+    import re
+
+    import onnx
+
+    try:
+        graph = onnx.load(str(model), load_external_data=False).graph
+    except Exception:  # quantize reports an unreadable model in its own words
+        return
+    names = {n.name for n in graph.node if n.name}
+    ops = {n.op_type for n in graph.node}
+    for e in exclude:
+        m = re.fullmatch(r"(\w+)_(\d+)", e)
+        if e in names or e in ops or (m is not None and m.group(1) in ops):
+            continue
+        near = difflib.get_close_matches(e, sorted(names | ops), n=3)
+        hint = f"; did you mean {', '.join(near)}?" if near else f"; op types here: {', '.join(sorted(ops))}"
+        raise BadInputError(f"--exclude {e!r}: {model} has no node or op type of that name{hint}")
