@@ -61,6 +61,8 @@ BLOCKS: dict[str, tuple[str, tuple[str, dict[str, str]]]] = {
     "bias_correction_verdict": ("bias_correction:readme_verdict", ("bias_correction", {})),
     "int8_placement": ("int8_placement:readme_table", ("int8_placement", {})),
     "int8_placement_verdict": ("int8_placement:verdict", ("int8_placement", {})),
+    "gelu_placement": ("gelu_placement:readme_table", ("gelu_placement", {})),
+    "gelu_placement_verdict": ("gelu_placement:verdict", ("gelu_placement", {})),
     "export": ("export:readme_table", ("export", {})),
     "export_verdict": ("export:readme_verdict", ("export", {})),
     "tflite_int8": ("export:readme_table", ("tflite_int8", {})),

@@ -110,3 +110,22 @@ def test_int8_placement_verdict_follows_its_numbers(tmp_path: Path) -> None:
         path.write_text(json.dumps(data))
         verdict = readme_tables.render_block("int8_placement_verdict", results)
         assert f"({expected}" in verdict.split(";")[0], verdict
+
+
+def test_gelu_placement_verdict_follows_its_numbers(tmp_path: Path) -> None:
+    """Negative control for the GELU verdict: the contrib placement's p50 put 10x above the chain's slowest round
+    reads "SLOWER"; equal to the chain's, "within noise"."""
+    results = tmp_path / "results"
+    shutil.copytree(BENCH / "results", results)
+    path = results / "gelu_placement.json"
+    original = json.loads(path.read_text())
+    model = original["model"]
+    chain = next(v for v in original["variants"] if v["name"] == f"{model}/chain/ort")["summary"]["p50_ms"]
+    for value, expected in ((chain["max"] * 10, "SLOWER"), (chain["median"], "within noise")):
+        data = json.loads(json.dumps(original))
+        for v in data["variants"]:
+            if v["name"] == f"{model}/default/ort":
+                for k in ("median", "min", "max", "q1", "q3"):
+                    v["summary"]["p50_ms"][k] = value
+        path.write_text(json.dumps(data))
+        assert f"({expected})" in readme_tables.render_block("gelu_placement_verdict", results)

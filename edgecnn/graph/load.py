@@ -216,6 +216,10 @@ def load_model(path: str | Path, input_shapes: dict[str, tuple[int, ...]] | None
 _STRIP_BYTES = 1024
 
 
+# ONNX Runtime contrib ops edgecnn writes (quantize.qdq.contrib_gelu) whose output has its input's shape and type.
+_CONTRIB_ELEMENTWISE = frozenset({"Gelu", "FastGelu", "QuickGelu"})
+
+
 def infer_shapes_inplace(model: onnx.ModelProto) -> onnx.ModelProto:
     """Strict shape inference without copying the weights.
 
@@ -240,6 +244,10 @@ def infer_shapes_inplace(model: onnx.ModelProto) -> onnx.ModelProto:
         else:
             light.CopyFrom(t)
     del skeleton.graph.value_info[:]
+    for n in skeleton.graph.node:  # contrib elementwise ops onnx has no schema for: their output is their input's
+        if n.domain == "com.microsoft" and n.op_type in _CONTRIB_ELEMENTWISE and len(n.output) == 1:
+            del n.input[1:], n.attribute[:]
+            n.op_type, n.domain = "Identity", ""
     for vi in skeleton.graph.output:  # Paddle2ONNX declares a dynamic dim as -1, which strict inference rejects
         for d in vi.type.tensor_type.shape.dim:
             if d.HasField("dim_value") and d.dim_value < 0:

