@@ -84,6 +84,40 @@ def binary(op: str, c_shape: list[int] | None = None) -> onnx.ModelProto:
     return _model([helper.make_node(op, ["x", "c"], ["y"], name=op.lower())], {"c": c}, [1, 4, 8, 8])
 
 
+def gelu_chain() -> onnx.ModelProto:
+    """The exact GELU as exporters write it before opset 20: Div by sqrt 2, Erf, Add 1, Mul by x, Mul by 0.5."""
+    c = {"r2": np.array(2**0.5, np.float32), "one": np.array(1.0, np.float32), "half": np.array(0.5, np.float32)}
+    nodes = [
+        helper.make_node("Div", ["x", "r2"], ["d"], name="gelu_div"),
+        helper.make_node("Erf", ["d"], ["e"], name="gelu_erf"),
+        helper.make_node("Add", ["e", "one"], ["a"], name="gelu_add"),
+        helper.make_node("Mul", ["x", "a"], ["m"], name="gelu_mul"),
+        helper.make_node("Mul", ["m", "half"], ["y"], name="gelu_half"),
+    ]
+    return _model(nodes, c, [1, 4, 8, 8])
+
+
+def gelu_chain_qdq() -> onnx.ModelProto:
+    """The chain as edgecnn quantize leaves it: one float unit between a DQ and a Q (int8, per tensor)."""
+    m = gelu_chain()
+    g = m.graph
+    g.initializer.extend([numpy_helper.from_array(np.array(ACT_SCALE, np.float32), "s_act"),
+                          numpy_helper.from_array(np.array(0, np.int8), "z_act")])  # fmt: skip
+    chain = list(g.node)
+    for n in chain:
+        n.input[:] = ["x_dq" if i == "x" else i for i in n.input]
+    chain[-1].output[0] = "y_f"
+    del g.node[:]
+    g.node.extend([
+        helper.make_node("QuantizeLinear", ["x", "s_act", "z_act"], ["x_q"], name="x_q"),
+        helper.make_node("DequantizeLinear", ["x_q", "s_act", "z_act"], ["x_dq"], name="x_dq"),
+        *chain,
+        helper.make_node("QuantizeLinear", ["y_f", "s_act", "z_act"], ["y_q"], name="y_q"),
+        helper.make_node("DequantizeLinear", ["y_q", "s_act", "z_act"], ["y"], name="y_dq"),
+    ])  # fmt: skip
+    return m
+
+
 def self_binary(op: str) -> onnx.ModelProto:
     """op(x, x): two activation operands with one quantization (a constant operand gets the converter's own
     scale in edgecnn export, so it would test the converter rather than the target)."""
@@ -299,6 +333,8 @@ def onnx_cases() -> list[OnnxCase]:
         out.append(OnnxCase(f"{name}-int8", lambda fn=fn: qdq(fn())))
     for sizes in ([2, 2], [1, 3], [4, 4, 4, 4, 4], [3, 5, 8], [1, 1, 1, 1, 4, 8]):
         out.append(OnnxCase(f"split-{'-'.join(map(str, sizes))}-float32", lambda sizes=sizes: split(sizes)))
+    out.append(OnnxCase("gelu-chain-float32", gelu_chain))
+    out.append(OnnxCase("gelu-chain-int8", gelu_chain_qdq))
     out.append(OnnxCase("max-diffquant-int8", lambda: qdq(self_binary("Max"), out_scale=0.1)))
     out.append(OnnxCase("min-diffquant-int8", lambda: qdq(self_binary("Min"), out_scale=0.1)))
     # XNNPACK's requantization limits (ADD/SUB: input/output scale in [1/1024, 256); MUL: product/output in

@@ -501,6 +501,30 @@ def worst_and_advice(nodes: list[NodeVerdict]) -> tuple[list[NodeVerdict], list[
     return worst, advice
 
 
+def _gelu_units(gr: _Graph, absorbed_into: dict[int, int]) -> set[int]:
+    """The exact GELU chains (graph.passes.gelu_erf_chains: Div by sqrt 2, Erf, Add 1, Mul by x and by 0.5, as
+    exporters write it before opset 20): each is judged as one Gelu at its last node, the others absorbed into it
+    (``absorbed_into``), because every converter to a target that lists Gelu writes the chain as one GELU (the
+    LiteRT converters, edgecnn's included, QNN): judged op by op, its Erf looked like a fallback the exported
+    model does not have. Returns the indices of the last nodes."""
+    from edgecnn.graph.passes import gelu_erf_chains
+
+    def scalar(name: str) -> float | None:
+        t = gr.consts.get(name)
+        if t is None or int(np.prod(t.dims)) != 1:
+            return None
+        return float(numpy_helper.to_array(t).reshape(()))
+
+    index = {id(n): i for i, n in enumerate(gr.nodes)}
+    last: set[int] = set()
+    for chain in gelu_erf_chains(gr.nodes, scalar, gr.graph_outputs):
+        end = index[id(chain.nodes[-1])]
+        last.add(end)
+        for n in chain.nodes[:-1]:
+            absorbed_into.setdefault(index[id(n)], end)
+    return last
+
+
 def check_target(loaded: LoadedModel | Prepared, target: TargetSpec) -> TargetReport:
     """Place every node of ``loaded`` on ``target``; gather every failing rule per node.
 
@@ -518,13 +542,15 @@ def check_target(loaded: LoadedModel | Prepared, target: TargetSpec) -> TargetRe
     checked_as = (
         target.quant.activation_dtype if target.requires_quantization and target.quant and is_float_model else ""
     )
+    gelu_at = _gelu_units(gr, absorbed_into) if "Gelu" in target.ops else set()
     for idx, n in enumerate(gr.nodes):
         if n.op_type == "Constant" or n.op_type in QDQ_OPS or idx in absorbed_into:
             continue
         if n.input and all((not i) or i in gr.const_names for i in n.input):
             placement[idx] = Placement.ABSORBED  # constant-folded by the converter
             continue
-        spec = target.ops.get(n.op_type)
+        op_type = "Gelu" if idx in gelu_at else n.op_type
+        spec = target.ops.get(op_type)
         if spec is not None and spec.passthrough:
             placement[idx] = Placement.ABSORBED
             continue
@@ -537,10 +563,11 @@ def check_target(loaded: LoadedModel | Prepared, target: TargetSpec) -> TargetRe
         placement[idx] = where
         for q in qdq:
             absorbed_into.setdefault(q, idx)
+        unit = [gr.names[i] for i, last in absorbed_into.items() if last == idx and i not in qdq]
         verdicts[idx] = NodeVerdict(
-            name=gr.names[idx], op_type=n.op_type, placement=where, precision=prec,
+            name=gr.names[idx], op_type=op_type, placement=where, precision=prec,
             macs=node_macs(n, gr.types), maps_to=maps_to, failures=fails,
-            absorbed=[gr.names[q] for q in qdq],
+            absorbed=[*unit, *(gr.names[q] for q in qdq)],
         )  # fmt: skip
     counted = sorted(verdicts)
     # Partitions: runs of equal placement over counted nodes in topological order.
