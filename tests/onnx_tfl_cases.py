@@ -301,6 +301,7 @@ def _float_cases() -> list[tuple[str, Callable[[], onnx.ModelProto]]]:
         ("sigmoid", lambda: unary("Sigmoid")),
         ("tanh", lambda: unary("Tanh")),
         ("hardswish", lambda: unary("HardSwish")),
+        ("hardsigmoid", lambda: unary("HardSigmoid", alpha=1 / 6, beta=0.5)),
         ("leakyrelu", lambda: unary("LeakyRelu", alpha=0.1)),
         ("clip06", lambda: clip(0, 6)),
         ("abs", lambda: unary("Abs")),
