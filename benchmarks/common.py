@@ -86,3 +86,19 @@ def openvino_facts(sess: Any) -> dict[str, str]:
     """What an OpenVINO session actually ran: its inference precision and its layers counted by precision."""
     layers = sorted(sess.runtime_precisions().items(), key=lambda kv: -kv[1])
     return {"inference_precision": sess.inference_precision, "layers": " ".join(f"{k} {v}" for k, v in layers)}
+
+
+def ort_executed_graph(model: str, threads: int) -> Any:
+    """The graph ONNX Runtime runs for ``model`` after its optimizations (its optimized model, read back)."""
+    import tempfile
+
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as t:
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.log_severity_level = 3
+        so.optimized_model_filepath = str(Path(t) / "opt.onnx")
+        ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+        return onnx.load(so.optimized_model_filepath).graph

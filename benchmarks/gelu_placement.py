@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import MODELS, REPO
+from common import MODELS, REPO, ort_executed_graph
 from runner import Variant, common_args, latency, median, run_benchmark, settings_from, spread
 
 NAME = "gelu_placement"
@@ -45,18 +45,7 @@ def measure(*, model: str, threads: int, batch: int) -> dict[str, Any]:
 
 def ort_graph(*, model: str, threads: int, batch: int) -> dict[str, Any]:
     """What ONNX Runtime executes after its optimizations (deterministic: counted once)."""
-    import tempfile
-
-    import onnx
-    import onnxruntime as ort
-
-    with tempfile.TemporaryDirectory() as t:
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.log_severity_level = 3
-        so.optimized_model_filepath = str(Path(t) / "opt.onnx")
-        ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
-        ops = collections.Counter(n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node)
+    ops = collections.Counter(n.op_type for n in ort_executed_graph(model, threads).node)
     return {"gelu_kernels": ops["Gelu"], "erf_kernels": ops["Erf"], "integer_ops": sum(
         v for k, v in ops.items() if k.startswith(("QLinear", "QGemm", "MatMulInteger", "DynamicQuantize")))}  # fmt: skip
 

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import MODELS
+from common import MODELS, ort_executed_graph
 from runner import Variant, common_args, latency, median, run_benchmark, settings_from, spread
 
 NAME = "int8_placement"
@@ -78,18 +78,7 @@ def kernels(*, model: str, model_name: str, threads: int, batch: int, runs: int 
 
 def ort_graph(*, model: str, model_name: str, threads: int, batch: int) -> dict[str, Any]:
     """What ONNX Runtime executes after its optimizations (deterministic: counted once)."""
-    import tempfile
-
-    import onnx
-    import onnxruntime as ort
-
-    with tempfile.TemporaryDirectory() as t:
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.log_severity_level = 3
-        so.optimized_model_filepath = str(Path(t) / "opt.onnx")
-        ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
-        g = onnx.load(so.optimized_model_filepath).graph
+    g = ort_executed_graph(model, threads)
     ops = collections.Counter(n.op_type for n in g.node)
     inits = {i.name for i in g.initializer}
     act_qdq = sum(1 for n in g.node if n.op_type in ("QuantizeLinear", "DequantizeLinear") and n.input[0] not in inits)
