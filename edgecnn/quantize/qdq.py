@@ -804,19 +804,20 @@ def contrib_gelu(m: onnx.ModelProto, keys: dict[str, str]) -> list[str]:
     ]
     if not chains:
         return []
-    last = {id(c.nodes[-1]): c for c in chains}
-    gone = {id(n) for c in chains for n in c.nodes}
+    # nodes by first output name (protobuf wrappers are not stable identities)
+    last = {c.nodes[-1].output[0]: c for c in chains}
+    gone = {n.output[0] for c in chains for n in c.nodes}
     done: list[str] = []
     final: list[onnx.NodeProto] = []
     for n in g.node:
-        c = last.get(id(n))
+        c = last.get(n.output[0]) if n.output else None
         if c is not None:
             final.append(
                 helper.make_node("Gelu", [c.x], [n.output[0]], name=f"{c.nodes[1].name or n.output[0]}_gelu",
                                  domain="com.microsoft")
             )  # fmt: skip
             done += [keys.get(x.output[0], x.name) for x in c.nodes]
-        elif id(n) not in gone:
+        elif not n.output or n.output[0] not in gone:
             final.append(n)
     del g.node[:]
     g.node.extend(final)
