@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import onnx
 from google.protobuf.message import DecodeError
 
@@ -171,6 +172,7 @@ def load_model(path: str | Path, input_shapes: dict[str, tuple[int, ...]] | None
                 f"{path}: external data could not be read ({e}); keep the data files beside the model"
             ) from None
 
+    expand_fused_convs(model)
     shapes = dict(input_shapes or {})
     inputs = graph_inputs(model)
     names = [i.name for i in inputs]
@@ -214,6 +216,76 @@ def load_model(path: str | Path, input_shapes: dict[str, tuple[int, ...]] | None
 
 
 _STRIP_BYTES = 1024
+
+
+_CONV_ATTRS = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
+_FUSED_ACTIVATIONS = ("Relu", "Clip", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid")
+
+
+def expand_fused_convs(model: onnx.ModelProto) -> int:
+    """In place: each ONNX Runtime ``com.microsoft.FusedConv`` (what ORT writes when a session saves its optimized
+    model: Conv, an optional sum input Z, then an activation) becomes the standard ops it fuses, Conv (+ Add)
+    (+ the activation), the activation writing the FusedConv's output. Exact. Every command then reads the model
+    as it was exported; left fused, shape inference stopped at the first one and `quantize` found nothing to
+    quantize. Returns how many were expanded (one with an activation it does not know is left as it is)."""
+    from onnx import helper, numpy_helper
+
+    g = model.graph
+    if not any(n.domain == "com.microsoft" and n.op_type == "FusedConv" for n in g.node):
+        return 0
+    used = {t for n in g.node for t in (*n.input, *n.output)} | {t.name for t in g.initializer}
+
+    def fresh(want: str) -> str:
+        name, i = want, 1
+        while name in used:
+            name, i = f"{want}_{i}", i + 1
+        used.add(name)
+        return name
+
+    opset = default_opset(model)
+    final: list[onnx.NodeProto] = []
+    count = 0
+    for n in g.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+        act = attrs.get("activation", b"")
+        act = act.decode() if isinstance(act, bytes) else str(act)
+        if n.domain != "com.microsoft" or n.op_type != "FusedConv" or (act and act not in _FUSED_ACTIVATIONS):
+            final.append(n)
+            continue
+        params = [float(v) for v in attrs.get("activation_params", [])]
+        base = n.name or n.output[0]
+        y = n.output[0]
+        cur = fresh(f"{y}_conv") if act or (len(n.input) > 3 and n.input[3]) else y
+        final.append(
+            helper.make_node(
+                "Conv", list(n.input[:3]), [cur], name=base, **{k: attrs[k] for k in _CONV_ATTRS if k in attrs}
+            )
+        )
+        if len(n.input) > 3 and n.input[3]:
+            out = fresh(f"{y}_sum") if act else y
+            final.append(helper.make_node("Add", [cur, n.input[3]], [out], name=f"{base}_sum"))
+            cur = out
+        if act == "Clip":
+            lo, hi = (params[0], params[1]) if len(params) >= 2 else (float("-inf"), float("inf"))
+            if opset < 11:
+                final.append(helper.make_node("Clip", [cur], [y], name=f"{base}_clip", min=lo, max=hi))
+            else:
+                bounds = [fresh(f"{base}_clip_min"), fresh(f"{base}_clip_max")]
+                for b, v in zip(bounds, (lo, hi), strict=True):
+                    g.initializer.append(numpy_helper.from_array(np.array(v, np.float32), b))
+                final.append(helper.make_node("Clip", [cur, *bounds], [y], name=f"{base}_clip"))
+        elif act:
+            kw = {"LeakyRelu": {"alpha": params[0]} if params else {},
+                  "HardSigmoid": dict(zip(("alpha", "beta"), params, strict=False))}.get(act, {})  # fmt: skip
+            final.append(helper.make_node(act, [cur], [y], name=f"{base}_{act.lower()}", **kw))
+        count += 1
+    del g.node[:]
+    g.node.extend(final)
+    if not any(n.domain == "com.microsoft" for n in g.node):
+        keep = [o for o in model.opset_import if o.domain != "com.microsoft"]
+        del model.opset_import[:]
+        model.opset_import.extend(keep)
+    return count
 
 
 # ONNX Runtime contrib ops edgecnn writes (quantize.qdq.contrib_gelu) whose output has its input's shape and type.
