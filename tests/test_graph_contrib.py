@@ -14,7 +14,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgecnn.graph.load import expand_fused_convs, load_model
-from tests.cli_helpers import invoke
+from tests.cli_helpers import assert_one_line_error, invoke
 from tests.conftest import CALIB_DIR, SAMPLE_MODEL
 
 
@@ -86,3 +86,20 @@ def test_an_ort_optimized_model_quantizes_like_its_source(tmp_path: Path) -> Non
     q = onnx.load(str(tmp_path / "q.onnx"))
     assert sum(n.op_type == "QuantizeLinear" for n in q.graph.node) > 3
     assert not any(n.domain == "com.microsoft" for n in q.graph.node)
+
+
+def test_an_ort_all_level_model_is_refused_by_quantize(tmp_path: Path) -> None:
+    """At ORT_ENABLE_ALL an ORT session on x86 saves CPU-specific NCHWc ops (com.microsoft.nchwc Conv, ReorderInput):
+    no tool reads them and they hide every Conv, so quantize refuses with the way out (it exited 0 having quantized
+    only the classifier). Built here as ORT writes it (the bundled model's Convs in that domain), so the case does
+    not depend on the CPU; the extended-level file of the same model quantizes (the test above)."""
+    m = onnx.load(str(SAMPLE_MODEL))
+    for n in m.graph.node:
+        if n.op_type == "Conv":
+            n.domain = "com.microsoft.nchwc"
+    m.opset_import.append(helper.make_opsetid("com.microsoft.nchwc", 1))
+    src, out = tmp_path / "all.onnx", tmp_path / "q.onnx"
+    onnx.save(m, str(src))
+    r = invoke("quantize", src, "--calib", CALIB_DIR, "-o", out, "--samples", "8")
+    assert_one_line_error(r, 2, "com.microsoft.nchwc", "ORT_ENABLE_EXTENDED")
+    assert not out.exists()

@@ -341,6 +341,14 @@ def refuse_quantized(loaded: LoadedModel, precision: Precision) -> None:
         raise BadInputError(
             f"{loaded.path}: already quantized (has {', '.join(ops)} nodes); quantize takes the float model"
         )
+    layout = [n for n in loaded.model.graph.node if n.domain == "com.microsoft.nchwc"]
+    if layout:
+        raise BadInputError(
+            f"{loaded.path}: {len(layout)} node(s) in ONNX Runtime's CPU-specific layout domain com.microsoft.nchwc "
+            f"(e.g. {layout[0].op_type} {layout[0].name!r}), which ORT writes when a session saves its model at "
+            "ORT_ENABLE_ALL; they run only where they were written and hide the Convs from quantization: quantize "
+            "the original export, or one saved at ORT_ENABLE_EXTENDED"
+        )
     half = [t.name for t in loaded.model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16]
     if half:
         raise BadInputError(
