@@ -33,8 +33,9 @@ from edgecnn.check.rules import (
     variant_of,
 )
 from edgecnn.check.spec import Format, OpSpec, TargetSpec
+from edgecnn.graph.external import scalar_of
 from edgecnn.graph.load import LoadedModel, default_opset, dims_of
-from edgecnn.graph.passes import fold_static_shapes
+from edgecnn.graph.passes import fold_static_shapes, gelu_erf_chains
 from edgecnn.graph.summary import node_macs
 
 SCHEMA_VERSION = 1
@@ -501,28 +502,20 @@ def worst_and_advice(nodes: list[NodeVerdict]) -> tuple[list[NodeVerdict], list[
     return worst, advice
 
 
-def _gelu_units(gr: _Graph, absorbed_into: dict[int, int]) -> set[int]:
+def _gelu_units(gr: _Graph, absorbed_into: dict[int, int]) -> dict[int, list[int]]:
     """The exact GELU chains (graph.passes.gelu_erf_chains: Div by sqrt 2, Erf, Add 1, Mul by x and by 0.5, as
     exporters write it before opset 20): each is judged as one Gelu at its last node, the others absorbed into it
     (``absorbed_into``), because every converter to a target that lists Gelu writes the chain as one GELU (the
     LiteRT converters, edgecnn's included, QNN): judged op by op, its Erf looked like a fallback the exported
-    model does not have. Returns the indices of the last nodes."""
-    from edgecnn.graph.passes import gelu_erf_chains
-
-    def scalar(name: str) -> float | None:
-        t = gr.consts.get(name)
-        if t is None or int(np.prod(t.dims)) != 1:
-            return None
-        return float(numpy_helper.to_array(t).reshape(()))
-
+    model does not have. Returns each last node's index -> the indices of the nodes absorbed into it."""
     index = {id(n): i for i, n in enumerate(gr.nodes)}
-    last: set[int] = set()
-    for chain in gelu_erf_chains(gr.nodes, scalar, gr.graph_outputs):
+    units: dict[int, list[int]] = {}
+    for chain in gelu_erf_chains(gr.nodes, lambda name: scalar_of(gr.consts.get(name)), gr.graph_outputs):
         end = index[id(chain.nodes[-1])]
-        last.add(end)
-        for n in chain.nodes[:-1]:
-            absorbed_into.setdefault(index[id(n)], end)
-    return last
+        units[end] = [index[id(n)] for n in chain.nodes[:-1]]
+        for i in units[end]:
+            absorbed_into.setdefault(i, end)
+    return units
 
 
 def check_target(loaded: LoadedModel | Prepared, target: TargetSpec) -> TargetReport:
@@ -542,14 +535,14 @@ def check_target(loaded: LoadedModel | Prepared, target: TargetSpec) -> TargetRe
     checked_as = (
         target.quant.activation_dtype if target.requires_quantization and target.quant and is_float_model else ""
     )
-    gelu_at = _gelu_units(gr, absorbed_into) if "Gelu" in target.ops else set()
+    gelu_units = _gelu_units(gr, absorbed_into) if "Gelu" in target.ops else {}
     for idx, n in enumerate(gr.nodes):
         if n.op_type == "Constant" or n.op_type in QDQ_OPS or idx in absorbed_into:
             continue
         if n.input and all((not i) or i in gr.const_names for i in n.input):
             placement[idx] = Placement.ABSORBED  # constant-folded by the converter
             continue
-        op_type = "Gelu" if idx in gelu_at else n.op_type
+        op_type = "Gelu" if idx in gelu_units else n.op_type
         spec = target.ops.get(op_type)
         if spec is not None and spec.passthrough:
             placement[idx] = Placement.ABSORBED
@@ -563,11 +556,10 @@ def check_target(loaded: LoadedModel | Prepared, target: TargetSpec) -> TargetRe
         placement[idx] = where
         for q in qdq:
             absorbed_into.setdefault(q, idx)
-        unit = [gr.names[i] for i, last in absorbed_into.items() if last == idx and i not in qdq]
         verdicts[idx] = NodeVerdict(
             name=gr.names[idx], op_type=op_type, placement=where, precision=prec,
             macs=node_macs(n, gr.types), maps_to=maps_to, failures=fails,
-            absorbed=[*unit, *(gr.names[q] for q in qdq)],
+            absorbed=[*(gr.names[i] for i in gelu_units.get(idx, ())), *(gr.names[q] for q in qdq)],
         )  # fmt: skip
     counted = sorted(verdicts)
     # Partitions: runs of equal placement over counted nodes in topological order.

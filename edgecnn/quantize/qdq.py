@@ -784,22 +784,13 @@ def contrib_gelu(m: onnx.ModelProto, keys: dict[str, str]) -> list[str]:
     """In place: each exact GELU chain whose input comes from a DequantizeLinear becomes one com.microsoft.Gelu
     node writing the chain's output (the same values: ONNX Runtime's Gelu computes 0.5·x·(1 + erf(x/√2))).
     ``keys``: a node's first output -> its report name. Returns the report names of the rewritten nodes."""
-    from edgecnn.graph.passes import gelu_erf_chains
-
     g = m.graph
     inits = {t.name: t for t in g.initializer}
     producer = {o: n for n in g.node for o in n.output}
-
-    def scalar(name: str) -> float | None:
-        t = inits.get(name)
-        if t is None or int(np.prod(t.dims)) != 1:
-            return None
-        return float(numpy_helper.to_array(t).reshape(()))
-
     outputs = {o.name for o in g.output}
     chains = [
         c
-        for c in gelu_erf_chains(g.node, scalar, outputs)
+        for c in gelu_erf_chains(g.node, partial(_init_scalar, inits), outputs)
         if (p := producer.get(c.x)) is not None and p.op_type == "DequantizeLinear"
     ]
     if not chains:
