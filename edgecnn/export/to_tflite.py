@@ -48,7 +48,7 @@ from edgecnn.errors import BadInputError, ModelError
 from edgecnn.export.tflite_writer import TFLiteBuilder
 from edgecnn.fsutil import temp_dir
 from edgecnn.graph.external import externalized_copy, to_array
-from edgecnn.graph.load import dims_of, graph_inputs, infer_shapes_inplace, shape_hint
+from edgecnn.graph.load import dims_of, dynamic_inputs_message, graph_inputs, infer_shapes_inplace, is_dynamic
 from edgecnn.graph.passes import (
     _fold_constants,
     _remove_identities,
@@ -246,18 +246,9 @@ def _prepare(model: onnx.ModelProto, base_dir: Path | None) -> onnx.ModelProto:
     for i, n in enumerate(m.graph.node):
         if not n.name:
             n.name = f"{n.op_type}_{i}"
-    open_inputs = [
-        vi
-        for vi in graph_inputs(m)
-        if any(not isinstance(d, int) for d in dims_of(vi))
-        or (not dims_of(vi) and not vi.type.tensor_type.HasField("shape"))
-    ]
-    if open_inputs:
-        dynamic = [f"{vi.name}{dims_of(vi)}" for vi in open_inputs if dims_of(vi)]
-        raise ModelError(
-            f"input(s) with dynamic dimensions: {', '.join(dynamic) or 'unknown shape'}; TFLite export needs a fixed "
-            f"input shape: fix them with --input-shape {' '.join(shape_hint(vi.name, dims_of(vi)) for vi in open_inputs)}"
-        )
+    dynamic = [vi for vi in graph_inputs(m) if is_dynamic(vi)]
+    if dynamic:
+        raise ModelError(dynamic_inputs_message(dynamic, "TFLite export needs a fixed input shape: "))
     _fold_quantized_shape_inputs(m, base_dir)
     del m.graph.value_info[:]  # recomputed at the fixed shape (exporters and quantizers leave symbolic or stale ones)
     try:
@@ -362,9 +353,8 @@ def _fold_batchnorm_lazily(m: onnx.ModelProto, base_dir: Path | None) -> onnx.Mo
 def _shape_map(m: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
     out: dict[str, tuple[int, ...]] = {}
     for vi in [*m.graph.input, *m.graph.value_info, *m.graph.output]:
-        dims = dims_of(vi)
-        if vi.type.tensor_type.HasField("shape") and all(isinstance(d, int) for d in dims):
-            out[vi.name] = tuple(int(d) for d in dims)
+        if not is_dynamic(vi):
+            out[vi.name] = tuple(int(d) for d in dims_of(vi))
     for t in m.graph.initializer:
         out[t.name] = tuple(int(d) for d in t.dims)
     return out

@@ -179,7 +179,7 @@ def load_model(path: str | Path, input_shapes: dict[str, tuple[int, ...]] | None
     unknown = sorted(set(shapes) - set(names))
     if unknown:
         raise ModelError(f"{path}: --input-shape names unknown input(s) {unknown}; the model's inputs are {names}")
-    dynamic: list[str] = []
+    dynamic: list[onnx.ValueInfoProto] = []
     resolved: dict[str, tuple[int, ...]] = {}
     for vi in inputs:
         dims = dims_of(vi)
@@ -197,16 +197,12 @@ def load_model(path: str | Path, input_shapes: dict[str, tuple[int, ...]] | None
                     )
             _set_dims(vi, want)
             resolved[vi.name] = want
-        elif not vi.type.tensor_type.HasField("shape") or any(not isinstance(d, int) for d in dims):
-            # no shape at all is dynamic; a shape with no dims is a rank-0 (scalar) input, which is static
-            dynamic.append(f"{vi.name}{dims}")
+        elif is_dynamic(vi):
+            dynamic.append(vi)
         else:
             resolved[vi.name] = tuple(int(d) for d in dims)
     if dynamic:
-        hints = " ".join(shape_hint(vi.name, dims_of(vi)) for vi in inputs if f"{vi.name}{dims_of(vi)}" in dynamic)
-        raise ModelError(
-            f"{path}: input(s) with dynamic dimensions: {', '.join(dynamic)}; fix them with --input-shape {hints}"
-        )
+        raise ModelError(f"{path}: {dynamic_inputs_message(dynamic)}")
     try:
         infer_shapes_inplace(model)
     except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, ValueError) as e:
@@ -332,6 +328,20 @@ def infer_shapes_inplace(model: onnx.ModelProto) -> onnx.ModelProto:
         if o.name in outputs:
             o.type.CopyFrom(outputs[o.name].type)
     return model
+
+
+def is_dynamic(vi: onnx.ValueInfoProto) -> bool:
+    """An input with no shape at all or a dimension that is not a number (a shape with no dims is a rank-0
+    input, which is static)."""
+    return not vi.type.tensor_type.HasField("shape") or any(not isinstance(d, int) for d in dims_of(vi))
+
+
+def dynamic_inputs_message(inputs: list[onnx.ValueInfoProto], why: str = "") -> str:
+    """One line naming each dynamic input and the ``--input-shape`` that fixes it (``why``: the command's reason
+    for needing fixed shapes)."""
+    listed = ", ".join(f"{vi.name}{dims_of(vi)}" if dims_of(vi) else f"{vi.name} (unknown shape)" for vi in inputs)
+    hints = " ".join(shape_hint(vi.name, dims_of(vi)) for vi in inputs)
+    return f"input(s) with dynamic dimensions: {listed}; {why}fix them with --input-shape {hints}"
 
 
 def shape_hint(name: str, dims: list[int | str]) -> str:
