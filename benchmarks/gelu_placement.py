@@ -29,13 +29,12 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import MODELS, REPO, ort_executed_graph
+from common import CALIB, EVAL, MODELS, SPEC, ort_executed_graph
 from runner import Variant, common_args, latency, median, run_benchmark, settings_from, spread
 
 NAME = "gelu_placement"
 PLACEMENTS = {"chain": "ort-gelu-ops", "default": "ort"}
 WORK = MODELS / "gelu"
-SPEC = Path(__file__).resolve().parent / "preprocess_224.toml"
 
 
 # ------------------------------------------------------------------ measured in the runner's children ---------
@@ -57,7 +56,7 @@ def accuracy(*, model: str, reference: str, n: int, threads: int, batch: int) ->
     from edgecnn.runtimes import open_session
 
     spec = load_spec(SPEC)
-    xs = [spec.load(p)[None] for p in list_images(REPO / "calibration_data" / "eval")[:n]]
+    xs = [spec.load(p)[None] for p in list_images(EVAL)[:n]]
     ref_s, got_s = open_session("ort", reference, threads=threads), open_session("ort", model, threads=threads)
     name = ref_s.inputs()[0].name
     ref = np.concatenate([ref_s.run({name: x})[0] for x in xs]).astype(np.float64)
@@ -75,10 +74,11 @@ def convnext_like(blocks: int, c: int = 96, seed: int = 0) -> Any:
     rng = np.random.default_rng(seed)
     inits: list[onnx.TensorProto] = []
 
-    def w(name: str, *shape: int, scale: float = 1.0) -> str:
+    def w(name: str, *shape: int, scale: float = 1.0, matmul: bool = False) -> str:
+        """Seeded weights of shape [out, in, ...], scaled by 1/sqrt(fan-in); ``matmul``: stored [in, out]."""
         fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
         arr = rng.normal(0.0, scale / np.sqrt(max(fan_in, 1)), shape).astype(np.float32)
-        inits.append(numpy_helper.from_array(arr, name))
+        inits.append(numpy_helper.from_array(arr.T.copy() if matmul else arr, name))
         return name
 
     def const(name: str, value: Any) -> str:
@@ -99,25 +99,20 @@ def convnext_like(blocks: int, c: int = 96, seed: int = 0) -> Any:
             N("Transpose", [f"{p}_dw"], [f"{p}_t"], perm=[0, 2, 3, 1], name=f"{p}_to_nhwc"),
             N("LayerNormalization", [f"{p}_t", ln_s, w(f"{p}_ln_b", c, scale=0.1)], [f"{p}_ln"], axis=-1,
               name=f"{p}_ln"),
-            N("MatMul", [f"{p}_ln", w(f"{p}_fc1", 4 * c, c)], [f"{p}_m1"], name=f"{p}_fc1"),
+            N("MatMul", [f"{p}_ln", w(f"{p}_fc1", 4 * c, c, matmul=True)], [f"{p}_m1"], name=f"{p}_fc1"),
             N("Add", [f"{p}_m1", w(f"{p}_fc1b", 4 * c, scale=0.1)], [f"{p}_a1"], name=f"{p}_fc1_bias"),
             N("Div", [f"{p}_a1", "sqrt2"], [f"{p}_g0"], name=f"{p}_gelu_div"),
             N("Erf", [f"{p}_g0"], [f"{p}_g1"], name=f"{p}_gelu_erf"),
             N("Add", [f"{p}_g1", "one"], [f"{p}_g2"], name=f"{p}_gelu_add"),
             N("Mul", [f"{p}_a1", f"{p}_g2"], [f"{p}_g3"], name=f"{p}_gelu_mul"),
             N("Mul", [f"{p}_g3", "half"], [f"{p}_g4"], name=f"{p}_gelu_half"),
-            N("MatMul", [f"{p}_g4", w(f"{p}_fc2", c, 4 * c)], [f"{p}_m2"], name=f"{p}_fc2"),
+            N("MatMul", [f"{p}_g4", w(f"{p}_fc2", c, 4 * c, matmul=True)], [f"{p}_m2"], name=f"{p}_fc2"),
             N("Add", [f"{p}_m2", w(f"{p}_fc2b", c, scale=0.1)], [f"{p}_a2"], name=f"{p}_fc2_bias"),
             N("Mul", [f"{p}_a2", const(f"{p}_gamma", np.full(c, 0.5))], [f"{p}_ls"], name=f"{p}_layer_scale"),
             N("Transpose", [f"{p}_ls"], [f"{p}_back"], perm=[0, 3, 1, 2], name=f"{p}_to_nchw"),
             N("Add", [h, f"{p}_back"], [f"{p}_out"], name=f"{p}_residual"),
         ]  # fmt: skip
         h = f"{p}_out"
-    # MatMul weights are [in, out]: the generator above wrote [out, in]; transpose them in place
-    for t in inits:
-        if t.name.endswith(("_fc1", "_fc2")):
-            arr = numpy_helper.to_array(t).T.copy()
-            t.CopyFrom(numpy_helper.from_array(arr, t.name))
     nodes += [
         N("GlobalAveragePool", [h], ["pool"], name="pool"),
         N("Flatten", ["pool"], ["flat"], name="flatten"),
@@ -144,7 +139,7 @@ def write_variants(blocks: int, samples: int) -> dict[str, Path]:
     WORK.mkdir(parents=True, exist_ok=True)
     fp32 = WORK / f"convnext-like-{blocks}.onnx"
     onnx.save(convnext_like(blocks), str(fp32))
-    ds = ImageDataset.open(REPO / "calibration_data" / "calib", load_spec(SPEC), samples)
+    ds = ImageDataset.open(CALIB, load_spec(SPEC), samples)
     out = {"fp32": fp32}
     for v, runtime in PLACEMENTS.items():
         q, _ = quantize(fp32, ds, QuantizeConfig(runtime=runtime))
