@@ -16,6 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 from edgecnn.graph.load import expand_fused_convs, load_model
 from tests.cli_helpers import assert_one_line_error, invoke
 from tests.conftest import CALIB_DIR, SAMPLE_MODEL
+from tests.test_export_tflite import ort_run
 
 
 def _fused(act: str, params: list[float], with_sum: bool, opset: int = 13) -> onnx.ModelProto:
@@ -39,13 +40,6 @@ def _fused(act: str, params: list[float], with_sum: bool, opset: int = 13) -> on
     return m
 
 
-def _run(m: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-
-
 @pytest.mark.parametrize(
     ("act", "params", "with_sum", "opset"),
     [("Relu", [], False, 13), ("Relu", [], True, 13), ("Clip", [0.0, 6.0], False, 13), ("Clip", [-1.0, 1.0], True, 10),
@@ -64,7 +58,7 @@ def test_fused_conv_becomes_the_standard_ops_it_fuses(
     assert ("com.microsoft", "FusedConv") not in ops and ("", "Conv") in ops, ops
     assert all(o.domain != "com.microsoft" for o in loaded.model.opset_import)
     x = np.random.default_rng(1).normal(0, 1, (1, 3, 8, 8)).astype(np.float32)
-    np.testing.assert_allclose(_run(loaded.model, x), _run(m, x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ort_run(loaded.model, x)[0], ort_run(m, x)[0], rtol=1e-5, atol=1e-5)
 
 
 def test_an_unknown_activation_stays_fused() -> None:
