@@ -130,8 +130,8 @@ def _open_batched(
         try:
             sess = open_session("ort", path, threads=threads)
             feeds = feeds_of(sample, input_name)
-            names = [o.name for o in sess.outputs()]
-            keep = [i for i, n in enumerate(names) if n in {o.name for o in model.graph.output}]
+            graph_outputs = {o.name for o in model.graph.output}
+            keep = [i for i, o in enumerate(sess.outputs()) if o.name in graph_outputs]
             one, two = sess.run(feeds), sess.run({k: np.concatenate([v, v]) for k, v in feeds.items()})
             if batch_consistent([one[i] for i in keep], [two[i] for i in keep]):
                 return sess, batch
@@ -247,21 +247,14 @@ def _first_sample(got: np.ndarray, ref_shape: tuple[int, ...], batch: int) -> np
     sample's anchors first)."""
     if got.shape == tuple(ref_shape) or batch == 1:
         return got
-    for axis in range(got.ndim):
-        if (
-            len(ref_shape) == got.ndim
-            and ref_shape[axis] == 1
-            and got.shape[axis] == batch
-            and all(a == b for k, (a, b) in enumerate(zip(got.shape, ref_shape, strict=True)) if k != axis)
-        ):
-            return np.take(got, [0], axis=axis)
-    for axis in range(got.ndim):  # the batch folded into one axis (ddddocr's YOLOX head: [1, batch x anchors, 6])
-        if (
-            len(ref_shape) == got.ndim
-            and got.shape[axis] == ref_shape[axis] * batch
-            and all(a == b for k, (a, b) in enumerate(zip(got.shape, ref_shape, strict=True)) if k != axis)
-        ):
-            return np.take(got, range(ref_shape[axis]), axis=axis)
+    if len(ref_shape) == got.ndim:
+        # the one axis that holds ``batch`` times the reference's (an axis of 1 that became the batch, or the batch
+        # folded into the anchors: ddddocr's YOLOX head writes [1, batch x anchors, 6]); the others match
+        for axis in range(got.ndim):
+            if got.shape[axis] == ref_shape[axis] * batch and all(
+                a == b for k, (a, b) in enumerate(zip(got.shape, ref_shape, strict=True)) if k != axis
+            ):
+                return np.take(got, range(ref_shape[axis]), axis=axis)
     return got[:1]
 
 
