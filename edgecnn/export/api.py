@@ -117,6 +117,13 @@ class Parity:
         return within_atol(self.max_abs_error, self.max_abs_reference, self.atol) and self.sqnr_db < self.min_sqnr_db
 
     @property
+    def atol_note(self) -> str:
+        """Why an export below the SQNR floor passed on absolute error, or empty."""
+        if not self.within_atol:
+            return ""
+        return f"within the absolute tolerance {self.atol:.2g}: the outputs are near zero on these inputs"
+
+    @property
     def agreement_limit(self) -> str:
         ties = f"{self.near_ties} near-tie(s) not counted; " if self.near_ties else ""
         return ties + (f"min {self.min_agreement}%" if self.agreement_gated else "not gated on random inputs")
@@ -137,11 +144,7 @@ class Parity:
                 f", top-1 as the float model's {self.float_top1_agreement:.2f}% "
                 f"(the source {self.source_float_top1_agreement:.2f}%)"
             )
-        atol = (
-            f" (within the absolute tolerance {self.atol:.2g}: the outputs are near zero on these inputs)"
-            if self.within_atol
-            else ""
-        )
+        atol = f" ({self.atol_note})" if self.atol_note else ""
         return (
             f"{agree}SQNR {self.sqnr_db:.1f} dB (min {self.min_sqnr_db}), max abs error {self.max_abs_error:.4g}"
             f"{atol} over {self.samples} {self.data} ({self.runtime} vs {self.reference}){vs_float}"
