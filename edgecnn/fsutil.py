@@ -7,7 +7,7 @@
   stays), and a special file (``/dev/null``, ``/dev/stdout``, a FIFO) is written in place, never replaced.
   Any OSError (read-only folder, disk full, RLIMIT_FSIZE) is a one-line BadInputError naming the path and the
   errno text, and the previous file is left as it was.
-- ``temp_dir``: ``$TMPDIR/edgecnn-KIND-PID-RAND``; temp files and folders of edgecnn's own naming whose owner
+- ``temp_dir``: ``$TMPDIR/edgecnn-KIND-PID-RAND``; ``owned_temp_dir`` ties one to an object's lifetime. Temp files and folders of edgecnn's own naming whose owner
   process is gone (killed with SIGKILL, or a crashed machine) are removed at the next run (``sweep_stale``).
 """
 
@@ -23,6 +23,7 @@ import stat
 import tempfile
 import time
 import tomllib
+import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
@@ -248,6 +249,40 @@ def temp_dir(kind: str, dir: Path | str | None = None) -> Iterator[Path]:
         if path is not None:
             with deferred():  # a second Ctrl-C must not cut the cleanup short
                 shutil.rmtree(path, ignore_errors=True)
+
+
+_owned: list[weakref.finalize] = []  # folders tied to an object's lifetime, removed at the latest by remove_owned()
+
+
+def owned_temp_dir(kind: str, owner: object) -> Path:
+    """A private temp folder like ``temp_dir``'s for a resource that outlives one ``with`` block (a profiling
+    session): removed when ``owner`` is collected, when ``release`` is called with it, or by ``remove_owned()``,
+    which an interrupted command calls before it exits (``os._exit`` runs no finalizers). The folder is created
+    and its removal recorded with signals held, so a Ctrl-C between the two cannot leak it."""
+    sweep_stale()
+    with deferred():
+        path = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{kind}-{os.getpid()}-")
+        _owned[:] = [f for f in _owned if f.alive]
+        _owned.append(weakref.finalize(owner, shutil.rmtree, path, ignore_errors=True))
+    return Path(path)
+
+
+def release(path: Path) -> None:
+    """Remove a folder from ``owned_temp_dir`` now (it is no longer needed)."""
+    with deferred():
+        for f in _owned:
+            info = f.peek()
+            if info is not None and Path(info[2][0]) == path:
+                f()
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def remove_owned() -> None:
+    """Remove every folder from ``owned_temp_dir`` whose owner is still alive."""
+    with deferred():
+        for f in _owned:
+            f()
+        _owned.clear()
 
 
 # -- atomic outputs -----------------------------------------------------------------------------------

@@ -1595,6 +1595,30 @@ def test_ctrl_c_while_a_temp_is_created_is_held_until_it_is_recorded() -> None:
     assert reached  # ... but right after it
 
 
+
+def test_a_session_s_temp_folder_goes_with_its_owner_on_release_and_on_interrupt(tmp_path: Path) -> None:
+    """A profiling session's folder outlives any ``with`` block: it is removed when the session is collected,
+    when it is released, and -- the interrupted command's case, whose ``os._exit`` runs no finalizers -- by
+    ``remove_owned`` while the session is still referenced. A real ORT profiling session on each path."""
+    import gc
+
+    from edgecnn.fsutil import remove_owned
+    from edgecnn.runtimes import open_session
+
+    model = save(small_cnn(), tmp_path / "m.onnx")
+    sessions = [open_session("ort", model, threads=1, input_shapes={}, options={"profile": "1"}) for _ in range(3)]
+    dirs = [s._profile_dir for s in sessions]
+    assert all(d is not None and d.is_dir() and d.name.startswith(f"edgecnn-ortprof-{os.getpid()}-") for d in dirs)
+    feeds = {t.name: np.zeros(t.shape, np.float32) for t in sessions[0].inputs()}
+    assert sessions[0].kernel_runs(sessions[0].bind(feeds), 2)  # read the profile: its folder is not needed now
+    assert not dirs[0].exists()
+    del sessions[1]
+    gc.collect()
+    assert not dirs[1].exists()
+    assert dirs[2].is_dir()  # its session is alive ...
+    remove_owned()
+    assert not dirs[2].exists()  # ... and the interrupt path removed it anyway
+
 # -- interrupts for every command that writes: a real SIGTERM/SIGINT mid-work, then nothing left behind ----
 def _descendants(pid: int) -> list[int]:
     out, todo = [], [pid]

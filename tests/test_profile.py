@@ -332,6 +332,18 @@ def test_compare_a_dynamic_export_with_its_fixed_shape_int8(cache: Path, int8_mo
                  "--input-shape", f"{name}={fixed}", "--cache-dir", cache)  # fmt: skip
     assert res.exit_code == 0, res.output
     assert "layer by layer" in res.output
+    # the other way round: the dynamic model is the one compared, and its findings load it with the shape too
+    res = invoke("profile", int8_model, "-r", "ort", "--threads", "1", "-n", "20", "--compare", dyn_path,
+                 "--input-shape", f"{name}={fixed}", "--cache-dir", cache)  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "layer by layer" in res.output
+    # bench --compare's reasons: the same shapes reach the short profile behind them
+    from edgecnn.errors import ModelError
+    from edgecnn.profile.compare import explain_slower
+
+    assert isinstance(explain_slower(int8_model, dyn_path, "ort", threads=1, input_shapes={name: tuple(dims)}), list)
+    with pytest.raises(ModelError, match="dynamic"):
+        explain_slower(int8_model, dyn_path, "ort", threads=1)
     wrong = "x".join(map(str, [2, *dims[1:]]))
     res = invoke("profile", dyn_path, "-r", "ort", "--compare", int8_model, "--input-shape", f"{name}={wrong}")
     assert res.exit_code == 2 and res.output.startswith("error: ") and res.output.count("\n") == 1, res.output

@@ -61,7 +61,9 @@ def profile_explainer(base: BenchResult, r: BenchResult) -> list[str]:
     from edgecnn.profile.compare import explain_slower
 
     try:
-        return explain_slower(base.model, r.model, r.runtime, threads=r.threads_requested)
+        return explain_slower(
+            base.model, r.model, r.runtime, threads=r.threads_requested, input_shapes=dict(r.input_shapes)
+        )
     except EdgecnnError:
         return []
 

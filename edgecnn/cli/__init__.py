@@ -183,6 +183,9 @@ def _exit(code: int) -> None:
     if code in (130, 143):
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        from edgecnn.fsutil import remove_owned
+
+        remove_owned()  # folders tied to a session that was still referenced (os._exit runs no finalizers)
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(OSError, ValueError):
                 stream.flush()

@@ -5,16 +5,15 @@ step or a killed machine leave a consistent folder that the next run resumes fro
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import platform
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from typing import Any
 
 from edgecnn import __version__
 from edgecnn.errors import BadInputError, CheckFailedError, ConfigError, EdgecnnError, InterruptedError_
+from edgecnn.fsutil import temp_dir
 from edgecnn.pipeline.config import PipelineConfig, config_from_dict
 from edgecnn.pipeline.steps import Step, build_steps
 from edgecnn.report.jsonio import read_json, write_json
@@ -401,13 +401,9 @@ def verify_run(run_dir: Path, *, echo: Echo = print, keep: Path | None = None) -
     recorded = dict(manifest.get("artifacts", {}))
     if not recorded:
         raise BadInputError(f"{run_dir / MANIFEST}: records no artefacts (no quantize or export step ran)")
-    tmp = Path(tempfile.mkdtemp(prefix=f"edgecnn-verify-{os.getpid()}-")) if keep is None else Path(keep)
-    try:
+    with temp_dir("verify") if keep is None else contextlib.nullcontext(Path(keep)) as tmp:
         echo(f"re-running the artefact steps of {run_dir} in {tmp}")
         result = run_pipeline(cfg, tmp, force=True, only_artifacts=True, echo=echo, summary=False)
         got = {a: s.get("outputs", {}).get(a, "missing") for s in result.steps for a in s.get("artifacts", [])}
-    finally:
-        if keep is None:
-            shutil.rmtree(tmp, ignore_errors=True)
     checks = [ArtifactCheck(name=a, recorded=d, reproduced=got.get(a, "missing")) for a, d in recorded.items()]
     return checks

@@ -179,7 +179,8 @@ def compare_profiles(base: ProfileReport, other: ProfileReport) -> ProfileCompar
     from edgecnn.graph.load import load_model
     from edgecnn.profile.findings import _why_float, is_quantized
 
-    other_model = None if _is_tflite(other.model) else load_model(other.model).model
+    shapes = {k: tuple(v) for k, v in other.inputs.items()}  # what it was profiled with (--input-shape)
+    other_model = None if _is_tflite(other.model) else load_model(other.model, shapes).model
     quantized = (
         is_quantized(other_model) if other_model is not None else any(r.precision == "int8" for r in other.layers)
     )
@@ -385,18 +386,27 @@ def slower_reason(r: LayerDelta, base: ProfileReport, other: ProfileReport, othe
     return "; ".join(parts)
 
 
-def explain_slower(base_model: str | Path, model: str | Path, runtime: str, *, threads: int = 0) -> list[str]:
+def explain_slower(
+    base_model: str | Path,
+    model: str | Path,
+    runtime: str,
+    *,
+    threads: int = 0,
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
+) -> list[str]:
     """Why ``model`` is not faster than ``base_model`` on ``runtime``: what each ran in, from the runtime's
-    executed graph (OpenVINO) or a short profile (ONNX Runtime), no timing claims. Used by ``bench --compare``."""
+    executed graph (OpenVINO) or a short profile (ONNX Runtime), no timing claims. Used by ``bench --compare``;
+    ``input_shapes``: the shapes the models were benchmarked with (``--input-shape`` for dynamic dims)."""
     from edgecnn.graph.load import load_model
     from edgecnn.profile.core import profile_model
     from edgecnn.profile.findings import _why_float, float_convs_in_int8, is_quantized
 
     if runtime not in ("ort", "openvino", "litert"):
         return []
-    m = load_model(model).model
+    shapes = input_shapes or {}
+    m = load_model(model, shapes).model
     out: list[str] = []
-    rep = profile_model(model, runtime, threads=threads, runs=30, warmup=5, roofline=False)
+    rep = profile_model(model, runtime, threads=threads, runs=30, warmup=5, roofline=False, input_shapes=shapes)
     if is_quantized(m):
         floats, n = float_convs_in_int8(rep.layers)
         if floats:
@@ -410,7 +420,7 @@ def explain_slower(base_model: str | Path, model: str | Path, runtime: str, *, t
     if runtime == "openvino":
         from edgecnn.runtimes.openvino import default_cpu_precision
 
-        if default_cpu_precision() == "bf16" and not is_quantized(load_model(base_model).model):
+        if default_cpu_precision() == "bf16" and not is_quantized(load_model(base_model, shapes).model):
             out.append(
                 "OpenVINO runs FP32 models in bf16 by default on this CPU (edgecnn benchmarks them in f32); the bf16 "
                 "baseline is harder for INT8 to beat"

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -50,14 +48,13 @@ class OrtSession:
             if k.startswith("session."):
                 so.add_session_config_entry(k, v)
         # Profiling (edgecnn profile): ORT's own per-kernel timer, and the graph it actually executes.
-        self._profile_dir: tempfile.TemporaryDirectory[str] | None = None
+        self._profile_dir: Path | None = None
         if options.get("profile") == "1":
-            from edgecnn.fsutil import TEMP_PREFIX, sweep_stale
+            from edgecnn.fsutil import owned_temp_dir
 
-            sweep_stale()  # what a SIGKILLed profile left (the pid in the name says whose it was)
-            self._profile_dir = tempfile.TemporaryDirectory(prefix=f"{TEMP_PREFIX}ortprof-{os.getpid()}-")
+            self._profile_dir = owned_temp_dir("ortprof", self)
             so.enable_profiling = True
-            so.profile_file_prefix = str(Path(self._profile_dir.name) / "ort")
+            so.profile_file_prefix = str(self._profile_dir / "ort")
         if options.get("optimized_model"):
             so.optimized_model_filepath = options["optimized_model"]
         try:
@@ -134,8 +131,11 @@ class OrtSession:
             call()
             if between is not None:
                 between()
+        from edgecnn.fsutil import release
+
         path = self._sess.end_profiling()
         events = json.loads(Path(path).read_text(encoding="utf-8"))
+        release(self._profile_dir)  # profiling ends with end_profiling: the folder's one file has been read
         out: list[list[dict[str, Any]]] = []
         cur: list[dict[str, Any]] = []
         for e in events:
