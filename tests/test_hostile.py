@@ -1595,7 +1595,6 @@ def test_ctrl_c_while_a_temp_is_created_is_held_until_it_is_recorded() -> None:
     assert reached  # ... but right after it
 
 
-
 def test_a_session_s_temp_folder_goes_with_its_owner_on_release_and_on_interrupt(tmp_path: Path) -> None:
     """A profiling session's folder outlives any ``with`` block: it is removed when the session is collected,
     when it is released, and -- the interrupted command's case, whose ``os._exit`` runs no finalizers -- by
@@ -1618,6 +1617,7 @@ def test_a_session_s_temp_folder_goes_with_its_owner_on_release_and_on_interrupt
     assert dirs[2].is_dir()  # its session is alive ...
     remove_owned()
     assert not dirs[2].exists()  # ... and the interrupt path removed it anyway
+
 
 # -- interrupts for every command that writes: a real SIGTERM/SIGINT mid-work, then nothing left behind ----
 def _descendants(pid: int) -> list[int]:

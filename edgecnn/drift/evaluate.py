@@ -278,7 +278,7 @@ def match_layers(ref: onnx.ModelProto, cand: onnx.ModelProto) -> list[LayerPair]
         pairs.append(
             LayerPair(
                 tensor=t,
-                node=node.name if node is not None else t,
+                node=(node.name or t) if node is not None else t,  # an unnamed node: its output names it
                 op=op,
                 ref_view=ref_view[t],
                 cand_view=cand_view[t],

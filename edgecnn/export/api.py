@@ -566,10 +566,15 @@ def export_model(
             io_dtype = opts.io_dtype or (
                 scheme.activation_dtype if spec is not None and spec.requires_quantization and scheme else "float32"
             )
+            from edgecnn.export.to_tflite import UnsupportedOpError
+
             pre = _preprocess_spec(model)
-            exp = onnx_to_tflite(
-                model, precision=precision, io_dtype=io_dtype, base_dir=source_path.parent, preprocess=pre
-            )
+            try:
+                exp = onnx_to_tflite(
+                    model, precision=precision, io_dtype=io_dtype, base_dir=source_path.parent, preprocess=pre
+                )
+            except UnsupportedOpError as e:  # the converter names the node; the message also names the file
+                raise UnsupportedOpError(f"{model_path}: {e}") from None
             tmp_out.write_bytes(exp.data)
             notes.extend(exp.notes)
             folded = exp.folded

@@ -52,6 +52,7 @@ from edgecnn.graph.load import dims_of, dynamic_inputs_message, graph_inputs, in
 from edgecnn.graph.passes import (
     _fold_constants,
     _remove_identities,
+    _sums_as_adds,
     absorb_bn,
     drop_absorbed_bns,
     foldable_conv_bn,
@@ -72,10 +73,10 @@ SUPPORTED_OPS = (
     "Abs", "Add", "And", "ArgMax", "ArgMin", "AveragePool", "BatchNormalization", "Cast", "Ceil", "Clip", "Concat",
     "Conv", "ConvTranspose", "DepthToSpace", "DequantizeLinear", "Div", "Elu", "Equal", "Exp", "Expand", "Flatten",
     "Floor", "Gather", "Gelu", "Gemm", "GlobalAveragePool", "GlobalMaxPool", "Greater", "GreaterOrEqual",
-    "HardSigmoid", "HardSwish", "LayerNormalization", "LeakyRelu", "Less", "LessOrEqual", "Log", "LogSoftmax",
+    "HardSigmoid", "HardSwish", "LRN", "LayerNormalization", "LeakyRelu", "Less", "LessOrEqual", "Log", "LogSoftmax",
     "MatMul", "Max", "MaxPool", "Min", "Mul", "Neg", "Not", "Or", "PRelu", "Pad", "Pow", "QuantizeLinear",
     "Reciprocal", "ReduceL2", "ReduceMax", "ReduceMean", "ReduceMin", "ReduceProd", "ReduceSum", "Relu", "Reshape",
-    "Resize", "Round", "Sigmoid", "Slice", "Softmax", "SpaceToDepth", "Split", "Sqrt", "Squeeze", "Sub", "Tanh",
+    "Resize", "Round", "Sigmoid", "Slice", "Softmax", "SpaceToDepth", "Split", "Sqrt", "Squeeze", "Sub", "Sum", "Tanh",
     "Tile", "Transpose", "Unsqueeze", "Upsample", "Where",
 )  # fmt: skip
 # Nearest supported alternative for ops people commonly meet in CNN exports.
@@ -87,7 +88,6 @@ _NEAREST: dict[str, str] = {
     "ConstantOfShape": "a constant initializer (fix the input shape)",
     "NonMaxSuppression": "run NMS outside the model, on its raw boxes and scores",
     "TopK": "post-processing outside the model",
-    "LRN": "BatchNormalization",
     "ScatterND": "Concat of Slices (write the updated tensor from its parts)",
     "Range": "a constant initializer (fix the input shape)",
     "LSTM": "export the CNN up to the recurrent head and run the LSTM/GRU outside the model",
@@ -260,6 +260,7 @@ def _prepare(model: onnx.ModelProto, base_dir: Path | None) -> onnx.ModelProto:
             infer_shapes_inplace(m)
         # the passes of graph.passes.prepare, in place on our copy (no second copy of the weights)
         m = _fold_batchnorm_lazily(_remove_identities(_fold_constants(m, base_dir)), base_dir)
+        _sums_as_adds(m)  # opset 7/8 residual Sums: TFLite's ADD (ADD_N has no int8 kernel)
         infer_shapes_inplace(m)
     except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as e:
         raise ModelError(
@@ -381,6 +382,16 @@ def _shapes_to_constants(m: onnx.ModelProto) -> bool:
         del m.graph.node[:]
         m.graph.node.extend(keep)
     return changed
+
+
+def _same_pads(in_hw: Sequence[int], k: Sequence[int], strides: Sequence[int], dil: Sequence[int]) -> list[int]:
+    """The explicit pads [t, l, b, r] of SAME_UPPER (TFLite's SAME): the extra one at the bottom/right."""
+    out: list[tuple[int, int]] = []
+    for i in range(2):
+        size = -(-in_hw[i] // strides[i])
+        total = max((size - 1) * strides[i] + (k[i] - 1) * dil[i] + 1 - in_hw[i], 0)
+        out.append((total // 2, total - total // 2))
+    return [out[0][0], out[1][0], out[0][1], out[1][1]]
 
 
 def _attr(node: onnx.NodeProto, name: str, default: Any = None) -> Any:
@@ -966,22 +977,16 @@ class _Converter:
         dil = list(_attr(n, "dilations", [1, 1]))
         auto = _attr(n, "auto_pad", b"NOTSET")
         auto = auto.decode() if isinstance(auto, bytes) else auto
-        same = []
-        for i in range(2):
-            out = -(-in_hw[i] // strides[i])
-            total = max((out - 1) * strides[i] + (k[i] - 1) * dil[i] + 1 - in_hw[i], 0)
-            same.append((total // 2, total - total // 2))
+        same = _same_pads(in_hw, k, strides, dil)
         if auto in ("SAME_UPPER",):
             return "SAME", [], strides
         if auto == "VALID":
             return "VALID", [], strides
-        if auto == "SAME_LOWER":
-            pads = [same[0][1], same[1][1], same[0][0], same[1][0]]
-        else:
-            pads = list(_attr(n, "pads", [0, 0, 0, 0]))
+        # SAME_LOWER puts the extra pad at the top/left
+        pads = [same[2], same[3], same[0], same[1]] if auto == "SAME_LOWER" else list(_attr(n, "pads", [0, 0, 0, 0]))
         if not any(pads):
             return "VALID", [], strides
-        if pads == [same[0][0], same[1][0], same[0][1], same[1][1]]:
+        if pads == same:
             return "SAME", [], strides
         return "VALID", pads, strides
 
@@ -1276,6 +1281,10 @@ class _Converter:
             raise self.unsupported(n, "dilated pooling", "pooling with dilations 1")
         kind = "q" if qp is not None else "f"
         padding, pads, strides = self._spatial(n, v.shape[2:], k)
+        if builtin == "AVERAGE_POOL_2D" and _attr(n, "count_include_pad", 0) and padding == "SAME":
+            # TFLite's SAME average divides each edge window by its valid elements; count_include_pad=1 counts
+            # the zeros of the padding too: pad explicitly with zeros and pool VALID (Caffe-style Inception pools)
+            padding, pads = "VALID", _same_pads(v.shape[2:], k, strides, [1, 1])
         out_shape = self.shapes[n.output[0]]
         if _attr(n, "ceil_mode", 0) and padding != "SAME":
             # ceil_mode keeps a last window that runs past the end. For MaxPool that is extra padding at the
@@ -1791,6 +1800,18 @@ class _Converter:
 
     def _op_LogSoftmax(self, n: onnx.NodeProto, qp: _QP | None) -> None:
         self._op_Softmax(n, None, "LOG_SOFTMAX")
+
+    def _op_LRN(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        """Across channels: ONNX divides by (bias + alpha/size * sum of squares over ``size`` channels)^beta;
+        LOCAL_RESPONSE_NORMALIZATION sums over channel +- radius and multiplies by its alpha as it is (float)."""
+        size = int(_attr(n, "size"))
+        if size % 2 == 0 or len(self.vals[n.input[0]].shape) != 4:
+            raise self.unsupported(n, f"LRN size {size} (an even window is lopsided)", "LRN with an odd size on NCHW")
+        if qp is not None:
+            raise self.unsupported(n, "an int8 LRN (TFLite's kernel is float only)", "LRN kept float")
+        opts = {"radius": (size - 1) // 2, "bias": float(_attr(n, "bias", 1.0)),
+                "alpha": float(_attr(n, "alpha", 1e-4)) / size, "beta": float(_attr(n, "beta", 0.75))}  # fmt: skip
+        self.emit(n, "LOCAL_RESPONSE_NORMALIZATION", [self.act(n.input[0], "f", True)], None, True, opts)
 
     def _op_Softmax(self, n: onnx.NodeProto, qp: _QP | None, builtin: str = "SOFTMAX") -> None:
         x = n.input[0]

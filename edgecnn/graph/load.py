@@ -172,6 +172,7 @@ def load_model(path: str | Path, input_shapes: dict[str, tuple[int, ...]] | None
                 f"{path}: external data could not be read ({e}); keep the data files beside the model"
             ) from None
 
+    drop_initializer_inputs(model)
     expand_fused_convs(model)
     shapes = dict(input_shapes or {})
     inputs = graph_inputs(model)
@@ -212,6 +213,22 @@ def load_model(path: str | Path, input_shapes: dict[str, tuple[int, ...]] | None
 
 
 _STRIP_BYTES = 1024
+
+
+def drop_initializer_inputs(model: onnx.ModelProto) -> int:
+    """In place: graph inputs that are also initializers (IR < 4 files list every weight as an input; later
+    exporters do with ``keep_initializers_as_inputs``) become plain constants. Left as inputs they are
+    overridable: passes that fold or rewrite a weight (BatchNorm folding, FP16, the TFLite converter) left
+    the input declared with its old shape, and runtimes asked for them as feeds. The IR version becomes at
+    least 4, the first where initializers need not be inputs. Returns how many inputs were dropped."""
+    inits = {t.name for t in model.graph.initializer}
+    keep = [i for i in model.graph.input if i.name not in inits]
+    dropped = len(model.graph.input) - len(keep)
+    if dropped:
+        del model.graph.input[:]
+        model.graph.input.extend(keep)
+        model.ir_version = max(model.ir_version, 4)
+    return dropped
 
 
 _CONV_ATTRS = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")

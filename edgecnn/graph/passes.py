@@ -475,6 +475,32 @@ def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
     return m
 
 
+QDQ_OPSET = 13  # per-axis QuantizeLinear/DequantizeLinear (per-channel weights) start at opset 13
+
+
+def at_least_opset13(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``model`` at ai.onnx opset 13 or later (``onnx.version_converter``; a later opset is kept).
+    Quantization writes QuantizeLinear (opset 10) with per-axis scales (13), and every graph built from the
+    prepared model (calibration, bias correction, the QDQ writer) must be able to hold them; converting once,
+    before any node is planned, keeps node positions the same from the plan to the written model (a later
+    conversion inserts Constant nodes and moved them: unnamed nodes were then matched to the wrong ops)."""
+    from edgecnn.errors import ModelError
+    from edgecnn.graph.load import default_opset
+
+    opset = default_opset(model)
+    if opset >= QDQ_OPSET:
+        return _copy(model)
+    try:
+        out = onnx.version_converter.convert_version(model, QDQ_OPSET)
+    except (RuntimeError, ValueError, onnx.checker.ValidationError) as e:  # the converter's C++ errors
+        first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
+        raise ModelError(
+            f"opset {opset} cannot be converted to opset {QDQ_OPSET}, which quantization needs: {first}; "
+            "re-export the model at opset 13 or later"
+        ) from None
+    return out
+
+
 def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
     """Turn Constant nodes into initializers and precompute nodes whose inputs are all constant."""
     return _fold_constants(_copy(model))
@@ -550,9 +576,10 @@ def prepare(model: onnx.ModelProto, base_dir: Path | None = None) -> onnx.ModelP
     One copy of the model, then the passes work in place on it. ``base_dir``: where the model's
     external weights live (see graph.external), so that a large model need not sit in memory.
     """
-    m = _fold_batchnorm(_remove_identities(_fold_constants(_copy(model), base_dir)), base_dir)
+    m = _fold_batchnorm(_remove_identities(_fold_constants(at_least_opset13(model), base_dir)), base_dir)
     _fold_conv_affine(m, base_dir)
     _canonical_hard_activations(m)
+    _sums_as_adds(m)
     infer_shapes_inplace(m)
     _canonical_global_pools(m, base_dir)  # reads the ranks inference gave; the pool's output shape is the ReduceMean's
     return m
@@ -708,6 +735,36 @@ def _hard_chains(m: onnx.ModelProto) -> Iterator[HardChain]:
 
 def _close(v: float, want: float) -> bool:
     return abs(v - want) <= _HS_TOL * max(1.0, abs(want))
+
+
+def _sums_as_adds(m: onnx.ModelProto) -> int:
+    """In place: each ``Sum`` (how opset 7/8 exporters wrote residual additions, with two inputs or more) becomes
+    the chain of ``Add`` s it computes, left to right, the last writing the Sum's output under its name: the op
+    runtimes quantize (QLinearAdd, int8 ADD); Sum has no integer kernel. A one-input Sum becomes Identity.
+    Returns how many."""
+    used = _names_in_use(m)
+    out: list[onnx.NodeProto] = []
+    count = 0
+    for n in m.graph.node:
+        ins = [i for i in n.input if i]
+        if n.op_type != "Sum" or n.domain not in ("", "ai.onnx") or not ins:
+            out.append(n)
+            continue
+        count += 1
+        base = n.name or n.output[0]
+        if len(ins) == 1:
+            out.append(helper.make_node("Identity", ins, list(n.output), name=base))
+            continue
+        acc = ins[0]
+        for k, nxt in enumerate(ins[1:], start=1):
+            last = k == len(ins) - 1
+            y = n.output[0] if last else _fresh_name(used, f"{base}_partial{k}")
+            out.append(helper.make_node("Add", [acc, nxt], [y], name=base if last else f"{base}_add{k}"))
+            acc = y
+    if count:
+        del m.graph.node[:]
+        m.graph.node.extend(out)
+    return count
 
 
 def _canonical_hard_activations(m: onnx.ModelProto) -> int:

@@ -589,8 +589,8 @@ def write_qdq(
     """
     m = onnx.ModelProto()
     m.CopyFrom(model)
-    if _opset(m) < 13:
-        m = onnx.version_converter.convert_version(m, 13)
+    if _opset(m) < 13:  # graph.passes.prepare converted it before planning, so node positions still match
+        raise ValueError(f"write_qdq needs a prepared model (opset >= 13), got opset {_opset(m)}")
     g = m.graph
     inits = {t.name: t for t in g.initializer}
     nodes = list(g.node)

@@ -20,6 +20,7 @@ def _model(
     x_shape: list[int] = X,
     out_type: int = TensorProto.FLOAT,
     elem: int = TensorProto.FLOAT,
+    opset: int = OPSET,
 ) -> onnx.ModelProto:
     g = helper.make_graph(
         nodes,
@@ -28,7 +29,7 @@ def _model(
         [helper.make_tensor_value_info("y", out_type, None)],
         initializer=[numpy_helper.from_array(v, k) for k, v in (inits or {}).items()],
     )
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="edgecnn-corpus")
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)], producer_name="edgecnn-corpus")
     m.ir_version = 8
     # Give the output its inferred type and shape (the checker wants a shape on graph outputs).
     inferred = onnx.shape_inference.infer_shapes(m)
@@ -108,6 +109,51 @@ for _op in ("Relu", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", 
     BUILDERS[_op] = lambda op=_op: _unary(op)
 for _op in ("Add", "Sub", "Mul", "Div", "Max", "Min"):
     BUILDERS[_op] = lambda op=_op: _binary(op)
+
+
+def _shaped(m: onnx.ModelProto, shape: list[int]) -> onnx.ModelProto:
+    """Declare the output's shape where ONNX shape inference gives none (function ops such as GroupNormalization)."""
+    m.graph.output[0].CopyFrom(helper.make_tensor_value_info("y", TensorProto.FLOAT, shape))
+    return m
+
+
+# Ops real CNN exports carry beyond the layers: old-opset spellings (Upsample, Sum), shape and index ops of
+# detection heads, post-processing (TopK, NonMaxSuppression), newer activations and normalizations.
+_SCALE4 = {"c": np.full([1, 4, 1, 1], 0.5, np.float32)}
+BUILDERS.update({
+    "Sum": lambda: _model([_n("Sum", ["x", "x", "x"])]),
+    "Mean": lambda: _model([_n("Mean", ["x", "x"])]),
+    "Upsample": lambda: _model([_n("Upsample", ["x", "sc"], mode="nearest")],
+                               {"sc": np.array([1, 1, 2, 2], np.float32)}, opset=9),
+    "ArgMax": lambda: _model([_n("ArgMax", ["x"], axis=1)], out_type=TensorProto.INT64),
+    "Gather": lambda: _model([_n("Gather", ["x", "i"], axis=1)], {"i": _ints([0, 2])}),
+    "Shape": lambda: _model([_n("Shape", ["x"])], out_type=TensorProto.INT64),
+    "Expand": lambda: _model([_n("Expand", ["x", "s"])], {"s": _ints([2, 4, 8, 8])}),
+    "Tile": lambda: _model([_n("Tile", ["x", "r"])], {"r": _ints([1, 1, 2, 2])}),
+    "ReduceSum": lambda: _model([_n("ReduceSum", ["x", "a"], keepdims=1)], {"a": _ints([2, 3])}),
+    "ReduceMin": lambda: _unary("ReduceMin", axes=[2, 3], keepdims=1),
+    "ReduceL2": lambda: _unary("ReduceL2", axes=[1], keepdims=1),
+    "Greater": lambda: _model([_n("Greater", ["x", "c"])], _SCALE4, out_type=TensorProto.BOOL),
+    "Less": lambda: _model([_n("Less", ["x", "c"])], _SCALE4, out_type=TensorProto.BOOL),
+    "Equal": lambda: _model([_n("Equal", ["x", "c"])], _SCALE4, out_type=TensorProto.BOOL),
+    "TopK": lambda: _model([helper.make_node("TopK", ["x", "k"], ["y", "idx"], name="topk", axis=-1)],
+                           {"k": _ints([3])}),
+    "LpNormalization": lambda: _unary("LpNormalization", axis=1),
+    "LogSoftmax": lambda: _unary("LogSoftmax", axis=1),
+    "CumSum": lambda: _model([_n("CumSum", ["x", "a"])], {"a": np.array(1, np.int64)}),
+    "Einsum": lambda: _model([_n("Einsum", ["x", "w"], equation="bchw,hk->bcwk")], {"w": _w(8, 5)}),
+    "GridSample": lambda: _model([_n("GridSample", ["x", "g"])], {"g": np.zeros([1, 4, 4, 2], np.float32)}),
+    "Mish": lambda: _model([_n("Mish", ["x"])], opset=18),
+    "GroupNormalization": lambda: _shaped(_model([_n("GroupNormalization", ["x", "s", "b"], num_groups=2)],
+                                                 {"s": np.ones(4, np.float32), "b": np.zeros(4, np.float32)},
+                                                 opset=21), X),
+    "NonMaxSuppression": lambda: _model(
+        [_n("NonMaxSuppression", ["x", "sc"])],
+        {"sc": np.random.default_rng(0).random((1, 2, 10)).astype(np.float32)},
+        x_shape=[1, 10, 4], out_type=TensorProto.INT64),
+})  # fmt: skip
+for _op in ("Log", "Reciprocal", "Floor", "Ceil", "Round", "Sin", "Cos", "Sign", "Softsign", "Celu"):
+    BUILDERS[_op] = lambda op=_op: _unary(op)
 
 # Ops the installed OpenVINO cannot convert (negative controls: not in targets/intel-cpu.toml).
 OPENVINO_MISSING = {
