@@ -273,6 +273,32 @@ def test_different_signatures_are_rejected(tmp_path: Path) -> None:
     assert_one_line_error(invoke("drift", a, c, "--data", d), 2, "outputs differ", "c.onnx")
 
 
+def test_a_free_output_dim_matches_the_quantized_models_fixed_one(tmp_path: Path) -> None:
+    """Exporters declare the output batch symbolic; edgecnn's own INT8 declares it fixed: the same signature.
+    A different class count is still refused (negative control)."""
+    a = conv_model(cin=3, cout=8, hw=16)
+    a.graph.output[0].type.tensor_type.shape.dim[0].dim_param = "batch"
+    a_path = save(a, tmp_path / "a.onnx")
+    b_path = save(conv_model(cin=3, cout=8, hw=16), tmp_path / "b.onnx")
+    c_path = save(conv_model(cin=3, cout=4, hw=16), tmp_path / "c.onnx")
+    d = tmp_path / "imgs"
+    d.mkdir()
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(d / "x.png")
+    (d / "preprocess.toml").write_text("schema_version = 1\nresize = [16, 16]\n")
+    res = invoke("drift", a_path, b_path, "--data", d)
+    assert res.exit_code == 0, res.output
+    assert_one_line_error(invoke("drift", a_path, c_path, "--data", d), 2, "outputs differ", "c.onnx")
+
+
+def test_two_onnx_models_on_litert_compare_outputs_and_say_why_no_layers(models: dict[str, Path]) -> None:
+    """On LiteRT each ONNX model runs as edgecnn's converter writes it, with fused layers: no tensor of their
+    own to read back. The outputs are compared; the note says where a per-layer comparison is (it failed with a
+    checker error on an internal temp file)."""
+    res = invoke("drift", SAMPLE_MODEL, models["good"], "--data", EVAL_DIR, "--samples", "16", "-r", "litert")
+    assert res.exit_code == 0, res.output
+    assert "no per-layer comparison on litert" in " ".join(res.output.split())
+
+
 def test_labels_that_name_unknown_classes(models: dict[str, Path], tmp_path: Path) -> None:
     d = eval_subset(tmp_path, 5)
     rows = (d / "labels.csv").read_text().splitlines()

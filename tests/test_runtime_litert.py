@@ -100,6 +100,25 @@ def test_onnx_on_litert_keeps_the_onnx_interface_and_refuses_unconvertible_ops(t
         open_session("litert", save(bad, tmp_path / "erf.onnx"))
 
 
+def test_onnx_that_already_takes_nhwc_is_fed_as_it_is(tmp_path: Path) -> None:
+    """A tf2onnx export takes NHWC and transposes inside; its converted TFLite input is the same NHWC shape,
+    so the adapter must not transpose the sample again (it did: 'Dimension mismatch' in drift/profile/bench)."""
+    from onnx import helper
+
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["t"], name="to_nchw", perm=[0, 3, 1, 2]),
+        helper.make_node("Conv", ["t", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["y"], name="relu"),
+    ]
+    m = make_model(nodes, [("x", [1, 12, 10, 3])], [("y", [1, 4, 12, 10])], {"w": rng_w(4, 3, 3, 3)})
+    path = save(m, tmp_path / "nhwc.onnx")
+    sess = open_session("litert", path, threads=1)
+    (i,) = sess.inputs()
+    assert i.shape == (1, 12, 10, 3)
+    x = np.random.default_rng(1).standard_normal((1, 12, 10, 3)).astype(np.float32)
+    np.testing.assert_allclose(sess.run({"x": x})[0], open_session("ort", path).run({"x": x})[0], rtol=1e-4, atol=1e-4)
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """The bundled model as float32 TFLite and as INT8 TFLite with int8 I/O (Ethos-U style)."""

@@ -444,15 +444,24 @@ def litert_runner(path: Path, threads: int, onnx_outputs: list[tuple[int, ...]])
     return run
 
 
+def tflite_input_perm(
+    onnx_shape: tuple[int, ...], tflite_shape: tuple[int, ...], layout: str
+) -> tuple[int, ...] | None:
+    """How an input in the ONNX model's layout becomes the TFLite input: (0, 2, 3, 1) where the export moved the
+    channels last (``layout`` NHWC, a 4-D input), None where the ONNX model already took NHWC (its input shape is
+    the TFLite one: tf2onnx exports) or the layouts are the same."""
+    if layout != "NHWC" or len(onnx_shape) != 4:
+        return None
+    moved = (onnx_shape[0], onnx_shape[2], onnx_shape[3], onnx_shape[1])
+    if tuple(onnx_shape[1:]) == tuple(tflite_shape[1:]) and tuple(moved[1:]) != tuple(tflite_shape[1:]):
+        return None
+    return (0, 2, 3, 1)
+
+
 def onnx_to_tflite_layout(x: np.ndarray, tflite_shape: tuple[int, ...], layout: str) -> np.ndarray:
-    """A sample in the ONNX model's input layout, in the TFLite input's: NCHW -> NHWC where the export moved the
-    channels last; as it is where the ONNX model already took NHWC (its input shape is the TFLite one)."""
-    if layout != "NHWC" or x.ndim != 4:
-        return x
-    moved = x.transpose(0, 2, 3, 1)
-    if tuple(x.shape[1:]) == tuple(tflite_shape[1:]) and tuple(moved.shape[1:]) != tuple(tflite_shape[1:]):
-        return x
-    return moved
+    """A sample in the ONNX model's input layout, in the TFLite input's (``tflite_input_perm``)."""
+    perm = tflite_input_perm(tuple(x.shape), tflite_shape, layout)
+    return x if perm is None else x.transpose(perm)
 
 
 def tflite_input_layout(path: Path) -> str:

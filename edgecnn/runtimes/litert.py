@@ -122,9 +122,11 @@ class LiteRtSession:
         ]
         tfl_in = [tuple(g.tensors[i].shape) for i in g.inputs]
         tfl_out = [tuple(g.tensors[i].shape) for i in g.outputs]
-        nhwc = exp.input_layout == "NHWC"
-        self._in_perm = [
-            (0, 2, 3, 1) if nhwc and len(a[1]) == 4 else _perm_to(a[1], b) for a, b in zip(onnx_in, tfl_in, strict=True)
+        from edgecnn.export.api import tflite_input_perm
+
+        self._in_perm = [  # channels moved last where the export moved them (an NHWC ONNX input stays as it is)
+            tflite_input_perm(a[1], b, "NHWC") if len(a[1]) == 4 and exp.input_layout == "NHWC" else _perm_to(a[1], b)
+            for a, b in zip(onnx_in, tfl_in, strict=True)
         ]
         # The converter keeps every output in the ONNX order (it ends the graph with a TRANSPOSE when needed):
         # outputs only need a reshape (e.g. [N, C] vs [N, C, 1, 1]).
