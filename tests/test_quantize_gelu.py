@@ -24,7 +24,9 @@ from edgecnn.runtimes import open_session
 from tests.test_quantize_real import ort_runs
 
 
-def gelu_model(sqrt2: float = 2**0.5, half_first: bool = False) -> onnx.ModelProto:
+def gelu_model(sqrt2: float = 2**0.5, half_first: bool = False, dynamo: bool = False) -> onnx.ModelProto:
+    """The exact GELU after a Conv, with the two Muls in the legacy exporter's order, with x * 0.5 first
+    (``half_first``), or as torch.onnx's dynamo exporter writes it: x * ((erf + 1) * 0.5) (``dynamo``)."""
     rng = np.random.default_rng(0)
     inits = {
         "w1": rng.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32),
@@ -37,7 +39,12 @@ def gelu_model(sqrt2: float = 2**0.5, half_first: bool = False) -> onnx.ModelPro
         helper.make_node("Erf", ["d"], ["e"], name="erf"),
         helper.make_node("Add", ["e", "one"], ["a"], name="add1"),
     ]
-    if half_first:
+    if dynamo:
+        nodes += [
+            helper.make_node("Mul", ["a", "half"], ["h"], name="half"),
+            helper.make_node("Mul", ["c", "h"], ["g"], name="mul_x"),
+        ]
+    elif half_first:
         nodes += [
             helper.make_node("Mul", ["c", "half"], ["h"], name="half"),
             helper.make_node("Mul", ["h", "a"], ["g"], name="mul_x"),
@@ -82,13 +89,15 @@ def _quantized_after(q: onnx.ModelProto, a: str) -> bool:
     return first is not None and first.op_type == "QuantizeLinear"
 
 
-@pytest.mark.parametrize("half_first", [False, True])
+@pytest.mark.parametrize("order", ["legacy", "half_first", "dynamo"])
 def test_gelu_chain_is_one_contrib_gelu_on_ort_and_exports_as_gelu(
-    tmp_path: Path, images: ImageDataset, half_first: bool
+    tmp_path: Path, images: ImageDataset, order: str
 ) -> None:
     """ONNX Runtime: the chain becomes one com.microsoft.Gelu between a DQ and a Q, the kernel ORT fuses the chain
-    into in a float model but cannot form between Q/DQ (it gives the Div and the Mul their own DQ)."""
-    m = gelu_model(half_first=half_first)
+    into in a float model but cannot form between Q/DQ (it gives the Div and the Mul their own DQ). In each order
+    exporters write the two Muls (the dynamo exporter's was not recognised: Q/DQ inside the chain, and the TFLite
+    export refused its Erf)."""
+    m = gelu_model(half_first=order == "half_first", dynamo=order == "dynamo")
     q, report = _quantize(tmp_path, m, images, "gelu")
     chain = {"div", "erf", "add1", "mul_x", "half"}
     assert all(report.kept_float.get(n) == CONTRIB_GELU_REASON for n in chain), report.kept_float

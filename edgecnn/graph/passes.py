@@ -42,7 +42,8 @@ def gelu_erf_chains(
     nodes: Iterable[onnx.NodeProto], scalar: Callable[[str], float | None], outputs: Container[str]
 ) -> list[GeluChain]:
     """The exact GELU as exporters write it before opset 20: Div(x, sqrt 2) or Mul(x, 1/sqrt 2) -> Erf -> Add 1
-    -> Mul by x and by 0.5 (the 0.5 before or after). Structure and constants are both checked (``scalar``:
+    -> Mul by x and by 0.5 in any order (x * 0.5 first, the product by x first, or -- torch.onnx's dynamo
+    exporter -- the 0.5 first). Structure and constants are both checked (``scalar``:
     a tensor's value if it is a constant scalar, else None); an intermediate that is a graph output, or that
     feeds anything else, breaks the chain. The one matcher for quantize (keep the chain float) and the TFLite
     converter (write one GELU)."""
@@ -83,6 +84,11 @@ def gelu_erf_chains(
         if m1 is None:
             continue
         partner = other(m1, add.output[0])
+        if near(scalar(partner), 0.5):  # torch.onnx dynamo: x * ((erf(...) + 1) * 0.5)
+            m2 = only(m1.output[0], "Mul")
+            if m2 is not None and other(m2, m1.output[0]) == x:
+                chains.append(GeluChain(x, (pre, erf, add, m1, m2)))
+            continue
         if partner == x:
             m2 = only(m1.output[0], "Mul")
             if m2 is not None and near(scalar(other(m2, m1.output[0])), 0.5):
