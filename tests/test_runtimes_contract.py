@@ -128,3 +128,28 @@ def test_openvino_output_names_are_the_onnx_outputs(tmp_path: Path) -> None:
     inits = {"w": np.ones((48, 5), np.float32), "b": np.ones(5, np.float32)}
     path = save(make_model(nodes, [("x", [1, 3, 4, 4])], [("lin", None), ("y", None)], inits), tmp_path / "m.onnx")
     assert [o.name for o in open_session("openvino", path).outputs()] == ["lin", "y"]
+
+
+def test_an_onnxruntime_failure_at_run_time_is_one_line_naming_the_file(tmp_path: Path) -> None:
+    """A model ORT loads but cannot execute for these inputs (here a Gather index out of range): a ModelError
+    naming the file, which the CLI prints in one line, not ORT's own exception type (a traceback)."""
+    from onnx import TensorProto, helper
+
+    from edgecnn.errors import ModelError
+
+    g = helper.make_graph(
+        [helper.make_node("Gather", ["x", "i"], ["y"], axis=1)],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4]),
+         helper.make_tensor_value_info("i", TensorProto.INT64, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1])],
+    )  # fmt: skip
+    path = tmp_path / "gather.onnx"
+    import onnx
+
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    sess = open_session("ort", path, threads=1)
+    x = np.ones((1, 4), np.float32)
+    assert sess.run({"x": x, "i": np.array([3], np.int64)})[0].shape == (1, 1)  # in range: runs
+    with pytest.raises(ModelError, match=r"gather\.onnx: onnxruntime failed running the model"):
+        sess.run({"x": x, "i": np.array([9], np.int64)})

@@ -57,6 +57,7 @@ from edgecnn.graph.passes import (
     drop_absorbed_bns,
     foldable_conv_bn,
     gelu_erf_chains,
+    pads_on_every_axis,
     remove_unused_initializers,
 )
 from edgecnn.preprocess import Layout, PreprocessSpec, spec_from_dict
@@ -262,6 +263,7 @@ def _prepare(model: onnx.ModelProto, base_dir: Path | None) -> onnx.ModelProto:
         m = _fold_batchnorm_lazily(_remove_identities(_fold_constants(m, base_dir)), base_dir)
         _sums_as_adds(m)  # opset 7/8 residual Sums: TFLite's ADD (ADD_N has no int8 kernel)
         infer_shapes_inplace(m)
+        pads_on_every_axis(m, base_dir)
     except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as e:
         raise ModelError(
             f"shape inference failed while preparing the TFLite export: {str(e).splitlines()[0]}"

@@ -588,7 +588,40 @@ def prepare(model: onnx.ModelProto, base_dir: Path | None = None) -> onnx.ModelP
     _sums_as_adds(m)
     infer_shapes_inplace(m)
     _canonical_global_pools(m, base_dir)  # reads the ranks inference gave; the pool's output shape is the ReduceMean's
+    pads_on_every_axis(m, base_dir)
     return m
+
+
+def pads_on_every_axis(m: onnx.ModelProto, base_dir: Path | None = None) -> int:
+    """In place: a Pad with a constant ``axes`` input (opset 18) gets pads for every axis (0 where none was
+    given) and no ``axes``: the same values, in the form runtimes and converters handle (ONNX Runtime's QDQ
+    optimizer built an out-of-range Gather from it, and the TFLite converter refused it). Reads ranks from
+    shape inference. Returns how many."""
+    ranks = _ranks(m)
+    inits = {t.name: t for t in m.graph.initializer}
+    used = _names_in_use(m)
+    count = 0
+    for n in m.graph.node:
+        if n.op_type != "Pad" or n.domain not in ("", "ai.onnx") or len(n.input) < 4 or not n.input[3]:
+            continue
+        rank = ranks.get(n.input[0])
+        if rank is None or n.input[1] not in inits or n.input[3] not in inits:
+            continue
+        pads = to_array(inits[n.input[1]], base_dir).astype(np.int64).ravel()
+        axes = [int(a) % rank for a in to_array(inits[n.input[3]], base_dir).ravel()]
+        full = np.zeros(2 * rank, np.int64)
+        for i, a in enumerate(axes):
+            full[a], full[rank + a] = pads[i], pads[len(axes) + i]
+        name = _fresh_name(used, f"{n.name or n.output[0]}_pads")
+        m.graph.initializer.append(numpy_helper.from_array(full, name))
+        n.input[1] = name
+        del n.input[3:]
+        while n.input and not n.input[-1]:  # no constant_value either: drop the empty slot
+            del n.input[-1]
+        count += 1
+    if count:
+        remove_unused_initializers(m)
+    return count
 
 
 def _ranks(m: onnx.ModelProto) -> dict[str, int]:

@@ -14,6 +14,13 @@ import onnxruntime as ort
 from edgecnn.errors import ModelError
 from edgecnn.runtimes.base import TensorSpec
 
+# What InferenceSession.run raises for a model it loaded but cannot execute (its pybind exception types).
+_ORT_RUN_ERRORS = tuple(
+    getattr(ort.capi.onnxruntime_pybind11_state, n)
+    for n in ("Fail", "InvalidArgument", "RuntimeException", "NotImplemented", "EPFail")
+    if hasattr(ort.capi.onnxruntime_pybind11_state, n)
+)
+
 _ORT_TYPES = {
     "tensor(float)": "float32",
     "tensor(float16)": "float16",
@@ -62,6 +69,7 @@ class OrtSession:
         except Exception as e:  # ORT raises its own exception types for every load failure
             first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
             raise ModelError(f"{path}: onnxruntime cannot load the model: {first}") from None
+        self._path = path
         self.threads = threads
         self.device = "CPU"
         self.inference_precision = "f32"  # the CPU provider computes float ops in float32
@@ -97,7 +105,11 @@ class OrtSession:
         ]
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        return self._sess.run(self._out_names, feeds)
+        try:
+            return self._sess.run(self._out_names, feeds)
+        except _ORT_RUN_ERRORS as e:  # a kernel that fails at run time (not at load): one line naming the file
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ModelError(f"{self._path}: onnxruntime failed running the model: {first}") from None
 
     def bind(self, feeds: dict[str, np.ndarray]) -> Callable[[], Any]:
         """Bind ``feeds`` and preallocated outputs once (io_binding) and return a zero-argument call that runs

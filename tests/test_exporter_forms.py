@@ -1,0 +1,57 @@
+"""Forms newer exporters write that older passes did not expect: Pad with an ``axes`` input (opset 18, the
+torch dynamo exporter and tf2onnx). ONNX Runtime's QDQ optimizer built an out-of-range Gather from a quantized
+one (quantize crashed in bias correction; with it off, the file did not run), and the TFLite converter refused
+it. Real ONNX Runtime and LiteRT sessions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from tests.cli_helpers import invoke
+from tests.conftest import CALIB_DIR
+
+
+def pad18_model() -> onnx.ModelProto:
+    rng = np.random.default_rng(0)
+    inits = {
+        "w1": (rng.standard_normal((8, 3, 3, 3)) * 0.3).astype(np.float32),
+        "w2": (rng.standard_normal((8, 8, 3, 3)) * 0.1).astype(np.float32),
+        "pads": np.array([1, 1, 1, 1], np.int64),  # H and W: begin, begin, end, end
+        "axes": np.array([2, 3], np.int64),
+    }
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Pad", ["r1", "pads", "", "axes"], ["p"], name="pad"),
+        helper.make_node("Conv", ["p", "w2"], ["y"], name="conv2"),
+    ]
+    g = helper.make_graph(
+        nodes, "pad18", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 32, 32])],
+        [numpy_helper.from_array(v, k) for k, v in inits.items()],
+    )  # fmt: skip
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    onnx.checker.check_model(m, full_check=True)
+    return m
+
+
+def test_pad_with_axes_quantizes_runs_and_exports(tmp_path: Path) -> None:
+    src = tmp_path / "pad18.onnx"
+    onnx.save(pad18_model(), str(src))
+    q = tmp_path / "pad18.int8.onnx"
+    res = invoke("quantize", src, "-o", q, "--calib", CALIB_DIR, "--samples", "16")
+    assert res.exit_code == 0, res.output
+    pad = next(n for n in onnx.load(str(q)).graph.node if n.op_type == "Pad")
+    assert len(pad.input) < 4  # pads for every axis, no axes input
+    import onnxruntime as ort
+
+    x = np.random.default_rng(1).random((1, 3, 32, 32)).astype(np.float32)
+    ref = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    got = ort.InferenceSession(str(q), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]  # ORT_ENABLE_ALL
+    assert 10 * np.log10(np.sum(ref**2) / np.sum((ref - got) ** 2)) > 25
+    res = invoke("export", src, "--to", "tflite", "-o", tmp_path / "pad18.tflite")  # parity checked inside
+    assert res.exit_code == 0, res.output
