@@ -55,3 +55,51 @@ def test_pad_with_axes_quantizes_runs_and_exports(tmp_path: Path) -> None:
     assert 10 * np.log10(np.sum(ref**2) / np.sum((ref - got) ** 2)) > 25
     res = invoke("export", src, "--to", "tflite", "-o", tmp_path / "pad18.tflite")  # parity checked inside
     assert res.exit_code == 0, res.output
+
+
+def dynamo_raw_model() -> onnx.ModelProto:
+    """torch.onnx.export(dynamo=True, optimize=False): shapes as Constant(value_ints), the conv's zero bias as
+    Expand(CastLike(0.0, activation), shape), then BatchNormalization."""
+    rng = np.random.default_rng(0)
+    inits = {
+        "w": (rng.standard_normal((8, 3, 3, 3)) * 0.3).astype(np.float32),
+        "zero": np.array(0.0, np.float32),
+        "bn_s": (1 + 0.1 * rng.standard_normal(8)).astype(np.float32),
+        "bn_b": (0.1 * rng.standard_normal(8)).astype(np.float32),
+        "bn_m": (0.1 * rng.standard_normal(8)).astype(np.float32),
+        "bn_v": (0.5 + rng.random(8)).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node("Constant", [], ["shape"], name="shape_const", value_ints=[8]),
+        helper.make_node("CastLike", ["zero", "x"], ["z"], name="castlike"),
+        helper.make_node("Expand", ["z", "shape"], ["bias"], name="expand"),
+        helper.make_node("Conv", ["x", "w", "bias"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c", "bn_s", "bn_b", "bn_m", "bn_v"], ["b"], name="bn"),
+        helper.make_node("Relu", ["b"], ["y"], name="relu"),
+    ]
+    g = helper.make_graph(
+        nodes, "raw", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 32, 32])],
+        [numpy_helper.from_array(v, k) for k, v in inits.items()],
+    )  # fmt: skip
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    onnx.checker.check_model(m, full_check=True)
+    return m
+
+
+def test_unoptimized_dynamo_constants_fold(tmp_path: Path) -> None:
+    """Constant(value_ints) and CastLike of a constant are constants: the bias folds, BatchNorm folds into the
+    Conv, nothing is kept float, and the TFLite export has no Constant/CastLike left to refuse."""
+    import json
+
+    src = tmp_path / "raw.onnx"
+    onnx.save(dynamo_raw_model(), str(src))
+    q, js = tmp_path / "raw.int8.onnx", tmp_path / "q.json"
+    res = invoke("quantize", src, "-o", q, "--calib", CALIB_DIR, "--samples", "16", "--json", js)
+    assert res.exit_code == 0, res.output
+    assert json.loads(js.read_text())["kept_float"] == {}
+    assert not {"BatchNormalization", "CastLike", "Expand", "Constant"} & {
+        n.op_type for n in onnx.load(str(q)).graph.node
+    }
+    res = invoke("export", src, "--to", "tflite", "-o", tmp_path / "raw.tflite")
+    assert res.exit_code == 0, res.output

@@ -191,15 +191,17 @@ def _fold_constants(m: onnx.ModelProto, base_dir: Path | None = None) -> onnx.Mo
     (onnx's reference evaluator) and replaced by their values, in graph order, so constant subgraphs vanish."""
     keep = []
     for n in m.graph.node:
-        value = _attr(n, "value") if n.op_type == "Constant" else None
-        if isinstance(value, onnx.TensorProto):
-            t = onnx.TensorProto()
-            t.CopyFrom(value)
-            t.name = n.output[0]
+        t = _constant_value(n)
+        if t is not None:
             m.graph.initializer.append(t)
         else:
             keep.append(n)
     inits = {t.name: t for t in m.graph.initializer}
+    elem_types = {
+        vi.name: vi.type.tensor_type.elem_type
+        for vi in [*m.graph.input, *m.graph.value_info, *m.graph.output]
+        if vi.type.tensor_type.elem_type
+    }
     graph_outputs = {o.name for o in m.graph.output}
     opset = [o for o in m.opset_import]
     shapes = {
@@ -210,6 +212,15 @@ def _fold_constants(m: onnx.ModelProto, base_dir: Path | None = None) -> onnx.Mo
     folded: list[onnx.NodeProto] = []
     for n in keep:
         ins = [i for i in n.input if i]
+        like = elem_types.get(n.input[1]) if n.op_type == "CastLike" and len(n.input) > 1 else None
+        if like and n.input[0] in inits and n.output[0] not in graph_outputs:
+            # CastLike reads only its second input's type (the torch dynamo exporter's zero bias is
+            # CastLike(0.0, activation)): a constant first input makes a constant
+            value = to_array(inits[n.input[0]], base_dir).astype(helper.tensor_dtype_to_np_dtype(like))
+            t = numpy_helper.from_array(value, n.output[0])
+            m.graph.initializer.append(t)
+            inits[t.name] = t
+            continue
         foldable = (
             n.domain in ("", "ai.onnx")
             and n.op_type not in _NEVER_FOLD
@@ -257,6 +268,29 @@ def _fold_constants(m: onnx.ModelProto, base_dir: Path | None = None) -> onnx.Mo
     del m.graph.node[:]
     m.graph.node.extend(folded)
     return m
+
+
+def _constant_value(n: onnx.NodeProto) -> onnx.TensorProto | None:
+    """The tensor a Constant node holds, named as its output: ``value``, or the scalar/list forms exporters also
+    write (``value_float(s)``, ``value_int(s)``: the torch dynamo exporter's shapes). None otherwise."""
+    if n.op_type != "Constant" or n.domain not in ("", "ai.onnx"):
+        return None
+    for a in n.attribute:
+        v = helper.get_attribute_value(a)
+        if a.name == "value" and isinstance(v, onnx.TensorProto):
+            t = onnx.TensorProto()
+            t.CopyFrom(v)
+            t.name = n.output[0]
+            return t
+        arr = {
+            "value_float": lambda v: np.array(v, np.float32),
+            "value_floats": lambda v: np.array(list(v), np.float32),
+            "value_int": lambda v: np.array(v, np.int64),
+            "value_ints": lambda v: np.array(list(v), np.int64),
+        }.get(a.name)
+        if arr is not None:
+            return numpy_helper.from_array(arr(v), n.output[0])
+    return None
 
 
 def _remove_identities(m: onnx.ModelProto) -> onnx.ModelProto:
