@@ -103,3 +103,42 @@ def test_unoptimized_dynamo_constants_fold(tmp_path: Path) -> None:
     }
     res = invoke("export", src, "--to", "tflite", "-o", tmp_path / "raw.tflite")
     assert res.exit_code == 0, res.output
+
+
+def _pad_first(value: float) -> onnx.ModelProto:
+    """Legacy torch F.pad on the image, then a Conv (TF-style SAME emulation in ported EfficientNets)."""
+    w = (np.random.default_rng(0).standard_normal((8, 3, 3, 3)) * 0.3).astype(np.float32)
+    nodes = [
+        helper.make_node("Pad", ["x", "pads", "v"], ["p"], name="pad"),
+        helper.make_node("Conv", ["p", "w"], ["c"], name="conv", strides=[2, 2]),
+        helper.make_node("Relu", ["c"], ["y"], name="relu"),
+    ]
+    inits = {"w": w, "pads": np.array([0, 0, 0, 0, 0, 0, 1, 1], np.int64), "v": np.array(value, np.float32)}
+    g = helper.make_graph(
+        nodes, "padin", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])],
+        [numpy_helper.from_array(v, k) for k, v in inits.items()],
+    )  # fmt: skip
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_a_zero_pad_is_integer_on_an_integer_target(tmp_path: Path) -> None:
+    """--target ethos-u55: a zero Pad moves values, so it is integer like MaxPool (TFLite PAD, Vela runs it)
+    and the model's own int8 file exports with int8 I/O. A Pad of 1.0 writes a value that may not be on the
+    grid: kept float, with its reason (negative control)."""
+    import json
+
+    src, q, js = tmp_path / "padin.onnx", tmp_path / "padin.u55.onnx", tmp_path / "q.json"
+    onnx.save(_pad_first(0.0), str(src))
+    res = invoke("quantize", src, "-o", q, "--target", "ethos-u55", "--calib", CALIB_DIR, "--samples", "16", "--json", js)  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "pad" not in json.loads(js.read_text())["kept_float"]
+    producer = {o: n for n in onnx.load(str(q)).graph.node for o in n.output}
+    pad = next(n for n in onnx.load(str(q)).graph.node if n.op_type == "Pad")
+    assert producer[pad.input[0]].op_type == "DequantizeLinear"
+    res = invoke("export", q, "-o", tmp_path / "padin.tflite", "--target", "ethos-u55")
+    assert res.exit_code == 0, res.output
+    onnx.save(_pad_first(1.0), str(src))
+    res = invoke("quantize", src, "-o", q, "--target", "ethos-u55", "--calib", CALIB_DIR, "--samples", "16", "--json", js)  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "non-zero constant value" in json.loads(js.read_text())["kept_float"]["pad"]

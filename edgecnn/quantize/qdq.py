@@ -34,6 +34,10 @@ UNARY_OPS = frozenset({"Sigmoid", "HardSigmoid", "HardSwish", "LeakyRelu"})
 # Data movement: every output reuses the input's scale and zero point (the runtime drops the Q/DQ pair or
 # moves integers). Resize interpolates between input values, so its output never leaves the input's range.
 PASS_OPS = frozenset({"MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Split", "Resize", "Slice"})
+# Pad moves values too (and writes zeros, or copies edge/reflected ones: on every grid, which holds 0). Integer
+# only for integer targets (TFLite PAD, Vela): on ONNX Runtime and OpenVINO it stays as their policies measured.
+PAD_OPS = frozenset({"Pad"})
+PASS_THROUGH = PASS_OPS | PAD_OPS
 FUSABLE_ACTIVATIONS = frozenset({"Relu", "Clip"})
 QUANT_OPS = COMPUTE_OPS | ARITH_OPS | UNARY_OPS | PASS_OPS
 # Activation patterns a runtime may fuse into the Conv/Gemm that feeds them ("SiLU" is Sigmoid·Mul,
@@ -174,7 +178,7 @@ OPENVINO_INT_POLICY = OpPolicy(
     float_tail=True,
 )
 # Integer-only accelerators and LiteRT/XNNPACK: everything that has an integer form gets Q/DQ.
-INTEGER_POLICY = OpPolicy(name="integer", integer_ops=ARITH_OPS | UNARY_OPS | PASS_OPS)
+INTEGER_POLICY = OpPolicy(name="integer", integer_ops=ARITH_OPS | UNARY_OPS | PASS_THROUGH)
 OP_POLICIES = {
     "ort": ORT_POLICY,
     "ort-decompose": ORT_DECOMPOSE_POLICY,
@@ -227,6 +231,20 @@ class QdqResult:
 
 def node_key(node: onnx.NodeProto, idx: int) -> str:
     return node.name or f"{node.op_type}_{idx}"
+
+
+def _pad_moves_values(n: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> bool:
+    """A Pad whose output holds only input values and zeros: constant pads, and mode edge/reflect or a zero
+    (or absent) constant value."""
+    if len(n.input) < 2 or n.input[1] not in inits:
+        return False
+    mode = _attr(n, "mode", b"constant")
+    if (mode.decode() if isinstance(mode, bytes) else str(mode)) != "constant":
+        return True
+    if len(n.input) < 3 or not n.input[2]:
+        return True
+    v = inits.get(n.input[2])
+    return v is not None and not np.any(numpy_helper.to_array(v))
 
 
 def _attr(node: onnx.NodeProto, name: str, default: object = None) -> object:
@@ -374,6 +392,9 @@ def plan(
         if not any(i in valued for i in n.input if i):
             kept[k] = SHAPE_CONSTANT_REASON
             continue
+        if n.op_type in PAD_OPS and not _pad_moves_values(n, inits_by_name):
+            kept[k] = "Pad with a non-zero constant value or pads that are not constant: not on the input's grid"
+            continue
         if k in tail:
             kept[k] = TAIL_REASON
             continue
@@ -432,13 +453,13 @@ def plan(
             add(n.input[0])
             if n.op_type == "MatMul" and n.input[1] not in inits:
                 add(n.input[1])
-        elif n.op_type in PASS_OPS:
+        elif n.op_type in PASS_THROUGH:
             add(n.input[0])
         else:
             for i in n.input:
                 if i not in inits:
                     add(i)
-        outs = list(n.output) if n.op_type in PASS_OPS else [n.output[0]]
+        outs = list(n.output) if n.op_type in PASS_THROUGH else [n.output[0]]
         act = next((a for a in fused_out.values() if fused[keys[id(a)]] == k), None)
         if act is not None:
             outs = [act.output[0]]
@@ -620,7 +641,7 @@ def write_qdq(
         for t in n.input:
             if t in the_plan.activations and t not in params and t in ranges:
                 params[t] = activation_qparams(*ranges[t], scheme)
-        if keys[id(n)] in quantized and n.op_type in PASS_OPS and n.input[0] in params:
+        if keys[id(n)] in quantized and n.op_type in PASS_THROUGH and n.input[0] in params:
             for o in n.output:
                 if o in the_plan.activations:
                     params[o] = params[n.input[0]]
@@ -850,7 +871,7 @@ def _absorb_affine_chains(
     out: dict[str, list[onnx.NodeProto]] = {}
     for h in list(params):
         src = producer.get(h)
-        if h not in params or h in keep or src is None or keys[id(src)] not in quantized or src.op_type in PASS_OPS:
+        if h not in params or h in keep or src is None or keys[id(src)] not in quantized or src.op_type in PASS_THROUGH:
             continue  # (not in params: inside a chain absorbed already)
         chain = affine_tail(h, consumers, scalars, keep)
         # the chain stops where the plan stopped quantizing (a float consumer keeps its own Add/Mul)
