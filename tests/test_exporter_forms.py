@@ -142,3 +142,43 @@ def test_a_zero_pad_is_integer_on_an_integer_target(tmp_path: Path) -> None:
     res = invoke("quantize", src, "-o", q, "--target", "ethos-u55", "--calib", CALIB_DIR, "--samples", "16", "--json", js)  # fmt: skip
     assert res.exit_code == 0, res.output
     assert "non-zero constant value" in json.loads(js.read_text())["kept_float"]["pad"]
+
+
+def test_a_uint8_image_input_exports_as_uint8_then_cast(tmp_path: Path) -> None:
+    """tf2onnx exports of TF models that take raw bytes: uint8 NHWC input -> Cast -> Transpose -> (x - 127.5) /
+    127.5. The TFLite file takes the same uint8 bytes and casts them (it refused any non-float input), and
+    parity feeds both the same raw pixels."""
+    rng = np.random.default_rng(0)
+    inits = {
+        "sub": np.array(127.5, np.float32), "mul": np.array(1 / 127.5, np.float32),
+        "w": (rng.standard_normal((8, 3, 3, 3)) * 0.3).astype(np.float32),
+        "fcw": (rng.standard_normal((10, 8)) * 0.3).astype(np.float32),
+    }  # fmt: skip
+    nodes = [
+        helper.make_node("Cast", ["image_tensor:0"], ["xf"], name="cast", to=TensorProto.FLOAT),
+        helper.make_node("Transpose", ["xf"], ["xt"], name="to_nchw", perm=[0, 3, 1, 2]),
+        helper.make_node("Sub", ["xt", "sub"], ["xs"], name="sub"),
+        helper.make_node("Mul", ["xs", "mul"], ["xn"], name="mul"),
+        helper.make_node("Conv", ["xn", "w"], ["c"], name="conv", pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("Relu", ["c"], ["r"], name="relu"),
+        helper.make_node("GlobalAveragePool", ["r"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["f"], name="flatten"),
+        helper.make_node("Gemm", ["f", "fcw"], ["y"], name="fc", transB=1),
+    ]
+    g = helper.make_graph(
+        nodes, "u8", [helper.make_tensor_value_info("image_tensor:0", TensorProto.UINT8, [1, 32, 32, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
+        [numpy_helper.from_array(v, k) for k, v in inits.items()],
+    )  # fmt: skip
+    src = tmp_path / "u8.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), str(src))
+    spec = tmp_path / "u8.toml"
+    spec.write_text('schema_version = 1\ncolor_order = "RGB"\nlayout = "NHWC"\ndtype = "uint8"\nresize = [32, 32]\n')
+    out = tmp_path / "u8.tflite"
+    res = invoke("export", src, "-o", out, "--preprocess", spec)  # parity on the bundled images, raw bytes
+    assert res.exit_code == 0, res.output
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(out))
+    (d,) = it.get_input_details()
+    assert d["dtype"] == np.uint8 and tuple(d["shape"]) == (1, 32, 32, 3)

@@ -720,10 +720,17 @@ class _Converter:
         name = vi.name
         shape = self.shapes[name]
         elem = vi.type.tensor_type.elem_type
-        if elem not in (onnx.TensorProto.FLOAT,):
+        casts = self.consumers.get(name, [])
+        raw_bytes = (  # a uint8 image input the model casts to float first (tf2onnx: image_tensor -> Cast)
+            elem == onnx.TensorProto.UINT8
+            and self.io == "float32"
+            and bool(casts)
+            and all(c.op_type == "Cast" and int(_attr(c, "to")) == onnx.TensorProto.FLOAT for c in casts)
+        )
+        if elem not in (onnx.TensorProto.FLOAT,) and not raw_bytes:
             raise UnsupportedOpError(
                 f"input '{name}' has ONNX type {onnx.TensorProto.DataType.Name(elem)}; the converter takes float32 "
-                "inputs (use io dtype int8/uint8 for quantized I/O)"
+                "inputs, and uint8 ones the model casts to float first (use io dtype int8/uint8 for quantized I/O)"
             )
         nhwc = _is_nchw_image(shape, self.spec_layout)
         if nhwc:
@@ -737,6 +744,15 @@ class _Converter:
             self.input_layouts[name] = "NCHW" if len(shape) == 4 else "ONNX"
             if len(shape) == 4:
                 self.notes.append(f"input '{name}' {list(shape)} is kept in ONNX order (it does not look like NCHW)")
+        if raw_bytes:  # the uint8 input as it is, then the model's own Cast as one CAST
+            u = self.b.add_tensor(name, [shape[i] for i in _P] if nhwc else list(shape), "uint8")
+            v = self.new_val(f"{name}/float", shape, "f", nhwc)
+            self.b.add_op("CAST", [u], [v.reps[("f", nhwc)]])
+            self.input_idx[name] = u
+            for c in casts:
+                self.alias(c.output[0], v.name)
+                self._skip.add(c.name)
+            return
         if self.io == "float32":
             v = self.new_val(name, shape, "f", nhwc)
             self.input_idx[name] = v.reps[("f", nhwc)]

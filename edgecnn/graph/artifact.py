@@ -188,12 +188,14 @@ def image_input(artifact: ModelArtifact) -> TensorInfo:
 
 
 def to_input(x: np.ndarray, t: TensorInfo) -> np.ndarray:
-    """A float tensor (already in the input's layout) as the input's dtype: quantized for integer inputs."""
+    """A float tensor (already in the input's layout) as the input's dtype: quantized for integer inputs with
+    quantization parameters; the values as they are for one without (a raw uint8 image input, which the model
+    casts to float itself)."""
     dt = np.dtype(t.dtype)
     if dt.kind in "iu":
-        if t.scale is None:
-            raise DataError(f"input '{t.name}' is {t.dtype} without quantization parameters; cannot feed images to it")
         info = np.iinfo(dt)
+        if t.scale is None:
+            return np.clip(np.rint(x.astype(np.float32)), info.min, info.max).astype(dt)
         q = np.rint(x.astype(np.float32) / np.float32(t.scale)) + (t.zero_point or 0)
         return np.clip(q, info.min, info.max).astype(dt)
     return x.astype(dt)
