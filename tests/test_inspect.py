@@ -75,6 +75,21 @@ def test_gemm_matmul_pool_add_concat(tmp_path: Path) -> None:
     assert s.total_macs == 256 + 128 + 80 + 60
 
 
+def test_layer_params_sum_to_the_total(tmp_path: Path) -> None:
+    """Pad's int64 pads (and Reshape's shape) are not parameters, per layer as in the total."""
+    import numpy as np
+
+    nodes = [
+        helper.make_node("Pad", ["x", "pads"], ["p"], name="pad"),
+        helper.make_node("Conv", ["p", "w"], ["c"], name="conv"),
+        helper.make_node("Reshape", ["c", "shape"], ["y"], name="flat"),
+    ]
+    inits = {"w": rng_w(4, 3, 3, 3), "pads": np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64),
+             "shape": np.array([1, -1], np.int64)}  # fmt: skip
+    s = summarize(load_model(save(make_model(nodes, [("x", [1, 3, 8, 8])], [("y", None)], inits), tmp_path / "p.onnx")))
+    assert sum(lay.params for lay in s.layers) == s.total_params == 4 * 3 * 3 * 3
+
+
 def test_batched_matmul(tmp_path: Path) -> None:
     node = helper.make_node("MatMul", ["a", "w"], ["y"], name="mm")
     s = summary_of(make_model([node], [("a", [2, 4, 8])], [("y", None)], {"w": rng_w(8, 16)}), tmp_path)

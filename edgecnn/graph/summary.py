@@ -202,7 +202,11 @@ def summarize(loaded: LoadedModel) -> ModelSummary:
         written = sum(
             _numel(shapes.get(o, (0, []))[1]) * _itemsize(shapes.get(o, (0, []))[0]) for o in node.output if o
         )
-        params = sum(_numel(list(inits[i].dims)) for i in node.input if i in inits)
+        params = sum(  # shape and index tensors (int64: Pad's pads, Reshape's shape) are not parameters
+            _numel(list(inits[i].dims))
+            for i in node.input
+            if i in inits and inits[i].data_type != onnx.TensorProto.INT64
+        )
         macs = node_macs(node, shapes)
         moved = read + written
         intensity = macs / moved if moved else 0.0
