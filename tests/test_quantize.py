@@ -459,3 +459,21 @@ def test_batch_consistent_rejects_a_graph_that_mixes_its_samples() -> None:
     mixed = np.concatenate([one, one], axis=1) + np.tile(np.arange(12, dtype=np.float32).reshape(1, 12, 1), 2)
     assert not batch_consistent([one], [mixed])
     assert not batch_consistent([one], [one])  # no room for a second sample
+
+
+def test_a_fixed_batch_above_one_and_two_inputs_from_one_folder_are_one_line_errors(tmp_path: Path) -> None:
+    """A 4-D input pinned at batch 2: calibration runs one image at a time, so the error says what to re-export
+    (it was ONNX Runtime's own message, cut at the line that named the index). Two inputs and one plain --calib:
+    the error shows the NAME=DIR form with the model's input names."""
+    conv = [helper.make_node("Conv", ["x", "w"], ["y"], name="conv", pads=[1, 1, 1, 1])]
+    b2 = save(make_model(conv, [("x", [2, 3, 32, 32])], [("y", [2, 4, 32, 32])], {"w": rng_w(4, 3, 3, 3)}),
+              tmp_path / "b2.onnx")  # fmt: skip
+    res = invoke("quantize", b2, "-o", tmp_path / "o.onnx", "--calib", CALIB_DIR)
+    assert_one_line_error(res, 2, "b2.onnx", "input 'x' has a fixed batch of 2", "batch 1 or a dynamic batch")
+    two = [helper.make_node("Concat", ["l", "r"], ["x"], name="cat", axis=1), *[
+        helper.make_node("Conv", ["x", "w"], ["y"], name="conv")]]  # fmt: skip
+    m2 = save(make_model(two, [("l", [1, 3, 32, 32]), ("r", [1, 3, 32, 32])], [("y", None)], {"w": rng_w(4, 6, 1, 1)}),
+              tmp_path / "two.onnx")  # fmt: skip
+    res = invoke("quantize", m2, "-o", tmp_path / "o.onnx", "--calib", CALIB_DIR)
+    assert_one_line_error(res, 2, "two.onnx", "has 2 inputs", "--calib l=DIR1 --calib r=DIR2")
+    assert not (tmp_path / "o.onnx").exists()

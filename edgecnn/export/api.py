@@ -291,7 +291,10 @@ def parity_data(
         return ParityData(label=f"images of {d}", count=len(ds), batches=lambda ds=ds: ds.batches(1))
     (vi,) = graph_inputs(loaded.model)[:1] or [None]
     if vi is None or len(graph_inputs(loaded.model)) != 1:
-        raise DataError(f"{loaded.path}: parity needs a model with one input")
+        raise DataError(
+            f"{loaded.path}: parity feeds images to a model with one input; this one has "
+            f"{len(graph_inputs(loaded.model))} (or none): export it with --no-parity"
+        )
     shape = loaded.input_shapes[vi.name]
     n = samples or RANDOM_PARITY_SAMPLES
 

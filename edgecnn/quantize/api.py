@@ -22,7 +22,7 @@ from edgecnn import __version__
 from edgecnn.errors import BadInputError, ModelError
 from edgecnn.fsutil import temp_dir
 from edgecnn.graph.external import externalized_copy, internalize, release_freed_memory
-from edgecnn.graph.load import LoadedModel, graph_inputs, load_model
+from edgecnn.graph.load import LoadedModel, dims_of, graph_inputs, load_model
 from edgecnn.graph.passes import prepare, save_with_outputs
 from edgecnn.preprocess import PreprocessSpec
 from edgecnn.quantize.collectors import CalibrationStats, TensorStats
@@ -358,6 +358,15 @@ def _quantize(
     progress: Progress | None,
 ) -> tuple[onnx.ModelProto, QuantizeReport]:
     t0 = time.perf_counter()
+    pinned = [  # a 4-D image input whose batch is a fixed number above 1
+        (vi.name, d[0]) for vi in graph_inputs(loaded.model) if len(d := dims_of(vi)) == 4 and isinstance(d[0], int) and d[0] > 1
+    ]  # fmt: skip
+    if pinned and config.precision is Precision.INT8:
+        name, b = pinned[0]
+        raise BadInputError(
+            f"{loaded.path}: input '{name}' has a fixed batch of {b}; calibration and its checks run one image at "
+            "a time: export the model with batch 1 or a dynamic batch"
+        )
     checked = dataset.check_model(loaded) if dataset is not None else graph_inputs(loaded.model)[0].name
     input_names = (checked,) if isinstance(checked, str) else checked
     input_name = input_names[0]

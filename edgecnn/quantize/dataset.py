@@ -55,7 +55,10 @@ class ImageDataset:
         """Check that the spec can feed ``loaded``'s single image input (before any work); return its name."""
         inputs = graph_inputs(loaded.model)
         if len(inputs) != 1:
-            raise DataError(f"{loaded.path}: has {len(inputs)} inputs; image data can feed a single image input")
+            raise DataError(
+                f"{loaded.path}: has {len(inputs)} inputs ({', '.join(i.name for i in inputs)}); one image folder "
+                f"feeds a single input: give one per input, --calib {inputs[0].name}=DIR1 --calib {inputs[1].name}=DIR2"
+            )
         vi = inputs[0]
         dtype = dtype_name(vi.type.tensor_type.elem_type)
         self.spec.check_against(vi.name, loaded.input_shapes[vi.name], dtype, str(loaded.path))

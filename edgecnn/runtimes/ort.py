@@ -108,8 +108,8 @@ class OrtSession:
         try:
             return self._sess.run(self._out_names, feeds)
         except _ORT_RUN_ERRORS as e:  # a kernel that fails at run time (not at load): one line naming the file
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ModelError(f"{self._path}: onnxruntime failed running the model: {first}") from None
+            said = " ".join(str(e).split())[:400] or type(e).__name__  # ORT's details are on later lines
+            raise ModelError(f"{self._path}: onnxruntime failed running the model: {said}") from None
 
     def bind(self, feeds: dict[str, np.ndarray]) -> Callable[[], Any]:
         """Bind ``feeds`` and preallocated outputs once (io_binding) and return a zero-argument call that runs
