@@ -101,6 +101,10 @@ INT8_CASES: dict[str, tuple[list[onnx.NodeProto], dict[str, np.ndarray], set[str
     "tanh_reduce_min_gather": ([N("Tanh", ["x"], ["t"]), N("ReduceMin", ["t"], ["m"], axes=[3], keepdims=1),
                                 N("Gather", ["m", "gi"], ["y"], axis=1)], {"gi": _i(2, 0)},
                                {"TANH", "REDUCE_MIN", "GATHER"}),
+    "conv_transpose_k3_s2_p1_op1": ([CONV, N("ConvTranspose", ["x1", "wt"], ["y"], kernel_shape=[3, 3], strides=[2, 2],
+                                             pads=[1, 1, 1, 1], output_padding=[1, 1])],
+                                    {"w": rng_w(3, 3, 1, 1), "wt": rng_w(3, 4, 3, 3, seed=2)},
+                                    {"TRANSPOSE_CONV", "SLICE"}),
     "resize_bilinear": ([CONV, N("Resize", ["x1", "", "sc"], ["y"], mode="linear")],
                         {"w": rng_w(3, 3, 1, 1), "sc": _c(1, 1, 2, 2)}, {"RESIZE_BILINEAR"}),
     "yolov5_wh_pow2": ([N("Sigmoid", ["x"], ["s"]), N("Mul", ["s", "two"], ["m"]), N("Pow", ["m", "two"], ["p"]),
@@ -276,6 +280,17 @@ FLOAT_CASES: dict[str, tuple[list[onnx.NodeProto], dict[str, np.ndarray], int]] 
     "space_to_depth": ([N("SpaceToDepth", ["x"], ["y"], blocksize=2)], {}, 17),
     "depth_to_space_dcr": ([N("Conv", ["x", "w8"], ["c"], kernel_shape=[1, 1]),
                             N("DepthToSpace", ["c"], ["y"], blocksize=2, mode="DCR")], {"w8": rng_w(8, 3, 1, 1)}, 17),
+    # PyTorch's upsampling ConvTranspose2d(k3, s2, p1, output_padding=1): TFLite's SAME crops the other side, so a
+    # VALID TRANSPOSE_CONV and a SLICE of what ONNX keeps
+    "conv_transpose_k3_s2_p1_op1": ([N("ConvTranspose", ["x", "wt", "bt"], ["y"], kernel_shape=[3, 3], strides=[2, 2],
+                                       pads=[1, 1, 1, 1], output_padding=[1, 1])],
+                                    {"wt": rng_w(3, 4, 3, 3), "bt": rng_w(4)}, 17),
+    "conv_transpose_k4_s2_p1": ([N("ConvTranspose", ["x", "wt"], ["y"], kernel_shape=[4, 4], strides=[2, 2],
+                                   pads=[1, 1, 1, 1])], {"wt": rng_w(3, 4, 4, 4)}, 17),
+    # style-transfer networks (fast-neural-style): per sample and channel over H, W
+    "instance_norm": ([CONV6, N("InstanceNormalization", ["c", "is", "ib"], ["y"], epsilon=1e-5)],
+                      {**W6, "is": rng_w(6) + 1, "ib": rng_w(6, seed=3)}, 17),
+    "lrn_size5": ([CONV6, N("LRN", ["c"], ["y"], size=5, alpha=1e-3, beta=0.75, bias=2.0)], W6, 17),
 }  # fmt: skip
 
 

@@ -74,7 +74,7 @@ SUPPORTED_OPS = (
     "Abs", "Add", "And", "ArgMax", "ArgMin", "AveragePool", "BatchNormalization", "Cast", "Ceil", "Clip", "Concat",
     "Conv", "ConvTranspose", "DepthToSpace", "DequantizeLinear", "Div", "Elu", "Equal", "Exp", "Expand", "Flatten",
     "Floor", "Gather", "Gelu", "Gemm", "GlobalAveragePool", "GlobalMaxPool", "Greater", "GreaterOrEqual",
-    "HardSigmoid", "HardSwish", "LRN", "LayerNormalization", "LeakyRelu", "Less", "LessOrEqual", "Log", "LogSoftmax",
+    "HardSigmoid", "HardSwish", "InstanceNormalization", "LRN", "LayerNormalization", "LeakyRelu", "Less", "LessOrEqual", "Log", "LogSoftmax",
     "MatMul", "Max", "MaxPool", "Min", "Mul", "Neg", "Not", "Or", "PRelu", "Pad", "Pow", "QuantizeLinear",
     "Reciprocal", "ReduceL2", "ReduceMax", "ReduceMean", "ReduceMin", "ReduceProd", "ReduceSum", "Relu", "Reshape",
     "Resize", "Round", "Sigmoid", "Slice", "Softmax", "SpaceToDepth", "Split", "Sqrt", "Squeeze", "Sub", "Sum", "Tanh",
@@ -85,7 +85,6 @@ _NEAREST: dict[str, str] = {
     "GatherElements": "Gather with constant indices, or Slice (TFLite has no per-element gather along an axis)",
     "Shape": "a fixed input shape (--input-shape), so the shape subgraph folds away",
     "Einsum": "MatMul / Gemm",
-    "InstanceNormalization": "BatchNormalization folded into the preceding Conv, or LayerNormalization",
     "ConstantOfShape": "a constant initializer (fix the input shape)",
     "NonMaxSuppression": "run NMS outside the model, on its raw boxes and scores",
     "TopK": "post-processing outside the model",
@@ -1237,6 +1236,17 @@ class _Converter:
                 ):
                     same = False
             padding = "SAME" if same and auto in ("NOTSET", "SAME_UPPER") else None
+        crop: tuple[int, int] | None = None
+        full = [(v.shape[2 + i] - 1) * strides[i] + k for i, k in enumerate((kh, kw))]
+        if (
+            padding is None
+            and auto == "NOTSET"
+            and min(eff) >= 0
+            and all(full[i] - eff[i] - eff[i + 2] == out_shape[2 + i] for i in range(2))
+        ):
+            # PyTorch's ConvTranspose2d(k3, s2, p1, output_padding=1) crops one row at the top, none at the bottom;
+            # TFLite's SAME crops the other way: the full VALID output, then a SLICE of exactly what ONNX keeps
+            padding, crop = "VALID", (eff[0], eff[1])
         if padding is None:
             raise self.unsupported(
                 n, f"pads {pads} with output_padding {opad} have no TFLite SAME/VALID form",
@@ -1250,7 +1260,8 @@ class _Converter:
         kind = "q" if qp is not None else "f"
         src = self.act(x, kind, True)
         perm = (1, 2, 3, 0)
-        shape_t = self.int_tensor(f"{n.name}/output_shape", [out_shape[i] for i in _P])
+        conv_shape = [out_shape[0], out_shape[1], *full] if crop is not None else out_shape
+        shape_t = self.int_tensor(f"{n.name}/output_shape", [conv_shape[i] for i in _P])
         if qp is not None:
             assert wq is not None
             in_qp = v.qp
@@ -1268,9 +1279,14 @@ class _Converter:
             bias = self.const(bname).reshape(cout) if bname else np.zeros(cout, np.float32)
             bt = self.const_tensor(f"{n.name}/bias", bias.astype(np.float32))
         out = self.new_val(n.output[0], out_shape, kind, True, qp)
+        target = out if crop is None else self.new_val(f"{n.name}/full", conv_shape, kind, True, qp)
         opts = {"padding": padding, "stride_h": strides[0], "stride_w": strides[1]}
         # version 3 added the bias input (LiteRT op_version.cc)
-        self.b.add_op("TRANSPOSE_CONV", [shape_t, wt, src, bt], [out.reps[(kind, True)]], opts, version=3)
+        self.b.add_op("TRANSPOSE_CONV", [shape_t, wt, src, bt], [target.reps[(kind, True)]], opts, version=3)
+        if crop is not None:
+            begin = self.int_tensor(f"{n.name}/crop_begin", [0, crop[0], crop[1], 0])
+            size = self.int_tensor(f"{n.name}/crop_size", [out_shape[i] for i in _P])
+            self.b.add_op("SLICE", [target.reps[(kind, True)], begin, size], [out.reps[(kind, True)]])
 
     def _op_MatMul(self, n: onnx.NodeProto, qp: _QP | None) -> None:
         a, bn = n.input
@@ -2222,6 +2238,45 @@ class _Converter:
                 cur = out
         self.vals[n.output[0]] = _Val(name=n.output[0], shape=v.shape, reps={("f", False): cur})
         self.notes.append(f"node '{n.name}' (LayerNormalization) runs in float as MEAN/SUB/MUL/RSQRT")
+
+    def _op_InstanceNormalization(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        """Per sample and channel over the spatial axes (style-transfer networks): float MEAN, SUB, MUL, MEAN,
+        ADD eps, RSQRT, MUL, then the per-channel scale and bias; a 4-D input stays NHWC (axes 1 and 2)."""
+        x = n.input[0]
+        v = self.vals[x]
+        rank = len(v.shape)
+        if rank < 3:
+            raise self.unsupported(n, f"a rank-{rank} input", "InstanceNormalization on [N, C, ...]")
+        nhwc = rank == 4
+        eps = float(_attr(n, "epsilon", 1e-5))
+        src = self.act(x, "f", nhwc)
+        shape = self.stored_shape(v, nhwc)
+        c = v.shape[1]
+        spatial = [1, 2] if nhwc else list(range(2, rank))
+        red = [d if i not in spatial else 1 for i, d in enumerate(shape)]
+        per_channel = [1, 1, 1, c] if nhwc else [1, c] + [1] * (rank - 2)
+        axes = self.int_tensor(f"{n.name}/axes", spatial)
+
+        def t(name: str, shp: Sequence[int]) -> int:
+            return self.b.add_tensor(f"{n.name}/{name}", shp, "float32")
+
+        mean, d, sq, var = t("mean", red), t("centered", shape), t("squared", shape), t("var", red)
+        self.b.add_op("MEAN", [src, axes], [mean], {"keep_dims": True})
+        self.b.add_op("SUB", [src, mean], [d])
+        self.b.add_op("MUL", [d, d], [sq])
+        self.b.add_op("MEAN", [sq, axes], [var], {"keep_dims": True})
+        ve, rs, nd = t("var_eps", red), t("rsqrt", red), t("normalized", shape)
+        self.b.add_op("ADD", [var, self.const_tensor(f"{n.name}/eps", np.array(eps, np.float32))], [ve])
+        self.b.add_op("RSQRT", [ve], [rs])
+        self.b.add_op("MUL", [d, rs], [nd])
+        cur = nd
+        for k, (i, builtin) in enumerate(((1, "MUL"), (2, "ADD"))):
+            cst = np.asarray(self.const(n.input[i]), np.float32).reshape(per_channel)
+            out = t(f"affine{k}", shape)
+            self.b.add_op(builtin, [cur, self.const_tensor(f"{n.name}/{n.input[i]}", cst)], [out])
+            cur = out
+        self.vals[n.output[0]] = _Val(name=n.output[0], shape=v.shape, reps={("f", nhwc): cur})
+        self.notes.append(f"node '{n.name}' (InstanceNormalization) runs in float as MEAN/SUB/MUL/RSQRT")
 
     def _via_2d(self, n: onnx.NodeProto, qp: _QP | None, handler: Any) -> None:
         """A 1-D Conv / pooling [N, C, L] as its 2-D form on [N, C, 1, L] (RESHAPE in, RESHAPE out)."""
