@@ -90,6 +90,22 @@ def test_layer_params_sum_to_the_total(tmp_path: Path) -> None:
     assert sum(lay.params for lay in s.layers) == s.total_params == 4 * 3 * 3 * 3
 
 
+def test_shapes_through_a_computed_pad_are_folded(tmp_path: Path) -> None:
+    """torch.onnx (legacy) writes a reflect Pad's pads as a small constant subgraph; shape inference stops
+    there, and every later layer showed 0 MACs. The folded model gives the shapes (inspect and profile)."""
+    import numpy as np
+
+    const = [helper.make_node("Constant", [], [p], value=onnx.numpy_helper.from_array(np.array([0, 0, 1, 1], np.int64)))
+             for p in ("p1", "p2")]  # fmt: skip
+    nodes = [*const, helper.make_node("Concat", ["p1", "p2"], ["pads"], axis=0),
+             helper.make_node("Pad", ["x", "pads"], ["p"], mode="reflect", name="pad"),
+             helper.make_node("Conv", ["p", "w"], ["y"], name="conv")]  # fmt: skip
+    s = summarize(load_model(save(make_model(nodes, [("x", [1, 3, 8, 8])], [("y", None)], {"w": rng_w(4, 3, 3, 3)}),
+                                  tmp_path / "refl.onnx")))  # fmt: skip
+    conv = next(lay for lay in s.layers if lay.name == "conv")
+    assert conv.output_shape == [1, 4, 8, 8] and conv.macs == s.total_macs == 4 * 3 * 9 * 8 * 8
+
+
 def test_batched_matmul(tmp_path: Path) -> None:
     node = helper.make_node("MatMul", ["a", "w"], ["y"], name="mm")
     s = summary_of(make_model([node], [("a", [2, 4, 8])], [("y", None)], {"w": rng_w(8, 16)}), tmp_path)

@@ -126,6 +126,24 @@ def _value_types(model: onnx.ModelProto) -> dict[str, tuple[int, list[int | str]
     return out
 
 
+def _static(shape: list[int | str]) -> bool:
+    return all(isinstance(d, int) for d in shape)
+
+
+def static_value_types(model: onnx.ModelProto) -> dict[str, tuple[int, list[int | str]]]:
+    """``_value_types``, with the shapes that shape inference could not carry through a computed constant (a
+    legacy export's reflect-Pad pads come from ConstantOfShape/Concat/Slice) taken from the model with its shape
+    subgraphs folded; the node names stay the exporter's. Used for MACs and bytes (inspect, profile)."""
+    shapes = _value_types(model)
+    if all(_static(shapes.get(o, (0, ["?"]))[1]) for n in model.graph.node for o in n.output if o):
+        return shapes
+    from edgecnn.graph.passes import fold_static_shapes
+
+    folded = _value_types(fold_static_shapes(model)[0])
+    shapes.update({k: v for k, v in folded.items() if _static(v[1])})
+    return shapes
+
+
 def _numel(shape: list[int | str]) -> int:
     return math.prod(int(d) for d in shape) if all(isinstance(d, int) for d in shape) else 0
 
@@ -187,7 +205,7 @@ def _flags(
 def summarize(loaded: LoadedModel) -> ModelSummary:
     """Build the ModelSummary of a validated model (all shapes known)."""
     model = loaded.model
-    shapes = _value_types(model)
+    shapes = static_value_types(model)
     inits = {i.name: i for i in model.graph.initializer}
     const_outputs = {n.output[0] for n in model.graph.node if n.op_type == "Constant"}
     producers = {o: n for n in model.graph.node for o in n.output}

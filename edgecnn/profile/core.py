@@ -216,9 +216,9 @@ _OV_PREC = {"f32": "fp32", "bf16": "bf16", "f16": "fp16", "i8": "int8", "u8": "i
 
 
 def _tensor_bytes(model: onnx.ModelProto) -> dict[str, int]:
-    from edgecnn.graph.summary import _itemsize, _numel, _value_types
+    from edgecnn.graph.summary import _itemsize, _numel, static_value_types
 
-    return {name: _numel(shape) * _itemsize(et) for name, (et, shape) in _value_types(model).items()}
+    return {name: _numel(shape) * _itemsize(et) for name, (et, shape) in static_value_types(model).items()}
 
 
 def _boundary_bytes(
@@ -277,7 +277,7 @@ def profile_model(
     ``onnx_source`` is the ONNX model it was converted from (MACs, bytes and the mapping to ONNX nodes); without
     it the ops keep their TFLite names (edgecnn's converter names them after the ONNX tensors)."""
     from edgecnn.graph.load import load_model
-    from edgecnn.graph.summary import _value_types, node_macs
+    from edgecnn.graph.summary import node_macs, static_value_types
     from edgecnn.runtimes import open_session, random_feeds
 
     check_runtime(runtime)
@@ -373,7 +373,7 @@ def profile_model(
 
     graph_nodes = {n: node for n, node in zip(node_names(model.graph), model.graph.node, strict=True)}
     sizes = _tensor_bytes(model)
-    types = _value_types(model)
+    types = static_value_types(model)
     consumers: dict[str, int] = {}
     for node in model.graph.node:
         for t in node.input:
