@@ -299,6 +299,24 @@ def test_two_onnx_models_on_litert_compare_outputs_and_say_why_no_layers(models:
     assert "no per-layer comparison on litert" in " ".join(res.output.split())
 
 
+def test_a_mostly_constant_output_also_gets_its_sqnr_about_its_variation() -> None:
+    """A sigmoid mask near 0.5 everywhere: the constant holds most of the power, so the plain SQNR says 60 dB
+    where the mask's variation is at 30 dB. Both are reported; an output centred on zero is not flagged."""
+    rng = np.random.default_rng(0)
+    ref = 0.5 + 0.01 * rng.standard_normal((4, 1, 16, 16))
+    cand = ref + 0.0003 * rng.standard_normal(ref.shape)
+    t = TensorDrift()
+    t.update(ref, cand)
+    assert t.sqnr_db > 60 and 29 < t.sqnr_ac_db < 32
+    from edgecnn.drift.report import OutputDrift
+
+    o = OutputDrift(name="mask", sqnr_db=t.sqnr_db, cosine_mean=1, cosine_min=1, max_abs_err=0, sqnr_ac_db=t.sqnr_ac_db)
+    assert o.mostly_constant
+    centred = TensorDrift()
+    centred.update(ref - 0.5, cand - 0.5)
+    assert abs(centred.sqnr_db - centred.sqnr_ac_db) < 0.5  # negative control: no constant to discount
+
+
 def test_labels_that_name_unknown_classes(models: dict[str, Path], tmp_path: Path) -> None:
     d = eval_subset(tmp_path, 5)
     rows = (d / "labels.csv").read_text().splitlines()

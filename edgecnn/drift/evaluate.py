@@ -479,6 +479,7 @@ def evaluate_drift(
                 cosine_mean=s.cosine_mean,
                 cosine_min=s.cos_min,
                 max_abs_err=s.tensor.max_abs_err,
+                sqnr_ac_db=s.tensor.sqnr_ac_db,
             )
             for n, s in zip(ref_outs, out_stats, strict=True)
         ),

@@ -58,6 +58,7 @@ class TensorDrift:
     """Running sums for one tensor compared across two models."""
 
     count: int = 0
+    sum_ref: float = 0.0
     sum_ref2: float = 0.0
     sum_cand2: float = 0.0
     sum_err2: float = 0.0
@@ -72,6 +73,7 @@ class TensorDrift:
         e = r - c
         self.count += r.size
         # float64 pairwise sums: exact enough for dB at any tensor size, and fast (no BLAS threads)
+        self.sum_ref += float(r.sum(dtype=np.float64))
         self.sum_ref2 += float(np.square(r, dtype=np.float64).sum())
         self.sum_cand2 += float(np.square(c, dtype=np.float64).sum())
         self.sum_err2 += float(np.square(e, dtype=np.float64).sum())
@@ -82,6 +84,7 @@ class TensorDrift:
     def merged(self, other: TensorDrift) -> TensorDrift:
         return TensorDrift(
             count=self.count + other.count,
+            sum_ref=self.sum_ref + other.sum_ref,
             sum_ref2=self.sum_ref2 + other.sum_ref2,
             sum_cand2=self.sum_cand2 + other.sum_cand2,
             sum_err2=self.sum_err2 + other.sum_err2,
@@ -92,6 +95,13 @@ class TensorDrift:
     @property
     def sqnr_db(self) -> float:
         return sqnr_db(self.sum_ref2, self.sum_err2)
+
+    @property
+    def sqnr_ac_db(self) -> float:
+        """SQNR about the reference's variation (its mean removed from the signal, not from the error): a sigmoid
+        mask or heatmap near 0.5 everywhere has most of its power in that constant, which ``sqnr_db`` counts."""
+        var = max(self.sum_ref2 - self.sum_ref * self.sum_ref / self.count, 0.0) if self.count else 0.0
+        return sqnr_db(var, self.sum_err2)
 
     @property
     def cosine(self) -> float:

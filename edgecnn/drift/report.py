@@ -50,6 +50,12 @@ class OutputDrift:
     cosine_mean: float
     cosine_min: float
     max_abs_err: float
+    sqnr_ac_db: float | None = None  # about the output's variation (mean removed); None in reports before it
+
+    @property
+    def mostly_constant(self) -> bool:
+        """The output's mean holds most of its power (10 dB more SQNR counted than its variation earns)."""
+        return self.sqnr_ac_db is not None and self.sqnr_db - self.sqnr_ac_db > 10.0
 
 
 @dataclass(frozen=True, kw_only=True)
