@@ -115,7 +115,7 @@ def model_files(path: Path | None) -> list[Path]:
             for a in n.attribute:
                 if a.t.data_location == onnx.TensorProto.EXTERNAL:
                     locs.update(e.value for e in a.t.external_data if e.key == "location")
-        out += [path.parent / loc for loc in sorted(locs)]
+        out += [path.parent / loc for loc in sorted(locs) if "\0" not in loc]  # a NUL: the loader says why
     return out
 
 
@@ -367,11 +367,38 @@ def parse_toml(text: str, source: Path | str) -> dict[str, object]:
     """The one TOML parse: a syntax error, and nesting so deep that the parser recurses past Python's limit
     (``a = [[[[...]]]]``), are one-line ConfigErrors naming ``source``."""
     try:
-        return tomllib.loads(text)
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{source}: malformed TOML: {e}; fix the syntax at that line") from None
     except RecursionError:
         raise ConfigError(f"{source}: malformed TOML: arrays or tables nested too deeply") from None
+    except ValueError as e:  # an integer of more than 4300 digits (Python's int-from-string limit)
+        raise ConfigError(f"{source}: malformed TOML: {' '.join(str(e).split())[:120]}") from None
+    huge = huge_number(data)
+    if huge is not None:
+        raise ConfigError(f"{source}: {huge}: a number beyond any valid setting (at most 1e300)")
+    return data
+
+
+HUGE = 1e300  # no setting edgecnn reads is near this; larger ints overflow float() where values are converted
+
+
+def huge_number(data: object, where: str = "") -> str | None:
+    """The dotted key of the first integer in ``data`` too large to convert to a float (TOML/JSON allow any), or
+    None."""
+    if isinstance(data, dict):
+        for k, v in data.items():
+            found = huge_number(v, f"{where}.{k}" if where else str(k))
+            if found:
+                return found
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            found = huge_number(v, f"{where}[{i}]")
+            if found:
+                return found
+    elif isinstance(data, int) and not isinstance(data, bool) and abs(data) > HUGE:
+        return where or "value"
+    return None
 
 
 def read_toml(path: Path, what: str, hint: str) -> dict[str, object]:

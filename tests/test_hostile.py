@@ -31,7 +31,7 @@ from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
 from edgecnn.fsutil import sweep_stale
-from tests.cli_helpers import ROOT, invoke
+from tests.cli_helpers import ROOT, assert_one_line_error, invoke
 from tests.onnx_builders import make_model, save, small_cnn
 
 SPEC = 'schema_version = 1\ncolor_order = "RGB"\nlayout = "NCHW"\ndtype = "float32"\nresize = [16, 16]\n'
@@ -1248,6 +1248,102 @@ for _label, _build, _words in [
     row(_label, _build, 2, *_words, absent=("q.onnx",))
 
 
+# 8. Session 10: files written beside an output, malformed graphs and numbers past any setting.
+def _one_op(nodes: list[onnx.NodeProto], inputs: list[onnx.ValueInfoProto], outputs: list[onnx.ValueInfoProto],
+            inits: list[onnx.TensorProto] | None = None) -> onnx.ModelProto:  # fmt: skip
+    m = helper.make_model(helper.make_graph(nodes, "g", inputs, outputs, inits or []),
+                          opset_imports=[helper.make_opsetid("", 17)])  # fmt: skip
+    m.ir_version = 8
+    return m
+
+
+_X16 = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])
+_W = numpy_helper.from_array(np.random.default_rng(0).standard_normal((8, 3, 3, 3)).astype(np.float32), "w")
+
+
+def _input_is_output() -> onnx.ModelProto:
+    conv = helper.make_node("Conv", ["x", "w"], ["y"], name="c", pads=[1, 1, 1, 1])
+    return _one_op([conv], [_X16], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16]), _X16], [_W])
+
+
+def _input_shadowed() -> onnx.ModelProto:
+    x = numpy_helper.from_array(np.zeros((1, 3, 16, 16), np.float32), "x")
+    conv = helper.make_node("Conv", ["x", "w"], ["y"], name="c", pads=[1, 1, 1, 1])
+    return _one_op([conv], [_X16], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])], [_W, x])
+
+
+def _scalar_input() -> onnx.ModelProto:
+    mul = helper.make_node("Mul", ["x", "k"], ["y"], name="m")
+    return _one_op([mul], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])],
+                   [numpy_helper.from_array(np.array(2.0, np.float32), "k")])  # fmt: skip
+
+
+def _huge_stride() -> onnx.ModelProto:
+    conv = helper.make_node("Conv", ["x", "w"], ["y"], name="c", strides=[2**62, 2**62])
+    return _one_op([conv], [_X16], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [_W])
+
+
+def _nan_weights() -> onnx.ModelProto:
+    m = small_cnn()
+    t = m.graph.initializer[0]
+    t.CopyFrom(numpy_helper.from_array(np.full(numpy_helper.to_array(t).shape, np.nan, np.float32), t.name))
+    return m
+
+
+def _empty_external(d: Path) -> Path:
+    """External data with no declared length (the loader reads what is there) in a file that was emptied."""
+    p = _external(d, "ext", 864)
+    m = onnx.load(str(p), load_external_data=False)
+    ext = m.graph.initializer[0].external_data
+    keep = [(e.key, e.value) for e in ext if e.key != "length"]
+    del ext[:]
+    for k, v in keep:
+        ext.add(key=k, value=v)
+    (d / "ext.bin").write_bytes(b"")
+    return save(m, p)
+
+
+_BIG = "1" + "0" * 400
+for _label, _build, _words in [
+    ("export -o X.xml beside the model's own X.bin", lambda d: (shutil.copy(d / "m.onnx", d / "model.bin"),
+     ["export", d / "model.bin", "-o", d / "model.xml"])[1], ("OpenVINO weights beside -o", "is the input")),
+    ("export --json onto the IR's .bin", lambda d: ["export", d / "m.onnx", "-o", d / "ir.xml", "--json", d / "ir.bin"],
+     ("OpenVINO weights beside -o", "is also the --json output")),
+    ("export --json onto Vela's file", lambda d: ["export", d / "m.onnx", "--calib", d / "calib", "--target",
+     "ethos-u55", "-o", d / "u.tflite", "--json", d / "u_vela.tflite"], ("Vela's compiled file", "--json")),
+    ("bench --out into the image folder it reads", lambda d: (shutil.copy(d / "data" / "img0.png", d / "data" / "m-ort.png"),
+     ["bench", d / "m.onnx", "--input", d / "data", "-n", "3", "--warmup", "0", "--out", d / "data"])[1],
+     ("m-ort.png", "is the input")),
+    ("bench --json onto a plot of --out", lambda d: ((d / "bo").mkdir(), ["bench", d / "m.onnx", "-n", "3", "--warmup",
+     "0", "--out", d / "bo", "--json", d / "bo" / "m-ort.png"])[1], ("m-ort.png", "is also the --json output")),
+    ("inspect: external data file emptied", lambda d: ["inspect", _empty_external(d)], ("holds 0 bytes", "ext.bin")),
+    ("quantize: a graph input that is also an output", lambda d: ["quantize", save(_input_is_output(), d / "bad.onnx"),
+     "--calib", d / "calib", "-o", d / "q.onnx"], ("also a graph output",)),
+    ("inspect: every input shadowed by an initializer", lambda d: ["inspect", save(_input_shadowed(), d / "bad.onnx")],
+     ("no inputs",)),
+    ("export: a scalar input", lambda d: ["export", save(_scalar_input(), d / "bad.onnx"), "-o", d / "o.tflite"],
+     ("scalar",)),
+    ("export: a stride past int32", lambda d: ["export", save(_huge_stride(), d / "bad.onnx"), "-o", d / "o.tflite",
+     "--no-parity"], ("bad.onnx", "32-bit")),
+    ("quantize: NaN weights", lambda d: ["quantize", save(_nan_weights(), d / "bad.onnx"), "--calib", d / "calib",
+     "-o", d / "q.onnx"], ("NaN/inf",)),
+    ("gate policy with a 401-digit limit", lambda d: ((d / "p.toml").write_text(
+     f"schema_version = 1\n[rules]\nmax_p99_ms = {_BIG}\n"), ["gate", "--policy", d / "p.toml", "--drift",
+     d / "drift.json"])[1], ("p.toml", "rules.max_p99_ms", "beyond any valid")),
+    ("preprocess spec with a 5000-digit integer", lambda d: ((d / "calib" / "preprocess.toml").write_text(
+     "schema_version = 1\nscale = 1" + "0" * 5000 + "\n"), _q(d, "-o", d / "q.onnx"))[1], ("preprocess.toml",)),
+    ("drift report with a 5000-digit number", lambda d: ((d / "f.json").write_text('{"a": 1' + "0" * 5000 + "}"),
+     ["gate", "--policy", d / "policy.toml", "--drift", d / "f.json"])[1], ("f.json", "not valid JSON")),
+    ("export --parity-samples past the bound", lambda d: ["export", d / "m.onnx", "-o", d / "o.tflite",
+     "--parity-samples", "99999999999"], ("--parity-samples 99999999999", "1..100000")),
+    ("export --from-torch factory calls sys.exit(0)", lambda d: ((d / "se.py").write_text(
+     "def f():\n    raise SystemExit(0)\n"), ["export", "--from-torch", f"{d / 'se.py'}:f", "--input-shape",
+     "1x3x16x16", "-o", d / "t.onnx"])[1], ("se.py", "sys.exit(0)")),
+]:  # fmt: skip
+    row(_label, _build, 2, *_words, absent=("q.onnx", "o.tflite", "t.onnx", "model.xml", "ir.xml"))
+
+
 # -- running the table --------------------------------------------------------------------------------
 def _snapshot(d: Path) -> dict[str, tuple[object, int]]:
     """Content (size, mtime and inode for the sparse multi-GiB files) and mode of every regular file."""
@@ -1733,3 +1829,36 @@ def test_signal_during_the_write_removes_the_staged_file(
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("error: interrupted"), err
     assert _ours(tmpdir) == [] and not list(tmpdir.glob(".*.tmp")), list(tmpdir.iterdir())
     assert stat.S_ISFIFO(os.stat(fifo).st_mode)  # still the FIFO, never replaced
+
+
+def test_closed_stdout_and_a_reader_that_goes_away(assets: Path, tmp_path: Path) -> None:
+    """`edgecnn ... >&-` crashed at import (sys.stdout is None); `edgecnn ... --json F | head -1` died on
+    BrokenPipeError with exit 1, no message and no F. Both now finish the work: exit 0, the file written."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "edgecnn", "inspect", str(assets / "m.onnx")]
+    r = subprocess.run([*cmd, "--json", str(tmp_path / "i.json")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                       text=True, env=env, close_fds=True, pass_fds=(), timeout=120,
+                       preexec_fn=lambda: os.close(1))  # fmt: skip
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert json.loads((tmp_path / "i.json").read_text())["kind"] == "inspect"
+    js = tmp_path / "d.json"
+    drift = [sys.executable, "-m", "edgecnn", "drift", str(assets / "m.onnx"), str(assets / "cand.onnx"), "--data",
+             str(assets / "data"), "--json", str(js)]  # fmt: skip
+    p = subprocess.Popen(drift, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    assert p.stdout is not None
+    p.stdout.readline()
+    p.stdout.close()  # the reader goes away after one line, like `| head -1`
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 0 and b"Traceback" not in err, err
+    assert json.loads(js.read_text())["kind"] == "drift"
+
+
+def test_run_refuses_to_write_into_its_own_calibration_folder(assets: Path, tmp_path: Path) -> None:
+    """A run writes plots and models into --out; into the calibration folder, the next run calibrated on them."""
+    d = tmp_path / "w"
+    shutil.copytree(assets, d)
+    pipe = _pipeline_over(d, d / "calib", d)
+    before = sorted(p.name for p in (d / "calib").iterdir())
+    res = invoke("run", pipe, "--out", d / "calib", "--force")
+    assert_one_line_error(res, 2, "calibration image folder")
+    assert sorted(p.name for p in (d / "calib").iterdir()) == before

@@ -53,20 +53,36 @@ def read_report(path: Path) -> list[BenchResult]:
     return results
 
 
+def _slug(model_name: str, runtime: str, host: str) -> str:
+    host = "" if host == "local" else "-" + host
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{model_name}-{runtime}{host}")
+
+
 def slug(r: BenchResult) -> str:
-    host = "" if r.machine.host == "local" else "-" + r.machine.host
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{r.model_name}-{r.runtime}{host}")
+    return _slug(r.model_name, r.runtime, r.machine.host)
+
+
+def _unique(names: Sequence[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if seen[name] == 1 else f"{name}-{seen[name]}")
+    return out
+
+
+def planned_outputs(folder: Path, models: Sequence[Path], runtimes: Sequence[str], host: str) -> list[Path]:
+    """Every file ``--out FOLDER`` will hold, known before the run (so it can be checked against the inputs):
+    bench.json, a ``.samples.npy`` and a ``.png`` per (model, runtime), and the overlay plot."""
+    stems = _unique([_slug(Path(m).stem, rt, host) for m in models for rt in runtimes])
+    return [folder / "bench.json", folder / "latency_hist.png", *(folder / f"{s}.samples.npy" for s in stems),
+            *(folder / f"{s}.png" for s in stems)]  # fmt: skip
 
 
 def write_samples(folder: Path, results: Sequence[BenchResult]) -> list[Path]:
     """One ``<model>-<runtime>[-<host>].samples.npy`` (int64 nanoseconds) per result, written atomically."""
     paths: list[Path] = []
-    seen: dict[str, int] = {}
-    for r in results:
-        name = slug(r)
-        seen[name] = seen.get(name, 0) + 1
-        if seen[name] > 1:
-            name = f"{name}-{seen[name]}"
+    for r, name in zip(results, _unique([slug(r) for r in results]), strict=True):
         path = folder / f"{name}.samples.npy"
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.save(f, np.asarray(r.samples_ns, dtype=np.int64))

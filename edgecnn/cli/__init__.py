@@ -36,6 +36,9 @@ app = typer.Typer(
     add_completion=False,
     rich_markup_mode="rich",
 )
+for _name in ("stdout", "stderr"):
+    if getattr(sys, _name) is None:  # a closed stream (`edgecnn ... >&-`): write into nothing rather than crash
+        setattr(sys, _name, open(os.devnull, "w"))  # noqa: SIM115 - lives as long as the process
 console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, soft_wrap=True)
 _state = {"debug": False}
@@ -142,6 +145,36 @@ for _mod in COMMAND_MODULES:
     importlib.import_module(f"edgecnn.cli.{_mod}")
 
 
+class _PipeSafe:
+    """``sys.stdout`` for the CLI process: once the reader of a pipe has gone (``edgecnn ... | head -1``), the
+    rest of the output is dropped and the command finishes its work (its --json and model files are still
+    written), instead of dying half-way on BrokenPipeError with exit 1 and no message."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._gone()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._gone()
+
+    def _gone(self) -> None:
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())  # the interpreter's last flush too
+        self._stream = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def main() -> None:
     """Console-script entry point. A usage error (unknown option, a value of the wrong type, a missing
     argument) is one ``error:`` line naming the option, the value and where to look, exit 2; a bare
@@ -152,6 +185,7 @@ def main() -> None:
     except ImportError:  # pragma: no cover - older Typer on upstream click
         from click import exceptions as cx  # type: ignore[no-redef]
 
+    sys.stdout = _PipeSafe(sys.stdout)  # type: ignore[assignment]
     try:
         rv = app(standalone_mode=False)
     except cx.NoArgsIsHelpError as e:

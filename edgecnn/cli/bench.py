@@ -76,9 +76,12 @@ def bench_cmd(
     if out is not None and out.exists() and not out.is_dir():
         raise BadInputError(f"--out {out}: exists and is not a folder")
     image_dir = None if input_source == RANDOM else Path(input_source)
-    guard_outputs(
+    from edgecnn.bench.report import planned_outputs
+
+    planned = planned_outputs(out, models, runtimes, host or "local") if out is not None else []
+    guard_outputs(  # every file --out will hold, named before the run: an input image of the same name stays
         [p for m in models for p in model_files(m)] + [image_dir, preprocess],
-        {"--json": json_path, "--out": (out / "bench.json") if out is not None and out.is_dir() else None},
+        {"--json": json_path, **{f"--out's {p.name}": p for p in planned}},
     )
     if out is not None:
         try:

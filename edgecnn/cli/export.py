@@ -92,13 +92,22 @@ def export_cmd(
         raise BadInputError(f"--min-agreement {min_agreement}: expected a percentage 0..100")
     if min_sqnr is not None and not (math.isfinite(min_sqnr) and -100 <= min_sqnr <= 300):
         raise BadInputError(f"--min-sqnr {min_sqnr}: expected a finite number of dB (-100..300)")
-    if parity_samples is not None and parity_samples < 1:
-        raise BadInputError(f"--parity-samples {parity_samples}: expected at least 1 image (or --no-parity)")
+    if parity_samples is not None and not 1 <= parity_samples <= MAX_PARITY_SAMPLES:
+        raise BadInputError(
+            f"--parity-samples {parity_samples}: expected 1..{MAX_PARITY_SAMPLES} images (or --no-parity)"
+        )
     torch_file = Path(from_torch.rsplit(":", 1)[0]) if from_torch else None
+    from edgecnn.export.api import side_outputs
+
+    target_name = target
+    if target and target.endswith(".toml"):
+        from edgecnn.check.spec import load_target
+
+        target_name = load_target(target).name
     guard_outputs(
         [*model_files(model), torch_file, calib, data, preprocess, float_reference,
          Path(target) if target and target.endswith(".toml") else None],
-        {"-o": output, "--json": json_path},
+        {"-o": output, "--json": json_path, **side_outputs(output, _destination(to, output), target_name)},
     )  # fmt: skip
     if from_torch is not None:
         return _from_torch(
@@ -152,6 +161,9 @@ class _null:
 
     def __exit__(self, *a: Any) -> None:
         return None
+
+
+MAX_PARITY_SAMPLES = 100_000  # random inputs beyond the data's images: a bound, not an endless loop
 
 
 def _destination(to: str | None, output: Path) -> Destination:

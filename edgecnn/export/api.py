@@ -282,7 +282,9 @@ def parity_data(
     )
     for d in candidates:
         try:
-            ds = ImageDataset.open(d, find_spec(d, preprocess), samples)
+            ds = ImageDataset.open(d, find_spec(d, preprocess))
+            if samples is not None and samples < len(ds):  # more than the folder holds: all of them
+                ds = ImageDataset.open(d, ds.spec, samples, option="--parity-samples")
             ds.check_model(loaded)
         except (DataError, BadInputError):
             if data is not None:
@@ -461,6 +463,23 @@ def tflite_input_perm(
     return (0, 2, 3, 1)
 
 
+VELA_TARGETS = ("ethos-u55", "ethos-u65")  # export runs Vela for these and writes its file beside -o
+OPENVINO_WEIGHTS = "the OpenVINO weights beside -o"
+VELA_FILE = "Vela's compiled file beside -o"
+
+
+def side_outputs(output: Path, to: Destination, target: str | None) -> dict[str, Path]:
+    """The files an export writes beside ``output`` (description -> path): OpenVINO's ``.bin`` for an ``.xml``,
+    Vela's ``NAME_vela.tflite`` for an Ethos-U target. The CLI guards them like ``-o`` itself (an input of the
+    same name was overwritten)."""
+    out: dict[str, Path] = {}
+    if to is Destination.OPENVINO:
+        out[OPENVINO_WEIGHTS] = output.with_suffix(".bin")
+    if to is Destination.TFLITE and target in VELA_TARGETS:
+        out[VELA_FILE] = output.with_name(f"{output.stem}_vela.tflite")
+    return out
+
+
 def onnx_to_tflite_layout(x: np.ndarray, tflite_shape: tuple[int, ...], layout: str) -> np.ndarray:
     """A sample in the ONNX model's input layout, in the TFLite input's (``tflite_input_perm``)."""
     perm = tflite_input_perm(tuple(x.shape), tflite_shape, layout)
@@ -585,8 +604,8 @@ def export_model(
                 exp = onnx_to_tflite(
                     model, precision=precision, io_dtype=io_dtype, base_dir=source_path.parent, preprocess=pre
                 )
-            except UnsupportedOpError as e:  # the converter names the node; the message also names the file
-                raise UnsupportedOpError(f"{model_path}: {e}") from None
+            except BadInputError as e:  # the converter names the node (or op); the message also names the file
+                raise (e if str(model_path) in str(e) else UnsupportedOpError(f"{model_path}: {e}")) from None
             tmp_out.write_bytes(exp.data)
             notes.extend(exp.notes)
             folded = exp.folded
@@ -616,7 +635,7 @@ def export_model(
 
         vela = None
         files = [output]
-        if spec is not None and spec.name in ("ethos-u55", "ethos-u65") and opts.to is Destination.TFLITE:
+        if spec is not None and spec.name in VELA_TARGETS and opts.to is Destination.TFLITE:
             from edgecnn.export.vela import run_vela
 
             say("Vela")
@@ -624,13 +643,13 @@ def export_model(
             vela = run_vela(tmp_out, vela_out, target=spec.name, accelerator=opts.vela_accelerator)
         # publish: everything passed
         if opts.to is Destination.OPENVINO:
-            _publish(tmp_out.with_suffix(".bin"), output.with_suffix(".bin"))
+            _publish(tmp_out.with_suffix(".bin"), side_outputs(output, opts.to, None)[OPENVINO_WEIGHTS])
             files.append(output.with_suffix(".bin"))
         size = tmp_out.stat().st_size + (
             output.with_suffix(".bin").stat().st_size if opts.to is Destination.OPENVINO else 0
         )
         if vela is not None:
-            final_vela = output.with_name(f"{output.stem}_vela.tflite")
+            final_vela = side_outputs(output, opts.to, spec.name)[VELA_FILE]
             _publish(work / "out_vela.tflite", final_vela)
             files.append(final_vela)
             from dataclasses import replace

@@ -85,6 +85,8 @@ def load_factory_module(path: Path, factory: str) -> Any:
         ) from None
     except Exception as e:  # any error in the user's file: say which, in one line
         raise BadInputError(f"{path}: importing the file failed: {type(e).__name__}: {e}") from None
+    except SystemExit as e:  # sys.exit() at import: not the exit code of this command
+        raise BadInputError(f"{path}: importing the file called sys.exit({e.code!r}); guard it with __main__") from None
     finally:
         if sys.path and sys.path[0] == folder:
             sys.path.pop(0)
@@ -100,6 +102,8 @@ def load_factory_module(path: Path, factory: str) -> Any:
         model = obj()
     except Exception as e:
         raise BadInputError(f"{path}:{factory}() raised {type(e).__name__}: {e}") from None
+    except SystemExit as e:
+        raise BadInputError(f"{path}:{factory}() called sys.exit({e.code!r}) instead of returning a model") from None
     if not isinstance(model, torch.nn.Module):
         raise BadInputError(
             f"{path}:{factory}() returned a {type(model).__name__}, not a torch.nn.Module; "

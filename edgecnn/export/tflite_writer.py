@@ -134,6 +134,9 @@ _ENUM_FIELDS: dict[str, type] = {
 }
 
 
+_INT32 = (-(2**31), 2**31 - 1)
+
+
 def _camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(p[:1].upper() + p[1:] for p in rest)
@@ -453,6 +456,12 @@ class TFLiteBuilder:
                     value = getattr(enum, value)
                 elif isinstance(value, (list, tuple, np.ndarray)):
                     value = np.asarray(value, dtype=np.int32)
+                elif (
+                    isinstance(value, (int, np.integer))
+                    and not isinstance(value, bool)
+                    and not _INT32[0] <= value <= _INT32[1]
+                ):
+                    raise BadInputError(f"{builtin}: option {key}={value} does not fit TFLite's 32-bit field")
                 setattr(obj, attr, value)
             op.builtinOptionsType = _OPTION_TYPES[opt_name]
             op.builtinOptions = obj

@@ -718,6 +718,8 @@ class _Converter:
             self.input_idx: dict[str, int] = {}
         name = vi.name
         shape = self.shapes[name]
+        if not shape:
+            raise UnsupportedOpError(f"input '{name}' is a scalar (rank 0); the converter takes tensor inputs")
         elem = vi.type.tensor_type.elem_type
         casts = self.consumers.get(name, [])
         raw_bytes = (  # a uint8 image input the model casts to float first (tf2onnx: image_tensor -> Cast)

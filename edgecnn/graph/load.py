@@ -6,6 +6,7 @@ dimension resolved, and has been through strict shape inference, so every tensor
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,6 +134,24 @@ def _external_bytes(model: onnx.ModelProto, path: Path) -> int:
     return total
 
 
+def _check_external_sizes(path: Path, tensors: list[tuple[onnx.TensorProto, str]]) -> None:
+    """Each tensor read from external data holds exactly the bytes its dims and type need (a truncated or empty
+    data file loads without an error and failed later, in a reshape)."""
+    for t, where in tensors:
+        if t.data_type in (onnx.TensorProto.STRING, onnx.TensorProto.UNDEFINED):
+            continue
+        try:
+            itemsize = onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+        except (KeyError, TypeError, ValueError):
+            continue
+        want = math.prod(t.dims) * itemsize
+        if len(t.raw_data) != want:
+            raise ModelError(
+                f"{path}: external data of tensor '{t.name}' holds {len(t.raw_data)} bytes in {where!r}; its "
+                f"shape {list(t.dims)} needs {want}; the data file is truncated or belongs to another model"
+            )
+
+
 def load_model(path: str | Path, input_shapes: dict[str, tuple[int, ...]] | None = None) -> LoadedModel:
     """Read, check and shape-infer ``path``; resolve dynamic dims from ``input_shapes``.
 
@@ -164,15 +183,32 @@ def load_model(path: str | Path, input_shapes: dict[str, tuple[int, ...]] | None
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
         first = str(e).strip().splitlines()[0]
         raise ModelError(f"{path}: fails the ONNX checker: {first}") from None
-    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in _all_tensors(model)):  # incl. Constant values
+    external = {  # incl. Constant values; the file each reads (loading clears the tensor's record of it)
+        id(t): (t, {e.key: e.value for e in t.external_data}.get("location", "?"))
+        for t in _all_tensors(model)
+        if t.data_location == onnx.TensorProto.EXTERNAL
+    }
+    if external:
         try:
             onnx.load_external_data_for_model(model, str(path.parent))
         except (OSError, ValueError) as e:
             raise ModelError(
                 f"{path}: external data could not be read ({e}); keep the data files beside the model"
             ) from None
+        _check_external_sizes(path, list(external.values()))
 
     drop_initializer_inputs(model)
+    if not graph_inputs(model):
+        raise ModelError(
+            f"{path}: the graph has no inputs (an input with an initializer of the same name is a constant); "
+            "edgecnn works on models that take an input"
+        )
+    passed = sorted({i.name for i in graph_inputs(model)} & {o.name for o in model.graph.output})
+    if passed:
+        raise ModelError(
+            f"{path}: input {passed[0]!r} is also a graph output; write that output with an Identity node (what "
+            "torch.onnx does for a returned input)"
+        )
     expand_fused_convs(model)
     shapes = dict(input_shapes or {})
     inputs = graph_inputs(model)

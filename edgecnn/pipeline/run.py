@@ -156,6 +156,12 @@ def _claim_run_dir(cfg: PipelineConfig, run_dir: Path, force: bool) -> dict[str,
     """Previous steps by name (empty when starting afresh); refuses a folder that holds something else."""
     if run_dir.exists() and not run_dir.is_dir():
         raise BadInputError(f"--out {run_dir}: exists and is not a folder")
+    for what, folder in (("calibration", cfg.calibration), ("evaluation", cfg.evaluation)):
+        if folder is not None and run_dir.resolve() == Path(folder).resolve():
+            raise BadInputError(
+                f"--out {run_dir}: is the pipeline's {what} image folder; a run writes plots there that the next "
+                "run would read as images; choose another folder"
+            )
     run_dir.mkdir(parents=True, exist_ok=True)
     manifest_path = run_dir / MANIFEST
     if not manifest_path.exists():

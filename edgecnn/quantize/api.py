@@ -234,6 +234,22 @@ def calibrate(
     return Calibration(stats=stats, first_outputs=first, first_batch=first_n, input_spread=spread)
 
 
+def _refuse_non_finite_weights(loaded: LoadedModel, base_dir: Path) -> None:
+    """A float weight holding NaN or inf has no grid: it quantized to garbage with only numpy's warnings."""
+    from edgecnn.graph.external import to_array
+
+    floats = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16)
+    for t in loaded.model.graph.initializer:
+        if t.data_type in floats:
+            a = to_array(t, base_dir)
+            if not np.all(np.isfinite(a)):
+                bad = int(np.size(a) - np.count_nonzero(np.isfinite(a)))
+                raise ModelError(
+                    f"{loaded.path}: weight '{t.name}' holds {bad} NaN/inf value(s) of {np.size(a)}; the float "
+                    "model itself is broken (a diverged training run or a bad conversion)"
+                )
+
+
 def _reference_outputs(path: Path, input_name: str, x: np.ndarray | dict[str, np.ndarray]) -> list[np.ndarray]:
     """The original model's outputs on one sample, from the file as the user gave it."""
     sess = open_session("ort", path, options={"graph_optimization_level": "disable"})
@@ -367,6 +383,7 @@ def _quantize(
             f"{loaded.path}: input '{name}' has a fixed batch of {b}; calibration and its checks run one image at "
             "a time: export the model with batch 1 or a dynamic batch"
         )
+    _refuse_non_finite_weights(loaded, work)
     checked = dataset.check_model(loaded) if dataset is not None else graph_inputs(loaded.model)[0].name
     input_names = (checked,) if isinstance(checked, str) else checked
     input_name = input_names[0]

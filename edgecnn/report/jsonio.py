@@ -69,6 +69,17 @@ def read_json(path: Path, *, kind: str, schema_version: int) -> dict[str, Any]:
         raise BadInputError(f"{path}: not valid JSON ({e}); expected a {kind} report") from None
     except RecursionError:
         raise BadInputError(f"{path}: not valid JSON (nested too deeply); expected a {kind} report") from None
+    except ValueError as e:  # an integer of more than 4300 digits (Python's int-from-string limit)
+        raise BadInputError(
+            f"{path}: not valid JSON ({' '.join(str(e).split())[:120]}); expected a {kind} report"
+        ) from None
+    from edgecnn.fsutil import huge_number
+
+    huge = huge_number(data)
+    if huge is not None:
+        raise BadInputError(
+            f"{path}: {huge}: a number beyond any valid value (at most 1e300); expected a {kind} report"
+        )
     if not isinstance(data, dict):
         raise BadInputError(f"{path}: top level is {type(data).__name__}; expected a {kind} report object")
     if data.get("kind") != kind:

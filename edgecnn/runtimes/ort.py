@@ -14,6 +14,8 @@ import onnxruntime as ort
 from edgecnn.errors import ModelError
 from edgecnn.runtimes.base import TensorSpec
 
+ort.set_default_logger_severity(4)  # ORT's own log lines (errors, telemetry warnings) stay off the user's stderr
+
 # What InferenceSession.run raises for a model it loaded but cannot execute (its pybind exception types).
 _ORT_RUN_ERRORS = tuple(
     getattr(ort.capi.onnxruntime_pybind11_state, n)
@@ -43,7 +45,7 @@ class OrtSession:
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.log_severity_level = 3
+        so.log_severity_level = 4  # fatal only: a failure reaches the user as our one-line error, not ORT's log
         level = options.get("graph_optimization_level", "all")
         so.graph_optimization_level = {
             "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
