@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -126,6 +127,30 @@ def test_bad_range_value(tmp_path: Path, value: str) -> None:
     with pytest.raises(
         ConfigError, match=r"key 'ops.Conv.scale_ratio_range': value .* is not \[low, high\] with 0 < low < high"
     ):
+        load_target(p)
+
+
+@pytest.mark.parametrize(
+    ("edit", "words"),
+    [
+        (
+            ("stride_max = 2", "strides_allowed = [-1, 0]"),
+            "strides_allowed': value [-1, 0]: expected a non-empty list of integers >= 1",
+        ),
+        (("stride_max = 2", "spatial_dims = []"), "spatial_dims': value []: expected a non-empty list"),
+        (("stride_max = 2", 'tflite = "NOT_AN_OP"'), "'NOT_AN_OP' is not a TFLite builtin"),
+        (("[ops.Conv]", "[ops.NotAnOnnxOp]"), "'NotAnOnnxOp' is neither an ONNX operator nor a TFLite builtin"),
+        (('name = "board"', 'name = "../../x"'), "'../../x': letters, digits"),
+        (("stride_max = 2", "stride_max = 1" + "0" * 400), "a number beyond any valid setting"),
+    ],
+    ids=["negative-strides", "empty-dims", "tflite-name", "op-name", "name-path", "huge-int"],
+)
+def test_specs_that_lint_used_to_pass(tmp_path: Path, edit: tuple[str, str], words: str) -> None:
+    """`targets lint` said ok to these; each now names the key and what would be valid."""
+    text = MINIMAL.format(extra="")
+    assert edit[0] in text
+    p = _write(tmp_path, text.replace(edit[0], edit[1]))
+    with pytest.raises(ConfigError, match=re.escape(words)):
         load_target(p)
 
 

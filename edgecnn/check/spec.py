@@ -241,10 +241,32 @@ def _validate_constraint(raw: _Raw, table: str, key: str, value: Any) -> None:
         want = {"int": "a non-negative integer", "bool": "true or false", "ints": "a list of integers",
                 "strs": "a list of strings", "range": "[low, high] with 0 < low < high, finite"}[kind]  # fmt: skip
         raise _err(raw, key, table, f"value {value!r} is not {want}")
+    if kind == "ints" and (not value or (key in _POSITIVE_INTS and min(value) < 1)):
+        raise _err(raw, key, table, f"value {value!r}: expected a non-empty list" + (
+            " of integers >= 1" if key in _POSITIVE_INTS else ""))  # fmt: skip
     if key in ("dtypes",):
         bad = [v for v in value if v not in Precision.__members__.values()]
         if bad:
             raise _err(raw, key, table, f"unknown precision(s) {bad}; valid: {', '.join(Precision)}")
+
+
+# "ints" constraints whose values are sizes, factors or ranks (softmax_axis may be negative)
+_POSITIVE_INTS = frozenset({"strides_allowed", "resize_scales", "resize_factors", "half_pixel_factors", "spatial_dims",
+                            "input_rank"})  # fmt: skip
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def _tflite_builtins() -> frozenset[str]:
+    from edgecnn.export.tflite_writer import _BUILTIN_CODES
+
+    return frozenset(_BUILTIN_CODES)
+
+
+def _known_op(op: str) -> bool:
+    """An ONNX operator (any domain onnx knows) or a TFLite builtin (TFLite-format specs list those too)."""
+    import onnx.defs
+
+    return bool(op) and (onnx.defs.has(op) or op in _tflite_builtins())
 
 
 def _check_op_table(raw: _Raw, table: str, body: dict[str, Any], *, allow_variants: bool) -> None:
@@ -263,6 +285,8 @@ def _check_op_table(raw: _Raw, table: str, body: dict[str, Any], *, allow_varian
             raise _err(raw, k, table, f"value {v!r} is not a string")
         elif k == "tflite" and not (isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, str) for x in v))):
             raise _err(raw, k, table, f"value {v!r} is not a TFLite builtin name or a list of them")
+        elif k == "tflite" and (bad := [x for x in ([v] if isinstance(v, str) else v) if x not in _tflite_builtins()]):
+            raise _err(raw, k, table, f"{bad[0]!r} is not a TFLite builtin operator (e.g. CONV_2D, ADD)")
 
 
 def _validate_raw(raw: _Raw) -> None:
@@ -312,9 +336,15 @@ def _validate_raw(raw: _Raw) -> None:
         for k, v in d["limits"].items():
             if k in CONSTRAINTS:
                 _validate_constraint(raw, "limits", k, v)
+    if "name" in d and not _NAME.match(d["name"]):
+        raise _err(
+            raw, "name", "", f"{d['name']!r}: letters, digits, '.', '_' and '-' only (it names files and tables)"
+        )
     for op, body in d.get("ops", {}).items():
         if not isinstance(body, dict):
             raise _err(raw, op, "ops", "each op must be a table ([ops.OpType])")
+        if not _known_op(op):
+            raise _err(raw, op, "ops", f"{op!r} is neither an ONNX operator nor a TFLite builtin")
         _check_op_table(raw, f"ops.{op}", body, allow_variants=True)
 
 
