@@ -241,6 +241,10 @@ def test_ctrl_c_leaves_a_consistent_folder_that_resumes(tmp_path: Path) -> None:
         ({"[drift]": "[drifts]"}, ["[drifts]: unknown table; valid tables are model, data"]),
         ({"evaluation": ""}, ["data.evaluation: missing"]),
         ({"policy": 'policy = "policy.toml"\n[export]\ntflite_targets = ["ethos-u55"]'}, ["'tflite' is not in"]),
+        # files every step needs, checked before the first step (a missing policy was found by the last one)
+        ({"policy": 'policy = "polcy.toml"'}, ["gate.policy: 'polcy.toml': no such file"]),
+        ({"path": 'path = "modle.onnx"'}, ["model.path: 'modle.onnx': no such file"]),
+        ({"targets": 'targets = ["intel-cpuu"]'}, ["check.targets", "unknown target 'intel-cpuu'"]),
     ],
 )
 def test_bad_pipeline_files_are_one_line_errors(tmp_path: Path, over: dict[str, str], words: list[str]) -> None:

@@ -78,7 +78,8 @@ def bench_cmd(
     image_dir = None if input_source == RANDOM else Path(input_source)
     from edgecnn.bench.report import planned_outputs
 
-    planned = planned_outputs(out, models, runtimes, host or "local") if out is not None else []
+    # a folder that does not exist yet holds nothing to overwrite (it is created below)
+    planned = planned_outputs(out, models, runtimes, host or "local") if out is not None and out.is_dir() else []
     guard_outputs(  # every file --out will hold, named before the run: an input image of the same name stays
         [p for m in models for p in model_files(m)] + [image_dir, preprocess],
         {"--json": json_path, **{f"--out's {p.name}": p for p in planned}},

@@ -187,6 +187,25 @@ def load_pipeline(path: Path) -> PipelineConfig:
     evaluation = p(get("data", "evaluation"))
     if evaluation is None:
         raise _err(path, "data.evaluation", "missing; drift and the gate need labelled evaluation images")
+    # every file the steps read exists before the first step runs (a typo found by the last step cost a whole run)
+    for key, want_dir in (("model.path", False), ("data.calibration", True), ("data.evaluation", True),
+                          ("data.preprocess", False), ("gate.policy", False)):  # fmt: skip
+        table, k = key.split(".")
+        given = get(table, k)
+        f = p(given)
+        if f is not None and not (f.is_dir() if want_dir else f.is_file()):
+            what = "folder" if want_dir else "file"
+            raise _err(path, key, f"{given!r}: no such {what} ({f})")
+    from edgecnn.check.spec import resolve_target_path
+
+    for key in ("check.targets", "export.tflite_targets", "quantize.target"):
+        table, k = key.split(".")
+        names = get(table, k, [])
+        for t in [names] if isinstance(names, str) else names:
+            try:
+                resolve_target_path(t, relative_to=base)
+            except ConfigError as e:
+                raise _err(path, key, str(e)) from None
     return PipelineConfig(
         source=path.resolve(),
         name=_run_name(path, get("", "name", None)),
