@@ -674,10 +674,11 @@ def test_unsupported_op_names_node_op_and_alternative() -> None:
     with pytest.raises(UnsupportedOpError, match=r"node 'gelu_erf' \(Erf\).*nearest supported: Gelu") as e:
         onnx_to_tflite(m)
     assert e.value.exit_code == 2 and "\n" not in str(e.value)
-    # a ConvTranspose whose cropping has no TFLite SAME/VALID form is refused, not approximated
+    # a ConvTranspose whose output runs past the full transposed convolution (output_padding beyond the end pads:
+    # no VALID-and-slice form) is refused, not approximated
     deconv = make_model(
         [helper.make_node("ConvTranspose", ["x", "w"], ["y"], name="up3", kernel_shape=[3, 3], strides=[2, 2],
-                          pads=[1, 1, 1, 1], output_padding=[1, 1])],
+                          pads=[0, 0, 0, 0], output_padding=[1, 1])],
         [("x", [1, 3, 8, 8])],
         [("y", None)],
         {"w": rng_w(3, 4, 3, 3)},

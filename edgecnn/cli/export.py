@@ -97,8 +97,6 @@ def export_cmd(
             f"--parity-samples {parity_samples}: expected 1..{MAX_PARITY_SAMPLES} images (or --no-parity)"
         )
     torch_file = Path(from_torch.rsplit(":", 1)[0]) if from_torch else None
-    from edgecnn.export.api import side_outputs
-
     target_name = target
     if target and target.endswith(".toml"):
         from edgecnn.check.spec import load_target
@@ -107,7 +105,7 @@ def export_cmd(
     guard_outputs(
         [*model_files(model), torch_file, calib, data, preprocess, float_reference,
          Path(target) if target and target.endswith(".toml") else None],
-        {"-o": output, "--json": json_path, **side_outputs(output, _destination(to, output), target_name)},
+        {"-o": output, "--json": json_path, **_side_outputs(to, output, target_name)},
     )  # fmt: skip
     if from_torch is not None:
         return _from_torch(
@@ -164,6 +162,17 @@ class _null:
 
 
 MAX_PARITY_SAMPLES = 100_000  # random inputs beyond the data's images: a bound, not an endless loop
+
+
+def _side_outputs(to: str | None, output: Path, target: str | None) -> dict[str, Path]:
+    """What the export will write beside -o; none while -o and --to name no format (that error comes after the
+    output-vs-input guard, which has the more important thing to say)."""
+    from edgecnn.export.api import side_outputs
+
+    try:
+        return side_outputs(output, _destination(to, output), target)
+    except BadInputError:
+        return {}
 
 
 def _destination(to: str | None, output: Path) -> Destination:

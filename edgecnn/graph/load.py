@@ -103,10 +103,12 @@ def _read(path: Path) -> onnx.ModelProto:
         raise ModelError(
             f"{path}: not a readable ONNX model (protobuf parse failed: {e}); is the file truncated?"
         ) from None
-    if model.ir_version == 0 or not model.HasField("graph") or len(model.graph.node) == 0:
+    if model.ir_version == 0 or not model.HasField("graph"):
         raise ModelError(
-            f"{path}: not an ONNX model (no IR version or empty graph); is the file truncated or another format?"
+            f"{path}: not an ONNX model (no IR version or no graph); is the file truncated or another format?"
         )
+    if len(model.graph.node) == 0:
+        raise ModelError(f"{path}: the ONNX graph has no nodes; there is nothing to run")
     return model
 
 
