@@ -1281,7 +1281,7 @@ def _scalar_input() -> onnx.ModelProto:
 
 def _huge_stride() -> onnx.ModelProto:
     conv = helper.make_node("Conv", ["x", "w"], ["y"], name="c", strides=[2**62, 2**62])
-    return _one_op([conv], [_X16], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [_W])
+    return _one_op([conv], [_X16], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 1, 1])], [_W])
 
 
 def _nan_weights() -> onnx.ModelProto:
