@@ -437,6 +437,21 @@ def test_parity_judges_top1_only_on_a_class_score_vector() -> None:
     assert c.top1_agreement == 0.0 and c.near_ties == 0 and c.sqnr_db > 25 and not c.ok
 
 
+def test_parity_judges_each_output_on_its_own_scale() -> None:
+    """A detector's boxes (hundreds of pixels) pooled with its scores (0..1) in one SQNR hid scores that were all
+    wrong: the worst output counts, and the summary says so. Negative control: both outputs right passes."""
+    from edgecnn.export.api import ParityData, measure_parity
+
+    rng = np.random.default_rng(0)
+    boxes, scores = rng.uniform(0, 640, (1, 100, 4)), rng.uniform(0, 1, (1, 100, 3))
+    data = ParityData(label="x", count=2, batches=lambda: iter([np.zeros((1, 3, 8, 8), np.float32)] * 2))
+    kw = {"runtime": "litert", "ref_name": "ONNX", "min_agreement": 99.5, "min_sqnr": 25.0}
+    bad = measure_parity(lambda x: [boxes, scores], lambda x: [boxes, 1.0 - scores], data, **kw)
+    assert not bad.ok and bad.sqnr_db < 10 and "the worst of 2 outputs" in bad.summary()
+    good = measure_parity(lambda x: [boxes, scores], lambda x: [boxes + 0.01, scores + 1e-4], data, **kw)
+    assert good.ok and good.sqnr_db > 25
+
+
 def test_parity_on_random_inputs_gates_sqnr_not_top1(tmp_path: Path) -> None:
     """Random inputs put a classifier's scores near ties, where the INT8 rounding of a good export flips the
     top-1 (PP-LCNet orientation classifier: 93.75% agreement at 39.4 dB over 32 random inputs, 100% on its
