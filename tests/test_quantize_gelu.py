@@ -141,3 +141,14 @@ def test_a_chain_with_the_wrong_constant_is_not_a_gelu(tmp_path: Path, images: I
     assert _quantized_after(q, "add1")  # quantized like any two-activation Mul's input
     with pytest.raises(BadInputError, match="Erf"):
         onnx_to_tflite(q)
+
+
+def test_a_targets_float_only_ops_keep_the_chain_one_gelu(tmp_path: Path, images: ImageDataset) -> None:
+    """`quantize --target arm-cpu-xnnpack` excludes the ops XNNPACK runs only in float (Div, Gelu, ...): the chain
+    used to lose its GELU status for that, got Q/DQ between its ops, and `export` refused the Erf left alone
+    (PP-OCRv6 rec). Now it is one float unit, and the TFLite export writes one GELU."""
+    src = tmp_path / "gelu.onnx"
+    onnx.save(gelu_model(), str(src))
+    q, report = quantize(src, images, QuantizeConfig(runtime="integer", exclude=frozenset({"Div", "Gelu"})))
+    assert all(report.kept_float.get(n) == GELU_REASON for n in ("div", "erf", "add1", "mul_x", "half"))
+    assert "GELU" in [o.builtin for o in read_tflite(onnx_to_tflite(q).data).ops]

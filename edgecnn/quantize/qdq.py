@@ -361,10 +361,11 @@ def plan(
                         for c in _stem_depthwise(chain[-1].output[0], consumers, inits_by_name, graph_outputs):
                             if not excluded(c):
                                 kept[keys[id(c)]] = STEM_DEPTHWISE_REASON
+    # one float unit even where some of its ops are excluded (a --target's float-only ops, e.g. Erf on XNNPACK):
+    # excluding them asks for float too, and a Q/DQ inside the chain left an Erf no TFLite export can write
     for chain in gelu_erf_chains(nodes, partial(_init_scalar, inits_by_name), graph_outputs):
-        if not any(excluded(c) for c in chain.nodes):
-            for c in chain.nodes:
-                kept[keys[id(c)]] = GELU_REASON
+        for c in chain.nodes:
+            kept[keys[id(c)]] = GELU_REASON
     tail = _float_tail(nodes, consumers, keys) if policy.float_tail and not quantize_outputs else set()
     producer = {o: n for n in nodes for o in n.output}
     # Tensors whose values depend on the input's values (a Shape/Size output depends only on its shape): a node
