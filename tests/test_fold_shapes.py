@@ -47,3 +47,32 @@ def test_yolo_style_export_folds_shape_subgraphs(tmp_path: Path) -> None:
     before, after = check_target(raw, htp), check_target(prepared, htp)
     assert {n.op_type for n in before.nodes if n.placement != "accelerator"} >= {"Shape", "Range"}
     assert after.all_accelerated, [(n.name, [f.reason for f in n.failures]) for n in after.nodes if n.failures]
+
+
+def test_a_shape_known_only_after_a_first_fold_is_folded_too() -> None:
+    """Reshape to a computed shape: its output's shape is unknown until that shape is folded, so the Shape that
+    reads it folds on a second pass (PP-OCRv4 rec's attention kept 13 shape nodes, which `check` then reported
+    as CPU fallbacks). One call folds to a fixpoint."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgecnn.graph.passes import fold_static_shapes
+
+    c = {"st": [0], "en": [1], "m1": [-1], "st1": [1], "en1": [2], "one": [1]}
+    inits = [numpy_helper.from_array(np.array(v, np.int64), k) for k, v in c.items()]
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s1"]),
+        helper.make_node("Slice", ["s1", "st", "en"], ["b"]),
+        helper.make_node("Concat", ["b", "m1"], ["shape1"], axis=0),
+        helper.make_node("Reshape", ["x", "shape1"], ["r1"]),
+        helper.make_node("Shape", ["r1"], ["s2"]),
+        helper.make_node("Slice", ["s2", "st1", "en1"], ["w"]),
+        helper.make_node("Concat", ["w", "one"], ["shape2"], axis=0),
+        helper.make_node("Reshape", ["r1", "shape2"], ["y"]),
+    ]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)  # fmt: skip
+    m = onnx.shape_inference.infer_shapes(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+    folded, counts = fold_static_shapes(m)
+    assert {n.op_type for n in folded.graph.node} == {"Reshape"} and counts["Shape"] == 2
