@@ -118,6 +118,17 @@ def gelu_chain_qdq() -> onnx.ModelProto:
     return m
 
 
+def unquantized_output(m: onnx.ModelProto) -> onnx.ModelProto:
+    """A QDQ case with the output's Q/DQ pair removed: the op writes the float graph output itself."""
+    g = m.graph
+    keep = [n for n in g.node if n.name not in ("y_q", "y_dq")]
+    for n in keep:
+        n.output[:] = ["y" if o == "y_f" else o for o in n.output]
+    del g.node[:]
+    g.node.extend(keep)
+    return m
+
+
 def self_binary(op: str) -> onnx.ModelProto:
     """op(x, x): two activation operands with one quantization (a constant operand gets the converter's own
     scale in edgecnn export, so it would test the converter rather than the target)."""
@@ -336,6 +347,10 @@ def onnx_cases() -> list[OnnxCase]:
         out.append(OnnxCase(f"split-{'-'.join(map(str, sizes))}-float32", lambda sizes=sizes: split(sizes)))
     out.append(OnnxCase("gelu-chain-float32", gelu_chain))
     out.append(OnnxCase("gelu-chain-int8", gelu_chain_qdq))
+    # a fixed-grid op after a DQ with no Q on its output (a model's trailing Softmax as edgecnn quantize leaves
+    # it): export writes it int8 with a DEQUANTIZE after, so that is what each target is asked to run
+    out.append(OnnxCase("softmax-trailing-int8", lambda: unquantized_output(qdq(softmax(1)))))
+    out.append(OnnxCase("sigmoid-trailing-int8", lambda: unquantized_output(qdq(unary("Sigmoid")))))
     out.append(OnnxCase("max-diffquant-int8", lambda: qdq(self_binary("Max"), out_scale=0.1)))
     out.append(OnnxCase("min-diffquant-int8", lambda: qdq(self_binary("Min"), out_scale=0.1)))
     # XNNPACK's requantization limits (ADD/SUB: input/output scale in [1/1024, 256); MUL: product/output in

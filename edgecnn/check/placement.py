@@ -223,8 +223,14 @@ def _fused_activation(gr: _Graph, out: str) -> tuple[int, list[int]] | None:
     return (cons[0], q) if q is not None else None
 
 
-def _precision(gr: _Graph, idx: int) -> tuple[str, list[int]]:
-    """The precision a node computes in, and the Q/DQ nodes (and a fused Relu/Clip) it absorbs."""
+# Ops whose int8 TFLite kernels write a fixed output grid (export.to_tflite._FIXED_INT8): after a DQ, the export
+# writes them int8 and a DEQUANTIZE after, even when the QDQ model has no Q on their output (a trailing Softmax)
+FIXED_GRID_OPS = frozenset({"Softmax", "Sigmoid", "Tanh"})
+
+
+def _precision(gr: _Graph, idx: int, tflite: bool = False) -> tuple[str, list[int]]:
+    """The precision a node computes in, and the Q/DQ nodes (and a fused Relu/Clip) it absorbs. ``tflite``: the
+    target runs what `edgecnn export` writes, where a fixed-grid op after a DQ is int8 (FIXED_GRID_OPS)."""
     n = gr.nodes[idx]
     acts = [i for i in n.input if i and i not in gr.const_names]
     float_acts = [i for i in acts if gr.types.get(i, (0,))[0] in _FLOAT_TYPES]
@@ -249,7 +255,8 @@ def _precision(gr: _Graph, idx: int) -> tuple[str, list[int]]:
             q_out += [fused[0], *fused[1]]
         else:
             outs_quantized = False
-    if float_acts and len(dq_in) == len(float_acts) and outs_quantized:
+    fixed_grid = tflite and n.op_type in FIXED_GRID_OPS and not q_out
+    if float_acts and len(dq_in) == len(float_acts) and (outs_quantized or fixed_grid):
         q_elem = gr.types.get(gr.nodes[dq_in[0]].input[0], (0,))[0]
         return _dtype(q_elem), [*dq_in, *weight_dq, *q_out]
     if float_acts:
@@ -547,7 +554,7 @@ def check_target(loaded: LoadedModel | Prepared, target: TargetSpec) -> TargetRe
         if spec is not None and spec.passthrough:
             placement[idx] = Placement.ABSORBED
             continue
-        prec, qdq = _precision(gr, idx)
+        prec, qdq = _precision(gr, idx, tflite=target.format is Format.TFLITE)
         if checked_as and prec in ("float32", "float16") and n.op_type not in target.float_only_ops:
             prec = checked_as
         facts = _facts(gr, idx, target, prec)
