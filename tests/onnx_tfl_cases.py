@@ -351,6 +351,9 @@ def onnx_cases() -> list[OnnxCase]:
     # it): export writes it int8 with a DEQUANTIZE after, so that is what each target is asked to run
     out.append(OnnxCase("softmax-trailing-int8", lambda: unquantized_output(qdq(softmax(1)))))
     out.append(OnnxCase("sigmoid-trailing-int8", lambda: unquantized_output(qdq(unary("Sigmoid")))))
+    # HardSigmoid int8 whose output grid ends at the clamp (as calibrated: [0, 1]): MUL + ADD(RELU), no MINIMUM
+    out.append(OnnxCase("hardsigmoid-unitgrid-int8",
+                        lambda: qdq(unary("HardSigmoid", alpha=1 / 6, beta=0.5), out_scale=1 / 127)))  # fmt: skip
     out.append(OnnxCase("max-diffquant-int8", lambda: qdq(self_binary("Max"), out_scale=0.1)))
     out.append(OnnxCase("min-diffquant-int8", lambda: qdq(self_binary("Min"), out_scale=0.1)))
     # XNNPACK's requantization limits (ADD/SUB: input/output scale in [1/1024, 256); MUL: product/output in

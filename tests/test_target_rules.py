@@ -218,6 +218,7 @@ ROWS = [
     Row("runtime_weights_dtypes", "MatMul", 'runtime_weights_dtypes = ["int8"]', const_b_matmul, two_input_matmul),
     Row("tconv_stride_pairs", "ConvTranspose", "tconv_stride_pairs = true", lambda: deconv([1, 2], [1, 4, 1, 8], [1, 2]), lambda: deconv([1, 2], [1, 4, 8, 8], [1, 2])),
     Row("leaky_relu_scales", "LeakyRelu", "leaky_relu_scales = true", lambda: qdq_leaky(0.05 / 127), lambda: qdq_leaky(0.05 / 129), precisions='["int8"]'),
+    Row("hard_sigmoid_grid", "HardSigmoid", "hard_sigmoid_grid = true", lambda: qdq_hard_sigmoid(1 / 127), lambda: qdq_hard_sigmoid(1.2 / 127), precisions='["int8"]'),
     Row("depth_reduce_needs_unit", "ReduceMean", "depth_reduce_needs_unit = true", lambda: reduce_mean([2, 3]), lambda: reduce_mean([1])),
     Row("resize_factors", "Resize", "resize_factors = [2, 4, 8]", lambda: resize(4.0), lambda: resize(3.0)),
     Row("half_pixel_factors", "Resize", "half_pixel_factors = [2]", lambda: resize(2.0, "linear"), lambda: resize(4.0, "linear")),
@@ -279,6 +280,19 @@ def qdq_leaky(out_scale: float, alpha: float = 0.1) -> onnx.ModelProto:
         helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"], name="q_in"),
         helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"], name="dq_in"),
         helper.make_node("LeakyRelu", ["xd"], ["m"], name="leaky", alpha=alpha),
+        helper.make_node("QuantizeLinear", ["m", "so", "z"], ["mq"], name="q_out"),
+        helper.make_node("DequantizeLinear", ["mq", "so", "z"], ["y"], name="dq_out"),
+    ]
+    return _model(nodes, inits)
+
+
+def qdq_hard_sigmoid(out_scale: float) -> onnx.ModelProto:
+    """DQ(x, 0.05) -> HardSigmoid -> Q(out_scale, zero point 0): the int8 grid's top is 127 x out_scale."""
+    inits = {"s": np.array(0.05, np.float32), "so": np.array(out_scale, np.float32), "z": np.array(0, np.int8)}
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"], name="q_in"),
+        helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"], name="dq_in"),
+        helper.make_node("HardSigmoid", ["xd"], ["m"], name="hsig", alpha=1 / 6, beta=0.5),
         helper.make_node("QuantizeLinear", ["m", "so", "z"], ["mq"], name="q_out"),
         helper.make_node("DequantizeLinear", ["mq", "so", "z"], ["y"], name="dq_out"),
     ]

@@ -588,6 +588,20 @@ def leaky_relu_scales(f: NodeFacts, limit: bool) -> Verdict:
     return PASS
 
 
+def hard_sigmoid_grid(f: NodeFacts, limit: bool) -> Verdict:
+    """{label}: quantized HardSigmoid whose output grid reaches {top:.4g}, above its clamp at 1; the clamp is then a MINIMUM, which the {accel} runs only in float.
+    Fix: calibrate the HardSigmoid's output to its real range [0, 1] (edgecnn quantize does, from the data), so that the grid's own saturation is the clamp."""
+    qo = f.quant_out[0] if f.quant_out else None
+    if not limit or qo is None or f.precision not in ("int8", "uint8") or qo[0] <= 0:
+        return PASS
+    # int8: MUL by alpha, ADD beta with a fused RELU (the clamp at 0), and MINIMUM 1 only when the grid reaches
+    # above 1 by more than half a step (edgecnn.export.to_tflite._op_HardSigmoid)
+    top = ((255 if f.precision == "uint8" else 127) - qo[1]) * qo[0]
+    if top > 1.0 + qo[0] / 2:
+        return _fail(hard_sigmoid_grid, f, limit, top=top)
+    return PASS
+
+
 def _same_q(a: tuple[float, int], b: tuple[float, int]) -> bool:
     return abs(a[0] - b[0]) <= 1e-6 * max(abs(a[0]), abs(b[0])) and a[1] == b[1]
 
@@ -1035,6 +1049,9 @@ CONSTRAINTS: dict[str, Constraint] = {
         kind="range", rule=product_scale_ratio_range, what="[low, high) allowed for input1 x input2 / output scale"
     ),
     "leaky_relu_scales": Constraint(kind="bool", rule=leaky_relu_scales, what="LeakyRelu scale-ratio limits apply"),
+    "hard_sigmoid_grid": Constraint(
+        kind="bool", rule=hard_sigmoid_grid, what="a quantized HardSigmoid's output grid must end at its clamp (1)"
+    ),
     "runtime_weights_dtypes": Constraint(
         kind="strs",
         rule=runtime_weights_dtypes,
@@ -1120,6 +1137,7 @@ _FIX_KINDS: dict[str, FixKind] = {
     "kernel_h_max": FixKind.CHANGE_KERNEL, "unit_kernel_stride": FixKind.CHANGE_KERNEL,
     "quant_match": FixKind.QUANTIZE, "scale_ratio_range": FixKind.QUANTIZE,
     "product_scale_ratio_range": FixKind.QUANTIZE, "leaky_relu_scales": FixKind.QUANTIZE,
+    "hard_sigmoid_grid": FixKind.QUANTIZE,
     "tconv_stride_pairs": FixKind.CHANGE_KERNEL, "runtime_weights_dtypes": FixKind.QUANTIZE,
     "depth_reduce_needs_unit": FixKind.CHANGE_ATTRIBUTE, "resize_factors": FixKind.CHANGE_SHAPE,
     "half_pixel_factors": FixKind.CHANGE_ATTRIBUTE, "resize_coord_modes": FixKind.CHANGE_ATTRIBUTE, "slice_step_axes": FixKind.CHANGE_ATTRIBUTE,
