@@ -118,6 +118,12 @@ def gelu_chain_qdq() -> onnx.ModelProto:
     return m
 
 
+def power(e: float) -> onnx.ModelProto:
+    return _model(
+        [helper.make_node("Pow", ["x", "e"], ["y"], name="pow")], {"e": np.array(e, np.float32)}, [1, 4, 8, 8]
+    )
+
+
 def unquantized_output(m: onnx.ModelProto) -> onnx.ModelProto:
     """A QDQ case with the output's Q/DQ pair removed: the op writes the float graph output itself."""
     g = m.graph
@@ -313,6 +319,10 @@ def _float_cases() -> list[tuple[str, Callable[[], onnx.ModelProto]]]:
         ("tanh", lambda: unary("Tanh")),
         ("hardswish", lambda: unary("HardSwish")),
         ("hardsigmoid", lambda: unary("HardSigmoid", alpha=1 / 6, beta=0.5)),
+        # Pow by a constant: x^2 is SQUARE / MUL(x, x), x^0.5 SQRT, others POW (LayerNorm written out in ops)
+        ("pow2", lambda: power(2.0)),
+        ("pow3", lambda: power(3.0)),
+        ("pow05", lambda: power(0.5)),
         ("leakyrelu", lambda: unary("LeakyRelu", alpha=0.1)),
         ("clip06", lambda: clip(0, 6)),
         ("abs", lambda: unary("Abs")),

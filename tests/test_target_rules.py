@@ -218,6 +218,7 @@ ROWS = [
     Row("runtime_weights_dtypes", "MatMul", 'runtime_weights_dtypes = ["int8"]', const_b_matmul, two_input_matmul),
     Row("tconv_stride_pairs", "ConvTranspose", "tconv_stride_pairs = true", lambda: deconv([1, 2], [1, 4, 1, 8], [1, 2]), lambda: deconv([1, 2], [1, 4, 8, 8], [1, 2])),
     Row("leaky_relu_scales", "LeakyRelu", "leaky_relu_scales = true", lambda: qdq_leaky(0.05 / 127), lambda: qdq_leaky(0.05 / 129), precisions='["int8"]'),
+    Row("pow_square", "Pow", "pow_square = true", lambda: pow_const(2.0), lambda: pow_const(3.0)),
     Row("hard_sigmoid_grid", "HardSigmoid", "hard_sigmoid_grid = true", lambda: qdq_hard_sigmoid(1 / 127), lambda: qdq_hard_sigmoid(1.2 / 127), precisions='["int8"]'),
     Row("depth_reduce_needs_unit", "ReduceMean", "depth_reduce_needs_unit = true", lambda: reduce_mean([2, 3]), lambda: reduce_mean([1])),
     Row("resize_factors", "Resize", "resize_factors = [2, 4, 8]", lambda: resize(4.0), lambda: resize(3.0)),
@@ -284,6 +285,10 @@ def qdq_leaky(out_scale: float, alpha: float = 0.1) -> onnx.ModelProto:
         helper.make_node("DequantizeLinear", ["mq", "so", "z"], ["y"], name="dq_out"),
     ]
     return _model(nodes, inits)
+
+
+def pow_const(e: float) -> onnx.ModelProto:
+    return _model([_n("Pow", ["x", "e"])], {"e": np.array(e, np.float32)})
 
 
 def qdq_hard_sigmoid(out_scale: float) -> onnx.ModelProto:

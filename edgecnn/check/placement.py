@@ -395,6 +395,9 @@ def _facts(gr: _Graph, idx: int, target: TargetSpec, prec: str) -> NodeFacts:
         axes = _const_value(gr, n.input[1])
         if axes is not None:
             attrs["axes"] = list(axes)
+    if op == "Pow" and len(n.input) > 1:
+        e = _const_value(gr, n.input[1])
+        attrs["exponent"] = float(e) if isinstance(e, (int, float)) else None  # a constant scalar, else None
     if op in ("Softmax", "LogSoftmax") and "axis" not in attrs:
         attrs["axis"] = -1 if gr.opset >= 13 else 1
     return NodeFacts(

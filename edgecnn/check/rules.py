@@ -602,6 +602,16 @@ def hard_sigmoid_grid(f: NodeFacts, limit: bool) -> Verdict:
     return PASS
 
 
+def pow_square(f: NodeFacts, limit: bool) -> Verdict:
+    """{label}: Pow with exponent {exponent}; the {accel} runs x^2 (SQUARE in float, MUL(x, x) in int8) and, in float, x^0.5 (SQRT); any other power is a POW it does not take.
+    Fix: write x^2 as x * x (or keep this Pow on the CPU); a square root as Sqrt."""
+    e = f.attrs.get("exponent")
+    if not limit:
+        return PASS
+    ok = e == 2.0 or (e in (0.5, 1.0) and f.precision in ("float32", "float16"))
+    return PASS if ok else _fail(pow_square, f, limit, exponent="computed at run time" if e is None else f"{e:g}")
+
+
 def _same_q(a: tuple[float, int], b: tuple[float, int]) -> bool:
     return abs(a[0] - b[0]) <= 1e-6 * max(abs(a[0]), abs(b[0])) and a[1] == b[1]
 
@@ -1049,6 +1059,7 @@ CONSTRAINTS: dict[str, Constraint] = {
         kind="range", rule=product_scale_ratio_range, what="[low, high) allowed for input1 x input2 / output scale"
     ),
     "leaky_relu_scales": Constraint(kind="bool", rule=leaky_relu_scales, what="LeakyRelu scale-ratio limits apply"),
+    "pow_square": Constraint(kind="bool", rule=pow_square, what="only x^2 (and x^0.5 in float) as SQUARE/MUL/SQRT"),
     "hard_sigmoid_grid": Constraint(
         kind="bool", rule=hard_sigmoid_grid, what="a quantized HardSigmoid's output grid must end at its clamp (1)"
     ),
@@ -1137,7 +1148,7 @@ _FIX_KINDS: dict[str, FixKind] = {
     "kernel_h_max": FixKind.CHANGE_KERNEL, "unit_kernel_stride": FixKind.CHANGE_KERNEL,
     "quant_match": FixKind.QUANTIZE, "scale_ratio_range": FixKind.QUANTIZE,
     "product_scale_ratio_range": FixKind.QUANTIZE, "leaky_relu_scales": FixKind.QUANTIZE,
-    "hard_sigmoid_grid": FixKind.QUANTIZE,
+    "hard_sigmoid_grid": FixKind.QUANTIZE, "pow_square": FixKind.REPLACE_OP,
     "tconv_stride_pairs": FixKind.CHANGE_KERNEL, "runtime_weights_dtypes": FixKind.QUANTIZE,
     "depth_reduce_needs_unit": FixKind.CHANGE_ATTRIBUTE, "resize_factors": FixKind.CHANGE_SHAPE,
     "half_pixel_factors": FixKind.CHANGE_ATTRIBUTE, "resize_coord_modes": FixKind.CHANGE_ATTRIBUTE, "slice_step_axes": FixKind.CHANGE_ATTRIBUTE,
