@@ -373,3 +373,31 @@ def test_output_declared_with_a_negative_dim(tmp_path: Path) -> None:
 
     r = invoke("check", path, "--target", "ethos-u55", "--input-shape", "x=1x3x8x8")
     assert r.exit_code == 0, r.output
+
+
+@pytest.mark.parametrize(("value", "placement"), [(0.0, Placement.ACCELERATOR), (1.0, Placement.FALLBACK)])
+def test_a_float_model_is_judged_as_quantize_will_leave_it(tmp_path: Path, value: float, placement: Placement) -> None:
+    """On an integer-only target a float model is judged as `quantize --target` writes it. A node the quantizer
+    keeps float (here a Pad of 1.0, whose value need not be on the grid) runs in float, so it falls back; it
+    was judged int8 on the NPU (PP-OCRv6 rec on Ethos-U55: 121 of 121 nodes on the NPU, 38 CPU ops in fact).
+    A zero Pad is integer (negative control)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = {"w1": rng.standard_normal((8, 4, 3, 3)).astype(np.float32) * 0.2,
+             "w2": rng.standard_normal((8, 8, 3, 3)).astype(np.float32) * 0.2,
+             "pads": np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "v": np.array(value, np.float32)}  # fmt: skip
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Pad", ["c1", "pads", "v"], ["p"], name="pad"),
+        helper.make_node("Conv", ["p", "w2"], ["y"], name="conv2"),
+    ]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 16, 16])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])],
+                          [numpy_helper.from_array(v, k) for k, v in inits.items()])  # fmt: skip
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    rep = check_target(load_model(path), load_target("ethos-u55"))
+    by = {v.name: v for v in rep.nodes}
+    assert rep.checked_as == "int8" and by["conv1"].placement is Placement.ACCELERATOR
+    assert by["pad"].placement is placement, by["pad"]

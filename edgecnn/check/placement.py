@@ -486,6 +486,25 @@ class Prepared:
     folded: dict[str, int]
 
 
+def _kept_float_by_quantize(model: onnx.ModelProto, target: TargetSpec) -> frozenset[str]:
+    """Names of the nodes `edgecnn quantize --target` leaves in float (no integer form: LayerNormalization,
+    the exact GELU chain, a BatchNorm no Conv absorbs, a MatMul of two activations...): a float model checked as
+    the target's integer type judges those in float, as they will run. Unnamed nodes are not matched (the plan
+    keys them by position in its own prepared graph)."""
+    from edgecnn.graph.passes import prepare
+    from edgecnn.quantize.qdq import INTEGER_POLICY, plan
+
+    try:
+        the_plan = plan(prepare(model), target.float_only_ops, quantize_outputs=True, policy=INTEGER_POLICY)
+    except Exception:  # an estimate: without it every node is judged as integer, as before
+        return frozenset()
+    # a fixed-grid op (Softmax, Sigmoid, Tanh) after a DQ is integer in a TFLite export even when the plan leaves
+    # it float (FIXED_GRID_OPS), and integer accelerators run it quantized: judged as the target's integer type
+    fixed = {n.name for n in model.graph.node if n.op_type in FIXED_GRID_OPS}
+    named = {n.name for n in model.graph.node if n.name} - fixed
+    return frozenset(k for k in the_plan.kept_float if k in named)
+
+
 def prepare_for_check(loaded: LoadedModel) -> Prepared:
     """Fold what a vendor converter folds at fixed input shapes (Shape/Size of static tensors and the
     constant shape arithmetic after them), so those nodes are not reported as fallbacks."""
@@ -546,6 +565,7 @@ def check_target(loaded: LoadedModel | Prepared, target: TargetSpec) -> TargetRe
         target.quant.activation_dtype if target.requires_quantization and target.quant and is_float_model else ""
     )
     gelu_units = _gelu_units(gr, absorbed_into) if "Gelu" in target.ops else {}
+    stays_float = _kept_float_by_quantize(prepared.model, target) if checked_as else frozenset()
     for idx, n in enumerate(gr.nodes):
         if n.op_type == "Constant" or n.op_type in QDQ_OPS or idx in absorbed_into:
             continue
@@ -558,7 +578,12 @@ def check_target(loaded: LoadedModel | Prepared, target: TargetSpec) -> TargetRe
             placement[idx] = Placement.ABSORBED
             continue
         prec, qdq = _precision(gr, idx, tflite=target.format is Format.TFLITE)
-        if checked_as and prec in ("float32", "float16") and n.op_type not in target.float_only_ops:
+        if (
+            checked_as
+            and prec in ("float32", "float16")
+            and n.op_type not in target.float_only_ops
+            and gr.names[idx] not in stays_float
+        ):
             prec = checked_as
         facts = _facts(gr, idx, target, prec)
         fails, maps_to = _judge(facts, spec, target)
