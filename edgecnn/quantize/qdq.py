@@ -30,6 +30,7 @@ from edgecnn.quantize.params import QuantScheme, activation_qparams, channel_qpa
 COMPUTE_OPS = frozenset({"Conv", "Gemm", "MatMul"})
 # Ops with activation inputs and their own output range.
 ARITH_OPS = frozenset({"Add", "Mul", "Concat", "GlobalAveragePool", "AveragePool"})
+BINARY_ARITH = ("Add", "Sub", "Mul")  # elementwise with two operands (one may be a constant on its own grid)
 UNARY_OPS = frozenset({"Sigmoid", "HardSigmoid", "HardSwish", "LeakyRelu"})
 # Data movement: every output reuses the input's scale and zero point (the runtime drops the Q/DQ pair or
 # moves integers). Resize interpolates between input values, so its output never leaves the input's range.
@@ -178,7 +179,9 @@ OPENVINO_INT_POLICY = OpPolicy(
     float_tail=True,
 )
 # Integer-only accelerators and LiteRT/XNNPACK: everything that has an integer form gets Q/DQ.
-INTEGER_POLICY = OpPolicy(name="integer", integer_ops=ARITH_OPS | UNARY_OPS | PASS_THROUGH)
+# Sub too: TFLite SUB and the integer accelerators run it quantized (ONNX Runtime has no QLinearSub, so its
+# policies leave it float; a YOLO decode's Sub was the one float op of an otherwise integer model on QNN HTP)
+INTEGER_POLICY = OpPolicy(name="integer", integer_ops=ARITH_OPS | UNARY_OPS | PASS_THROUGH | {"Sub"})
 OP_POLICIES = {
     "ort": ORT_POLICY,
     "ort-decompose": ORT_DECOMPOSE_POLICY,
@@ -409,7 +412,7 @@ def plan(
         if n.op_type in COMPUTE_OPS and (len(n.input) < 2 or n.input[1] not in inits):
             kept[k] = "weights are not constant"
             continue
-        if n.op_type in ("Add", "Mul") and len(act_inputs) < 2 and policy is not INTEGER_POLICY:
+        if n.op_type in BINARY_ARITH and len(act_inputs) < 2 and policy is not INTEGER_POLICY:
             # One activation and a constant. After a float op the runtimes fold it into a float multiply/add (or
             # into the next Conv), and Q/DQ would only add conversions. After an integer op (PP-LCNet's
             # learnable affine block: hard-swish -> Mul(s) -> Add(b) -> Conv) float would be an island between
@@ -425,7 +428,7 @@ def plan(
 
     fused: dict[str, str] = {}
     for n in quantized:
-        if n.op_type not in COMPUTE_OPS and n.op_type not in ("Add", "Mul"):
+        if n.op_type not in COMPUTE_OPS and n.op_type not in BINARY_ARITH:
             continue
         if keys[id(n)] in chain_end:
             continue
@@ -728,7 +731,7 @@ def write_qdq(
     # the activation grid, per tensor, so that the runtime sees DQ -> op <- DQ and runs QLinearAdd/QLinearMul. A
     # single value lands exactly on its grid (it is the grid's end).
     for n in order:
-        if keys[id(n)] not in quantized or n.op_type not in ("Add", "Mul"):
+        if keys[id(n)] not in quantized or n.op_type not in BINARY_ARITH:
             continue
         for k, name in enumerate(n.input):
             if name not in inits:
