@@ -491,18 +491,21 @@ def _kept_float_by_quantize(model: onnx.ModelProto, target: TargetSpec) -> froze
     the exact GELU chain, a BatchNorm no Conv absorbs, a MatMul of two activations...): a float model checked as
     the target's integer type judges those in float, as they will run. Unnamed nodes are not matched (the plan
     keys them by position in its own prepared graph)."""
+    from edgecnn.export.to_tflite import _INT8_OPS
     from edgecnn.graph.passes import prepare
-    from edgecnn.quantize.qdq import INTEGER_POLICY, plan
+    from edgecnn.quantize.qdq import GELU_REASON, INTEGER_POLICY, plan
 
     try:
         the_plan = plan(prepare(model), target.float_only_ops, quantize_outputs=True, policy=INTEGER_POLICY)
     except Exception:  # an estimate: without it every node is judged as integer, as before
         return frozenset()
-    # a fixed-grid op (Softmax, Sigmoid, Tanh) after a DQ is integer in a TFLite export even when the plan leaves
-    # it float (FIXED_GRID_OPS), and integer accelerators run it quantized: judged as the target's integer type
-    fixed = {n.name for n in model.graph.node if n.op_type in FIXED_GRID_OPS}
-    named = {n.name for n in model.graph.node if n.name} - fixed
-    return frozenset(k for k in the_plan.kept_float if k in named)
+    # A node the plan leaves float between a DQ and a Q still runs in integer where the export has an int8 form
+    # for it (a PRelu between two quantized convs is an int8 PRELU): only ops without one stay float, and the
+    # exact GELU chain, which is written as one float GELU.
+    op_of = {n.name: n.op_type for n in model.graph.node if n.name}
+    return frozenset(
+        k for k, why in the_plan.kept_float.items() if k in op_of and (why == GELU_REASON or op_of[k] not in _INT8_OPS)
+    )
 
 
 def prepare_for_check(loaded: LoadedModel) -> Prepared:
