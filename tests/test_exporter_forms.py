@@ -15,6 +15,18 @@ from tests.cli_helpers import invoke
 from tests.conftest import CALIB_DIR
 
 
+def _opset18(nodes: list[onnx.NodeProto], inits: dict[str, np.ndarray], name: str) -> onnx.ModelProto:
+    """x [1, 3, 32, 32] -> nodes -> y [1, 8, 32, 32] at opset 18, checked."""
+    g = helper.make_graph(
+        nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 32, 32])],
+        [numpy_helper.from_array(v, k) for k, v in inits.items()],
+    )  # fmt: skip
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    onnx.checker.check_model(m, full_check=True)
+    return m
+
+
 def pad18_model() -> onnx.ModelProto:
     rng = np.random.default_rng(0)
     inits = {
@@ -29,14 +41,7 @@ def pad18_model() -> onnx.ModelProto:
         helper.make_node("Pad", ["r1", "pads", "", "axes"], ["p"], name="pad"),
         helper.make_node("Conv", ["p", "w2"], ["y"], name="conv2"),
     ]
-    g = helper.make_graph(
-        nodes, "pad18", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 32, 32])],
-        [numpy_helper.from_array(v, k) for k, v in inits.items()],
-    )  # fmt: skip
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
-    onnx.checker.check_model(m, full_check=True)
-    return m
+    return _opset18(nodes, inits, "pad18")
 
 
 def test_pad_with_axes_quantizes_runs_and_exports(tmp_path: Path) -> None:
@@ -77,14 +82,7 @@ def dynamo_raw_model() -> onnx.ModelProto:
         helper.make_node("BatchNormalization", ["c", "bn_s", "bn_b", "bn_m", "bn_v"], ["b"], name="bn"),
         helper.make_node("Relu", ["b"], ["y"], name="relu"),
     ]
-    g = helper.make_graph(
-        nodes, "raw", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 32, 32])],
-        [numpy_helper.from_array(v, k) for k, v in inits.items()],
-    )  # fmt: skip
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
-    onnx.checker.check_model(m, full_check=True)
-    return m
+    return _opset18(nodes, inits, "raw")
 
 
 def test_unoptimized_dynamo_constants_fold(tmp_path: Path) -> None:

@@ -2204,79 +2204,61 @@ class _Converter:
         # opset 7-9 Upsample = Resize with coordinate_transformation_mode asymmetric (nearest: floor)
         self._op_Resize(n, qp, ctm_default="asymmetric", nearest_default="floor")
 
-    def _op_LayerNormalization(self, n: onnx.NodeProto, qp: _QP | None) -> None:
-        """Float MEAN, SUB, MUL, MEAN, ADD eps, RSQRT, MUL, MUL gamma, ADD beta over the trailing axes."""
-        x = n.input[0]
-        v = self.vals[x]
-        rank = len(v.shape)
-        axis = int(_attr(n, "axis", -1)) % rank
+    def _normalize(
+        self, n: onnx.NodeProto, src: int, shape: list[int], axes: list[int], affine: list[np.ndarray | None]
+    ) -> int:
+        """Float (x - mean) * rsqrt(var + eps) over ``axes`` of the stored tensor ``src``, then MUL by ``affine[0]``
+        and ADD ``affine[1]`` where given (already broadcastable): MEAN, SUB, MUL, MEAN, ADD, RSQRT, MUL."""
         eps = float(_attr(n, "epsilon", 1e-5))
-        if len([o for o in n.output if o]) > 1:
-            raise self.unsupported(n, "Mean/InvStdDev outputs", "LayerNormalization with one output")
-        src = self.act(x, "f", False)
-        shape = list(v.shape)
-        red = shape[:axis] + [1] * (rank - axis)
-        axes = self.int_tensor(f"{n.name}/axes", list(range(axis, rank)))
+        red = [1 if i in axes else d for i, d in enumerate(shape)]
+        ax = self.int_tensor(f"{n.name}/axes", axes)
 
         def t(name: str, shp: Sequence[int]) -> int:
             return self.b.add_tensor(f"{n.name}/{name}", shp, "float32")
 
         mean, d, sq, var = t("mean", red), t("centered", shape), t("squared", shape), t("var", red)
-        self.b.add_op("MEAN", [src, axes], [mean], {"keep_dims": True})
+        self.b.add_op("MEAN", [src, ax], [mean], {"keep_dims": True})
         self.b.add_op("SUB", [src, mean], [d])
         self.b.add_op("MUL", [d, d], [sq])
-        self.b.add_op("MEAN", [sq, axes], [var], {"keep_dims": True})
-        ve, rs, nd = t("var_eps", red), t("rsqrt", red), t("normalized", shape)
+        self.b.add_op("MEAN", [sq, ax], [var], {"keep_dims": True})
+        ve, rs, cur = t("var_eps", red), t("rsqrt", red), t("normalized", shape)
         self.b.add_op("ADD", [var, self.const_tensor(f"{n.name}/eps", np.array(eps, np.float32))], [ve])
         self.b.add_op("RSQRT", [ve], [rs])
-        self.b.add_op("MUL", [d, rs], [nd])
-        cur = nd
-        for k, (i, builtin) in enumerate(((1, "MUL"), (2, "ADD"))):
-            if len(n.input) > i and n.input[i]:
-                c = np.asarray(self.const(n.input[i]), np.float32)
-                c = c.reshape((1,) * (rank - c.ndim) + c.shape)
+        self.b.add_op("MUL", [d, rs], [cur])
+        for k, (c, builtin) in enumerate(zip(affine, ("MUL", "ADD"), strict=True)):
+            if c is not None:
                 out = t(f"affine{k}", shape)
-                self.b.add_op(builtin, [cur, self.const_tensor(f"{n.name}/{n.input[i]}", c)], [out])
+                self.b.add_op(builtin, [cur, self.const_tensor(f"{n.name}/affine{k}_c", c)], [out])
                 cur = out
+        return cur
+
+    def _op_LayerNormalization(self, n: onnx.NodeProto, qp: _QP | None) -> None:
+        """Float MEAN, SUB, MUL, MEAN, ADD eps, RSQRT, MUL, MUL gamma, ADD beta over the trailing axes."""
+        v = self.vals[n.input[0]]
+        rank = len(v.shape)
+        axis = int(_attr(n, "axis", -1)) % rank
+        if len([o for o in n.output if o]) > 1:
+            raise self.unsupported(n, "Mean/InvStdDev outputs", "LayerNormalization with one output")
+        affine: list[np.ndarray | None] = []
+        for i in (1, 2):
+            c = np.asarray(self.const(n.input[i]), np.float32) if len(n.input) > i and n.input[i] else None
+            affine.append(None if c is None else c.reshape((1,) * (rank - c.ndim) + c.shape))
+        cur = self._normalize(n, self.act(n.input[0], "f", False), list(v.shape), list(range(axis, rank)), affine)
         self.vals[n.output[0]] = _Val(name=n.output[0], shape=v.shape, reps={("f", False): cur})
         self.notes.append(f"node '{n.name}' (LayerNormalization) runs in float as MEAN/SUB/MUL/RSQRT")
 
     def _op_InstanceNormalization(self, n: onnx.NodeProto, qp: _QP | None) -> None:
-        """Per sample and channel over the spatial axes (style-transfer networks): float MEAN, SUB, MUL, MEAN,
-        ADD eps, RSQRT, MUL, then the per-channel scale and bias; a 4-D input stays NHWC (axes 1 and 2)."""
-        x = n.input[0]
-        v = self.vals[x]
+        """Per sample and channel over the spatial axes (style-transfer networks): the normalization above, then
+        the per-channel scale and bias; a 4-D input stays NHWC (axes 1 and 2)."""
+        v = self.vals[n.input[0]]
         rank = len(v.shape)
         if rank < 3:
             raise self.unsupported(n, f"a rank-{rank} input", "InstanceNormalization on [N, C, ...]")
         nhwc = rank == 4
-        eps = float(_attr(n, "epsilon", 1e-5))
-        src = self.act(x, "f", nhwc)
-        shape = self.stored_shape(v, nhwc)
-        c = v.shape[1]
+        per_channel = [1, 1, 1, v.shape[1]] if nhwc else [1, v.shape[1]] + [1] * (rank - 2)
+        affine = [np.asarray(self.const(n.input[i]), np.float32).reshape(per_channel) for i in (1, 2)]
         spatial = [1, 2] if nhwc else list(range(2, rank))
-        red = [d if i not in spatial else 1 for i, d in enumerate(shape)]
-        per_channel = [1, 1, 1, c] if nhwc else [1, c] + [1] * (rank - 2)
-        axes = self.int_tensor(f"{n.name}/axes", spatial)
-
-        def t(name: str, shp: Sequence[int]) -> int:
-            return self.b.add_tensor(f"{n.name}/{name}", shp, "float32")
-
-        mean, d, sq, var = t("mean", red), t("centered", shape), t("squared", shape), t("var", red)
-        self.b.add_op("MEAN", [src, axes], [mean], {"keep_dims": True})
-        self.b.add_op("SUB", [src, mean], [d])
-        self.b.add_op("MUL", [d, d], [sq])
-        self.b.add_op("MEAN", [sq, axes], [var], {"keep_dims": True})
-        ve, rs, nd = t("var_eps", red), t("rsqrt", red), t("normalized", shape)
-        self.b.add_op("ADD", [var, self.const_tensor(f"{n.name}/eps", np.array(eps, np.float32))], [ve])
-        self.b.add_op("RSQRT", [ve], [rs])
-        self.b.add_op("MUL", [d, rs], [nd])
-        cur = nd
-        for k, (i, builtin) in enumerate(((1, "MUL"), (2, "ADD"))):
-            cst = np.asarray(self.const(n.input[i]), np.float32).reshape(per_channel)
-            out = t(f"affine{k}", shape)
-            self.b.add_op(builtin, [cur, self.const_tensor(f"{n.name}/{n.input[i]}", cst)], [out])
-            cur = out
+        cur = self._normalize(n, self.act(n.input[0], "f", nhwc), self.stored_shape(v, nhwc), spatial, affine)
         self.vals[n.output[0]] = _Val(name=n.output[0], shape=v.shape, reps={("f", nhwc): cur})
         self.notes.append(f"node '{n.name}' (InstanceNormalization) runs in float as MEAN/SUB/MUL/RSQRT")
 
