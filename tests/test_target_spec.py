@@ -234,3 +234,14 @@ def test_validation_table_is_checked_and_matches_the_agreement_tests(tmp_path: P
     assert ov["cases"] == len(OV_CASES) + len(OV_REJECTS) and ov["agreement"] == f"{ov['cases']}/{ov['cases']}"
     for name in ("qualcomm-htp", "rknpu2-rk3588", "intel-npu"):
         assert load_target(name).validation["tool"], name  # says how (or that it was not) validated
+
+
+def test_the_readme_agreement_table_quotes_the_target_files() -> None:
+    """The README's validation table (cases, agreement) is the targets' own [validation] numbers, which the
+    agreement tests assert; a corpus that grew without the README following fails here."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `([a-z0-9.-]+)` \|.*\| (\d+) \| (\d+/\d+)[^|]*\|$", readme, flags=re.M)
+    assert len(rows) >= 4, rows
+    for name, cases, agreement in rows:
+        v = load_target(name).validation
+        assert (int(cases), agreement) == (v["cases"], v["agreement"].split()[0]), name  # rknpu2 says more after
