@@ -115,7 +115,7 @@ def test_layer_times_add_up_to_bench(runtime: str, cache: Path) -> None:
 
     cfg = {"model": str(SAMPLE_MODEL), "runtime": runtime, "threads": 1, "warmup": 200, "iterations": 200}
     ratios, pairs = [], []
-    for i in range(7):
+    for i in range(8):  # round 0 warms both paths (its profile ran cold: 31 us against 40 on a CI run); dropped
         order = ("bench", "profile") if i % 2 else ("profile", "bench")
         got: dict[str, float] = {}
         for what in order:
@@ -125,6 +125,8 @@ def test_layer_times_add_up_to_bench(runtime: str, cache: Path) -> None:
             else:
                 rep = profile_model(SAMPLE_MODEL, runtime, threads=1, runs=100, cache_dir=cache)
                 got[what] = sum(r.p50_us for r in rep.layers) + rep.ceilings.fixed_call_us
+        if i == 0:
+            continue
         ratios.append(got["profile"] / got["bench"])
         pairs.append((round(got["profile"], 1), round(got["bench"], 1)))
     assert 0.9 <= statistics.median(ratios) <= 1.1, pairs
