@@ -75,7 +75,9 @@ def planned_outputs(folder: Path, models: Sequence[Path], runtimes: Sequence[str
     """Every file ``--out FOLDER`` will hold, known before the run (so it can be checked against the inputs):
     bench.json, a ``.samples.npy`` and a ``.png`` per (model, runtime), and the overlay plot."""
     stems = _unique([_slug(Path(m).stem, rt, host) for m in models for rt in runtimes])
-    return [folder / "bench.json", folder / "latency_hist.png", *(folder / f"{s}.samples.npy" for s in stems),
+    from edgecnn.report.plots import OVERLAY_PLOT
+
+    return [folder / "bench.json", folder / OVERLAY_PLOT, *(folder / f"{s}.samples.npy" for s in stems),
             *(folder / f"{s}.png" for s in stems)]  # fmt: skip
 
 

@@ -13,6 +13,7 @@ accelerator is one delegate partition, and each tensor that crosses between plac
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -485,18 +486,26 @@ class Prepared:
     model: onnx.ModelProto
     folded: dict[str, int]
 
+    @functools.cached_property
+    def for_quantize(self) -> onnx.ModelProto:
+        """The model as `edgecnn quantize` prepares it (graph.passes.prepare: a copy, constants and BatchNorms
+        folded), made once for all the targets a model is checked against."""
+        from edgecnn.graph.passes import prepare
 
-def _kept_float_by_quantize(model: onnx.ModelProto, target: TargetSpec) -> frozenset[str]:
+        return prepare(self.model)
+
+
+def _kept_float_by_quantize(prepared: Prepared, target: TargetSpec) -> frozenset[str]:
     """Names of the nodes `edgecnn quantize --target` leaves in float (no integer form: LayerNormalization,
     the exact GELU chain, a BatchNorm no Conv absorbs, a MatMul of two activations...): a float model checked as
     the target's integer type judges those in float, as they will run. Unnamed nodes are not matched (the plan
     keys them by position in its own prepared graph)."""
     from edgecnn.export.to_tflite import _INT8_OPS
-    from edgecnn.graph.passes import prepare
     from edgecnn.quantize.qdq import GELU_REASON, INTEGER_POLICY, plan
 
+    model = prepared.model
     try:
-        the_plan = plan(prepare(model), target.float_only_ops, quantize_outputs=True, policy=INTEGER_POLICY)
+        the_plan = plan(prepared.for_quantize, target.float_only_ops, quantize_outputs=True, policy=INTEGER_POLICY)
     except Exception:  # an estimate: without it every node is judged as integer, as before
         return frozenset()
     # A node the plan leaves float between a DQ and a Q still runs in integer where the export has an int8 form
@@ -568,7 +577,7 @@ def check_target(loaded: LoadedModel | Prepared, target: TargetSpec) -> TargetRe
         target.quant.activation_dtype if target.requires_quantization and target.quant and is_float_model else ""
     )
     gelu_units = _gelu_units(gr, absorbed_into) if "Gelu" in target.ops else {}
-    stays_float = _kept_float_by_quantize(prepared.model, target) if checked_as else frozenset()
+    stays_float = _kept_float_by_quantize(prepared, target) if checked_as else frozenset()
     for idx, n in enumerate(gr.nodes):
         if n.op_type == "Constant" or n.op_type in QDQ_OPS or idx in absorbed_into:
             continue

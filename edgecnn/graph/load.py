@@ -281,17 +281,15 @@ def expand_fused_convs(model: onnx.ModelProto) -> int:
     quantize. Returns how many were expanded (one with an activation it does not know is left as it is)."""
     from onnx import helper, numpy_helper
 
+    from edgecnn.graph.passes import _fresh_name, _names_in_use  # passes imports this module: imported here
+
     g = model.graph
     if not any(n.domain == "com.microsoft" and n.op_type == "FusedConv" for n in g.node):
         return 0
-    used = {t for n in g.node for t in (*n.input, *n.output)} | {t.name for t in g.initializer}
+    used = _names_in_use(model)
 
     def fresh(want: str) -> str:
-        name, i = want, 1
-        while name in used:
-            name, i = f"{want}_{i}", i + 1
-        used.add(name)
-        return name
+        return _fresh_name(used, want)
 
     opset = default_opset(model)
     final: list[onnx.NodeProto] = []

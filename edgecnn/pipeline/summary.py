@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from edgecnn.fsutil import atomic_write_text
+from edgecnn.report.plots import OVERLAY_PLOT
 
 HTML_NAME = "summary.html"
 MD_NAME = "summary.md"
-PLOTS = (("bench/latency_hist.png", "Latency histograms"), ("drift_layers.png", "Per-layer SQNR (drift)"))
+PLOTS = ((f"bench/{OVERLAY_PLOT}", "Latency histograms"), ("drift_layers.png", "Per-layer SQNR (drift)"))
 
 
 def _load(run_dir: Path, name: str) -> dict[str, Any] | None:

@@ -26,6 +26,9 @@ def plots_available() -> bool:
     return importlib.util.find_spec("matplotlib") is not None
 
 
+OVERLAY_PLOT = "latency_hist.png"  # several series overlaid in one histogram
+
+
 def write_latency_plots(series: Sequence[LatencySeries], folder: Path) -> list[Path]:
     """``<stem>.png`` per series (histogram with p50/p99 marks + per-iteration trace) and, for several
     series, ``latency_hist.png`` overlaying them. Returns the written paths; [] without matplotlib."""
@@ -68,7 +71,7 @@ def write_latency_plots(series: Sequence[LatencySeries], folder: Path) -> list[P
         ax.set_xlabel("latency per batch (ms), clipped at the largest p99.5")
         ax.set_ylabel("iterations")
         ax.legend(fontsize="small")
-        paths.append(_save(fig, folder / "latency_hist.png"))
+        paths.append(_save(fig, folder / OVERLAY_PLOT))
         plt.close(fig)
     return paths
 
