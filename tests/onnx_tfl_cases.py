@@ -84,16 +84,23 @@ def binary(op: str, c_shape: list[int] | None = None) -> onnx.ModelProto:
     return _model([helper.make_node(op, ["x", "c"], ["y"], name=op.lower())], {"c": c}, [1, 4, 8, 8])
 
 
-def gelu_chain() -> onnx.ModelProto:
-    """The exact GELU as exporters write it before opset 20: Div by sqrt 2, Erf, Add 1, Mul by x, Mul by 0.5."""
+def gelu_nodes(x: str, y: str) -> tuple[list[onnx.NodeProto], dict[str, np.ndarray]]:
+    """The exact GELU of ``x`` into ``y`` as exporters write it before opset 20 (Div by sqrt 2, Erf, Add 1, Mul by
+    x, Mul by 0.5; the last node is ``gelu_half``), and its constants."""
     c = {"r2": np.array(2**0.5, np.float32), "one": np.array(1.0, np.float32), "half": np.array(0.5, np.float32)}
     nodes = [
-        helper.make_node("Div", ["x", "r2"], ["d"], name="gelu_div"),
+        helper.make_node("Div", [x, "r2"], ["d"], name="gelu_div"),
         helper.make_node("Erf", ["d"], ["e"], name="gelu_erf"),
         helper.make_node("Add", ["e", "one"], ["a"], name="gelu_add"),
-        helper.make_node("Mul", ["x", "a"], ["m"], name="gelu_mul"),
-        helper.make_node("Mul", ["m", "half"], ["y"], name="gelu_half"),
+        helper.make_node("Mul", [x, "a"], ["m"], name="gelu_mul"),
+        helper.make_node("Mul", ["m", "half"], [y], name="gelu_half"),
     ]
+    return nodes, c
+
+
+def gelu_chain() -> onnx.ModelProto:
+    """The exact GELU alone (``gelu_nodes``)."""
+    nodes, c = gelu_nodes("x", "y")
     return _model(nodes, c, [1, 4, 8, 8])
 
 

@@ -261,14 +261,20 @@ def test_without_labels_agreement_and_sqnr_only(models: dict[str, Path], tmp_pat
 
 
 # -- bad input -------------------------------------------------------------------------------------------
-def test_different_signatures_are_rejected(tmp_path: Path) -> None:
-    a = save(conv_model(cin=3, cout=8, hw=16), tmp_path / "a.onnx")
-    b = save(conv_model(cin=3, cout=8, hw=20), tmp_path / "b.onnx")
-    c = save(conv_model(cin=3, cout=4, hw=16), tmp_path / "c.onnx")
+def _one_image(tmp_path: Path) -> Path:
+    """A data folder with one black 16x16 image and its spec: enough to feed two models and compare signatures."""
     d = tmp_path / "imgs"
     d.mkdir()
     Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(d / "x.png")
     (d / "preprocess.toml").write_text("schema_version = 1\nresize = [16, 16]\n")
+    return d
+
+
+def test_different_signatures_are_rejected(tmp_path: Path) -> None:
+    a = save(conv_model(cin=3, cout=8, hw=16), tmp_path / "a.onnx")
+    b = save(conv_model(cin=3, cout=8, hw=20), tmp_path / "b.onnx")
+    c = save(conv_model(cin=3, cout=4, hw=16), tmp_path / "c.onnx")
+    d = _one_image(tmp_path)
     assert_one_line_error(invoke("drift", a, b, "--data", d), 2, "inputs differ", "b.onnx")
     assert_one_line_error(invoke("drift", a, c, "--data", d), 2, "outputs differ", "c.onnx")
 
@@ -281,10 +287,7 @@ def test_a_free_output_dim_matches_the_quantized_models_fixed_one(tmp_path: Path
     a_path = save(a, tmp_path / "a.onnx")
     b_path = save(conv_model(cin=3, cout=8, hw=16), tmp_path / "b.onnx")
     c_path = save(conv_model(cin=3, cout=4, hw=16), tmp_path / "c.onnx")
-    d = tmp_path / "imgs"
-    d.mkdir()
-    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(d / "x.png")
-    (d / "preprocess.toml").write_text("schema_version = 1\nresize = [16, 16]\n")
+    d = _one_image(tmp_path)
     res = invoke("drift", a_path, b_path, "--data", d)
     assert res.exit_code == 0, res.output
     assert_one_line_error(invoke("drift", a_path, c_path, "--data", d), 2, "outputs differ", "c.onnx")

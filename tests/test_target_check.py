@@ -383,17 +383,13 @@ def test_a_float_model_is_judged_as_quantize_will_leave_it(tmp_path: Path, gelu:
     in its place is integer (negative control)."""
     from onnx import TensorProto, helper, numpy_helper
 
+    from tests.onnx_tfl_cases import gelu_nodes
+
     rng = np.random.default_rng(0)
     inits = {"w1": rng.standard_normal((8, 4, 3, 3)).astype(np.float32) * 0.2,
-             "w2": rng.standard_normal((8, 8, 3, 3)).astype(np.float32) * 0.2,
-             "r2": np.array(2**0.5, np.float32), "one": np.array(1.0, np.float32), "half": np.array(0.5, np.float32)}  # fmt: skip
-    act = [
-        helper.make_node("Div", ["c1", "r2"], ["d"], name="gelu_div"),
-        helper.make_node("Erf", ["d"], ["e"], name="gelu_erf"),
-        helper.make_node("Add", ["e", "one"], ["a"], name="gelu_add"),
-        helper.make_node("Mul", ["c1", "a"], ["m"], name="gelu_mul"),
-        helper.make_node("Mul", ["m", "half"], ["g"], name="act"),
-    ] if gelu else [helper.make_node("Relu", ["c1"], ["g"], name="act")]  # fmt: skip
+             "w2": rng.standard_normal((8, 8, 3, 3)).astype(np.float32) * 0.2}  # fmt: skip
+    act, consts = gelu_nodes("c1", "g") if gelu else ([helper.make_node("Relu", ["c1"], ["g"], name="act")], {})
+    inits.update(consts)
     nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]), *act,
              helper.make_node("Conv", ["g", "w2"], ["y"], name="conv2", pads=[1, 1, 1, 1])]  # fmt: skip
     g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 16, 16])],
@@ -404,5 +400,5 @@ def test_a_float_model_is_judged_as_quantize_will_leave_it(tmp_path: Path, gelu:
     rep = check_target(load_model(path), load_target("ethos-u55"))
     by = {v.name: v for v in rep.nodes}
     assert rep.checked_as == "int8" and by["conv1"].placement is Placement.ACCELERATOR
-    judged = by.get("act") or next(v for v in rep.nodes if v.op_type in ("Gelu", "Relu"))
+    judged = by.get("gelu_half" if gelu else "act") or next(v for v in rep.nodes if v.op_type in ("Gelu", "Relu"))
     assert judged.placement is placement, judged
