@@ -351,7 +351,7 @@ def test_the_committed_run_covers_the_table_and_its_verdict_follows_its_numbers(
     real = readme_tables.load("pretrained", BENCH / "results")
     models, _ = pt.load_table()
     assert [m["name"] for m in real["models"]] == [m.name for m in models]
-    assert real["calib_n"] == 64 and real["eval_n"] == 32 and real["quick"] == (real["latency_rounds"] < 5)
+    assert real["calib_n"] == 64 and real["eval_n"] == 128 and real["quick"] == (real["latency_rounds"] < 5)
     lat = [v for v in real["variants"] if v["name"].endswith(("/ort", "/openvino", "-f32", "-default"))]
     assert lat and all(len(v["rounds"]) == real["latency_rounds"] >= 3 for v in lat)
     better = copy.deepcopy(real)  # every edgecnn accuracy number (ORT and OpenVINO) raised to 500: no loss may be left
