@@ -313,11 +313,7 @@ AUTO_TOLERANCE = 1.5
 
 
 def choose(
-    st: TensorStats,
-    scheme: QuantScheme,
-    scan: int = 48,
-    consumer: Consumer = Consumer.IDENTITY,
-    tolerance: float = AUTO_TOLERANCE,
+    st: TensorStats, scheme: QuantScheme, scan: int = 48, consumer: Consumer = Consumer.IDENTITY
 ) -> tuple[tuple[float, float], Method]:
     """``auto``: per tensor, the range with the least expected error on the scheme's grid among min/max,
     percentile (99.99 and 99.999) and MSE-optimal clipping (the folded search and a scan of clipping
@@ -357,7 +353,7 @@ def choose(
     # Equal clipping (none, where the function is flat beyond both candidates' ends): the smaller error first.
     order = range(len(named)) if consumer == Consumer.IDENTITY else np.lexsort((err, clipping))
     for i in order:
-        if err[i] <= best * tolerance + 1e-30:
+        if err[i] <= best * AUTO_TOLERANCE + 1e-30:
             return named[i][1], named[i][0]
     raise AssertionError("unreachable")  # pragma: no cover
 
