@@ -27,7 +27,7 @@ from edgecnn.graph.passes import prepare, save_with_outputs
 from edgecnn.preprocess import PreprocessSpec
 from edgecnn.quantize.collectors import CalibrationStats, TensorStats
 from edgecnn.quantize.dataset import CalibrationData, MultiInputDataset, feeds_of
-from edgecnn.quantize.estimators import Consumer, Method, choose, estimate, tensor_consumers, tighten
+from edgecnn.quantize.estimators import Consumer, Method, choose, estimate, tensor_consumers
 from edgecnn.quantize.fp16 import DEFAULT_BLOCK, convert_fp16
 from edgecnn.quantize.params import QuantScheme
 from edgecnn.quantize.qdq import UNARY_OPS, QdqPlan, QdqResult, node_key, op_policy, plan, write_qdq
@@ -481,10 +481,6 @@ def _quantize(
     ranges: dict[str, tuple[float, float]] = {}
     # Every range leaves out what its readers' function flattens (HardSwish below -3, ...): it loses nothing.
     consumers = tensor_consumers(prepared)
-
-    def estimated(name: str, method: Method) -> tuple[float, float]:
-        return tighten(estimate(cal.stats.tensors[name], method), consumers.get(name, Consumer.IDENTITY))
-
     for name, st in cal.stats.tensors.items():
         if name in input_names:
             continue
@@ -492,7 +488,7 @@ def _quantize(
             ranges[name], won = choose(st, config.scheme, consumer=consumers.get(name, Consumer.IDENTITY))
             chosen[won.value] = chosen.get(won.value, 0) + 1
         else:
-            ranges[name] = estimated(name, config.method)
+            ranges[name] = estimate(st, config.method, consumers.get(name))
     specs = _specs(dataset, input_name)
     warnings: list[str] = []
     input_ranges: dict[str, list[float]] = {}
@@ -540,7 +536,10 @@ def _quantize(
     shipped_ranges = ranges
     range_check: dict[str, float] = {}
     if config.method is Method.AUTO and config.mse_check:
-        mse_ranges = {k: (v if k in input_names else estimated(k, Method.MSE)) for k, v in ranges.items()}
+        mse_ranges = {
+            k: (v if k in input_names else estimate(cal.stats.tensors[k], Method.MSE, consumers.get(k)))
+            for k, v in ranges.items()
+        }
         if mse_ranges != ranges:
             errs, won = contest(build(mse_ranges))
             range_check = {"per-tensor": errs[0], "mse": errs[1]}

@@ -155,11 +155,14 @@ def mse(st: TensorStats, levels: int | None = None, candidates: int = 128) -> tu
 ESTIMATORS = {Method.MINMAX: minmax, Method.PERCENTILE: percentile, Method.ENTROPY: entropy, Method.MSE: mse}
 
 
-def estimate(st: TensorStats, method: Method) -> tuple[float, float]:
+def estimate(st: TensorStats, method: Method, consumer: Consumer | None = None) -> tuple[float, float]:
+    """``method``'s range for ``st``; read only by ``consumer``'s function, without the part it flattens
+    (``tighten``: nothing the next layer sees is lost)."""
     if method is Method.AUTO:
-        return choose(st, QuantScheme())[0]
+        return choose(st, QuantScheme(), consumer=consumer or Consumer.IDENTITY)[0]
     lo, hi = ESTIMATORS[method](st)
-    return min(lo, 0.0), max(hi, 0.0)  # the range must contain 0 (zero padding, ReLU)
+    r = min(lo, 0.0), max(hi, 0.0)  # the range must contain 0 (zero padding, ReLU)
+    return tighten(r, consumer) if consumer is not None else r
 
 
 @dataclass(frozen=True)
