@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -75,3 +76,43 @@ def test_usage_errors_are_one_line_exit_2(args: list[str], words: str) -> None:
 def test_bare_command_prints_help_exit_2() -> None:
     proc = subprocess.run([sys.executable, "-m", "edgecnn"], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 2 and "quantize" in proc.stdout and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["inspect", "M", "--json"],
+        ["check", "M", "-t", "ort-cpu", "--markdown"],
+        ["quantize", "M", "--calib", "calibration_data", "-o"],
+        ["quantize", "M", "--calib", "calibration_data", "-o", "OUT/q.onnx", "--json"],
+        ["export", "M", "--to", "onnx", "-o"],
+        ["bench", "M", "--json"],
+        ["drift", "M", "M", "--data", "calibration_data", "--plot"],
+        ["gate", "--policy", "p.toml", "--drift", "d.json", "--junit"],
+        ["sensitivity", "M", "--calib", "calibration_data", "--data", "calibration_data", "--json"],
+        ["profile", "M", "--plot"],
+    ],
+    ids=lambda a: " ".join(x for x in a if x.startswith("-") or x.isalpha()),
+)
+def test_a_file_output_ending_in_a_slash_is_refused(args: list[str], tmp_path: Path) -> None:
+    """`-o new/` names a folder; Path drops the slash, so without the check a file named `new` was written."""
+    argv = [str(ROOT / "models" / "sample_cnn.onnx") if a == "M" else a.replace("OUT", str(tmp_path)) for a in args]
+    argv.append(f"{tmp_path}/new/")
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgecnn", *argv], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert f"{tmp_path}/new/" in lines[0] and "names a folder" in lines[0], lines
+    assert list(tmp_path.iterdir()) == []  # neither a file `new` nor anything else
+
+
+def test_a_file_output_without_the_slash_is_accepted(tmp_path: Path) -> None:
+    """Negative control: the same option with a file path writes the file."""
+    out = tmp_path / "new"
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgecnn", "inspect", str(ROOT / "models" / "sample_cnn.onnx"), "--json", str(out)],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert out.is_file()

@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -56,6 +57,19 @@ def progress_bar(label: str = "{task.description}", *, disable: bool = False) ->
         transient=True,
         disable=disable or not console.is_terminal,
     )
+
+
+def out_file(value: str | Path) -> Path:
+    """The parser of every file-output option (``-o``, ``--json``, ``--plot``, ...): a value ending in a path
+    separator names a folder, and ``Path`` would silently drop the separator and write a file of that name."""
+    if isinstance(value, Path):
+        return value
+    text = str(value)
+    if text.endswith(tuple(sep for sep in (os.sep, os.altsep) if sep)):
+        raise typer.BadParameter(
+            f"'{text}' ends with '{text[-1]}', which names a folder; give a file path (e.g. {text}out)"
+        )
+    return Path(text)
 
 
 def fail(exc: BaseException, code: int) -> typer.Exit:

@@ -14,7 +14,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from edgecnn.bench.defaults import DEFAULT_ITERATIONS, DEFAULT_WARMUP, RANDOM
-from edgecnn.cli import app, command, console
+from edgecnn.cli import app, command, console, out_file
 from edgecnn.errors import BadInputError
 from edgecnn.fsutil import guard_outputs, model_files, os_error
 from edgecnn.report.fmt import human_bytes, safe
@@ -43,7 +43,10 @@ def bench_cmd(
     input_shape: Annotated[
         list[str] | None, typer.Option("--input-shape", help="Fix dynamic dims: NAME=1x3x224x224 (repeatable).")
     ] = None,
-    json_path: Annotated[Path | None, typer.Option("--json", help="Write the report (raw samples included).")] = None,
+    json_path: Annotated[
+        Path | None,
+        typer.Option("--json", parser=out_file, metavar="FILE", help="Write the report (raw samples included)."),
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="Folder for bench.json, raw samples (.npy) and PNG plots.")] = None,
     compare: Annotated[bool, typer.Option("--compare", help="Ratios of every model against the first.")] = False,
     host: Annotated[str | None, typer.Option(help="Run on a board over SSH: user@host.")] = None,

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from edgecnn.cli import app, command, console
+from edgecnn.cli import app, command, console, out_file
 from edgecnn.errors import BadInputError, CheckFailedError
 from edgecnn.fsutil import atomic_write_text, guard_outputs, model_files
 from edgecnn.report.fmt import human_count, safe
@@ -29,8 +29,13 @@ def check_cmd(
     input_shape: Annotated[
         list[str] | None, typer.Option("--input-shape", help="Fix dynamic dims: NAME=1x3x224x224 (repeatable).")
     ] = None,
-    json_path: Annotated[Path | None, typer.Option("--json", help="Write the full report as JSON here.")] = None,
-    markdown: Annotated[Path | None, typer.Option("--markdown", help="Write a Markdown report (for CI) here.")] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", parser=out_file, metavar="FILE", help="Write the full report as JSON here.")
+    ] = None,
+    markdown: Annotated[
+        Path | None,
+        typer.Option("--markdown", parser=out_file, metavar="FILE", help="Write a Markdown report (for CI) here."),
+    ] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when any node falls back or cannot run.")] = False,
     all_nodes: Annotated[
         bool, typer.Option("--all-nodes", help="List every node, not only those off the accelerator.")

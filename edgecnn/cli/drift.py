@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from edgecnn.cli import app, command, console, progress_bar
+from edgecnn.cli import app, command, console, out_file, progress_bar
 from edgecnn.fsutil import atomic_write_text, guard_outputs, model_files
 from edgecnn.report.fmt import safe
 
@@ -31,9 +31,15 @@ def drift_cmd(
     batch: Annotated[int, typer.Option(help="Images per inference batch.")] = 16,
     threads: Annotated[int, typer.Option(help="Runtime threads (0: the runtime's choice).")] = 0,
     input_shape: Annotated[list[str] | None, typer.Option("--input-shape", help="NAME=1x3x224x224")] = None,
-    json_path: Annotated[Path | None, typer.Option("--json", help="Write the drift report (JSON) here.")] = None,
-    plot: Annotated[Path | None, typer.Option(help="Write a per-layer SQNR plot (PNG) here.")] = None,
-    markdown: Annotated[Path | None, typer.Option(help="Write a Markdown summary here.")] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", parser=out_file, metavar="FILE", help="Write the drift report (JSON) here.")
+    ] = None,
+    plot: Annotated[
+        Path | None, typer.Option(parser=out_file, metavar="FILE", help="Write a per-layer SQNR plot (PNG) here.")
+    ] = None,
+    markdown: Annotated[
+        Path | None, typer.Option(parser=out_file, metavar="FILE", help="Write a Markdown summary here.")
+    ] = None,
     show: Annotated[int, typer.Option(help="Rows per table (classes, flips, layers).")] = 8,
 ) -> None:
     """Run REFERENCE and CANDIDATE over --data and report how far the candidate drifted: top-1/top-5, agreement,

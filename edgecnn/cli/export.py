@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from edgecnn.cli import app, command, console
+from edgecnn.cli import app, command, console, out_file
 from edgecnn.errors import BadInputError
 from edgecnn.fsutil import guard_outputs, model_files, save_onnx
 from edgecnn.report.fmt import human_bytes, safe
@@ -25,7 +25,10 @@ def export_cmd(
     model: Annotated[
         Path | None, typer.Argument(help="ONNX model (float or QDQ INT8 from `edgecnn quantize`).")
     ] = None,
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="Output file (.tflite, .xml or .onnx).")] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("-o", "--output", parser=out_file, metavar="FILE", help="Output file (.tflite, .xml or .onnx)."),
+    ] = None,
     to: Annotated[
         str | None, typer.Option("--to", help="tflite | openvino | onnx (default: from the -o suffix).")
     ] = None,
@@ -76,7 +79,10 @@ def export_cmd(
     dynamic_batch: Annotated[
         bool, typer.Option("--dynamic-batch", help="--from-torch: symbolic batch dimension.")
     ] = False,
-    json_path: Annotated[Path | None, typer.Option("--json", help="Write the export report (JSON) here.")] = None,
+    json_path: Annotated[
+        Path | None,
+        typer.Option("--json", parser=out_file, metavar="FILE", help="Write the export report (JSON) here."),
+    ] = None,
 ) -> None:
     """Write the deployable file (TFLite, OpenVINO IR, ONNX) and verify it on its own runtime (parity).
 

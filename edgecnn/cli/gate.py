@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from edgecnn.cli import app, command, console
+from edgecnn.cli import app, command, console, out_file
 from edgecnn.errors import CheckFailedError
 from edgecnn.fsutil import atomic_write_text, guard_outputs
 from edgecnn.report.fmt import safe
@@ -31,11 +31,17 @@ def gate_cmd(
         bool,
         typer.Option("--update-baseline", help="Write the current numbers as the new baseline when the gate passes."),
     ] = False,
-    junit: Annotated[Path | None, typer.Option("--junit", help="Write JUnit XML (one test case per rule).")] = None,
-    markdown: Annotated[
-        Path | None, typer.Option("--markdown", help="Write a Markdown summary (CI job summary).")
+    junit: Annotated[
+        Path | None,
+        typer.Option("--junit", parser=out_file, metavar="FILE", help="Write JUnit XML (one test case per rule)."),
     ] = None,
-    json_path: Annotated[Path | None, typer.Option("--json", help="Write the decision as JSON.")] = None,
+    markdown: Annotated[
+        Path | None,
+        typer.Option("--markdown", parser=out_file, metavar="FILE", help="Write a Markdown summary (CI job summary)."),
+    ] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", parser=out_file, metavar="FILE", help="Write the decision as JSON.")
+    ] = None,
     force_baseline: Annotated[
         bool,
         typer.Option(

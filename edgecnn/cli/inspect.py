@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from edgecnn.cli import app, command, console
+from edgecnn.cli import app, command, console, out_file
 from edgecnn.fsutil import guard_outputs, model_files
 from edgecnn.report.fmt import human_bytes, human_count, safe
 
@@ -25,7 +25,9 @@ InputShape = Annotated[
 def inspect_cmd(
     model: Annotated[Path, typer.Argument(help="ONNX model file.")],
     input_shape: InputShape = None,
-    json_path: Annotated[Path | None, typer.Option("--json", help="Write the summary as JSON here.")] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", parser=out_file, metavar="FILE", help="Write the summary as JSON here.")
+    ] = None,
     top: Annotated[int, typer.Option(help="Rows of the per-layer table (0 = all).")] = 0,
 ) -> None:
     """Validate MODEL (full checker, strict shape inference) and print params, MACs, bytes and flags per layer.

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from edgecnn.cli import app, command, console
+from edgecnn.cli import app, command, console, out_file
 from edgecnn.fsutil import guard_outputs, model_files
 
 
@@ -35,8 +35,13 @@ def profile_cmd(
         str,
         typer.Option(help="OpenVINO float precision: f32 (as bench), bf16, f16, or default (the CPU plugin's choice)."),
     ] = "f32",
-    json_path: Annotated[Path | None, typer.Option("--json", help="Write the report (schema_version) here.")] = None,
-    plot: Annotated[Path | None, typer.Option("--plot", help="Write the roofline PNG here.")] = None,
+    json_path: Annotated[
+        Path | None,
+        typer.Option("--json", parser=out_file, metavar="FILE", help="Write the report (schema_version) here."),
+    ] = None,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", parser=out_file, metavar="FILE", help="Write the roofline PNG here.")
+    ] = None,
     top: Annotated[int, typer.Option(help="Rows of the layer table, slowest first (0 = all, graph order).")] = 0,
     refresh_ceilings: Annotated[
         bool, typer.Option("--refresh-ceilings", help="Measure the machine's ceilings again.")

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from edgecnn.cli import app, command, console, progress_bar
+from edgecnn.cli import app, command, console, out_file, progress_bar
 from edgecnn.errors import BadInputError
 from edgecnn.fsutil import atomic_path, guard_outputs, model_files, save_onnx
 from edgecnn.report.fmt import human_bytes, safe
@@ -24,7 +24,10 @@ if TYPE_CHECKING:
 @command(app, "quantize")
 def quantize_cmd(
     model: Annotated[Path, typer.Argument(help="Float ONNX model.")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the quantized model.")],
+    output: Annotated[
+        Path,
+        typer.Option("-o", "--output", parser=out_file, metavar="FILE", help="Where to write the quantized model."),
+    ],
     calib: Annotated[
         list[str] | None,
         typer.Option(
@@ -47,7 +50,9 @@ def quantize_cmd(
     ] = None,
     preprocess: Annotated[Path | None, typer.Option(help="PreprocessSpec TOML (default: beside the data).")] = None,
     input_shape: Annotated[list[str] | None, typer.Option("--input-shape", help="NAME=1x3x224x224")] = None,
-    json_path: Annotated[Path | None, typer.Option("--json", help="Write the quantization report here.")] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", parser=out_file, metavar="FILE", help="Write the quantization report here.")
+    ] = None,
     max_drop: Annotated[
         float | None, typer.Option(help="Top-1 points the INT8 model may lose on --data; sensitive layers stay float.")
     ] = None,

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from edgecnn.cli import app, command, console, progress_bar
+from edgecnn.cli import app, command, console, out_file, progress_bar
 from edgecnn.errors import BadInputError
 from edgecnn.fsutil import guard_outputs, model_files
 from edgecnn.report.fmt import safe
@@ -40,8 +40,12 @@ def sensitivity_cmd(
     cache_dir: Annotated[Path | None, typer.Option(help="Cache folder (default: ~/.cache/edgecnn).")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the cache.")] = False,
     input_shape: Annotated[list[str] | None, typer.Option("--input-shape", help="NAME=1x3x224x224")] = None,
-    json_path: Annotated[Path | None, typer.Option("--json", help="Write the ranking (JSON) here.")] = None,
-    plot: Annotated[Path | None, typer.Option(help="Write a bar chart (PNG) here.")] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", parser=out_file, metavar="FILE", help="Write the ranking (JSON) here.")
+    ] = None,
+    plot: Annotated[
+        Path | None, typer.Option(parser=out_file, metavar="FILE", help="Write a bar chart (PNG) here.")
+    ] = None,
     show: Annotated[int, typer.Option(help="Rows in the table.")] = 15,
 ) -> None:
     """Quantize one layer at a time (or all but one) and rank the layers by what they cost."""
