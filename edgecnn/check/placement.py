@@ -23,6 +23,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from edgecnn.check.no_builtin import no_builtin_entry, no_tflite_builtin
 from edgecnn.check.rules import (
     CONSTRAINTS,
     FixKind,
@@ -54,7 +55,9 @@ DATA_MOVEMENT = frozenset({"Transpose", "Reshape", "Flatten", "Squeeze", "Unsque
 class Placement(StrEnum):
     ACCELERATOR = "accelerator"
     FALLBACK = "fallback"  # runs on the target's fallback device (usually the host CPU)
-    UNSUPPORTED = "unsupported"  # the target has no fallback: the model cannot run
+    # nothing on the target runs the node, so neither does the model: the target has no fallback device, or (on
+    # a TFLite target) no TFLite builtin computes the node (check.no_builtin), so no CPU kernel runs it either
+    UNSUPPORTED = "unsupported"
     ABSORBED = "absorbed"  # fused or folded by the converter (Q/DQ, Identity, constant subgraphs)
 
 
@@ -559,6 +562,14 @@ def _gelu_units(gr: _Graph, absorbed_into: dict[int, int]) -> dict[int, list[int
     return units
 
 
+def _gelu_chain_erfs(gr: _Graph) -> frozenset[int]:
+    """Indices of the Erf nodes inside exact GELU chains: not a standalone Erf on a TFLite target even where the
+    target does not list Gelu (the converter writes the chain as one GELU, which the fallback device runs)."""
+    index = {id(n): i for i, n in enumerate(gr.nodes)}
+    chains = gelu_erf_chains(gr.nodes, lambda name: scalar_of(gr.consts.get(name)), gr.graph_outputs)
+    return frozenset(index[id(n)] for c in chains for n in c.nodes if n.op_type == "Erf")
+
+
 def check_target(loaded: LoadedModel | Prepared, target: TargetSpec) -> TargetReport:
     """Place every node of ``loaded`` on ``target``; gather every failing rule per node.
 
@@ -578,6 +589,8 @@ def check_target(loaded: LoadedModel | Prepared, target: TargetSpec) -> TargetRe
     )
     gelu_units = _gelu_units(gr, absorbed_into) if "Gelu" in target.ops else {}
     stays_float = _kept_float_by_quantize(prepared, target) if checked_as else frozenset()
+    tflite = target.format is Format.TFLITE
+    gelu_erfs = _gelu_chain_erfs(gr) if tflite and any(n.op_type == "Erf" for n in gr.nodes) else frozenset()
     for idx, n in enumerate(gr.nodes):
         if n.op_type == "Constant" or n.op_type in QDQ_OPS or idx in absorbed_into:
             continue
@@ -589,7 +602,7 @@ def check_target(loaded: LoadedModel | Prepared, target: TargetSpec) -> TargetRe
         if spec is not None and spec.passthrough:
             placement[idx] = Placement.ABSORBED
             continue
-        prec, qdq = _precision(gr, idx, tflite=target.format is Format.TFLITE)
+        prec, qdq = _precision(gr, idx, tflite=tflite)
         if (
             checked_as
             and prec in ("float32", "float16")
@@ -599,7 +612,15 @@ def check_target(loaded: LoadedModel | Prepared, target: TargetSpec) -> TargetRe
             prec = checked_as
         facts = _facts(gr, idx, target, prec)
         fails, maps_to = _judge(facts, spec, target)
-        where = Placement.ACCELERATOR if not fails else Placement.FALLBACK if target.fallback else Placement.UNSUPPORTED
+        # A configuration no TFLite builtin computes cannot run on a TFLite target, fallback device or not.
+        no_builtin = no_builtin_entry(facts) if tflite and idx not in gelu_erfs else None
+        if no_builtin is not None:
+            fails, maps_to = [no_tflite_builtin(facts, no_builtin), *fails], []
+        where = (
+            Placement.ACCELERATOR if not fails
+            else Placement.FALLBACK if target.fallback and no_builtin is None
+            else Placement.UNSUPPORTED
+        )  # fmt: skip
         placement[idx] = where
         for q in qdq:
             absorbed_into.setdefault(q, idx)

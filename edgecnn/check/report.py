@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from edgecnn.check.placement import Placement, SupportReport, TargetReport
+from edgecnn.check.no_builtin import RULE as NO_BUILTIN
+from edgecnn.check.placement import NodeVerdict, Placement, SupportReport, TargetReport
 from edgecnn.report.fmt import human_count
 
 
@@ -51,12 +52,26 @@ def _unlisted_only(t: TargetReport) -> int:
     return 0
 
 
+def no_builtin(n: NodeVerdict) -> bool:
+    """The node cannot run because no TFLite builtin computes it (check.no_builtin), not for want of a fallback."""
+    return n.placement == Placement.UNSUPPORTED and any(f.rule == NO_BUILTIN for f in n.failures)
+
+
+def placement_label(n: NodeVerdict) -> str:
+    """The placement column: 'cannot run: no TFLite builtin' says why an unsupported node is unsupported."""
+    return "cannot run: no TFLite builtin" if no_builtin(n) else str(n.placement)
+
+
 def _runs(t: TargetReport) -> str:
     if t.runnable:
         return "yes"
     if _unlisted_only(t):
         return "unknown: no fallback device"
-    return "NO: no fallback device"
+    n_nb = sum(1 for n in t.nodes if no_builtin(n))
+    why = [f"no TFLite builtin for {n_nb} node(s)"] if n_nb else []
+    if not why or any(n.placement == Placement.UNSUPPORTED and not no_builtin(n) for n in t.nodes):
+        why.append("no fallback device")
+    return "NO: " + "; ".join(why)
 
 
 def _verdict(t: TargetReport) -> str:
@@ -65,7 +80,8 @@ def _verdict(t: TargetReport) -> str:
     if not t.runnable and _unlisted_only(t):
         return f"{_unlisted_only(t)} node(s) not in the published list: confirm with the vendor's compiler"
     if not t.runnable:
-        return "cannot run"
+        n_nb = sum(1 for n in t.nodes if no_builtin(n))
+        return f"cannot run: no TFLite builtin for {n_nb} node(s)" if n_nb else "cannot run"
     return f"{t.n_nodes - t.n_accelerated} node(s) fall back"
 
 
@@ -85,7 +101,7 @@ def render_markdown(report: SupportReport) -> str:
             out.append("Every node runs on the accelerator.")
             continue
         rows = [
-            [code(n.name), code(n.op_type), n.precision, human_count(n.macs), n.placement,
+            [code(n.name), code(n.op_type), n.precision, human_count(n.macs), placement_label(n),
              Md("<br>".join(md_text(f.reason) for f in n.failures))]
             for n in off
         ]  # fmt: skip

@@ -80,7 +80,7 @@ def check_cmd(
 
 def print_report(report: SupportReport, *, all_nodes: bool = False) -> None:
     from edgecnn.check.placement import Placement
-    from edgecnn.check.report import folded_line, summary_rows
+    from edgecnn.check.report import folded_line, placement_label, summary_rows
 
     for t in report.targets:
         rows = [n for n in t.nodes if all_nodes or n.placement != Placement.ACCELERATOR]
@@ -98,7 +98,7 @@ def print_report(report: SupportReport, *, all_nodes: bool = False) -> None:
             color = {"accelerator": "green", "fallback": "yellow", "unsupported": "red"}.get(n.placement, "")
             tab.add_row(
                 safe(n.name), safe(n.op_type + (f" -> {'+'.join(n.maps_to)}" if n.maps_to else "")), n.precision,
-                human_count(n.macs) if n.macs else "", f"[{color}]{n.placement}[/]",
+                human_count(n.macs) if n.macs else "", f"[{color}]{safe(placement_label(n))}[/]",
                 safe("\n".join(f.reason for f in n.failures)),
             )  # fmt: skip
         console.print(tab)
