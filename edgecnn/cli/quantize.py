@@ -251,6 +251,15 @@ def print_report(r: QuantizeReport, output: Path) -> None:
             else ""
         )
         t.add_row("grid per channel", picked + errs)
+    if r.equalize_check:
+        a, e = r.equalize_check["as exported"], r.equalize_check["equalized"]
+        n = len(r.equalized)
+        picked = f"{n} Conv -> HardSwish block(s), factors up to {max(r.equalized.values()):.0f}x" if n else "none"
+        t.add_row(
+            "channels equalized",
+            f"{picked} (output error on the calibration images: as exported {a:.3g}, equalized {e:.3g}; "
+            f"equalized ships below {MSE_WINS_BELOW:.2f}x)",
+        )
     if r.bias_correction_scope == "none":
         t.add_row("bias corrected", "none (no correction came closer to float on the calibration images)")
     if r.bias_corrected:

@@ -27,6 +27,7 @@ from edgecnn.graph.passes import prepare, save_with_outputs
 from edgecnn.preprocess import PreprocessSpec
 from edgecnn.quantize.collectors import CalibrationStats, TensorStats
 from edgecnn.quantize.dataset import CalibrationData, MultiInputDataset, feeds_of
+from edgecnn.quantize.equalize import Block, equalize, hard_swish_blocks
 from edgecnn.quantize.estimators import Consumer, Method, choose, estimate, tensor_consumers
 from edgecnn.quantize.fp16 import DEFAULT_BLOCK, convert_fp16
 from edgecnn.quantize.params import QuantScheme
@@ -61,6 +62,9 @@ class QuantizeConfig:
     # A tensor read only by depthwise convs gets a grid per channel where the runtime keeps that integer
     # (qdq.OpPolicy.per_channel_depthwise: OpenVINO); False: one grid per tensor everywhere
     channel_grids: bool = True
+    # auto, ONNX Runtime: also write the model with each Conv -> HardSwish -> Conv block's channels equalized
+    # (edgecnn.quantize.equalize), ship it if measured better (MSE_WINS_BELOW); False: skip the candidate
+    equalize: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -102,6 +106,11 @@ class QuantizeReport:
     # auto: the relative output error on the calibration images with one grid per tensor and with grids per
     # channel on those activations (the grids ship only below MSE_WINS_BELOW)
     channel_check: dict[str, float] = field(default_factory=dict)
+    # auto, ONNX Runtime: the relative output error on the calibration images as exported ("as exported") and
+    # with the HardSwish blocks' channels equalized ("equalized"); ``equalized``: producer Conv -> its largest
+    # factor, when the equalized model shipped
+    equalize_check: dict[str, float] = field(default_factory=dict)
+    equalized: dict[str, float] = field(default_factory=dict)
     # auto, a float stem followed by a depthwise conv: the same error with that conv integer ("integer") and
     # kept float with the stem ("float"); the float one ships below MSE_WINS_BELOW
     stem_check: dict[str, float] = field(default_factory=dict)
@@ -442,6 +451,10 @@ def _quantize(
             f"{loaded.path}: nothing to quantize: no float Conv/Gemm/MatMul/Add/pooling node "
             f"({len(the_plan.kept_float)} node(s) kept float, e.g. {next(iter(the_plan.kept_float.items()), ('-', '-'))})"
         )
+    # auto on ONNX Runtime: the HardSwish blocks whose channels may be equalized (a candidate measured below)
+    eq_blocks: list[Block] = []
+    if config.method is Method.AUTO and config.equalize and policy.equalize_hard_swish and not config.exclude:
+        eq_blocks = [b for b in hard_swish_blocks(prepared) if b.tensor in the_plan.activations]
     t1 = time.perf_counter()
     batch = _memory_capped_batch(prepared, the_plan.activations, config.batch)
     channel_axis = {n: 1 if s.layout.value == "NCHW" else 3 for n, s in _specs(dataset, input_name).items()}
@@ -453,7 +466,7 @@ def _quantize(
         progress=progress,
         workdir=work,
         channel_axis=channel_axis,
-        channels=grid_plan.per_channel,
+        channels=(*grid_plan.per_channel, *(b.tensor for b in eq_blocks if b.tensor not in grid_plan.per_channel)),
     )
     if config.workers > 1 or config.backend != "local":
         from edgecnn.quantize.distributed import collect_distributed, parse_backend
@@ -566,6 +579,11 @@ def _quantize(
             errs, _ = contest(build({**shipped_ranges, **mm}, grids))
             channel_check = {"per-tensor": errs[0], "per-channel": errs[1]}
     res, bias_corrected, bc_scope, bc_error, _ = shipped
+    equalized, equalize_check = _equalized(
+        loaded, prepared, res.model, eq_blocks, cal, dataset, config, work, progress, input_name
+    )
+    if equalized is not None:
+        return equalized
     return res.model, QuantizeReport(
         precision="int8",
         method=config.method.value,
@@ -594,8 +612,49 @@ def _quantize(
         stem_check=stem_check,
         per_channel_grids=res.per_channel,
         channel_check=channel_check,
+        equalize_check=equalize_check,
         **common,  # type: ignore[arg-type]
     )
+
+
+def _equalized(
+    loaded: LoadedModel,
+    prepared: onnx.ModelProto,
+    shipped: onnx.ModelProto,
+    blocks: list[Block],
+    cal: Calibration,
+    dataset: CalibrationData,
+    config: QuantizeConfig,
+    work: Path,
+    progress: Progress | None,
+    input_name: str,
+) -> tuple[tuple[onnx.ModelProto, QuantizeReport] | None, dict[str, float]]:
+    """The equalization candidate (edgecnn.quantize.equalize): the float model with ``blocks`` equalized from
+    their calibrated per-channel ranges, quantized with every other check of auto, and measured against
+    ``shipped`` on the calibration images. Returns the equalized model and its report when it wins by
+    MSE_WINS_BELOW, else None; and both errors (``QuantizeReport.equalize_check``), empty when not measured."""
+    if not blocks:
+        return None, {}
+    from edgecnn.quantize.bias_correction import output_errors
+
+    ranges = {
+        b.tensor: (st.ch_min, st.ch_max)
+        for b in blocks
+        if (st := cal.stats.tensors.get(b.tensor)) is not None and st.ch_min is not None and st.ch_max is not None
+    }
+    eq_float, factors = equalize(prepared, blocks, ranges, base_dir=work)
+    if not factors:
+        return None, {}
+    eq_model, eq_report = _quantize(
+        replace(loaded, model=eq_float), dataset, replace(config, equalize=False), work, progress
+    )
+    e = output_errors(
+        prepared, {"a": shipped, "b": eq_model}, dataset, input_name, workdir=work, threads=config.threads
+    )
+    check = {"as exported": e.get("a", 0.0), "equalized": e.get("b", float("inf"))}
+    if check["equalized"] < check["as exported"] * MSE_WINS_BELOW:
+        return (eq_model, replace(eq_report, equalize_check=check, equalized=factors)), check
+    return None, check
 
 
 def _specs(dataset: CalibrationData, input_name: str) -> dict[str, PreprocessSpec]:

@@ -71,6 +71,9 @@ class OpPolicy:
     # patterns stays float with it: the runtime fuses them into one float kernel and the first Q comes after.
     float_stem_patterns: frozenset[str] = frozenset()
     float_stem_reason: str = ""
+    # auto: also measure the model with each Conv -> HardSwish -> Conv block's channels equalized
+    # (edgecnn.quantize.equalize): for a runtime whose conv output has one grid per tensor (ONNX Runtime).
+    equalize_hard_swish: bool = False
     # Ops after the last Conv/Gemm/MatMul on every path to the outputs stay float (``_float_tail``): right for
     # QDQ models run by a CPU runtime; not for a .tflite export, where a float tail is a delegate partition.
     float_tail: bool = False
@@ -121,6 +124,7 @@ ORT_DECOMPOSE_POLICY = OpPolicy(
     float_tail=True,
     absorb_affine=True,
     contrib_gelu=True,
+    equalize_hard_swish=True,
 )
 ORT_POLICY = replace(
     ORT_DECOMPOSE_POLICY,

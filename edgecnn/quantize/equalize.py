@@ -1,0 +1,199 @@
+"""Channel equalization across a HardSwish: one grid per tensor that fits every channel, for ONNX Runtime.
+
+Why: ONNX Runtime's QLinearConv writes one scale per output tensor, and a BN-folded conv's channels can span
+very different ranges (PP-LCNet: 0.03 to 14 on one tensor). One grid then leaves the small channels a few
+steps, on the conv's output and again on its HardSwish's. OpenVINO (and NNCF's ONNX file, which ORT runs as
+float convolutions) gives such tensors a grid per channel; ORT cannot. Cross-layer equalization moves the
+spread into the weights instead, but it needs an activation with f(k x) = k f(x) (ReLU), which HardSwish is not.
+
+The rewrite (float to float, the same function up to float rounding):
+
+    y = Conv(x)                     y' = Conv'(x) = K y            (producer's output channels scaled by K)
+    h = HardSwish(y)          ->    g  = HardSigmoid(y' * K^-1)    (K^-1 a per-channel constant)
+    z = Conv2(h)                    h' = y' * g = K h
+                                    z  = Conv2'(h')                (readers' input channels scaled by K^-1)
+
+with K per channel making every channel's range (HardSwish's flat part below -3 left out) about the widest
+one's. y' and h' then have channels of similar ranges, so one grid per tensor fits them all; the HardSigmoid
+of y' * K^-1 reads the original values, so it still clips at the same points. ONNX Runtime runs the new
+ops in integer (QLinearMul, QLinearAdd for the gate, QLinearMul); K^-1 is m/127 for an integer m, so its
+int8 weight grid holds it exactly. Cost: one more QLinearMul per block.
+
+Which blocks: a Conv with constant weights whose only reader is a HardSwish, whose every reader is a Conv
+with constant weights reading it as its data input; not the stem (a conv reading a graph input, which the
+ORT policy keeps float with its HardSwish). A block whose channels already share a range (largest k below
+``MIN_SPREAD``) is left alone. ``edgecnn.quantize.api`` decides whether the equalized model ships: only when
+its quantized output is measured closer to float on the calibration images (``QuantizeReport.equalize_check``).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+# K is capped: a channel 64x narrower than the widest gets 64x, not more (K^-1 = m/127 needs m >= 2).
+K_MAX = 64.0
+# Blocks whose largest factor is below this keep their weights (they would only gain a Mul).
+MIN_SPREAD = 4.0
+
+
+@dataclass(frozen=True)
+class Block:
+    # nodes by their first output (an exporter may leave node names empty)
+    producer: str  # the Conv writing y
+    activation: str  # the HardSwish, or the HardSigmoid of HardSigmoid(y) * y (opset < 14 exporters)
+    readers: tuple[str, ...]  # the Convs reading h
+    name: str  # the producer Conv's node name (or its output's), for the report
+    tensor: str  # y
+    alpha: float = 1.0 / 6.0  # HardSigmoid(y) = clip(alpha * y + beta, 0, 1)
+    beta: float = 0.5
+
+    @property
+    def flat_below(self) -> float:
+        """HardSwish(y) = 0 below this (-3 for torch's HardSwish)."""
+        return -self.beta / self.alpha
+
+
+def _attr(n: onnx.NodeProto, name: str, default: float) -> float:
+    return next((float(a.f) for a in n.attribute if a.name == name), default)
+
+
+def hard_swish_blocks(model: onnx.ModelProto) -> list[Block]:
+    """Every Conv -> HardSwish -> Conv(s) block the rewrite applies to (module docstring). HardSwish is the
+    op, or HardSigmoid(y) * y with nothing else reading the gate (how opset < 14 exporters write it)."""
+    g = model.graph
+    consts = {t.name for t in g.initializer}
+    consts |= {o for n in g.node if n.op_type == "Constant" for o in n.output}
+    inputs = {i.name for i in g.input} - consts
+    readers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
+    for n in g.node:
+        for i in dict.fromkeys(n.input):
+            readers[i].append(n)
+    producer = {o: n for n in g.node for o in n.output}
+    outputs = {o.name for o in g.output}
+    blocks = []
+    for n in g.node:
+        if n.domain not in ("", "ai.onnx") or n.op_type not in ("HardSwish", "HardSigmoid"):
+            continue
+        y = n.input[0]
+        if n.op_type == "HardSwish":
+            h, n_readers_of_y, alpha, beta = n.output[0], 1, 1.0 / 6.0, 0.5
+        else:  # HardSigmoid(y) * y: the Mul is the gate's only reader and y's other one
+            gate_readers = readers[n.output[0]]
+            mul = gate_readers[0] if len(gate_readers) == 1 else None
+            if mul is None or mul.op_type != "Mul" or sorted(mul.input) != sorted([y, n.output[0]]):
+                continue
+            if n.output[0] in outputs:
+                continue
+            h, n_readers_of_y = mul.output[0], 2
+            alpha, beta = _attr(n, "alpha", 0.2), _attr(n, "beta", 0.5)
+            if not alpha > 0:
+                continue
+        p = producer.get(y)
+        if p is None or p.op_type != "Conv" or len(p.input) < 2 or p.input[1] not in consts or p.input[0] in inputs:
+            continue
+        if y in outputs or h in outputs or len(readers[y]) != n_readers_of_y:
+            continue
+        rs = readers[h]
+        if not rs or any(
+            r.op_type != "Conv" or r.input[0] != h or h in r.input[1:] or r.input[1] not in consts for r in rs
+        ):
+            continue
+        blocks.append(Block(p.output[0], n.output[0], tuple(r.output[0] for r in rs), p.name or y, y, alpha, beta))
+    return blocks
+
+
+def factors(ch_min: np.ndarray, ch_max: np.ndarray, flat_below: float = -3.0) -> np.ndarray:
+    """K per channel from the channels' calibrated min/max of y: each channel's range (below ``flat_below``,
+    where HardSwish is 0, left out) brought to the widest one's, capped at ``K_MAX`` and rounded so that
+    K^-1 = m/127 exactly."""
+    lo = np.maximum(np.minimum(np.asarray(ch_min, np.float64), 0.0), flat_below)
+    r = np.maximum(np.asarray(ch_max, np.float64), 0.0) - lo
+    r = np.where(np.isfinite(r) & (r > 0), r, 0.0)
+    if not np.any(r > 0):
+        return np.ones_like(r)
+    k = np.where(r > 0, np.minimum(r.max() / np.maximum(r, 1e-30), K_MAX), 1.0)
+    m = np.clip(np.round(127.0 / k), 1, 127)
+    return 127.0 / m
+
+
+def _array(t: onnx.TensorProto, base_dir: Path | None) -> np.ndarray:
+    return numpy_helper.to_array(t, base_dir=str(base_dir) if base_dir else "")
+
+
+def equalize(
+    model: onnx.ModelProto,
+    blocks: list[Block],
+    ranges: dict[str, tuple[np.ndarray, np.ndarray]],
+    base_dir: Path | None = None,
+) -> tuple[onnx.ModelProto, dict[str, float]]:
+    """A copy of ``model`` with each block of ``blocks`` whose y has per-channel ``ranges`` (min, max) and a spread
+    of at least ``MIN_SPREAD`` rewritten (module docstring): (the model, producer Conv -> its largest factor)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    g = out.graph
+    nodes = {n.output[0]: n for n in g.node if n.output}
+    inits = {t.name: t for t in g.initializer}
+    use: dict[str, int] = defaultdict(int)
+    for n in g.node:
+        for i in n.input:
+            use[i] += 1
+    done: dict[str, float] = {}
+    gates: dict[str, tuple[str, np.ndarray, Block]] = {}
+    for b in blocks:
+        if b.tensor not in ranges:
+            continue
+        k = factors(*ranges[b.tensor], b.flat_below)
+        if float(k.max()) < MIN_SPREAD:
+            continue
+        p = nodes[b.producer]
+        w = _array(inits[p.input[1]], base_dir).astype(np.float32)
+        if w.shape[0] != k.size or use[p.input[1]] != 1 or (len(p.input) > 2 and p.input[2] and use[p.input[2]] != 1):
+            continue  # a weight shared with another node cannot be rescaled for this one alone
+        readers = [nodes[r] for r in b.readers]
+        if any(use[r.input[1]] != 1 for r in readers):
+            continue
+        kf = k.astype(np.float32)
+        inits[p.input[1]].CopyFrom(numpy_helper.from_array(w * kf.reshape(-1, *[1] * (w.ndim - 1)), p.input[1]))
+        if len(p.input) > 2 and p.input[2]:
+            bias = _array(inits[p.input[2]], base_dir).astype(np.float32)
+            inits[p.input[2]].CopyFrom(numpy_helper.from_array(bias * kf, p.input[2]))
+        inv = (1.0 / k).astype(np.float32)
+        for r in readers:
+            w2 = _array(inits[r.input[1]], base_dir).astype(np.float32)
+            group = next((int(a.i) for a in r.attribute if a.name == "group"), 1)
+            cin_g, cout_g = w2.shape[1], w2.shape[0] // group
+            # output channel o reads input channels (o // cout_g) * cin_g + j, j < cin_g
+            scale = inv.reshape(group, cin_g).repeat(cout_g, axis=0)
+            inits[r.input[1]].CopyFrom(numpy_helper.from_array(w2 * scale.reshape(*scale.shape, *[1] * (w2.ndim - 2)), r.input[1]))  # fmt: skip
+        gates[b.activation] = (f"{b.tensor}_eq_inv", inv, b)
+        done[b.name] = float(k.max())
+    new_nodes: list[onnx.NodeProto] = []
+    for n in g.node:
+        if not n.output or n.output[0] not in gates:
+            new_nodes.append(n)
+            continue
+        name, inv, b = gates[n.output[0]]
+        y = n.input[0]
+        rank = next((len(vi.type.tensor_type.shape.dim) for vi in g.value_info if vi.name == y), 0) or 4
+        g.initializer.append(numpy_helper.from_array(inv.reshape(1, -1, *[1] * (rank - 2)), name))
+        new_nodes.append(helper.make_node("Mul", [y, name], [f"{y}_eq_u"], name=f"{n.name or y}_eq_u"))
+        if n.op_type == "HardSigmoid":  # HardSigmoid(y) * y: the gate reads y * K^-1, the Mul stays
+            n.input[0] = f"{y}_eq_u"
+            new_nodes.append(n)
+            continue
+        gate = f"{y}_eq_gate"
+        new_nodes += [
+            helper.make_node(
+                "HardSigmoid", [f"{y}_eq_u"], [gate], name=f"{n.name or y}_eq_gate", alpha=b.alpha, beta=b.beta
+            ),
+            helper.make_node("Mul", [y, gate], [n.output[0]], name=n.name),
+        ]
+    del g.node[:]
+    g.node.extend(new_nodes)
+    return out, done
