@@ -126,6 +126,13 @@ def _array(t: onnx.TensorProto, base_dir: Path | None) -> np.ndarray:
     return numpy_helper.to_array(t, base_dir=str(base_dir) if base_dir else "")
 
 
+def _reads_channels(conv: onnx.NodeProto, w: onnx.TensorProto, channels: int) -> bool:
+    """Whether ``conv``'s weight [C_out, C_in / group, ...] covers exactly ``channels`` input channels."""
+    group = next((int(a.i) for a in conv.attribute if a.name == "group"), 1)
+    dims = list(w.dims)
+    return len(dims) >= 3 and group >= 1 and dims[1] * group == channels and dims[0] % group == 0
+
+
 def equalize(
     model: onnx.ModelProto,
     blocks: list[Block],
@@ -156,7 +163,7 @@ def equalize(
         if w.shape[0] != k.size or use[p.input[1]] != 1 or (len(p.input) > 2 and p.input[2] and use[p.input[2]] != 1):
             continue  # a weight shared with another node cannot be rescaled for this one alone
         readers = [nodes[r] for r in b.readers]
-        if any(use[r.input[1]] != 1 for r in readers):
+        if any(use[r.input[1]] != 1 or not _reads_channels(r, inits[r.input[1]], k.size) for r in readers):
             continue
         kf = k.astype(np.float32)
         inits[p.input[1]].CopyFrom(numpy_helper.from_array(w * kf.reshape(-1, *[1] * (w.ndim - 1)), p.input[1]))
