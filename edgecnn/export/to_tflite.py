@@ -1927,6 +1927,13 @@ class _Converter:
                 )  # fmt: skip
             builtin = "RESIZE_NEAREST_NEIGHBOR"
         elif mode == "linear":
+            if int(_attr(n, "antialias", 0)) and (h < v.shape[2] or w < v.shape[3]):
+                # ONNX (opset 18) widens the filter by 1/scale when shrinking; RESIZE_BILINEAR has no such option
+                # (ResizeBilinearOptions: align_corners, half_pixel_centers; check.no_builtin "Resize.antialias")
+                raise self.unsupported(
+                    n, "antialias=1 while downscaling (TFLite's RESIZE_BILINEAR has no antialias filter)",
+                    "Resize linear with antialias=0, or a blur (a depthwise Conv) before the resize",
+                )  # fmt: skip
             if ctm in ("half_pixel", "pytorch_half_pixel"):
                 opts = {"align_corners": False, "half_pixel_centers": True}
             elif ctm == "align_corners":
