@@ -115,6 +115,12 @@ def _pad_wrap(f: NodeFacts) -> bool:
 
 
 _POOL2D = ("Pool2DOptions", ("padding", "strideW", "strideH", "filterWidth", "filterHeight", "fusedActivationFunction"))
+# Every builtin that pads, and the options of those that take any.
+_PAD_BUILTINS = ("MIRROR_PAD", "PAD", "PADV2", "STABLEHLO_PAD")
+_PAD_OPTIONS = (
+    ("MirrorPadOptions", ("mode",)),
+    ("StablehloPadOptions", ("edgePaddingLow", "edgePaddingHigh", "interiorPadding")),
+)
 _REDUCE_WINDOW = ("ReduceWindowOptions", ("reduceFunction",))  # UNSUPPORTED, ADD, MUL, MINIMUM, MAXIMUM, ALL, ANY
 
 TABLE: tuple[NoBuiltin, ...] = (
@@ -283,12 +289,9 @@ TABLE: tuple[NoBuiltin, ...] = (
         "'constant' (PAD)",
         fix_kind=FixKind.CHANGE_ATTRIBUTE,
         matches=_pad_edge_beyond_one,
-        builtins=("MIRROR_PAD", "PAD", "PADV2", "STABLEHLO_PAD"),
+        builtins=_PAD_BUILTINS,
         absent=("EDGE", "REPLICATE"),
-        options=(
-            ("MirrorPadOptions", ("mode",)),
-            ("StablehloPadOptions", ("edgePaddingLow", "edgePaddingHigh", "interiorPadding")),
-        ),
+        options=_PAD_OPTIONS,
     ),
     NoBuiltin(
         key="Pad.wrap",
@@ -299,12 +302,9 @@ TABLE: tuple[NoBuiltin, ...] = (
         nearest="Pad in mode 'reflect' (MIRROR_PAD REFLECT) or 'constant' (PAD), or a Concat of Slices",
         fix_kind=FixKind.CHANGE_ATTRIBUTE,
         matches=_pad_wrap,
-        builtins=("MIRROR_PAD", "PAD", "PADV2", "STABLEHLO_PAD"),
+        builtins=_PAD_BUILTINS,
         absent=("WRAP",),
-        options=(
-            ("MirrorPadOptions", ("mode",)),
-            ("StablehloPadOptions", ("edgePaddingLow", "edgePaddingHigh", "interiorPadding")),
-        ),
+        options=_PAD_OPTIONS,
     ),
 )
 

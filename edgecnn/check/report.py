@@ -62,12 +62,16 @@ def placement_label(n: NodeVerdict) -> str:
     return "cannot run: no TFLite builtin" if no_builtin(n) else str(n.placement)
 
 
+def _no_builtin_count(t: TargetReport) -> int:
+    return sum(1 for n in t.nodes if no_builtin(n))
+
+
 def _runs(t: TargetReport) -> str:
     if t.runnable:
         return "yes"
     if _unlisted_only(t):
         return "unknown: no fallback device"
-    n_nb = sum(1 for n in t.nodes if no_builtin(n))
+    n_nb = _no_builtin_count(t)
     why = [f"no TFLite builtin for {n_nb} node(s)"] if n_nb else []
     if not why or any(n.placement == Placement.UNSUPPORTED and not no_builtin(n) for n in t.nodes):
         why.append("no fallback device")
@@ -80,7 +84,7 @@ def _verdict(t: TargetReport) -> str:
     if not t.runnable and _unlisted_only(t):
         return f"{_unlisted_only(t)} node(s) not in the published list: confirm with the vendor's compiler"
     if not t.runnable:
-        n_nb = sum(1 for n in t.nodes if no_builtin(n))
+        n_nb = _no_builtin_count(t)
         return f"cannot run: no TFLite builtin for {n_nb} node(s)" if n_nb else "cannot run"
     return f"{t.n_nodes - t.n_accelerated} node(s) fall back"
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
@@ -510,11 +510,7 @@ def _quantize(
             ranges[name] = input_range(name, cal.stats.tensors[name], specs[name], warnings, cal.input_spread.get(name))
             input_ranges[name] = [float(v) for v in ranges[name]]
 
-    per_channel = {
-        t: (st.ch_min, st.ch_max)
-        for t in grid_plan.per_channel
-        if (st := cal.stats.tensors.get(t)) is not None and st.ch_min is not None and st.ch_max is not None
-    }
+    per_channel = _channel_ranges(cal, grid_plan.per_channel)
 
     def build(rs: dict[str, tuple[float, float]], placement: QdqPlan = the_plan) -> Built:
         """Write the QDQ model for ranges ``rs`` and correct its biases: (result, corrected convs, scope,
@@ -617,6 +613,15 @@ def _quantize(
     )
 
 
+def _channel_ranges(cal: Calibration, tensors: Iterable[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each of ``tensors`` that calibration gave per-channel (axis 1) statistics: its channels' min and max."""
+    return {
+        t: (st.ch_min, st.ch_max)
+        for t in tensors
+        if (st := cal.stats.tensors.get(t)) is not None and st.ch_min is not None and st.ch_max is not None
+    }
+
+
 def _equalized(
     loaded: LoadedModel,
     prepared: onnx.ModelProto,
@@ -637,12 +642,7 @@ def _equalized(
         return None, {}
     from edgecnn.quantize.bias_correction import output_errors
 
-    ranges = {
-        b.tensor: (st.ch_min, st.ch_max)
-        for b in blocks
-        if (st := cal.stats.tensors.get(b.tensor)) is not None and st.ch_min is not None and st.ch_max is not None
-    }
-    eq_float, factors = equalize(prepared, blocks, ranges, base_dir=work)
+    eq_float, factors = equalize(prepared, blocks, _channel_ranges(cal, [b.tensor for b in blocks]), base_dir=work)
     if not factors:
         return None, {}
     eq_model, eq_report = _quantize(

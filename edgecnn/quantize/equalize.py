@@ -36,6 +36,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from edgecnn.quantize.estimators import Consumer, flat_beyond, tensor_consumers
+
 # K is capped: a channel 64x narrower than the widest gets 64x, not more (K^-1 = m/127 needs m >= 2).
 K_MAX = 64.0
 # Blocks whose largest factor is below this keep their weights (they would only gain a Mul).
@@ -50,22 +52,18 @@ class Block:
     readers: tuple[str, ...]  # the Convs reading h
     name: str  # the producer Conv's node name (or its output's), for the report
     tensor: str  # y
-    alpha: float = 1.0 / 6.0  # HardSigmoid(y) = clip(alpha * y + beta, 0, 1)
-    beta: float = 0.5
+    fn: Consumer  # the hard swish y goes through (its alpha and beta)
 
     @property
     def flat_below(self) -> float:
         """HardSwish(y) = 0 below this (-3 for torch's HardSwish)."""
-        return -self.beta / self.alpha
-
-
-def _attr(n: onnx.NodeProto, name: str, default: float) -> float:
-    return next((float(a.f) for a in n.attribute if a.name == name), default)
+        return flat_beyond(self.fn)[0]
 
 
 def hard_swish_blocks(model: onnx.ModelProto) -> list[Block]:
     """Every Conv -> HardSwish -> Conv(s) block the rewrite applies to (module docstring). HardSwish is the
-    op, or HardSigmoid(y) * y with nothing else reading the gate (how opset < 14 exporters write it)."""
+    op, or HardSigmoid(y) * y with nothing else reading the gate (how opset < 14 exporters write it): the tensors
+    ``estimators.tensor_consumers`` finds read by a hard swish and nothing else."""
     g = model.graph
     consts = {t.name for t in g.initializer}
     consts |= {o for n in g.node if n.op_type == "Constant" for o in n.output}
@@ -77,34 +75,24 @@ def hard_swish_blocks(model: onnx.ModelProto) -> list[Block]:
     producer = {o: n for n in g.node for o in n.output}
     outputs = {o.name for o in g.output}
     blocks = []
-    for n in g.node:
-        if n.domain not in ("", "ai.onnx") or n.op_type not in ("HardSwish", "HardSigmoid"):
+    for y, fn in tensor_consumers(model).items():
+        if fn.kind != "hardswish" or not fn.a > 0:
             continue
-        y = n.input[0]
-        if n.op_type == "HardSwish":
-            h, n_readers_of_y, alpha, beta = n.output[0], 1, 1.0 / 6.0, 0.5
-        else:  # HardSigmoid(y) * y: the Mul is the gate's only reader and y's other one
-            gate_readers = readers[n.output[0]]
-            mul = gate_readers[0] if len(gate_readers) == 1 else None
-            if mul is None or mul.op_type != "Mul" or sorted(mul.input) != sorted([y, n.output[0]]):
-                continue
-            if n.output[0] in outputs:
-                continue
-            h, n_readers_of_y = mul.output[0], 2
-            alpha, beta = _attr(n, "alpha", 0.2), _attr(n, "beta", 0.5)
-            if not alpha > 0:
-                continue
+        act = next(n for n in readers[y] if n.op_type in ("HardSwish", "HardSigmoid"))
+        if act.domain not in ("", "ai.onnx") or (act.op_type == "HardSwish" and len(readers[y]) != 1):
+            continue
+        h = act.output[0] if act.op_type == "HardSwish" else next(n for n in readers[y] if n.op_type == "Mul").output[0]
         p = producer.get(y)
         if p is None or p.op_type != "Conv" or len(p.input) < 2 or p.input[1] not in consts or p.input[0] in inputs:
             continue
-        if y in outputs or h in outputs or len(readers[y]) != n_readers_of_y:
-            continue
         rs = readers[h]
-        if not rs or any(
-            r.op_type != "Conv" or r.input[0] != h or h in r.input[1:] or r.input[1] not in consts for r in rs
+        if (
+            h in outputs
+            or not rs
+            or any(r.op_type != "Conv" or r.input[0] != h or h in r.input[1:] or r.input[1] not in consts for r in rs)
         ):
             continue
-        blocks.append(Block(p.output[0], n.output[0], tuple(r.output[0] for r in rs), p.name or y, y, alpha, beta))
+        blocks.append(Block(p.output[0], act.output[0], tuple(r.output[0] for r in rs), p.name or y, y, fn))
     return blocks
 
 
@@ -126,9 +114,13 @@ def _array(t: onnx.TensorProto, base_dir: Path | None) -> np.ndarray:
     return numpy_helper.to_array(t, base_dir=str(base_dir) if base_dir else "")
 
 
+def _group(conv: onnx.NodeProto) -> int:
+    return next((int(a.i) for a in conv.attribute if a.name == "group"), 1)
+
+
 def _reads_channels(conv: onnx.NodeProto, w: onnx.TensorProto, channels: int) -> bool:
     """Whether ``conv``'s weight [C_out, C_in / group, ...] covers exactly ``channels`` input channels."""
-    group = next((int(a.i) for a in conv.attribute if a.name == "group"), 1)
+    group = _group(conv)
     dims = list(w.dims)
     return len(dims) >= 3 and group >= 1 and dims[1] * group == channels and dims[0] % group == 0
 
@@ -173,7 +165,7 @@ def equalize(
         inv = (1.0 / k).astype(np.float32)
         for r in readers:
             w2 = _array(inits[r.input[1]], base_dir).astype(np.float32)
-            group = next((int(a.i) for a in r.attribute if a.name == "group"), 1)
+            group = _group(r)
             cin_g, cout_g = w2.shape[1], w2.shape[0] // group
             # output channel o reads input channels (o // cout_g) * cin_g + j, j < cin_g
             scale = inv.reshape(group, cin_g).repeat(cout_g, axis=0)
@@ -197,7 +189,7 @@ def equalize(
         gate = f"{y}_eq_gate"
         new_nodes += [
             helper.make_node(
-                "HardSigmoid", [f"{y}_eq_u"], [gate], name=f"{n.name or y}_eq_gate", alpha=b.alpha, beta=b.beta
+                "HardSigmoid", [f"{y}_eq_u"], [gate], name=f"{n.name or y}_eq_gate", alpha=b.fn.a, beta=b.fn.b
             ),
             helper.make_node("Mul", [y, gate], [n.output[0]], name=n.name),
         ]
