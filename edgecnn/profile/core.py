@@ -442,7 +442,7 @@ def profile_model(
     total = sum(r.p50_us for r in rows)
     rows = [_place(r, total, ceilings) for r in rows]
     notes: list[str] = []
-    unmapped = [r for r in rows if r.origin is Origin.UNMAPPED and r.p50_us > 0]
+    unmapped = [r for r in rows if r.origin is Origin.UNMAPPED and (r.executed or r.p50_us > 0)]
     if unmapped:
         t = sum(r.p50_us for r in unmapped)
         why = (
