@@ -105,7 +105,9 @@ def test_the_rewrite_computes_the_same_function(form: str) -> None:
     assert set(done) == {"expand"} and done["expand"] >= MIN_SPREAD
     onnx.checker.check_model(eq)
     ops = [n.op_type for n in eq.graph.node]
-    assert ops.count("HardSigmoid") == (1 if form == "op" else 2) and ops.count("Mul") == (2 if form == "op" else 3)
+    # the gate of the equalized block is a depthwise 1x1 Conv and a Clip; the other block keeps its HardSigmoid
+    assert ops.count("HardSigmoid") == (0 if form == "op" else 1) and ops.count("Clip") == 1, ops
+    assert ops.count("Conv") == [n.op_type for n in m.graph.node].count("Conv") + 1, ops
     x = np.random.default_rng(0).normal(size=(4, 1, 3, 32, 32)).astype(np.float32)
     a, b = ort.InferenceSession(m.SerializeToString()), ort.InferenceSession(eq.SerializeToString())
     for xi in x:
@@ -136,7 +138,7 @@ def test_on_onnx_runtime_the_equalized_model_ships_all_integer_and_closer_to_flo
 ) -> None:
     """Half the expand conv's channels at 1/30 of the others: with the channels equalized the file is closer to
     float on the held-out images than the control (`equalize=False`) by at least 3 dB, and every conv, the
-    gate and the product run as QLinear ops (no float HardSwish/HardSigmoid left)."""
+    gate (a depthwise QLinearConv) and the product run as QLinear ops (no float HardSwish/HardSigmoid left)."""
     ds, xs = data
     src = tmp_path / "m.onnx"
     onnx.save(_block_model(30.0, form), str(src))
@@ -152,7 +154,8 @@ def test_on_onnx_runtime_the_equalized_model_ships_all_integer_and_closer_to_flo
     o.optimized_model_filepath = str(tmp_path / "ort_opt.onnx")
     ort.InferenceSession(q.SerializeToString(), o)
     run = [n.op_type for n in onnx.load(str(tmp_path / "ort_opt.onnx")).graph.node]
-    assert "HardSigmoid" not in run and "HardSwish" not in run and run.count("QLinearConv") == 4, run
+    assert "HardSigmoid" not in run and "HardSwish" not in run and run.count("QLinearConv") == 4 + len(rep.equalized), run
+    assert "Clip" not in run and "Mul" not in run, run  # the gate is one QLinearConv, its Clip the grid's saturation
 
 
 def test_no_spread_no_candidate_and_the_same_file(data: tuple[ImageDataset, np.ndarray], tmp_path: Path) -> None:
