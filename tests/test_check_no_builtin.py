@@ -28,6 +28,7 @@ from edgecnn.graph.load import load_model
 from tests.cli_helpers import invoke, run_cli
 from tests.onnx_builders import make_model, rng_w
 from tests.onnx_tfl_cases import gelu_chain, gelu_chain_qdq, qdq
+from tests.tflite_oracles import xnnpack_claimed
 
 TFLITE_TARGETS = sorted(n for n in available_targets() if load_target(n).format is Format.TFLITE)
 OTHER_TARGETS = sorted(n for n in available_targets() if load_target(n).format is not Format.TFLITE)
@@ -205,6 +206,30 @@ def test_other_side_of_each_limit_keeps_its_verdict(tmp_path: Path, key: str, pr
         assert RULE not in _rules(n) and n.placement in (Placement.ACCELERATOR, Placement.FALLBACK), n
 
 
+DILATED = {
+    "maxpool": (lambda d: _pool("MaxPool", strides=[1, 1], dilations=[d, d]), "MAX_POOL_2D", "REDUCE_WINDOW"),
+    "deconv": (lambda d: _deconv(dilations=[d, d]), "TRANSPOSE_CONV", "CONV_3D_TRANSPOSE"),
+}
+
+
+@pytest.mark.parametrize("target", TFLITE_TARGETS)
+@pytest.mark.parametrize("prec", PRECISIONS)
+@pytest.mark.parametrize("key", sorted(DILATED))
+def test_dilated_maxpool_and_deconv_are_another_builtin_that_falls_back(
+    tmp_path: Path, key: str, prec: str, target: str
+) -> None:
+    # MAX_POOL_2D and TRANSPOSE_CONV have no dilation: a dilated one is REDUCE_WINDOW / CONV_3D_TRANSPOSE, which
+    # no delegate or NPU compiler of these targets takes (the XNNPACK side is measured in the LiteRT tests below).
+    build, builtin, dilated_builtin = DILATED[key]
+    quantized = PRECISIONS[prec]
+    model = (lambda d: qdq(build(d))) if quantized else build
+    n = _node(_check(tmp_path, model(2), target))
+    assert n.placement == Placement.FALLBACK and "dilation_max" in _rules(n) and RULE not in _rules(n), n
+    assert n.maps_to == [dilated_builtin], n.maps_to
+    control = _node(_check(tmp_path, model(1), target))  # the same op undilated: no dilation verdict
+    assert "dilation_max" not in _rules(control) and control.maps_to == [builtin], control
+
+
 @pytest.mark.parametrize("target", TFLITE_TARGETS)
 def test_gelu_chain_erf_is_not_a_standalone_erf_even_where_gelu_is_not_listed(tmp_path: Path, target: str) -> None:
     # ethos-u65 and edgetpu do not list Gelu: the chain is judged op by op there, its Erf a fallback as before
@@ -361,8 +386,10 @@ def test_dilated_maxpool_is_reduce_window_max_on_litert() -> None:
         o.reduceFunction = s.ReduceWindowFunction.MAXIMUM
         op.builtinOptions2Type, op.builtinOptions2 = s.BuiltinOptions2.ReduceWindowOptions, o
 
-    got = _litert(_with_options(b.to_bytes(), opts), np.ascontiguousarray(x.transpose(0, 2, 3, 1)))
+    data = _with_options(b.to_bytes(), opts)
+    got = _litert(data, np.ascontiguousarray(x.transpose(0, 2, 3, 1)))
     np.testing.assert_array_equal(got.transpose(0, 3, 1, 2), ref)
+    assert xnnpack_claimed(data) == [False]  # LiteRT's CPU kernel runs it, not the XNNPACK delegate
 
 
 def test_dilated_conv_transpose_is_conv_3d_transpose_on_litert() -> None:
@@ -389,8 +416,10 @@ def test_dilated_conv_transpose_is_conv_3d_transpose_on_litert() -> None:
         o.dilationDFactor, o.dilationHFactor, o.dilationWFactor = 1, 2, 2
         op.builtinOptionsType, op.builtinOptions = s.BuiltinOptions.Conv3DOptions, o
 
-    got = _litert(_with_options(b.to_bytes(), opts), np.ascontiguousarray(x.transpose(0, 2, 3, 1)[:, None]))
+    data = _with_options(b.to_bytes(), opts)
+    got = _litert(data, np.ascontiguousarray(x.transpose(0, 2, 3, 1)[:, None]))
     np.testing.assert_allclose(got[:, 0].transpose(0, 3, 1, 2), ref, atol=1e-5)
+    assert xnnpack_claimed(data) == [False]  # LiteRT's CPU kernel runs it, not the XNNPACK delegate
 
 
 @pytest.mark.parametrize("p", [1, 2])

@@ -444,6 +444,13 @@ def _cite(target: TargetSpec, sid: str, cite: str = "") -> str:
     return f"{s.url} ({s.version})" + (f", {cite}" if cite else "")
 
 
+# The builtin a 2-D one becomes with a 3-D kernel, where the TFLite schema has one (there is no MAX_POOL_3D nor
+# AVERAGE_POOL_3D: a 3-D max window is REDUCE_WINDOW, a 3-D mean window has no builtin, edgecnn.check.no_builtin).
+_BUILTIN_3D = {"CONV_2D": "CONV_3D", "DEPTHWISE_CONV_2D": "CONV_3D", "MAX_POOL_2D": "REDUCE_WINDOW"}
+# ... and with dilations > 1 (the options of MAX_POOL_2D and TRANSPOSE_CONV have no dilation field).
+_BUILTIN_DILATED = {"MAX_POOL_2D": "REDUCE_WINDOW", "TRANSPOSE_CONV": "CONV_3D_TRANSPOSE"}
+
+
 def _judge(f: NodeFacts, spec: OpSpec | None, target: TargetSpec) -> tuple[list[Verdict], list[str]]:
     """Every failing verdict for one node (never stops at the first), and the target ops it maps to."""
     fails: list[Verdict] = []
@@ -461,7 +468,10 @@ def _judge(f: NodeFacts, spec: OpSpec | None, target: TargetSpec) -> tuple[list[
         if f.kernel and any(b.endswith("_2D") for b in maps_to) and len(f.kernel) > 2:
             # A 3-D Conv/pool is not CONV_2D/*_POOL_2D: unless the spec says otherwise, the builtin does not apply.
             constraints["spatial_dims"] = ([1, 2], src)
-            maps_to = [b.replace("_2D", "_3D") for b in maps_to]
+            maps_to = [_BUILTIN_3D[b] for b in maps_to if b in _BUILTIN_3D]
+        if f.dilations and max(f.dilations) > 1:
+            # no dilation in Pool2DOptions / TransposeConvOptions: a dilated one is another builtin
+            maps_to = [_BUILTIN_DILATED.get(b, b) for b in maps_to]
         # A variant table is a supported configuration unless it says `supported = false`.
         if not (var.supported if var is not None else spec.supported):
             fails.append(dataclasses.replace(op_unsupported(f, eff.note or spec.note), source=src))

@@ -1188,7 +1188,10 @@ REPLACEMENTS: dict[str, str] = {
 
 def rule_docs() -> list[tuple[str, str, str, str]]:
     """(key, value kind, message template, fix template) for every rule, generic first; for the docs page."""
+    from edgecnn.check.no_builtin import RULE, no_tflite_builtin  # it builds on this module's types
+
     out = [(name, "-", *_texts(fn)) for name, fn in GENERIC_RULES.items()]
+    out.append((RULE, "-", *_texts(no_tflite_builtin)))  # TFLite targets; its table is edgecnn.check.no_builtin
     out += [(key, c.kind, *_texts(c.rule)) for key, c in CONSTRAINTS.items()]
     return out
 
