@@ -34,14 +34,21 @@ def _hard_swish(form: str, x: str, out: str, name: str) -> list[onnx.NodeProto]:
 
 
 def _block_model(
-    spread: float, form: str = "op", reader: str = "conv", second_y_reader: bool = False, identical: bool = False
+    spread: float,
+    form: str = "op",
+    reader: str = "conv",
+    second_y_reader: bool = False,
+    identical: bool = False,
+    se: str = "",
 ) -> onnx.ModelProto:
     """Stem Conv + Relu -> expand Conv 1x1 (half its output channels scaled down by ``spread``, as BN folding
     leaves them) -> HardSwish -> depthwise Conv 3x3 (those channels' weights scaled up) -> HardSwish -> Conv 1x1
     -> GlobalAveragePool. ``form``: "op" (HardSwish, opset 14) or "mul" (HardSigmoid(y) * y with alpha 0.2,
     how Paddle and opset < 14 exporters write it). ``reader="add"``: the hard-swish output also feeds an Add;
     ``second_y_reader``: the expand conv's output also feeds that Add. ``identical``: every channel has the same
-    weights (so the same range): nothing to equalize."""
+    weights (so the same range): nothing to equalize. ``se="on"``: a squeeze-and-excitation block after the dw
+    HardSwish (GlobalAveragePool -> Conv -> Relu -> Conv -> HardSigmoid -> Mul with the HardSwish output, as
+    MobileNetV3 has); ``se="out"``: the same, with the Mul's output also a graph output."""
     k = np.ones(C, np.float32)
     k[C // 2 :] = 1.0 / spread
     inits = {
@@ -62,11 +69,24 @@ def _block_model(
     if reader == "add" or second_y_reader:
         nodes.append(N("Add", ["d", "e" if second_y_reader else "eh"], ["d2"], name="side"))
     nodes += _hard_swish(form, "d2" if reader == "add" or second_y_reader else "d", "dh", "dw_act")
+    outs: list[tuple[str, list[int] | None]] = [("y", None)]
+    if se:
+        inits |= {"ws1": rng_w(4, C, 1, 1, seed=6), "ws2": rng_w(C, 4, 1, 1, seed=7)}
+        nodes += [
+            N("GlobalAveragePool", ["dh"], ["sq"], name="se_pool"),
+            N("Conv", ["sq", "ws1"], ["s1"], name="se1", kernel_shape=[1, 1]),
+            N("Relu", ["s1"], ["s1r"], name="se1_act"),
+            N("Conv", ["s1r", "ws2"], ["s2"], name="se2", kernel_shape=[1, 1]),
+            N("HardSigmoid", ["s2"], ["sg"], name="se_gate", alpha=1 / 6, beta=0.5),
+            N("Mul", ["dh", "sg"], ["dm"], name="se_scale"),
+        ]
+        if se == "out":
+            outs.append(("dm", None))
     nodes += [
-        N("Conv", ["dh", "wp"], ["p"], name="pw", kernel_shape=[1, 1]),
+        N("Conv", ["dm" if se else "dh", "wp"], ["p"], name="pw", kernel_shape=[1, 1]),
         N("GlobalAveragePool", ["p"], ["y"], name="gap"),
     ]
-    return make_model(nodes, [("input", [1, 3, 32, 32])], [("y", None)], inits, opset=14 if form == "op" else 13)
+    return make_model(nodes, [("input", [1, 3, 32, 32])], outs, inits, opset=14 if form == "op" else 13)
 
 
 def test_blocks_are_conv_hardswish_conv_and_not_the_stem_nor_a_tensor_with_another_reader() -> None:
@@ -84,6 +104,24 @@ def test_blocks_are_conv_hardswish_conv_and_not_the_stem_nor_a_tensor_with_anoth
         [("input", [1, 3, 8, 8])], [("y", None)], {"w": rng_w(4, 3, 1, 1), "w2": rng_w(4, 4, 1, 1)}, opset=14,
     )  # fmt: skip
     assert hard_swish_blocks(prepare(stem)) == []
+
+
+def test_a_squeeze_and_excitation_block_is_read_through_its_pooling_and_its_rescale() -> None:
+    """MobileNetV3's dw HardSwish output goes to a GlobalAveragePool (then a Conv) and to the Mul by the SE gate
+    (then the projection Conv): both Convs get K^-1, and the float function stays the same."""
+    for form in ("op", "mul"):
+        m = prepare(_block_model(30.0, form, se="on"))
+        (dw,) = [b for b in hard_swish_blocks(m) if b.name == "dw"]
+        assert sorted(dw.readers) == ["p", "s1"], dw.readers
+        lo, hi = np.where(np.arange(C) < C // 2, -2.0, -2 / 30), np.where(np.arange(C) < C // 2, 6.0, 6 / 30)
+        eq, done = equalize(m, [dw], {dw.tensor: (lo, hi)})
+        assert set(done) == {"dw"}
+        x = np.random.default_rng(1).normal(size=(1, 3, 32, 32)).astype(np.float32)
+        ra = ort.InferenceSession(m.SerializeToString()).run(None, {"input": x})[0]
+        rb = ort.InferenceSession(eq.SerializeToString()).run(None, {"input": x})[0]
+        assert np.allclose(ra, rb, rtol=1e-4, atol=1e-5 * float(np.abs(ra).max())), np.abs(ra - rb).max()
+    # negative control: the rescaled tensor is also a graph output, which nothing can scale back
+    assert "dw" not in [b.name for b in hard_swish_blocks(prepare(_block_model(30.0, se="out")))]
 
 
 def test_factors_bring_each_channel_to_the_widest_leave_out_the_flat_part_and_are_exact_in_int8() -> None:
@@ -154,7 +192,9 @@ def test_on_onnx_runtime_the_equalized_model_ships_all_integer_and_closer_to_flo
     o.optimized_model_filepath = str(tmp_path / "ort_opt.onnx")
     ort.InferenceSession(q.SerializeToString(), o)
     run = [n.op_type for n in onnx.load(str(tmp_path / "ort_opt.onnx")).graph.node]
-    assert "HardSigmoid" not in run and "HardSwish" not in run and run.count("QLinearConv") == 4 + len(rep.equalized), run
+    assert "HardSigmoid" not in run and "HardSwish" not in run and run.count("QLinearConv") == 4 + len(rep.equalized), (
+        run
+    )
     assert "Clip" not in run and "Mul" not in run, run  # the gate is one QLinearConv, its Clip the grid's saturation
 
 

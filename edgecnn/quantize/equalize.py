@@ -25,7 +25,9 @@ closer to float. Unequalized HardSwish gates stay QLinearAdd (edgecnn.quantize.l
 measured faster than a uniform depthwise gate there.
 
 Which blocks: a Conv with constant weights whose only reader is a HardSwish, whose every reader is a Conv
-with constant weights reading it as its data input; not the stem (a conv reading a graph input, which the
+with constant weights reading it as its data input, directly or through a GlobalAveragePool or a Mul by
+another tensor (a squeeze-and-excitation block: its first Conv and the projection Conv both get K^-1); not
+the stem (a conv reading a graph input, which the
 ORT policy keeps float with its HardSwish). A block whose channels already share a range (largest k below
 ``MIN_SPREAD``) is left alone. ``edgecnn.quantize.api`` decides whether the equalized model ships: only when
 its quantized output is measured closer to float on the calibration images (``QuantizeReport.equalize_check``).
@@ -90,15 +92,34 @@ def hard_swish_blocks(model: onnx.ModelProto) -> list[Block]:
         p = producer.get(y)
         if p is None or p.op_type != "Conv" or len(p.input) < 2 or p.input[1] not in consts or p.input[0] in inputs:
             continue
-        rs = readers[h]
-        if (
-            h in outputs
-            or not rs
-            or any(r.op_type != "Conv" or r.input[0] != h or h in r.input[1:] or r.input[1] not in consts for r in rs)
-        ):
-            continue
-        blocks.append(Block(p.output[0], act.output[0], tuple(r.output[0] for r in rs), p.name or y, y, fn))
+        rs = _final_readers(h, readers, consts, outputs)
+        if rs:
+            blocks.append(Block(p.output[0], act.output[0], tuple(r.output[0] for r in rs), p.name or y, y, fn))
     return blocks
+
+
+def _final_readers(
+    h: str, readers: dict[str, list[onnx.NodeProto]], consts: set[str], outputs: set[str], depth: int = 0
+) -> list[onnx.NodeProto] | None:
+    """The Convs that read ``h``'s channels, directly or through ops that keep a channel's scale (a
+    GlobalAveragePool, a Mul by another tensor: a squeeze-and-excitation block's pooling and its rescale), so
+    that scaling their input channels by K^-1 undoes h' = K h everywhere; None if any path reaches something
+    else (a graph output, an Add, a second use of h in one node)."""
+    rs = readers[h]
+    if h in outputs or not rs or depth > 3:
+        return None
+    out: list[onnx.NodeProto] = []
+    for r in rs:
+        if r.op_type == "Conv" and r.input[0] == h and h not in r.input[1:] and r.input[1] in consts:
+            out.append(r)
+            continue
+        if r.op_type == "GlobalAveragePool" or (r.op_type == "Mul" and list(r.input).count(h) == 1):
+            more = _final_readers(r.output[0], readers, consts, outputs, depth + 1)
+            if more:
+                out += more
+                continue
+        return None
+    return list({id(n): n for n in out}.values())
 
 
 def factors(ch_min: np.ndarray, ch_max: np.ndarray, flat_below: float = -3.0) -> np.ndarray:
