@@ -600,7 +600,10 @@ def check_target(loaded: LoadedModel | Prepared, target: TargetSpec) -> TargetRe
     gelu_units = _gelu_units(gr, absorbed_into) if "Gelu" in target.ops else {}
     stays_float = _kept_float_by_quantize(prepared, target) if checked_as else frozenset()
     tflite = target.format is Format.TFLITE
-    gelu_erfs = _gelu_chain_erfs(gr) if tflite and any(n.op_type == "Erf" for n in gr.nodes) else frozenset()
+    # where the target lists Gelu, the chains' Erfs are absorbed into their Gelu unit and never judged alone
+    gelu_erfs = (
+        _gelu_chain_erfs(gr) if tflite and not gelu_units and any(n.op_type == "Erf" for n in gr.nodes) else frozenset()
+    )
     for idx, n in enumerate(gr.nodes):
         if n.op_type == "Constant" or n.op_type in QDQ_OPS or idx in absorbed_into:
             continue
