@@ -107,14 +107,14 @@ def test_bundled_model_every_conv_in_one_kernel(runtime: str, cache: Path) -> No
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_layer_times_add_up_to_bench(runtime: str, cache: Path) -> None:
     """Per-layer p50s + the runtime's fixed cost per call are within 10% of what bench's worker measures for
-    the same model and threads, in the same process. Rounds alternate which of the two runs first, and each
-    round gives one ratio of medians; the median of those ratios is compared. Pairing within a round is what
-    makes it hold on a shared CI machine: there a ~35 us model's round medians moved 31-43 us, and comparing
-    medians pooled over rounds (with bench always first and less warm) failed at 0.85 on one CI run."""
+    the same model and threads, in the same process. Rounds alternate which of the two runs first; each gives
+    one median per side, and the quietest round of each side is compared (noise only adds time). On a shared
+    machine a ~40 us model's round medians moved 40-96 us, so one round's ratio ranged 0.76-1.61 and even the
+    median of the round ratios failed at 1.40 once; the two minima of that run were 40.1 and 40.0 us."""
     from edgecnn.bench.worker import measure
 
     cfg = {"model": str(SAMPLE_MODEL), "runtime": runtime, "threads": 1, "warmup": 200, "iterations": 200}
-    ratios, pairs = [], []
+    pairs: list[tuple[float, float]] = []
     for i in range(8):  # round 0 warms both paths (its profile ran cold: 31 us against 40 on a CI run); dropped
         order = ("bench", "profile") if i % 2 else ("profile", "bench")
         got: dict[str, float] = {}
@@ -127,9 +127,9 @@ def test_layer_times_add_up_to_bench(runtime: str, cache: Path) -> None:
                 got[what] = sum(r.p50_us for r in rep.layers) + rep.ceilings.fixed_call_us
         if i == 0:
             continue
-        ratios.append(got["profile"] / got["bench"])
-        pairs.append((round(got["profile"], 1), round(got["bench"], 1)))
-    assert 0.9 <= statistics.median(ratios) <= 1.1, pairs
+        pairs.append((got["profile"], got["bench"]))
+    quiet = min(p for p, _ in pairs) / min(b for _, b in pairs)
+    assert 0.9 <= quiet <= 1.1, (quiet, [(round(p, 1), round(b, 1)) for p, b in pairs])
     assert res["timer_resolution_ns"] > 0 and res["timer_empty_call_ns"] >= res["timer_resolution_ns"]
 
 
