@@ -200,6 +200,7 @@ def test_ctrl_c_leaves_a_consistent_folder_that_resumes(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "edgecnn", "run", str(pipe), "--out", str(run_dir)],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,  # its own process group: a failure below can kill whatever it left running
     )  # fmt: skip
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # wait for the manifest to say that bench is running
@@ -213,8 +214,12 @@ def test_ctrl_c_leaves_a_consistent_folder_that_resumes(tmp_path: Path) -> None:
     else:
         proc.kill()
         pytest.fail("bench never started")
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    proc.send_signal(signal.SIGINT)  # to `run` only: it must pass the interrupt on to the step's process
+    try:
+        _, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # a step left running holds the pipes open; stop it for the next tests
+        raise
     assert proc.returncode == 130, err[-2000:]
     assert "interrupted during step 'bench'" in err and "Traceback" not in err
     m = manifest(run_dir)
@@ -225,6 +230,35 @@ def test_ctrl_c_leaves_a_consistent_folder_that_resumes(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr[-2000:]
     st = statuses(run_dir)
     assert st["quantize-int8"] == ("ok", True) and st["bench"] == ("ok", False)
+
+
+def test_an_interrupt_during_the_steps_fork_still_stops_the_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C held while the step's process is forked is raised as that block ends: the step must still get
+    the signal and be waited for. Raised outside the cleanup, it once left `edgecnn bench` (10M iterations)
+    running after `run` had exited, holding the caller's pipes open."""
+    from edgecnn import interrupts
+    from edgecnn.pipeline import run as pipeline_run
+
+    made: list[subprocess.Popen[str]] = []
+    real = subprocess.Popen
+
+    def popen_then_interrupt(*a: object, **k: object) -> subprocess.Popen[str]:
+        p = real(*a, **k)  # type: ignore[call-overload]
+        made.append(p)
+        os.kill(os.getpid(), signal.SIGINT)  # arrives while the fork's block holds interrupts
+        return p
+
+    monkeypatch.setattr(pipeline_run.subprocess, "Popen", popen_then_interrupt)
+    argv = ["bench", str(MODEL), "-r", "ort", "--threads", "1", "-n", "10000000"]
+    try:
+        with interrupts.handling_signals(), pytest.raises(KeyboardInterrupt):
+            pipeline_run._run_child(argv, lambda line: None)
+        assert len(made) == 1 and made[0].poll() is not None  # stopped and reaped, not left running
+    finally:
+        for p in made:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
 
 
 @pytest.mark.parametrize(

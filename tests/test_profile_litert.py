@@ -70,7 +70,8 @@ def test_bundled_model_ops_map_to_onnx_nodes(cache: Path) -> None:
 
 def test_layer_times_add_up_to_bench_on_the_tflite_export(sample_tflite: Path, cache: Path) -> None:
     """The .tflite export of the bundled model: op p50s + the fixed cost per call within 10% of what bench's
-    worker measures for the same file and threads (medians of 5 alternating rounds)."""
+    worker measures for the same file and threads (the quietest of 5 alternating rounds on each side: on a loaded
+    machine the rounds ranged 33-54 us and the ratio of medians fell to 0.76 while the minima were 33.3/33.2)."""
     from edgecnn.bench.worker import measure
 
     cfg = {"model": str(sample_tflite), "runtime": "litert", "threads": 1, "warmup": 50, "iterations": 300}
@@ -80,7 +81,7 @@ def test_layer_times_add_up_to_bench_on_the_tflite_export(sample_tflite: Path, c
         bench.append(statistics.median(res["samples_ns"]) / 1e3)
         rep = profile_model(sample_tflite, "litert", threads=1, runs=150, cache_dir=cache)
         accounted.append(sum(r.p50_us for r in rep.layers) + rep.ceilings.fixed_call_us)
-    ratio = statistics.median(accounted) / statistics.median(bench)
+    ratio = min(accounted) / min(bench)  # each side's quietest round: noise only adds time
     assert 0.9 <= ratio <= 1.1, (accounted, bench)
     assert res["timed_call"] == "InterpreterWrapper.Invoke"
 

@@ -216,16 +216,19 @@ def _run_child(argv: Sequence[str], echo_err: Echo) -> tuple[int, str]:
     """Run `edgecnn ARGV` in a fresh process; stdout goes straight through, stderr is echoed and kept."""
     from edgecnn import interrupts
 
-    with interrupts.deferred():  # no interrupt inside fork; raised right after, with the child known
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "edgecnn", *argv],
-            stderr=subprocess.PIPE,
-            text=True,
-            errors="replace",
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+    proc: subprocess.Popen[str] | None = None
     last: list[str] = []
     try:
+        # No interrupt inside fork; one that arrived meanwhile is raised as the block ends, inside this try, so
+        # the child is known and gets the signal too (raised before the try, it left the step running).
+        with interrupts.deferred():
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "edgecnn", *argv],
+                stderr=subprocess.PIPE,
+                text=True,
+                errors="replace",
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
         assert proc.stderr is not None
         for line in proc.stderr:
             line = line.rstrip("\n")
@@ -236,7 +239,7 @@ def _run_child(argv: Sequence[str], echo_err: Echo) -> tuple[int, str]:
     except BaseException as e:
         # Ctrl-C or SIGTERM: the child may not have seen it (a signal sent to this process only); pass the same
         # signal on and give the child time to clean up its own temporary files before it is killed.
-        if proc.poll() is None:
+        if proc is not None and proc.poll() is None:
             from edgecnn.interrupts import Terminated
 
             proc.send_signal(signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
