@@ -27,9 +27,8 @@ measured faster than a uniform depthwise gate there.
 Which blocks: a Conv with constant weights whose only reader is a HardSwish, whose every reader is a Conv
 with constant weights reading it as its data input, directly or through a GlobalAveragePool or a Mul by
 another tensor (a squeeze-and-excitation block: its first Conv and the projection Conv both get K^-1); not
-the stem (a conv reading a graph input, which the
-ORT policy keeps float with its HardSwish). A block whose channels already share a range (largest k below
-``MIN_SPREAD``) is left alone. ``edgecnn.quantize.api`` decides whether the equalized model ships: only when
+the stem (a conv reading a graph input, which the ORT policy keeps float with its HardSwish). A block whose
+channels already share a range (largest k below ``MIN_SPREAD``) is left alone. ``edgecnn.quantize.api`` decides whether the equalized model ships: only when
 its quantized output is measured closer to float on the calibration images (``QuantizeReport.equalize_check``).
 """
 
@@ -47,7 +46,7 @@ from edgecnn.quantize.estimators import Consumer, flat_beyond, tensor_consumers
 
 # K is capped: a channel 64x narrower than the widest gets 64x, not more (K^-1 = m/127 needs m >= 2).
 K_MAX = 64.0
-# Blocks whose largest factor is below this keep their weights (they would only gain a Mul).
+# Blocks whose largest factor is below this keep their weights (a depthwise gate for little gain).
 MIN_SPREAD = 4.0
 
 
