@@ -115,7 +115,13 @@ def test_layer_times_add_up_to_bench(runtime: str, cache: Path) -> None:
 
     cfg = {"model": str(SAMPLE_MODEL), "runtime": runtime, "threads": 1, "warmup": 200, "iterations": 200}
     pairs: list[tuple[float, float]] = []
-    for i in range(8):  # round 0 warms both paths (its profile ran cold: 31 us against 40 on a CI run); dropped
+    quiet = 0.0
+    # Round 0 warms both paths (its profile ran cold: 31 us against 40 on a CI run) and is dropped. At least 7
+    # rounds count; up to 16 while either side has not yet had a quiet one (a suite run on a noisy VM gave the
+    # profile side no round under 53.9 us in 7, against 41.6 for bench; alone, the same test passes).
+    for i in range(17):
+        if len(pairs) >= 7 and 0.9 <= quiet <= 1.1:
+            break
         order = ("bench", "profile") if i % 2 else ("profile", "bench")
         got: dict[str, float] = {}
         for what in order:
@@ -128,7 +134,7 @@ def test_layer_times_add_up_to_bench(runtime: str, cache: Path) -> None:
         if i == 0:
             continue
         pairs.append((got["profile"], got["bench"]))
-    quiet = min(p for p, _ in pairs) / min(b for _, b in pairs)
+        quiet = min(p for p, _ in pairs) / min(b for _, b in pairs)
     assert 0.9 <= quiet <= 1.1, (quiet, [(round(p, 1), round(b, 1)) for p, b in pairs])
     assert res["timer_resolution_ns"] > 0 and res["timer_empty_call_ns"] >= res["timer_resolution_ns"]
 
