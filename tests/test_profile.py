@@ -18,6 +18,7 @@ from edgecnn.report.plots import plots_available
 from tests.cli_helpers import assert_one_line_error, invoke, run_cli
 from tests.conftest import CALIB_DIR, SAMPLE_MODEL
 from tests.onnx_builders import make_model, rng_w, save, small_cnn
+from tests.timing import quietest_ratio
 
 RUNTIMES = ("ort", "openvino")
 
@@ -108,33 +109,24 @@ def test_bundled_model_every_conv_in_one_kernel(runtime: str, cache: Path) -> No
 def test_layer_times_add_up_to_bench(runtime: str, cache: Path) -> None:
     """Per-layer p50s + the runtime's fixed cost per call are within 10% of what bench's worker measures for
     the same model and threads, in the same process. Rounds alternate which of the two runs first; each gives
-    one median per side, and the quietest round of each side is compared (noise only adds time). On a shared
+    one median per side, and the quietest round of each side is compared (tests/timing.py). On a shared
     machine a ~40 us model's round medians moved 40-96 us, so one round's ratio ranged 0.76-1.61 and even the
     median of the round ratios failed at 1.40 once; the two minima of that run were 40.1 and 40.0 us."""
     from edgecnn.bench.worker import measure
 
     cfg = {"model": str(SAMPLE_MODEL), "runtime": runtime, "threads": 1, "warmup": 200, "iterations": 200}
-    pairs: list[tuple[float, float]] = []
-    quiet = 0.0
-    # Round 0 warms both paths (its profile ran cold: 31 us against 40 on a CI run) and is dropped. At least 7
-    # rounds count; up to 16 while either side has not yet had a quiet one (a suite run on a noisy VM gave the
-    # profile side no round under 53.9 us in 7, against 41.6 for bench; alone, the same test passes).
-    for i in range(17):
-        if len(pairs) >= 7 and 0.9 <= quiet <= 1.1:
-            break
-        order = ("bench", "profile") if i % 2 else ("profile", "bench")
-        got: dict[str, float] = {}
-        for what in order:
-            if what == "bench":
-                res = measure(cfg)
-                got[what] = statistics.median(res["samples_ns"]) / 1e3
-            else:
-                rep = profile_model(SAMPLE_MODEL, runtime, threads=1, runs=100, cache_dir=cache)
-                got[what] = sum(r.p50_us for r in rep.layers) + rep.ceilings.fixed_call_us
-        if i == 0:
-            continue
-        pairs.append((got["profile"], got["bench"]))
-        quiet = min(p for p, _ in pairs) / min(b for _, b in pairs)
+    res: dict = {}
+
+    def bench() -> float:
+        res.update(measure(cfg))
+        return statistics.median(res["samples_ns"]) / 1e3
+
+    def profile() -> float:
+        rep = profile_model(SAMPLE_MODEL, runtime, threads=1, runs=100, cache_dir=cache)
+        return sum(r.p50_us for r in rep.layers) + rep.ceilings.fixed_call_us
+
+    # the first round warms both paths (its profile ran cold: 31 us against 40 on a CI run) and is not counted
+    quiet, pairs = quietest_ratio(profile, bench, lo=0.9, hi=1.1, rounds=7, warm=True)
     assert 0.9 <= quiet <= 1.1, (quiet, [(round(p, 1), round(b, 1)) for p, b in pairs])
     assert res["timer_resolution_ns"] > 0 and res["timer_empty_call_ns"] >= res["timer_resolution_ns"]
 

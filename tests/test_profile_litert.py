@@ -19,6 +19,7 @@ from edgecnn.runtimes.litert import one_op_models
 from tests.cli_helpers import assert_one_line_error, invoke, run_cli
 from tests.conftest import CALIB_DIR, SAMPLE_MODEL
 from tests.onnx_builders import make_model, rng_w, save
+from tests.timing import quietest_ratio
 
 pytest.importorskip("ai_edge_litert")  # installed here and in CI; the import guard only names the dependency
 
@@ -70,19 +71,23 @@ def test_bundled_model_ops_map_to_onnx_nodes(cache: Path) -> None:
 
 def test_layer_times_add_up_to_bench_on_the_tflite_export(sample_tflite: Path, cache: Path) -> None:
     """The .tflite export of the bundled model: op p50s + the fixed cost per call within 10% of what bench's
-    worker measures for the same file and threads (the quietest of 5 alternating rounds on each side: on a loaded
-    machine the rounds ranged 33-54 us and the ratio of medians fell to 0.76 while the minima were 33.3/33.2)."""
+    worker measures for the same file and threads, each side's quietest round compared (tests/timing.py): on a
+    loaded machine the rounds ranged 33-54 us and the ratio of medians fell to 0.76 while the minima were 33.3/33.2."""
     from edgecnn.bench.worker import measure
 
     cfg = {"model": str(sample_tflite), "runtime": "litert", "threads": 1, "warmup": 50, "iterations": 300}
-    accounted, bench = [], []
-    for _ in range(5):
-        res = measure(cfg)
-        bench.append(statistics.median(res["samples_ns"]) / 1e3)
+    res: dict = {}
+
+    def bench() -> float:
+        res.update(measure(cfg))
+        return statistics.median(res["samples_ns"]) / 1e3
+
+    def accounted() -> float:
         rep = profile_model(sample_tflite, "litert", threads=1, runs=150, cache_dir=cache)
-        accounted.append(sum(r.p50_us for r in rep.layers) + rep.ceilings.fixed_call_us)
-    ratio = min(accounted) / min(bench)  # each side's quietest round: noise only adds time
-    assert 0.9 <= ratio <= 1.1, (accounted, bench)
+        return sum(r.p50_us for r in rep.layers) + rep.ceilings.fixed_call_us
+
+    ratio, pairs = quietest_ratio(accounted, bench, lo=0.9, hi=1.1, rounds=5)
+    assert 0.9 <= ratio <= 1.1, (ratio, [(round(p, 1), round(b, 1)) for p, b in pairs])
     assert res["timed_call"] == "InterpreterWrapper.Invoke"
 
 
