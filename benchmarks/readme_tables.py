@@ -49,6 +49,8 @@ BLOCKS: dict[str, tuple[str, tuple[str, dict[str, str]]]] = {
     "harness": ("harness_vs_benchmark_app:readme_table", ("harness_vs_benchmark_app", {})),
     "harness_litert": ("harness_litert_variants:readme_table", ("harness_litert_variants", {})),
     "harness_litert_verdict": ("harness_litert_variants:readme_verdict", ("harness_litert_variants", {})),
+    "profile_accuracy": ("profile_accuracy:readme_table", ("profile_accuracy", {})),
+    "profile_accuracy_verdict": ("profile_accuracy:readme_verdict", ("profile_accuracy", {})),
     "profile_cases": ("profile_cases:readme_table", ("profile_cases", {})),
     "profile_cases_said": ("profile_cases:readme_sentences", ("profile_cases", {})),
     "ray_calibration": ("ray_calibration:readme_table", ("ray_calibration", {})),

