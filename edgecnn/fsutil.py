@@ -235,20 +235,28 @@ def glob_escape(name: str) -> str:
     return re.sub(r"([*?\[])", r"[\1]", name)
 
 
+_open_dirs: dict[str, int] = {}  # temp_dir folders whose block has not ended -> the pid that made them
+
+
 @contextlib.contextmanager
 def temp_dir(kind: str, dir: Path | str | None = None) -> Iterator[Path]:
-    """A private temp folder ``edgecnn-KIND-PID-RAND``, removed on exit, on Ctrl-C and on SIGTERM."""
+    """A private temp folder ``edgecnn-KIND-PID-RAND``, removed on exit, on Ctrl-C and on SIGTERM. It is also
+    recorded until its block ends, for ``remove_owned()``: an interrupt raised in contextlib's own frames (after
+    ``__enter__`` got the folder, before the ``with`` body starts) leaves this generator suspended, and the
+    ``os._exit`` of an interrupted command never resumes it (a SIGTERM test left one behind that way)."""
     if dir is None:
         sweep_stale()
     path: str | None = None
     try:
         with deferred():
             path = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{kind}-{os.getpid()}-", dir=dir)
+            _open_dirs[path] = os.getpid()
         yield Path(path)
     finally:
         if path is not None:
             with deferred():  # a second Ctrl-C must not cut the cleanup short
                 shutil.rmtree(path, ignore_errors=True)
+                _open_dirs.pop(path, None)
 
 
 _owned: list[weakref.finalize] = []  # folders tied to an object's lifetime, removed at the latest by remove_owned()
@@ -278,11 +286,16 @@ def release(path: Path) -> None:
 
 
 def remove_owned() -> None:
-    """Remove every folder from ``owned_temp_dir`` whose owner is still alive."""
+    """Remove every folder from ``owned_temp_dir`` whose owner is still alive, and every ``temp_dir`` folder of
+    this process whose block has not ended (an interrupted command calls this before ``os._exit``)."""
     with deferred():
         for f in _owned:
             f()
         _owned.clear()
+        for path, pid in list(_open_dirs.items()):
+            if pid == os.getpid():
+                shutil.rmtree(path, ignore_errors=True)
+            _open_dirs.pop(path, None)
 
 
 # -- atomic outputs -----------------------------------------------------------------------------------

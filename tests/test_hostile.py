@@ -1715,6 +1715,29 @@ def test_a_session_s_temp_folder_goes_with_its_owner_on_release_and_on_interrupt
     assert not dirs[2].exists()  # ... and the interrupt path removed it anyway
 
 
+def test_a_temp_folder_whose_block_was_cut_short_goes_on_the_interrupt_exit(tmp_path: Path) -> None:
+    """An interrupt raised in contextlib's frames after ``temp_dir``'s ``__enter__`` made the folder, before the
+    ``with`` body, leaves its generator suspended; the interrupted command's ``os._exit`` (exit 143) never
+    resumes it, so the folder must be removed by the exit path itself. `sensitivity` under a real SIGTERM left
+    one behind this way. The process stops exactly there; a block that ended is not touched twice."""
+    code = (
+        "from edgecnn.fsutil import temp_dir\n"
+        "from edgecnn.cli import _exit\n"
+        "with temp_dir('done'):\n    pass\n"
+        "cm = temp_dir('cut')\n"
+        "cm.__enter__()\n"
+        "_exit(143)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], env=_env(tmp_path), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 143, r.stderr
+    assert _ours(tmp_path) == []
+    # control: a bare os._exit (what the exit path does after its cleanup) leaves the cut-short folder
+    ctl = code.replace("_exit(143)", "import os; os._exit(143)")
+    r = subprocess.run([sys.executable, "-c", ctl], env=_env(tmp_path), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 143, r.stderr
+    assert [p.name.split("-")[1] for p in _ours(tmp_path)] == ["cut"]
+
+
 # -- interrupts for every command that writes: a real SIGTERM/SIGINT mid-work, then nothing left behind ----
 def _descendants(pid: int) -> list[int]:
     out, todo = [], [pid]
