@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -430,6 +431,71 @@ def test_detector_runs_in_integer_on_ort_and_beats_quantize_static(data: dict[st
     q2, _ = edgecnn_int8(data["det"], data["calib"], tmp_path / "det_f.onnx", exclude=frozenset({"Sigmoid", "Mul"}))
     ops2 = ort_runs(q2, tmp_path)
     assert ops2["QLinearSigmoid"] == 0 and ops2["activation Q/DQ"] > 10
+
+
+def _q_scales(path: Path) -> dict[str, float]:
+    """The scale of each activation's QuantizeLinear, by the tensor it quantizes."""
+    m = onnx.load(str(path))
+    inits = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
+    return {n.input[0]: float(np.ravel(inits[n.input[1]])[0]) for n in m.graph.node if n.op_type == "QuantizeLinear"}
+
+
+def _ov_requantizations(path: Path) -> list[str]:
+    """OpenVINO CPU kernels that convert integers from one grid to another: the "Subgraph" layers of the
+    compiled model other than the model input's quantization."""
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    return [
+        op.get_friendly_name()
+        for op in compiled.get_runtime_model().get_ops()
+        if op.get_rt_info()["layerType"].astype(str) == "Subgraph" and not op.get_friendly_name().startswith("input")
+    ]
+
+
+CONCAT_GROUPS = (  # a Concat, its inputs, and the tensors they are copies of (through Split, MaxPool, Resize)
+    ("c2f.cv1", "y0", "y1", "c2f.m.add", "c2f.cat"),
+    ("c2f.cv2", "mp0", "mp1", "mp2", "sppf.cat"),
+    ("down", "up", "sppf.cv2", "neck.cat"),
+)
+
+
+def test_concat_sources_share_one_grid_on_openvino(
+    data: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--runtime openvino: each Concat of the detector block, its inputs and their sources (the C2f Split's
+    input, the residual Add that also feeds the next block, the MaxPool chain's start, the Resize's input) are on
+    one grid, so OpenVINO compiles no requantizing kernel; the outputs are at least as close to FP32.
+    Negative control: with ONNX Runtime's rule (only inputs that feed nothing else join), the shared inputs keep
+    their own grids and OpenVINO requantizes them in kernels of their own."""
+    q, _ = edgecnn_int8(data["det"], data["calib"], tmp_path / "ov.onnx", runtime="openvino", scheme=OPENVINO_CPU)
+    scales = _q_scales(q)
+    for group in CONCAT_GROUPS:
+        assert len({scales[t] for t in group}) == 1, {t: scales[t] for t in group}
+    assert _ov_requantizations(q) == []
+
+    monkeypatch.setitem(OP_POLICIES, "openvino", replace(OPENVINO_POLICY, unify_concat_sources=False))
+    ctl, _ = edgecnn_int8(data["det"], data["calib"], tmp_path / "ctl.onnx", runtime="openvino", scheme=OPENVINO_CPU)
+    ctl_scales = _q_scales(ctl)
+    assert ctl_scales["c2f.cv1"] != ctl_scales["c2f.cat"] and ctl_scales["sppf.cv2"] != ctl_scales["neck.cat"]
+    assert len(_ov_requantizations(ctl)) >= 2
+
+    x = tensors(data["eval"])
+    ref, ours, theirs = outputs(data["det"], x), outputs(q, x, "openvino"), outputs(ctl, x, "openvino")
+    for k in range(2):
+        assert sqnr(ref[k], ours[k]) >= sqnr(ref[k], theirs[k]) - 0.1, k
+
+
+def test_ort_keeps_a_shared_concat_input_on_its_own_grid(data: dict[str, Path], tmp_path: Path) -> None:
+    """ONNX Runtime's QLinearConcat requantizes its inputs inside the one kernel: only inputs that feed nothing
+    else share the Concat's grid (the MaxPool chain's last output), a shared one (the C2f Split's input, also
+    read by the bottleneck) keeps its own; the sources of a .tflite's CONCATENATION share it (integer policy)."""
+    q, _ = edgecnn_int8(data["det"], data["calib"], tmp_path / "ort.onnx", runtime="ort")
+    scales = _q_scales(q)
+    assert scales["mp2"] == scales["sppf.cat"] and scales["c2f.cv1"] != scales["c2f.cat"]
+    q, _ = edgecnn_int8(data["det"], data["calib"], tmp_path / "int.onnx", runtime="integer", scheme=OPENVINO_CPU)
+    scales = _q_scales(q)
+    assert all(len({scales[t] for t in group}) == 1 for group in CONCAT_GROUPS)
 
 
 def test_op_without_integer_kernel_stays_float_with_a_reason(data: dict[str, Path], tmp_path: Path) -> None:

@@ -102,6 +102,13 @@ class OpPolicy:
     # five ops ran one by one, and INT8 was slower than FP32 on a ConvNeXt-style model
     # (benchmarks/gelu_placement.py, "chain" vs "default").
     contrib_gelu: bool = False
+    # One grid for a Concat, every input and the tensors those inputs are copies of (through Split, MaxPool,
+    # Resize, Reshape, ...), even where they have other readers; by default only inputs that feed nothing else
+    # join. OpenVINO requantizes each Concat input on another grid in a kernel of its own (26 on yolo320's C2f
+    # blocks, where a Split output and a residual Add feed the Concat and the next block) and a .tflite inserts
+    # a QUANTIZE per such input; NNCF unifies scales the same way. ONNX Runtime's QLinearConcat requantizes
+    # inside the one kernel, and the wider shared grid cost its yolo320 0.5 dB output SQNR, so it keeps the default.
+    unify_concat_sources: bool = False
 
     def reason(self, op_type: str) -> str:
         return self.float_reasons.get(op_type, f"{op_type} has no integer kernel on {self.name}")
@@ -167,6 +174,7 @@ OPENVINO_POLICY = OpPolicy(
     hard_sigmoid_as_eltwise=True,
     post_op_affine=True,
     per_channel_depthwise=True,
+    unify_concat_sources=True,
 )
 # OpenVINO CPU, every op with an integer form wrapped in Q/DQ, activations included ("openvino-int"). It was
 # the --runtime openvino default until a quiet rerun of benchmarks/real_models.py (OpenVINO 2026.4, AMX)
@@ -181,11 +189,14 @@ OPENVINO_INT_POLICY = OpPolicy(
         for op in ("HardSwish", "HardSigmoid")
     },
     float_tail=True,
+    unify_concat_sources=True,
 )
 # Integer-only accelerators and LiteRT/XNNPACK: everything that has an integer form gets Q/DQ.
 # Sub too: TFLite SUB and the integer accelerators run it quantized (ONNX Runtime has no QLinearSub, so its
 # policies leave it float; a YOLO decode's Sub was the one float op of an otherwise integer model on QNN HTP)
-INTEGER_POLICY = OpPolicy(name="integer", integer_ops=ARITH_OPS | UNARY_OPS | PASS_THROUGH | {"Sub"})
+INTEGER_POLICY = OpPolicy(
+    name="integer", integer_ops=ARITH_OPS | UNARY_OPS | PASS_THROUGH | {"Sub"}, unify_concat_sources=True
+)
 OP_POLICIES = {
     "ort": ORT_POLICY,
     "ort-decompose": ORT_DECOMPOSE_POLICY,
@@ -223,6 +234,7 @@ class QdqPlan:
     # Activations read only by depthwise convs, with one grid per channel (axis 1; OpPolicy.per_channel_depthwise)
     per_channel: tuple[str, ...] = ()
     contrib_gelu: bool = False  # the exact GELU chain written as one com.microsoft.Gelu (OpPolicy field)
+    unify_concat_sources: bool = False  # a Concat's grid reaches its inputs' sources (OpPolicy field)
 
 
 @dataclass(kw_only=True)
@@ -506,6 +518,7 @@ def plan(
         absorb_affine=policy.absorb_affine,
         per_channel=per_channel,
         contrib_gelu=policy.contrib_gelu,
+        unify_concat_sources=policy.unify_concat_sources,
     )
 
 
@@ -964,8 +977,11 @@ def _unify_concats(
     the_plan: QdqPlan,
     ranges: dict[str, tuple[float, float]],
 ) -> dict[str, tuple[float, float]]:
-    """One range for a quantized Concat and those of its inputs that feed nothing else: the runtime then
-    concatenates integers as they are (a copy) instead of requantizing each input (NNCF's unified scales)."""
+    """One range for a quantized Concat and its inputs, so that the runtime concatenates integers as they are
+    (a copy) instead of requantizing each input (NNCF's unified scales). By default an input joins only if it
+    feeds nothing else. With ``unify_concat_sources`` every input joins, traced back through quantized
+    pass-through ops (which write their input's grid) to the tensor whose grid it is, and Concats that share
+    such a source share one range (the union over the group)."""
     concats = set(the_plan.concats)
     if not concats:
         return ranges
@@ -973,13 +989,44 @@ def _unify_concats(
     for n in nodes:
         for i in n.input:
             uses[i] = uses.get(i, 0) + 1
-    out = dict(ranges)
+    quantized = set(the_plan.quantized_nodes)
+    producer = {o: n for n in nodes for o in n.output}
+    per_channel = set(the_plan.per_channel)
+
+    def source(t: str) -> str:
+        for _ in range(len(nodes)):
+            p = producer.get(t)
+            if p is None or keys[id(p)] not in quantized or p.op_type not in PASS_THROUGH or p.input[0] not in ranges:
+                break
+            t = p.input[0]
+        return t
+
+    parent: dict[str, str] = {}
+
+    def find(t: str) -> str:
+        parent.setdefault(t, t)
+        while parent[t] != t:
+            parent[t] = parent[parent[t]]
+            t = parent[t]
+        return t
+
     for n in nodes:
-        if keys[id(n)] not in concats or n.output[0] not in out:
+        if keys[id(n)] not in concats or n.output[0] not in ranges:
             continue
-        group = [n.output[0], *(i for i in n.input if uses.get(i, 0) == 1 and i in out)]
-        lo = min(out[t][0] for t in group)
-        hi = max(out[t][1] for t in group)
+        if the_plan.unify_concat_sources:
+            joined = (source(i) for i in n.input if i in ranges)
+        else:
+            joined = (i for i in n.input if uses.get(i, 0) == 1 and i in ranges)
+        group = [t for t in (n.output[0], *joined) if t not in per_channel]
+        for t in group:
+            parent[find(t)] = find(group[0])
+    members: dict[str, list[str]] = {}
+    for t in parent:
+        members.setdefault(find(t), []).append(t)
+    out = dict(ranges)
+    for group in members.values():
+        lo = min(ranges[t][0] for t in group)
+        hi = max(ranges[t][1] for t in group)
         for t in group:
             out[t] = (lo, hi)
     return out
