@@ -48,7 +48,14 @@ from edgecnn.errors import BadInputError, ModelError
 from edgecnn.export.tflite_writer import TFLiteBuilder
 from edgecnn.fsutil import temp_dir
 from edgecnn.graph.external import externalized_copy, to_array
-from edgecnn.graph.load import dims_of, dynamic_inputs_message, graph_inputs, infer_shapes_inplace, is_dynamic
+from edgecnn.graph.load import (
+    dims_of,
+    dynamic_inputs_message,
+    graph_inputs,
+    infer_shapes_inplace,
+    is_dynamic,
+    node_attr,
+)
 from edgecnn.graph.passes import (
     _fold_constants,
     _remove_identities,
@@ -278,11 +285,13 @@ def _fold_quantized_shape_inputs(m: onnx.ModelProto, base_dir: Path | None) -> N
     DequantizeLinear of a constant (ORT's quantize_static does this to Resize scales) becomes that constant as
     written, so that shape inference knows the output shape; a DequantizeLinear of an integer initializer is
     evaluated."""
-    consts = [n for n in m.graph.node if n.op_type == "Constant" and _attr(n, "value") is not None]
+    consts = [n for n in m.graph.node if n.op_type == "Constant" and node_attr(n, "value") is not None]
     if consts:  # Constant nodes with a tensor value are initializers (exporters write both)
         for n in consts:
-            m.graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(_attr(n, "value")), n.output[0]))
-        keep = [n for n in m.graph.node if not (n.op_type == "Constant" and _attr(n, "value") is not None)]
+            m.graph.initializer.append(
+                numpy_helper.from_array(numpy_helper.to_array(node_attr(n, "value")), n.output[0])
+            )
+        keep = [n for n in m.graph.node if not (n.op_type == "Constant" and node_attr(n, "value") is not None)]
         del m.graph.node[:]
         m.graph.node.extend(keep)
     inits = {t.name: t for t in m.graph.initializer}
@@ -372,8 +381,8 @@ def _shapes_to_constants(m: onnx.ModelProto) -> bool:
             if n.op_type == "Size":
                 value = np.array(int(np.prod(s)), np.int64)
             else:
-                start = _attr(n, "start", 0)
-                end = _attr(n, "end", None)
+                start = node_attr(n, "start", 0)
+                end = node_attr(n, "end", None)
                 value = s[start:end]
             m.graph.initializer.append(numpy_helper.from_array(value, n.output[0]))
             changed = True
@@ -393,13 +402,6 @@ def _same_pads(in_hw: Sequence[int], k: Sequence[int], strides: Sequence[int], d
         total = max((size - 1) * strides[i] + (k[i] - 1) * dil[i] + 1 - in_hw[i], 0)
         out.append((total // 2, total - total // 2))
     return [out[0][0], out[1][0], out[0][1], out[1][1]]
-
-
-def _attr(node: onnx.NodeProto, name: str, default: Any = None) -> Any:
-    for a in node.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
 
 
 def _is_nchw_image(shape: Sequence[int], spec_layout: str | None) -> bool:
@@ -626,7 +628,7 @@ class _Converter:
                 c = to_array(self.inits[n.input[0]], self.base_dir).astype(np.float64)
                 scale = self.const(n.input[1]).astype(np.float64)
                 zp_arr = self.const(n.input[2]) if len(n.input) > 2 and n.input[2] else np.zeros((), np.uint8)
-                axis = int(_attr(n, "axis", 1))
+                axis = int(node_attr(n, "axis", 1))
                 if scale.size > 1:
                     shape = [1] * c.ndim
                     shape[axis % c.ndim] = -1
@@ -651,7 +653,7 @@ class _Converter:
                     if len(n.input) > 2 and n.input[2]
                     else np.zeros_like(scale, np.int64)
                 )
-                axis = int(_attr(n, "axis", 1))
+                axis = int(node_attr(n, "axis", 1))
                 if axis < 0:
                     axis += q.ndim
                 dq = _ConstDQ(q=q, scale=scale, zp=zp, axis=axis)
@@ -702,7 +704,7 @@ class _Converter:
         return float(np.asarray(self.const_float.get(name, self.const(name))).reshape(()))
 
     def _clip_bounds(self, n: onnx.NodeProto) -> tuple[float | None, float | None]:
-        lo, hi = _attr(n, "min"), _attr(n, "max")
+        lo, hi = node_attr(n, "min"), node_attr(n, "max")
         if len(n.input) > 1 and n.input[1]:
             lo = float(self._bound(n.input[1])) if self.is_const(n.input[1]) else "dyn"
         if len(n.input) > 2 and n.input[2]:
@@ -726,7 +728,7 @@ class _Converter:
             elem == onnx.TensorProto.UINT8
             and self.io == "float32"
             and bool(casts)
-            and all(c.op_type == "Cast" and int(_attr(c, "to")) == onnx.TensorProto.FLOAT for c in casts)
+            and all(c.op_type == "Cast" and int(node_attr(c, "to")) == onnx.TensorProto.FLOAT for c in casts)
         )
         if elem not in (onnx.TensorProto.FLOAT,) and not raw_bytes:
             raise UnsupportedOpError(
@@ -992,9 +994,9 @@ class _Converter:
     # -- pads ---------------------------------------------------------------------------------------
     def _spatial(self, n: onnx.NodeProto, in_hw: Sequence[int], k: Sequence[int]) -> tuple[str, list[int], list[int]]:
         """(padding, explicit pads [t, l, b, r] or [], strides) for a 2-D window op."""
-        strides = list(_attr(n, "strides", [1, 1]))
-        dil = list(_attr(n, "dilations", [1, 1]))
-        auto = _attr(n, "auto_pad", b"NOTSET")
+        strides = list(node_attr(n, "strides", [1, 1]))
+        dil = list(node_attr(n, "dilations", [1, 1]))
+        auto = node_attr(n, "auto_pad", b"NOTSET")
         auto = auto.decode() if isinstance(auto, bytes) else auto
         same = _same_pads(in_hw, k, strides, dil)
         if auto in ("SAME_UPPER",):
@@ -1002,7 +1004,9 @@ class _Converter:
         if auto == "VALID":
             return "VALID", [], strides
         # SAME_LOWER puts the extra pad at the top/left
-        pads = [same[2], same[3], same[0], same[1]] if auto == "SAME_LOWER" else list(_attr(n, "pads", [0, 0, 0, 0]))
+        pads = (
+            [same[2], same[3], same[0], same[1]] if auto == "SAME_LOWER" else list(node_attr(n, "pads", [0, 0, 0, 0]))
+        )
         if not any(pads):
             return "VALID", [], strides
         if pads == same:
@@ -1073,7 +1077,7 @@ class _Converter:
             w_real = (w_real.astype(np.float64) * f.reshape(-1, 1, 1, 1)).astype(w_real.dtype)
         cout, cin_g, kh, kw = w_real.shape
         cin = v.shape[1]
-        group = int(_attr(n, "group", 1))
+        group = int(node_attr(n, "group", 1))
         depthwise = group > 1 and group == cin and cin_g == 1
         if group > 1 and not depthwise and (cin % group or cout % group or cin_g * group != cin):
             raise self.unsupported(n, f"group={group} does not divide the channels", "group dividing C_in and C_out")
@@ -1084,7 +1088,7 @@ class _Converter:
             qp = None
         kind = "q" if qp is not None else "f"
         padding, pads, strides = self._spatial(n, v.shape[2:], (kh, kw))
-        dil = list(_attr(n, "dilations", [1, 1]))
+        dil = list(node_attr(n, "dilations", [1, 1]))
         src = self._pad(n, x, kind, pads) if pads else self.act(x, kind, True)
         opts: dict[str, Any] = {
             "padding": padding,
@@ -1127,7 +1131,7 @@ class _Converter:
     def _grouped_conv(self, n: onnx.NodeProto, ins: list[int], qp: _QP | None, opts: dict[str, Any]) -> None:
         v = self.emit(n, "CONV_2D", ins, qp, True, opts)
         self.b.set_op_version(self.b.num_ops - 1, 6)
-        self.notes.append(f"node '{n.name}' (Conv group={_attr(n, 'group')}) is a grouped CONV_2D (version 6)")
+        self.notes.append(f"node '{n.name}' (Conv group={node_attr(n, 'group')}) is a grouped CONV_2D (version 6)")
         del v
 
     def _fc(self, n: onnx.NodeProto, qp: _QP | None, x: str, w: str, w_real: np.ndarray, transposed: bool,
@@ -1162,11 +1166,11 @@ class _Converter:
     def _op_Gemm(self, n: onnx.NodeProto, qp: _QP | None) -> None:
         """FULLY_CONNECTED: alpha folded into the weights (their scales in int8), beta into the bias, transA as a
         TRANSPOSE of the 2-D input."""
-        alpha, beta = float(_attr(n, "alpha", 1.0)), float(_attr(n, "beta", 1.0))
+        alpha, beta = float(node_attr(n, "alpha", 1.0)), float(node_attr(n, "beta", 1.0))
         if not self.is_const(n.input[1]):
             raise self.unsupported(n, "B is computed at run time", "Gemm with constant B (MatMul for two activations)")
         w = self.const(n.input[1])
-        trans_b = bool(_attr(n, "transB", 0))
+        trans_b = bool(node_attr(n, "transB", 0))
         w_real = w if trans_b else w.T
         cout = w_real.shape[0]
         bname = n.input[2] if len(n.input) > 2 and n.input[2] else None
@@ -1181,7 +1185,7 @@ class _Converter:
         if qp is not None and alpha <= 0:
             qp = None
         x = n.input[0]
-        if _attr(n, "transA", 0):
+        if node_attr(n, "transA", 0):
             v = self.vals[x]
             kind = "q" if qp is not None else "f"
             src = self.act(x, kind, False)
@@ -1214,16 +1218,16 @@ class _Converter:
         v = self.vals[x]
         if len(v.shape) != 4:
             raise self.unsupported(n, f"{len(v.shape) - 2}-D transposed convolution", "2-D ConvTranspose")
-        if int(_attr(n, "group", 1)) != 1 or list(_attr(n, "dilations", [1, 1])) != [1, 1]:
+        if int(node_attr(n, "group", 1)) != 1 or list(node_attr(n, "dilations", [1, 1])) != [1, 1]:
             raise self.unsupported(n, "group or dilation other than 1", "ConvTranspose with group=1, dilations=1")
         w_real = self.const(wname)
         _cin, cout, kh, kw = w_real.shape
-        strides = list(_attr(n, "strides", [1, 1]))
+        strides = list(node_attr(n, "strides", [1, 1]))
         out_shape = list(self.shapes[n.output[0]])
-        pads = list(_attr(n, "pads", [0, 0, 0, 0]))
-        opad = list(_attr(n, "output_padding", [0, 0]))
+        pads = list(node_attr(n, "pads", [0, 0, 0, 0]))
+        opad = list(node_attr(n, "output_padding", [0, 0]))
         eff = [pads[0], pads[1], pads[2] - opad[0], pads[3] - opad[1]]  # t, l, b, r actually cropped
-        auto = _attr(n, "auto_pad", b"NOTSET")
+        auto = node_attr(n, "auto_pad", b"NOTSET")
         auto = auto.decode() if isinstance(auto, bytes) else auto
         padding = None
         if auto == "VALID" or (auto == "NOTSET" and not any(eff)):
@@ -1312,17 +1316,17 @@ class _Converter:
             return
         if len(v.shape) != 4:
             raise self.unsupported(n, f"{len(v.shape) - 2}-D pooling", "1-D or 2-D pooling")
-        k = list(_attr(n, "kernel_shape"))
-        if list(_attr(n, "dilations", [1, 1])) != [1, 1]:
+        k = list(node_attr(n, "kernel_shape"))
+        if list(node_attr(n, "dilations", [1, 1])) != [1, 1]:
             raise self.unsupported(n, "dilated pooling", "pooling with dilations 1")
         kind = "q" if qp is not None else "f"
         padding, pads, strides = self._spatial(n, v.shape[2:], k)
-        if builtin == "AVERAGE_POOL_2D" and _attr(n, "count_include_pad", 0) and padding == "SAME":
+        if builtin == "AVERAGE_POOL_2D" and node_attr(n, "count_include_pad", 0) and padding == "SAME":
             # TFLite's SAME average divides each edge window by its valid elements; count_include_pad=1 counts
             # the zeros of the padding too: pad explicitly with zeros and pool VALID (Caffe-style Inception pools)
             padding, pads = "VALID", _same_pads(v.shape[2:], k, strides, [1, 1])
         out_shape = self.shapes[n.output[0]]
-        if _attr(n, "ceil_mode", 0) and padding != "SAME":
+        if node_attr(n, "ceil_mode", 0) and padding != "SAME":
             # ceil_mode keeps a last window that runs past the end. For MaxPool that is extra padding at the
             # bottom/right with the lowest value (it never wins a max: every window holds an input value);
             # AveragePool would divide by a different count, so it stays refused.
@@ -1333,7 +1337,7 @@ class _Converter:
             if any(extra):
                 pads = [p[0], p[1], p[2] + extra[0], p[3] + extra[1]]
         if pads:
-            if builtin == "AVERAGE_POOL_2D" and not _attr(n, "count_include_pad", 0):
+            if builtin == "AVERAGE_POOL_2D" and not node_attr(n, "count_include_pad", 0):
                 raise self.unsupported(
                     n,
                     "asymmetric-to-TFLite padding with count_include_pad=0",
@@ -1379,7 +1383,7 @@ class _Converter:
         self._reduce(n, qp, "REDUCE_MAX", list(range(2, len(self.vals[n.input[0]].shape))), True)
 
     def _reduce_axes(self, n: onnx.NodeProto) -> list[int]:
-        axes = _attr(n, "axes")
+        axes = node_attr(n, "axes")
         if axes is None and len(n.input) > 1 and n.input[1]:
             axes = self.const(n.input[1]).tolist()
         if axes is None:
@@ -1387,10 +1391,10 @@ class _Converter:
         return [int(a) for a in axes]
 
     def _op_ReduceMean(self, n: onnx.NodeProto, qp: _QP | None) -> None:
-        self._reduce(n, qp, "MEAN", self._reduce_axes(n), bool(_attr(n, "keepdims", 1)))
+        self._reduce(n, qp, "MEAN", self._reduce_axes(n), bool(node_attr(n, "keepdims", 1)))
 
     def _op_ReduceMax(self, n: onnx.NodeProto, qp: _QP | None) -> None:
-        self._reduce(n, qp, "REDUCE_MAX", self._reduce_axes(n), bool(_attr(n, "keepdims", 1)))
+        self._reduce(n, qp, "REDUCE_MAX", self._reduce_axes(n), bool(node_attr(n, "keepdims", 1)))
 
     # -- elementwise ----------------------------------------------------------------------------------------
     def _elementwise(self, n: onnx.NodeProto, qp: _QP | None, builtin: str, operands: list[str] | None = None,
@@ -1564,7 +1568,7 @@ class _Converter:
         int8 (alpha > 0): MUL by alpha onto the grid (alpha * s_in, z_in) -- exact, every product lands on it --
         then ADD beta onto the output grid with a fused RELU (the clamp at 0), and MINIMUM 1 on the output grid
         when that grid reaches above 1. Float: MUL, ADD, MAXIMUM, MINIMUM."""
-        alpha, beta = float(_attr(n, "alpha", 0.2)), float(_attr(n, "beta", 0.5))
+        alpha, beta = float(node_attr(n, "alpha", 0.2)), float(node_attr(n, "beta", 0.5))
         x = n.input[0]
         v = self.vals[x]
         nhwc = v.nhwc
@@ -1594,7 +1598,7 @@ class _Converter:
             self.notes.append(f"node '{n.name}' (HardSigmoid) runs in float as MUL, ADD, MAXIMUM, MINIMUM")
 
     def _op_LeakyRelu(self, n: onnx.NodeProto, qp: _QP | None) -> None:
-        self._unary(n, qp, "LEAKY_RELU", {"alpha": float(_attr(n, "alpha", 0.01))})
+        self._unary(n, qp, "LEAKY_RELU", {"alpha": float(node_attr(n, "alpha", 0.01))})
 
     def _op_Clip(self, n: onnx.NodeProto, qp: _QP | None) -> None:
         kind = self._activation_kind(n)
@@ -1629,7 +1633,7 @@ class _Converter:
 
     def _op_BatchNormalization(self, n: onnx.NodeProto, qp: _QP | None) -> None:
         gamma, beta, mean, var = (self.const(i).astype(np.float64) for i in n.input[1:5])
-        eps = float(_attr(n, "epsilon", 1e-5))
+        eps = float(node_attr(n, "epsilon", 1e-5))
         f = gamma / np.sqrt(var + eps)
         b = beta - mean * f
         x = n.input[0]
@@ -1685,7 +1689,7 @@ class _Converter:
         x = n.input[0]
         v = self.vals[x]
         rank = len(v.shape)
-        perm = list(_attr(n, "perm", list(range(rank))[::-1]))
+        perm = list(node_attr(n, "perm", list(range(rank))[::-1]))
         kind = "q" if qp is not None else "f"
         in_nhwc = rank == 4 and ((kind, True) in v.reps or v.nhwc)
         src = self.act(x, kind, in_nhwc)
@@ -1726,7 +1730,7 @@ class _Converter:
             if c.op_type in ("QuantizeLinear", "DequantizeLinear") and depth < 4:
                 if any(self._wants_nhwc(o, depth + 1) for o in c.output):
                     return True
-            elif c.op_type in _NHWC_NATIVE or (c.op_type == "Softmax" and int(_attr(c, "axis", -1)) % 4 == 1):
+            elif c.op_type in _NHWC_NATIVE or (c.op_type == "Softmax" and int(node_attr(c, "axis", -1)) % 4 == 1):
                 return True
         return False
 
@@ -1758,7 +1762,7 @@ class _Converter:
                     t = self.b.add_tensor(f"{i}/requantized", shape, "int8", scale=[qp.scale], zero_point=[qp.zp])
                     self.b.add_op("QUANTIZE", [srcs[k]], [t])
                     srcs[k] = t
-        axis = int(_attr(n, "axis")) % rank
+        axis = int(node_attr(n, "axis")) % rank
         axis = _INV_P[axis] if nhwc else axis
         self.emit(n, "CONCATENATION", srcs, qp, nhwc, {"axis": axis})
 
@@ -1768,9 +1772,9 @@ class _Converter:
         kind = "q" if qp is not None else "f"
         nhwc = v.nhwc and len(v.shape) == 4
         src = self.act(x, kind, nhwc)
-        axis = self._axis(v, int(_attr(n, "axis", 0)), nhwc)
+        axis = self._axis(v, int(node_attr(n, "axis", 0)), nhwc)
         outs = [o for o in n.output]
-        sizes = [self.shapes[o][int(_attr(n, "axis", 0)) % len(v.shape)] for o in outs]
+        sizes = [self.shapes[o][int(node_attr(n, "axis", 0)) % len(v.shape)] for o in outs]
         tensors = []
         for o in outs:
             nv = self.new_val(o, self.shapes[o], kind, nhwc, qp)
@@ -1826,7 +1830,7 @@ class _Converter:
         if not self.is_const(idx) or self.is_const(x):
             raise self.unsupported(n, "indices computed at run time", "Gather with constant indices, or Slice")
         v = self.vals[x]
-        axis = int(_attr(n, "axis", 0)) % len(v.shape)
+        axis = int(node_attr(n, "axis", 0)) % len(v.shape)
         ind = self.const(idx).astype(np.int64)
         ind = np.where(ind < 0, ind + v.shape[axis], ind).astype(np.int32)
         kind = "q" if qp is not None else "f"
@@ -1840,20 +1844,20 @@ class _Converter:
     def _op_LRN(self, n: onnx.NodeProto, qp: _QP | None) -> None:
         """Across channels: ONNX divides by (bias + alpha/size * sum of squares over ``size`` channels)^beta;
         LOCAL_RESPONSE_NORMALIZATION sums over channel +- radius and multiplies by its alpha as it is (float)."""
-        size = int(_attr(n, "size"))
+        size = int(node_attr(n, "size"))
         if size % 2 == 0 or len(self.vals[n.input[0]].shape) != 4:
             raise self.unsupported(n, f"LRN size {size} (an even window is lopsided)", "LRN with an odd size on NCHW")
         if qp is not None:
             raise self.unsupported(n, "an int8 LRN (TFLite's kernel is float only)", "LRN kept float")
-        opts = {"radius": (size - 1) // 2, "bias": float(_attr(n, "bias", 1.0)),
-                "alpha": float(_attr(n, "alpha", 1e-4)) / size, "beta": float(_attr(n, "beta", 0.75))}  # fmt: skip
+        opts = {"radius": (size - 1) // 2, "bias": float(node_attr(n, "bias", 1.0)),
+                "alpha": float(node_attr(n, "alpha", 1e-4)) / size, "beta": float(node_attr(n, "beta", 0.75))}  # fmt: skip
         self.emit(n, "LOCAL_RESPONSE_NORMALIZATION", [self.act(n.input[0], "f", True)], None, True, opts)
 
     def _op_Softmax(self, n: onnx.NodeProto, qp: _QP | None, builtin: str = "SOFTMAX") -> None:
         x = n.input[0]
         v = self.vals[x]
         rank = len(v.shape)
-        axis = int(_attr(n, "axis", -1 if self._opset() >= 13 else 1)) % rank
+        axis = int(node_attr(n, "axis", -1 if self._opset() >= 13 else 1)) % rank
         if self._opset() < 13 and axis != rank - 1:
             raise self.unsupported(n, "opset < 13 Softmax flattens from axis", "Softmax over the last axis (opset 13+)")
         kind = "q" if qp is not None else "f"
@@ -1900,11 +1904,11 @@ class _Converter:
         out_shape = self.shapes[n.output[0]]
         if list(out_shape[:2]) != list(v.shape[:2]):
             raise self.unsupported(n, "resizes batch or channels", "Resize of H and W only")
-        mode = _attr(n, "mode", b"nearest")
+        mode = node_attr(n, "mode", b"nearest")
         mode = mode.decode() if isinstance(mode, bytes) else mode
-        ctm = _attr(n, "coordinate_transformation_mode", ctm_default or b"half_pixel")
+        ctm = node_attr(n, "coordinate_transformation_mode", ctm_default or b"half_pixel")
         ctm = ctm.decode() if isinstance(ctm, bytes) else ctm
-        nm = _attr(n, "nearest_mode", nearest_default or b"round_prefer_floor")
+        nm = node_attr(n, "nearest_mode", nearest_default or b"round_prefer_floor")
         nm = nm.decode() if isinstance(nm, bytes) else nm
         h, w = out_shape[2], out_shape[3]
         integer = h % v.shape[2] == 0 and w % v.shape[3] == 0
@@ -1927,7 +1931,7 @@ class _Converter:
                 )  # fmt: skip
             builtin = "RESIZE_NEAREST_NEIGHBOR"
         elif mode == "linear":
-            if int(_attr(n, "antialias", 0)) and (h < v.shape[2] or w < v.shape[3]):
+            if int(node_attr(n, "antialias", 0)) and (h < v.shape[2] or w < v.shape[3]):
                 # ONNX (opset 18) widens the filter by 1/scale when shrinking; RESIZE_BILINEAR has no such option
                 # (ResizeBilinearOptions: align_corners, half_pixel_centers; check.no_builtin "Resize.antialias")
                 raise self.unsupported(
@@ -1953,9 +1957,9 @@ class _Converter:
         x = n.input[0]
         v = self.vals[x]
         rank = len(v.shape)
-        mode = _attr(n, "mode", b"constant")
+        mode = node_attr(n, "mode", b"constant")
         mode = mode.decode() if isinstance(mode, bytes) else mode
-        pads = _attr(n, "pads")
+        pads = node_attr(n, "pads")
         if pads is None:
             if not self.is_const(n.input[1]):
                 raise self.unsupported(n, "pads computed at run time", "Pad with constant pads")
@@ -1963,8 +1967,8 @@ class _Converter:
         value = 0.0
         if len(n.input) > 2 and n.input[2]:
             value = float(self.const(n.input[2]))
-        elif _attr(n, "value") is not None:
-            value = float(_attr(n, "value"))
+        elif node_attr(n, "value") is not None:
+            value = float(node_attr(n, "value"))
         if len(n.input) > 3 and n.input[3]:
             raise self.unsupported(n, "axes input", "Pad with pads for every axis")
         pairs = [[int(pads[i]), int(pads[i + rank])] for i in range(rank)]
@@ -2032,13 +2036,13 @@ class _Converter:
         )  # fmt: skip
 
     def _op_Gelu(self, n: onnx.NodeProto, qp: _QP | None) -> None:
-        approx = _attr(n, "approximate", b"none")
+        approx = node_attr(n, "approximate", b"none")
         approx = approx.decode() if isinstance(approx, bytes) else approx
         self._same_layout(n, None, "GELU", options={"approximate": approx == "tanh"}, kind="f")
 
     def _op_Elu(self, n: onnx.NodeProto, qp: _QP | None) -> None:
-        if float(_attr(n, "alpha", 1.0)) != 1.0:
-            raise self.unsupported(n, f"alpha {_attr(n, 'alpha')} (TFLite ELU has alpha 1)", "Elu with alpha 1")
+        if float(node_attr(n, "alpha", 1.0)) != 1.0:
+            raise self.unsupported(n, f"alpha {node_attr(n, 'alpha')} (TFLite ELU has alpha 1)", "Elu with alpha 1")
         self._same_layout(n, None, "ELU", kind="f")
 
     def _op_Pow(self, n: onnx.NodeProto, qp: _QP | None) -> None:
@@ -2114,7 +2118,7 @@ class _Converter:
         self.emit(n, "SELECT_V2", ins, None, nhwc)
 
     def _op_Cast(self, n: onnx.NodeProto, qp: _QP | None) -> None:
-        to = int(_attr(n, "to"))
+        to = int(node_attr(n, "to"))
         T = onnx.TensorProto
         kinds = {T.FLOAT: "f", T.INT32: "i", T.INT64: "i", T.BOOL: "b", T.FLOAT16: "f", T.DOUBLE: "f"}
         if to not in kinds:
@@ -2133,13 +2137,13 @@ class _Converter:
         v.reps = {(kinds[to], nh): idx}
 
     def _op_ReduceSum(self, n: onnx.NodeProto, qp: _QP | None) -> None:
-        if _attr(n, "noop_with_empty_axes", 0) and not self._reduce_axes_given(n):
+        if node_attr(n, "noop_with_empty_axes", 0) and not self._reduce_axes_given(n):
             self.alias(n.output[0], n.input[0])
             return
-        self._reduce(n, None, "SUM", self._reduce_axes(n), bool(_attr(n, "keepdims", 1)))
+        self._reduce(n, None, "SUM", self._reduce_axes(n), bool(node_attr(n, "keepdims", 1)))
 
     def _reduce_axes_given(self, n: onnx.NodeProto) -> bool:
-        return _attr(n, "axes") is not None or (len(n.input) > 1 and bool(n.input[1]))
+        return node_attr(n, "axes") is not None or (len(n.input) > 1 and bool(n.input[1]))
 
     def _op_Expand(self, n: onnx.NodeProto, qp: _QP | None) -> None:
         """BROADCAST_TO the output shape (in the input's stored layout when both are 4-D)."""
@@ -2175,7 +2179,7 @@ class _Converter:
         self._space_depth(n, qp, "SPACE_TO_DEPTH")
 
     def _op_DepthToSpace(self, n: onnx.NodeProto, qp: _QP | None) -> None:
-        mode = _attr(n, "mode", b"DCR")
+        mode = node_attr(n, "mode", b"DCR")
         mode = mode.decode() if isinstance(mode, bytes) else mode
         if mode == "CRD":
             # TFLite's DEPTH_TO_SPACE reads channels as (block_y, block_x, C) = ONNX DCR; CRD (PyTorch's
@@ -2184,7 +2188,7 @@ class _Converter:
             v = self.vals[x]
             if len(v.shape) != 4:
                 raise self.unsupported(n, "input is not 4-D", "DepthToSpace on an NCHW map")
-            bs = int(_attr(n, "blocksize"))
+            bs = int(node_attr(n, "blocksize"))
             c = v.shape[1] // (bs * bs)
             perm = np.array([ch * bs * bs + k for k in range(bs * bs) for ch in range(c)], np.int32)
             kind = "q" if qp is not None else "f"
@@ -2204,7 +2208,7 @@ class _Converter:
         if len(self.vals[x].shape) != 4:
             raise self.unsupported(n, "input is not 4-D", f"{n.op_type} on an NCHW map")
         kind = "q" if qp is not None else "f"
-        bs = int(_attr(n, "blocksize"))
+        bs = int(node_attr(n, "blocksize"))
         self.emit(n, builtin, [self.act(x, kind, True)], qp, True, {"block_size": bs})
 
     def _op_Upsample(self, n: onnx.NodeProto, qp: _QP | None) -> None:
@@ -2216,7 +2220,7 @@ class _Converter:
     ) -> int:
         """Float (x - mean) * rsqrt(var + eps) over ``axes`` of the stored tensor ``src``, then MUL by ``affine[0]``
         and ADD ``affine[1]`` where given (already broadcastable): MEAN, SUB, MUL, MEAN, ADD, RSQRT, MUL."""
-        eps = float(_attr(n, "epsilon", 1e-5))
+        eps = float(node_attr(n, "epsilon", 1e-5))
         red = [1 if i in axes else d for i, d in enumerate(shape)]
         ax = self.int_tensor(f"{n.name}/axes", axes)
 
@@ -2243,7 +2247,7 @@ class _Converter:
         """Float MEAN, SUB, MUL, MEAN, ADD eps, RSQRT, MUL, MUL gamma, ADD beta over the trailing axes."""
         v = self.vals[n.input[0]]
         rank = len(v.shape)
-        axis = int(_attr(n, "axis", -1)) % rank
+        axis = int(node_attr(n, "axis", -1)) % rank
         if len([o for o in n.output if o]) > 1:
             raise self.unsupported(n, "Mean/InvStdDev outputs", "LayerNormalization with one output")
         affine: list[np.ndarray | None] = []
@@ -2338,10 +2342,10 @@ class _Converter:
             )
 
     def _op_ReduceMin(self, n: onnx.NodeProto, qp: _QP | None) -> None:
-        self._reduce(n, qp, "REDUCE_MIN", self._reduce_axes(n), bool(_attr(n, "keepdims", 1)))
+        self._reduce(n, qp, "REDUCE_MIN", self._reduce_axes(n), bool(node_attr(n, "keepdims", 1)))
 
     def _op_ReduceProd(self, n: onnx.NodeProto, qp: _QP | None) -> None:
-        self._reduce(n, None, "REDUCE_PROD", self._reduce_axes(n), bool(_attr(n, "keepdims", 1)))
+        self._reduce(n, None, "REDUCE_PROD", self._reduce_axes(n), bool(node_attr(n, "keepdims", 1)))
 
     def _op_ReduceL2(self, n: onnx.NodeProto, qp: _QP | None) -> None:
         """sqrt(sum(x^2)): float SQUARE, SUM, SQRT."""
@@ -2359,7 +2363,7 @@ class _Converter:
         tmp.input.extend([sq, *n.input[1:]])
         tmp.output.append(summed)
         self.shapes[summed] = self.shapes[n.output[0]]
-        self._reduce(tmp, None, "SUM", self._reduce_axes(n), bool(_attr(n, "keepdims", 1)))
+        self._reduce(tmp, None, "SUM", self._reduce_axes(n), bool(node_attr(n, "keepdims", 1)))
         sv = self.vals[summed]
         self.emit(n, "SQRT", [self.act(summed, "f", sv.nhwc)], None, sv.nhwc)
 
@@ -2372,13 +2376,13 @@ class _Converter:
     def _arg(self, n: onnx.NodeProto, builtin: str) -> None:
         """ARG_MAX / ARG_MIN (int64 indices, as ONNX); an int8 input is compared as is (quantization is
         monotonic); keepdims=1 adds a RESHAPE."""
-        if _attr(n, "select_last_index", 0):
+        if node_attr(n, "select_last_index", 0):
             raise self.unsupported(n, "select_last_index=1", f"{n.op_type} with select_last_index=0 (first index)")
         x = n.input[0]
         v = self.vals[x]
         rank = len(v.shape)
-        axis = int(_attr(n, "axis", 0)) % rank
-        keep = bool(_attr(n, "keepdims", 1))
+        axis = int(node_attr(n, "axis", 0)) % rank
+        keep = bool(node_attr(n, "keepdims", 1))
         kind = "q" if ("q", v.nhwc) in v.reps or ("q", not v.nhwc) in v.reps else "f"
         nhwc = v.nhwc and rank == 4 and not keep
         if nhwc and [_P[d] for d in range(4) if d != _INV_P[axis]] != sorted(

@@ -27,7 +27,7 @@ from onnx import helper, numpy_helper
 
 from edgecnn.fsutil import save_onnx
 from edgecnn.graph.external import scalar_of, to_array
-from edgecnn.graph.load import infer_shapes_inplace
+from edgecnn.graph.load import infer_shapes_inplace, node_attr
 
 
 @dataclass(frozen=True)
@@ -107,13 +107,6 @@ def _consumers(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
         for i in n.input:
             out.setdefault(i, []).append(n)
     return out
-
-
-def _attr(node: onnx.NodeProto, name: str, default: object = None) -> object:
-    for a in node.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
 
 
 def _rename_input(model: onnx.ModelProto, old: str, new: str) -> None:
@@ -332,7 +325,7 @@ def foldable_conv_bn(
         if len(conv.input) > 2 and conv.input[2] and conv.input[2] not in inits:
             continue
         gamma, beta, mean, var = (to_array(inits[x], base_dir).astype(np.float64) for x in bn.input[1:5])
-        factor = gamma / np.sqrt(var + float(_attr(bn, "epsilon", 1e-5)))  # type: ignore[arg-type]
+        factor = gamma / np.sqrt(var + float(node_attr(bn, "epsilon", 1e-5)))  # type: ignore[arg-type]
         cout = int(inits[conv.input[1]].dims[0])
         b = (
             to_array(inits[conv.input[2]], base_dir).astype(np.float64)
@@ -592,8 +585,8 @@ def _fold_shapes_once(m: onnx.ModelProto) -> onnx.ModelProto:
             dims = known[src]
             if n.op_type == "Shape":
                 rank = len(dims)
-                start = int(_attr(n, "start", 0))  # type: ignore[arg-type]
-                end = int(_attr(n, "end", rank))  # type: ignore[arg-type]
+                start = int(node_attr(n, "start", 0))  # type: ignore[arg-type]
+                end = int(node_attr(n, "end", rank))  # type: ignore[arg-type]
                 value = np.array(dims[slice(start, end)], np.int64)
             else:
                 value = np.array(int(np.prod(dims, dtype=np.int64)), np.int64)
@@ -688,9 +681,9 @@ def _canonical_global_pools(m: onnx.ModelProto, base_dir: Path | None = None) ->
     for i, n in enumerate(m.graph.node):
         if n.op_type != "ReduceMean" or n.domain not in ("", "ai.onnx") or ranks.get(n.input[0]) != 4:
             continue
-        if _attr(n, "keepdims", 1) != 1 or _attr(n, "noop_with_empty_axes", 0) != 0:
+        if node_attr(n, "keepdims", 1) != 1 or node_attr(n, "noop_with_empty_axes", 0) != 0:
             continue
-        axes = _attr(n, "axes")
+        axes = node_attr(n, "axes")
         if len(n.input) > 1 and n.input[1]:
             if n.input[1] not in inits:
                 continue
@@ -752,7 +745,7 @@ def _step(
                 return None
             lo2, hi2 = lo_c, hi_c
         else:  # opset < 11: attributes
-            lo2, hi2 = float(_attr(n, "min", -np.inf)), float(_attr(n, "max", np.inf))  # type: ignore[arg-type]
+            lo2, hi2 = float(node_attr(n, "min", -np.inf)), float(node_attr(n, "max", np.inf))  # type: ignore[arg-type]
         lo, hi = max(lo, lo2), min(hi, hi2)
         return (a, b, lo, hi) if lo < hi else None
     if len(n.input) != 2 or t not in n.input or n.input[0] == n.input[1]:

@@ -15,9 +15,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import onnx
-from onnx import helper
 
-from edgecnn.graph.load import LoadedModel, default_opset, dims_of, graph_inputs
+from edgecnn.graph.load import LoadedModel, default_opset, dims_of, graph_inputs, node_attr
 
 SCHEMA_VERSION = 1
 
@@ -148,13 +147,6 @@ def _numel(shape: list[int | str]) -> int:
     return math.prod(int(d) for d in shape) if all(isinstance(d, int) for d in shape) else 0
 
 
-def _attr(node: onnx.NodeProto, name: str, default: object = None) -> object:
-    for a in node.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
-
-
 def node_macs(node: onnx.NodeProto, shapes: dict[str, tuple[int, list[int | str]]]) -> int:
     """Multiply-accumulates of one node, from its inferred input and output shapes."""
 
@@ -172,14 +164,14 @@ def node_macs(node: onnx.NodeProto, shapes: dict[str, tuple[int, list[int | str]
         return _numel(shp(node.input[0])) * (_numel(w[1:]) if w else 0)
     if op == "Gemm":
         a = shp(node.input[0])  # unknown when shape inference could not follow (an LSTM's declared rank)
-        k = (a[0] if _attr(node, "transA", 0) else a[-1]) if a else 0
+        k = (a[0] if node_attr(node, "transA", 0) else a[-1]) if a else 0
         return _numel(out) * int(k) if isinstance(k, int) else 0
     if op in ("MatMul", "MatMulInteger", "QLinearMatMul"):
         a = shp(node.input[0])
         k = a[-1] if a else 0
         return _numel(out) * int(k) if isinstance(k, int) else 0
     if op == "AveragePool":
-        ks = _attr(node, "kernel_shape", [])
+        ks = node_attr(node, "kernel_shape", [])
         return _numel(out) * math.prod(ks)  # type: ignore[arg-type]
     if op == "GlobalAveragePool":
         return _numel(shp(node.input[0]))
@@ -191,7 +183,7 @@ def _flags(
 ) -> list[str]:
     flags: list[str] = []
     if node.op_type == "Conv":
-        group = int(_attr(node, "group", 1))  # type: ignore[arg-type]
+        group = int(node_attr(node, "group", 1))  # type: ignore[arg-type]
         x = shapes.get(node.input[0], (0, []))[1]
         if group > 1 and len(x) >= 2 and x[1] == group:
             flags.append("depthwise")

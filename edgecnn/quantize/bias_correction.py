@@ -40,6 +40,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from edgecnn.graph.external import to_array
+from edgecnn.graph.load import node_attr
 from edgecnn.graph.passes import remove_dead_nodes, save_with_outputs
 from edgecnn.quantize.dataset import CalibrationData, feeds_of
 from edgecnn.runtimes import open_session
@@ -77,7 +78,7 @@ def _dq_value(dq: onnx.NodeProto, inits: dict[str, onnx.TensorProto], base_dir: 
     scale = to_array(inits[dq.input[1]], base_dir).astype(np.float64)
     zp = to_array(inits[dq.input[2]], base_dir).astype(np.float64) if len(dq.input) > 2 and dq.input[2] else 0.0
     if np.ndim(scale) == 1 and q.ndim > 1:
-        axis = next((helper.get_attribute_value(a) for a in dq.attribute if a.name == "axis"), 1)
+        axis = node_attr(dq, "axis", 1)
         shape = [1] * q.ndim
         shape[axis] = -1
         scale = scale.reshape(shape)
@@ -225,7 +226,7 @@ def correct_conv_bias(
 
 
 def _depthwise(c: _Conv) -> bool:
-    group = next((helper.get_attribute_value(a) for a in c.node.attribute if a.name == "group"), 1)
+    group = node_attr(c.node, "group", 1)
     return group > 1 and c.weight.ndim >= 3 and c.weight.shape[1] == 1 and c.weight.shape[0] == group
 
 

@@ -42,6 +42,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from edgecnn.graph.load import node_attr
 from edgecnn.quantize.estimators import Consumer, flat_beyond, tensor_consumers
 
 # K is capped: a channel 64x narrower than the widest gets 64x, not more (K^-1 = m/127 needs m >= 2).
@@ -139,13 +140,9 @@ def _array(t: onnx.TensorProto, base_dir: Path | None) -> np.ndarray:
     return numpy_helper.to_array(t, base_dir=str(base_dir) if base_dir else "")
 
 
-def _group(conv: onnx.NodeProto) -> int:
-    return next((int(a.i) for a in conv.attribute if a.name == "group"), 1)
-
-
 def _reads_channels(conv: onnx.NodeProto, w: onnx.TensorProto, channels: int) -> bool:
     """Whether ``conv``'s weight [C_out, C_in / group, ...] covers exactly ``channels`` input channels."""
-    group = _group(conv)
+    group = int(node_attr(conv, "group", 1))
     dims = list(w.dims)
     return len(dims) >= 3 and group >= 1 and dims[1] * group == channels and dims[0] % group == 0
 
@@ -190,7 +187,7 @@ def equalize(
         inv = (1.0 / k).astype(np.float32)
         for r in readers:
             w2 = _array(inits[r.input[1]], base_dir).astype(np.float32)
-            group = _group(r)
+            group = int(node_attr(r, "group", 1))
             cin_g, cout_g = w2.shape[1], w2.shape[0] // group
             # output channel o reads input channels (o // cout_g) * cin_g + j, j < cin_g
             scale = inv.reshape(group, cin_g).repeat(cout_g, axis=0)

@@ -22,19 +22,14 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from edgecnn.graph.load import node_attr
+
 # The float functions a table can stand for, from the node's attributes (ONNX operator definitions).
 _FLOAT_FUNCS: dict[str, Callable[[onnx.NodeProto], Callable[[np.ndarray], np.ndarray]]] = {}
 
 
-def _attr(node: onnx.NodeProto, name: str, default: float) -> float:
-    for a in node.attribute:
-        if a.name == name:
-            return float(helper.get_attribute_value(a))  # type: ignore[arg-type]
-    return default
-
-
 def _hard_sigmoid(node: onnx.NodeProto) -> Callable[[np.ndarray], np.ndarray]:
-    alpha, beta = _attr(node, "alpha", 0.2), _attr(node, "beta", 0.5)
+    alpha, beta = float(node_attr(node, "alpha", 0.2)), float(node_attr(node, "beta", 0.5))
     return lambda x: np.clip(alpha * x + beta, 0.0, 1.0)
 
 
@@ -173,7 +168,11 @@ def decompose(model: onnx.ModelProto, ops: frozenset[str], keys: dict[str, str])
         if xp is None or yp is None:
             continue
         (s, z), (s2, z2) = xp, yp
-        alpha, beta = (_attr(n, "alpha", 0.2), _attr(n, "beta", 0.5)) if n.op_type == "HardSigmoid" else (1 / 6, 0.5)
+        alpha, beta = (
+            (float(node_attr(n, "alpha", 0.2)), float(node_attr(n, "beta", 0.5)))
+            if n.op_type == "HardSigmoid"
+            else (1 / 6, 0.5)
+        )
         if alpha <= 0:
             continue
         base = n.output[0]

@@ -23,7 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgecnn.errors import BadInputError
 from edgecnn.graph.external import scalar_of, to_array
-from edgecnn.graph.load import infer_shapes_inplace
+from edgecnn.graph.load import infer_shapes_inplace, node_attr
 from edgecnn.graph.passes import affine_tail, compose_affine, gelu_erf_chains
 from edgecnn.quantize.params import QuantScheme, activation_qparams, channel_qparams, quantize_array, weight_params
 
@@ -257,20 +257,13 @@ def _pad_moves_values(n: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> 
     (or absent) constant value."""
     if len(n.input) < 2 or n.input[1] not in inits:
         return False
-    mode = _attr(n, "mode", b"constant")
+    mode = node_attr(n, "mode", b"constant")
     if (mode.decode() if isinstance(mode, bytes) else str(mode)) != "constant":
         return True
     if len(n.input) < 3 or not n.input[2]:
         return True
     v = inits.get(n.input[2])
     return v is not None and not np.any(numpy_helper.to_array(v))
-
-
-def _attr(node: onnx.NodeProto, name: str, default: object = None) -> object:
-    for a in node.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
 
 
 def _float_tensors(model: onnx.ModelProto) -> set[str]:
@@ -526,7 +519,7 @@ def _is_depthwise(conv: onnx.NodeProto, inits: dict[str, onnx.TensorProto], mult
     """A Conv with constant 4-D filters, one input channel each (group = input channels > 1); ``multiplier``:
     also with several filters per input channel (else exactly one)."""
     w = inits.get(conv.input[1]) if conv.op_type == "Conv" and len(conv.input) > 1 else None
-    group = int(_attr(conv, "group", 1))  # type: ignore[arg-type]
+    group = int(node_attr(conv, "group", 1))  # type: ignore[arg-type]
     if w is None or len(w.dims) != 4 or group <= 1 or int(w.dims[1]) != 1:
         return False
     return int(w.dims[0]) % group == 0 if multiplier else int(w.dims[0]) == group
@@ -606,7 +599,7 @@ def _reads_image_input(n: onnx.NodeProto, model: onnx.ModelProto) -> bool:
 
 def _clip_is_relu_like(node: onnx.NodeProto, model: onnx.ModelProto) -> bool:
     inits = {t.name: t for t in model.graph.initializer}
-    lo = _attr(node, "min")
+    lo = node_attr(node, "min")
     if lo is None and len(node.input) > 1 and node.input[1]:
         t = inits.get(node.input[1])
         lo = scalar_of(t)
@@ -948,7 +941,7 @@ def hard_sigmoid_as_eltwise(m: onnx.ModelProto) -> int:
         if n.op_type != "HardSigmoid" or n.domain not in ("", "ai.onnx"):
             out.append(n)
             continue
-        alpha, beta = float(_attr(n, "alpha", 0.2)), float(_attr(n, "beta", 0.5))  # type: ignore[arg-type]
+        alpha, beta = float(node_attr(n, "alpha", 0.2)), float(node_attr(n, "beta", 0.5))  # type: ignore[arg-type]
         x, y, base = n.input[0], n.output[0], n.name or n.output[0]
         if abs(alpha - 1 / 6) < 1e-6 and abs(beta - 0.5) < 1e-6:
             out += [
@@ -1057,7 +1050,7 @@ def _weight_axis(n: onnx.NodeProto, w: np.ndarray) -> int:
     if n.op_type == "Conv":
         return 0
     if n.op_type == "Gemm":
-        return 0 if _attr(n, "transB", 0) else 1
+        return 0 if node_attr(n, "transB", 0) else 1
     return w.ndim - 1  # MatMul: (K, N), per output column
 
 
