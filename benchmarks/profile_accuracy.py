@@ -57,7 +57,7 @@ def measure(*, model: str, runtime: str, runs: int, blocks: int, threads: int, b
                     sides["bench"].append(statistics.median(res["samples_ns"]) / 1e3)
                 else:
                     rep = profile_model(path, runtime, threads=threads, runs=runs, cache_dir=cache)
-                    sides["profile"].append(sum(r.p50_us for r in rep.layers) + rep.ceilings.fixed_call_us)
+                    sides["profile"].append(rep.accounted_us)
                     scale.append(rep.scale)
     p, b = min(sides["profile"]), min(sides["bench"])
     return {"profile_us": p, "bench_us": b, "ratio": p / b, "scale": statistics.median(scale)}

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 # The band a profile's accounted time must fall in against bench's (profile/bench, quietest rounds). Wide for
 # a loaded 2-core CI machine; unscaled kernel times (about 2x the model's time) fall outside it. The 10% goal
@@ -39,3 +42,30 @@ def quietest_ratio(
         pairs.append((got["a"], got["b"]))
         ratio = min(p for p, _ in pairs) / min(q for _, q in pairs)
     return ratio, pairs
+
+
+def profile_vs_bench(
+    model: Path, runtime: str, cache: Path, *, runs: int, warmup: int, iterations: int, warm: bool = False
+) -> tuple[float, list[tuple[float, float]], list[float], dict[str, Any]]:
+    """``quietest_ratio`` of `profile`'s table (the layers' p50s + the runtime's fixed cost per call) against
+    bench's worker (median of ``iterations`` timed calls after ``warmup``) on ``model``, 1 thread, in this
+    process, within [LO, HI]. Returns the ratio, the (profile, bench) pairs, each profile's kernel-time scale
+    and bench's last result."""
+    from edgecnn.bench.worker import measure
+    from edgecnn.profile.core import profile_model
+
+    cfg = {"model": str(model), "runtime": runtime, "threads": 1, "warmup": warmup, "iterations": iterations}
+    res: dict[str, Any] = {}
+    scales: list[float] = []
+
+    def bench() -> float:
+        res.update(measure(cfg))
+        return statistics.median(res["samples_ns"]) / 1e3
+
+    def profile() -> float:
+        rep = profile_model(model, runtime, threads=1, runs=runs, cache_dir=cache)
+        scales.append(rep.scale)
+        return sum(r.p50_us for r in rep.layers) + rep.ceilings.fixed_call_us
+
+    ratio, pairs = quietest_ratio(profile, bench, lo=LO, hi=HI, rounds=5, warm=warm)
+    return ratio, pairs, scales, res
