@@ -862,6 +862,48 @@ def test_ops_after_the_last_conv_stay_float_and_constant_affine_between_integer_
     assert "after a float op" in p2.kept_float["pre_scale"]
 
 
+def _ov_layer_precisions(path: Path) -> dict[str, str]:
+    """ONNX node name -> the precision of the OpenVINO CPU kernel it was compiled into (fused nodes share one)."""
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    out: dict[str, str] = {}
+    for op in compiled.get_runtime_model().get_ops():
+        rt = op.get_rt_info()
+        if "originalLayersNames" in rt and "runtimePrecision" in rt:
+            for name in rt["originalLayersNames"].astype(str).split(","):
+                out[name] = rt["runtimePrecision"].astype(str)
+    return out
+
+
+def test_openvino_head_convs_run_int8_with_float_outputs(
+    data: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--runtime openvino: a Conv read only by the float tail (box decode, score Sigmoid, output Concat) gets
+    no Q/DQ on its output: OpenVINO still runs it in int8 and hands on float values, not values rounded and
+    clipped to a grid fitted on the calibration images. ONNX Runtime keeps the Q (QLinearConv needs it).
+    Negative control: with the output Q/DQ, the head's outputs are further from FP32 on OpenVINO."""
+    src = save(_tail_model(), tmp_path / "tail.onnx")
+    p_ov, p_ort = plan(shaped(src), policy=OPENVINO_POLICY), plan(shaped(src), policy=ORT_POLICY)
+    assert not {"box", "cls"} & set(p_ov.activations) and "r1" in p_ov.activations
+    assert {"box", "cls"} <= set(p_ort.activations)
+    q, _ = edgecnn_int8(src, data["calib"], tmp_path / "ov.onnx", runtime="openvino", scheme=OPENVINO_CPU)
+    prec = _ov_layer_precisions(q)
+    assert prec.get("box_conv") in ("i8", "u8") and prec.get("cls_conv") in ("i8", "u8"), prec
+
+    monkeypatch.setitem(OP_POLICIES, "openvino", replace(OPENVINO_POLICY, float_tail_compute_outputs=False))
+    ctl, _ = edgecnn_int8(src, data["calib"], tmp_path / "ctl.onnx", runtime="openvino", scheme=OPENVINO_CPU)
+
+    def q_nodes(path: Path) -> set[str]:
+        return {n.name for n in onnx.load(str(path)).graph.node if n.op_type == "QuantizeLinear"}
+
+    # the written head: the stride/anchor affine is folded into box_conv, the Sigmoid fused into cls_conv
+    assert q_nodes(ctl) - q_nodes(q) == {"box_dec_QuantizeLinear", "score_QuantizeLinear"}
+    x = tensors(data["eval"])
+    ref, ours, theirs = outputs(src, x)[0], outputs(q, x, "openvino")[0], outputs(ctl, x, "openvino")[0]
+    assert sqnr(ref, ours) > sqnr(ref, theirs) + 0.5, (sqnr(ref, ours), sqnr(ref, theirs))
+
+
 def test_openvino_placement_writes_hard_sigmoid_as_fusable_eltwise(data: dict[str, Path], tmp_path: Path) -> None:
     """--runtime openvino writes each float HardSigmoid as clip(x + 3, 0, 6) / 6 (alpha 1/6) or
     clip(alpha x + beta, 0, 1): OpenVINO fuses those into the Conv, where its v0::HardSigmoid ran as a separate

@@ -109,6 +109,12 @@ class OpPolicy:
     # a QUANTIZE per such input; NNCF unifies scales the same way. ONNX Runtime's QLinearConcat requantizes
     # inside the one kernel, and the wider shared grid cost its yolo320 0.5 dB output SQNR, so it keeps the default.
     unify_concat_sources: bool = False
+    # A Conv/Gemm/MatMul (with its fused activation or post-op chain) read only by the float tail gets no Q/DQ
+    # on its output: the runtime runs it in int8 with a float output (OpenVINO folds the dequantization into
+    # the convolution; NNCF puts no FakeQuantize there either). A Q/DQ there only rounds and clips the values on
+    # their way out: on ddddocr-det's YOLOX head, the objectness Sigmoid's u8 grid from 64 calibration images
+    # clipped at 0.08 and lost a quarter of the confident anchors. ONNX Runtime needs the Q to form QLinearConv.
+    float_tail_compute_outputs: bool = False
 
     def reason(self, op_type: str) -> str:
         return self.float_reasons.get(op_type, f"{op_type} has no integer kernel on {self.name}")
@@ -175,6 +181,7 @@ OPENVINO_POLICY = OpPolicy(
     post_op_affine=True,
     per_channel_depthwise=True,
     unify_concat_sources=True,
+    float_tail_compute_outputs=True,
 )
 # OpenVINO CPU, every op with an integer form wrapped in Q/DQ, activations included ("openvino-int"). It was
 # the --runtime openvino default until a quiet rerun of benchmarks/real_models.py (OpenVINO 2026.4, AMX)
@@ -190,6 +197,7 @@ OPENVINO_INT_POLICY = OpPolicy(
     },
     float_tail=True,
     unify_concat_sources=True,
+    float_tail_compute_outputs=True,
 )
 # Integer-only accelerators and LiteRT/XNNPACK: everything that has an integer form gets Q/DQ.
 # Sub too: TFLite SUB and the integer accelerators run it quantized (ONNX Runtime has no QLinearSub, so its
@@ -479,8 +487,11 @@ def plan(
         if k in chain_end:
             outs = [chain_end[k]]
         for out in outs:
-            if out not in graph_outputs or quantize_outputs:
-                add(out)
+            if out in graph_outputs and not quantize_outputs:
+                continue
+            if n.op_type in COMPUTE_OPS and policy.float_tail_compute_outputs and _read_by(out, consumers, tail, keys):
+                continue
+            add(out)
     per_channel: tuple[str, ...] = ()
     if policy.per_channel_depthwise:
         q_keys = {keys[id(n)] for n in quantized}
@@ -538,6 +549,12 @@ def _depthwise_only(
     return bool(cons) and all(
         keys[id(c)] in quantized and c.input[0] == t and t not in c.input[1:] and _is_depthwise(c, inits) for c in cons
     )
+
+
+def _read_by(t: str, consumers: dict[str, list[onnx.NodeProto]], nodes: set[str], keys: dict[int, str]) -> bool:
+    """``t`` has readers and every one of them is in ``nodes`` (keys)."""
+    cons = consumers.get(t, [])
+    return bool(cons) and all(keys[id(c)] in nodes for c in cons)
 
 
 TAIL_REASON = (
