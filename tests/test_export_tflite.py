@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import shutil
 import subprocess
@@ -73,11 +74,19 @@ def eval_images(n: int | None = None) -> list[np.ndarray]:
     return list(ds.batches(1))
 
 
-def qdq_of(model_path: Path, *, per_channel: bool = True, outputs: bool = False, spec=None, samples: int = 64):
+def qdq_of(
+    model_path: Path,
+    *,
+    per_channel: bool = True,
+    outputs: bool = False,
+    spec=None,
+    samples: int = 64,
+    runtime: str = "tflite-cpu",
+):
     scheme = QuantScheme(weights_per_channel=per_channel, quantize_outputs=outputs)
     ds = ImageDataset.open(CALIB_DIR, spec or load_spec(SPEC), samples)
-    # the placement `export` quantizes with (export.api: runtime "ort-float-act"), not ORT's own
-    q, _ = quantize(model_path, ds, QuantizeConfig(scheme=scheme, runtime="ort-float-act"))
+    # the placement `export` quantizes with (export.api: runtime "tflite-cpu"), not ORT's own
+    q, _ = quantize(model_path, ds, QuantizeConfig(scheme=scheme, runtime=runtime))
     return q
 
 
@@ -378,6 +387,35 @@ def test_yolo_block_int8_parity(yolo_files) -> None:
             assert err.mean() < 0.02 * max(np.abs(b).max(), 1e-3), (err.mean(), np.abs(b).max())
             sqnr = 10 * np.log10((b**2).mean() / max((err**2).mean(), 1e-20))
             assert sqnr > 25, sqnr
+
+
+def test_yolo_block_int8_needs_no_requantization(yolo_files, tmp_path: Path) -> None:
+    """The export placement writes the grids a .tflite needs: each Sigmoid output on LOGISTIC's fixed grid (scale
+    1/256, zero point -128) and each Concat with its inputs and their sources on one grid, so the file has no
+    QUANTIZE but the input's. Negative control: the ORT CPU placement (calibrated Sigmoid grids, only inputs
+    that feed nothing else join a Concat's grid) costs a QUANTIZE after each LOGISTIC and before Concats, and
+    is no closer to the float model."""
+    m, q = yolo_files
+    path = tmp_path / "yolo.onnx"
+    onnx.save(m, str(path))
+    ctl = qdq_of(path, samples=32, runtime="ort-float-act")
+    ours, theirs = read_tflite(onnx_to_tflite(q).data), read_tflite(onnx_to_tflite(ctl).data)
+
+    def count(g, op: str) -> int:
+        return sum(o.builtin == op for o in g.ops)
+
+    assert count(ours, "QUANTIZE") == 1, collections.Counter(o.builtin for o in ours.ops)
+    assert count(theirs, "QUANTIZE") >= 1 + 5, collections.Counter(o.builtin for o in theirs.ops)
+    lite = {"ours": Lite(onnx_to_tflite(q).data), "theirs": Lite(onnx_to_tflite(ctl).data)}
+    xs = eval_images(8)
+    refs = [ort_run(m, x) for x in xs]
+    for k in range(len(refs[0])):  # each output: no further from the float model than the control
+        ref = np.concatenate([np.ravel(r[k]) for r in refs]).astype(np.float64)
+        sq = {}
+        for name, run in lite.items():
+            got = np.concatenate([np.ravel(run(x)[k]) for x in xs]).astype(np.float64)
+            sq[name] = float(10 * np.log10((ref**2).sum() / max(((got - ref) ** 2).sum(), 1e-20)))
+        assert sq["ours"] >= sq["theirs"] - 0.5, (k, sq)
 
 
 def test_hand_written_qdq_conv_transpose_runs_int8_per_channel() -> None:

@@ -732,12 +732,12 @@ def _quantize_first(
     # For a target: every op it can run in integer, as `quantize --target` writes it (ORT's placement keeps a
     # float tail, and Vela refuses a float HARD_SWISH: "Failed to parse TFLite file" on PP-LCNet). Otherwise
     # the CPU placement (HardSigmoid/HardSwish float between Q/DQ), not the ORT-only integer forms of
-    # quantize.qdq.ORT_POLICY.
+    # quantize.qdq.ORT_POLICY, with the grids a .tflite needs (quantize.qdq.TFLITE_CPU_POLICY).
     config = QuantizeConfig(
         precision=Precision.INT8,
         method=parse_method(opts.method),
         scheme=scheme,
-        runtime="integer" if opts.target else "ort-float-act",
+        runtime="integer" if opts.target else "tflite-cpu",
     )
     model, _ = quantize(loaded.path, dataset, config, input_shapes=opts.input_shapes or None)
     path = work / "quantized.onnx"

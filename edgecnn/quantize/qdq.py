@@ -115,6 +115,10 @@ class OpPolicy:
     # their way out: on ddddocr-det's YOLOX head, the objectness Sigmoid's u8 grid from 64 calibration images
     # clipped at 0.08 and lost a quarter of the confident anchors. ONNX Runtime needs the Q to form QLinearConv.
     float_tail_compute_outputs: bool = False
+    # Integer Sigmoid/Tanh/Softmax outputs get the fixed grid the integer kernels require (``FIXED_GRIDS``): a
+    # TFLite LOGISTIC/TANH/SOFTMAX only accepts that output scale and zero point (kernels' Prepare checks it), so
+    # a calibrated grid cost a QUANTIZE (requantization) after each one in the .tflite: 57 of yolo320's 313 ops.
+    fixed_output_grids: bool = False
 
     def reason(self, op_type: str) -> str:
         return self.float_reasons.get(op_type, f"{op_type} has no integer kernel on {self.name}")
@@ -203,12 +207,19 @@ OPENVINO_INT_POLICY = OpPolicy(
 # Sub too: TFLite SUB and the integer accelerators run it quantized (ONNX Runtime has no QLinearSub, so its
 # policies leave it float; a YOLO decode's Sub was the one float op of an otherwise integer model on QNN HTP)
 INTEGER_POLICY = OpPolicy(
-    name="integer", integer_ops=ARITH_OPS | UNARY_OPS | PASS_THROUGH | {"Sub"}, unify_concat_sources=True
+    name="integer",
+    integer_ops=ARITH_OPS | UNARY_OPS | PASS_THROUGH | {"Sub"},
+    unify_concat_sources=True,
+    fixed_output_grids=True,
 )
+# `export --to tflite` without a target: the CPU placement (HardSigmoid/HardSwish float between Q/DQ), with the
+# grids a .tflite needs: one per Concat group and the fixed LOGISTIC grid (each mismatch is a QUANTIZE op).
+TFLITE_CPU_POLICY = replace(ORT_FLOAT_ACT_POLICY, name="litert", unify_concat_sources=True, fixed_output_grids=True)
 OP_POLICIES = {
     "ort": ORT_POLICY,
     "ort-decompose": ORT_DECOMPOSE_POLICY,
     "ort-float-act": ORT_FLOAT_ACT_POLICY,
+    "tflite-cpu": TFLITE_CPU_POLICY,
     "ort-lookup": ORT_LOOKUP_POLICY,
     # the exact GELU left as the exporter's five ops between Q/DQ (benchmarks/gelu_placement.py, "chain")
     "ort-gelu-ops": replace(ORT_POLICY, contrib_gelu=False),
@@ -216,6 +227,17 @@ OP_POLICIES = {
     "openvino-int": OPENVINO_INT_POLICY,
     "litert": INTEGER_POLICY,
     "integer": INTEGER_POLICY,
+}
+
+
+# The output ranges whose 8-bit grids are the ones TFLite's integer kernels require: LOGISTIC and SOFTMAX scale
+# 1/256 (int8 zero point -128, uint8 0), TANH 1/128 (int8 0, uint8 128); [0, 255/256] and [-1, 127/128] give
+# exactly those on an asymmetric grid (tensorflow/lite/kernels/activations.cc, Prepare of each op; ONNX Runtime's
+# QNN quantization config fixes the same ones for Sigmoid and Tanh).
+FIXED_GRIDS: dict[str, tuple[float, float]] = {
+    "Sigmoid": (0.0, 255.0 / 256.0),
+    "Softmax": (0.0, 255.0 / 256.0),
+    "Tanh": (-1.0, 127.0 / 128.0),
 }
 
 
@@ -243,6 +265,7 @@ class QdqPlan:
     per_channel: tuple[str, ...] = ()
     contrib_gelu: bool = False  # the exact GELU chain written as one com.microsoft.Gelu (OpPolicy field)
     unify_concat_sources: bool = False  # a Concat's grid reaches its inputs' sources (OpPolicy field)
+    fixed_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)  # tensor -> FIXED_GRIDS range
 
 
 @dataclass(kw_only=True)
@@ -523,6 +546,11 @@ def plan(
         per_channel=per_channel,
         contrib_gelu=policy.contrib_gelu,
         unify_concat_sources=policy.unify_concat_sources,
+        fixed_ranges={
+            n.output[0]: FIXED_GRIDS[n.op_type]
+            for n in quantized
+            if policy.fixed_output_grids and n.op_type in FIXED_GRIDS and n.output[0] in activations
+        },
     )
 
 
@@ -650,6 +678,8 @@ def write_qdq(
     by_key = {keys[id(n)]: n for n in nodes}
     quantized = set(the_plan.quantized_nodes)
     result = QdqResult(model=m, kept_float=dict(the_plan.kept_float))
+    if the_plan.fixed_ranges and scheme.activation_dtype in ("int8", "uint8"):
+        ranges = {**ranges, **{t: r for t, r in the_plan.fixed_ranges.items() if t in ranges}}
     ranges = _unify_concats(nodes, keys, the_plan, ranges)
 
     # 1. Remove fused activations: the producer writes the activation's output name directly.
