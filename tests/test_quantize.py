@@ -477,3 +477,39 @@ def test_a_fixed_batch_above_one_and_two_inputs_from_one_folder_are_one_line_err
     res = invoke("quantize", m2, "-o", tmp_path / "o.onnx", "--calib", CALIB_DIR)
     assert_one_line_error(res, 2, "two.onnx", "has 2 inputs", "--calib l=DIR1 --calib r=DIR2")
     assert not (tmp_path / "o.onnx").exists()
+
+
+def _relu_model(tail: bool) -> onnx.ModelProto:
+    """Conv -> Relu -> Conv(bias -0.5) -> Relu, the last Relu's output a graph output (``tail`` False) or read
+    only by a Concat with a Sigmoid of the first Relu (``tail`` True: after the last Conv, so it stays float)."""
+    N = helper.make_node
+    nodes = [
+        N("Conv", ["x", "w0"], ["c0"], name="c0", pads=[1] * 4),
+        N("Relu", ["c0"], ["r0"], name="r0"),
+        N("Conv", ["r0", "w1", "b1"], ["c1"], name="c1"),
+        N("Relu", ["c1"], ["r1" if tail else "y"], name="r1"),
+    ]
+    if tail:
+        nodes += [N("Sigmoid", ["r0"], ["s"], name="sg"), N("Concat", ["r1", "s"], ["y"], name="cat", axis=1)]
+    inits = {"w0": rng_w(8, 3, 3, 3), "w1": rng_w(4, 8, 1, 1, seed=1), "b1": np.full(4, -0.5, np.float32)}
+    return make_model(nodes, [("x", [1, 3, 32, 32])], [("y", [1, 12 if tail else 4, 32, 32])], inits)
+
+
+@pytest.mark.parametrize("tail", [False, True], ids=["graph-output", "float-tail"])
+@pytest.mark.parametrize("runtime", ["ort", "openvino"])
+def test_a_relu_with_no_q_after_it_stays_a_node(tmp_path: Path, tail: bool, runtime: str) -> None:
+    """A Relu folds into the Q after its Conv (the Q saturates at 0). Where no Q follows (the model's output;
+    on OpenVINO, a last conv read only by the float tail) the Relu must stay, or negative values come out:
+    both were dropped before (outputs down to -3.2 where the float model gives 0). Controls: the Relu between
+    the two convs, which has a Q after it, is still folded; so is the last one on ONNX Runtime's float tail,
+    where the last conv keeps its output Q (QLinearConv needs it)."""
+    src = save(_relu_model(tail), tmp_path / "relu.onnx")
+    ds = ImageDataset.open(CALIB_DIR, find_spec(CALIB_DIR), 16)
+    q, _ = quantize(src, ds, QuantizeConfig(runtime=runtime))
+    relus = [n.name for n in q.graph.node if n.op_type == "Relu"]
+    assert relus == ([] if tail and runtime == "ort" else ["r1"]), relus
+    x = next(ds.batches(1))
+    ref = open_session("ort", src).run({"x": x})[0]
+    got = open_session("ort", save(q, tmp_path / "q.onnx")).run({"x": x})[0]
+    assert ref[:, :4].min() == 0.0 and got[:, :4].min() >= 0.0
+    assert np.abs(got - ref).max() < 0.1 * np.abs(ref).max()

@@ -515,6 +515,8 @@ def plan(
             if n.op_type in COMPUTE_OPS and policy.float_tail_compute_outputs and _read_by(out, consumers, tail, keys):
                 continue
             add(out)
+    # A fused Relu/Clip is its Q's saturation: where no Q follows (a graph output, the float tail) it stays a node.
+    fused = {ak: pk for ak, pk in fused.items() if fused_out[ak].output[0] in seen}
     per_channel: tuple[str, ...] = ()
     if policy.per_channel_depthwise:
         q_keys = {keys[id(n)] for n in quantized}
