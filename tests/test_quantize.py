@@ -513,3 +513,31 @@ def test_a_relu_with_no_q_after_it_stays_a_node(tmp_path: Path, tail: bool, runt
     got = open_session("ort", save(q, tmp_path / "q.onnx")).run({"x": x})[0]
     assert ref[:, :4].min() == 0.0 and got[:, :4].min() >= 0.0
     assert np.abs(got - ref).max() < 0.1 * np.abs(ref).max()
+
+
+@pytest.mark.parametrize("runtime", ["ort", "openvino", "litert"])
+def test_a_relu6_on_a_concat_grid_wider_than_6_stays_a_node(tmp_path: Path, runtime: str) -> None:
+    """Conv -> Clip(0, 6) and Conv -> Relu with a much larger range, concatenated: the Concat's one grid (the
+    union of the ranges) reaches far above 6, so a Q there cannot stand in for the Clip; the Clip stays and the
+    values stay <= 6 (they came out up to 40 before). Control: the Relu on the same grid is still folded."""
+    N = helper.make_node
+    nodes = [
+        N("Conv", ["x", "w0"], ["c0"], name="c0", pads=[1] * 4),
+        N("Clip", ["c0", "lo", "hi"], ["r0"], name="r0"),
+        N("Conv", ["x", "w2"], ["c2"], name="c2", pads=[1] * 4),
+        N("Relu", ["c2"], ["r2"], name="r2"),
+        N("Concat", ["r0", "r2"], ["cat"], name="cat", axis=1),
+        N("Conv", ["cat", "w1"], ["y"], name="c1"),
+    ]
+    inits = {"w0": rng_w(8, 3, 3, 3) * 3, "w2": rng_w(8, 3, 3, 3, seed=2) * 6, "w1": rng_w(4, 16, 1, 1, seed=1),
+             "lo": np.array(0.0, np.float32), "hi": np.array(6.0, np.float32)}  # fmt: skip
+    src = save(make_model(nodes, [("x", [1, 3, 32, 32])], [("y", [1, 4, 32, 32])], inits), tmp_path / "r6.onnx")
+    ds = ImageDataset.open(CALIB_DIR, find_spec(CALIB_DIR), 16)
+    q, _ = quantize(src, ds, QuantizeConfig(runtime=runtime))
+    acts = [n.name for n in q.graph.node if n.op_type in ("Relu", "Clip")]
+    assert acts == ["r0"], acts
+    c1 = next(n for n in q.graph.node if n.name == "c1")
+    q.graph.output.append(helper.make_tensor_value_info(c1.input[0], onnx.TensorProto.FLOAT, None))
+    x = next(ds.batches(1))
+    cat = open_session("ort", save(q, tmp_path / "q.onnx")).run({"x": x})[1]
+    assert 5.0 < cat[:, :8].max() <= 6.05 and cat[:, 8:].max() > 12.0

@@ -653,6 +653,16 @@ def _clip_is_relu_like(node: onnx.NodeProto, model: onnx.ModelProto) -> bool:
     return lo is not None and float(lo) == 0.0  # type: ignore[arg-type]
 
 
+def _clip_max(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> float | None:
+    """A Clip's upper bound (attribute before opset 11, else the third input), None for a Relu or no bound."""
+    if node.op_type != "Clip":
+        return None
+    hi = node_attr(node, "max")
+    if hi is None and len(node.input) > 2 and node.input[2]:
+        hi = scalar_of(inits.get(node.input[2]))
+    return None if hi is None else float(hi)  # type: ignore[arg-type]
+
+
 def write_qdq(
     model: onnx.ModelProto,
     the_plan: QdqPlan,
@@ -688,9 +698,12 @@ def write_qdq(
     removed: set[str] = set()
     for act_key, prod_key in the_plan.fused_activations.items():
         act, prod = by_key[act_key], by_key[prod_key]
-        lo = ranges.get(act.output[0], (0.0, 0.0))[0]
+        lo, hi = ranges.get(act.output[0], (0.0, 0.0))
         if (scheme.activations_symmetric and not scheme.unsigned_when_nonnegative) or lo < 0:
             continue  # saturation would not reproduce the activation; keep the node
+        top = _clip_max(act, inits)
+        if top is not None and hi > top * (1 + 1e-6):
+            continue  # a ReLU6 on a wider grid (a Concat's, shared with its other inputs): the Q would not clamp
         if act.output[0] in the_plan.per_channel:
             continue  # a node between the Conv and its grid per channel: ONNX Runtime must not fuse that Q (plan)
         prod.output[0] = act.output[0]
