@@ -478,7 +478,7 @@ def plan(
             ak = keys[id(act)]
             if ak in exclude or act.op_type in exclude:
                 continue
-            if act.op_type == "Clip" and not _clip_is_relu_like(act, model):
+            if act.op_type == "Clip" and _clip_bounds(act, inits_by_name)[0] != 0.0:
                 continue
             fused[ak] = keys[id(n)]
 
@@ -644,23 +644,14 @@ def _reads_image_input(n: onnx.NodeProto, model: onnx.ModelProto) -> bool:
     return False
 
 
-def _clip_is_relu_like(node: onnx.NodeProto, model: onnx.ModelProto) -> bool:
-    inits = {t.name: t for t in model.graph.initializer}
-    lo = node_attr(node, "min")
+def _clip_bounds(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> tuple[float | None, float | None]:
+    """A Clip's (min, max): attributes before opset 11, else the second and third inputs; None where unset."""
+    lo, hi = node_attr(node, "min"), node_attr(node, "max")
     if lo is None and len(node.input) > 1 and node.input[1]:
-        t = inits.get(node.input[1])
-        lo = scalar_of(t)
-    return lo is not None and float(lo) == 0.0  # type: ignore[arg-type]
-
-
-def _clip_max(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> float | None:
-    """A Clip's upper bound (attribute before opset 11, else the third input), None for a Relu or no bound."""
-    if node.op_type != "Clip":
-        return None
-    hi = node_attr(node, "max")
+        lo = scalar_of(inits.get(node.input[1]))
     if hi is None and len(node.input) > 2 and node.input[2]:
         hi = scalar_of(inits.get(node.input[2]))
-    return None if hi is None else float(hi)  # type: ignore[arg-type]
+    return (None if lo is None else float(lo)), (None if hi is None else float(hi))  # type: ignore[arg-type]
 
 
 def write_qdq(
@@ -701,7 +692,7 @@ def write_qdq(
         lo, hi = ranges.get(act.output[0], (0.0, 0.0))
         if (scheme.activations_symmetric and not scheme.unsigned_when_nonnegative) or lo < 0:
             continue  # saturation would not reproduce the activation; keep the node
-        top = _clip_max(act, inits)
+        top = _clip_bounds(act, inits)[1] if act.op_type == "Clip" else None
         if top is not None and hi > top * (1 + 1e-6):
             continue  # a ReLU6 on a wider grid (a Concat's, shared with its other inputs): the Q would not clamp
         if act.output[0] in the_plan.per_channel:
