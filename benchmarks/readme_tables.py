@@ -65,6 +65,8 @@ BLOCKS: dict[str, tuple[str, tuple[str, dict[str, str]]]] = {
     "int8_placement_verdict": ("int8_placement:verdict", ("int8_placement", {})),
     "gelu_placement": ("gelu_placement:readme_table", ("gelu_placement", {})),
     "gelu_placement_verdict": ("gelu_placement:verdict", ("gelu_placement", {})),
+    "prelu_placement": ("prelu_placement:readme_table", ("prelu_placement", {})),
+    "prelu_placement_verdict": ("prelu_placement:verdict", ("prelu_placement", {})),
     "export": ("export:readme_table", ("export", {})),
     "export_verdict": ("export:readme_verdict", ("export", {})),
     "tflite_int8": ("export:readme_table", ("tflite_int8", {})),

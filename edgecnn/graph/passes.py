@@ -625,9 +625,35 @@ def prepare(model: onnx.ModelProto, base_dir: Path | None = None) -> onnx.ModelP
     _canonical_hard_activations(m)
     _sums_as_adds(m)
     infer_shapes_inplace(m)
+    _scalar_prelus_as_leaky_relu(m, base_dir)  # reads ranks: the slope must not broadcast x to a higher rank
     _canonical_global_pools(m, base_dir)  # reads the ranks inference gave; the pool's output shape is the ReduceMean's
     pads_on_every_axis(m, base_dir)
     return m
+
+
+def _scalar_prelus_as_leaky_relu(m: onnx.ModelProto, base_dir: Path | None = None) -> int:
+    """In place: a PRelu with one constant slope for every channel (``nn.PReLU()``'s default) becomes
+    LeakyRelu(alpha=slope): the same function, and the op runtimes have integer kernels and conv fusions for
+    (ONNX Runtime's QLinearLeakyRelu, one rounding; it has no integer PRelu). A slope whose rank is above x's
+    (it would broadcast x up) or that is not constant is left. Returns how many."""
+    ranks = _ranks(m)
+    inits = {t.name: t for t in m.graph.initializer}
+    count = 0
+    for n in m.graph.node:
+        if n.op_type != "PRelu" or n.domain not in ("", "ai.onnx") or len(n.input) != 2:
+            continue
+        t = inits.get(n.input[1])
+        rank = ranks.get(n.input[0])
+        if t is None or rank is None or int(np.prod(t.dims)) != 1 or len(t.dims) > rank:
+            continue
+        alpha = float(to_array(t, base_dir).reshape(()))
+        if not np.isfinite(alpha):
+            continue
+        n.CopyFrom(helper.make_node("LeakyRelu", [n.input[0]], list(n.output), name=n.name, alpha=alpha))
+        count += 1
+    if count:
+        remove_unused_initializers(m)
+    return count
 
 
 def pads_on_every_axis(m: onnx.ModelProto, base_dir: Path | None = None) -> int:

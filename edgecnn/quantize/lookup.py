@@ -17,11 +17,13 @@ it are printed by benchmarks/int8_placement.py.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from edgecnn.graph.external import to_array
 from edgecnn.graph.load import node_attr
 
 # The float functions a table can stand for, from the node's attributes (ONNX operator definitions).
@@ -143,12 +145,15 @@ def apply_lookups(model: onnx.ModelProto, ops: frozenset[str], keys: dict[str, s
     return done
 
 
-def decompose(model: onnx.ModelProto, ops: frozenset[str], keys: dict[str, str]) -> dict[str, str]:
+def decompose(
+    model: onnx.ModelProto, ops: frozenset[str], keys: dict[str, str], base_dir: Path | None = None
+) -> dict[str, str]:
     """Rewrite, in place, each ``DQ -> HardSigmoid|HardSwish -> Q`` into ops the runtime fuses into integer
     kernels: HardSigmoid(x) = Clip(alpha*x + beta, 0, 1) is one Add of a constant to the input re-read with
     scale alpha*s (the multiply costs nothing: it is the DequantizeLinear's scale), and the Clip is the output
     Q's saturation (its grid spans at most [0, 1]); HardSwish(x) = x * HardSigmoid(x) adds a Mul. ONNX Runtime
     runs them as QLinearAdd / QLinearMul, which, unlike a Gather, its NHWC layout pass keeps without Transposes.
+    PRelu becomes a QLinearMul and a QLinearAdd too (``_prelu``). ``base_dir``: where external weights live.
     ``keys``: a node's first output -> its report name (only these nodes are rewritten). Returns report name
     -> what was done."""
     g = model.graph
@@ -157,7 +162,7 @@ def decompose(model: onnx.ModelProto, ops: frozenset[str], keys: dict[str, str])
     replace: dict[int, list[onnx.NodeProto]] = {}
     done: dict[str, str] = {}
     for n in list(g.node):
-        if n.op_type not in ops or n.op_type not in ("HardSigmoid", "HardSwish") or n.output[0] not in keys:
+        if n.op_type not in ops or n.op_type not in ("HardSigmoid", "HardSwish", "PRelu") or n.output[0] not in keys:
             continue
         dq = producer.get(n.input[0])
         cons = consumers.get(n.output[0], [])
@@ -168,6 +173,16 @@ def decompose(model: onnx.ModelProto, ops: frozenset[str], keys: dict[str, str])
         if xp is None or yp is None:
             continue
         (s, z), (s2, z2) = xp, yp
+        if n.op_type == "PRelu":
+            fresh = _prelu(n, dq, s, z, inits, new_inits, base_dir)
+            if fresh is None:
+                continue
+            replace[id(n)] = fresh
+            done[keys.get(n.output[0], n.name)] = (
+                "integer form: QLinearMul + QLinearAdd (x + (1 - slope)·Relu(-x), the Relu = the Q's saturation): "
+                "ONNX Runtime has no integer PRelu"
+            )
+            continue
         alpha, beta = (
             (float(node_attr(n, "alpha", 0.2)), float(node_attr(n, "beta", 0.5)))
             if n.op_type == "HardSigmoid"
@@ -210,6 +225,54 @@ def decompose(model: onnx.ModelProto, ops: frozenset[str], keys: dict[str, str])
         final = [m for n in g.node for m in replace.get(id(n), [n])]
         _replace_nodes(model, final, new_inits)
     return done
+
+
+def _prelu(
+    n: onnx.NodeProto,
+    dq: onnx.NodeProto,
+    s: float,
+    z: np.ndarray,
+    inits: dict[str, onnx.TensorProto],
+    new_inits: list[onnx.TensorProto],
+    base_dir: Path | None,
+) -> list[onnx.NodeProto] | None:
+    """``PRelu(x) = x + (1 - slope)·Relu(-x)`` from ops ONNX Runtime runs in integer: a Mul of x by the constant
+    ``slope - 1`` (<= 0) whose output grid starts at 0, so the Q's saturation is the Relu (QLinearMul), then an Add
+    of x (QLinearAdd). Needs a constant slope <= 1 (else the Mul's negative side is not the Relu) and uint8 x
+    (ORT 1.32 on x86 leaves an int8 DQ -> Mul -> Q in float). None where it does not apply."""
+    if z.dtype != np.uint8 or len(n.input) < 2 or n.input[1] not in inits:
+        return None
+    slope = to_array(inits[n.input[1]], base_dir).astype(np.float64)
+    if slope.size == 0 or not np.all(np.isfinite(slope)) or np.any(slope > 1):
+        return None
+    info = np.iinfo(z.dtype)
+    neg = (1.0 - slope) * max(0.0, -(info.min - int(z)) * s)  # the largest (1 - slope)·(-x) on x's grid
+    top = float(np.max(neg))
+    cmax = float(np.max(1.0 - slope))
+    if top <= 0 or cmax <= 0:
+        return None  # x never negative on its grid, or slope 1 everywhere: PRelu is the identity there
+    span = info.max - info.min
+    # slope - 1 on a grid [-cmax, 0] (zero point at the top) and the Mul's output on [0, top] (zero point at the
+    # bottom: its saturation is Relu(-x)).
+    cs = cmax / span
+    cq = np.clip(np.round((slope - 1.0) / cs) + info.max, info.min, info.max).astype(z.dtype)
+    base = n.output[0]
+    names = [f"{base}_negslope_q", f"{base}_negslope_scale", f"{base}_negslope_zero_point"]
+    mn = [f"{base}_neg_scale", f"{base}_neg_zero_point"]
+    new_inits += [
+        numpy_helper.from_array(cq, names[0]),
+        numpy_helper.from_array(np.array(cs, np.float32), names[1]),
+        numpy_helper.from_array(np.array(info.max, z.dtype), names[2]),
+        numpy_helper.from_array(np.array(top / span, np.float32), mn[0]),
+        numpy_helper.from_array(np.array(info.min, z.dtype), mn[1]),
+    ]
+    return [
+        helper.make_node("DequantizeLinear", names, [f"{base}_negslope"], name=f"{base}_negslope_dq"),
+        helper.make_node("Mul", [dq.output[0], f"{base}_negslope"], [f"{base}_neg"], name=f"{base}_neg_mul"),
+        helper.make_node("QuantizeLinear", [f"{base}_neg", *mn], [f"{base}_neg_q"], name=f"{base}_neg_q"),
+        helper.make_node("DequantizeLinear", [f"{base}_neg_q", *mn], [f"{base}_neg_dq"], name=f"{base}_neg_dq"),
+        helper.make_node("Add", [dq.output[0], f"{base}_neg_dq"], [base], name=f"{base}_add"),
+    ]
 
 
 def _replace_nodes(model: onnx.ModelProto, final: list[onnx.NodeProto], new_inits: list[onnx.TensorProto]) -> None:

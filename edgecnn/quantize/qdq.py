@@ -43,7 +43,7 @@ FUSABLE_ACTIVATIONS = frozenset({"Relu", "Clip"})
 QUANT_OPS = COMPUTE_OPS | ARITH_OPS | UNARY_OPS | PASS_OPS
 # Activation patterns a runtime may fuse into the Conv/Gemm that feeds them ("SiLU" is Sigmoid·Mul,
 # "HardSwish2" is HardSigmoid·Mul, how opset < 14 exporters write HardSwish).
-POST_OP_PATTERNS = frozenset({"SiLU", "HardSwish", "HardSwish2", "Sigmoid", "HardSigmoid", "LeakyRelu"})
+POST_OP_PATTERNS = frozenset({"SiLU", "HardSwish", "HardSwish2", "Sigmoid", "HardSigmoid", "LeakyRelu", "PRelu"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -130,14 +130,15 @@ class OpPolicy:
 # (onnxruntime/core/optimizer/qdq_transformer/selectors_actions/qdq_selector_action_transformer.cc, 1.32).
 # It has no integer HardSwish/HardSigmoid: measured (benchmarks/int8_placement.py), rewriting them into
 # QLinearAdd/QLinearMul (edgecnn.quantize.lookup.decompose) beats both a float island between a Q/DQ pair and a
-# 256-entry lookup table (Cast + Gather, which ORT copies byte by byte).
+# 256-entry lookup table (Cast + Gather, which ORT copies byte by byte). No integer PRelu either: it becomes
+# x + (1 - slope)·Relu(-x), a QLinearMul and a QLinearAdd (benchmarks/prelu_placement.py).
 # The stem Conv + HardSwish of a MobileNetV3 stays float: on its output, the largest tensor of the model, the
 # integer form costs QLinearConv (3 input channels: a poor fit for the int8 GEMM) + QLinearAdd + QLinearMul,
 # where ORT runs one fused float Conv+HardSwish and a Q (benchmarks/int8_placement.py, "ort-decompose" vs "ort").
 ORT_DECOMPOSE_POLICY = OpPolicy(
     name="onnxruntime",
-    integer_ops=ARITH_OPS | PASS_OPS | frozenset({"Sigmoid", "LeakyRelu", "HardSigmoid", "HardSwish"}),
-    decompose_ops=frozenset({"HardSigmoid", "HardSwish"}),
+    integer_ops=ARITH_OPS | PASS_OPS | frozenset({"Sigmoid", "LeakyRelu", "HardSigmoid", "HardSwish", "PRelu"}),
+    decompose_ops=frozenset({"HardSigmoid", "HardSwish", "PRelu"}),
     float_tail=True,
     absorb_affine=True,
     contrib_gelu=True,
@@ -169,8 +170,8 @@ ORT_FLOAT_ACT_POLICY = OpPolicy(
     },
 )
 # OpenVINO CPU: low-precision transformations run Conv/MatMul, Add/Multiply, Concat, pooling, Interpolate
-# and the reshaping ops in integer; activations (Swish = Sigmoid·Mul, HSwish, HSigmoid, Sigmoid, LeakyRelu)
-# are fused into the int8 convolution as float post-ops, and a FakeQuantize between them would stop that
+# and the reshaping ops in integer; activations (Swish = Sigmoid·Mul, HSwish, HSigmoid, Sigmoid, LeakyRelu,
+# PRelu) are fused into the int8 convolution as float post-ops, and a FakeQuantize between them would stop that
 # fusion, so they carry no Q/DQ (NNCF places its FakeQuantize nodes the same way).
 OPENVINO_POLICY = OpPolicy(
     name="openvino",
@@ -178,7 +179,7 @@ OPENVINO_POLICY = OpPolicy(
     post_ops=POST_OP_PATTERNS,
     float_reasons={
         op: f"{op} runs as a float post-op fused into the int8 convolution on OpenVINO (no Q/DQ around it)"
-        for op in ("Sigmoid", "HardSigmoid", "HardSwish", "LeakyRelu", "Mul")
+        for op in ("Sigmoid", "HardSigmoid", "HardSwish", "LeakyRelu", "PRelu", "Mul")
     },
     float_tail=True,
     hard_sigmoid_as_eltwise=True,
@@ -223,7 +224,16 @@ OP_POLICIES = {
     "ort-lookup": ORT_LOOKUP_POLICY,
     # the exact GELU left as the exporter's five ops between Q/DQ (benchmarks/gelu_placement.py, "chain")
     "ort-gelu-ops": replace(ORT_POLICY, contrib_gelu=False),
+    # PRelu in float between Q/DQ, as before its integer form (benchmarks/prelu_placement.py, "float")
+    "ort-prelu-float": replace(
+        ORT_POLICY,
+        integer_ops=ORT_POLICY.integer_ops - {"PRelu"},
+        decompose_ops=ORT_POLICY.decompose_ops - {"PRelu"},
+        float_reasons={"PRelu": "PRelu has no integer kernel in ONNX Runtime (no QLinear op): runs in float"},
+    ),
     "openvino": OPENVINO_POLICY,
+    # PRelu kept float with a Q/DQ after its Conv, as before it joined the post-ops (prelu_placement.py, "ov-float")
+    "openvino-prelu-float": replace(OPENVINO_POLICY, post_ops=POST_OP_PATTERNS - {"PRelu"}),
     "openvino-int": OPENVINO_INT_POLICY,
     "litert": INTEGER_POLICY,
     "integer": INTEGER_POLICY,
@@ -839,7 +849,7 @@ def write_qdq(
 
         out_keys = {n.output[0]: keys[id(n)] for n in nodes if n.output and keys[id(n)] in quantized}
         result.integer_forms.update(apply_lookups(m, the_plan.lookup_ops, out_keys))
-        result.integer_forms.update(decompose(m, the_plan.decompose_ops, out_keys))
+        result.integer_forms.update(decompose(m, the_plan.decompose_ops, out_keys, base_dir))
         for n in nodes:  # an op the rewrite did not apply to still runs in float between its Q/DQ: say so
             k = keys[id(n)]
             if (
