@@ -281,6 +281,51 @@ def test_prelu_form_refuses_where_it_is_not_exact_or_not_faster(
     assert "act" in decompose(prelu_chain(np.array([[0.25], [0.1]]), 0.05, 100, 0.04, 50), PRELU_OPS, {"yf": "act"})
 
 
+def test_prelu_form_takes_its_mul_grid_from_each_channels_minimum(tmp_path: Path) -> None:
+    """With each channel's calibrated minimum the Mul's grid ends at the largest (1 - slope_c)·(-min_c), not at
+    the widest (1 - slope) times x's grid bottom: here channel 0 (slope 0, reaching -2) and channel 1 (slope 0.9,
+    reaching -20) give 2 instead of 20, a step 10x finer, and the negative outputs are closer to the exact PRelu
+    on the calibrated ranges. Control: the same chain without the minima."""
+    s, z, s2, z2 = 0.1, 200, 0.1, 180  # x in [-20, 5.5], y in [-18, 7.5]
+    slope = np.array([0.0, 0.9])
+    inits = [
+        numpy_helper.from_array(np.array(s, np.float32), "s"),
+        numpy_helper.from_array(np.array(z, np.uint8), "z"),
+        numpy_helper.from_array(np.array(s2, np.float32), "s2"),
+        numpy_helper.from_array(np.array(z2, np.uint8), "z2"),
+        numpy_helper.from_array(slope.reshape(2, 1).astype(np.float32), "slope"),
+    ]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"], name="q_in"),
+        helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xf"], name="dq"),
+        helper.make_node("PRelu", ["xf", "slope"], ["yf"], name="act"),
+        helper.make_node("QuantizeLinear", ["yf", "s2", "z2"], ["y"], name="q"),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "prelu",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 256])],
+        [helper.make_tensor_value_info("y", TensorProto.UINT8, [1, 2, 256])],
+        inits,
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 14)])
+    x = np.stack([np.linspace(-2.0, 5.5, 256), np.linspace(-20.0, 5.5, 256)])[None].astype(np.float32)
+    xg = (np.clip(np.round(x / s) + z, 0, 255) - z) * s  # x on its grid
+    exact = np.clip(np.round(np.where(xg > 0, xg, slope[None, :, None] * xg) / s2) + z2, 0, 255)
+
+    err = {}
+    for label, mins in (("minima", {"x": np.array([-2.0, -20.0])}), ("bound", None)):
+        dec = copy(m)
+        assert "act" in decompose(dec, PRELU_OPS, {"yf": "act"}, channel_min=mins)
+        top = float(numpy_helper.to_array(next(t for t in dec.graph.initializer if t.name == "yf_neg_scale"))) * 255
+        p = tmp_path / f"{label}.onnx"
+        onnx.save(dec, str(p))
+        got = open_session("ort", p).run({"x": x})[0].astype(np.float64)
+        err[label] = (top, float(np.abs(got - exact)[x < 0].mean()))
+    assert abs(err["minima"][0] - 2.0) < 1e-5 and abs(err["bound"][0] - 20.0) < 1e-5, err
+    assert err["minima"][1] < 0.8 * err["bound"][1], err
+
+
 def _prelu_model(tmp: Path) -> tuple[Path, object, list[np.ndarray]]:
     """MTCNN-style Conv -> PRelu blocks (slopes per channel, some negative) on the bundled images: the float
     file, a 32-image calibration set and 32 evaluation inputs."""

@@ -466,7 +466,7 @@ def _quantize(
         progress=progress,
         workdir=work,
         channel_axis=channel_axis,
-        channels=(*grid_plan.per_channel, *(b.tensor for b in eq_blocks if b.tensor not in grid_plan.per_channel)),
+        channels=tuple(dict.fromkeys([*grid_plan.per_channel, *(b.tensor for b in eq_blocks), *the_plan.channel_min])),
     )
     if config.workers > 1 or config.backend != "local":
         from edgecnn.quantize.distributed import collect_distributed, parse_backend
@@ -511,11 +511,14 @@ def _quantize(
             input_ranges[name] = [float(v) for v in ranges[name]]
 
     per_channel = _channel_ranges(cal, grid_plan.per_channel)
+    prelu_inputs = _channel_ranges(cal, the_plan.channel_min)  # the writer reads their minimum (lookup._prelu)
 
     def build(rs: dict[str, tuple[float, float]], placement: QdqPlan = the_plan) -> Built:
         """Write the QDQ model for ranges ``rs`` and correct its biases: (result, corrected convs, scope,
         error per scope, the shipped model's relative output error on the calibration images, or -1)."""
-        res = write_qdq(prepared, placement, rs, config.scheme, base_dir=work, channel_ranges=per_channel)
+        res = write_qdq(
+            prepared, placement, rs, config.scheme, base_dir=work, channel_ranges={**prelu_inputs, **per_channel}
+        )
         if not config.bias_correction:
             return res, {}, "", {}, -1.0
         from edgecnn.quantize.bias_correction import correct_conv_bias

@@ -276,6 +276,9 @@ class QdqPlan:
     contrib_gelu: bool = False  # the exact GELU chain written as one com.microsoft.Gelu (OpPolicy field)
     unify_concat_sources: bool = False  # a Concat's grid reaches its inputs' sources (OpPolicy field)
     fixed_ranges: dict[str, tuple[float, float]] = field(default_factory=dict)  # tensor -> FIXED_GRIDS range
+    # Inputs of the PRelus written in their integer form whose slopes run along axis 1: calibration gives their
+    # per-channel minimum, which bounds the form's Mul grid (edgecnn.quantize.lookup._prelu)
+    channel_min: tuple[str, ...] = ()
 
 
 @dataclass(kw_only=True)
@@ -544,6 +547,16 @@ def plan(
             and all(keys[id(c)] in chain_end for c in consumers[t])
             and not (t in producer and keys[id(producer[t])] in q_keys)
         )
+    ranks = {
+        vi.name: len(vi.type.tensor_type.shape.dim)
+        for vi in [*model.graph.input, *model.graph.value_info, *model.graph.output]
+        if vi.type.tensor_type.HasField("shape")
+    }
+    channel_min = tuple(
+        n.input[0]
+        for n in quantized
+        if n.op_type == "PRelu" and "PRelu" in policy.decompose_ops and _slope_on_axis1(n, inits_by_name, ranks)
+    )
     return QdqPlan(
         quantized_nodes=tuple(keys[id(n)] for n in quantized),
         activations=tuple(activations),
@@ -563,7 +576,16 @@ def plan(
             for n in quantized
             if policy.fixed_output_grids and n.op_type in FIXED_GRIDS and n.output[0] in activations
         },
+        channel_min=channel_min,
     )
+
+
+def _slope_on_axis1(n: onnx.NodeProto, inits: dict[str, onnx.TensorProto], ranks: dict[str, int]) -> bool:
+    """A PRelu whose constant slope has one value per channel of axis 1 of x (shape (C, 1, ..., 1), x of rank
+    len(shape) + 1: NCHW feature maps, (N, C) Gemm outputs)."""
+    t = inits.get(n.input[1]) if len(n.input) > 1 else None
+    dims = list(t.dims) if t is not None else []
+    return bool(dims) and dims[0] > 1 and all(d == 1 for d in dims[1:]) and ranks.get(n.input[0]) == len(dims) + 1
 
 
 def _is_depthwise(conv: onnx.NodeProto, inits: dict[str, onnx.TensorProto], multiplier: bool = False) -> bool:
@@ -678,7 +700,7 @@ def write_qdq(
     written into the result in memory (a quarter of the float size).
     ``channel_ranges``: per-channel (min, max) of the plan's ``per_channel`` tensors, one grid per channel
     (``channel_qparams``, each channel clipped to the tensor's range in ``ranges``); a tensor without one gets
-    a grid per tensor.
+    a grid per tensor. Also those of the plan's ``channel_min`` tensors (PRelu inputs: only the minimum is read).
     """
     m = onnx.ModelProto()
     m.CopyFrom(model)
@@ -849,7 +871,8 @@ def write_qdq(
 
         out_keys = {n.output[0]: keys[id(n)] for n in nodes if n.output and keys[id(n)] in quantized}
         result.integer_forms.update(apply_lookups(m, the_plan.lookup_ops, out_keys))
-        result.integer_forms.update(decompose(m, the_plan.decompose_ops, out_keys, base_dir))
+        ch_min = {t: r[0] for t, r in (channel_ranges or {}).items() if t in the_plan.channel_min}
+        result.integer_forms.update(decompose(m, the_plan.decompose_ops, out_keys, base_dir, ch_min))
         for n in nodes:  # an op the rewrite did not apply to still runs in float between its Q/DQ: say so
             k = keys[id(n)]
             if (
