@@ -12,7 +12,9 @@ edgecnn writes:
   default   PRelu(x) = x + (1 - slope)·Relu(-x): a QLinearMul by the constant slope - 1 whose output grid starts
             at 0 (its saturation is the Relu) and a QLinearAdd (`--runtime ort`, the default)
 
-and FP32. With `--runtime openvino` (OpenVINO fuses PRelu into the int8 convolution as a float post-op):
+and FP32, ONNX Runtime's `quantize_static` (QDQ, per-channel, after `quant_pre_process`: "ort-static") and, on
+OpenVINO, NNCF's quantize of the OpenVINO model ("nncf-ov"). With `--runtime openvino` (OpenVINO fuses PRelu
+into the int8 convolution as a float post-op):
 
   ov-float    a Q/DQ between each Conv and its PRelu, the PRelu float (`--runtime openvino-prelu-float` in the API;
               the placement before this script)
@@ -41,6 +43,9 @@ from runner import Variant, common_args, latency, median, run_benchmark, setting
 NAME = "prelu_placement"
 PLACEMENTS = {"float": "ort-prelu-float", "default": "ort"}
 OV_PLACEMENTS = {"ov-float": "openvino-prelu-float", "ov-default": "openvino"}
+# The peers, from the same images: ONNX Runtime's quantize_static (QDQ, per-channel, after quant_pre_process) on
+# ORT, and NNCF's quantize of the OpenVINO model (default preset) on OpenVINO.
+PEERS = {"ort-static": "ort", "nncf-ov": "openvino"}
 WORK = MODELS / "prelu"
 
 
@@ -136,7 +141,7 @@ def prelu_net(width: int, seed: int = 0) -> Any:
 
 
 def write_variants(width: int, samples: int) -> dict[str, Path]:
-    """FP32 plus the two INT8 placements (the same images)."""
+    """FP32, edgecnn's INT8 placements and the peers' files (the same images)."""
     import onnx
 
     from edgecnn.preprocess import load_spec
@@ -152,6 +157,37 @@ def write_variants(width: int, samples: int) -> dict[str, Path]:
         q, _ = quantize(fp32, ds, QuantizeConfig(runtime=runtime))
         out[v] = WORK / f"prelu-net-{width}-int8-{v}.onnx"
         onnx.save(q, str(out[v]))
+    out.update(write_peers(fp32, samples))
+    return out
+
+
+def write_peers(fp32: Path, samples: int) -> dict[str, Path]:
+    """The peers' INT8 files of ``fp32`` from the same calibration images and PreprocessSpec."""
+    import nncf
+    import openvino as ov
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from edgecnn.preprocess import list_images, load_spec
+
+    spec = load_spec(SPEC)
+    xs = [spec.load(p)[None] for p in list_images(CALIB)[:samples]]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter(xs)
+
+        def get_next(self) -> dict[str, Any] | None:
+            x = next(self.it, None)
+            return None if x is None else {"x": x}
+
+    out = {"ort-static": fp32.with_name(fp32.stem + "-int8-ort-static.onnx")}
+    pre = fp32.with_name(fp32.stem + "-ort-pre.onnx")
+    quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+    quantize_static(str(pre), str(out["ort-static"]), Reader(), quant_format=QuantFormat.QDQ, per_channel=True)
+    out["nncf-ov"] = fp32.with_name(fp32.stem + "-int8-nncf-ov.xml")
+    q = nncf.quantize(ov.Core().read_model(str(fp32)), nncf.Dataset(xs), subset_size=samples)
+    ov.save_model(q, str(out["nncf-ov"]))
     return out
 
 
@@ -162,7 +198,10 @@ def readme_table(payload: dict[str, Any]) -> str:
         "ORT integer ops | ORT Q/DQ |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for rt, variants in (("ort", ("fp32", *PLACEMENTS)), ("openvino", ("fp32", *OV_PLACEMENTS))):
+    for rt, variants in (
+        ("ort", ("fp32", *PLACEMENTS, "ort-static")),
+        ("openvino", ("fp32", *OV_PLACEMENTS, "nncf-ov")),
+    ):
         base = median(payload, f"{m}/fp32/{rt}", "p50_ms")
         for v in variants:
             val, sp = median(payload, f"{m}/{v}/{rt}", "p50_ms"), spread(payload, f"{m}/{v}/{rt}", "p50_ms")
@@ -212,6 +251,20 @@ def verdict(payload: dict[str, Any]) -> str:
             f" On OpenVINO, PRelu as a post-op of its int8 convolution: output SQNR {sq['ov-default']:.1f} dB against "
             f"{sq['ov-float']:.1f} dB with a Q/DQ between them, p50 {ov / ov_old:.2f}x ({vs(a, b, ov < ov_old)})."
         )
+    for peer, ours_v, rt, name in (
+        ("ort-static", "default", "ort", "ONNX Runtime's quantize_static"),
+        ("nncf-ov", "ov-default", "openvino", "NNCF"),
+    ):
+        p, e = median(payload, f"{m}/{peer}/{rt}", "p50_ms"), median(payload, f"{m}/{ours_v}/{rt}", "p50_ms")
+        ps, es = median(payload, f"{m}/{peer}/accuracy", "sqnr_db"), sq[ours_v]
+        if p is None or e is None or ps is None or es is None:
+            out += f" {name}: not measured."
+            continue
+        a, b = spread(payload, f"{m}/{ours_v}/{rt}", "p50_ms"), spread(payload, f"{m}/{peer}/{rt}", "p50_ms")
+        out += (
+            f" Against {name} on {'ORT' if rt == 'ort' else 'OpenVINO'}: p50 {e / p:.2f}x its ({vs(a, b, e < p)}), "
+            f"output SQNR {es:.1f} vs {ps:.1f} dB."
+        )
     return out
 
 
@@ -232,10 +285,10 @@ def main() -> int:
     facts: list[Variant] = []
     for v, path in paths.items():
         p = {"model": str(path)}
-        rt = "openvino" if v in OV_PLACEMENTS else "ort"
+        rt = "openvino" if v in OV_PLACEMENTS or PEERS.get(v) == "openvino" else "ort"
         for r in ("ort", "openvino") if v == "fp32" else (rt,):
             variants.append(Variant(name=f"{model}/{v}/{r}", fn=f"{NAME}:measure", params={**p, "runtime": r}))
-        if v not in OV_PLACEMENTS:
+        if rt == "ort":
             facts.append(Variant(name=f"{model}/{v}/ort-graph", fn=f"{NAME}:ort_graph", params=p, rounds=1))
         if v != "fp32":
             acc = {**p, "reference": str(paths["fp32"]), "n": a.eval, "runtime": rt}
