@@ -891,7 +891,7 @@ def test_openvino_head_convs_run_int8_with_float_outputs(
     prec = _ov_layer_precisions(q)
     assert prec.get("box_conv") in ("i8", "u8") and prec.get("cls_conv") in ("i8", "u8"), prec
 
-    monkeypatch.setitem(OP_POLICIES, "openvino", replace(OPENVINO_POLICY, float_tail_compute_outputs=False))
+    monkeypatch.setitem(OP_POLICIES, "openvino", replace(OPENVINO_POLICY, float_tail_compute_outputs=frozenset()))
     ctl, _ = edgecnn_int8(src, data["calib"], tmp_path / "ctl.onnx", runtime="openvino", scheme=OPENVINO_CPU)
 
     def q_nodes(path: Path) -> set[str]:
@@ -902,6 +902,84 @@ def test_openvino_head_convs_run_int8_with_float_outputs(
     x = tensors(data["eval"])
     ref, ours, theirs = outputs(src, x)[0], outputs(q, x, "openvino")[0], outputs(ctl, x, "openvino")[0]
     assert sqnr(ref, ours) > sqnr(ref, theirs) + 0.5, (sqnr(ref, ours), sqnr(ref, theirs))
+
+
+def _softmax_head(kind: str, tail: str = "Softmax") -> onnx.ModelProto:
+    """A classifier head: Conv -> Relu -> GlobalAveragePool -> Flatten -> ``kind`` -> ``tail`` (Softmax, or a
+    Reshape of the logits as a recognizer's CTC output), where ``kind`` is "gemm" (with its bias), "matmul" (no
+    bias) or "matmul-add" (MatMul + Add of the bias, as Paddle exports write a linear layer)."""
+    rng = np.random.default_rng(11)
+    inits = {"w0": he(rng, 16, 3, 3, 3), "b": rng.normal(0, 0.1, 5).astype(np.float32)}
+    wf = (rng.normal(0, 1, (5, 16)) * 2.0).astype(np.float32)
+    N = helper.make_node
+    nodes = [
+        N("Conv", ["input", "w0"], ["c0"], name="c0", kernel_shape=[3, 3], pads=[1] * 4),
+        N("Relu", ["c0"], ["r0"], name="r0"),
+        N("GlobalAveragePool", ["r0"], ["gap"], name="gap"),
+        N("Flatten", ["gap"], ["flat"], name="flat"),
+    ]
+    if kind == "gemm":
+        inits["wf"] = wf
+        nodes.append(N("Gemm", ["flat", "wf", "b"], ["logits"], name="fc", transB=1))
+    else:
+        inits["wf"] = np.ascontiguousarray(wf.T)
+        nodes.append(N("MatMul", ["flat", "wf"], ["mm" if kind == "matmul-add" else "logits"], name="fc"))
+        if kind == "matmul-add":
+            nodes.append(N("Add", ["mm", "b"], ["logits"], name="fc_bias"))
+    if tail == "Softmax":
+        nodes.append(N("Softmax", ["logits"], ["prob"], name="softmax", axis=-1))
+    else:
+        inits["shape"] = np.array([1, 5, 1], np.int64)
+        nodes.append(N("Reshape", ["logits", "shape"], ["prob"], name="to_sequence"))
+    return make_model(nodes, [("input", [1, 3, SIZE, SIZE])], [("prob", None)], inits, opset=13)
+
+
+@pytest.mark.parametrize(
+    ("kind", "tail", "kernel"),
+    [("gemm", "Reshape", "QGemm"), ("matmul", "Reshape", "MatMulIntegerToFloat"), ("gemm", "Softmax", "QGemm")],
+)
+def test_onnx_runtime_head_gemm_hands_on_float_logits(
+    kind: str, tail: str, kernel: str, data: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--runtime ort: the last Gemm/MatMul before the float tail (a Softmax, the Reshape of a CTC recognizer's
+    logits) gets no output Q/DQ. ONNX Runtime still runs it in integer with a float output (QGemm without
+    y_scale; MatMulIntegerToFloat), so the logits are not rounded to an 8-bit grid on their way out. Negative
+    control: the placement with the Q (the default before): the logits further from float. (Through a Softmax
+    the rounding is mostly hidden by the saturation; the kernels are checked there.)"""
+    import onnxruntime as ort
+
+    src = save(_softmax_head(kind, tail), tmp_path / "head.onnx")
+    assert "logits" not in plan(shaped(src), policy=ORT_POLICY).activations
+    q, _ = edgecnn_int8(src, data["calib"], tmp_path / "ort.onnx")
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    ort.InferenceSession(str(q), so, providers=["CPUExecutionProvider"])
+    ops = collections.Counter(n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node)
+    assert ops[kernel] == 1 and ops["Gemm"] == ops["MatMul"] == ops["DequantizeLinear"] == 0, ops
+
+    monkeypatch.setitem(OP_POLICIES, "ort", replace(ORT_POLICY, float_tail_compute_outputs=frozenset()))
+    ctl, _ = edgecnn_int8(src, data["calib"], tmp_path / "ctl.onnx")
+    assert "logits" in {n.input[0] for n in onnx.load(str(ctl)).graph.node if n.op_type == "QuantizeLinear"}
+    if tail == "Reshape":
+        x = tensors(data["eval"])
+        ref, ours, theirs = outputs(src, x)[0], outputs(q, x)[0], outputs(ctl, x)[0]
+        assert sqnr(ref, ours) > sqnr(ref, theirs) + 0.5, (sqnr(ref, ours), sqnr(ref, theirs))
+
+
+def test_onnx_runtime_keeps_the_q_of_a_matmul_whose_bias_add_follows(data: dict[str, Path], tmp_path: Path) -> None:
+    """MatMul + Add(bias) before the Softmax: without a Q after the MatMul, ONNX Runtime fuses the two into a
+    float Gemm reading the DequantizeLinears (no integer kernel at all), so the MatMul keeps its Q and runs as
+    QLinearMatMul."""
+    import onnxruntime as ort
+
+    src = save(_softmax_head("matmul-add"), tmp_path / "head.onnx")
+    assert "mm" in plan(shaped(src), policy=ORT_POLICY).activations
+    q, _ = edgecnn_int8(src, data["calib"], tmp_path / "ort.onnx")
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    ort.InferenceSession(str(q), so, providers=["CPUExecutionProvider"])
+    ops = collections.Counter(n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node)
+    assert ops["QLinearMatMul"] == 1 and ops["Gemm"] == 0, ops
 
 
 def test_openvino_placement_writes_hard_sigmoid_as_fusable_eltwise(data: dict[str, Path], tmp_path: Path) -> None:

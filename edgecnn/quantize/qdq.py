@@ -114,7 +114,7 @@ class OpPolicy:
     # the convolution; NNCF puts no FakeQuantize there either). A Q/DQ there only rounds and clips the values on
     # their way out: on ddddocr-det's YOLOX head, the objectness Sigmoid's u8 grid from 64 calibration images
     # clipped at 0.08 and lost a quarter of the confident anchors. ONNX Runtime needs the Q to form QLinearConv.
-    float_tail_compute_outputs: bool = False
+    float_tail_compute_outputs: frozenset[str] = frozenset()
     # Integer Sigmoid/Tanh/Softmax outputs get the fixed grid the integer kernels require (``FIXED_GRIDS``): a
     # TFLite LOGISTIC/TANH/SOFTMAX only accepts that output scale and zero point (kernels' Prepare checks it), so
     # a calibrated grid cost a QUANTIZE (requantization) after each one in the .tflite: 57 of yolo320's 313 ops.
@@ -140,6 +140,10 @@ ORT_DECOMPOSE_POLICY = OpPolicy(
     integer_ops=ARITH_OPS | PASS_OPS | frozenset({"Sigmoid", "LeakyRelu", "HardSigmoid", "HardSwish", "PRelu"}),
     decompose_ops=frozenset({"HardSigmoid", "HardSwish", "PRelu"}),
     float_tail=True,
+    # the last Gemm/MatMul before a float tail (a classifier's Softmax, a recognizer's CTC Softmax) writes float
+    # logits: ORT runs DQ -> Gemm as QGemm without y_scale and DQ -> MatMul as MatMulIntegerToFloat (a Conv
+    # keeps its Q: QLinearConv needs one)
+    float_tail_compute_outputs=frozenset({"Gemm", "MatMul"}),
     absorb_affine=True,
     contrib_gelu=True,
     equalize_hard_swish=True,
@@ -186,7 +190,7 @@ OPENVINO_POLICY = OpPolicy(
     post_op_affine=True,
     per_channel_depthwise=True,
     unify_concat_sources=True,
-    float_tail_compute_outputs=True,
+    float_tail_compute_outputs=COMPUTE_OPS,
 )
 # OpenVINO CPU, every op with an integer form wrapped in Q/DQ, activations included ("openvino-int"). It was
 # the --runtime openvino default until a quiet rerun of benchmarks/real_models.py (OpenVINO 2026.4, AMX)
@@ -202,7 +206,7 @@ OPENVINO_INT_POLICY = OpPolicy(
     },
     float_tail=True,
     unify_concat_sources=True,
-    float_tail_compute_outputs=True,
+    float_tail_compute_outputs=COMPUTE_OPS,
 )
 # Integer-only accelerators and LiteRT/XNNPACK: everything that has an integer form gets Q/DQ.
 # Sub too: TFLite SUB and the integer accelerators run it quantized (ONNX Runtime has no QLinearSub, so its
@@ -525,7 +529,13 @@ def plan(
         for out in outs:
             if out in graph_outputs and not quantize_outputs:
                 continue
-            if n.op_type in COMPUTE_OPS and policy.float_tail_compute_outputs and _read_by(out, consumers, tail, keys):
+            if (
+                n.op_type in policy.float_tail_compute_outputs
+                and _read_by(out, consumers, tail, keys)
+                and not (n.op_type == "MatMul" and any(c.op_type in ("Add", "Sub") for c in consumers.get(out, [])))
+            ):
+                # (ONNX Runtime fuses a MatMul and the float Add of its bias into a float Gemm reading the DQs: the
+                # MatMul keeps its Q there, so it stays QLinearMatMul)
                 continue
             add(out)
     # A fused Relu/Clip is its Q's saturation: where no Q follows (a graph output, the float tail) it stays a node.
