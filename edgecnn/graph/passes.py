@@ -636,7 +636,7 @@ def _scalar_prelus_as_leaky_relu(m: onnx.ModelProto, base_dir: Path | None = Non
     LeakyRelu(alpha=slope): the same function, and the op runtimes have integer kernels and conv fusions for
     (ONNX Runtime's QLinearLeakyRelu, one rounding; it has no integer PRelu). A slope whose rank is above x's
     (it would broadcast x up) or that is not constant is left. Returns how many."""
-    ranks = _ranks(m)
+    ranks = tensor_ranks(m)
     inits = {t.name: t for t in m.graph.initializer}
     count = 0
     for n in m.graph.node:
@@ -661,7 +661,7 @@ def pads_on_every_axis(m: onnx.ModelProto, base_dir: Path | None = None) -> int:
     given) and no ``axes``: the same values, in the form runtimes and converters handle (ONNX Runtime's QDQ
     optimizer built an out-of-range Gather from it, and the TFLite converter refused it). Reads ranks from
     shape inference. Returns how many."""
-    ranks = _ranks(m)
+    ranks = tensor_ranks(m)
     inits = {t.name: t for t in m.graph.initializer}
     used = _names_in_use(m)
     count = 0
@@ -688,7 +688,8 @@ def pads_on_every_axis(m: onnx.ModelProto, base_dir: Path | None = None) -> int:
     return count
 
 
-def _ranks(m: onnx.ModelProto) -> dict[str, int]:
+def tensor_ranks(m: onnx.ModelProto) -> dict[str, int]:
+    """Each tensor with a known shape (graph inputs, value_info from shape inference, outputs) -> its rank."""
     return {
         vi.name: len(vi.type.tensor_type.shape.dim)
         for vi in [*m.graph.input, *m.graph.value_info, *m.graph.output]
@@ -701,7 +702,7 @@ def _canonical_global_pools(m: onnx.ModelProto, base_dir: Path | None = None) ->
     squeeze-excitation's pooling), becomes GlobalAveragePool with the same output: the same values, and the op
     runtimes have integer kernels for (ONNX Runtime's QLinearGlobalAveragePool; its ReduceMean runs in float
     between a DQ and a Q). Axes from the attribute (opset < 18) or a constant input. Returns how many."""
-    ranks = _ranks(m)
+    ranks = tensor_ranks(m)
     inits = {t.name: t for t in m.graph.initializer}
     count = 0
     for i, n in enumerate(m.graph.node):

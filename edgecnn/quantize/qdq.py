@@ -24,7 +24,7 @@ from onnx import TensorProto, helper, numpy_helper
 from edgecnn.errors import BadInputError
 from edgecnn.graph.external import scalar_of, to_array
 from edgecnn.graph.load import infer_shapes_inplace, node_attr
-from edgecnn.graph.passes import affine_tail, compose_affine, gelu_erf_chains
+from edgecnn.graph.passes import affine_tail, compose_affine, gelu_erf_chains, tensor_ranks
 from edgecnn.quantize.params import QuantScheme, activation_qparams, channel_qparams, quantize_array, weight_params
 
 COMPUTE_OPS = frozenset({"Conv", "Gemm", "MatMul"})
@@ -557,11 +557,7 @@ def plan(
             and all(keys[id(c)] in chain_end for c in consumers[t])
             and not (t in producer and keys[id(producer[t])] in q_keys)
         )
-    ranks = {
-        vi.name: len(vi.type.tensor_type.shape.dim)
-        for vi in [*model.graph.input, *model.graph.value_info, *model.graph.output]
-        if vi.type.tensor_type.HasField("shape")
-    }
+    ranks = tensor_ranks(model)
     channel_min = tuple(
         n.input[0]
         for n in quantized
