@@ -969,11 +969,12 @@ def test_onnx_runtime_head_gemm_hands_on_float_logits(
 def test_onnx_runtime_keeps_the_q_of_a_matmul_whose_bias_add_follows(data: dict[str, Path], tmp_path: Path) -> None:
     """MatMul + Add(bias) before the Softmax: without a Q after the MatMul, ONNX Runtime fuses the two into a
     float Gemm reading the DequantizeLinears (no integer kernel at all), so the MatMul keeps its Q and runs as
-    QLinearMatMul."""
+    QLinearMatMul. On OpenVINO, which has no such fusion, the MatMul still hands on float values."""
     import onnxruntime as ort
 
     src = save(_softmax_head("matmul-add"), tmp_path / "head.onnx")
     assert "mm" in plan(shaped(src), policy=ORT_POLICY).activations
+    assert "mm" not in plan(shaped(src), policy=OPENVINO_POLICY).activations  # an ONNX Runtime fusion only
     q, _ = edgecnn_int8(src, data["calib"], tmp_path / "ort.onnx")
     so = ort.SessionOptions()
     so.optimized_model_filepath = str(tmp_path / "opt.onnx")

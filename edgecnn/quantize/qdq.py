@@ -115,6 +115,9 @@ class OpPolicy:
     # their way out: on ddddocr-det's YOLOX head, the objectness Sigmoid's u8 grid from 64 calibration images
     # clipped at 0.08 and lost a quarter of the confident anchors. ONNX Runtime needs the Q to form QLinearConv.
     float_tail_compute_outputs: frozenset[str] = frozenset()
+    # ... except a MatMul whose bias Add/Sub follows: the runtime fuses the two into a float Gemm reading the DQs
+    # when no Q sits between them (ONNX Runtime's MatMulAddFusion), so that MatMul keeps its Q (QLinearMatMul)
+    matmul_bias_keeps_q: bool = False
     # Integer Sigmoid/Tanh/Softmax outputs get the fixed grid the integer kernels require (``FIXED_GRIDS``): a
     # TFLite LOGISTIC/TANH/SOFTMAX only accepts that output scale and zero point (kernels' Prepare checks it), so
     # a calibrated grid cost a QUANTIZE (requantization) after each one in the .tflite: 57 of yolo320's 313 ops.
@@ -144,6 +147,7 @@ ORT_DECOMPOSE_POLICY = OpPolicy(
     # logits: ORT runs DQ -> Gemm as QGemm without y_scale and DQ -> MatMul as MatMulIntegerToFloat (a Conv
     # keeps its Q: QLinearConv needs one)
     float_tail_compute_outputs=frozenset({"Gemm", "MatMul"}),
+    matmul_bias_keeps_q=True,
     absorb_affine=True,
     contrib_gelu=True,
     equalize_hard_swish=True,
@@ -532,10 +536,12 @@ def plan(
             if (
                 n.op_type in policy.float_tail_compute_outputs
                 and _read_by(out, consumers, tail, keys)
-                and not (n.op_type == "MatMul" and any(c.op_type in ("Add", "Sub") for c in consumers.get(out, [])))
+                and not (
+                    policy.matmul_bias_keeps_q
+                    and n.op_type == "MatMul"
+                    and any(c.op_type in ("Add", "Sub") for c in consumers.get(out, []))
+                )
             ):
-                # (ONNX Runtime fuses a MatMul and the float Add of its bias into a float Gemm reading the DQs: the
-                # MatMul keeps its Q there, so it stays QLinearMatMul)
                 continue
             add(out)
     # A fused Relu/Clip is its Q's saturation: where no Q follows (a graph output, the float tail) it stays a node.
