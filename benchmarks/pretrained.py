@@ -122,6 +122,9 @@ class ModelDef:
     channel_axis: int = 1
     objectness: bool = False
     threshold: float = 0.5
+    # A detector whose scores come one output per stride (PP-PicoDet, NanoDet): those outputs, joined along the
+    # anchor axis, are what the agreement counts; empty: output 0 alone
+    score_outputs: tuple[int, ...] = ()
 
 
 KINDS = ("detector", "map", "sequence", "classifier")
@@ -152,10 +155,14 @@ def load_table(path: Path = TABLE) -> tuple[list[ModelDef], dict[str, Any]]:
                     version=pkg["version"],
                     pypi=pkg["pypi"],
                     license=pkg["license"],
-                    **{**fields, "shape": tuple(int(d) for d in row["shape"])},
+                    **{
+                        **fields,
+                        "shape": tuple(int(d) for d in row["shape"]),
+                        "score_outputs": tuple(int(k) for k in row.get("score_outputs", ())),
+                    },
                 )
             )
-        except (KeyError, TypeError) as e:
+        except (KeyError, TypeError, ValueError) as e:
             raise BadInputError(f"{path}: model {row.get('name')!r}: {e}") from None
     images = {k: {**v, "version": pkgs[v["package"]]["version"]} for k, v in t.get("images", {}).items()}
     return models, images
@@ -470,7 +477,7 @@ def task_metrics(kind: str, ref: np.ndarray, cand: np.ndarray, m: dict[str, Any]
         kept = conf_r & conf_c & (a["cls"] == b["cls"])
         n = int(conf_r.sum())
         return {
-            "sqnr_box_db": sqnr_db(a["boxes"], b["boxes"]),
+            "sqnr_box_db": sqnr_db(a["boxes"], b["boxes"]) if m["box_channels"] else None,
             "sqnr_score_db": sqnr_db(a["scores"], b["scores"]),
             "confident_ref": n,
             "confident_kept": int(kept.sum()),
@@ -484,6 +491,16 @@ def task_metrics(kind: str, ref: np.ndarray, cand: np.ndarray, m: dict[str, Any]
     if kind == "sequence":
         return {"agreement_pct": 100.0 * float(np.mean(ref.argmax(-1) == cand.argmax(-1)))}
     return {"agreement_pct": 100.0 * float(np.mean(ref.reshape(len(ref), -1).argmax(-1) == cand.reshape(len(cand), -1).argmax(-1)))}  # fmt: skip
+
+
+def task_pair(cat: list[tuple[np.ndarray, np.ndarray]], task: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """(FP32, quantized) of what the task's agreement counts, from (FP32, quantized) per output: output 0, or a
+    detector's ``score_outputs`` (one per stride) joined along the anchor axis (axis 1 of [N, A, C], 2 of [N, C, A])."""
+    picked = [cat[k] for k in task.get("score_outputs") or (0,)]
+    if len(picked) == 1:
+        return picked[0]
+    axis = 3 - task["channel_axis"]
+    return np.concatenate([r for r, _ in picked], axis), np.concatenate([c for _, c in picked], axis)
 
 
 def accuracy_child(
@@ -515,7 +532,7 @@ def accuracy_child(
     cat = [(np.concatenate([o[k] for o in refs]), np.concatenate([o[k] for o in outs])) for k in range(len(refs[0]))]
     for k, (r, c) in enumerate(cat):
         res[f"sqnr_db_{k}"] = sqnr_db(r, c)
-    res.update(task_metrics(task["kind"], cat[0][0], cat[0][1], task))
+    res.update(task_metrics(task["kind"], *task_pair(cat, task), task))
     return res
 
 
@@ -563,6 +580,7 @@ def variants_for(
     base = {"model_name": m.name, "input_name": m.input, "shape": list(m.shape), "spec": spec}
     files = {"fp32": model_path, **{v: _int8_path(work, m.name, v) for v in VARIANTS}}
     task = {k: getattr(m, k) for k in ("kind", "box_channels", "channel_axis", "objectness", "threshold")}
+    task["score_outputs"] = list(m.score_outputs)
     quant = [
         Variant(
             name=f"{m.name}/{v}/quantize",
@@ -665,6 +683,10 @@ AGREEMENT = {
 }
 
 
+def _db(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1f}"
+
+
 def _agree_cell(mt: dict[str, Any], kind: str) -> str:
     a = mt.get("agreement_pct")
     if a is None:
@@ -714,7 +736,7 @@ def readme_table(payload: dict[str, Any]) -> str:
                 sq_s = ", ".join("-" if x is None else f"{x:.1f}" for x in mt["sqnr"]) + (
                     " (OV)" if v in OV_VARIANTS else ""
                 )
-                bs = "-" if mt["sqnr_box_db"] is None else f"{mt['sqnr_box_db']:.1f} / {mt['sqnr_score_db']:.1f}"
+                bs = "-" if mt["sqnr_score_db"] is None else f"{_db(mt['sqnr_box_db'])} / {mt['sqnr_score_db']:.1f}"
                 ag = _agree_cell(mt, kind)
             ort_cell = _lat(payload, f"{name}/{v}/ort", f"{name}/fp32/ort") if v in ORT_LATENCY else "-"
             ov_name = f"{name}/{v}/openvino"

@@ -52,7 +52,8 @@ def test_the_table_pins_every_model_and_each_spec_cites_its_source() -> None:
         assert len(spec.mean) == m.shape[1]
         assert m.images in pt.IMAGE_SETS
         if m.kind == "detector":
-            assert m.box_channels == 4 and m.channel_axis in (1, 2)
+            assert m.channel_axis in (1, 2)
+            assert m.box_channels == 4 or (m.box_channels == 0 and len(m.score_outputs) > 1), m.name
     files = images["skimage"]["files"]
     assert len(files) >= 10 and all(re.fullmatch(r"[0-9a-f]{64}", sha) for _, sha in files)
 
@@ -64,6 +65,11 @@ def test_a_malformed_table_is_one_clear_error(tmp_path: Path) -> None:
         pt.load_table(bad)
     bad.write_text(bad.read_text().replace('"b"', '"a"') + 'kind = "segmenter"\n')
     with pytest.raises(pt.BadInputError, match="kind 'segmenter'; valid: detector, map, sequence, classifier"):
+        pt.load_table(bad)
+    row = 'kind = "detector"\nwheel_path = "m.onnx"\nsha256 = "0"\nwhat = "w"\ninput = "x"\nshape = [1, 3, 8, 8]\n'
+    row += 'spec = "s.toml"\nimages = "nat"\nscore_outputs = ["first"]\n'
+    bad.write_text(bad.read_text().replace('kind = "segmenter"\n', row))
+    with pytest.raises(pt.BadInputError, match="model 'm': invalid literal"):
         pt.load_table(bad)
 
 
@@ -187,6 +193,19 @@ def test_detector_metrics_count_confident_anchors_that_keep_their_class() -> Non
     cand2 = _det([[0.9, 0.9], [0.5, 0.9]], 2)  # 0.2 x 0.9 = 0.18 (not confident) -> 0.45 (confident)
     m2 = pt.task_metrics("detector", ref2, cand2, yolox)
     assert (m2["confident_ref"], m2["confident_kept"], m2["confident_cand"]) == (1, 1, 2)
+
+
+def test_scores_one_output_per_stride_are_joined_along_the_anchors() -> None:
+    task = {"kind": "detector", "box_channels": 0, "channel_axis": 2, "objectness": False, "score_outputs": [0, 2]}
+    ref = [np.full((2, 3, 5), 0.9, np.float32), np.zeros((2, 7, 32), np.float32), np.full((2, 1, 5), 0.1, np.float32)]
+    cand = [r.copy() for r in ref]
+    cand[2][0, 0, 1] = 0.95  # a confident anchor on the second stride appears: only the joined outputs count it
+    r, c = pt.task_pair(list(zip(ref, cand, strict=True)), task)
+    assert r.shape == (2, 4, 5) and c.shape == (2, 4, 5)
+    m = pt.task_metrics("detector", r, c, task)
+    assert m["sqnr_box_db"] is None and (m["confident_ref"], m["confident_cand"]) == (6, 7)
+    one = pt.task_pair(list(zip(ref, cand, strict=True)), {**task, "score_outputs": []})
+    assert one[0] is ref[0]  # without score_outputs, output 0 as before
 
 
 def test_map_sequence_and_classifier_agreement() -> None:
