@@ -1,5 +1,6 @@
 """What the benchmark scripts share: paths, the 224x224 PreprocessSpec, an ORT calibration reader, the tiny CNN
-of the harness benchmarks and their edgecnn-vs-peer table rows."""
+of the harness benchmarks and their edgecnn-vs-peer table rows, and for the placement benchmarks: one model
+quantized once per placement, and its output SQNR and top-1 agreement against FP32."""
 
 from __future__ import annotations
 
@@ -102,3 +103,41 @@ def ort_executed_graph(model: str, threads: int) -> Any:
         so.optimized_model_filepath = str(Path(t) / "opt.onnx")
         ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
         return onnx.load(so.optimized_model_filepath).graph
+
+
+def write_placements(fp32: Path, placements: dict[str, str], samples: int) -> dict[str, Path]:
+    """``fp32`` quantized by edgecnn once per placement (variant -> ``QuantizeConfig.runtime``), from the same first
+    ``samples`` bundled calibration images through SPEC, each saved beside it as ``<stem>-int8-<variant>.onnx``."""
+    import onnx
+
+    from edgecnn.preprocess import load_spec
+    from edgecnn.quantize.api import QuantizeConfig, quantize
+    from edgecnn.quantize.dataset import ImageDataset
+
+    ds = ImageDataset.open(CALIB, load_spec(SPEC), samples)
+    out = {}
+    for v, runtime in placements.items():
+        q, _ = quantize(fp32, ds, QuantizeConfig(runtime=runtime))
+        out[v] = fp32.with_name(f"{fp32.stem}-int8-{v}.onnx")
+        onnx.save(q, str(out[v]))
+    return out
+
+
+def output_accuracy(model: str, reference: str, n: int, threads: int, runtime: str = "ort") -> dict[str, float]:
+    """Output SQNR and top-1 agreement (axis 1) of ``model`` on ``runtime`` against FP32 ``reference`` on ONNX
+    Runtime, on the first ``n`` bundled eval images through SPEC (OpenVINO with the f32 hint, so the number is the
+    quantization's, not bf16's)."""
+    import numpy as np
+
+    from edgecnn.preprocess import list_images, load_spec
+    from edgecnn.runtimes import open_session
+
+    spec = load_spec(SPEC)
+    xs = [spec.load(p)[None] for p in list_images(EVAL)[:n]]
+    ref_s, got_s = open_session("ort", reference, threads=threads), open_session(runtime, model, threads=threads)
+    ref = np.concatenate([ref_s.run({ref_s.inputs()[0].name: x})[0] for x in xs]).astype(np.float64)
+    got = np.concatenate([got_s.run({got_s.inputs()[0].name: x})[0] for x in xs]).astype(np.float64)
+    return {
+        "sqnr_db": float(10 * np.log10(np.sum(ref**2) / max(np.sum((ref - got) ** 2), 1e-30))),
+        "agreement_pct": float(100 * np.mean(ref.argmax(1) == got.argmax(1))),
+    }

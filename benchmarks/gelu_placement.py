@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import CALIB, EVAL, MODELS, SPEC, ort_executed_graph
+from common import MODELS, ort_executed_graph, output_accuracy, write_placements
 from runner import Variant, common_args, latency, median, run_benchmark, settings_from, spread
 
 NAME = "gelu_placement"
@@ -50,18 +50,7 @@ def ort_graph(*, model: str, threads: int, batch: int) -> dict[str, Any]:
 
 
 def accuracy(*, model: str, reference: str, n: int, threads: int, batch: int) -> dict[str, Any]:
-    import numpy as np
-
-    from edgecnn.preprocess import list_images, load_spec
-    from edgecnn.runtimes import open_session
-
-    spec = load_spec(SPEC)
-    xs = [spec.load(p)[None] for p in list_images(EVAL)[:n]]
-    ref_s, got_s = open_session("ort", reference, threads=threads), open_session("ort", model, threads=threads)
-    name = ref_s.inputs()[0].name
-    ref = np.concatenate([ref_s.run({name: x})[0] for x in xs]).astype(np.float64)
-    got = np.concatenate([got_s.run({name: x})[0] for x in xs]).astype(np.float64)
-    return {"sqnr_db": float(10 * np.log10(np.sum(ref**2) / max(np.sum((ref - got) ** 2), 1e-30)))}
+    return output_accuracy(model, reference, n, threads)
 
 
 # ------------------------------------------------------------------ parent side --------------------------------
@@ -132,20 +121,10 @@ def write_variants(blocks: int, samples: int) -> dict[str, Path]:
     """FP32 plus the two INT8 placements (the same images and ranges)."""
     import onnx
 
-    from edgecnn.preprocess import load_spec
-    from edgecnn.quantize.api import QuantizeConfig, quantize
-    from edgecnn.quantize.dataset import ImageDataset
-
     WORK.mkdir(parents=True, exist_ok=True)
     fp32 = WORK / f"convnext-like-{blocks}.onnx"
     onnx.save(convnext_like(blocks), str(fp32))
-    ds = ImageDataset.open(CALIB, load_spec(SPEC), samples)
-    out = {"fp32": fp32}
-    for v, runtime in PLACEMENTS.items():
-        q, _ = quantize(fp32, ds, QuantizeConfig(runtime=runtime))
-        out[v] = WORK / f"convnext-like-{blocks}-int8-{v}.onnx"
-        onnx.save(q, str(out[v]))
-    return out
+    return {"fp32": fp32, **write_placements(fp32, PLACEMENTS, samples)}
 
 
 def readme_table(payload: dict[str, Any]) -> str:

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import CALIB, EVAL, MODELS, SPEC, ort_executed_graph
+from common import CALIB, MODELS, SPEC, ort_executed_graph, ort_reader, output_accuracy, write_placements
 from runner import Variant, common_args, latency, median, run_benchmark, settings_from, spread
 
 NAME = "prelu_placement"
@@ -66,22 +66,7 @@ def ort_graph(*, model: str, threads: int, batch: int) -> dict[str, Any]:
 
 
 def accuracy(*, model: str, reference: str, n: int, threads: int, batch: int, runtime: str = "ort") -> dict[str, Any]:
-    """Output SQNR and top-1 agreement against FP32 on ONNX Runtime (``runtime`` openvino: with the f32 hint, so
-    the number is the quantization's, not bf16's)."""
-    import numpy as np
-
-    from edgecnn.preprocess import list_images, load_spec
-    from edgecnn.runtimes import open_session
-
-    spec = load_spec(SPEC)
-    xs = [spec.load(p)[None] for p in list_images(EVAL)[:n]]
-    ref_s, got_s = open_session("ort", reference, threads=threads), open_session(runtime, model, threads=threads)
-    ref = np.concatenate([ref_s.run({ref_s.inputs()[0].name: x})[0] for x in xs]).astype(np.float64)
-    got = np.concatenate([got_s.run({got_s.inputs()[0].name: x})[0] for x in xs]).astype(np.float64)
-    return {
-        "sqnr_db": float(10 * np.log10(np.sum(ref**2) / max(np.sum((ref - got) ** 2), 1e-30))),
-        "agreement_pct": float(100 * np.mean(ref.argmax(1) == got.argmax(1))),
-    }
+    return output_accuracy(model, reference, n, threads, runtime)
 
 
 # ------------------------------------------------------------------ parent side --------------------------------
@@ -144,28 +129,21 @@ def write_variants(width: int, samples: int) -> dict[str, Path]:
     """FP32, edgecnn's INT8 placements and the peers' files (the same images)."""
     import onnx
 
-    from edgecnn.preprocess import load_spec
-    from edgecnn.quantize.api import QuantizeConfig, quantize
-    from edgecnn.quantize.dataset import ImageDataset
-
     WORK.mkdir(parents=True, exist_ok=True)
     fp32 = WORK / f"prelu-net-{width}.onnx"
     onnx.save(prelu_net(width), str(fp32))
-    ds = ImageDataset.open(CALIB, load_spec(SPEC), samples)
-    out = {"fp32": fp32}
-    for v, runtime in {**PLACEMENTS, **OV_PLACEMENTS}.items():
-        q, _ = quantize(fp32, ds, QuantizeConfig(runtime=runtime))
-        out[v] = WORK / f"prelu-net-{width}-int8-{v}.onnx"
-        onnx.save(q, str(out[v]))
-    out.update(write_peers(fp32, samples))
-    return out
+    return {
+        "fp32": fp32,
+        **write_placements(fp32, {**PLACEMENTS, **OV_PLACEMENTS}, samples),
+        **write_peers(fp32, samples),
+    }
 
 
 def write_peers(fp32: Path, samples: int) -> dict[str, Path]:
     """The peers' INT8 files of ``fp32`` from the same calibration images and PreprocessSpec."""
     import nncf
     import openvino as ov
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+    from onnxruntime.quantization import QuantFormat, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from edgecnn.preprocess import list_images, load_spec
@@ -173,18 +151,16 @@ def write_peers(fp32: Path, samples: int) -> dict[str, Path]:
     spec = load_spec(SPEC)
     xs = [spec.load(p)[None] for p in list_images(CALIB)[:samples]]
 
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.it = iter(xs)
-
-        def get_next(self) -> dict[str, Any] | None:
-            x = next(self.it, None)
-            return None if x is None else {"x": x}
-
     out = {"ort-static": fp32.with_name(fp32.stem + "-int8-ort-static.onnx")}
     pre = fp32.with_name(fp32.stem + "-ort-pre.onnx")
     quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
-    quantize_static(str(pre), str(out["ort-static"]), Reader(), quant_format=QuantFormat.QDQ, per_channel=True)
+    quantize_static(
+        str(pre),
+        str(out["ort-static"]),
+        ort_reader(CALIB, samples, SPEC, "x"),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+    )
     out["nncf-ov"] = fp32.with_name(fp32.stem + "-int8-nncf-ov.xml")
     q = nncf.quantize(ov.Core().read_model(str(fp32)), nncf.Dataset(xs), subset_size=samples)
     ov.save_model(q, str(out["nncf-ov"]))

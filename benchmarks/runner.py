@@ -418,11 +418,29 @@ def compare(payload: dict[str, Any], a: str, b: str, metric: str = "p50_ms") -> 
     return "within noise"
 
 
-def common_args(ap: argparse.ArgumentParser, *, threads: int = 2, batch: int = 1) -> None:
-    """The options every benchmark script takes: --threads, --batch, --rounds, --results."""
-    ap.add_argument("--threads", type=int, default=threads, help="threads for every tool (equal for all)")
-    ap.add_argument("--batch", type=int, default=batch, help="batch size for every tool (equal for all)")
-    ap.add_argument("--rounds", type=int, default=MIN_ROUNDS, help=f"alternating rounds (>= {MIN_ROUNDS})")
+def at_least(n: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``n`` (else argparse's one-line usage error, exit 2, before any work)."""
+
+    def parse(v: str) -> int:
+        try:
+            i = int(v)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{v!r} is not an integer") from None
+        if i < n:
+            raise argparse.ArgumentTypeError(f"{i}; must be >= {n}")
+        return i
+
+    return parse
+
+
+def common_args(ap: argparse.ArgumentParser, *, threads: int = 2, batch: int = 1, min_rounds: int = MIN_ROUNDS) -> None:
+    """The options every benchmark script takes: --threads, --batch, --rounds, --results (``min_rounds``: fewer
+    for a script with a quick mode, which then runs the runner's own minimum and says so)."""
+    ap.add_argument("--threads", type=at_least(1), default=threads, help="threads for every tool (equal for all)")
+    ap.add_argument("--batch", type=at_least(1), default=batch, help="batch size for every tool (equal for all)")
+    ap.add_argument(
+        "--rounds", type=at_least(min_rounds), default=MIN_ROUNDS, help=f"alternating rounds (>= {min_rounds})"
+    )
     ap.add_argument("--results", type=Path, default=RESULTS, help="folder for NAME.json (default benchmarks/results)")
 
 

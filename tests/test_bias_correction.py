@@ -14,8 +14,9 @@ import pytest
 from onnx import helper
 
 from edgecnn.preprocess import list_images, load_spec
+from edgecnn.quantize import bias_correction
 from edgecnn.quantize.api import QuantizeConfig, quantize
-from edgecnn.quantize.bias_correction import correct_conv_bias
+from edgecnn.quantize.bias_correction import FloatRuns, correct_conv_bias, output_errors
 from edgecnn.quantize.dataset import ImageDataset
 from edgecnn.runtimes import open_session
 from tests.cli_helpers import ROOT, invoke
@@ -185,6 +186,50 @@ def test_a_conv_with_a_shift_next_to_the_exact_one_is_corrected(tmp_path: Path) 
     src = save(_single_conv(w), tmp_path / "off.onnx")
     _, rep = quantize(src, ImageDataset.open(DATA / "calib", LATTICE, 48), QuantizeConfig(batch=4))
     assert set(rep.bias_corrected) == {"pw"}
+
+
+def _bytes(m: onnx.ModelProto) -> list[bytes]:
+    return [t.SerializeToString() for t in m.graph.initializer] + [n.SerializeToString() for n in m.graph.node]
+
+
+def test_checks_of_one_float_model_share_its_float_passes(tmp_path: Path) -> None:
+    """The checks of one quantize run (ranges, float stem, grids per channel) correct the same convs with the same
+    int8 weights and compare against the same float outputs: FloatRuns keeps both, and the results are the ones
+    measured without it, byte for byte."""
+    model = depthwise_model()
+    src = save(model, tmp_path / "dw.onnx")
+    ds = ImageDataset.open(DATA / "calib", SPEC, 48)
+    q, _ = quantize(src, ds, QuantizeConfig(batch=4, bias_correction=False))
+    alone, bc_alone = correct_conv_bias(q, model, ds, "input", workdir=tmp_path)
+    runs = FloatRuns()
+    first, bc_first = correct_conv_bias(q, model, ds, "input", workdir=tmp_path, runs=runs)
+    means = dict(runs.conv_means)
+    assert len(means) == 2 and runs.references is not None and len(runs.references) == 48
+    again, bc_again = correct_conv_bias(q, model, ds, "input", workdir=tmp_path, runs=runs)
+    assert runs.conv_means == means  # nothing measured twice
+    assert _bytes(alone) == _bytes(first) == _bytes(again)
+    assert bc_alone == bc_first == bc_again and bc_alone.scope in ("all", "depthwise")
+    # Negative control: another int8 weight for the depthwise conv is another conv to measure.
+    other = two_convs(_dw_weight() * 1.5, group=C)
+    q2, _ = quantize(save(other, tmp_path / "dw2.onnx"), ds, QuantizeConfig(batch=4, bias_correction=False))
+    correct_conv_bias(q2, other, ds, "input", workdir=tmp_path, runs=runs)
+    assert len(runs.conv_means) == 3 and means.keys() < runs.conv_means.keys()
+
+
+def test_float_outputs_too_large_to_keep_are_recomputed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = depthwise_model()
+    ds = ImageDataset.open(DATA / "calib", SPEC, 48)
+    q, _ = quantize(save(model, tmp_path / "dw.onnx"), ds, QuantizeConfig(batch=4, bias_correction=False))
+    plain = output_errors(model, {"q": q}, ds, "input", workdir=tmp_path)
+    kept = FloatRuns()
+    assert output_errors(model, {"q": q}, ds, "input", workdir=tmp_path, runs=kept) == plain
+    assert kept.references is not None and not kept.references_too_large
+    assert output_errors(model, {"q": q}, ds, "input", workdir=tmp_path, runs=kept) == plain  # from the kept ones
+    # one image's output is 3x32x32 float32 = 12 KiB: a budget of 5 images keeps none
+    monkeypatch.setattr(bias_correction, "REFERENCE_BYTES", 5 * C * 32 * 32 * 4)
+    small = FloatRuns()
+    assert output_errors(model, {"q": q}, ds, "input", workdir=tmp_path, runs=small) == plain
+    assert small.references is None and small.references_too_large
 
 
 def test_cli_reports_the_corrected_convs_and_can_turn_it_off(tmp_path: Path) -> None:

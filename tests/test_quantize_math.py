@@ -79,6 +79,16 @@ def test_histogram_merge_equals_one_pass() -> None:
         assert estimate(merged, m) == estimate(one, m)
 
 
+def test_values_at_the_histogram_edges_land_in_the_end_bins() -> None:
+    """The grid is [-R, R) bins plus R itself in the last bin: a value equal to R, or a float64 just below R that
+    float32 rounds to R, is counted there (not past the end), and -R in the first."""
+    for x, last in (([4.0, -4.0, 0.0, 1.5], 1), ([np.nextafter(4.0, 0.0), -1.0], 1), ([3.0, -4.0], 0)):
+        st_ = TensorStats()
+        st_.update(np.asarray(x, np.float64))
+        assert st_.radius == 4.0 and st_.hist.sum() == len(x) and st_.hist[-1] == last, x
+        assert st_.hist[0] == (-4.0 in x)
+
+
 def test_calibration_stats_merge_and_memory_is_flat() -> None:
     rng = np.random.default_rng(1)
     small, large = CalibrationStats(), CalibrationStats()

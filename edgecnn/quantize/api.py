@@ -25,6 +25,7 @@ from edgecnn.graph.external import externalized_copy, internalize, release_freed
 from edgecnn.graph.load import LoadedModel, dims_of, graph_inputs, load_model
 from edgecnn.graph.passes import prepare, save_with_outputs
 from edgecnn.preprocess import PreprocessSpec
+from edgecnn.quantize.bias_correction import FloatRuns, correct_conv_bias, output_errors
 from edgecnn.quantize.collectors import CalibrationStats, TensorStats
 from edgecnn.quantize.dataset import CalibrationData, MultiInputDataset, feeds_of
 from edgecnn.quantize.equalize import Block, equalize, hard_swish_blocks
@@ -512,6 +513,7 @@ def _quantize(
 
     per_channel = _channel_ranges(cal, grid_plan.per_channel)
     prelu_inputs = _channel_ranges(cal, the_plan.channel_min)  # the writer reads their minimum (lookup._prelu)
+    runs = FloatRuns()  # the float passes every check below shares (one float model, one dataset)
 
     def build(rs: dict[str, tuple[float, float]], placement: QdqPlan = the_plan) -> Built:
         """Write the QDQ model for ranges ``rs`` and correct its biases: (result, corrected convs, scope,
@@ -521,10 +523,8 @@ def _quantize(
         )
         if not config.bias_correction:
             return res, {}, "", {}, -1.0
-        from edgecnn.quantize.bias_correction import correct_conv_bias
-
         res.model, bc = correct_conv_bias(
-            res.model, prepared, dataset, input_names, workdir=work, threads=config.threads
+            res.model, prepared, dataset, input_names, workdir=work, threads=config.threads, runs=runs
         )
         return res, bc.corrected, bc.scope, bc.calibration_error, bc.calibration_error.get(bc.scope, -1.0)
 
@@ -537,9 +537,7 @@ def _quantize(
         nonlocal shipped
         errs = (shipped[-1], alt[-1])
         if min(errs) < 0:
-            from edgecnn.quantize.bias_correction import output_errors
-
-            e = output_errors(prepared, {"a": shipped[0].model, "b": alt[0].model}, dataset, input_name, workdir=work, threads=config.threads)  # fmt: skip
+            e = output_errors(prepared, {"a": shipped[0].model, "b": alt[0].model}, dataset, input_name, workdir=work, threads=config.threads, runs=runs)  # fmt: skip
             errs = (e.get("a", 0.0), e.get("b", float("inf")))
         won = errs[1] < errs[0] * MSE_WINS_BELOW
         shipped = (*alt[:4], errs[1]) if won else (*shipped[:4], errs[0])
@@ -579,7 +577,7 @@ def _quantize(
             channel_check = {"per-tensor": errs[0], "per-channel": errs[1]}
     res, bias_corrected, bc_scope, bc_error, _ = shipped
     equalized, equalize_check = _equalized(
-        loaded, prepared, res.model, eq_blocks, cal, dataset, config, work, progress, input_name
+        loaded, prepared, res.model, eq_blocks, cal, dataset, config, work, progress, input_name, runs
     )
     if equalized is not None:
         return equalized
@@ -636,15 +634,15 @@ def _equalized(
     work: Path,
     progress: Progress | None,
     input_name: str,
+    runs: FloatRuns | None = None,
 ) -> tuple[tuple[onnx.ModelProto, QuantizeReport] | None, dict[str, float]]:
     """The equalization candidate (edgecnn.quantize.equalize): the float model with ``blocks`` equalized from
     their calibrated per-channel ranges, quantized with every other check of auto, and measured against
     ``shipped`` on the calibration images. Returns the equalized model and its report when it wins by
-    MSE_WINS_BELOW, else None; and both errors (``QuantizeReport.equalize_check``), empty when not measured."""
+    MSE_WINS_BELOW, else None; and both errors (``QuantizeReport.equalize_check``), empty when not measured.
+    ``runs``: the float passes of ``prepared`` the checks of ``shipped`` already made (its float outputs)."""
     if not blocks:
         return None, {}
-    from edgecnn.quantize.bias_correction import output_errors
-
     eq_float, factors = equalize(prepared, blocks, _channel_ranges(cal, [b.tensor for b in blocks]), base_dir=work)
     if not factors:
         return None, {}
@@ -652,7 +650,7 @@ def _equalized(
         replace(loaded, model=eq_float), dataset, replace(config, equalize=False), work, progress
     )
     e = output_errors(
-        prepared, {"a": shipped, "b": eq_model}, dataset, input_name, workdir=work, threads=config.threads
+        prepared, {"a": shipped, "b": eq_model}, dataset, input_name, workdir=work, threads=config.threads, runs=runs
     )
     check = {"as exported": e.get("a", 0.0), "equalized": e.get("b", float("inf"))}
     if check["equalized"] < check["as exported"] * MSE_WINS_BELOW:

@@ -31,6 +31,7 @@ half an int32 step in every channel leaves the conv as it is.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +71,41 @@ class _Conv:
     w_scale: np.ndarray  # per output channel (or scalar)
     bias: np.ndarray  # dequantized bias, float64 (zeros when the conv has none)
     bias_dq: onnx.NodeProto | None  # the bias DequantizeLinear, when there is one
+
+
+# The float model's outputs on the check images are kept between checks up to this many bytes, as much as one
+# calibration batch may hold (api.BATCH_BYTES_BUDGET): a detector's, classifier's or recognizer's outputs for 64
+# images are a few MiB; a text detector's full-resolution map (PP-OCRv4 det: 105 MiB) does not fit and is
+# recomputed by each check, as before.
+REFERENCE_BYTES = 48 << 20
+
+
+@dataclass(kw_only=True)
+class FloatRuns:
+    """What the float model computes on the calibration images, kept across the checks of one quantize run (one
+    float model, one dataset): every candidate model is measured against the same float outputs, and every build
+    corrects the same convs with the same int8 weights. Results are the same as without it; only the float
+    passes are not repeated.
+
+    ``references``: the float outputs on the first ``reference_samples`` images (None until measured, or when
+    they exceed REFERENCE_BYTES). ``conv_means``: per conv (its tensors, attributes, int8 weight and input grid),
+    the mean of ``GlobalAveragePool(Conv(x, W_q)) - GlobalAveragePool(y)`` and the number of images."""
+
+    references: list[list[np.ndarray]] | None = None
+    reference_samples: int = -1
+    references_too_large: bool = False
+    conv_means: dict[str, tuple[np.ndarray, int]] = field(default_factory=dict)
+
+
+def _conv_key(c: _Conv) -> str:
+    """What a conv's mean shift depends on: its float input and output, attributes, int8 weight and input grid."""
+    h = hashlib.sha256()
+    for part in (c.x, c.y, repr(sorted((a.name, str(helper.get_attribute_value(a))) for a in c.node.attribute))):
+        h.update(part.encode() + b"\0")
+    h.update(repr(c.weight.shape).encode() + c.weight.tobytes())
+    if c.x_grid is not None:
+        h.update(np.asarray(c.x_grid[0]).tobytes() + b"\0" + np.asarray(c.x_grid[1]).tobytes())
+    return h.hexdigest()
 
 
 def _dq_value(dq: onnx.NodeProto, inits: dict[str, onnx.TensorProto], base_dir: Path | None) -> np.ndarray:
@@ -147,6 +183,7 @@ def correct_conv_bias(
     workdir: Path,
     threads: int = 0,
     choose: bool = True,
+    runs: FloatRuns | None = None,
 ) -> tuple[onnx.ModelProto, BiasCorrection]:
     """``qdq`` (the written INT8 model of ``float_model``) with the bias of every integer Conv corrected for the
     mean output error its INT8 input and weights introduce on ``dataset``; ``qdq`` itself is left as it is. No
@@ -155,11 +192,56 @@ def correct_conv_bias(
     ``choose``: the corrections are a per-layer, first-order fix (each conv's shift is measured with float
     inputs; a shift removed before a ReLU is not removed after it), so three models are compared on the
     calibration images -- no correction, depthwise convs only, every conv -- and the one whose outputs are
-    closest to float's is returned (``BiasCorrection.scope``). ``choose=False``: every conv, no comparison."""
+    closest to float's is returned (``BiasCorrection.scope``). ``choose=False``: every conv, no comparison.
+
+    ``runs``: what earlier checks of the same float model on the same ``dataset`` measured (FloatRuns): convs
+    measured before are not measured again, and the float outputs are computed once."""
     convs = quantized_convs(qdq, float_model, workdir)
     if not convs:
         return qdq, BiasCorrection()
     first = input_name if isinstance(input_name, str) else input_name[0]
+    runs = runs if runs is not None else FloatRuns()
+    keys = [_conv_key(c) for c in convs]
+    missing = [(c, k) for c, k in zip(convs, keys, strict=True) if k not in runs.conv_means]
+    if missing:
+        runs.conv_means.update(_measure_means(float_model, missing, dataset, first, workdir, threads))
+    measured = [runs.conv_means[k] for k in keys]
+    count = min(n for _, n in measured)
+    if count == 0:
+        return qdq, BiasCorrection()
+    shifts = [mean + c.bias for c, (mean, _) in zip(convs, measured, strict=True)]
+    all_model, all_corrected = _apply(qdq, convs, shifts, workdir)
+    if not all_corrected:
+        return qdq, BiasCorrection(samples=count, scope="none")
+    if not choose:
+        return all_model, BiasCorrection(corrected=all_corrected, samples=count, scope="all")
+    dw = [(c, sh) for c, sh in zip(convs, shifts, strict=True) if _depthwise(c)]
+    candidates: dict[str, tuple[onnx.ModelProto, dict[str, float]]] = {
+        "none": (qdq, {}),
+        "all": (all_model, all_corrected),
+    }
+    if dw and len(dw) < len(convs):
+        candidates["depthwise"] = _apply(qdq, [c for c, _ in dw], [sh for _, sh in dw], workdir)
+    errors = output_errors(
+        float_model, {k: m for k, (m, _) in candidates.items()}, dataset, first, workdir=workdir, threads=threads,
+        runs=runs,
+    )  # fmt: skip
+    # The least error on the calibration images; a tie keeps fewer corrections (none, then depthwise).
+    scope = min(("none", "depthwise", "all"), key=lambda k: (errors.get(k, np.inf), k != "none", k != "depthwise"))
+    model, corrected = candidates[scope]
+    return model, BiasCorrection(corrected=corrected, samples=count, scope=scope, calibration_error=errors)
+
+
+def _measure_means(
+    float_model: onnx.ModelProto,
+    convs: list[tuple[_Conv, str]],
+    dataset: CalibrationData,
+    first: str,
+    workdir: Path,
+    threads: int,
+) -> dict[str, tuple[np.ndarray, int]]:
+    """Per conv key: the mean over ``dataset`` of ``GlobalAveragePool(Conv(x, W_q)) - GlobalAveragePool(y)`` per
+    output channel (the float bias included in ``y``), and the number of images; one streamed pass."""
     nodes: list[onnx.NodeProto] = []
     outputs: list[tuple[str, str]] = []
 
@@ -167,7 +249,7 @@ def correct_conv_bias(
         nodes.append(helper.make_node("Constant", [], [name], name=name, value=numpy_helper.from_array(value, name)))
         return name
 
-    for i, c in enumerate(convs):
+    for i, (c, _) in enumerate(convs):
         p = f"edgecnn_bc_{i}"
         xin = c.x
         if c.x_grid is not None:  # a model input: its rounding on the input grid is part of the shift
@@ -181,7 +263,7 @@ def correct_conv_bias(
         nodes.append(helper.make_node("GlobalAveragePool", [f"{p}_y"], [f"{p}_mq"], name=f"{p}_mq"))
         nodes.append(helper.make_node("GlobalAveragePool", [c.y], [f"{p}_mf"], name=f"{p}_mf"))
         outputs.append((f"{p}_mq", f"{p}_mf"))
-    sums = [np.zeros(c.weight.shape[0], np.float64) for c in convs]
+    sums = [np.zeros(c.weight.shape[0], np.float64) for c, _ in convs]
     count = 0
     # Saved beside the external weights (workdir) so the runtime finds them; batch 1 keeps the extra Conv
     # outputs as small as the model's own activations for one image.
@@ -201,28 +283,7 @@ def correct_conv_bias(
         del sess
     finally:
         path.unlink(missing_ok=True)
-    if count == 0:
-        return qdq, BiasCorrection()
-    shifts = [s / count + c.bias for c, s in zip(convs, sums, strict=True)]
-    all_model, all_corrected = _apply(qdq, convs, shifts, workdir)
-    if not all_corrected:
-        return qdq, BiasCorrection(samples=count, scope="none")
-    if not choose:
-        return all_model, BiasCorrection(corrected=all_corrected, samples=count, scope="all")
-    dw = [(c, sh) for c, sh in zip(convs, shifts, strict=True) if _depthwise(c)]
-    candidates: dict[str, tuple[onnx.ModelProto, dict[str, float]]] = {
-        "none": (qdq, {}),
-        "all": (all_model, all_corrected),
-    }
-    if dw and len(dw) < len(convs):
-        candidates["depthwise"] = _apply(qdq, [c for c, _ in dw], [sh for _, sh in dw], workdir)
-    errors = output_errors(
-        float_model, {k: m for k, (m, _) in candidates.items()}, dataset, first, workdir=workdir, threads=threads
-    )
-    # The least error on the calibration images; a tie keeps fewer corrections (none, then depthwise).
-    scope = min(("none", "depthwise", "all"), key=lambda k: (errors.get(k, np.inf), k != "none", k != "depthwise"))
-    model, corrected = candidates[scope]
-    return model, BiasCorrection(corrected=corrected, samples=count, scope=scope, calibration_error=errors)
+    return {k: (s / max(count, 1), count) for (_, k), s in zip(convs, sums, strict=True)}
 
 
 def _depthwise(c: _Conv) -> bool:
@@ -287,12 +348,18 @@ def output_errors(
     workdir: Path,
     threads: int = 0,
     samples: int = CHECK_SAMPLES,
+    runs: FloatRuns | None = None,
 ) -> dict[str, float]:
     """Per model: the squared error of its outputs against ``float_model``'s on the first ``samples``
     calibration images, relative to the float outputs' energy (summed over outputs). Streamed: nothing is kept
-    but the sums."""
-    paths = {"float": Path(workdir) / "bc_float.onnx"}
-    save_with_outputs(float_model, [], paths["float"])
+    but the sums, and the float outputs in ``runs`` (FloatRuns, when they fit REFERENCE_BYTES), so that the next
+    check of the same float model on the same images does not compute them again."""
+    kept = runs.references if runs is not None and runs.reference_samples == samples else None
+    keep: list[list[np.ndarray]] | None = [] if runs is not None and kept is None and not runs.references_too_large else None  # fmt: skip
+    kept_bytes = 0
+    paths = {} if kept is not None else {"float": Path(workdir) / "bc_float.onnx"}
+    if kept is None:
+        save_with_outputs(float_model, [], paths["float"])
     for k, m in models.items():
         paths[k] = Path(workdir) / f"bc_{k}.onnx"
         onnx.save(m, str(paths[k]))
@@ -301,10 +368,17 @@ def output_errors(
         err = {k: None for k in models}  # type: dict[str, np.ndarray | None]
         energy = None
         for i, x in enumerate(dataset.batches(1)):
-            if i >= samples:
+            if i >= samples or (kept is not None and i >= len(kept)):
                 break
             feeds = feeds_of(x, first)
-            ref = [np.asarray(o, np.float64) for o in sessions["float"].run(feeds)]
+            raw = kept[i] if kept is not None else sessions["float"].run(feeds)
+            if keep is not None:
+                kept_bytes += sum(np.asarray(o).nbytes for o in raw)
+                if kept_bytes <= REFERENCE_BYTES:
+                    keep.append(list(raw))
+                else:
+                    keep = None
+            ref = [np.asarray(o, np.float64) for o in raw]
             e = np.array([float(np.sum(r * r)) for r in ref])
             energy = e if energy is None else energy + e
             for k in models:
@@ -318,6 +392,9 @@ def output_errors(
     finally:
         for p in paths.values():
             p.unlink(missing_ok=True)
+    if runs is not None and kept is None:
+        runs.references, runs.reference_samples = keep, (samples if keep is not None else -1)
+        runs.references_too_large = keep is None
     if energy is None:
         return {}
     return {k: float(np.sum(v / np.maximum(energy, 1e-30))) for k, v in err.items() if v is not None}

@@ -79,9 +79,12 @@ class TensorStats:
         # exact in float32 and so is the floor: the same value lands in the same bin on every grid, which
         # is what makes shards merge exactly (and float32 keeps this pass cheap).
         scale = np.float32(self.bins / (2.0 * self.radius))
-        idx = np.floor(x.astype(np.float32, copy=False).ravel() * scale).astype(np.int32)
+        # intp indices: np.bincount would otherwise convert them (a pass over the data as long as the counting);
+        # |x| <= radius, so only a value equal to the radius (in float32) lands past the last bin
+        idx = np.floor(x.astype(np.float32, copy=False).ravel() * scale).astype(np.intp)
         idx += self.bins // 2
-        np.clip(idx, 0, self.bins - 1, out=idx)
+        if np.float32(hi) >= self.radius:
+            np.minimum(idx, self.bins - 1, out=idx)
         self.hist += np.bincount(idx, minlength=self.bins)
         self.zeros += int(np.count_nonzero(x == 0))
 
