@@ -65,6 +65,7 @@ from common import openvino_facts, timed_p50_ms  # noqa: E402
 from runner import (  # noqa: E402
     Settings,
     Variant,
+    at_least,
     common_args,
     compare,
     fact_of,
@@ -579,8 +580,7 @@ def variants_for(
     calib, data = str(Path(images[m.images]) / "calib"), str(Path(images[m.images]) / "eval")
     base = {"model_name": m.name, "input_name": m.input, "shape": list(m.shape), "spec": spec}
     files = {"fp32": model_path, **{v: _int8_path(work, m.name, v) for v in VARIANTS}}
-    task = {k: getattr(m, k) for k in ("kind", "box_channels", "channel_axis", "objectness", "threshold")}
-    task["score_outputs"] = list(m.score_outputs)
+    task = {k: getattr(m, k) for k in ("kind", "box_channels", "channel_axis", "objectness", "threshold", "score_outputs")}  # fmt: skip
     quant = [
         Variant(
             name=f"{m.name}/{v}/quantize",
@@ -733,9 +733,7 @@ def readme_table(payload: dict[str, Any]) -> str:
             if mt is None:
                 sq_s, bs, ag = _short(status_of(payload, f"{name}/{v}/accuracy")), "-", "-"
             else:
-                sq_s = ", ".join("-" if x is None else f"{x:.1f}" for x in mt["sqnr"]) + (
-                    " (OV)" if v in OV_VARIANTS else ""
-                )
+                sq_s = ", ".join(_db(x) for x in mt["sqnr"]) + (" (OV)" if v in OV_VARIANTS else "")
                 bs = "-" if mt["sqnr_score_db"] is None else f"{_db(mt['sqnr_box_db'])} / {mt['sqnr_score_db']:.1f}"
                 ag = _agree_cell(mt, kind)
             ort_cell = _lat(payload, f"{name}/{v}/ort", f"{name}/fp32/ort") if v in ORT_LATENCY else "-"
@@ -853,8 +851,6 @@ def run(a: argparse.Namespace) -> int:
     if names is None:
         return 2
     chosen = [m for m in models if m.name in names]
-    if a.iters < 1 or a.calib < 1 or a.eval < 1:
-        raise BadInputError(f"--iters {a.iters} --calib {a.calib} --eval {a.eval}: each must be >= 1")
     if a.batch != 1:
         raise BadInputError(f"--batch {a.batch}: these models take one image per call (batch 1)")
     work = Path(a.work)
@@ -893,9 +889,9 @@ def run(a: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--models", default="", help="comma-separated names from the table (default: all)")
-    ap.add_argument("--iters", type=int, default=20, help="timed runs per latency measurement")
-    ap.add_argument("--calib", type=int, default=64, help="calibration images (the same for every tool)")
-    ap.add_argument("--eval", type=int, default=128, help="held-out evaluation images")
+    ap.add_argument("--iters", type=at_least(1), default=20, help="timed runs per latency measurement")
+    ap.add_argument("--calib", type=at_least(1), default=64, help="calibration images (the same for every tool)")
+    ap.add_argument("--eval", type=at_least(1), default=128, help="held-out evaluation images")
     ap.add_argument("--table", type=Path, default=TABLE, help="the model table (TOML)")
     ap.add_argument("--work", type=Path, default=WORK, help="where wheels, models, images and INT8 files go")
     common_args(ap, min_rounds=QUICK_ROUNDS)

@@ -149,6 +149,9 @@ def test_bad_options_are_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[st
     with pytest.raises(SystemExit) as e:  # argparse's one-line usage error, before any work
         pt.main(["--models", "ppocr-cls", "--rounds", "2", "--work", str(tmp_path)])
     assert e.value.code == 2 and "argument --rounds: 2; must be >= 3" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        pt.main(["--models", "ppocr-cls", "--iters", "0", "--work", str(tmp_path)])
+    assert e.value.code == 2 and "argument --iters: 0; must be >= 1" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("script", ["prelu_placement.py", "gelu_placement.py"])

@@ -87,14 +87,18 @@ class FloatRuns:
     corrects the same convs with the same int8 weights. Results are the same as without it; only the float
     passes are not repeated.
 
-    ``references``: the float outputs on the first ``reference_samples`` images (None until measured, or when
-    they exceed REFERENCE_BYTES). ``conv_means``: per conv (its tensors, attributes, int8 weight and input grid),
+    ``references``: the float outputs on the first ``reference_samples`` images (-1: not measured yet; None once
+    measured: they exceed REFERENCE_BYTES). ``conv_means``: per conv (its tensors, attributes, int8 weight and input grid),
     the mean of ``GlobalAveragePool(Conv(x, W_q)) - GlobalAveragePool(y)`` and the number of images."""
 
     references: list[list[np.ndarray]] | None = None
     reference_samples: int = -1
-    references_too_large: bool = False
     conv_means: dict[str, tuple[np.ndarray, int]] = field(default_factory=dict)
+
+    @property
+    def references_too_large(self) -> bool:
+        """Measured, and not kept: each check computes the float outputs again."""
+        return self.reference_samples >= 0 and self.references is None
 
 
 def _conv_key(c: _Conv) -> str:
@@ -354,8 +358,9 @@ def output_errors(
     calibration images, relative to the float outputs' energy (summed over outputs). Streamed: nothing is kept
     but the sums, and the float outputs in ``runs`` (FloatRuns, when they fit REFERENCE_BYTES), so that the next
     check of the same float model on the same images does not compute them again."""
-    kept = runs.references if runs is not None and runs.reference_samples == samples else None
-    keep: list[list[np.ndarray]] | None = [] if runs is not None and kept is None and not runs.references_too_large else None  # fmt: skip
+    measured = runs is not None and runs.reference_samples == samples
+    kept = runs.references if runs is not None and measured else None
+    keep: list[list[np.ndarray]] | None = [] if runs is not None and not measured else None
     kept_bytes = 0
     paths = {} if kept is not None else {"float": Path(workdir) / "bc_float.onnx"}
     if kept is None:
@@ -392,9 +397,8 @@ def output_errors(
     finally:
         for p in paths.values():
             p.unlink(missing_ok=True)
-    if runs is not None and kept is None:
-        runs.references, runs.reference_samples = keep, (samples if keep is not None else -1)
-        runs.references_too_large = keep is None
+    if runs is not None and not measured:
+        runs.references, runs.reference_samples = keep, samples
     if energy is None:
         return {}
     return {k: float(np.sum(v / np.maximum(energy, 1e-30))) for k, v in err.items() if v is not None}
