@@ -216,7 +216,9 @@ def test_checks_of_one_float_model_share_its_float_passes(tmp_path: Path) -> Non
     assert len(runs.conv_means) == 3 and means.keys() < runs.conv_means.keys()
 
 
-def test_float_outputs_too_large_to_keep_are_recomputed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_float_outputs_are_kept_in_memory_then_in_files_then_recomputed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     model = depthwise_model()
     ds = ImageDataset.open(DATA / "calib", SPEC, 48)
     q, _ = quantize(save(model, tmp_path / "dw.onnx"), ds, QuantizeConfig(batch=4, bias_correction=False))
@@ -224,12 +226,30 @@ def test_float_outputs_too_large_to_keep_are_recomputed(tmp_path: Path, monkeypa
     kept = FloatRuns()
     assert output_errors(model, {"q": q}, ds, "input", workdir=tmp_path, runs=kept) == plain
     assert kept.references is not None and not kept.references_too_large
+    assert all(isinstance(r, list) for r in kept.references)  # 48 x 12 KiB: all in memory
     assert output_errors(model, {"q": q}, ds, "input", workdir=tmp_path, runs=kept) == plain  # from the kept ones
-    # one image's output is 3x32x32 float32 = 12 KiB: a budget of 5 images keeps none
-    monkeypatch.setattr(bias_correction, "REFERENCE_BYTES", 5 * C * 32 * 32 * 4)
+    # one image's output is 3x32x32 float32 = 12 KiB: 5 images in memory, the other 43 in files
+    one = C * 32 * 32 * 4
+    monkeypatch.setattr(bias_correction, "REFERENCE_BYTES", 5 * one)
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    files = FloatRuns()
+    assert output_errors(model, {"q": q}, ds, "input", workdir=spill, runs=files) == plain
+    assert files.references is not None and [isinstance(r, Path) for r in files.references] == [False] * 5 + [True] * 43
+    assert len(list(spill.glob("float_ref_*.npz"))) == 43
+    # read back from the files
+    assert output_errors(model, {"q": q}, ds, "input", workdir=spill, runs=files) == plain
+    # the equalized model's checks share the outputs, not the convs
+    shared = files.outputs_for()
+    assert shared.references is files.references and shared.conv_means == {}
+    # past the files' budget too: none kept, the files written so far removed, recomputed by each check
+    monkeypatch.setattr(bias_correction, "REFERENCE_DISK_BYTES", 10 * one)
+    over = tmp_path / "over"
+    over.mkdir()
     small = FloatRuns()
-    assert output_errors(model, {"q": q}, ds, "input", workdir=tmp_path, runs=small) == plain
+    assert output_errors(model, {"q": q}, ds, "input", workdir=over, runs=small) == plain
     assert small.references is None and small.references_too_large
+    assert list(over.iterdir()) == []
 
 
 def test_cli_reports_the_corrected_convs_and_can_turn_it_off(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -123,6 +124,62 @@ def test_stats_merge_across_shards_matches_one_pass(tmp_path: Path) -> None:
     mm = calibrate(model, tensors, full, "x", batch=4, with_hist=False).stats
     for name in tensors:
         assert (mm.tensors[name].min, mm.tensors[name].max) == (one.tensors[name].min, one.tensors[name].max)
+
+
+def test_decoded_images_kept_and_histograms_counted_in_threads_change_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """quantize reads its calibration images many times (calibration, bias shifts, every check): each is decoded
+    once and kept in the work folder (ImageDataset.cached), and one batch's histograms are counted in threads.
+    Both give the statistics of a plain pass, bit for bit."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from edgecnn.preprocess import PreprocessSpec
+    from edgecnn.quantize.api import calibrate
+    from edgecnn.quantize.collectors import CalibrationStats
+    from edgecnn.quantize.dataset import DecodeCache
+    from edgecnn.quantize.qdq import plan
+
+    d = _image_dir(tmp_path, 12)
+    model = prepare(small_cnn())
+    tensors = list(plan(model).activations)
+    plain = ImageDataset.open(d, find_spec(d))
+    decoded: list[Path] = []
+    real_load = PreprocessSpec.load
+    monkeypatch.setattr(PreprocessSpec, "load", lambda self, p: decoded.append(p) or real_load(self, p))
+    cached = plain.cached(tmp_path / "cache")
+    first = [x.copy() for x in cached.batches(5, prefetch=True)]
+    assert len(decoded) == 12 and len(list((tmp_path / "cache").glob("*.npy"))) == 12
+    again = list(cached.batches(4))  # another batch size, the same files
+    assert len(decoded) == 12  # nothing decoded twice
+    np.testing.assert_array_equal(np.concatenate(first), np.concatenate(again))
+    np.testing.assert_array_equal(np.concatenate(again), np.concatenate(list(plain.batches(4))))
+    ref = calibrate(model, tensors, plain, "x", batch=4, with_hist=True, threads=1).stats
+    got = calibrate(model, tensors, cached, "x", batch=4, with_hist=True, threads=3).stats
+    assert tensors and set(ref.tensors) == set(got.tensors)
+    for name in tensors:
+        x, y = ref.tensors[name], got.tensors[name]
+        assert (x.min, x.max, x.radius, x.count, x.zeros) == (y.min, y.max, y.radius, y.count, y.zeros)
+        np.testing.assert_array_equal(x.hist, y.hist)
+    # the same batch folded in by 4 threads and by one: the same counts (each tensor updated by one thread)
+    rng = np.random.default_rng(1)
+    batch = {f"t{i}": rng.standard_normal((2, 8, 16, 16)).astype(np.float32) * (i + 1) for i in range(6)}
+    one, many = CalibrationStats(), CalibrationStats()
+    one.update(batch, 2)
+    with ThreadPoolExecutor(4) as pool:
+        many.update(batch, 2, pool)
+    assert list(one.tensors) == list(many.tensors) == list(batch)  # the same order, whatever finished first
+    for name in batch:
+        np.testing.assert_array_equal(one.tensors[name].hist, many.tensors[name].hist)
+    # over the budget: not kept (decoded again next time); a folder that cannot be written: not kept either
+    decoded.clear()
+    small = replace(plain, cache=DecodeCache(root=tmp_path / "cache2", budget=3 * first[0][0].nbytes))
+    (tmp_path / "cache2").mkdir()
+    list(small.batches(4))
+    assert len(list((tmp_path / "cache2").glob("*.npy"))) == 3
+    gone = replace(plain, cache=DecodeCache(root=tmp_path / "missing"))
+    np.testing.assert_array_equal(np.concatenate(list(gone.batches(4))), np.concatenate(again))
+    assert not (tmp_path / "missing").exists()
 
 
 def _eval_set() -> tuple[np.ndarray, np.ndarray]:

@@ -153,3 +153,20 @@ def test_an_onnxruntime_failure_at_run_time_is_one_line_naming_the_file(tmp_path
     assert sess.run({"x": x, "i": np.array([3], np.int64)})[0].shape == (1, 1)  # in range: runs
     with pytest.raises(ModelError, match=r"gather\.onnx: onnxruntime failed running the model"):
         sess.run({"x": x, "i": np.array([9], np.int64)})
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_sessions_taking_turns_do_not_spin_and_compute_the_same(runtime: str, tmp_path: Path) -> None:
+    """quantize's checks and drift run several sessions in turn: ORT's threads must not spin between runs
+    (runtimes.TAKING_TURNS). The option reaches ONNX Runtime, the others ignore it, and the outputs are the same."""
+    from edgecnn.runtimes import TAKING_TURNS
+
+    path = save(small_cnn(), tmp_path / "m.onnx")
+    plain, turns = open_session(runtime, path), open_session(runtime, path, options=TAKING_TURNS)
+    feeds = random_feeds(plain.inputs(), 2)
+    np.testing.assert_array_equal(plain.run(feeds)[0], turns.run(feeds)[0])
+    if runtime == "ort":
+        entry = "session.intra_op.allow_spinning"
+        assert turns._sess.get_session_options().get_session_config_entry(entry) == "0"  # type: ignore[attr-defined]
+        with pytest.raises(Exception, match="does not have configuration"):  # ORT's default (spinning) elsewhere
+            plain._sess.get_session_options().get_session_config_entry(entry)  # type: ignore[attr-defined]

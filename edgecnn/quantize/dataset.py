@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,41 @@ from edgecnn.graph.load import LoadedModel, graph_inputs
 from edgecnn.graph.summary import dtype_name
 from edgecnn.preprocess import PreprocessSpec, list_images
 
+# Decoded tensors a quantize run keeps on disk (ImageDataset.cached): its checks read the same images many times.
+CACHE_BYTES = 1 << 30
+
+
+@dataclass(kw_only=True)
+class DecodeCache:
+    """Where decoded tensors are kept (``.npy`` files, one per image file) and how many bytes they may take.
+    Shared by the copies of one dataset (shards too); a file that cannot be written is simply not kept."""
+
+    root: Path
+    budget: int = CACHE_BYTES
+    used: int = 0
+
+    def path(self, image: Path) -> Path:
+        return self.root / f"{hashlib.sha256(os.fsencode(image.resolve())).hexdigest()[:32]}.npy"
+
+    def get(self, image: Path) -> np.ndarray | None:
+        try:
+            return np.load(self.path(image), allow_pickle=False)
+        except (OSError, ValueError):  # not kept (or not on this machine)
+            return None
+
+    def put(self, image: Path, x: np.ndarray) -> None:
+        if self.used + x.nbytes > self.budget:
+            return
+        target = self.path(image)
+        tmp = target.with_name(f"{target.stem}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                np.save(f, x, allow_pickle=False)
+            os.replace(tmp, target)  # a reader sees the whole file or none
+            self.used += x.nbytes
+        except OSError:
+            tmp.unlink(missing_ok=True)
+
 
 @dataclass(frozen=True, kw_only=True)
 class ImageDataset:
@@ -26,6 +62,14 @@ class ImageDataset:
     root: Path
     files: tuple[Path, ...]
     spec: PreprocessSpec
+    cache: DecodeCache | None = field(default=None, compare=False)
+
+    def cached(self, root: Path) -> ImageDataset:
+        """This dataset, keeping each decoded tensor in ``root`` (up to CACHE_BYTES) the first time it is read:
+        the passes after the first read a file instead of decoding and preprocessing again. The same tensors
+        (np.save / np.load round-trip exactly)."""
+        root.mkdir(parents=True, exist_ok=True)
+        return replace(self, cache=DecodeCache(root=root))
 
     @classmethod
     def open(
@@ -83,7 +127,16 @@ class ImageDataset:
                 yield pending.result()
 
     def _stack(self, files: tuple[Path, ...]) -> np.ndarray:
-        return np.stack([self.spec.load(p) for p in files])
+        return np.stack([self._load(p) for p in files])
+
+    def _load(self, p: Path) -> np.ndarray:
+        if self.cache is None:
+            return self.spec.load(p)
+        x = self.cache.get(p)
+        if x is None:
+            x = self.spec.load(p)
+            self.cache.put(p, x)
+        return x
 
     def digest(self) -> str:
         """SHA-256 over the files' names and contents and the preprocess spec: the calibration set's identity."""
@@ -149,6 +202,10 @@ class MultiInputDataset:
 
     def specs(self) -> dict[str, PreprocessSpec]:
         return {n: d.spec for n, d in self.inputs.items()}
+
+    def cached(self, root: Path) -> MultiInputDataset:
+        """Every input's images kept decoded (ImageDataset.cached), each input in its own folder of ``root``."""
+        return replace(self, inputs={n: d.cached(root / f"input{i}") for i, (n, d) in enumerate(self.inputs.items())})
 
     def digest(self) -> str:
         h = hashlib.sha256()

@@ -21,6 +21,7 @@ import onnx
 from edgecnn.errors import BadInputError, MissingRuntimeError
 from edgecnn.fsutil import temp_dir
 from edgecnn.quantize.dataset import ImageDataset
+from edgecnn.runtimes import usable_cores
 
 if TYPE_CHECKING:
     from edgecnn.quantize.api import Calibration
@@ -135,8 +136,7 @@ def collect_distributed(
     if not isinstance(dataset, ImageDataset):
         raise BadInputError("--workers > 1 shards one folder of images; calibrate a multi-input model with --workers 1")
     names = (input_names,) if isinstance(input_names, str) else tuple(input_names)
-    per_worker_threads = threads or max(1, (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                                            else (os.cpu_count() or 1)) // workers)  # fmt: skip
+    per_worker_threads = threads or max(1, usable_cores() // workers)
     shards = shard_files(dataset.files, workers * 4 if len(dataset) >= workers * 4 * batch else workers)
     parts_ds = [replace(dataset, files=files) for files in shards]
     blob = _model_bytes(model, workdir)
