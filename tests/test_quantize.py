@@ -149,11 +149,16 @@ def test_decoded_images_kept_and_histograms_counted_in_threads_change_nothing(
     monkeypatch.setattr(PreprocessSpec, "load", lambda self, p: decoded.append(p) or real_load(self, p))
     cached = plain.cached(tmp_path / "cache")
     first = [x.copy() for x in cached.batches(5, prefetch=True)]
-    assert len(decoded) == 12 and len(list((tmp_path / "cache").glob("*.npy"))) == 12
+    assert len(decoded) == 12 and len(list((tmp_path / "cache").glob("*/*.npy"))) == 12
     again = list(cached.batches(4))  # another batch size, the same files
     assert len(decoded) == 12  # nothing decoded twice
     np.testing.assert_array_equal(np.concatenate(first), np.concatenate(again))
     np.testing.assert_array_equal(np.concatenate(again), np.concatenate(list(plain.batches(4))))
+    # another spec over the same files and folder: its own tensors, not the first spec's
+    other = replace(plain, spec=replace(plain.spec, scale=2.0 / 255.0)).cached(tmp_path / "cache")
+    np.testing.assert_allclose(np.concatenate(list(other.batches(4))), 2 * np.concatenate(again), rtol=1e-6)
+    assert len(decoded) == 36  # 12 cached, 12 plain, 12 with the other spec
+    decoded.clear()
     ref = calibrate(model, tensors, plain, "x", batch=4, with_hist=True, threads=1).stats
     got = calibrate(model, tensors, cached, "x", batch=4, with_hist=True, threads=3).stats
     assert tensors and set(ref.tensors) == set(got.tensors)
@@ -172,7 +177,6 @@ def test_decoded_images_kept_and_histograms_counted_in_threads_change_nothing(
     for name in batch:
         np.testing.assert_array_equal(one.tensors[name].hist, many.tensors[name].hist)
     # over the budget: not kept (decoded again next time); a folder that cannot be written: not kept either
-    decoded.clear()
     small = replace(plain, cache=DecodeCache(root=tmp_path / "cache2", budget=3 * first[0][0].nbytes))
     (tmp_path / "cache2").mkdir()
     list(small.batches(4))

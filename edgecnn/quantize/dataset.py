@@ -67,7 +67,8 @@ class ImageDataset:
     def cached(self, root: Path) -> ImageDataset:
         """This dataset, keeping each decoded tensor in ``root`` (up to CACHE_BYTES) the first time it is read:
         the passes after the first read a file instead of decoding and preprocessing again. The same tensors
-        (np.save / np.load round-trip exactly)."""
+        (np.save / np.load round-trip exactly). Keyed by file and, through the folder, by the spec."""
+        root = root / hashlib.sha256(self.spec.to_json().encode()).hexdigest()[:16]
         root.mkdir(parents=True, exist_ok=True)
         return replace(self, cache=DecodeCache(root=root))
 
