@@ -209,6 +209,10 @@ def test_checks_of_one_float_model_share_its_float_passes(tmp_path: Path) -> Non
     assert runs.conv_means == means  # nothing measured twice
     assert _bytes(alone) == _bytes(first) == _bytes(again)
     assert bc_alone == bc_first == bc_again and bc_alone.scope in ("all", "depthwise")
+    # without runs the candidates run in turn with the float model; with runs, one session at a time after the
+    # float pass: the same errors, to the last bit (bc_* compare calibration_error); no temporary file left
+    assert len(bc_first.calibration_error) >= 2
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(("biascorr", "bc_", "float_ref_"))]
     # Negative control: another int8 weight for the depthwise conv is another conv to measure.
     other = two_convs(_dw_weight() * 1.5, group=C)
     q2, _ = quantize(save(other, tmp_path / "dw2.onnx"), ds, QuantizeConfig(batch=4, bias_correction=False))

@@ -78,6 +78,21 @@ def externalized_copy(
     return light
 
 
+def external_tensors(arrays: dict[str, np.ndarray], directory: Path, filename: str) -> list[onnx.TensorProto]:
+    """Initializers for ``arrays`` whose data goes to ``directory/filename`` (appending), not into the protos: for
+    a temporary graph whose large constants would otherwise be copied into it, into its serialization and into
+    the runtime's parse of it."""
+    out = []
+    with open(Path(directory) / filename, "ab") as f:
+        for name, a in arrays.items():
+            a = np.ascontiguousarray(a)
+            t = onnx.TensorProto(name=name, data_type=onnx.helper.np_dtype_to_tensor_dtype(a.dtype))
+            t.dims.extend(a.shape)
+            _append(f, t, a.tobytes(), filename)
+            out.append(t)
+    return out
+
+
 def _copy_fields(src: Message, dst: Message, skip: str) -> None:
     for fd, value in src.ListFields():
         if fd.name == skip:

@@ -956,17 +956,20 @@ def save_with_outputs(
     path: Path,
     batch: int | str | None = None,
     nodes: list[onnx.NodeProto] | None = None,
+    initializers: list[onnx.TensorProto] | None = None,
 ) -> None:
     """Save ``model`` to ``path`` with ``extra`` tensors as additional graph outputs and, if ``batch`` is
     given, the first dim of every input and output set to it (an int, or a symbol for a free batch).
-    ``nodes`` are appended first (e.g. reductions whose outputs are among ``extra``).
+    ``nodes`` are appended first (e.g. reductions whose outputs are among ``extra``), with ``initializers``
+    (best external: graph.external.external_tensors).
 
     Used to read intermediate tensors (calibration, per-layer drift). The model is edited in place and
     restored afterwards, so its weights are never copied: a ResNet-18 is 45 MiB of them.
     """
     graph = model.graph
-    n_out, n_nodes = len(graph.output), len(graph.node)
+    n_out, n_nodes, n_init = len(graph.output), len(graph.node), len(graph.initializer)
     graph.node.extend(nodes or [])
+    graph.initializer.extend(initializers or [])
     have = {o.name for o in graph.output}
     first_dims = []
     for vi in [*graph.input, *graph.output]:
@@ -990,6 +993,7 @@ def save_with_outputs(
     finally:
         del graph.output[n_out:]
         del graph.node[n_nodes:]
+        del graph.initializer[n_init:]
         graph.value_info.extend(value_info)
         if batch is not None:
             for vi, old in zip([*graph.input, *graph.output], first_dims, strict=True):

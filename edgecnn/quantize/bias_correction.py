@@ -42,7 +42,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from edgecnn.graph.external import to_array
+from edgecnn.graph.external import external_tensors, to_array
 from edgecnn.graph.load import node_attr
 from edgecnn.graph.passes import remove_dead_nodes, save_with_outputs
 from edgecnn.quantize.dataset import CalibrationData, feeds_of
@@ -267,6 +267,7 @@ def _measure_means(
     output channel (the float bias included in ``y``), and the number of images; one streamed pass."""
     nodes: list[onnx.NodeProto] = []
     outputs: list[tuple[str, str]] = []
+    weights: dict[str, np.ndarray] = {}  # as external initializers: one copy in a file, none in the protos
 
     def const(name: str, value: np.ndarray) -> str:
         nodes.append(helper.make_node("Constant", [], [name], name=name, value=numpy_helper.from_array(value, name)))
@@ -281,7 +282,8 @@ def _measure_means(
             nodes.append(helper.make_node("DequantizeLinear", [f"{p}_xq", scale, zp], [f"{p}_xdq"], name=f"{p}_dq"))
             xin = f"{p}_xdq"
         attrs = {a.name: helper.get_attribute_value(a) for a in c.node.attribute if a.name in _COPIED_ATTRS}
-        w = const(f"{p}_w", c.weight)
+        w = f"{p}_w"
+        weights[w] = c.weight
         nodes.append(helper.make_node("Conv", [xin, w], [f"{p}_y"], name=f"{p}_conv", **attrs))
         nodes.append(helper.make_node("GlobalAveragePool", [f"{p}_y"], [f"{p}_mq"], name=f"{p}_mq"))
         nodes.append(helper.make_node("GlobalAveragePool", [c.y], [f"{p}_mf"], name=f"{p}_mf"))
@@ -290,9 +292,11 @@ def _measure_means(
     count = 0
     # Saved beside the external weights (workdir) so the runtime finds them; batch 1 keeps the extra Conv
     # outputs as small as the model's own activations for one image.
-    path = Path(workdir) / "biascorr.onnx"
-    save_with_outputs(float_model, [o for pair in outputs for o in pair], path, 1, nodes)
+    path, data = Path(workdir) / "biascorr.onnx", Path(workdir) / "biascorr_weights.bin"
     try:
+        inits = external_tensors(weights, Path(workdir), data.name)
+        save_with_outputs(float_model, [o for pair in outputs for o in pair], path, 1, nodes, inits)
+        del inits
         sess = open_session("ort", path, threads=threads, options=TAKING_TURNS)
         index = {o.name: k for k, o in enumerate(sess.outputs())}
         for x in dataset.batches(1, prefetch=True):
@@ -306,6 +310,7 @@ def _measure_means(
         del sess
     finally:
         path.unlink(missing_ok=True)
+        data.unlink(missing_ok=True)
     return {k: (s / max(count, 1), count) for (_, k), s in zip(convs, sums, strict=True)}
 
 
@@ -376,8 +381,24 @@ def output_errors(
     """Per model: the squared error of its outputs against ``float_model``'s on the first ``samples``
     calibration images, relative to the float outputs' energy (summed over outputs). Streamed: nothing is kept
     but the sums, and the float outputs in ``runs`` (FloatRuns, when they fit REFERENCE_BYTES), so that the next
-    check of the same float model on the same images does not compute them again."""
+    check of the same float model on the same images does not compute them again.
+
+    With ``runs``, one session at a time: the float model alone first (its outputs kept), then each model in a
+    pass of its own against the kept outputs, so that peak memory is one model's session, not all of them (the
+    sums run over the same images in the same order: the same errors). Float outputs too large to keep: every
+    model and the float model in turn, image by image."""
     measured = runs is not None and runs.reference_samples == samples
+    if runs is not None and models and (not measured or (runs.references is not None and len(models) > 1)):
+        if not measured:  # the float pass alone
+            output_errors(float_model, {}, dataset, first, workdir=workdir, threads=threads, samples=samples, runs=runs)
+        kw = {"workdir": workdir, "threads": threads, "samples": samples, "runs": runs}
+        if runs.references is None:  # too large to keep: in turn
+            return output_errors(float_model, models, dataset, first, **kw)  # type: ignore[arg-type]
+        return {
+            k: v
+            for name, m in models.items()
+            for k, v in output_errors(float_model, {name: m}, dataset, first, **kw).items()  # type: ignore[arg-type]
+        }
     kept = runs.references if runs is not None and measured else None
     keep: list[list[np.ndarray] | Path] | None = [] if runs is not None and not measured else None
     kept_bytes = 0
