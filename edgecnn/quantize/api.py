@@ -524,9 +524,8 @@ def _quantize(
 
     per_channel = _channel_ranges(cal, grid_plan.per_channel)
     prelu_inputs = _channel_ranges(cal, the_plan.channel_min)  # the writer reads their minimum (lookup._prelu)
-    runs = (
-        runs if runs is not None else FloatRuns()
-    )  # the float passes every check below shares (one float model, one dataset)
+    # the float passes every check below shares (one float model, one dataset)
+    runs = runs if runs is not None else FloatRuns()
 
     def build(rs: dict[str, tuple[float, float]], placement: QdqPlan = the_plan) -> Built:
         """Write the QDQ model for ranges ``rs`` and correct its biases: (result, corrected convs, scope,
@@ -648,7 +647,7 @@ def _equalized(
     work: Path,
     progress: Progress | None,
     input_name: str,
-    runs: FloatRuns | None = None,
+    runs: FloatRuns,
 ) -> tuple[tuple[onnx.ModelProto, QuantizeReport, float] | None, dict[str, float]]:
     """The equalization candidate (edgecnn.quantize.equalize): the float model with ``blocks`` equalized from
     their calibrated per-channel ranges, quantized with every other check of auto, and measured against
@@ -662,21 +661,19 @@ def _equalized(
     eq_float, factors = equalize(prepared, blocks, _channel_ranges(cal, [b.tensor for b in blocks]), base_dir=work)
     if not factors:
         return None, {}
-    runs = runs if runs is not None else FloatRuns()
     eq_model, eq_report, eq_error = _quantize(
         replace(loaded, model=eq_float), dataset, replace(config, equalize=False), work, progress, runs.outputs_for()
     )
-    known = {"a": (shipped[0], shipped[1]), "b": (eq_model, eq_error)}
+    known = {"a": shipped, "b": (eq_model, eq_error)}
     todo = {k: m for k, (m, err) in known.items() if err < 0}
     e = (
         output_errors(prepared, todo, dataset, input_name, workdir=work, threads=config.threads, runs=runs)
         if todo
         else {}
     )
-    check = {
-        "as exported": known["a"][1] if known["a"][1] >= 0 else e.get("a", 0.0),
-        "equalized": known["b"][1] if known["b"][1] >= 0 else e.get("b", float("inf")),
-    }
+    unmeasured = {"a": 0.0, "b": float("inf")}  # no check image: the model as exported ships
+    err = {k: v if v >= 0 else e.get(k, unmeasured[k]) for k, (_, v) in known.items()}
+    check = {"as exported": err["a"], "equalized": err["b"]}
     if check["equalized"] < check["as exported"] * MSE_WINS_BELOW:
         return (eq_model, replace(eq_report, equalize_check=check, equalized=factors), check["equalized"]), check
     return None, check

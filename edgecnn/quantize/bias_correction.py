@@ -419,8 +419,9 @@ def output_errors(
             feeds = feeds_of(x, first)
             raw = _reference(kept[i]) if kept is not None else sessions["float"].run(feeds)
             if keep is not None:
-                keep.append(_keep(raw, kept_bytes, Path(workdir), spilled))
-                kept_bytes += sum(np.asarray(o).nbytes for o in raw)
+                size = sum(np.asarray(o).nbytes for o in raw)
+                keep.append(_keep(raw, kept_bytes + size <= REFERENCE_BYTES, Path(workdir), spilled))
+                kept_bytes += size
                 if kept_bytes > REFERENCE_BYTES + REFERENCE_DISK_BYTES:
                     keep = None
             ref = [np.asarray(o, np.float64) for o in raw]
@@ -447,10 +448,10 @@ def output_errors(
     return {k: float(np.sum(v / np.maximum(energy, 1e-30))) for k, v in err.items() if v is not None}
 
 
-def _keep(raw: list[np.ndarray], kept_bytes: int, workdir: Path, spilled: list[Path]) -> list[np.ndarray] | Path:
-    """One image's float outputs as FloatRuns keeps them: in memory while the kept ones fit REFERENCE_BYTES, else
+def _keep(raw: list[np.ndarray], in_memory: bool, workdir: Path, spilled: list[Path]) -> list[np.ndarray] | Path:
+    """One image's float outputs as FloatRuns keeps them: in memory (while the kept ones fit REFERENCE_BYTES), else
     in a file of ``workdir`` (listed in ``spilled``)."""
-    if kept_bytes + sum(np.asarray(o).nbytes for o in raw) <= REFERENCE_BYTES:
+    if in_memory:
         return list(raw)
     fd, name = tempfile.mkstemp(prefix="float_ref_", suffix=".npz", dir=workdir)
     with os.fdopen(fd, "wb") as f:
