@@ -200,6 +200,11 @@ def test_compare_fp32_int8_layer_by_layer(cache: Path, int8_model: Path, tmp_pat
     assert {(r["base_precision"], r["other_precision"]) for r in rows} == {("fp32", "int8")}
     assert any("matched compute layers ran as integer kernels" in s for s in data["compare"]["sentences"])
     assert "layer by layer" in res.output and "Where the time goes" in res.output
+    # measured in alternating rounds (4 by default), 50 profiled runs split over them
+    for side in ("base", "other"):
+        assert len(data["compare"][side]["round_p50_us"]) == 4
+        assert all(v > 0 for v in data["compare"][side]["round_p50_us"])
+    assert "over 4 alternating rounds" in data["compare"]["sentences"][0]
     if plots_available():
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -296,6 +301,7 @@ def test_compare_with_different_inputs(tmp_path: Path) -> None:
 
 def test_bad_numbers_and_paths(tmp_path: Path) -> None:
     assert_one_line_error(invoke("profile", SAMPLE_MODEL, "-n", "0"), 2, "--runs 0")
+    assert_one_line_error(invoke("profile", SAMPLE_MODEL, "--compare", SAMPLE_MODEL, "--rounds", "0"), 2, "--rounds 0")
     assert_one_line_error(invoke("profile", SAMPLE_MODEL, "--threads", "0"), 2, "--threads 0")
     assert_one_line_error(invoke("profile", tmp_path / "missing.onnx"), 2, "missing.onnx")
     assert_one_line_error(invoke("profile", SAMPLE_MODEL, "--json", tmp_path / "no" / "p.json"), 2, "does not exist")

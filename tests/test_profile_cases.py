@@ -17,8 +17,17 @@ import onnx
 import pytest
 from onnx import helper
 
-from edgecnn.profile.compare import LayerDelta, ProfileComparison, compare_profiles, float_islands, slower
-from edgecnn.profile.core import profile_model
+from edgecnn.profile.compare import (
+    LayerDelta,
+    ProfileComparison,
+    compare_profiles,
+    float_islands,
+    measured_slower,
+    round_speedups,
+    slower,
+    speed_verdict,
+)
+from edgecnn.profile.core import profile_model, profile_pair
 from tests.cli_helpers import run_cli
 from tests.conftest import CALIB_DIR
 from tests.onnx_builders import make_model, save
@@ -95,7 +104,7 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _compare(models: dict[str, Path], other: str, runtime: str, cache: Path, prec: str = "f32") -> ProfileComparison:
     kw = {"threads": 1, "runs": RUNS, "warmup": 5, "cache_dir": cache, "ov_precision": prec}
-    return compare_profiles(profile_model(models["fp32"], runtime, **kw), profile_model(models[other], runtime, **kw))
+    return compare_profiles(*profile_pair(models["fp32"], models[other], runtime, rounds=2, **kw))
 
 
 def _slower_named(cmp: ProfileComparison) -> set[str]:
@@ -192,3 +201,34 @@ def test_negative_control_nothing_slower_names_nothing(models: dict[str, Path], 
     assert not slower(row(100, 114, 105), base)  # +14%
     assert not slower(row(100, 130, 135), base)  # inside the base layer's own spread
     assert not slower(row(10, 19, 11), base)  # +90%, but 0.9% of the model
+
+
+def test_pair_alternates_rounds_and_the_verdict_needs_every_round(models: dict[str, Path], cache: Path) -> None:
+    """profile --compare measures both models in alternating rounds (A B, B A, ...), every run counted once; the
+    verdict calls a model faster or slower only when every round agrees, and says when the rounds disagree."""
+    base, other = profile_pair(models["fp32"], models["edgecnn_ort"], "ort", rounds=3, threads=1, runs=31, warmup=2,
+                               cache_dir=cache)  # fmt: skip
+    assert len(base.round_p50_us) == len(other.round_p50_us) == 3
+    assert len(round_speedups(base, other)) == 3
+    assert sorted([*base.round_p50_us, base.e2e_p50_us])[0] > 0
+    # the end-to-end p50 lies within the rounds' range (it is the median of their samples together)
+    assert min(base.round_p50_us) <= base.e2e_p50_us <= max(base.round_p50_us)
+
+    def with_rounds(rep, e2e: float, rounds: tuple[float, ...]):  # type: ignore[no-untyped-def]
+        return rep.__class__(**{**rep.__dict__, "e2e_p50_us": e2e, "round_p50_us": rounds})
+
+    a = with_rounds(base, 1000.0, (1000.0, 1000.0, 1000.0))
+    cases = {  # other's (e2e, rounds) -> the verdict's words
+        (800.0, (790.0, 800.0, 820.0)): "is faster than",
+        (800.0, (790.0, 800.0, 1100.0)): "not measurably faster or slower",  # one round the other way
+        (1250.0, (1200.0, 1250.0, 1300.0)): "is SLOWER than",
+        (1250.0, (900.0, 1250.0, 1300.0)): "not measurably faster or slower",
+        (1020.0, (1010.0, 1020.0, 1030.0)): "about as fast as",
+    }
+    for (e2e, rounds), words in cases.items():
+        b = with_rounds(other, e2e, rounds)
+        said = speed_verdict(a, b, "fp32", "int8")
+        assert words in said and "over 3 alternating rounds" in said, said
+        assert measured_slower(a, b) == (words == "is SLOWER than")
+    # measured apart (profile_model, no rounds): the median alone decides, as before
+    assert "is SLOWER than" in speed_verdict(with_rounds(base, 1000.0, ()), with_rounds(other, 1250.0, ()), "a", "b")

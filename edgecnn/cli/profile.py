@@ -22,6 +22,9 @@ def profile_cmd(
     threads: Annotated[int | None, typer.Option(help="Intra-op threads (default: the runtime's choice).")] = None,
     runs: Annotated[int, typer.Option("--runs", "-n", help="Profiled runs (and as many timed plain runs).")] = 200,
     warmup: Annotated[int, typer.Option(help="Untimed runs first.")] = 20,
+    rounds: Annotated[
+        int, typer.Option(help="With --compare: alternating rounds the runs are split into (A B, B A, ...).")
+    ] = 4,
     input_shape: Annotated[
         list[str] | None, typer.Option("--input-shape", help="Fix dynamic dims: NAME=1x3x224x224 (repeatable).")
     ] = None,
@@ -80,15 +83,26 @@ def profile_cmd(
         threads=threads or 0, runs=runs, warmup=warmup, input_shapes=shapes, ov_precision=ov_precision,
         cache_dir=cache_dir, refresh_ceilings=refresh_ceilings, preprocess=preprocess,
     )  # fmt: skip
-    with console.status(f"profiling {model.name} on {runtime}…"):
-        rep = profile_model(model, runtime, images=input_source, onnx_source=onnx_source, **kw)  # type: ignore[arg-type]
-    print_profile(rep, console, top=top)
     cmp = None
-    if compare is not None:
+    if compare is None:
+        with console.status(f"profiling {model.name} on {runtime}…"):
+            rep = profile_model(model, runtime, images=input_source, onnx_source=onnx_source, **kw)  # type: ignore[arg-type]
+        print_profile(rep, console, top=top)
+    else:
         from edgecnn.profile.compare import compare_profiles
+        from edgecnn.profile.core import profile_pair
 
-        with console.status(f"profiling {compare.name} on {runtime}…"):
-            other = profile_model(compare, runtime, images=None, **kw)  # type: ignore[arg-type]
+        with console.status(f"profiling {model.name} and {compare.name} on {runtime}, {rounds} alternating rounds…"):
+            rep, other = profile_pair(
+                model,
+                compare,
+                runtime,
+                rounds=rounds,
+                images=input_source,
+                onnx_source=onnx_source,
+                **kw,  # type: ignore[arg-type]
+            )
+        print_profile(rep, console, top=top)
         print_profile(other, console, top=top)
         cmp = compare_profiles(rep, other)
         print_comparison(cmp, console)

@@ -169,12 +169,8 @@ def compare_profiles(base: ProfileReport, other: ProfileReport) -> ProfileCompar
 
     bn, on = Path(base.model).stem, Path(other.model).stem
     s: list[str] = []
-    sp = base.e2e_p50_us / other.e2e_p50_us if other.e2e_p50_us else float("nan")
-    verdict = "faster" if sp >= 1.05 else ("SLOWER" if sp <= 0.95 else "about as fast (within 5%)")
-    s.append(
-        f"{on} is {verdict} than {bn} on {base.runtime}: {other.e2e_p50_us:.1f} us vs {base.e2e_p50_us:.1f} us "
-        f"end to end ({sp:.2f}x)."
-    )
+    s.append(speed_verdict(base, other, bn, on))
+    got_slower = measured_slower(base, other)
     float_rows = [r for r in rows if r.other_precision in FLOAT_PRECISIONS]
     from edgecnn.graph.load import load_model
     from edgecnn.profile.findings import _why_float, is_quantized
@@ -200,7 +196,7 @@ def compare_profiles(base: ProfileReport, other: ProfileReport) -> ProfileCompar
             )
         elif rows:
             s.append(f"All {len(rows)} matched compute layers ran as integer kernels in {on}.")
-            if sp <= 0.95:
+            if got_slower:
                 up = sum(r.delta_us for r in rows if r.delta_us > 0)
                 extra = sum(max(0.0, c.other_us - c.base_us) for c in cats if c.layer != "runtime cost per call")
                 biggest = max((r.bytes for r in other.layers), default=0)
@@ -274,7 +270,7 @@ def compare_profiles(base: ProfileReport, other: ProfileReport) -> ProfileCompar
             )
             + "."
         )
-    elif rows and sp <= 0.95:
+    elif rows and got_slower:
         s.append(
             f"No matched compute layer got slower in {on} beyond the profile's noise (more than 15% and more than its "
             f"p90 in {bn}): the extra time is outside them (the conversions, float islands and inserted kernels above)."
@@ -294,6 +290,41 @@ def compare_profiles(base: ProfileReport, other: ProfileReport) -> ProfileCompar
             + "."
         )
     return ProfileComparison(base=base, other=other, rows=tuple(rows), categories=tuple(cats), sentences=tuple(s))
+
+
+def round_speedups(base: ProfileReport, other: ProfileReport) -> list[float]:
+    """Per alternating round of profile_pair: base's end-to-end p50 / other's (> 1: other faster); empty when
+    the two were not measured in rounds together."""
+    pairs = zip(base.round_p50_us, other.round_p50_us, strict=False)
+    return [a / b for a, b in pairs if b > 0] if len(base.round_p50_us) == len(other.round_p50_us) else []
+
+
+def measured_slower(base: ProfileReport, other: ProfileReport) -> bool:
+    """``other`` slower than ``base`` beyond 5% end to end, in every alternating round when there were rounds."""
+    sp = base.e2e_p50_us / other.e2e_p50_us if other.e2e_p50_us else float("nan")
+    rs = round_speedups(base, other)
+    return sp <= 0.95 and (not rs or max(rs) < 1)
+
+
+def speed_verdict(base: ProfileReport, other: ProfileReport, bn: str, on: str) -> str:
+    """One sentence: is ``other`` faster than ``base`` end to end? Faster or SLOWER needs the median beyond 5% and,
+    when they were measured in alternating rounds, every round on the same side of 1; otherwise the rounds
+    disagree and the sentence says so (the machine's noise is larger than the difference)."""
+    sp = base.e2e_p50_us / other.e2e_p50_us if other.e2e_p50_us else float("nan")
+    rs = round_speedups(base, other)
+    spread = f"; per round {min(rs):.2f}-{max(rs):.2f}x over {len(rs)} alternating rounds" if len(rs) > 1 else ""
+    if sp >= 1.05 and (not rs or min(rs) > 1):
+        verdict = f"{on} is faster than {bn}"
+    elif measured_slower(base, other):
+        verdict = f"{on} is SLOWER than {bn}"
+    elif 0.95 < sp < 1.05:
+        verdict = f"{on} is about as fast as {bn} (within 5%)"
+    else:  # beyond 5% at the median, yet some round says the opposite
+        verdict = f"{on} is not measurably faster or slower than {bn} (the rounds disagree: noise larger than the gap)"
+    return (
+        f"{verdict} on {base.runtime}: {other.e2e_p50_us:.1f} us vs {base.e2e_p50_us:.1f} us "
+        f"end to end ({sp:.2f}x{spread})."
+    )
 
 
 def _is_qdq(r: LayerProfile) -> bool:

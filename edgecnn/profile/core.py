@@ -143,6 +143,8 @@ class ProfileReport:
     cpu_flags: tuple[str, ...] = field(default_factory=tuple)
     # the clock the end-to-end samples were taken with: bench's for the runtime (OpenVINO: its own C++ clock)
     clock: str = "Python perf_counter_ns around the call"
+    # profile --compare (profile_pair): the end-to-end p50 of each alternating round, in order; empty otherwise
+    round_p50_us: tuple[float, ...] = ()
 
     @property
     def accounted_ratio(self) -> float:
@@ -257,7 +259,39 @@ def check_runtime(runtime: str) -> None:
         )
 
 
-def profile_model(
+@dataclass(kw_only=True)
+class _Opened:
+    """One model opened for profiling on one runtime: its plain and profiled sessions with inputs bound, the
+    graph the kernels map to, the machine's ceilings and the preprocessing timing, before any measuring.
+    ``reopen`` opens the profiled session again (with its bound call) for a runtime whose profiler reads one
+    series of runs per session (``profiles_once``: ONNX Runtime)."""
+
+    runtime: str
+    path: Path
+    model: onnx.ModelProto
+    shapes: dict[str, tuple[int, ...]]
+    tflite: bool
+    onnx_source: Path | None
+    pre: PreprocessTiming | None
+    plain: Any
+    prof: Any
+    call: Any
+    pcall: Any
+    timer: Any
+    ceilings: Ceilings
+    reopen: Any
+    measured: bool = False
+
+    def measure(self, runs: int, warmup: int) -> tuple[list[int], list[list[dict[str, Any]]]]:
+        """``runs`` profiled runs alternating with timed plain ones (ceilings.interleaved)."""
+        if self.measured and getattr(self.prof, "profiles_once", False):
+            self.prof = None  # the finished profiler's session goes before the next one opens
+            self.prof, self.pcall = self.reopen()
+        self.measured = True
+        return interleaved(self.call, self.prof, self.pcall, runs, warmup=warmup, plain_timer=self.timer)
+
+
+def _open_profile(
     model_path: str | Path,
     runtime: str = "ort",
     *,
@@ -272,12 +306,9 @@ def profile_model(
     preprocess: Path | None = None,
     roofline: bool = True,
     onnx_source: Path | None = None,
-) -> ProfileReport:
-    """Profile ``model_path`` on ``runtime`` (see the module docstring). A ``.tflite`` file runs on ``litert``;
-    ``onnx_source`` is the ONNX model it was converted from (MACs, bytes and the mapping to ONNX nodes); without
-    it the ops keep their TFLite names (edgecnn's converter names them after the ONNX tensors)."""
+) -> _Opened:
+    """Check the arguments and open ``model_path`` for profile_model / profile_pair."""
     from edgecnn.graph.load import load_model
-    from edgecnn.graph.summary import node_macs, static_value_types
     from edgecnn.runtimes import open_session, random_feeds
 
     check_runtime(runtime)
@@ -317,7 +348,13 @@ def profile_model(
         # images and their spec are checked against the model before any measuring starts
         pre = _preprocess_timing(model, shapes, images, preprocess, 0.0) if images is not None else None
         plain = open_session(runtime, path, threads=threads, input_shapes=shapes, options=options)
-    prof = open_session(runtime, path, threads=threads, input_shapes=shapes, options={**options, "profile": "1"})
+
+    def open_profiled() -> tuple[Any, Any]:
+        sess = open_session(runtime, path, threads=threads, input_shapes=shapes, options={**options, "profile": "1"})
+        return sess, sess.bind(feeds) if callable(getattr(sess, "bind", None)) else None  # type: ignore[attr-defined]
+
+    feeds = random_feeds(plain.inputs())
+    prof, pcall = open_profiled()
     if not callable(getattr(prof, "kernel_runs", None)):
         raise ProfilingUnsupportedError(
             f"--runtime {runtime}: edgecnn's adapter for it has no per-layer profiling; use --runtime ort or openvino"
@@ -325,10 +362,102 @@ def profile_model(
     ceilings = measure_ceilings(
         runtime, threads, cache_dir=cache_dir, refresh=refresh_ceilings, options=options, roofline=roofline
     )
-    feeds = random_feeds(plain.inputs())
     call = plain.bind(feeds)  # type: ignore[attr-defined]
-    pcall = prof.bind(feeds)  # type: ignore[attr-defined]
-    samples_ns, per_run = interleaved(call, prof, pcall, runs, warmup=warmup, plain_timer=session_timer(plain, call))
+    return _Opened(
+        runtime=runtime, path=Path(path), model=model, shapes=shapes, tflite=tflite, onnx_source=onnx_source, pre=pre,
+        plain=plain, prof=prof, call=call, pcall=pcall, timer=session_timer(plain, call), ceilings=ceilings,
+        reopen=open_profiled,
+    )  # fmt: skip
+
+
+def profile_model(
+    model_path: str | Path,
+    runtime: str = "ort",
+    *,
+    threads: int = 0,
+    runs: int = 200,
+    warmup: int = 20,
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
+    ov_precision: str = "f32",
+    cache_dir: Path | None = None,
+    refresh_ceilings: bool = False,
+    images: Path | None = None,
+    preprocess: Path | None = None,
+    roofline: bool = True,
+    onnx_source: Path | None = None,
+) -> ProfileReport:
+    """Profile ``model_path`` on ``runtime`` (see the module docstring). A ``.tflite`` file runs on ``litert``;
+    ``onnx_source`` is the ONNX model it was converted from (MACs, bytes and the mapping to ONNX nodes); without
+    it the ops keep their TFLite names (edgecnn's converter names them after the ONNX tensors)."""
+    o = _open_profile(
+        model_path, runtime, threads=threads, runs=runs, warmup=warmup, input_shapes=input_shapes,
+        ov_precision=ov_precision, cache_dir=cache_dir, refresh_ceilings=refresh_ceilings, images=images,
+        preprocess=preprocess, roofline=roofline, onnx_source=onnx_source,
+    )  # fmt: skip
+    samples_ns, per_run = o.measure(runs, warmup)
+    return _report(o, samples_ns, per_run, runs=runs, warmup=warmup)
+
+
+# Alternating rounds of profile_pair (profile --compare): A B B A A B B A, so that drift in machine load and clock
+# speed hits both models alike; a verdict says when the rounds disagree.
+COMPARE_ROUNDS = 4
+SWITCH_WARMUP = 5  # untimed runs of each session after the other model ran (its caches are cold again)
+
+
+def profile_pair(
+    base: str | Path,
+    other: str | Path,
+    runtime: str = "ort",
+    *,
+    rounds: int = COMPARE_ROUNDS,
+    runs: int = 200,
+    warmup: int = 20,
+    images: Path | None = None,
+    onnx_source: Path | None = None,
+    **kw: Any,
+) -> tuple[ProfileReport, ProfileReport]:
+    """Profile two models on ``runtime`` for ``profile --compare``: both opened side by side, then ``rounds``
+    alternating rounds (A B, B A, ...) of about ``runs / rounds`` profiled runs each, so that a machine that
+    slows down or speeds up during the measurement does not decide the comparison. Each report keeps its rounds'
+    end-to-end p50 (``round_p50_us``). ``images`` (preprocessing timing) and ``onnx_source`` apply to ``base``."""
+    if not 1 <= rounds <= 1000:
+        raise BadInputError(f"--rounds {rounds}: expected 1..1000 alternating rounds")
+    models = [
+        _open_profile(base, runtime, runs=runs, warmup=warmup, images=images, onnx_source=onnx_source, **kw),
+        _open_profile(other, runtime, runs=runs, warmup=warmup, images=None, **kw),
+    ]
+    rounds = min(rounds, runs)
+    samples: list[list[int]] = [[], []]
+    kernels: list[list[list[dict[str, Any]]]] = [[], []]
+    per_round: list[list[float]] = [[], []]
+    for r in range(rounds):
+        n = runs // rounds + (1 if r < runs % rounds else 0)
+        for i in (0, 1) if r % 2 == 0 else (1, 0):
+            s, k = models[i].measure(n, warmup if r == 0 else min(warmup, SWITCH_WARMUP))
+            samples[i] += s
+            kernels[i] += k
+            per_round[i].append(statistics.median(s) / 1e3)
+    a, b = (
+        _report(o, samples[i], kernels[i], runs=runs, warmup=warmup, round_p50_us=tuple(per_round[i]))
+        for i, o in enumerate(models)
+    )
+    return a, b
+
+
+def _report(
+    o: _Opened,
+    samples_ns: list[int],
+    per_run: list[list[dict[str, Any]]],
+    *,
+    runs: int,
+    warmup: int,
+    round_p50_us: tuple[float, ...] = (),
+) -> ProfileReport:
+    """The report of ``o`` from its end-to-end samples and its profiled runs' kernels."""
+    from edgecnn.graph.summary import node_macs, static_value_types
+
+    runtime, path, model, shapes, tflite = o.runtime, o.path, o.model, o.shapes, o.tflite
+    onnx_source, pre, plain, prof, ceilings = o.onnx_source, o.pre, o.plain, o.prof, o.ceilings
     e2e = statistics.median(samples_ns) / 1e3
     half = len(samples_ns) // 2
     before, after = samples_ns[: max(1, half)], samples_ns[half:] or samples_ns
@@ -524,6 +653,7 @@ def profile_model(
         preprocess=_replace(pre, share=pre.per_batch_us / (pre.per_batch_us + e2e)) if pre is not None else None,
         cpu_flags=cpu_flags(),
         clock=_clock_name(plain),
+        round_p50_us=round_p50_us,
     )
     from edgecnn.profile.findings import findings_for
 

@@ -37,6 +37,8 @@ _ORT_TYPES = {
 
 class OrtSession:
     name: ClassVar[str] = "ort"
+    # ORT's profiler is set at session creation and ends with end_profiling: kernel_runs once per session
+    profiles_once: ClassVar[bool] = True
 
     def __init__(
         self, path: Path, *, threads: int, input_shapes: dict[str, tuple[int, ...]], options: dict[str, str]
