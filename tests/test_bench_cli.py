@@ -80,8 +80,9 @@ def test_side_by_side_compare_json_and_out(models: tuple[Path, Path], tmp_path: 
 
 
 def test_compare_says_in_words_when_not_faster(models: tuple[Path, Path], tmp_path: Path) -> None:
-    from edgecnn.bench.compare import NOISE, compare_results
+    from edgecnn.bench.compare import compare_results
     from edgecnn.bench.report import read_report
+    from edgecnn.bench.stats import NOISE, rounds_verdict
 
     a, _ = models
     js = tmp_path / "same.json"
@@ -95,13 +96,35 @@ def test_compare_says_in_words_when_not_faster(models: tuple[Path, Path], tmp_pa
     # here, so its microseconds differ) and must only be there when the candidate is not faster.
     said, _, why = c.verdict.partition(" Why: ")
     assert " ".join(said.split()) in flat
-    assert not why or ("Why:" in flat and c.speedup_p50 < 1 + NOISE)
-    expected = (
-        f"is {c.speedup_p50:.2f}x faster than" if c.speedup_p50 >= 1 + NOISE
-        else "is NOT meaningfully faster than" if c.speedup_p50 > 1 - NOISE
-        else "is SLOWER than"
-    )  # fmt: skip
-    assert expected in c.verdict
+    # --compare measures in 3 alternating rounds by default: the 30 runs split 10/10/10, each round's p50 kept
+    assert len(c.round_speedups) == 3 and all(len(r.round_p50_ms) == 3 for r in read_report(js))
+    assert all(len(r.samples_ns) == 30 for r in read_report(js))
+    said_as = rounds_verdict(c.speedup_p50, c.round_speedups)
+    assert not why or ("Why:" in flat and said_as != "faster")
+    expected = {
+        "faster": f"is {c.speedup_p50:.2f}x faster than",
+        "same": "is NOT meaningfully faster than",
+        "slower": "is SLOWER than",
+        "disagree": "is NOT measurably faster or slower than",
+    }[said_as]
+    assert expected in c.verdict and "over 3 alternating rounds" in c.verdict
+    assert NOISE == 0.05
+
+
+def test_rounds_without_compare(models: tuple[Path, Path], tmp_path: Path) -> None:
+    """--rounds on one model: fresh processes in turn, the runs split among them (7 -> 4 + 3), every sample kept
+    and each round's p50 in the report; one round (the default without --compare) keeps no round list."""
+    from edgecnn.bench.report import read_report
+
+    js = tmp_path / "r.json"
+    res = bench(str(models[0]), "-r", "ort", "--threads", "1", "-n", "7", "--rounds", "2", "--json", str(js))
+    assert res.exit_code == 0, res.output
+    (r,) = read_report(js)
+    assert len(r.samples_ns) == 7 and len(r.round_p50_ms) == 2
+    assert min(r.round_p50_ms) >= r.stats.min_ms and max(r.round_p50_ms) <= r.stats.max_ms
+    one = tmp_path / "one.json"
+    assert bench(str(models[0]), "-r", "ort", "--threads", "1", "-n", "7", "--json", str(one)).exit_code == 0
+    assert read_report(one)[0].round_p50_ms == () and "round_p50_ms" not in json.loads(one.read_text())["results"][0]
 
 
 def test_terminal_histogram_without_out(models: tuple[Path, Path]) -> None:
@@ -123,6 +146,8 @@ def test_terminal_histogram_without_out(models: tuple[Path, Path]) -> None:
         (["-n", "5", "--duration", "1"], 2, "choose one"),
         (["--compare"], 2, "--compare needs two or more models"),
         (["--batch", "0"], 2, "--batch 0: expected a positive batch size"),
+        (["--rounds", "0"], 2, "--rounds 0: expected 1..1000 rounds"),
+        (["-n", "4", "--rounds", "5"], 2, "--rounds 5: expected 1..1000 rounds, at most one per timed run (-n 4)"),
     ],
 )
 def test_bad_options(models: tuple[Path, Path], args: list[str], code: int, message: str) -> None:

@@ -248,3 +248,38 @@ def test_compare_verdict_follows_the_ratio(small: Path, latency_factor: float, w
     (c,) = compare_results([base, other])
     assert c.speedup_p50 == pytest.approx(1 / latency_factor, rel=1e-4)
     assert words in c.verdict and c.verdict.startswith("int8 ")
+
+
+def test_rounds_merge_and_the_verdict_needs_every_round(small: Path) -> None:
+    """Three real runs merged as bench --rounds merges them: every sample, each round's p50, the highest memory;
+    a comparison calls the candidate faster only when every round agrees, and says when the rounds disagree."""
+    from dataclasses import replace
+
+    from edgecnn.bench.harness import merge_rounds
+
+    parts = [run_bench(small, "ort", threads=1, warmup=0, iterations=n) for n in (5, 6, 7)]
+    base = merge_rounds(parts)
+    assert base.samples_ns == tuple(x for p in parts for x in p.samples_ns)
+    assert base.stats == latency_stats(base.samples_ns, batch=1)
+    assert base.round_p50_ms == tuple(p.stats.p50_ms for p in parts)
+    assert base.memory.peak_rss == max(p.memory.peak_rss for p in parts)
+    assert merge_rounds(parts[:1]) is parts[0]
+    assert BenchResult.from_dict(base.to_dict()).round_p50_ms == base.round_p50_ms
+
+    def scaled(factors: tuple[float, float, float]) -> BenchResult:  # each round's samples times its factor
+        rounds = [
+            replace(p, samples_ns=tuple(round(x * f) for x in p.samples_ns))
+            for p, f in zip(parts, factors, strict=True)
+        ]
+        rounds = [replace(r, stats=latency_stats(r.samples_ns, batch=1)) for r in rounds]
+        return replace(merge_rounds(rounds), model_name="int8")
+
+    for factors, words in (
+        ((0.5, 0.5, 0.5), "faster than"),
+        ((0.5, 0.5, 1.5), "NOT measurably faster or slower"),  # one round the other way
+        ((1.5, 1.5, 1.5), "is SLOWER than"),
+        ((1.5, 0.7, 1.5), "NOT measurably faster or slower"),
+    ):
+        (c,) = compare_results([base, scaled(factors)], explain=None)
+        assert words in c.verdict and "over 3 alternating rounds" in c.verdict, c.verdict
+        assert len(c.round_speedups) == 3

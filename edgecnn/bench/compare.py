@@ -7,10 +7,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from edgecnn.bench.harness import BenchResult
+from edgecnn.bench.stats import NOISE, rounds_verdict
 from edgecnn.errors import EdgecnnError
-
-# A p50 speed-up below this is within run-to-run noise on a quiet CPU: reported as "not faster".
-NOISE = 0.05
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -29,22 +27,40 @@ class Comparison:
     peak_rss_ratio: float
     verdict: str  # one sentence
     reasons: tuple[str, ...] = ()  # why it is not faster, from `edgecnn profile` (what the runtime executed)
+    # --rounds: baseline p50 / p50 per alternating round (each a fresh process per model); empty for one round
+    round_speedups: tuple[float, ...] = ()
 
     def to_dict(self) -> dict[str, object]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
+def round_speedups(base: BenchResult, r: BenchResult) -> tuple[float, ...]:
+    """Per alternating round: the baseline's p50 / ``r``'s; empty unless both ran the same rounds."""
+    if len(base.round_p50_ms) != len(r.round_p50_ms) or len(r.round_p50_ms) < 2:
+        return ()
+    return tuple(a / b for a, b in zip(base.round_p50_ms, r.round_p50_ms, strict=True))
+
+
 def _verdict(base: BenchResult, r: BenchResult, speedup: float) -> str:
     where = f"on {r.runtime}" + ("" if r.machine.host == "local" else f" on {r.machine.host}")
-    p = f"p50 {r.stats.p50_ms:.3f} ms vs {base.stats.p50_ms:.3f} ms"
-    if speedup >= 1 + NOISE:
+    rs = round_speedups(base, r)
+    spread = f"; per round {min(rs):.2f}-{max(rs):.2f}x over {len(rs)} alternating rounds" if rs else ""
+    p = f"p50 {r.stats.p50_ms:.3f} ms vs {base.stats.p50_ms:.3f} ms{spread}"
+    said = rounds_verdict(speedup, rs)
+    if said == "faster":
         return f"{r.model_name} is {speedup:.2f}x faster than {base.model_name} {where} ({p})."
-    if speedup > 1 - NOISE:
+    if said == "same":
         return (
             f"{r.model_name} is NOT meaningfully faster than {base.model_name} {where}: {speedup:.2f}x, "
             f"within {NOISE:.0%} ({p})."
         )
-    return f"{r.model_name} is SLOWER than {base.model_name} {where}: {1 / speedup:.2f}x the latency ({p})."
+    if said == "slower":
+        return f"{r.model_name} is SLOWER than {base.model_name} {where}: {1 / speedup:.2f}x the latency ({p})."
+    return (
+        f"{r.model_name} is NOT measurably faster or slower than {base.model_name} {where}: {speedup:.2f}x at the "
+        f"median, but the rounds disagree ({p}): the machine's noise is larger than the gap; more --rounds or a "
+        "quieter machine decide it."
+    )
 
 
 # (baseline, result) -> reasons the result is not faster, in words.
@@ -81,7 +97,8 @@ def compare_results(
         base = rs[0]
         for r in rs[1:]:
             speedup = base.stats.p50_ms / r.stats.p50_ms
-            reasons = tuple(explain(base, r)) if explain is not None and speedup < 1 + NOISE else ()
+            faster = rounds_verdict(speedup, round_speedups(base, r)) == "faster"
+            reasons = tuple(explain(base, r)) if explain is not None and not faster else ()
             verdict = _verdict(base, r, speedup)
             if reasons:
                 verdict += " Why: " + "; ".join(reasons) + "."
@@ -98,6 +115,7 @@ def compare_results(
                     peak_rss_ratio=r.memory.peak_rss / base.memory.peak_rss if base.memory.peak_rss else float("nan"),
                     verdict=verdict,
                     reasons=reasons,
+                    round_speedups=round_speedups(base, r),
                 )
             )
     return out

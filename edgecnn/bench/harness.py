@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +155,9 @@ class BenchResult:
     clock_name: str = ""
     clock_resolution_ns: float = 0.0
     wall_p50_ns: float = 0.0
+    # --rounds: the p50 of each round's fresh process, in the order they ran (samples_ns holds them all); empty
+    # for one round
+    round_p50_ms: tuple[float, ...] = ()
 
     @property
     def label(self) -> str:
@@ -205,6 +208,8 @@ class BenchResult:
                 "timed_call": self.timed_call,
             },
         }
+        if self.round_p50_ms:
+            d["round_p50_ms"] = list(self.round_p50_ms)
         if samples:
             d["samples_ns"] = list(self.samples_ns)
         return d
@@ -230,7 +235,37 @@ class BenchResult:
             clock_name=str(timer.get("clock_name", "")),
             clock_resolution_ns=float(timer.get("clock_resolution_ns") or 0.0),
             wall_p50_ns=float(timer.get("wall_p50_ns") or 0.0),
+            round_p50_ms=tuple(float(v) for v in d.get("round_p50_ms") or ()),
         )
+
+
+def merge_rounds(rounds: Sequence[BenchResult]) -> BenchResult:
+    """One result from the same model and runtime measured in several rounds (each a fresh process): every
+    sample of every round (percentiles over all of them), each round's p50 (``round_p50_ms``), the median
+    cold start and Python-clock p50 of the rounds, and the highest memory of any round."""
+    first = rounds[0]
+    if len(rounds) == 1:
+        return first
+    samples = tuple(x for r in rounds for x in r.samples_ns)
+
+    def med(get: Callable[[BenchResult], float]) -> float:
+        return float(np.median([get(r) for r in rounds]))
+
+    mem = MemoryStats(
+        **{k: max(getattr(r.memory, k) for r in rounds) for k in MemoryStats.__dataclass_fields__}  # type: ignore[arg-type]
+    )
+    return replace(
+        first,
+        samples_ns=samples,
+        stats=latency_stats(samples, batch=first.batch),
+        memory=mem,
+        load_ms=med(lambda r: r.load_ms),
+        first_inference_ms=med(lambda r: r.first_inference_ms),
+        loop_overhead_ns=med(lambda r: r.loop_overhead_ns),
+        wall_p50_ns=med(lambda r: r.wall_p50_ns),
+        timer_empty_call_ns=med(lambda r: r.timer_empty_call_ns),
+        round_p50_ms=tuple(r.stats.p50_ms for r in rounds),
+    )
 
 
 _PLAIN_FIELDS = (

@@ -55,3 +55,21 @@ def latency_stats(samples_ns: Sequence[int] | np.ndarray, *, batch: int = 1) -> 
         std_ms=float(ms.std(ddof=1)) if a.size > 1 else 0.0,
         throughput=batch * a.size / total_s if total_s > 0 else float("inf"),
     )
+
+
+# A median speed-up within this of 1 is run-to-run noise on a quiet CPU (bench --compare, profile --compare).
+NOISE = 0.05
+
+
+def rounds_verdict(speedup: float, round_speedups: Sequence[float], noise: float = NOISE) -> str:
+    """Is B faster than A? ``speedup``: A's p50 / B's over all samples; ``round_speedups``: the same per alternating
+    round (empty when they were not measured in rounds). "faster" / "slower" need the median beyond ``noise`` and
+    every round on the same side of 1; "same" within ``noise``; else "disagree" (the rounds contradict the median:
+    the machine's noise is larger than the gap)."""
+    if speedup >= 1 + noise and all(r > 1 for r in round_speedups):
+        return "faster"
+    if speedup <= 1 - noise and all(r < 1 for r in round_speedups):
+        return "slower"
+    if 1 - noise < speedup < 1 + noise:
+        return "same"
+    return "disagree"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -13,7 +14,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from edgecnn.bench.defaults import DEFAULT_ITERATIONS, DEFAULT_WARMUP, RANDOM
+from edgecnn.bench.defaults import COMPARE_ROUNDS, DEFAULT_ITERATIONS, DEFAULT_WARMUP, RANDOM
 from edgecnn.cli import app, command, console, out_file
 from edgecnn.errors import BadInputError
 from edgecnn.fsutil import guard_outputs, model_files, os_error
@@ -49,6 +50,13 @@ def bench_cmd(
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Folder for bench.json, raw samples (.npy) and PNG plots.")] = None,
     compare: Annotated[bool, typer.Option("--compare", help="Ratios of every model against the first.")] = False,
+    rounds: Annotated[
+        int | None,
+        typer.Option(
+            help="Alternating rounds, each a fresh process per model, the runs split among them "
+            "(default: 3 with --compare, else 1)."
+        ),
+    ] = None,
     host: Annotated[str | None, typer.Option(help="Run on a board over SSH: user@host.")] = None,
     ssh_option: Annotated[
         list[str] | None, typer.Option("--ssh-option", help="ssh -o KEY=VALUE for --host (repeatable).")
@@ -61,6 +69,7 @@ def bench_cmd(
     from edgecnn.bench.harness import (
         BenchSettings,
         check_runtime_name,
+        merge_rounds,
         prepare_model,
         require_local_runtime,
         run_prepared,
@@ -76,6 +85,14 @@ def bench_cmd(
         check_runtime_name(rt)
     if compare and len(models) < 2:
         raise BadInputError("--compare needs two or more models; the first is the baseline (e.g. fp32.onnx int8.onnx)")
+    if rounds is None:  # a comparison in alternating rounds, never more rounds than timed runs
+        rounds = min(COMPARE_ROUNDS, iterations or COMPARE_ROUNDS) if compare else 1
+    if not 1 <= rounds <= 1000 or (iterations is not None and rounds > iterations):
+        raise BadInputError(
+            f"--rounds {rounds}: expected 1..1000 rounds, at most one per timed run (-n {iterations})"
+            if iterations is not None
+            else f"--rounds {rounds}: expected 1..1000 rounds"
+        )
     if out is not None and out.exists() and not out.is_dir():
         raise BadInputError(f"--out {out}: exists and is not a folder")
     image_dir = None if input_source == RANDOM else Path(input_source)
@@ -109,11 +126,23 @@ def bench_cmd(
         for m in models
     ]
 
-    results: list[BenchResult] = []
-    with _progress(len(prepared) * len(runtimes)) as step:
-        for p in prepared:
+    runs: dict[tuple[int, str], list[BenchResult]] = {}
+    with _progress(len(prepared) * len(runtimes) * rounds) as step:
+        # round r: every model in a fresh process, in turn (reversed every other round), so that a machine that
+        # slows down or speeds up meanwhile does not favour one model; the runs are split among the rounds
+        for r in range(rounds):
+            part = replace(
+                settings,
+                iterations=None if iterations is None else iterations // rounds + (r < iterations % rounds),
+                duration_s=None if duration is None else duration / rounds,
+            )
+            order = list(enumerate(prepared)) if r % 2 == 0 else list(enumerate(prepared))[::-1]
             for rt in runtimes:
-                results.append(run_prepared(p, rt, settings, host=board, progress=step(safe(f"{p.name} [{rt}]"))))
+                for i, p in order:
+                    label = safe(f"{p.name} [{rt}]" + (f" round {r + 1}/{rounds}" if rounds > 1 else ""))
+                    res = run_prepared(p, rt, part, host=board, progress=step(label))
+                    runs.setdefault((i, rt), []).append(res)
+    results = [merge_rounds(runs[(i, rt)]) for i in range(len(prepared)) for rt in runtimes]
 
     print_results(results)
     comparisons = []
@@ -244,7 +273,8 @@ def timer_lines(results: Sequence[BenchResult]) -> list[str]:
 
 
 def print_comparisons(results: Sequence[BenchResult], comparisons: Sequence[object]) -> None:
-    from edgecnn.bench.compare import NOISE, Comparison
+    from edgecnn.bench.compare import Comparison
+    from edgecnn.bench.stats import rounds_verdict
 
     tab = Table(title="Compared with the first model (ratios; speed-up > 1 = faster)")
     for c in ("model", "runtime", "host", "p50 speed-up", "p99 speed-up", "throughput", "size", "peak RSS"):
@@ -258,7 +288,7 @@ def print_comparisons(results: Sequence[BenchResult], comparisons: Sequence[obje
     console.print(tab)
     for c in comparisons:
         assert isinstance(c, Comparison)
-        style = "green" if c.speedup_p50 >= 1 + NOISE else "bold yellow"
+        style = "green" if rounds_verdict(c.speedup_p50, c.round_speedups) == "faster" else "bold yellow"
         console.print(f"[{style}]{safe(c.verdict)}[/]", highlight=False)
 
 

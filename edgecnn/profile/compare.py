@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from edgecnn.bench.stats import rounds_verdict
 from edgecnn.errors import BadInputError
 from edgecnn.profile.core import LayerProfile, Origin, ProfileReport
 from edgecnn.profile.mapping import COMPUTE_OPS
@@ -300,27 +301,22 @@ def round_speedups(base: ProfileReport, other: ProfileReport) -> list[float]:
 
 
 def measured_slower(base: ProfileReport, other: ProfileReport) -> bool:
-    """``other`` slower than ``base`` beyond 5% end to end, in every alternating round when there were rounds."""
+    """``other`` slower than ``base`` beyond noise end to end, in every alternating round when there were rounds."""
     sp = base.e2e_p50_us / other.e2e_p50_us if other.e2e_p50_us else float("nan")
-    rs = round_speedups(base, other)
-    return sp <= 0.95 and (not rs or max(rs) < 1)
+    return rounds_verdict(sp, round_speedups(base, other)) == "slower"
 
 
 def speed_verdict(base: ProfileReport, other: ProfileReport, bn: str, on: str) -> str:
-    """One sentence: is ``other`` faster than ``base`` end to end? Faster or SLOWER needs the median beyond 5% and,
-    when they were measured in alternating rounds, every round on the same side of 1; otherwise the rounds
-    disagree and the sentence says so (the machine's noise is larger than the difference)."""
+    """One sentence: is ``other`` faster than ``base`` end to end (bench.stats.rounds_verdict)?"""
     sp = base.e2e_p50_us / other.e2e_p50_us if other.e2e_p50_us else float("nan")
     rs = round_speedups(base, other)
     spread = f"; per round {min(rs):.2f}-{max(rs):.2f}x over {len(rs)} alternating rounds" if len(rs) > 1 else ""
-    if sp >= 1.05 and (not rs or min(rs) > 1):
-        verdict = f"{on} is faster than {bn}"
-    elif measured_slower(base, other):
-        verdict = f"{on} is SLOWER than {bn}"
-    elif 0.95 < sp < 1.05:
-        verdict = f"{on} is about as fast as {bn} (within 5%)"
-    else:  # beyond 5% at the median, yet some round says the opposite
-        verdict = f"{on} is not measurably faster or slower than {bn} (the rounds disagree: noise larger than the gap)"
+    verdict = {
+        "faster": f"{on} is faster than {bn}",
+        "slower": f"{on} is SLOWER than {bn}",
+        "same": f"{on} is about as fast as {bn} (within 5%)",
+        "disagree": f"{on} is not measurably faster or slower than {bn} (the rounds disagree: noise larger than the gap)",
+    }[rounds_verdict(sp, rs)]
     return (
         f"{verdict} on {base.runtime}: {other.e2e_p50_us:.1f} us vs {base.e2e_p50_us:.1f} us "
         f"end to end ({sp:.2f}x{spread})."
