@@ -241,8 +241,8 @@ class BenchResult:
 
 def merge_rounds(rounds: Sequence[BenchResult]) -> BenchResult:
     """One result from the same model and runtime measured in several rounds (each a fresh process): every
-    sample of every round (percentiles over all of them), each round's p50 (``round_p50_ms``), the median
-    cold start and Python-clock p50 of the rounds, and the highest memory of any round."""
+    sample of every round (percentiles over all of them), each round's p50 (``round_p50_ms``), the rounds'
+    median cold start, and the highest memory of any round."""
     first = rounds[0]
     if len(rounds) == 1:
         return first
@@ -254,15 +254,19 @@ def merge_rounds(rounds: Sequence[BenchResult]) -> BenchResult:
     mem = MemoryStats(
         **{k: max(getattr(r.memory, k) for r in rounds) for k in MemoryStats.__dataclass_fields__}  # type: ignore[arg-type]
     )
+    stats = latency_stats(samples, batch=first.batch)
+    # Python's clock around the same calls: the merged p50 plus the rounds' median gap between the two clocks
+    # (only the gap is known per round, not its samples)
+    wall = stats.p50_ms * 1e6 + med(lambda r: r.wall_p50_ns - r.stats.p50_ms * 1e6)
     return replace(
         first,
         samples_ns=samples,
-        stats=latency_stats(samples, batch=first.batch),
+        stats=stats,
         memory=mem,
         load_ms=med(lambda r: r.load_ms),
         first_inference_ms=med(lambda r: r.first_inference_ms),
         loop_overhead_ns=med(lambda r: r.loop_overhead_ns),
-        wall_p50_ns=med(lambda r: r.wall_p50_ns),
+        wall_p50_ns=wall if all(r.wall_p50_ns > 0 for r in rounds) else 0.0,
         timer_empty_call_ns=med(lambda r: r.timer_empty_call_ns),
         round_p50_ms=tuple(r.stats.p50_ms for r in rounds),
     )
