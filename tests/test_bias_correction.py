@@ -269,3 +269,68 @@ def test_cli_reports_the_corrected_convs_and_can_turn_it_off(tmp_path: Path) -> 
         assert rep["bias_correction_scope"] == ("depthwise" if on else "")
         assert set(rep["bias_correction_error"]) == ({"none", "depthwise", "all"} if on else set())
         assert ("bias corrected" in r.output) == on
+
+
+# -- the checks' error: a dense head's channels of different scale -------------------------------------------------
+def test_channel_axis_of_dense_heads_only() -> None:
+    from edgecnn.quantize.bias_correction import channel_axis
+
+    assert channel_axis((1, 3549, 6)) == 2  # YOLOX [N, anchors, 4 + 1 + classes]
+    assert channel_axis((1, 22, 2100)) == 1  # YOLOv8 [N, 4 + classes, anchors]
+    assert channel_axis((1, 16, 32, 32)) == 1  # a feature map
+    assert channel_axis((1, 1000)) is None  # a classifier: one error
+    assert channel_axis((1, 1, 640, 640)) is None  # a one-channel map
+    assert channel_axis((1, 300, 512)) is None  # 512 channels, 300 positions: not a head's few quantities
+    assert channel_axis((1, 3, 3)) is None  # no more positions than channels
+
+
+def test_a_head_whose_channels_differ_in_scale_is_judged_per_scale(tmp_path: Path) -> None:
+    """Box pixels (~1e4) and class probabilities (~1e-2) in one YOLOv8-style output: the checks' error is each
+    scale group's own relative error, added, so a candidate that damages the scores loses even when its boxes are
+    a little better; with the channels all of one scale (the negative control) it is the pooled relative error.
+    Real outputs of a two-branch ONNX model on ONNX Runtime, through output_errors."""
+    from edgecnn.quantize.bias_correction import SCALE_GAP, relative_error, scale_groups
+
+    rng = np.random.default_rng(0)
+    boxes = rng.uniform(0, 320, (1, 4, 2100)).astype(np.float32)
+    scores = (1 / (1 + np.exp(-rng.normal(-4, 2, (1, 18, 2100))))).astype(np.float32)
+    ref = np.concatenate([boxes, scores], axis=1)
+    e = bias_correction.channel_sums(ref)
+    low, high = scale_groups(e)
+    assert set(low) == set(range(4, 22)) and set(high) == set(range(4))
+    # a: boxes 0.1% off, scores 30% off; b: boxes 0.2% off, scores 3% off
+    a = np.concatenate([boxes * 1.001, scores * 1.3], axis=1)
+    b = np.concatenate([boxes * 1.002, scores * 1.03], axis=1)
+    err = {k: [bias_correction.channel_sums(v - ref)] for k, v in {"a": a, "b": b}.items()}
+    grouped = {k: relative_error(d, [e]) for k, d in err.items()}
+    pooled = {k: float(d[0].sum() / e.sum()) for k, d in err.items()}
+    assert pooled["a"] < pooled["b"]  # one error over the tensor: the boxes decide, a wins
+    assert grouped["b"] < grouped["a"] / 10  # per scale: b's scores are 10x closer
+    # the same channels all of one scale: no split, the pooled error, whatever the errors are
+    same = np.concatenate([boxes, boxes[:, :2] * 3], axis=1)
+    es = bias_correction.channel_sums(same)
+    assert len(scale_groups(es)) == 1
+    ds = bias_correction.channel_sums(same * 1.01 - same)
+    assert relative_error([ds], [es]) == pytest.approx(ds.sum() / es.sum())
+    # either side of SCALE_GAP between the two groups' mean energies; a dead channel is no group of its own
+    assert len(scale_groups(np.array([1.0, 1.0, SCALE_GAP * 1.01]))) == 2
+    assert len(scale_groups(np.array([1.0, 1.0, SCALE_GAP * 0.99]))) == 1
+    assert len(scale_groups(np.array([0.0, 5.0, 6.0, 7.0]))) == 1
+
+    # through output_errors: a model writing that output, two candidates that scale it as a and b do
+    def const_model(scale: np.ndarray) -> onnx.ModelProto:
+        nodes = [helper.make_node("Mul", ["input", "s"], ["y"], name="mul")]
+        return make_model(nodes, [("input", [1, 22, 2100])], [("y", [1, 22, 2100])], {"s": scale})
+
+    one = np.ones((1, 22, 1), np.float32)
+    sa, sb = one.copy(), one.copy()
+    sa[:, :4], sa[:, 4:], sb[:, :4], sb[:, 4:] = 1.001, 1.3, 1.002, 1.03
+
+    class Feeds:
+        def batches(self, n: int, prefetch: bool = False):  # type: ignore[no-untyped-def]
+            yield ref
+
+    errors = output_errors(
+        const_model(one), {"a": const_model(sa), "b": const_model(sb)}, Feeds(), "input", workdir=tmp_path, samples=1
+    )  # type: ignore[arg-type]
+    assert errors == pytest.approx(grouped, rel=1e-4)

@@ -13,7 +13,15 @@ import pytest
 from onnx import helper, numpy_helper
 
 from edgecnn.preprocess import list_images, load_spec
-from edgecnn.quantize.api import MSE_WINS_BELOW, QuantizeConfig, QuantizeReport, quantize
+from edgecnn.quantize.api import (
+    DEPTH_WINS_BELOW,
+    MSE_DEPTH_KEYS,
+    MSE_DEPTHS,
+    MSE_WINS_BELOW,
+    QuantizeConfig,
+    QuantizeReport,
+    quantize,
+)
 from edgecnn.quantize.collectors import TensorStats
 from edgecnn.quantize.dataset import ImageDataset
 from edgecnn.quantize.estimators import (
@@ -225,10 +233,18 @@ def test_auto_ships_mse_ranges_only_when_they_measure_better(residual: bool, tmp
     per_tensor, _ = run(mse_check=False)
     mse, _ = run(method=Method.MSE)
     check = rep.range_check
-    assert set(check) == {"per-tensor", "mse"} and min(check.values()) > 0
-    picked_mse = check["mse"] < check["per-tensor"] * MSE_WINS_BELOW
-    assert (set(rep.methods_chosen) == {"mse"}) == picked_mse
-    assert auto == pytest.approx(mse if picked_mse else per_tensor, abs=0.01)
+    assert {"per-tensor", "mse"} <= set(check) <= {"per-tensor", *MSE_DEPTH_KEYS.values()}
+    assert min(check.values()) > 0
+    # what shipped follows the rule: each candidate in turn against what ships so far, the depth ones by 1 dB
+    best, depth = check["per-tensor"], 0.0
+    for share in MSE_DEPTHS:
+        err = check.get(MSE_DEPTH_KEYS[share])
+        if err is not None and err < best * (MSE_WINS_BELOW if share == 1 else DEPTH_WINS_BELOW):
+            best, depth = err, share
+    assert rep.mse_depth == depth
+    assert (set(rep.methods_chosen) == {"mse"}) == (depth == 1)
+    if depth in (0, 1):
+        assert auto == pytest.approx(mse if depth == 1 else per_tensor, abs=0.01)
     assert auto >= max(per_tensor, mse) - 0.5  # the calibration images rank them as held-out images do
 
 

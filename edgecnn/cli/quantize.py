@@ -224,12 +224,14 @@ def print_report(r: QuantizeReport, output: Path) -> None:
     from edgecnn.quantize.api import MSE_WINS_BELOW
 
     if r.range_check:
-        a, m = r.range_check["per-tensor"], r.range_check["mse"]
-        picked = "MSE ranges on every tensor" if r.methods_chosen.keys() == {"mse"} else "per-tensor choice"
+        picked = {0.0: "per-tensor choice", 1.0: "MSE ranges on every tensor"}.get(
+            r.mse_depth, f"MSE ranges on the first {r.mse_depth:.0%} of the graph, per-tensor choice after"
+        )
+        errs = ", ".join(f"{k} {v:.3g}" for k, v in r.range_check.items())
         t.add_row(
             "auto ranges",
-            f"{picked} (output error on the calibration images: per-tensor {a:.3g}, MSE {m:.3g}; "
-            f"MSE ships below {MSE_WINS_BELOW:.2f}x)",
+            f"{picked} (output error on the calibration images: {errs}; each ships below {MSE_WINS_BELOW:.2f}x "
+            "what ships before it)",
         )
     if r.stem_check:
         from edgecnn.quantize.qdq import STEM_DEPTHWISE_REASON
