@@ -214,6 +214,15 @@ def test_bundled_model_int8_accuracy(sample_model: Path, tmp_path: Path, method:
         assert np.mean(p_float == p_int8) >= 0.99, rt
     rep = json.loads((tmp_path / "q.json").read_text())
     assert rep["schema_version"] == 1 and rep["kind"] == "quantize" and rep["samples"] == 512
+    if rep["range_check"]:  # auto: the summary says which candidate shipped, with every candidate's error
+        flat = " ".join(r.output.replace("\u2502", " ").split())  # the table's column rules out
+        shipped = {0.0: "per-tensor choice", 1.0: "MSE ranges on every tensor"}.get(
+            rep["mse_depth"], f"MSE ranges on the first {rep['mse_depth']:.0%} of the graph"
+        )
+        assert f"auto ranges {shipped}" in flat, flat
+        assert all(f"{k} {v:.3g}" in flat for k, v in rep["range_check"].items())
+    else:
+        assert method != "auto" or rep["mse_depth"] == 0
 
 
 def test_fp16_keeps_float32_io_and_runs(sample_model: Path, tmp_path: Path) -> None:

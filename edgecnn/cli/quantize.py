@@ -221,7 +221,7 @@ def print_report(r: QuantizeReport, output: Path) -> None:
         t.add_row("converted to fp16", f"{r.weights_quantized} weight tensors; inputs and outputs stay float32")
     else:
         t.add_row("tensors quantized", f"{r.tensors_quantized} activations, {r.weights_quantized} weights")
-    from edgecnn.quantize.api import MSE_WINS_BELOW
+    from edgecnn.quantize.api import DEPTH_WINS_BELOW, MSE_WINS_BELOW
 
     if r.range_check:
         picked = {0.0: "per-tensor choice", 1.0: "MSE ranges on every tensor"}.get(
@@ -230,8 +230,9 @@ def print_report(r: QuantizeReport, output: Path) -> None:
         errs = ", ".join(f"{k} {v:.3g}" for k, v in r.range_check.items())
         t.add_row(
             "auto ranges",
-            f"{picked} (output error on the calibration images: {errs}; each ships below {MSE_WINS_BELOW:.2f}x "
-            "what ships before it)",
+            f"{picked} (output error on the calibration images: {errs}; MSE everywhere ships below "
+            f"{MSE_WINS_BELOW:.2f}x the error of what ships before it, the first half or quarter below "
+            f"{DEPTH_WINS_BELOW:.2f}x)",
         )
     if r.stem_check:
         from edgecnn.quantize.qdq import STEM_DEPTHWISE_REASON
