@@ -337,6 +337,9 @@ MSE_DEPTHS = (1.0, 0.5, 0.25)
 # candidate ships only when it cuts the error by 1 dB. At 0.5 dB, nudenet-320n on ONNX Runtime shipped the first
 # quarter for an error 0.86x the per-tensor model's on the check images, and 1.4x on 128 held-out ones.
 DEPTH_WINS_BELOW = 10 ** (-1.0 / 10)
+# The depth candidates need a graph with a backbone and a head to tell apart: at least this many quantized
+# activations (the detectors above have 115-266; ResNet-18 has 50). Below it, MSE everywhere is the only one.
+MIN_DEPTH_TENSORS = 32
 MSE_DEPTH_KEYS = {1.0: "mse", 0.5: "mse first half", 0.25: "mse first quarter"}
 # A written model: (result, corrected convs, bias-correction scope, error per scope, the relative output error on
 # the calibration images, or -1 when nothing measured it)
@@ -582,7 +585,8 @@ def _quantize(
             for k, v in ranges.items()
         }
         depth = _depths(prepared, input_names)
-        for share in MSE_DEPTHS:  # MSE ranges on every tensor, then on the first half, the first quarter
+        # MSE ranges on every tensor, then on the first half, the first quarter (a graph deep enough for that)
+        for share in MSE_DEPTHS if len(ranges) >= MIN_DEPTH_TENSORS else MSE_DEPTHS[:1]:
             cand = {k: mse_ranges[k] if share == 1 or depth.get(k, 1.0) < share else v for k, v in ranges.items()}
             if cand in (ranges, shipped_ranges) or (share < 1 and cand == mse_ranges):
                 continue
