@@ -17,13 +17,13 @@ import onnx
 import pytest
 from onnx import helper
 
+from edgecnn.bench.stats import round_ratios
 from edgecnn.profile.compare import (
     LayerDelta,
     ProfileComparison,
     compare_profiles,
     float_islands,
     measured_slower,
-    round_speedups,
     slower,
     speed_verdict,
 )
@@ -209,7 +209,7 @@ def test_pair_alternates_rounds_and_the_verdict_needs_every_round(models: dict[s
     base, other = profile_pair(models["fp32"], models["edgecnn_ort"], "ort", rounds=3, threads=1, runs=31, warmup=2,
                                cache_dir=cache)  # fmt: skip
     assert len(base.round_p50_us) == len(other.round_p50_us) == 3
-    assert len(round_speedups(base, other)) == 3
+    assert len(round_ratios(base.round_p50_us, other.round_p50_us)) == 3
     assert sorted([*base.round_p50_us, base.e2e_p50_us])[0] > 0
     # the end-to-end p50 lies within the rounds' range (it is the median of their samples together)
     assert min(base.round_p50_us) <= base.e2e_p50_us <= max(base.round_p50_us)

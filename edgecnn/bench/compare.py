@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from edgecnn.bench.harness import BenchResult
-from edgecnn.bench.stats import NOISE, rounds_verdict
+from edgecnn.bench.stats import NOISE, round_ratios, rounds_spread, rounds_verdict
 from edgecnn.errors import EdgecnnError
 
 
@@ -34,18 +34,9 @@ class Comparison:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
-def round_speedups(base: BenchResult, r: BenchResult) -> tuple[float, ...]:
-    """Per alternating round: the baseline's p50 / ``r``'s; empty unless both ran the same rounds."""
-    if len(base.round_p50_ms) != len(r.round_p50_ms) or len(r.round_p50_ms) < 2:
-        return ()
-    return tuple(a / b for a, b in zip(base.round_p50_ms, r.round_p50_ms, strict=True))
-
-
-def _verdict(base: BenchResult, r: BenchResult, speedup: float) -> str:
+def _verdict(base: BenchResult, r: BenchResult, speedup: float, rs: tuple[float, ...]) -> str:
     where = f"on {r.runtime}" + ("" if r.machine.host == "local" else f" on {r.machine.host}")
-    rs = round_speedups(base, r)
-    spread = f"; per round {min(rs):.2f}-{max(rs):.2f}x over {len(rs)} alternating rounds" if rs else ""
-    p = f"p50 {r.stats.p50_ms:.3f} ms vs {base.stats.p50_ms:.3f} ms{spread}"
+    p = f"p50 {r.stats.p50_ms:.3f} ms vs {base.stats.p50_ms:.3f} ms{rounds_spread(rs)}"
     said = rounds_verdict(speedup, rs)
     if said == "faster":
         return f"{r.model_name} is {speedup:.2f}x faster than {base.model_name} {where} ({p})."
@@ -97,9 +88,10 @@ def compare_results(
         base = rs[0]
         for r in rs[1:]:
             speedup = base.stats.p50_ms / r.stats.p50_ms
-            faster = rounds_verdict(speedup, round_speedups(base, r)) == "faster"
+            rs = round_ratios(base.round_p50_ms, r.round_p50_ms)
+            faster = rounds_verdict(speedup, rs) == "faster"
             reasons = tuple(explain(base, r)) if explain is not None and not faster else ()
-            verdict = _verdict(base, r, speedup)
+            verdict = _verdict(base, r, speedup, rs)
             if reasons:
                 verdict += " Why: " + "; ".join(reasons) + "."
             out.append(
@@ -115,7 +107,7 @@ def compare_results(
                     peak_rss_ratio=r.memory.peak_rss / base.memory.peak_rss if base.memory.peak_rss else float("nan"),
                     verdict=verdict,
                     reasons=reasons,
-                    round_speedups=round_speedups(base, r),
+                    round_speedups=rs,
                 )
             )
     return out

@@ -61,6 +61,19 @@ def latency_stats(samples_ns: Sequence[int] | np.ndarray, *, batch: int = 1) -> 
 NOISE = 0.05
 
 
+def round_ratios(base: Sequence[float], other: Sequence[float]) -> tuple[float, ...]:
+    """Per alternating round, ``base``'s p50 / ``other``'s (> 1: other faster); empty unless both ran the same
+    two or more rounds."""
+    if len(base) != len(other) or len(other) < 2 or min(other) <= 0:
+        return ()
+    return tuple(a / b for a, b in zip(base, other, strict=True))
+
+
+def rounds_spread(ratios: Sequence[float]) -> str:
+    """The per-round range a comparison's sentence quotes ("" without rounds)."""
+    return f"; per round {min(ratios):.2f}-{max(ratios):.2f}x over {len(ratios)} alternating rounds" if ratios else ""
+
+
 def rounds_verdict(speedup: float, round_speedups: Sequence[float], noise: float = NOISE) -> str:
     """Is B faster than A? ``speedup``: A's p50 / B's over all samples; ``round_speedups``: the same per alternating
     round (empty when they were not measured in rounds). "faster" / "slower" need the median beyond ``noise`` and

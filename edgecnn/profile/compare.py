@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from edgecnn.bench.stats import rounds_verdict
+from edgecnn.bench.stats import round_ratios, rounds_spread, rounds_verdict
 from edgecnn.errors import BadInputError
 from edgecnn.profile.core import LayerProfile, Origin, ProfileReport
 from edgecnn.profile.mapping import COMPUTE_OPS
@@ -293,24 +293,21 @@ def compare_profiles(base: ProfileReport, other: ProfileReport) -> ProfileCompar
     return ProfileComparison(base=base, other=other, rows=tuple(rows), categories=tuple(cats), sentences=tuple(s))
 
 
-def round_speedups(base: ProfileReport, other: ProfileReport) -> list[float]:
-    """Per alternating round of profile_pair: base's end-to-end p50 / other's (> 1: other faster); empty when
-    the two were not measured in rounds together."""
-    pairs = zip(base.round_p50_us, other.round_p50_us, strict=False)
-    return [a / b for a, b in pairs if b > 0] if len(base.round_p50_us) == len(other.round_p50_us) else []
+def _speedups(base: ProfileReport, other: ProfileReport) -> tuple[float, tuple[float, ...]]:
+    """base's end-to-end p50 / other's (> 1: other faster), overall and per alternating round of profile_pair
+    (empty when the two were not measured in rounds together)."""
+    sp = base.e2e_p50_us / other.e2e_p50_us if other.e2e_p50_us else float("nan")
+    return sp, round_ratios(base.round_p50_us, other.round_p50_us)
 
 
 def measured_slower(base: ProfileReport, other: ProfileReport) -> bool:
     """``other`` slower than ``base`` beyond noise end to end, in every alternating round when there were rounds."""
-    sp = base.e2e_p50_us / other.e2e_p50_us if other.e2e_p50_us else float("nan")
-    return rounds_verdict(sp, round_speedups(base, other)) == "slower"
+    return rounds_verdict(*_speedups(base, other)) == "slower"
 
 
 def speed_verdict(base: ProfileReport, other: ProfileReport, bn: str, on: str) -> str:
     """One sentence: is ``other`` faster than ``base`` end to end (bench.stats.rounds_verdict)?"""
-    sp = base.e2e_p50_us / other.e2e_p50_us if other.e2e_p50_us else float("nan")
-    rs = round_speedups(base, other)
-    spread = f"; per round {min(rs):.2f}-{max(rs):.2f}x over {len(rs)} alternating rounds" if len(rs) > 1 else ""
+    sp, rs = _speedups(base, other)
     verdict = {
         "faster": f"{on} is faster than {bn}",
         "slower": f"{on} is SLOWER than {bn}",
@@ -319,7 +316,7 @@ def speed_verdict(base: ProfileReport, other: ProfileReport, bn: str, on: str) -
     }[rounds_verdict(sp, rs)]
     return (
         f"{verdict} on {base.runtime}: {other.e2e_p50_us:.1f} us vs {base.e2e_p50_us:.1f} us "
-        f"end to end ({sp:.2f}x{spread})."
+        f"end to end ({sp:.2f}x{rounds_spread(rs)})."
     )
 
 
