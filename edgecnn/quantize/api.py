@@ -103,7 +103,8 @@ class QuantizeReport:
     integer_forms: dict[str, str] = field(default_factory=dict)
     # auto: the relative output error on the calibration images of the per-tensor ranges ("per-tensor") and of
     # MSE ranges on every tensor ("mse"), on the first half and on the first quarter of the graph (MSE_DEPTHS;
-    # each ships only when it cuts the error of what ships so far by MSE_WINS_BELOW); ``mse_depth``: the share of
+    # each ships only when it cuts the error of what ships so far by MSE_WINS_BELOW, DEPTH_WINS_BELOW for the
+    # depth ones); ``mse_depth``: the share of
     # the graph whose tensors shipped MSE ranges (0: none, 1: all); methods_chosen counts the estimators
     range_check: dict[str, float] = field(default_factory=dict)
     mse_depth: float = 0.0
@@ -327,7 +328,8 @@ def _rel_diff(ref: list[np.ndarray], got: list[np.ndarray], batch: int = 1) -> f
 MSE_WINS_BELOW = 10 ** (-0.5 / 10)
 # The range check's candidates, in turn: MSE ranges on every tensor, then only on the tensors in the first half
 # and the first quarter of the graph (by the position of the node that writes them; the rest keep their
-# per-tensor ranges). Each ships when it beats what ships so far by MSE_WINS_BELOW. MSE clipping helps the
+# per-tensor ranges). Each ships when it beats what ships so far (MSE everywhere by MSE_WINS_BELOW, the depth
+# candidates by DEPTH_WINS_BELOW). MSE clipping helps the
 # early, dense feature maps, while the rare large activations of a detector's last layers are its detections:
 # clipping them moved the confident scores down (held out, `--runtime openvino`: nudenet-320n score channels
 # 12.9 dB and 76.8% of the confident anchors with MSE everywhere, 16.7 dB and 87.6% on the first quarter;
