@@ -52,6 +52,7 @@ def pipeline_text(**over: str) -> str:
         "[bench]": "[bench]",
         "runtimes": 'runtimes = ["ort"]',
         "iterations": "iterations = 20",
+        "rounds": "rounds = 1",  # one bench process per model: the comparison's rounds are tested in test_bench
         "threads": "threads = 1",
         "[drift]": "[drift]",
         "drift_samples": "samples = 100",
@@ -105,6 +106,7 @@ def test_first_run_writes_every_report_and_a_manifest(first_run) -> None:
     assert m["versions"]["onnxruntime"] != "not installed" and m["versions"]["edgecnn"]
     assert m["pipeline"]["config"]["samples"] == 64 and m["machine"]["cores_usable"] >= 1
     assert m["steps"][2]["command"].startswith("edgecnn quantize ") and "--samples 64" in m["steps"][2]["command"]
+    assert "--compare --rounds 1 " in m["steps"][3]["command"]  # [bench] rounds reaches bench
     for f in ("inspect.json", "check.json", "quantize-int8.json", "bench.json", "drift.json", "gate.json",
               "gate.xml", "summary.html", "summary.md", "baseline.json"):  # fmt: skip
         assert (run_dir / f).is_file(), f
@@ -269,6 +271,8 @@ def test_an_interrupt_during_the_steps_fork_still_stops_the_step(monkeypatch: py
         ({"path": ""}, ["model.path: missing; it is required"]),
         ({"samples": 'samples = "64"'}, ["quantize.samples: '64' is a str; expected a int"]),
         ({"samples": "samples = 0"}, ["quantize.samples: 0; expected an integer from 1"]),
+        ({"rounds": "rounds = 0"}, ["bench.rounds: 0; expected an integer from 1 to 1000"]),
+        ({"rounds": "rounds = 21"}, ["bench.rounds: 21; expected at most bench.iterations (20)"]),
         ({"precisions": 'precisions = ["int4"]'}, ["quantize.precisions: 'int4'; valid values are int8, fp16"]),
         ({"runtimes": 'runtimes = ["tensorrt"]'}, ["bench.runtimes: 'tensorrt'; valid values are ort, openvino"]),
         ({"schema_version": "schema_version = 9"}, ["schema_version: 9; this edgecnn reads version 1"]),

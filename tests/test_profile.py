@@ -118,8 +118,8 @@ def test_layer_times_add_up_to_bench(runtime: str, cache: Path) -> None:
         SAMPLE_MODEL, runtime, cache, runs=100, warmup=200, iterations=200, warm=True
     )
     assert LO <= quiet <= HI, (quiet, [(round(p, 1), round(b, 1)) for p, b in pairs])
-    if runtime == "ort":  # negative control: ORT's raw kernel times alone fall outside the band
-        assert quiet / statistics.median(scales) > HI, scales
+    if runtime == "ort":  # negative control: ORT's raw kernel times alone are off by more than the band allows
+        assert statistics.median(scales) < LO, scales
     assert res["timer_resolution_ns"] > 0 and res["timer_empty_call_ns"] >= res["timer_resolution_ns"]
 
 

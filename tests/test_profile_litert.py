@@ -73,11 +73,13 @@ def test_layer_times_add_up_to_bench_on_the_tflite_export(sample_tflite: Path, c
     """The .tflite export of the bundled model: op p50s + the fixed cost per call add up to what bench's worker
     measures for the same file and threads, each side's quietest round compared (tests/timing.py), within the
     same 0.75-1.33 band as tests/test_profile.py: on a loaded machine the rounds ranged 33-54 us. Alone, each op
-    runs with cold caches and the raw op sum is about twice the model's time (scale 0.55), which still fails.
+    runs with cold caches and the raw op sum is about twice the model's time (scale 0.5-0.66), which would fail.
     The 10% goal is measured by benchmarks/profile_accuracy.py."""
     ratio, pairs, scales, res = profile_vs_bench(sample_tflite, "litert", cache, runs=150, warmup=50, iterations=300)
     assert LO <= ratio <= HI, (ratio, [(round(p, 1), round(b, 1)) for p, b in pairs])
-    assert ratio / statistics.median(scales) > HI, scales  # negative control: the raw op sum falls outside
+    # negative control: the raw op sum is off by more than the band allows (it failed as ratio / scale > HI
+    # when a loaded round put the ratio at 0.81: the control then tested the noise, not the correction)
+    assert statistics.median(scales) < LO, scales
     assert res["timed_call"] == "InterpreterWrapper.Invoke"
 
 

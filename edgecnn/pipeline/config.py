@@ -34,7 +34,7 @@ SCHEMA: dict[str, dict[str, tuple[type, bool]]] = {
         "backend": (_STR, False),
     },
     "export": {"formats": (_LIST, False), "tflite_targets": (_LIST, False)},
-    "bench": {"runtimes": (_LIST, False), "threads": (_INT, False), "iterations": (_INT, False)},
+    "bench": {"runtimes": (_LIST, False), "threads": (_INT, False), "iterations": (_INT, False), "rounds": (_INT, False)},
     "drift": {"runtime": (_STR, False), "samples": (_INT, False)},
     "gate": {"policy": (_STR, True), "baseline": (_STR, False)},
 }
@@ -69,6 +69,8 @@ class PipelineConfig:
     bench_runtimes: tuple[str, ...] = ("ort",)
     threads: int = 2
     iterations: int = 200
+    # alternating rounds of the INT8-vs-float comparison (None: bench's default, bench.defaults.COMPARE_ROUNDS)
+    bench_rounds: int | None = None
     drift_runtime: str = "ort"
     drift_samples: int | None = None
     policy: Path
@@ -206,6 +208,10 @@ def load_pipeline(path: Path) -> PipelineConfig:
                 resolve_target_path(t, relative_to=base)
             except ConfigError as e:
                 raise _err(path, key, str(e)) from None
+    iterations = _positive(path, "bench.iterations", get("bench", "iterations", 200), 10**7) or 200
+    rounds = _positive(path, "bench.rounds", get("bench", "rounds"), 1000)
+    if rounds is not None and rounds > iterations:
+        raise _err(path, "bench.rounds", f"{rounds}; expected at most bench.iterations ({iterations}): one timed run per round")
     return PipelineConfig(
         source=path.resolve(),
         name=_run_name(path, get("", "name", None)),
@@ -226,7 +232,8 @@ def load_pipeline(path: Path) -> PipelineConfig:
         tflite_targets=tfl_targets,
         bench_runtimes=runtimes,
         threads=_positive(path, "bench.threads", get("bench", "threads", 2), 1024) or 2,
-        iterations=_positive(path, "bench.iterations", get("bench", "iterations", 200), 10**7) or 200,
+        iterations=iterations,
+        bench_rounds=rounds,
         drift_runtime=drift_rt,
         drift_samples=_positive(path, "drift.samples", get("drift", "samples"), 10**9),
         policy=p(get("gate", "policy")),  # type: ignore[arg-type]

@@ -29,6 +29,10 @@ def _shape_args(cfg: PipelineConfig) -> list[str]:
     return [a for s in cfg.input_shape for a in ("--input-shape", s)]
 
 
+def _rounds_args(cfg: PipelineConfig) -> list[str]:
+    return [] if cfg.bench_rounds is None else ["--rounds", str(cfg.bench_rounds)]
+
+
 def _data_args(cfg: PipelineConfig) -> list[str]:
     return ["--preprocess", str(cfg.preprocess)] if cfg.preprocess else []
 
@@ -158,6 +162,7 @@ def build_steps(cfg: PipelineConfig, run_dir: Path) -> list[Step]:
                     "-n",
                     str(cfg.iterations),
                     "--compare",
+                    *_rounds_args(cfg),
                     *_shape_args(cfg),
                     "--json",
                     str(out / "bench.json"),
@@ -182,6 +187,7 @@ def build_steps(cfg: PipelineConfig, run_dir: Path) -> list[Step]:
                     "-n",
                     str(cfg.iterations),
                     "--compare",
+                    *_rounds_args(cfg),
                     *_shape_args(cfg),
                     "--json",
                     str(out / "bench-fp16.json"),
