@@ -34,7 +34,12 @@ SCHEMA: dict[str, dict[str, tuple[type, bool]]] = {
         "backend": (_STR, False),
     },
     "export": {"formats": (_LIST, False), "tflite_targets": (_LIST, False)},
-    "bench": {"runtimes": (_LIST, False), "threads": (_INT, False), "iterations": (_INT, False), "rounds": (_INT, False)},
+    "bench": {
+        "runtimes": (_LIST, False),
+        "threads": (_INT, False),
+        "iterations": (_INT, False),
+        "rounds": (_INT, False),
+    },
     "drift": {"runtime": (_STR, False), "samples": (_INT, False)},
     "gate": {"policy": (_STR, True), "baseline": (_STR, False)},
 }
@@ -211,7 +216,9 @@ def load_pipeline(path: Path) -> PipelineConfig:
     iterations = _positive(path, "bench.iterations", get("bench", "iterations", 200), 10**7) or 200
     rounds = _positive(path, "bench.rounds", get("bench", "rounds"), 1000)
     if rounds is not None and rounds > iterations:
-        raise _err(path, "bench.rounds", f"{rounds}; expected at most bench.iterations ({iterations}): one timed run per round")
+        raise _err(
+            path, "bench.rounds", f"{rounds}; expected at most bench.iterations ({iterations}): one timed run per round"
+        )
     return PipelineConfig(
         source=path.resolve(),
         name=_run_name(path, get("", "name", None)),
