@@ -63,6 +63,8 @@ BLOCKS: dict[str, tuple[str, tuple[str, dict[str, str]]]] = {
     "bias_correction_verdict": ("bias_correction:readme_verdict", ("bias_correction", {})),
     "int8_placement": ("int8_placement:readme_table", ("int8_placement", {})),
     "int8_placement_verdict": ("int8_placement:verdict", ("int8_placement", {})),
+    "stem_placement": ("stem_placement:readme_table", ("stem_placement", {})),
+    "stem_placement_verdict": ("stem_placement:verdict", ("stem_placement", {})),
     "gelu_placement": ("gelu_placement:readme_table", ("gelu_placement", {})),
     "gelu_placement_verdict": ("gelu_placement:verdict", ("gelu_placement", {})),
     "prelu_placement": ("prelu_placement:readme_table", ("prelu_placement", {})),

@@ -91,3 +91,44 @@ def test_auto_ships_the_float_depthwise_block_when_it_measures_better(tmp_path: 
     assert rep.stem_check["float"] < rep.stem_check["integer"] * 0.89, rep.stem_check
     assert rep.kept_float["dw"] == STEM_DEPTHWISE_REASON and not rep_off.stem_check and "dw" not in rep_off.kept_float
     assert _sqnr(src, q, xs) > _sqnr(src, q_off, xs) + 1.0
+
+
+def _silu_stem(channels: int = 3, pre_reader: bool = False) -> onnx.ModelProto:
+    """Conv(channels -> 8) + SiLU (Sigmoid·Mul) -> Conv 3x3 + SiLU -> GlobalAveragePool: a YOLO stem when the
+    input is an image (<= 4 channels). ``pre_reader``: the stem's pre-activation also feeds an Add."""
+    nodes = [
+        N("Conv", ["input", "w0", "b0"], ["s"], name="stem", kernel_shape=[3, 3], pads=[1] * 4, strides=[2, 2]),
+        N("Sigmoid", ["s"], ["ss"], name="stem_sig"),
+        N("Mul", ["s", "ss"], ["sh"], name="stem_mul"),
+        N("Conv", ["sh", "w1"], ["c"], name="c1", kernel_shape=[3, 3], pads=[1] * 4),
+        N("Sigmoid", ["c"], ["cs"], name="c1_sig"),
+        N("Mul", ["c", "cs"], ["ch"], name="c1_mul"),
+    ]
+    last = "ch"
+    if pre_reader:
+        nodes.append(N("Add", ["ch", "s"], ["sum"], name="join"))
+        last = "sum"
+    nodes.append(N("GlobalAveragePool", [last], ["y"], name="gap"))
+    inits = {"w0": rng_w(C, channels, 3, 3), "b0": rng_w(C, seed=1), "w1": rng_w(C, C, 3, 3, seed=2)}
+    return make_model(nodes, [("input", [1, channels, 32, 32])], [("y", None)], inits, opset=14)
+
+
+def test_a_silu_stem_on_the_image_stays_float_on_ort_only() -> None:
+    """ORT: a Conv on the image + SiLU stays float (its QLinearConv on 3 channels + QLinearSigmoid + QLinearMul
+    measured slower than float Conv + QuickGelu + Q; benchmarks/stem_placement.py), the next SiLU conv integer.
+    Controls on the other side of each limit: 8 input channels (a feature map, not an image), a stem whose
+    pre-activation has a second reader, the placement before the rule, and OpenVINO (SiLU is a post-op there)."""
+    from edgecnn.quantize.qdq import OP_POLICIES
+
+    p = plan(prepare(_silu_stem()), policy=ORT_POLICY)
+    assert {"stem", "stem_sig", "stem_mul"} <= set(p.kept_float) and "c1" in p.quantized_nodes
+    assert "measured faster on ONNX Runtime" in p.kept_float["stem"]
+    assert "input" not in p.activations and "sh" in p.activations  # the first Q comes after the SiLU
+    for model, policy in (
+        (_silu_stem(channels=8), ORT_POLICY),
+        (_silu_stem(pre_reader=True), ORT_POLICY),
+        (_silu_stem(), OP_POLICIES["ort-int-silu-stem"]),
+        (_silu_stem(), OP_POLICIES["openvino"]),
+    ):
+        q = plan(prepare(model), policy=policy)
+        assert "stem" in q.quantized_nodes and "stem" not in q.kept_float, policy.name

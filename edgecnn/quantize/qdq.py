@@ -138,6 +138,8 @@ class OpPolicy:
 # The stem Conv + HardSwish of a MobileNetV3 stays float: on its output, the largest tensor of the model, the
 # integer form costs QLinearConv (3 input channels: a poor fit for the int8 GEMM) + QLinearAdd + QLinearMul,
 # where ORT runs one fused float Conv+HardSwish and a Q (benchmarks/int8_placement.py, "ort-decompose" vs "ort").
+# A YOLO stem Conv + SiLU likewise: QLinearConv + QLinearSigmoid + QLinearMul against a float Conv, ORT's fused
+# QuickGelu and a Q (yolo320: the stem conv 651 -> 226 us in `edgecnn profile`; benchmarks/stem_placement.py).
 ORT_DECOMPOSE_POLICY = OpPolicy(
     name="onnxruntime",
     integer_ops=ARITH_OPS | PASS_OPS | frozenset({"Sigmoid", "LeakyRelu", "HardSigmoid", "HardSwish", "PRelu"}),
@@ -154,10 +156,11 @@ ORT_DECOMPOSE_POLICY = OpPolicy(
 )
 ORT_POLICY = replace(
     ORT_DECOMPOSE_POLICY,
-    float_stem_patterns=frozenset({"HardSwish", "HardSwish2"}),
+    float_stem_patterns=frozenset({"HardSwish", "HardSwish2", "SiLU"}),
     float_stem_reason=(
-        "kept float: measured faster on ONNX Runtime (the stem Conv on the image input fused with its HardSwish "
-        "in float, then one Q, beats QLinearConv + QLinearAdd + QLinearMul; benchmarks/int8_placement.py)"
+        "kept float: measured faster on ONNX Runtime (the stem Conv on the image input and its HardSwish or SiLU "
+        "in float, then one Q, beat QLinearConv on 3 channels + the integer activation's QLinearAdd/QLinearSigmoid "
+        "+ QLinearMul; benchmarks/int8_placement.py, benchmarks/stem_placement.py)"
     ),
 )
 ORT_LOOKUP_POLICY = OpPolicy(
@@ -232,6 +235,8 @@ OP_POLICIES = {
     "ort-lookup": ORT_LOOKUP_POLICY,
     # the exact GELU left as the exporter's five ops between Q/DQ (benchmarks/gelu_placement.py, "chain")
     "ort-gelu-ops": replace(ORT_POLICY, contrib_gelu=False),
+    # a SiLU stem in integer like the rest, as before it joined the float stem (benchmarks/stem_placement.py)
+    "ort-int-silu-stem": replace(ORT_POLICY, float_stem_patterns=frozenset({"HardSwish", "HardSwish2"})),
     # PRelu in float between Q/DQ, as before its integer form (benchmarks/prelu_placement.py, "float")
     "ort-prelu-float": replace(
         ORT_POLICY,
