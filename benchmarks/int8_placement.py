@@ -35,7 +35,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import MODELS, ort_executed_graph
-from runner import Variant, common_args, latency, median, run_benchmark, settings_from, spread
+from runner import Variant, common_args, fmt_spread, latency, median, run_benchmark, settings_from, spread
 
 NAME = "int8_placement"
 PLACEMENTS = {"float-act": "ort-float-act", "lookup": "ort-lookup", "decompose": "ort-decompose", "default": "ort"}
@@ -109,8 +109,11 @@ def accuracy(*, model: str, model_name: str, reference: str, data: str, n: int, 
 
 
 # ------------------------------------------------------------------ parent side --------------------------------
-def write_variants(name: str, samples: int) -> dict[str, Path]:
-    """FP32 plus the three INT8 placements, from one calibration pass per placement (same images, same ranges)."""
+def write_variants(
+    name: str, samples: int, placements: dict[str, str] = PLACEMENTS, prefix: str = "int8"
+) -> dict[str, Path]:
+    """FP32 plus the INT8 ``placements`` (variant -> ``--runtime``), from one calibration pass per placement
+    (same images, same ranges), written as ``PREFIX-VARIANT.onnx`` beside the model."""
     import onnx
 
     from edgecnn.preprocess import load_spec
@@ -122,11 +125,38 @@ def write_variants(name: str, samples: int) -> dict[str, Path]:
     fp32 = d / "model.onnx"
     ds = ImageDataset.open(d / "calib", load_spec(d / "calib" / "preprocess.toml"), samples)
     out = {"fp32": fp32}
-    for v, runtime in PLACEMENTS.items():
+    for v, runtime in placements.items():
         q, _ = quantize(fp32, ds, QuantizeConfig(runtime=runtime, scheme=X86_CPU))
-        out[v] = d / f"int8-{v}.onnx"
+        out[v] = d / f"{prefix}-{v}.onnx"
         onnx.save(q, str(out[v]))
     return out
+
+
+def latency_cells(payload: dict[str, Any], m: str, v: str) -> list[str]:
+    """Variant ``v`` of model ``m``: ORT p50 and ORT kernel time, each 'median [min-max]' and / FP32's median."""
+    out = []
+    for var, metric in (("ort", "p50_ms"), ("ort-kernels", "kernel_ms")):
+        base, val = median(payload, f"{m}/fp32/{var}", metric), median(payload, f"{m}/{v}/{var}", metric)
+        out += [fmt_spread(payload, f"{m}/{v}/{var}", metric), f"{val / base:.2f}x" if val and base else "-"]
+    return out
+
+
+def placement_cells(
+    name: str, paths: dict[str, Path], eval_n: int, accuracy: str
+) -> tuple[list[Variant], list[Variant]]:
+    """The runner's cells for one model's ``paths`` (variant -> file): ORT p50 and kernel time (every round),
+    what ORT executes and the accuracy (``accuracy``: "MODULE:fn", on ``eval_n`` images of the model's eval/),
+    measured once."""
+    variants: list[Variant] = []
+    facts: list[Variant] = []
+    for v, path in paths.items():
+        p = {"model": str(path), "model_name": name}
+        variants.append(Variant(name=f"{name}/{v}/ort", fn=f"{NAME}:measure", params=p))
+        variants.append(Variant(name=f"{name}/{v}/ort-kernels", fn=f"{NAME}:kernels", params=p))
+        facts.append(Variant(name=f"{name}/{v}/ort-graph", fn=f"{NAME}:ort_graph", params=p, rounds=1))
+        acc = {**p, "reference": str(paths["fp32"]), "data": str(WORK / name / "eval"), "n": eval_n}
+        facts.append(Variant(name=f"{name}/{v}/accuracy", fn=accuracy, params=acc, rounds=1))
+    return variants, facts
 
 
 def readme_table(payload: dict[str, Any]) -> str:
@@ -138,13 +168,7 @@ def readme_table(payload: dict[str, Any]) -> str:
     for m in payload["models"]:
         cells = []
         for v in ("fp32", *PLACEMENTS):
-            cell = []
-            for var, metric in ((f"{m}/{{}}/ort", "p50_ms"), (f"{m}/{{}}/ort-kernels", "kernel_ms")):
-                base = median(payload, var.format("fp32"), metric)
-                val, sp = median(payload, var.format(v), metric), spread(payload, var.format(v), metric)
-                cell.append(f"{val:.2f} [{sp[0]:.2f}-{sp[1]:.2f}]" if val is not None and sp else "-")
-                cell.append(f"{val / base:.2f}x" if val and base else "-")
-            cells.append((v, cell))
+            cells.append((v, latency_cells(payload, m, v)))
         for v, cell in cells:
             g = {k: median(payload, f"{m}/{v}/ort-graph", k) for k in ("float_hard_act", "transpose", "activation_qdq")}
             acc = {k: median(payload, f"{m}/{v}/accuracy", k) for k in ("sqnr_db", "agreement_pct")}
@@ -199,14 +223,9 @@ def main() -> int:
     for name in names:
         real_models.build(name, 64, 64)
         print(f"writing the INT8 placements of {name} ...", file=sys.stderr, flush=True)
-        paths = write_variants(name, a.samples)
-        for v, path in paths.items():
-            p = {"model": str(path), "model_name": name}
-            variants.append(Variant(name=f"{name}/{v}/ort", fn=f"{NAME}:measure", params=p))
-            variants.append(Variant(name=f"{name}/{v}/ort-kernels", fn=f"{NAME}:kernels", params=p))
-            facts.append(Variant(name=f"{name}/{v}/ort-graph", fn=f"{NAME}:ort_graph", params=p, rounds=1))
-            acc = {**p, "reference": str(paths["fp32"]), "data": str(WORK / name / "eval"), "n": a.eval}
-            facts.append(Variant(name=f"{name}/{v}/accuracy", fn=f"{NAME}:accuracy", params=acc, rounds=1))
+        cells, once = placement_cells(name, write_variants(name, a.samples), a.eval, f"{NAME}:accuracy")
+        variants += cells
+        facts += once
     payload = run_benchmark(
         NAME,
         [*variants, *facts],

@@ -24,12 +24,14 @@ Models: `yolo320` (YOLOv8n widths at 320x320, seeded weights, benchmarks/real_mo
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runner import Variant, common_args, median, pick_names, run_benchmark, settings_from, spread
+from int8_placement import latency_cells, placement_cells, write_variants
+from runner import Variant, common_args, median, pick_names, run_benchmark, settings_from, variant_of
 
 NAME = "stem_placement"
 PLACEMENTS = {"int-stem": "ort-int-silu-stem", "default": "ort"}
@@ -57,34 +59,6 @@ def accuracy(*, model: str, model_name: str, reference: str, data: str, n: int, 
     return out
 
 
-def write_variants(name: str, samples: int) -> dict[str, Path]:
-    """FP32 plus the two placements, each from the same images through the same default method."""
-    import onnx
-
-    from edgecnn.preprocess import load_spec
-    from edgecnn.quantize.api import QuantizeConfig, quantize
-    from edgecnn.quantize.dataset import ImageDataset
-    from edgecnn.quantize.params import X86_CPU
-
-    d = Path(__file__).resolve().parent / "models" / "real" / name
-    fp32 = d / "model.onnx"
-    ds = ImageDataset.open(d / "calib", load_spec(d / "calib" / "preprocess.toml"), samples)
-    out = {"fp32": fp32}
-    for v, runtime in PLACEMENTS.items():
-        q, _ = quantize(fp32, ds, QuantizeConfig(runtime=runtime, scheme=X86_CPU))
-        out[v] = d / f"int8-stem-{v}.onnx"
-        onnx.save(q, str(out[v]))
-    return out
-
-
-def _cell(payload: dict[str, Any], variant: str, metric: str, base: float | None) -> list[str]:
-    val, sp = median(payload, variant, metric), spread(payload, variant, metric)
-    return [
-        f"{val:.2f} [{sp[0]:.2f}-{sp[1]:.2f}]" if val is not None and sp else "-",
-        f"{val / base:.2f}x" if val and base else "-",
-    ]
-
-
 def readme_table(payload: dict[str, Any]) -> str:
     rows = [
         "| model | variant | ORT p50 ms [min-max] | / FP32 | ORT kernel ms [min-max] | / FP32 | output SQNR dB "
@@ -92,11 +66,8 @@ def readme_table(payload: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for m in payload["models"]:
-        base_p50 = median(payload, f"{m}/fp32/ort", "p50_ms")
-        base_k = median(payload, f"{m}/fp32/ort-kernels", "kernel_ms")
         for v in ("fp32", *PLACEMENTS):
-            cells = [*_cell(payload, f"{m}/{v}/ort", "p50_ms", base_p50)]
-            cells += _cell(payload, f"{m}/{v}/ort-kernels", "kernel_ms", base_k)
+            cells = latency_cells(payload, m, v)
             n = median(payload, f"{m}/{v}/accuracy", "outputs")
             sq = [median(payload, f"{m}/{v}/accuracy", f"sqnr_db_{k}") for k in range(int(n or 0))]
             cells.append(" / ".join(f"{x:.1f}" for x in sq if x is not None) if v != "fp32" and sq else "-")
@@ -107,8 +78,7 @@ def readme_table(payload: dict[str, Any]) -> str:
 
 
 def _rounds(payload: dict[str, Any], variant: str, metric: str) -> list[float]:
-    v = next((x for x in payload["variants"] if x["name"] == variant), {})
-    return [float(r[metric]) for r in v.get("rounds", []) if metric in r]
+    return [float(r[metric]) for r in variant_of(payload, variant).get("rounds", []) if metric in r]
 
 
 def verdict(payload: dict[str, Any]) -> str:
@@ -128,7 +98,7 @@ def verdict(payload: dict[str, Any]) -> str:
             if not r:
                 words.append(f"{what} not measured")
                 continue
-            mid = sorted(r)[len(r) // 2] if len(r) % 2 else sum(sorted(r)[len(r) // 2 - 1 : len(r) // 2 + 1]) / 2
+            mid = statistics.median(r)
             words.append(
                 f"{what} {1 / mid:.2f}x the integer stem's (per round {1 / max(r):.2f}-{1 / min(r):.2f}x: "
                 f"{said[rounds_verdict(mid, r)]})"
@@ -161,14 +131,10 @@ def main() -> int:
     for name in names:
         real_models.build(name, 64, 64)
         print(f"writing the INT8 stem placements of {name} ...", file=sys.stderr, flush=True)
-        paths = write_variants(name, a.samples)
-        for v, path in paths.items():
-            p = {"model": str(path), "model_name": name}
-            variants.append(Variant(name=f"{name}/{v}/ort", fn="int8_placement:measure", params=p))
-            variants.append(Variant(name=f"{name}/{v}/ort-kernels", fn="int8_placement:kernels", params=p))
-            facts.append(Variant(name=f"{name}/{v}/ort-graph", fn="int8_placement:ort_graph", params=p, rounds=1))
-            acc = {**p, "reference": str(paths["fp32"]), "data": str(path.parent / "eval"), "n": a.eval}
-            facts.append(Variant(name=f"{name}/{v}/accuracy", fn=f"{NAME}:accuracy", params=acc, rounds=1))
+        paths = write_variants(name, a.samples, PLACEMENTS, prefix="int8-stem")
+        cells, once = placement_cells(name, paths, a.eval, f"{NAME}:accuracy")
+        variants += cells
+        facts += once
     payload = run_benchmark(
         NAME,
         [*variants, *facts],
