@@ -15,9 +15,9 @@ from onnx import helper
 
 from edgecnn.graph.passes import prepare
 from edgecnn.preprocess import find_spec
-from edgecnn.quantize.api import QuantizeConfig, quantize
+from edgecnn.quantize.api import QuantizeConfig, calibrate, quantize
 from edgecnn.quantize.dataset import ImageDataset
-from edgecnn.quantize.equalize import K_MAX, MIN_SPREAD, equalize, factors, hard_swish_blocks
+from edgecnn.quantize.equalize import K_MAX, MIN_SPREAD, equalize, factors, hard_swish_blocks, rescaled_tensors
 from edgecnn.quantize.params import OPENVINO_CPU, X86_CPU
 from tests.conftest import CALIB_DIR, EVAL_DIR
 from tests.onnx_builders import make_model, rng_w
@@ -226,3 +226,38 @@ def test_the_cli_summary_and_json_say_which_model_shipped(tmp_path: Path) -> Non
     assert "channels equalized" in res.output and "as exported" in res.output
     rep = json.loads((tmp_path / "q.json").read_text())
     assert set(rep["equalize_check"]) == {"as exported", "equalized"} and "expand" in rep["equalized"]
+
+
+@pytest.mark.parametrize("se", ["", "on"])
+def test_only_the_rescaled_tensors_change_so_the_others_keep_their_statistics(
+    se: str, data: tuple[ImageDataset, np.ndarray], tmp_path: Path
+) -> None:
+    """The equalized candidate calibrates only ``rescaled_tensors`` again and takes every other tensor's
+    statistics from the model as exported. Calibrated in full, both models agree on each other tensor's
+    per-channel extremes, and each rescaled tensor of the original graph differs (the negative control: a set
+    that missed one would carry stale statistics over)."""
+    ds, _ = data
+    m = prepare(_block_model(30.0, se=se))
+    blocks = hard_swish_blocks(m)
+    names = [o for n in m.graph.node for o in n.output if o not in {"y"}]
+
+    def stats(model: onnx.ModelProto) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        tensors = [o for n in model.graph.node for o in n.output]
+        cal = calibrate(
+            model, tensors, ds, "input", batch=1, with_hist=False, workdir=tmp_path, channels=tuple(tensors)
+        )
+        return {t: (st.ch_min, st.ch_max) for t, st in cal.stats.tensors.items() if st.ch_min is not None}
+
+    before = stats(m)
+    eq, done = equalize(m, blocks, {b.tensor: before[b.tensor] for b in blocks})
+    assert set(done) == {"expand", "dw"}, done
+    changed = rescaled_tensors(eq, [b for b in blocks if b.name in done])
+    rescaled = {"e", "eh", "d", "dh"} | ({"sq", "dm"} if se else set())
+    assert changed & set(names) == rescaled, sorted(changed)
+    assert {"e_eq_u", "e_eq_gate", "d_eq_u", "d_eq_gate"} <= changed  # the gates' new tensors
+    after = stats(eq)
+    for t in names:
+        (a_lo, a_hi), (b_lo, b_hi) = before[t], after[t]
+        tol = 1e-4 * float(max(np.abs(a_lo).max(), np.abs(a_hi).max()))
+        same = np.allclose(a_lo, b_lo, atol=tol) and np.allclose(a_hi, b_hi, atol=tol)
+        assert same == (t not in rescaled), (t, a_hi, b_hi)

