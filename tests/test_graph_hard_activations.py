@@ -304,7 +304,28 @@ def test_spatial_reduce_mean_becomes_global_average_pool(opset: int, axes: list[
     assert np.allclose(_run(m, X), _run(out, X), atol=1e-5)
 
 
-@pytest.mark.parametrize(("axes", "keepdims"), [([1], 1), ([2, 3], 0), ([1, 2, 3], 1), ([3], 1)])
+@pytest.mark.parametrize("opset", [13, 18])
+def test_a_spatial_mean_without_kept_dims_becomes_a_pool_and_a_flatten(opset: int) -> None:
+    """``x.mean([2, 3])`` before a classifier (torchvision's MNASNet): GlobalAveragePool, then Flatten to [N, C]
+    writing the ReduceMean's output, the same values; ONNX Runtime then runs the pool in integer."""
+    pool_only = _se([2, 3], keepdims=0, opset=opset)
+    m = make_model(
+        [*pool_only.graph.node[:2], N("Gemm", ["p", "wg"], ["y"], name="fc", transB=1)],
+        [("x", [1, 3, HW, HW])], [("y", None)],
+        {"w": rng_w(C, 3, 3, 3), "b": rng_w(C, seed=1), "wg": rng_w(4, C, seed=3),
+         **({"axes": np.array([2, 3], np.int64)} if opset >= 18 else {})},
+        opset=opset,
+    )  # fmt: skip
+    out = prepare(m)
+    ops = [(n.op_type, list(n.output)) for n in out.graph.node]
+    assert ops[1][0] == "GlobalAveragePool" and ops[2] == ("Flatten", ["p"]), ops
+    assert "ReduceMean" not in [o for o, _ in ops]
+    assert np.allclose(_run(m, X), _run(out, X), atol=1e-5)
+    pooled = next(vi for vi in out.graph.value_info if vi.name == ops[1][1][0])
+    assert [d.dim_value for d in pooled.type.tensor_type.shape.dim] == [1, C, 1, 1]
+
+
+@pytest.mark.parametrize(("axes", "keepdims"), [([1], 1), ([1], 0), ([1, 2, 3], 1), ([3], 1), ([3], 0)])
 def test_other_reductions_stay_reduce_mean(axes: list[int], keepdims: int) -> None:
     m = _se(axes, keepdims)
     if keepdims == 0 or len(axes) == 3:  # the pooled tensor no longer fits the 1x1 Conv: pool only

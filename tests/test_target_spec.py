@@ -79,6 +79,21 @@ def test_quant_scheme_for_the_quantize_command() -> None:
     assert load_target("ethos-u55").requires_quantization and not load_target("mobile-gpu").requires_quantization
 
 
+def test_a_target_that_lists_an_integer_precision_has_a_quantization_scheme() -> None:
+    """`quantize --target T` takes T's [quant] scheme: a target listing int8/uint8 without one was refused as
+    "runs float only (precisions: float32, float16, int8, uint8)" (intel-npu). mobile-gpu is the float-only side."""
+    from edgecnn.errors import BadInputError
+    from edgecnn.quantize.params import resolve_scheme
+
+    for name in available_targets():
+        t = load_target(name)
+        integer = bool({"int8", "uint8"} & {str(p) for p in t.precisions})
+        assert (t.quant is not None) == integer, (name, t.precisions)
+    assert resolve_scheme("intel-npu", "ort").activation_dtype == "uint8"
+    with pytest.raises(BadInputError, match="runs float only"):
+        resolve_scheme("mobile-gpu", "ort")
+
+
 def test_extends_inherits_and_overrides() -> None:
     u65 = load_target("ethos-u65")
     assert u65.accelerator == "Ethos-U65 NPU" and u65.extends == "ethos-u55"

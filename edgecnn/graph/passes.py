@@ -698,17 +698,23 @@ def tensor_ranks(m: onnx.ModelProto) -> dict[str, int]:
 
 
 def _canonical_global_pools(m: onnx.ModelProto, base_dir: Path | None = None) -> int:
-    """In place: ReduceMean over both spatial axes of a 4-D tensor, keeping dims (how Paddle and tf2onnx write a
-    squeeze-excitation's pooling), becomes GlobalAveragePool with the same output: the same values, and the op
-    runtimes have integer kernels for (ONNX Runtime's QLinearGlobalAveragePool; its ReduceMean runs in float
-    between a DQ and a Q). Axes from the attribute (opset < 18) or a constant input. Returns how many."""
+    """In place: ReduceMean over both spatial axes of a 4-D tensor becomes GlobalAveragePool with the same
+    output: keeping dims (how Paddle, tf2onnx and timm's squeeze-excitation write the pooling) the pool alone;
+    without (``x.mean([2, 3])`` before a classifier, torchvision's MNASNet) the pool and a Flatten to [N, C]. The
+    same values, and ops the runtimes have integer kernels for (ONNX Runtime's QLinearGlobalAveragePool, with the
+    Flatten's Q/DQ pair dropped; its ReduceMean runs in float between a DQ and a Q). Axes from the attribute
+    (opset < 18) or a constant input. Returns how many."""
     ranks = tensor_ranks(m)
     inits = {t.name: t for t in m.graph.initializer}
+    infos = {vi.name: vi for vi in m.graph.value_info}
+    used = _names_in_use(m)
     count = 0
-    for i, n in enumerate(m.graph.node):
+    nodes: list[onnx.NodeProto] = []
+    for n in m.graph.node:
+        nodes.append(n)
         if n.op_type != "ReduceMean" or n.domain not in ("", "ai.onnx") or ranks.get(n.input[0]) != 4:
             continue
-        if node_attr(n, "keepdims", 1) != 1 or node_attr(n, "noop_with_empty_axes", 0) != 0:
+        if node_attr(n, "keepdims", 1) not in (0, 1) or node_attr(n, "noop_with_empty_axes", 0) != 0:
             continue
         axes = node_attr(n, "axes")
         if len(n.input) > 1 and n.input[1]:
@@ -717,9 +723,25 @@ def _canonical_global_pools(m: onnx.ModelProto, base_dir: Path | None = None) ->
             axes = to_array(inits[n.input[1]], base_dir).ravel().tolist()
         if axes is None or sorted(int(a) % 4 for a in axes) != [2, 3]:  # type: ignore[union-attr]
             continue
-        m.graph.node[i].CopyFrom(helper.make_node("GlobalAveragePool", [n.input[0]], list(n.output), name=n.name))
+        out = n.output[0]
+        if node_attr(n, "keepdims", 1) == 1:
+            nodes[-1] = helper.make_node("GlobalAveragePool", [n.input[0]], [out], name=n.name)
+        else:
+            pooled = _fresh_name(used, f"{out}_pooled")
+            nodes[-1:] = [
+                helper.make_node("GlobalAveragePool", [n.input[0]], [pooled], name=n.name),
+                helper.make_node("Flatten", [pooled], [out], name=_fresh_name(used, f"{n.name or out}_flatten"), axis=1),
+            ]  # fmt: skip
+            vi = infos.get(out)
+            if vi is not None and vi.type.tensor_type.HasField("shape"):  # [N, C] -> [N, C, 1, 1]
+                dims = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in vi.type.tensor_type.shape.dim]
+                m.graph.value_info.append(
+                    helper.make_tensor_value_info(pooled, vi.type.tensor_type.elem_type, [*dims, 1, 1])
+                )
         count += 1
     if count:
+        del m.graph.node[:]
+        m.graph.node.extend(nodes)
         remove_unused_initializers(m)  # an axes input
     return count
 

@@ -269,9 +269,17 @@ def _refuse_non_finite_weights(loaded: LoadedModel, base_dir: Path) -> None:
 
 
 def _reference_outputs(path: Path, input_name: str, x: np.ndarray | dict[str, np.ndarray]) -> list[np.ndarray]:
-    """The original model's outputs on one sample, from the file as the user gave it."""
+    """A model file's outputs on one sample, unoptimized: the original as the user gave it (or the prepared
+    graph, ``_saved``)."""
     sess = open_session("ort", path, options={"graph_optimization_level": "disable"})
     return sess.run(feeds_of(x, input_name))
+
+
+def _saved(model: onnx.ModelProto, work: Path) -> Path:
+    """``model`` (its external weights in ``work``) saved as a file of ``work`` a session can open."""
+    path = work / "prepared_check.onnx"
+    save_with_outputs(model, [], path)
+    return path
 
 
 def _first_sample(got: np.ndarray, ref_shape: tuple[int, ...], batch: int) -> np.ndarray:
@@ -439,7 +447,8 @@ def _quantize(
     except ModelError as e:
         raise ModelError(f"{loaded.path}: {e}") from None
     needs_reference = dataset is not None and config.precision is Precision.INT8
-    reference = _reference_outputs(loaded.path, input_name, next(dataset.batches(1))) if needs_reference else []
+    first_sample = next(dataset.batches(1)) if needs_reference else None
+    reference = _reference_outputs(loaded.path, input_name, first_sample) if first_sample is not None else []
     prepared = externalized_copy(prepared, work, "prepared.bin")
     release_freed_memory()
     t_prep = time.perf_counter() - t0
@@ -533,6 +542,11 @@ def _quantize(
     t_cal = time.perf_counter() - t1
     # The prepared graph (BN folded, constants folded) must compute what the original computes.
     diff = _rel_diff(reference, [cal.first_outputs[o.name] for o in prepared.graph.output], cal.first_batch)
+    if diff > 1e-3 and first_sample is not None:
+        # The calibration graph exposes every activation, and the runtime optimizes it otherwise: a selection
+        # on the data (NonMaxSuppression, TopK) may order tied scores differently (torchvision's SSDlite with
+        # its NMS: 0.29 here, 1e-7 for the prepared graph as it is). The prepared graph itself decides.
+        diff = min(diff, _rel_diff(reference, _reference_outputs(_saved(prepared, work), input_name, first_sample)))
     if diff > 1e-3:
         raise ModelError(
             f"{loaded.path}: graph preparation changed the outputs by {diff:.2e} (relative); refusing to go on"
