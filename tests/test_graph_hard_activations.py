@@ -13,6 +13,7 @@ import onnxruntime as ort
 import pytest
 from onnx import helper
 
+from edgecnn.graph.load import node_attr
 from edgecnn.graph.passes import canonical_hard_activations, prepare
 from tests.onnx_builders import make_model, rng_w
 
@@ -360,3 +361,62 @@ def test_the_pooled_tensor_is_quantized_and_ort_runs_an_integer_pool(tmp_path: P
     onnx.save(q, str(tmp_path / "q.onnx"))
     ran = ort_runs(tmp_path / "q.onnx", tmp_path)
     assert ran["QLinearGlobalAveragePool"] and not ran["ReduceMean"], ran
+
+
+# -- a BatchNormalization no Conv absorbs (DenseNet's pre-activation BN -> ReLU -> Conv) --------------------------
+def _pre_activation(bn_params_constant: bool = True) -> onnx.ModelProto:
+    """Conv -> Relu -> BN -> Relu -> Conv 1x1: the BN follows a Relu, so no Conv can absorb it."""
+    g = np.random.default_rng(4)
+    inits = {
+        "w": rng_w(C, 3, 3, 3), "b": rng_w(C, seed=1), "w2": rng_w(C, C, 1, 1, seed=2),
+        "g": g.uniform(0.5, 2.0, C).astype(np.float32), "be": g.normal(0, 0.5, C).astype(np.float32),
+        "mu": g.uniform(0.1, 1.0, C).astype(np.float32), "var": g.uniform(0.2, 3.0, C).astype(np.float32),
+    }  # fmt: skip
+    inputs: list[tuple[str, list[int]]] = [("x", [1, 3, HW, HW])]
+    if not bn_params_constant:  # the scale comes in at run time: nothing to fold
+        del inits["g"]
+        inputs.append(("g", [C]))
+    nodes = [
+        N("Conv", ["x", "w", "b"], ["t"], name="conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        N("Relu", ["t"], ["r"], name="act"),
+        N("BatchNormalization", ["r", "g", "be", "mu", "var"], ["n"], name="bn", epsilon=1e-3),
+        N("Relu", ["n"], ["r2"], name="act2"),
+        N("Conv", ["r2", "w2"], ["y"], name="conv2", kernel_shape=[1, 1]),
+    ]
+    return make_model(nodes, inputs, [("y", None)], inits)
+
+
+def test_a_batchnorm_no_conv_absorbs_becomes_a_depthwise_conv_that_ort_runs_in_integer(tmp_path: Path) -> None:
+    """The BN becomes a depthwise 1x1 Conv with the same values; quantized, ORT runs it as a QLinearConv where a
+    BatchNormalization ran in float between a DQ and a Q. Control: a BN whose scale is a graph input stays."""
+    from tests.test_quantize_real import ort_runs
+
+    m = _pre_activation()
+    out = prepare(m)
+    bn = next(n for n in out.graph.node if n.name == "bn")
+    assert bn.op_type == "Conv" and node_attr(bn, "group") == C and list(bn.output) == ["n"]
+    assert np.allclose(_run(m, X), _run(out, X), rtol=1e-5, atol=1e-5)
+    assert next(n for n in prepare(_pre_activation(False)).graph.node if n.name == "bn").op_type == "BatchNormalization"
+
+    from PIL import Image
+
+    from edgecnn.preprocess import find_spec
+    from edgecnn.quantize.api import QuantizeConfig, quantize
+    from edgecnn.quantize.dataset import ImageDataset
+
+    d = tmp_path / "img"
+    d.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 255, (HW, HW, 3), dtype=np.uint8), "RGB").save(d / f"{i}.png")
+    (d / "preprocess.toml").write_text(
+        f'schema_version = 1\ncolor_order = "RGB"\nlayout = "NCHW"\nresize = [{HW}, {HW}]\n'
+    )
+    src = tmp_path / "pre.onnx"
+    onnx.save(m, str(src))
+    q, report = quantize(src, ImageDataset.open(d, find_spec(d)), QuantizeConfig())
+    assert "bn" not in report.kept_float, report.kept_float
+    onnx.save(q, str(tmp_path / "q.onnx"))
+    ran = ort_runs(tmp_path / "q.onnx", tmp_path)
+    # the first conv and the BN's; the last conv writes the float graph output, so ORT runs it as a float Conv
+    assert ran["QLinearConv"] == 2 and ran["Conv"] == 1 and not ran["BatchNormalization"], ran

@@ -627,8 +627,49 @@ def prepare(model: onnx.ModelProto, base_dir: Path | None = None) -> onnx.ModelP
     infer_shapes_inplace(m)
     _scalar_prelus_as_leaky_relu(m, base_dir)  # reads ranks: the slope must not broadcast x to a higher rank
     _canonical_global_pools(m, base_dir)  # reads the ranks inference gave; the pool's output shape is the ReduceMean's
+    _standalone_bns_as_depthwise(m, base_dir)  # reads ranks too
     pads_on_every_axis(m, base_dir)
     return m
+
+
+def _standalone_bns_as_depthwise(m: onnx.ModelProto, base_dir: Path | None = None) -> int:
+    """In place: a BatchNormalization (inference mode, constant parameters, on a 4-D tensor) that no Conv absorbed
+    -- DenseNet's pre-activation BN -> ReLU -> Conv, a BN after a Concat or on the input -- becomes the depthwise
+    1x1 Conv that computes it, y = s x + b per channel (s = gamma / sqrt(var + eps), b = beta - mean s). The same
+    function up to float rounding, and an op the runtimes run in integer (a QLinearConv whose per-channel int8
+    weight holds s exactly), where a BatchNormalization ran in float between a DQ and a Q: 62 such islands in
+    torchvision's DenseNet-121. Returns how many."""
+    ranks = tensor_ranks(m)
+    inits = {t.name: t for t in m.graph.initializer}
+    used = _names_in_use(m)
+    count = 0
+    for n in m.graph.node:
+        if n.op_type != "BatchNormalization" or n.domain not in ("", "ai.onnx") or len(n.input) != 5:
+            continue
+        if ranks.get(n.input[0]) != 4 or node_attr(n, "training_mode", 0) != 0 or len([o for o in n.output if o]) != 1:
+            continue
+        if not all(i in inits and inits[i].data_type == onnx.TensorProto.FLOAT for i in n.input[1:]):
+            continue
+        gamma, beta, mean, var = (to_array(inits[i], base_dir).astype(np.float64).ravel() for i in n.input[1:])
+        if not gamma.size == beta.size == mean.size == var.size:
+            continue
+        scale = gamma / np.sqrt(var + float(node_attr(n, "epsilon", 1e-5)))
+        shift = beta - mean * scale
+        if not (np.isfinite(scale).all() and np.isfinite(shift).all()):
+            continue
+        c = scale.size
+        w, b = _fresh_name(used, f"{n.name or n.output[0]}_dw_w"), _fresh_name(used, f"{n.name or n.output[0]}_dw_b")
+        m.graph.initializer.extend([
+            numpy_helper.from_array(scale.astype(np.float32).reshape(c, 1, 1, 1), w),
+            numpy_helper.from_array(shift.astype(np.float32), b),
+        ])  # fmt: skip
+        n.CopyFrom(
+            helper.make_node("Conv", [n.input[0], w, b], [n.output[0]], name=n.name, group=c, kernel_shape=[1, 1])
+        )
+        count += 1
+    if count:
+        remove_unused_initializers(m)
+    return count
 
 
 def _scalar_prelus_as_leaky_relu(m: onnx.ModelProto, base_dir: Path | None = None) -> int:
