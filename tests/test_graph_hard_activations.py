@@ -4,6 +4,7 @@ negative controls on the other side of each rule."""
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Callable
 from pathlib import Path
 
@@ -336,9 +337,9 @@ def test_other_reductions_stay_reduce_mean(axes: list[int], keepdims: int) -> No
     assert next(n for n in out.graph.node if n.name == "pool").op_type == "ReduceMean"
 
 
-def test_the_pooled_tensor_is_quantized_and_ort_runs_an_integer_pool(tmp_path: Path) -> None:
-    """End to end on ONNX Runtime: the SE pooling is integer (QLinearGlobalAveragePool in the graph ORT runs)
-    where a ReduceMean had no integer kernel and ran in float between a DQ and a Q."""
+def _quantized_on_ort(m: onnx.ModelProto, tmp_path: Path) -> tuple[dict[str, str], collections.Counter[str]]:
+    """``m`` quantized with the defaults on 8 random HWxHW RGB images: (its kept-float nodes, the op types ONNX
+    Runtime executes after its graph optimizations)."""
     from PIL import Image
 
     from edgecnn.preprocess import find_spec
@@ -354,12 +355,18 @@ def test_the_pooled_tensor_is_quantized_and_ort_runs_an_integer_pool(tmp_path: P
     (d / "preprocess.toml").write_text(
         f'schema_version = 1\ncolor_order = "RGB"\nlayout = "NCHW"\nresize = [{HW}, {HW}]\n'
     )
-    src = tmp_path / "se.onnx"
-    onnx.save(_se([2, 3]), str(src))
+    src = tmp_path / "m.onnx"
+    onnx.save(m, str(src))
     q, report = quantize(src, ImageDataset.open(d, find_spec(d)), QuantizeConfig())
-    assert "pool" not in report.kept_float, report.kept_float
     onnx.save(q, str(tmp_path / "q.onnx"))
-    ran = ort_runs(tmp_path / "q.onnx", tmp_path)
+    return report.kept_float, ort_runs(tmp_path / "q.onnx", tmp_path)
+
+
+def test_the_pooled_tensor_is_quantized_and_ort_runs_an_integer_pool(tmp_path: Path) -> None:
+    """End to end on ONNX Runtime: the SE pooling is integer (QLinearGlobalAveragePool in the graph ORT runs)
+    where a ReduceMean had no integer kernel and ran in float between a DQ and a Q."""
+    kept, ran = _quantized_on_ort(_se([2, 3]), tmp_path)
+    assert "pool" not in kept, kept
     assert ran["QLinearGlobalAveragePool"] and not ran["ReduceMean"], ran
 
 
@@ -389,34 +396,13 @@ def _pre_activation(bn_params_constant: bool = True) -> onnx.ModelProto:
 def test_a_batchnorm_no_conv_absorbs_becomes_a_depthwise_conv_that_ort_runs_in_integer(tmp_path: Path) -> None:
     """The BN becomes a depthwise 1x1 Conv with the same values; quantized, ORT runs it as a QLinearConv where a
     BatchNormalization ran in float between a DQ and a Q. Control: a BN whose scale is a graph input stays."""
-    from tests.test_quantize_real import ort_runs
-
     m = _pre_activation()
     out = prepare(m)
     bn = next(n for n in out.graph.node if n.name == "bn")
     assert bn.op_type == "Conv" and node_attr(bn, "group") == C and list(bn.output) == ["n"]
     assert np.allclose(_run(m, X), _run(out, X), rtol=1e-5, atol=1e-5)
     assert next(n for n in prepare(_pre_activation(False)).graph.node if n.name == "bn").op_type == "BatchNormalization"
-
-    from PIL import Image
-
-    from edgecnn.preprocess import find_spec
-    from edgecnn.quantize.api import QuantizeConfig, quantize
-    from edgecnn.quantize.dataset import ImageDataset
-
-    d = tmp_path / "img"
-    d.mkdir()
-    rng = np.random.default_rng(1)
-    for i in range(8):
-        Image.fromarray(rng.integers(0, 255, (HW, HW, 3), dtype=np.uint8), "RGB").save(d / f"{i}.png")
-    (d / "preprocess.toml").write_text(
-        f'schema_version = 1\ncolor_order = "RGB"\nlayout = "NCHW"\nresize = [{HW}, {HW}]\n'
-    )
-    src = tmp_path / "pre.onnx"
-    onnx.save(m, str(src))
-    q, report = quantize(src, ImageDataset.open(d, find_spec(d)), QuantizeConfig())
-    assert "bn" not in report.kept_float, report.kept_float
-    onnx.save(q, str(tmp_path / "q.onnx"))
-    ran = ort_runs(tmp_path / "q.onnx", tmp_path)
+    kept, ran = _quantized_on_ort(m, tmp_path)
+    assert "bn" not in kept, kept
     # the first conv and the BN's; the last conv writes the float graph output, so ORT runs it as a float Conv
     assert ran["QLinearConv"] == 2 and ran["Conv"] == 1 and not ran["BatchNormalization"], ran
