@@ -545,7 +545,7 @@ def _quantize(
     if diff > 1e-3 and first_sample is not None:
         # The calibration graph exposes every activation, and the runtime optimizes it otherwise: a selection
         # on the data (NonMaxSuppression, TopK) may order tied scores differently (torchvision's SSDlite with
-        # its NMS: 0.29 here, 0 for the prepared graph as it is). The prepared graph itself decides.
+        # its NMS, docs/design-notes.md session 21). The prepared graph itself decides.
         diff = min(diff, _rel_diff(reference, _reference_outputs(_saved(prepared, work), input_name, first_sample)))
     if diff > 1e-3:
         raise ModelError(
