@@ -1017,3 +1017,28 @@ def test_openvino_placement_writes_hard_sigmoid_as_fusable_eltwise(data: dict[st
     # control: the ORT placement keeps its integer forms (no Clip/Div spelling)
     q_ort, _ = edgecnn_int8(data["mbv3"], data["calib"], tmp_path / "ort.onnx")
     assert collections.Counter(n.op_type for n in onnx.load(str(q_ort)).graph.node)["Div"] == 0
+
+
+def test_openvino_checks_run_candidates_on_openvino(data: dict[str, Path], tmp_path: Path) -> None:
+    """--runtime openvino: the checks (here the bias-correction scope) run the float model and every candidate on
+    OpenVINO in f32, the runtime the model ships to, not on ONNX Runtime, which runs the same QDQ file with other
+    kernels (an integer SiLU where OpenVINO fuses it into the convolution in float)."""
+    from edgecnn.quantize.bias_correction import FloatRuns, output_errors
+
+    q, report = edgecnn_int8(
+        data["det"], data["calib"], tmp_path / "ov.onnx", runtime="openvino", scheme=OPENVINO_CPU, method=Method.MINMAX
+    )
+    assert report.checks_on.startswith("openvino ") and report.checks_on.endswith("f32")
+    ds = ImageDataset.open(data["calib"], load_spec(data["calib"] / "preprocess.toml"))
+    fm, shipped = onnx.load(str(data["det"])), onnx.load(str(q))
+    err = {
+        rt: output_errors(fm, {"q": shipped}, ds, "input", workdir=tmp_path, runs=FloatRuns(runtime=rt))["q"]
+        for rt in ("openvino", "ort")
+    }
+    # the same sessions on the same images: the same number (to float64 rounding)
+    assert report.bias_correction_error[report.bias_correction_scope] == pytest.approx(err["openvino"], rel=1e-9)
+    # Negative control: ONNX Runtime's kernels give this file another error (5e-4 relative here), so the
+    # comparison above tells which runtime ran the checks.
+    assert abs(err["ort"] - err["openvino"]) > 1e-5 * err["openvino"]
+    _, ort_report = edgecnn_int8(data["det"], data["calib"], tmp_path / "ort.onnx", method=Method.MINMAX)
+    assert ort_report.checks_on.startswith("onnxruntime ")

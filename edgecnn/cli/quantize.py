@@ -207,6 +207,8 @@ def print_report(r: QuantizeReport, output: Path) -> None:
         t.add_row("integer kernels of", r.runtime)
         if r.float_reference:
             t.add_row("float reference", r.float_reference)
+        if r.checks_on and r.checks_on != r.float_reference:
+            t.add_row("checks ran on", r.checks_on)
     for name, (lo, hi) in r.input_ranges.items():
         t.add_row(f"input '{name}' range", f"[{lo:.4g}, {hi:.4g}] from the data")
     if r.scheme:

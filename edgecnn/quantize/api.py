@@ -34,8 +34,8 @@ from edgecnn.quantize.equalize import Block, equalize, hard_swish_blocks, rescal
 from edgecnn.quantize.estimators import Consumer, Method, choose, estimate, tensor_consumers
 from edgecnn.quantize.fp16 import DEFAULT_BLOCK, convert_fp16
 from edgecnn.quantize.params import QuantScheme
-from edgecnn.quantize.qdq import UNARY_OPS, QdqPlan, QdqResult, node_key, op_policy, plan, write_qdq
-from edgecnn.runtimes import TAKING_TURNS, open_session, runtime_version, usable_cores
+from edgecnn.quantize.qdq import UNARY_OPS, OpPolicy, QdqPlan, QdqResult, node_key, op_policy, plan, write_qdq
+from edgecnn.runtimes import TAKING_TURNS, available_runtimes, open_session, runtime_version, usable_cores
 
 SCHEMA_VERSION = 1
 Progress = Callable[[int, int], None]
@@ -93,7 +93,10 @@ class QuantizeReport:
     input_ranges: dict[str, list[float]] = field(default_factory=dict)  # calibrated range of each model input
     methods_chosen: dict[str, int] = field(default_factory=dict)  # auto: how many tensors each estimator won
     warnings: list[str] = field(default_factory=list)
-    float_reference: str = ""  # the runtime and precision the float model ran in for calibration and checks
+    float_reference: str = ""  # the runtime and precision the float model ran in for calibration
+    # The runtime and precision the checks (bias-correction scope, auto's ranges, grids per channel, the float
+    # stem, equalization) ran the float model and every candidate on: the one the model ships to (check_runtime)
+    checks_on: str = ""
     bias_corrected: dict[str, float] = field(default_factory=dict)  # Conv -> largest relative bias shift
     # Which convs bias correction kept ("all", "depthwise", "none") and each choice's relative output error on
     # the calibration images (the smallest wins).
@@ -577,7 +580,12 @@ def _quantize(
     per_channel = _channel_ranges(cal, grid_plan.per_channel)
     prelu_inputs = _channel_ranges(cal, the_plan.channel_min)  # the writer reads their minimum (lookup._prelu)
     # the float passes every check below shares (one float model, one dataset)
-    runs = runs if runs is not None else FloatRuns()
+    runs = runs if runs is not None else FloatRuns(runtime=check_runtime(policy))
+    if policy.name == "openvino" and runs.runtime != "openvino":
+        warnings.append(
+            "OpenVINO is not installed: the checks ran the candidates on ONNX Runtime, whose kernels differ "
+            "(pip install openvino to judge them as they will run)"
+        )
 
     def build(rs: dict[str, tuple[float, float]], placement: QdqPlan = the_plan) -> Built:
         """Write the QDQ model for ranges ``rs`` and correct its biases: (result, corrected convs, scope,
@@ -677,6 +685,7 @@ def _quantize(
         methods_chosen=chosen,
         warnings=warnings,
         float_reference=f"onnxruntime {runtime_version('ort')} CPU, float layers in f32",
+        checks_on=f"{RUNTIME_LABELS[runs.runtime]} {runtime_version(runs.runtime)} CPU, float layers in f32",
         bias_corrected=bias_corrected,
         bias_correction_scope=bc_scope,
         bias_correction_error=bc_error,
@@ -689,6 +698,19 @@ def _quantize(
         **common,  # type: ignore[arg-type]
     )
     return res.model, report, shipped_error
+
+
+# How the report names a check runtime.
+RUNTIME_LABELS = {"ort": "onnxruntime", "openvino": "openvino"}
+
+
+def check_runtime(policy: OpPolicy) -> str:
+    """The runtime quantize's checks run candidates on: OpenVINO for a model placed for it (when it is installed),
+    whose kernels differ from ONNX Runtime's (activations fused into the int8 convolution in float, FakeQuantize
+    ranges), so each candidate is judged as it will run; otherwise ONNX Runtime, the runtime of the calibration."""
+    if policy.name == "openvino" and "openvino" in available_runtimes():
+        return "openvino"
+    return "ort"
 
 
 def _depths(model: onnx.ModelProto, inputs: Iterable[str]) -> dict[str, float]:

@@ -100,6 +100,9 @@ class FloatRuns:
     references: list[list[np.ndarray] | Path] | None = None
     reference_samples: int = -1
     conv_means: dict[str, tuple[np.ndarray, int]] = field(default_factory=dict)
+    # The runtime the checks run the float model and every candidate on (check_runtime): the one the model ships
+    # to, so that candidates are judged by the kernels that will run them.
+    runtime: str = "ort"
 
     @property
     def references_too_large(self) -> bool:
@@ -110,7 +113,7 @@ class FloatRuns:
         """A FloatRuns that shares only the float outputs: for another float model computing the same function
         (edgecnn.quantize.equalize rewrites a model exactly, up to float rounding), whose candidates are then
         measured against the outputs of the model the user gave. Its convs are other convs: measured anew."""
-        return FloatRuns(references=self.references, reference_samples=self.reference_samples)
+        return FloatRuns(references=self.references, reference_samples=self.reference_samples, runtime=self.runtime)
 
 
 def _reference(kept: list[np.ndarray] | Path) -> list[np.ndarray]:
@@ -366,6 +369,11 @@ def _apply(
 # beyond the spread of its held-out images (docs/design-notes.md, "Session 11").
 CHECK_SAMPLES = 64
 
+# Session options of the checks per runtime: ONNX Runtime takes turns with numpy (TAKING_TURNS); OpenVINO runs
+# the float parts in f32 (its default on a CPU with AMX or AVX512-BF16 is bf16, whose rounding is not the
+# quantization's error).
+CHECK_OPTIONS: dict[str, dict[str, str]] = {"ort": TAKING_TURNS, "openvino": {"inference_precision": "f32"}}
+
 # A dense prediction head can pack quantities of very different scale into one tensor along a channel axis: a YOLOX
 # output [N, anchors, 6] holds box terms (mean square ~0.3-3) next to its objectness probabilities (~6e-4), a
 # YOLOv8 output [N, 4 + classes, anchors] box pixels (~1e4) next to class probabilities (~1e-2). One relative
@@ -481,7 +489,8 @@ def output_errors(
         onnx.save(m, str(paths[k]))
     spilled: list[Path] = []
     try:
-        sessions = {k: open_session("ort", p, threads=threads, options=TAKING_TURNS) for k, p in paths.items()}
+        rt = runs.runtime if runs is not None else "ort"
+        sessions = {k: open_session(rt, p, threads=threads, options=CHECK_OPTIONS[rt]) for k, p in paths.items()}
         err: dict[str, list[np.ndarray] | None] = {k: None for k in models}
         energy: list[np.ndarray] | None = None
         for i, x in enumerate(dataset.batches(1, prefetch=True)):
