@@ -35,7 +35,7 @@ from edgecnn.quantize.estimators import Consumer, Method, choose, estimate, tens
 from edgecnn.quantize.fp16 import DEFAULT_BLOCK, convert_fp16
 from edgecnn.quantize.params import QuantScheme
 from edgecnn.quantize.qdq import UNARY_OPS, OpPolicy, QdqPlan, QdqResult, node_key, op_policy, plan, write_qdq
-from edgecnn.runtimes import TAKING_TURNS, available_runtimes, open_session, runtime_version, usable_cores
+from edgecnn.runtimes import RUNTIMES, TAKING_TURNS, available_runtimes, open_session, runtime_version, usable_cores
 
 SCHEMA_VERSION = 1
 Progress = Callable[[int, int], None]
@@ -684,8 +684,8 @@ def _quantize(
         input_ranges=input_ranges,
         methods_chosen=chosen,
         warnings=warnings,
-        float_reference=f"onnxruntime {runtime_version('ort')} CPU, float layers in f32",
-        checks_on=f"{RUNTIME_LABELS[runs.runtime]} {runtime_version(runs.runtime)} CPU, float layers in f32",
+        float_reference=_f32_on("ort"),
+        checks_on=_f32_on(runs.runtime),
         bias_corrected=bias_corrected,
         bias_correction_scope=bc_scope,
         bias_correction_error=bc_error,
@@ -700,8 +700,9 @@ def _quantize(
     return res.model, report, shipped_error
 
 
-# How the report names a check runtime.
-RUNTIME_LABELS = {"ort": "onnxruntime", "openvino": "openvino"}
+def _f32_on(runtime: str) -> str:
+    """How the report names where a float model ran: the runtime's package and version, CPU, f32."""
+    return f"{RUNTIMES[runtime][1]} {runtime_version(runtime)} CPU, float layers in f32"
 
 
 def check_runtime(policy: OpPolicy) -> str:
