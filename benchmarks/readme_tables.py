@@ -42,6 +42,8 @@ BLOCKS: dict[str, tuple[str, tuple[str, dict[str, str]]]] = {
     "int8_speed_verdict": ("int8_speed:readme_verdict", ("int8_speed", {})),
     "fp16_speed": ("fp16_speed:readme_table", ("fp16_speed", {})),
     "fp16_speed_verdict": ("fp16_speed:readme_verdict", ("fp16_speed", {})),
+    "ov_denormals": ("ov_denormals:readme_table", ("ov_denormals", {})),
+    "ov_denormals_verdict": ("ov_denormals:readme_verdict", ("ov_denormals", {})),
     "calibration": ("calibration:readme_table", _CALIB),
     "calibration_ratios": ("calibration:readme_ratios", _CALIB),
     "calibration_goals": ("calibration:readme_goals", _CALIB),

@@ -352,6 +352,16 @@ for _opt, _val in [("--duration", "nan"), ("--duration", "inf"), ("--duration", 
     row(f"bench {_opt} {_val}", lambda d, o=_opt, v=_val: ["bench", d / "m.onnx", o, v], 2,
         "--iterations" if _opt == "-n" else _opt)  # fmt: skip
 row("bench --threads 0", lambda d: _bench(d, "--threads", "0"), 2, "--threads", "1..")
+# --ov-property: the plugin's own list of settable properties and its verdict on a value, before any run
+for _prop, _needles in [("NOPE=1", ("NOPE", "settable:", "CPU_DENORMALS_OPTIMIZATION")),
+                        ("CPU_DENORMALS_OPTIMIZATION=maybe", ("maybe", "true/false")),
+                        ("INFERENCE_NUM_THREADS=4", ("--threads",)), ("PERF_COUNT", ("NAME=VALUE",))]:  # fmt: skip
+    row(f"bench --ov-property {_prop}", lambda d, p=_prop: _bench(d, "-r", "openvino", "--ov-property", p,
+        "--json", d / "o.json"), 2, *_needles, absent=("o.json",))  # fmt: skip
+    row(f"profile --ov-property {_prop}", lambda d, p=_prop: ["profile", d / "m.onnx", "-r", "openvino", "-n", "2",
+        "--ov-property", p, "--json", d / "o.json"], 2, *_needles, absent=("o.json",))  # fmt: skip
+row("bench --ov-property without openvino", lambda d: _bench(d, "--ov-property", "CPU_DENORMALS_OPTIMIZATION=YES"),
+    2, "--runtime openvino")  # fmt: skip
 row("quantize --batch 0", lambda d: _q(d, "-o", d / "q.onnx", "--batch", "0"), 2, "--batch")
 row("quantize --samples -1", lambda d: _q(d, "-o", d / "q.onnx", "--samples", "-1"), 2, "--samples")
 # a typo in --exclude would quantize the layer the user meant to keep float: refused, with the nearest names

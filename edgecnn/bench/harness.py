@@ -158,6 +158,8 @@ class BenchResult:
     # --rounds: the p50 of each round's fresh process, in the order they ran (samples_ns holds them all); empty
     # for one round
     round_p50_ms: tuple[float, ...] = ()
+    # --ov-property: each property asked for, as the compiled model reports it back (empty: none asked)
+    runtime_properties: dict[str, str] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -197,6 +199,7 @@ class BenchResult:
             "loop_overhead_ns": self.loop_overhead_ns,
             "bound_inputs": self.bound_inputs,
             "inference_precision": self.inference_precision,
+            "runtime_properties": dict(self.runtime_properties),
             "timer": {
                 "clock": self.clock,
                 "clock_name": self.clock_name or "Python time.perf_counter_ns around the call",
@@ -236,6 +239,7 @@ class BenchResult:
             clock_resolution_ns=float(timer.get("clock_resolution_ns") or 0.0),
             wall_p50_ns=float(timer.get("wall_p50_ns") or 0.0),
             round_p50_ms=tuple(float(v) for v in d.get("round_p50_ms") or ()),
+            runtime_properties={str(k): str(v) for k, v in (d.get("runtime_properties") or {}).items()},
         )
 
 
@@ -696,6 +700,7 @@ def result_from_worker(prepared: PreparedModel, data: dict[str, Any], *, host: s
         clock_name=str(data.get("clock_name", "")),
         clock_resolution_ns=float(data.get("clock_resolution_ns") or data.get("timer_resolution_ns", 0.0)),
         wall_p50_ns=float(data.get("wall_p50_ns") or 0.0),
+        runtime_properties={str(k): str(v) for k, v in (data.get("runtime_properties") or {}).items()},
     )
 
 

@@ -250,6 +250,7 @@ def measure(cfg: dict[str, Any]) -> dict[str, Any]:
         "runtime_version": version,
         "device": str(sess.device),
         "inference_precision": str(getattr(sess, "inference_precision", "")),
+        "runtime_properties": dict(getattr(sess, "properties", {})),
         "threads_requested": threads,
         "threads": int(sess.threads),
         "inputs": [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in specs],

@@ -57,6 +57,14 @@ def bench_cmd(
             "(default: 3 with --compare, else 1)."
         ),
     ] = None,
+    ov_property: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--ov-property",
+            help="OpenVINO compile property NAME=VALUE, as your deployment passes it (repeatable), e.g. "
+            "CPU_DENORMALS_OPTIMIZATION=YES or INFERENCE_PRECISION_HINT=bf16.",
+        ),
+    ] = None,
     host: Annotated[str | None, typer.Option(help="Run on a board over SSH: user@host.")] = None,
     ssh_option: Annotated[
         list[str] | None, typer.Option("--ssh-option", help="ssh -o KEY=VALUE for --host (repeatable).")
@@ -119,7 +127,12 @@ def bench_cmd(
     else:
         for rt in runtimes:
             require_local_runtime(rt)
-    settings = BenchSettings(threads=threads, warmup=warmup, iterations=iterations, duration_s=duration)
+    from edgecnn.runtimes import ov_property_options
+
+    options = ov_property_options(ov_property, runtimes, local=host is None)  # checked here (exit 2), not per run
+    settings = BenchSettings(
+        threads=threads, warmup=warmup, iterations=iterations, duration_s=duration, options=options
+    )
     shapes = parse_input_shapes(input_shape)
     prepared = [
         prepare_model(m, input_shapes=shapes, batch=batch, input_source=input_source, preprocess=preprocess)
@@ -218,7 +231,9 @@ def print_results(results: Sequence[BenchResult]) -> None:
         versions = ", ".join(
             sorted(
                 {
-                    f"{r.runtime} {r.runtime_version} ({r.device}{f', float in {r.inference_precision}' if r.inference_precision else ''})"
+                    f"{r.runtime} {r.runtime_version} ({r.device}{f', float in {r.inference_precision}' if r.inference_precision else ''}"
+                    + "".join(f", {k}={v}" for k, v in sorted(r.runtime_properties.items()))
+                    + ")"
                     for r in rs
                 }
             )

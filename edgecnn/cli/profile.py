@@ -38,6 +38,14 @@ def profile_cmd(
         str,
         typer.Option(help="OpenVINO float precision: f32 (as bench), bf16, f16, or default (the CPU plugin's choice)."),
     ] = "f32",
+    ov_property: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--ov-property",
+            help="OpenVINO compile property NAME=VALUE, as your deployment passes it (repeatable), e.g. "
+            "CPU_DENORMALS_OPTIMIZATION=YES.",
+        ),
+    ] = None,
     json_path: Annotated[
         Path | None,
         typer.Option("--json", parser=out_file, metavar="FILE", help="Write the report (schema_version) here."),
@@ -61,7 +69,7 @@ def profile_cmd(
     from edgecnn.graph.load import parse_input_shapes
     from edgecnn.profile.core import check_runtime, profile_model
     from edgecnn.profile.report import print_comparison, print_profile, write_profile_json, write_roofline_png
-    from edgecnn.runtimes import check_threads
+    from edgecnn.runtimes import check_threads, ov_property_options
 
     check_runtime(runtime)
     if threads is not None:
@@ -75,13 +83,14 @@ def profile_cmd(
         {"--json": json_path, "--plot": plot},
     )
     shapes = parse_input_shapes(input_shape)
+    ov_properties = ov_property_options(ov_property, [runtime])
     if compare is not None:
         from edgecnn.profile.compare import check_same_inputs
 
         check_same_inputs(model, compare, shapes)
     kw = dict(
         threads=threads or 0, runs=runs, warmup=warmup, input_shapes=shapes, ov_precision=ov_precision,
-        cache_dir=cache_dir, refresh_ceilings=refresh_ceilings, preprocess=preprocess,
+        cache_dir=cache_dir, refresh_ceilings=refresh_ceilings, preprocess=preprocess, ov_properties=ov_properties,
     )  # fmt: skip
     cmp = None
     if compare is None:

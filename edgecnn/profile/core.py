@@ -145,6 +145,8 @@ class ProfileReport:
     clock: str = "Python perf_counter_ns around the call"
     # profile --compare (profile_pair): the end-to-end p50 of each alternating round, in order; empty otherwise
     round_p50_us: tuple[float, ...] = ()
+    # --ov-property: each property asked for, as the compiled model reports it back
+    runtime_properties: dict[str, str] = field(default_factory=dict)
 
     @property
     def accounted_ratio(self) -> float:
@@ -306,6 +308,7 @@ def _open_profile(
     preprocess: Path | None = None,
     roofline: bool = True,
     onnx_source: Path | None = None,
+    ov_properties: dict[str, str] | None = None,
 ) -> _Opened:
     """Check the arguments and open ``model_path`` for profile_model / profile_pair."""
     from edgecnn.graph.load import load_model
@@ -325,7 +328,7 @@ def _open_profile(
         raise BadInputError(f"{model_path}: a TFLite model is profiled on --runtime litert, not '{runtime}'")
     if onnx_source is not None and not tflite:
         raise BadInputError(f"--onnx {onnx_source}: only for a .tflite MODEL (its ONNX source); {model_path} is ONNX")
-    options = {"inference_precision": ov_precision} if runtime == "openvino" else {}
+    options = {"inference_precision": ov_precision, **(ov_properties or {})} if runtime == "openvino" else {}
     if tflite:
         if images is not None:
             raise BadInputError(f"--input {images}: preprocessing timing needs the ONNX model, not a .tflite file")
@@ -385,6 +388,7 @@ def profile_model(
     preprocess: Path | None = None,
     roofline: bool = True,
     onnx_source: Path | None = None,
+    ov_properties: dict[str, str] | None = None,
 ) -> ProfileReport:
     """Profile ``model_path`` on ``runtime`` (see the module docstring). A ``.tflite`` file runs on ``litert``;
     ``onnx_source`` is the ONNX model it was converted from (MACs, bytes and the mapping to ONNX nodes); without
@@ -392,7 +396,7 @@ def profile_model(
     o = _open_profile(
         model_path, runtime, threads=threads, runs=runs, warmup=warmup, input_shapes=input_shapes,
         ov_precision=ov_precision, cache_dir=cache_dir, refresh_ceilings=refresh_ceilings, images=images,
-        preprocess=preprocess, roofline=roofline, onnx_source=onnx_source,
+        preprocess=preprocess, roofline=roofline, onnx_source=onnx_source, ov_properties=ov_properties,
     )  # fmt: skip
     samples_ns, per_run = o.measure(runs, warmup)
     return _report(o, samples_ns, per_run, runs=runs, warmup=warmup)
@@ -637,6 +641,7 @@ def _report(
         inputs={k: list(v) for k, v in shapes.items()},
         precision_used=precision_used,
         precision_default=precision_default,
+        runtime_properties=dict(getattr(plain, "properties", {})),
         e2e_p50_us=e2e,
         e2e_p50_first_half_us=statistics.median(before) / 1e3,
         e2e_p50_second_half_us=statistics.median(after) / 1e3,

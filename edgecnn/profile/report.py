@@ -81,7 +81,8 @@ def print_profile(rep: ProfileReport, console: Any, *, top: int = 0) -> None:
     c = rep.ceilings
     console.print(
         f"[bold]{safe(rep.model)}[/] on {rep.runtime} {rep.runtime_version} ({rep.device}), {rep.threads or 'auto'} thread(s), "
-        f"{rep.runs} profiled runs; float layers computed in {rep.precision_used}",
+        f"{rep.runs} profiled runs; float layers computed in {rep.precision_used}"
+        + "".join(f"; {k}={v}" for k, v in sorted(rep.runtime_properties.items())),
         highlight=False,
     )
     layers = list(rep.layers)

@@ -40,6 +40,35 @@ RUNTIMES: dict[str, tuple[str, str, str]] = {
 TAKING_TURNS: dict[str, str] = {"session.intra_op.allow_spinning": "0"}
 
 
+# Session options "property:NAME" = VALUE reach OpenVINO's compile_model config as NAME: VALUE (the adapter's
+# properties_of); other runtimes ignore them.
+OV_PROPERTY = "property:"
+
+
+def ov_property_options(items: list[str] | None, runtimes: list[str], *, local: bool = True) -> dict[str, str]:
+    """``--ov-property NAME=VALUE`` items (repeatable) as session options (``property:NAME``) that OpenVINO's
+    adapter passes to compile_model: the config a deployment compiles with, so that a measurement is of it. A
+    one-line error (exit 2) for an item without ``=``, for a property the CPU plugin does not have or cannot set,
+    or with no ``--runtime openvino`` to apply to; OpenVINO missing: exit 3. ``local=False`` (a board's runtime):
+    the syntax only; the board's plugin judges the rest when it compiles."""
+    if not items:
+        return {}
+    props: dict[str, str] = {}
+    for item in items:
+        name, eq, value = item.partition("=")
+        if not eq or not name.strip() or not value.strip():
+            raise BadInputError(f"--ov-property '{item}': expected NAME=VALUE, e.g. CPU_DENORMALS_OPTIMIZATION=YES")
+        props[name.strip()] = value.strip()
+    if "openvino" not in runtimes:
+        raise BadInputError(f"--ov-property {items[0]}: applies to --runtime openvino, which this run does not use")
+    if local:
+        _require("openvino")
+        from edgecnn.runtimes.openvino import check_properties
+
+        check_properties(props)
+    return {OV_PROPERTY + k: v for k, v in props.items()}
+
+
 def usable_cores() -> int:
     """The cores this process may run on (its CPU affinity, as a container or taskset limits it), at least 1."""
     import os

@@ -10,10 +10,16 @@ from typing import Any, ClassVar
 import numpy as np
 import openvino as ov
 
-from edgecnn.errors import ModelError
+from edgecnn.errors import BadInputError, ModelError
+from edgecnn.runtimes import OV_PROPERTY
 from edgecnn.runtimes.base import RuntimeClock, TensorSpec
 
 _core: ov.Core | None = None
+
+# Session options OV_PROPERTY + NAME = VALUE (``--ov-property NAME=VALUE``) reach the plugin's compile_model config
+# as NAME: VALUE, as a deployment's own config would, after edgecnn's defaults, which they override.
+# Properties that edgecnn's own options set, and which option does.
+OWN_PROPERTIES = {"INFERENCE_NUM_THREADS": "--threads", "PERF_COUNT": "edgecnn profile"}
 
 
 def core() -> ov.Core:
@@ -45,14 +51,25 @@ class OpenVinoSession:
             config["PERF_COUNT"] = "YES"  # per-layer performance counters (edgecnn profile)
         if threads:
             config["INFERENCE_NUM_THREADS"] = str(threads)
+        asked = properties_of(options)
+        config.update(asked)
         self.device = options.get("device", "CPU")
         try:
             self._compiled = c.compile_model(model, self.device, config)
         except RuntimeError as e:
+            if asked:  # the plugin names the property it refuses (e.g. "Wrong value maybe for property key ...")
+                why = next((ln.strip() for ln in str(e).splitlines() if any(k in ln for k in asked)), "")
+                if why:
+                    given = " ".join(f"{k}={v}" for k, v in asked.items())
+                    raise BadInputError(
+                        f"--ov-property {given}: OpenVINO's {self.device} plugin refuses it: {why}"
+                    ) from None
             raise ModelError(
                 f"{path}: OpenVINO cannot compile the model for {self.device}: {str(e).strip().splitlines()[0]}"
             ) from None
         self._req = self._compiled.create_infer_request()
+        # each --ov-property as the compiled model reports it back (what ran, not what was asked)
+        self.properties = {k: _property_text(self._compiled.get_property(k)) for k in asked}
         self.threads = threads or int(self._compiled.get_property("INFERENCE_NUM_THREADS"))
         # The precision the plugin actually runs float layers in (it may differ from the model's f32).
         self.inference_precision = self._compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
@@ -181,9 +198,35 @@ class OpenVinoSession:
         return _type_name(self._compiled.get_property("INFERENCE_PRECISION_HINT"))
 
 
+def properties_of(options: dict[str, str]) -> dict[str, str]:
+    """The OpenVINO properties among session ``options`` (keys ``property:NAME``), by NAME."""
+    return {k[len(OV_PROPERTY) :]: v for k, v in options.items() if k.startswith(OV_PROPERTY)}
+
+
+def check_properties(props: dict[str, str], device: str = "CPU") -> None:
+    """A one-line error (exit 2) for a property ``device``'s plugin does not have or cannot set, or one an edgecnn
+    option sets; the values are the plugin's to judge (when it compiles)."""
+    settable = sorted(k for k, mode in core().get_property(device, "SUPPORTED_PROPERTIES").items() if "W" in str(mode))
+    for k, v in props.items():
+        if k in OWN_PROPERTIES:
+            raise BadInputError(f"--ov-property {k}={v}: edgecnn sets {k} itself; use {OWN_PROPERTIES[k]}")
+        if k not in settable:
+            raise BadInputError(
+                f"--ov-property {k}={v}: OpenVINO's {device} plugin has no settable property {k}; "
+                f"settable: {', '.join(x for x in settable if x not in OWN_PROPERTIES)}"
+            )
+
+
 def default_cpu_precision() -> str:
     """What OpenVINO's CPU plugin picks when no precision is asked for (bf16 on AMX / AVX512-BF16 CPUs)."""
     return _type_name(core().get_property("CPU", "INFERENCE_PRECISION_HINT"))
+
+
+def _property_text(v: Any) -> str:
+    """A compiled model's property value as text (OpenVINO returns bools, enums, element types)."""
+    if isinstance(v, bool):
+        return "YES" if v else "NO"
+    return _type_name(v) if hasattr(v, "get_type_name") else str(v)
 
 
 def _type_name(t: Any) -> str:
