@@ -399,34 +399,53 @@ def compose_affine(
 
 
 def _fold_conv_affine(m: onnx.ModelProto, base_dir: Path | None = None) -> onnx.ModelProto:
-    """Conv -> a chain of Add/Sub/Mul/Div by constants per output channel (or one value) becomes one Conv:
-    W' = W * s, b' = b * s + t. How Paddle exports write a convolution's bias (a separate Add) and PP-LCNet's
-    learnable affine blocks (Mul and Add by a scalar after the Conv). Left alone, each is a separate float
-    op between the Conv and its activation: it stops the runtime's Conv+bias+activation fusion and, in an
-    INT8 model, is a float island between a DQ and a Q. Every link must be the previous one's only consumer
-    (not a graph output); ``x - c`` and ``x / c`` fold, ``c - x`` and ``c / x`` do not (not affine in the
-    right way), nor a constant that broadcasts along another axis."""
+    """Conv or ConvTranspose -> a chain of Add/Sub/Mul/Div by constants per output channel (or one value) and
+    inference BatchNormalizations becomes one Conv (ConvTranspose): W' = W * s, b' = b * s + t. How Paddle exports
+    write a convolution's bias (a separate Add) -- PP-OCR's DB head: ConvTranspose -> Add (bias) -> BatchNormalization
+    -> Relu -- and PP-LCNet's learnable affine blocks (Mul and Add by a scalar after the Conv). Left alone, each is
+    a separate float op between the Conv and its activation: it stops the runtime's Conv+bias+activation fusion
+    and, in an INT8 model, is a float island between a DQ and a Q. Every link must be the previous one's only
+    consumer (not a graph output); ``x - c`` and ``x / c`` fold, ``c - x`` and ``c / x`` do not (not affine in
+    the right way), nor a constant that broadcasts along another axis."""
     inits = {t.name: t for t in m.graph.initializer}
     consumers = _consumers(m)
     graph_outputs = {o.name for o in m.graph.output}
     absorbed: set[str] = set()
     for conv in list(m.graph.node):
-        if conv.op_type != "Conv" or len(conv.input) < 2 or conv.input[1] not in inits:
+        if conv.op_type not in ("Conv", "ConvTranspose") or conv.domain not in ("", "ai.onnx"):
+            continue
+        if len(conv.input) < 2 or conv.input[1] not in inits:
             continue
         if len(conv.input) > 2 and conv.input[2] and conv.input[2] not in inits:
             continue
         w_t = inits[conv.input[1]]
-        cout, rank = int(w_t.dims[0]), len(w_t.dims)
+        rank = len(w_t.dims)
+        group = int(node_attr(conv, "group", 1))
+        transposed = conv.op_type == "ConvTranspose"
+        # ConvTranspose weights are (Cin, Cout / group, k...): output channel g * Cout/group + j is column j of
+        # group g's rows
+        cout = int(w_t.dims[1]) * group if transposed else int(w_t.dims[0])
+        if rank < 3 or (transposed and int(w_t.dims[0]) % group):
+            continue
         scale, shift = np.ones(cout), np.zeros(cout)
         out, chain = conv.output[0], []
-        for n in affine_tail(out, consumers, inits, graph_outputs):
-            other = n.input[1] if n.input[0] == out else n.input[0]
-            c = _channel_constant(to_array(inits[other], base_dir), cout, rank)
-            if c is None or (n.op_type == "Div" and np.any(c == 0)):
+        while True:
+            links = affine_tail(out, consumers, inits, graph_outputs)
+            for n in links:
+                other = n.input[1] if n.input[0] == out else n.input[0]
+                c = _channel_constant(to_array(inits[other], base_dir), cout, rank)
+                if c is None or (n.op_type == "Div" and np.any(c == 0)):
+                    break
+                scale, shift = compose_affine(n.op_type, c, scale, shift)
+                chain.append(n)
+                out = n.output[0]
+            bn = _inference_bn(out, consumers, inits, graph_outputs, cout, base_dir)
+            if bn is None:
                 break
-            scale, shift = compose_affine(n.op_type, c, scale, shift)
-            chain.append(n)
-            out = n.output[0]
+            (node, s, t) = bn
+            scale, shift = scale * s, shift * s + t
+            chain.append(node)
+            out = node.output[0]
         if not chain:
             continue
         w = to_array(w_t, base_dir)
@@ -438,11 +457,13 @@ def _fold_conv_affine(m: onnx.ModelProto, base_dir: Path | None = None) -> onnx.
         key = conv.name or conv.output[0]
         w_name, b_name = f"{conv.input[1]}_{key}_affine", f"{key}_bias_affine"
         if np.any(scale != 1.0):
-            m.graph.initializer.append(
-                numpy_helper.from_array(
-                    (w.astype(np.float64) * scale.reshape(-1, *([1] * (rank - 1)))).astype(w.dtype), w_name
-                )
-            )
+            if transposed:
+                cin_g, cout_g = int(w.shape[0]) // group, int(w.shape[1])
+                per = scale.reshape(group, 1, cout_g, *([1] * (rank - 2)))
+                w_new = (w.astype(np.float64).reshape(group, cin_g, *w.shape[1:]) * per).reshape(w.shape)
+            else:
+                w_new = w.astype(np.float64) * scale.reshape(-1, *([1] * (rank - 1)))
+            m.graph.initializer.append(numpy_helper.from_array(w_new.astype(w.dtype), w_name))
             conv.input[1] = w_name
         m.graph.initializer.append(numpy_helper.from_array((b * scale + shift).astype(w.dtype), b_name))
         if len(conv.input) > 2:
@@ -452,11 +473,42 @@ def _fold_conv_affine(m: onnx.ModelProto, base_dir: Path | None = None) -> onnx.
         conv.output[0] = out
         absorbed.update(n.output[0] for n in chain)
     if absorbed:
-        keep = [n for n in m.graph.node if not (n.op_type != "Conv" and n.output and n.output[0] in absorbed)]
+        convs = ("Conv", "ConvTranspose")
+        keep = [n for n in m.graph.node if not (n.op_type not in convs and n.output and n.output[0] in absorbed)]
         del m.graph.node[:]
         m.graph.node.extend(keep)
         remove_unused_initializers(m)
     return m
+
+
+def _inference_bn(
+    y: str,
+    consumers: dict[str, list[onnx.NodeProto]],
+    inits: dict[str, onnx.TensorProto],
+    outputs: Container[str],
+    channels: int,
+    base_dir: Path | None,
+) -> tuple[onnx.NodeProto, np.ndarray, np.ndarray] | None:
+    """The BatchNormalization that alone reads ``y`` (not a graph output), in inference mode with constant
+    statistics for ``channels`` channels and one output: (node, s, t) with BN(x) = s x + t per channel."""
+    cons = consumers.get(y, [])
+    if y in outputs or len(cons) != 1:
+        return None
+    bn = cons[0]
+    if bn.op_type != "BatchNormalization" or bn.domain not in ("", "ai.onnx") or len(bn.input) != 5:
+        return None
+    if bn.input[0] != y or any(bn.output[1:]) or node_attr(bn, "training_mode", 0) != 0:
+        return None
+    if not all(i in inits and inits[i].data_type == onnx.TensorProto.FLOAT for i in bn.input[1:]):
+        return None
+    gamma, beta, mean, var = (to_array(inits[i], base_dir).astype(np.float64).ravel() for i in bn.input[1:])
+    if not gamma.size == beta.size == mean.size == var.size == channels:
+        return None
+    s = gamma / np.sqrt(var + float(node_attr(bn, "epsilon", 1e-5)))
+    t = beta - mean * s
+    if not (np.isfinite(s).all() and np.isfinite(t).all()):
+        return None
+    return bn, s, t
 
 
 def _fold_batchnorm(m: onnx.ModelProto, base_dir: Path | None = None) -> onnx.ModelProto:
