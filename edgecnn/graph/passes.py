@@ -1,6 +1,6 @@
 """Graph passes: pure functions ModelProto -> ModelProto whose results pass the checker and shape inference.
 
-- ``fold_batchnorm``: Conv (or ConvTranspose) followed by BatchNormalization becomes one Conv.
+- ``fold_batchnorm``: Conv followed by BatchNormalization becomes one Conv.
 - ``remove_identities``: Identity and inference-mode Dropout nodes are bypassed.
 - ``fold_constants``: Constant nodes become initializers (so every weight is an initializer), and nodes
   whose inputs are all constant (shape arithmetic, weight reshapes, casts) are computed once.
@@ -10,8 +10,10 @@
 - ``canonical_hard_activations``: hard-sigmoid and hard-swish written out in elementwise ops (how Paddle,
   tf2onnx and hand-written exports spell them: ``x * clip(x + 3, 0, 6) / 6``, ``relu6(x + 3) / 6``, ...)
   become one HardSigmoid (and its Mul), the form quantizers and runtimes have integer and fused kernels for.
-- ``prepare``: all of the above but static shapes, then shape inference; then a ReduceMean over H and W of a
-  4-D tensor (keeping dims) becomes GlobalAveragePool, the op runtimes have integer kernels for.
+- ``prepare``: all of the above but static shapes; a Conv or ConvTranspose followed by per-channel constant
+  Add/Sub/Mul/Div and BatchNormalization (a Paddle export's bias Add) absorbs them; then shape inference; then a
+  ReduceMean over H and W of a 4-D tensor (keeping dims) becomes GlobalAveragePool, the op runtimes have
+  integer kernels for.
 """
 
 from __future__ import annotations
