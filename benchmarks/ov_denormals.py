@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """INT8 on OpenVINO's CPU plugin with and without CPU_DENORMALS_OPTIMIZATION, against its bf16 default.
 
-    python benchmarks/ov_denormals.py [--models nudenet-320n,yolo320,ppocrv4-det] [--rounds 5]
+    python benchmarks/ov_denormals.py [--models nudenet-320n,yolo320,ppocrv4-det] [--rounds 7]
 
 On this AMX CPU the INT8 files of YOLO-style detectors (edgecnn's and NNCF's alike) ran no faster than the float
 model in OpenVINO's default bf16. `edgecnn profile -r openvino` found where: the 3x3 int8 convolutions in
@@ -18,7 +18,7 @@ each as OpenVINO compiles it by default (`default`) and with `CPU_DENORMALS_OPTI
 deployment sets in its compile_model config and `edgecnn bench --ov-property` measures. The INT8 files come from
 `benchmarks/pretrained.py` (nudenet-320n, ppocrv4-det) and `benchmarks/real_models.py` (yolo320); the input is a
 real image of each model's evaluation set, preprocessed by its PreprocessSpec. Every (model, file, setting) p50
-runs in a fresh process, 5 alternating rounds (benchmarks/runner.py).
+runs in a fresh process, alternating rounds (7 for the README table; benchmarks/runner.py).
 """
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ def readme_verdict(payload: dict[str, Any]) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=",".join(MODEL_FILES))
-    ap.add_argument("--iterations", type=int, default=50, help="timed runs per measurement")
+    ap.add_argument("--iterations", type=int, default=200, help="timed runs per measurement")
     common_args(ap)
     a = ap.parse_args()
     settings = settings_from(a)
