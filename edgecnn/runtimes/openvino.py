@@ -17,8 +17,8 @@ from edgecnn.runtimes.base import RuntimeClock, TensorSpec
 _core: ov.Core | None = None
 
 # Session options OV_PROPERTY + NAME = VALUE (``--ov-property NAME=VALUE``) reach the plugin's compile_model config
-# as NAME: VALUE, as a deployment's own config would, after edgecnn's defaults, which they override.
-# Properties that edgecnn's own options set, and which option does.
+# as NAME: VALUE, as a deployment's own config would, after edgecnn's defaults, which they override; except the
+# properties edgecnn's own options set (name -> the option that sets it), which are refused.
 OWN_PROPERTIES = {"INFERENCE_NUM_THREADS": "--threads", "PERF_COUNT": "edgecnn profile"}
 
 
