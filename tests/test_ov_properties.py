@@ -85,3 +85,44 @@ def test_profile_reports_what_ran(model: Path, tmp_path: Path) -> None:
     res = subprocess.run(cmd, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert json.loads(out.read_text())["profile"]["runtime_properties"] == {DENORMALS: "YES"}
+
+
+def _qdq_conv(path: Path) -> Path:
+    """x -> QuantizeLinear -> DequantizeLinear -> Conv 3x3: an INT8 (QDQ) model OpenVINO runs in int8."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    inits = [
+        numpy_helper.from_array(np.array(0.02, np.float32), "s"),
+        numpy_helper.from_array(np.array(0, np.uint8), "z"),
+        numpy_helper.from_array(np.random.default_rng(0).standard_normal((8, 3, 3, 3)).astype(np.float32), "w"),
+    ]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+        helper.make_node("DequantizeLinear", ["q", "s", "z"], ["d"]),
+        helper.make_node("Conv", ["d", "w"], ["y"], pads=[1, 1, 1, 1]),
+    ]
+    g = helper.make_graph(
+        nodes, "qdq", [helper.make_tensor_value_info("x", 1, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("y", 1, [1, 8, 16, 16])], inits,
+    )  # fmt: skip
+    return save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), path)
+
+
+def test_bench_points_an_int8_model_on_an_amx_cpu_to_the_property(model: Path, tmp_path: Path) -> None:
+    """The hint appears for an INT8 model on OpenVINO exactly when this CPU has AMX int8 (where the denormal cost
+    was measured) and the property was not given; never for the float model."""
+    from edgecnn.cli import app
+    from edgecnn.profile.core import cpu_flags
+
+    int8 = _qdq_conv(tmp_path / "int8.onnx")
+    hint = "without CPU_DENORMALS_OPTIMIZATION=YES"
+
+    def said(*args: str) -> bool:
+        res = runner.invoke(app, ["bench", *args, "-r", "openvino", "-n", "3"])
+        assert res.exit_code == 0, res.output
+        return hint in " ".join(res.output.split())
+
+    assert said(str(int8)) is ("amx_int8" in cpu_flags())
+    assert not said(str(model))
+    assert not said(str(int8), "--ov-property", f"{DENORMALS}=YES")

@@ -251,6 +251,45 @@ def print_results(results: Sequence[BenchResult]) -> None:
     )
     for line in timer_lines(results):
         console.print(line, highlight=False)
+    for line in denormal_hints(results):
+        console.print(line, highlight=False)
+
+
+def denormal_hints(results: Sequence[BenchResult]) -> list[str]:
+    """A line per INT8 ONNX model run on OpenVINO here, on a CPU with AMX int8, without
+    CPU_DENORMALS_OPTIMIZATION: its int8 3x3 convolutions ran about 2x slower for denormal floats there
+    (README, "INT8 on OpenVINO's CPU plugin"; benchmarks/ov_denormals.py), which a deployment config line fixes."""
+    from edgecnn.profile.core import cpu_flags
+
+    todo = [
+        r
+        for r in results
+        if r.runtime == "openvino"
+        and r.machine.host == "local"
+        and "CPU_DENORMALS_OPTIMIZATION" not in r.runtime_properties
+    ]
+    if not todo or "amx_int8" not in cpu_flags():
+        return []
+    out = []
+    for r in todo:
+        if Path(r.model).suffix.lower() != ".onnx" or not _has_quantize_linear(Path(r.model)):
+            continue
+        out.append(
+            f"{safe(r.model_name)} is INT8 on OpenVINO on a CPU with AMX: there its int8 3x3 convolutions can take about "
+            "twice as long without CPU_DENORMALS_OPTIMIZATION=YES in compile_model's config; measure with "
+            '--ov-property CPU_DENORMALS_OPTIMIZATION=YES (README: "INT8 on OpenVINO\'s CPU plugin").'
+        )
+    return out
+
+
+def _has_quantize_linear(path: Path) -> bool:
+    import onnx
+
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception:  # bench ran it; a file onnx cannot parse here gets no hint
+        return False
+    return any(n.op_type == "QuantizeLinear" for n in graph.node)
 
 
 def timer_lines(results: Sequence[BenchResult]) -> list[str]:
