@@ -24,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import CALIB, EVAL, MODELS, REPO, SPEC
-from runner import Variant, common_args, median, pick_names, run_benchmark, settings_from
+from runner import Variant, common_args, median, model_names, pick_names, run_benchmark, settings_from
 
 NAME = "bias_correction"
 MODEL_NAMES = ("sample_cnn", "mbv3-block", "det-block", "mobilenetv2")
@@ -108,14 +108,10 @@ def measure(
 
 
 # ------------------------------------------------------------------ README rendering -----------------------------
-def _models(payload: dict[str, Any]) -> list[str]:
-    return list(dict.fromkeys(v["params"]["model_name"] for v in payload["variants"]))
-
-
 def deltas(payload: dict[str, Any]) -> dict[str, dict[str, float | str]]:
     """Per model: SQNR gain (on - off) overall and on each half, agreement change, and the verdict."""
     out: dict[str, dict[str, float | str]] = {}
-    for m in _models(payload):
+    for m in model_names(payload):
 
         def d(metric: str, m: str = m) -> float | None:
             a, b = median(payload, f"{m}/on", metric), median(payload, f"{m}/off", metric)
@@ -152,7 +148,7 @@ def readme_table(payload: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     dl = deltas(payload)
-    for m in _models(payload):
+    for m in model_names(payload):
         g = dl[m]
         if g["verdict"] == "not measured":
             lines.append(f"| {m} | - | - | - | - | - | - | - | not measured |")

@@ -58,7 +58,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import CALIB, EVAL, MODELS, REPO, SPEC
-from runner import Variant, common_args, latency, median, run_benchmark, settings_from, spread
+from runner import Variant, common_args, latency, median, model_names, run_benchmark, settings_from, spread
 
 NAME = "export"
 TOOLS = ("edgecnn", "onnx2tf")
@@ -301,10 +301,6 @@ def variants_for(
 
 
 # -- README rendering (from the runner's JSON; used by benchmarks/readme_tables.py) ---------------------------
-def _models(payload: dict[str, Any]) -> list[str]:
-    return list(dict.fromkeys(v["params"]["model_name"] for v in payload["variants"]))
-
-
 def _tools(payload: dict[str, Any]) -> list[str]:
     present = {v["name"].split("/")[1] for v in payload["variants"]}
     return [t for t in TOOLS if t in present]
@@ -366,7 +362,7 @@ def readme_table(payload: dict[str, Any]) -> str:
         "| LiteRT p50 ms | INT8/FP32 |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for m in _models(payload):
+    for m in model_names(payload):
         for t in _tools(payload):
             for p in PRECISIONS:
                 conv = _variant(payload, f"{m}/{t}/{p}/convert")
@@ -411,7 +407,7 @@ def _vs(payload: dict[str, Any], m: str, p: str, metric: str) -> tuple[float, bo
 def verdicts(payload: dict[str, Any]) -> list[str]:
     """One sentence per goal, computed from the same JSON as the table."""
     out: list[str] = []
-    models = _models(payload)
+    models = model_names(payload)
     tools = _tools(payload)
     # INT8 <= 0.6x FP32 on LiteRT
     for t in tools:

@@ -22,7 +22,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import MODELS
-from runner import Variant, common_args, latency, median, run_benchmark, settings_from, spread
+from runner import Variant, common_args, latency, median, model_names, run_benchmark, settings_from, spread
 
 NAME = "fp16_speed"
 RUNTIMES = ("ort", "openvino", "openvino-default")
@@ -50,10 +50,6 @@ def measure(*, model: str, runtime: str, threads: int, batch: int, iterations: i
     return latency(runtime, model, threads=threads, batch=batch, iterations=iterations, warmup=warmup)
 
 
-def _models(payload: dict[str, Any]) -> list[str]:
-    return list(dict.fromkeys(v["params"]["model_name"] for v in payload["variants"]))
-
-
 def readme_table(payload: dict[str, Any]) -> str:
     s, mach = payload["settings"], payload["machine"]
     lines = [
@@ -67,7 +63,7 @@ def readme_table(payload: dict[str, Any]) -> str:
         "| model | runtime | OpenVINO ran in | p50 FP32 ms | p50 FP16 ms | fp16 / fp32 |",
         "|---|---|---|---|---|---|",
     ]
-    for m in _models(payload):
+    for m in model_names(payload):
         for rt in RUNTIMES:
             cells, meds = [], {}
             for p in PRECISIONS:
@@ -90,7 +86,7 @@ def readme_table(payload: dict[str, Any]) -> str:
 def readme_verdict(payload: dict[str, Any]) -> str:
     """Where FP16 is faster or slower than FP32 beyond noise (the [min, max] ranges over the rounds do not overlap)."""
     faster, slower, same = [], [], []
-    for m in _models(payload):
+    for m in model_names(payload):
         for rt in RUNTIMES:
             a, b = f"{m}/fp32/{rt}", f"{m}/fp16/{rt}"
             sa, sb = spread(payload, a, "p50_ms"), spread(payload, b, "p50_ms")

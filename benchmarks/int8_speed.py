@@ -32,7 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import CALIB, MODELS, SPEC, ort_reader
-from runner import Variant, common_args, latency, median, run_benchmark, settings_from, spread
+from runner import Variant, common_args, latency, median, model_names, run_benchmark, settings_from, spread
 
 NAME = "int8_speed"
 RUNTIMES = ("ort", "openvino")
@@ -108,10 +108,6 @@ def ort_graph(*, model: str, threads: int, batch: int, **_: Any) -> dict[str, An
 
 
 # ------------------------------------------------------------------ README rendering -----------------------------
-def _models(payload: dict[str, Any]) -> list[str]:
-    return list(dict.fromkeys(v["params"]["model_name"] for v in payload["variants"]))
-
-
 def within_noise(payload: dict[str, Any], a: str, b: str, metric: str) -> bool:
     """``a`` is at most ``b`` or their [min, max] ranges over the rounds overlap."""
     ma, mb = median(payload, a, metric), median(payload, b, metric)
@@ -124,7 +120,7 @@ def within_noise(payload: dict[str, Any], a: str, b: str, metric: str) -> bool:
 def verdicts(payload: dict[str, Any]) -> dict[str, list[str]]:
     """Which claims the numbers support: edgecnn fastest or within noise of the fastest; INT8 never slower."""
     out: dict[str, list[str]] = {"fastest_or_noise": [], "not_fastest": [], "int8_not_slower": [], "int8_slower": []}
-    for m in _models(payload):
+    for m in model_names(payload):
         for rt in RUNTIMES:
             meds = {v: median(payload, f"{m}/{v}/{rt}", "p50_ms") for v in VARIANTS}
             quant = {v: x for v, x in meds.items() if v != "fp32" and x is not None}
@@ -155,7 +151,7 @@ def readme_table(payload: dict[str, Any]) -> str:
         "| model | variant | p50 ORT ms | vs FP32 | p50 OpenVINO ms | vs FP32 | ORT runs: int ops | float Conv/Gemm | BN | Q/DQ |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for m in _models(payload):
+    for m in model_names(payload):
         base = {rt: median(payload, f"{m}/fp32/{rt}", "p50_ms") for rt in RUNTIMES}
         for v in VARIANTS:
             cells = []

@@ -30,7 +30,17 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import MODELS, timed_p50_ms
-from runner import BENCH_DIR, Variant, common_args, median, run_benchmark, settings_from, spread
+from runner import (
+    BENCH_DIR,
+    Variant,
+    common_args,
+    compare,
+    fmt_spread,
+    median,
+    model_names,
+    run_benchmark,
+    settings_from,
+)
 
 NAME = "ov_denormals"
 FILES = ("fp32", "edgecnn-ov", "nncf-onnx")
@@ -85,18 +95,9 @@ def measure(
     return {"p50_ms": p50, "inference_precision": sess.inference_precision, "denormals_flushed": str(bool(denormals))}  # type: ignore[attr-defined]
 
 
-def _cell(payload: dict[str, Any], name: str) -> str:
-    m, sp = median(payload, name, "p50_ms"), spread(payload, name, "p50_ms")
-    return "-" if m is None or sp is None else f"{m:.2f} [{sp[0]:.2f}-{sp[1]:.2f}]"
-
-
 def _ratio(payload: dict[str, Any], a: str, b: str) -> str:
     ma, mb = median(payload, a, "p50_ms"), median(payload, b, "p50_ms")
     return "-" if not ma or mb is None else f"{mb / ma:.2f}x"
-
-
-def _models(payload: dict[str, Any]) -> list[str]:
-    return list(dict.fromkeys(v["params"]["model_name"] for v in payload["variants"]))
 
 
 def readme_table(payload: dict[str, Any]) -> str:
@@ -113,12 +114,12 @@ def readme_table(payload: dict[str, Any]) -> str:
         "| model | file | p50 default ms | / fp32 | p50 flush ms | / fp32 | flush / default |",
         "|---|---|---|---|---|---|---|",
     ]
-    for m in _models(payload):
+    for m in model_names(payload):
         for f in FILES:
             d, fl = f"{m}/{f}/default", f"{m}/{f}/flush"
             lines.append(
-                f"| {m} | {f} | {_cell(payload, d)} | {_ratio(payload, f'{m}/fp32/default', d)} | "
-                f"{_cell(payload, fl)} | {_ratio(payload, f'{m}/fp32/flush', fl)} | {_ratio(payload, d, fl)} |"
+                f"| {m} | {f} | {fmt_spread(payload, d, 'p50_ms')} | {_ratio(payload, f'{m}/fp32/default', d)} | "
+                f"{fmt_spread(payload, fl, 'p50_ms')} | {_ratio(payload, f'{m}/fp32/flush', fl)} | {_ratio(payload, d, fl)} |"
             )
     return "\n".join(lines)
 
@@ -129,14 +130,12 @@ def readme_verdict(payload: dict[str, Any]) -> str:
     out = []
     for setting in SETTINGS:
         faster, same, slower = [], [], []
-        for m in _models(payload):
+        for m in model_names(payload):
             for f in FILES[1:]:
                 a, b = f"{m}/fp32/{setting}", f"{m}/{f}/{setting}"
-                sa, sb = spread(payload, a, "p50_ms"), spread(payload, b, "p50_ms")
-                if sa is None or sb is None:
-                    continue
-                label = f"{m} {f} ({_ratio(payload, a, b)})"
-                (faster if sb[1] < sa[0] else slower if sb[0] > sa[1] else same).append(label)
+                verdict = compare(payload, b, a)
+                if verdict is not None:
+                    {"faster": faster, "slower": slower}.get(verdict, same).append(f"{m} {f} ({_ratio(payload, a, b)})")
         out.append(
             f"**{setting}**: INT8 faster than the float model beyond noise: {', '.join(faster) or 'none'}; within "
             f"noise: {', '.join(same) or 'none'}; slower: {', '.join(slower) or 'none'}."

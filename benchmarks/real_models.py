@@ -66,6 +66,7 @@ from runner import (
     compare,
     fact_of,
     median,
+    model_names,
     pick_names,
     run_benchmark,
     settings_from,
@@ -298,10 +299,6 @@ def ort_executes(path: Path, tmp: Path, threads: int = 2) -> dict[str, int]:
 # ---------------------------------------------------------------- README rendering (from the JSON alone) -------
 
 
-def _models(payload: dict[str, Any]) -> list[str]:
-    return list(dict.fromkeys(v["params"]["model_name"] for v in payload["variants"]))
-
-
 def sqnrs(payload: dict[str, Any], model: str, variant: str) -> list[float] | None:
     """SQNR of every output (dB), or None when the variant was not evaluated."""
     name = f"{model}/{variant}/accuracy"
@@ -339,7 +336,7 @@ def readme_table(payload: dict[str, Any]) -> str:
         "ORT runs: int / float / Q-DQ | OpenVINO layers by precision |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for m in _models(payload):
+    for m in model_names(payload):
         f32, dflt = f"{m}/fp32/openvino-f32", f"{m}/fp32/openvino-default"
         lines.append(
             f"| {m} | FP32 | - | - | {_lat(payload, f'{m}/fp32/ort')} | f32 {_lat(payload, f32)}, default "
@@ -386,7 +383,7 @@ def readme_table(payload: dict[str, Any]) -> str:
 
 def goals(payload: dict[str, Any]) -> dict[str, Any]:
     """Every goal of issue 12 decided from the JSON (what readme_verdict words)."""
-    models = _models(payload)
+    models = model_names(payload)
     out: dict[str, Any] = {"sqnr": {}, "agreement": {}}
     for m in models:
         ours = sqnrs(payload, m, "edgecnn")

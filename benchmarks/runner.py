@@ -393,6 +393,11 @@ def spread(payload: dict[str, Any], variant: str, metric: str) -> tuple[float, f
     return None if not s or not s.get("n") else (float(s["min"]), float(s["max"]))
 
 
+def model_names(payload: dict[str, Any]) -> list[str]:
+    """The ``model_name`` params of a payload's variants, each once, in the order they ran."""
+    return list(dict.fromkeys(v["params"]["model_name"] for v in payload["variants"]))
+
+
 def variant_of(payload: dict[str, Any], name: str) -> dict[str, Any]:
     """The result of variant ``name`` in a payload ({} when it did not run)."""
     return next((v for v in payload["variants"] if v["name"] == name), {})
