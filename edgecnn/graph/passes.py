@@ -491,26 +491,34 @@ def _inference_bn(
     channels: int,
     base_dir: Path | None,
 ) -> tuple[onnx.NodeProto, np.ndarray, np.ndarray] | None:
-    """The BatchNormalization that alone reads ``y`` (not a graph output), in inference mode with constant
-    statistics for ``channels`` channels and one output: (node, s, t) with BN(x) = s x + t per channel."""
+    """The BatchNormalization that alone reads ``y`` (not a graph output) and computes ``s x + t`` over
+    ``channels`` channels (``bn_affine``): (node, s, t)."""
     cons = consumers.get(y, [])
-    if y in outputs or len(cons) != 1:
+    if y in outputs or len(cons) != 1 or cons[0].input[0] != y:
         return None
-    bn = cons[0]
+    st = bn_affine(cons[0], inits, base_dir)
+    return None if st is None or st[0].size != channels else (cons[0], *st)
+
+
+def bn_affine(
+    bn: onnx.NodeProto, inits: dict[str, onnx.TensorProto], base_dir: Path | None = None
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """(s, t) per channel, float64, with ``bn(x) = s x + t``, for a BatchNormalization in inference mode with one
+    output and constant, finite float statistics of one size; None for any other node."""
     if bn.op_type != "BatchNormalization" or bn.domain not in ("", "ai.onnx") or len(bn.input) != 5:
         return None
-    if bn.input[0] != y or any(bn.output[1:]) or node_attr(bn, "training_mode", 0) != 0:
+    if node_attr(bn, "training_mode", 0) != 0 or len([o for o in bn.output if o]) != 1:
         return None
     if not all(i in inits and inits[i].data_type == onnx.TensorProto.FLOAT for i in bn.input[1:]):
         return None
     gamma, beta, mean, var = (to_array(inits[i], base_dir).astype(np.float64).ravel() for i in bn.input[1:])
-    if not gamma.size == beta.size == mean.size == var.size == channels:
+    if not gamma.size == beta.size == mean.size == var.size:
         return None
     s = gamma / np.sqrt(var + float(node_attr(bn, "epsilon", 1e-5)))
     t = beta - mean * s
     if not (np.isfinite(s).all() and np.isfinite(t).all()):
         return None
-    return bn, s, t
+    return s, t
 
 
 def _fold_batchnorm(m: onnx.ModelProto, base_dir: Path | None = None) -> onnx.ModelProto:
@@ -698,19 +706,10 @@ def _standalone_bns_as_depthwise(m: onnx.ModelProto, base_dir: Path | None = Non
     used = _names_in_use(m)
     count = 0
     for n in m.graph.node:
-        if n.op_type != "BatchNormalization" or n.domain not in ("", "ai.onnx") or len(n.input) != 5:
+        st = bn_affine(n, inits, base_dir) if n.op_type == "BatchNormalization" else None
+        if st is None or ranks.get(n.input[0]) != 4:
             continue
-        if ranks.get(n.input[0]) != 4 or node_attr(n, "training_mode", 0) != 0 or len([o for o in n.output if o]) != 1:
-            continue
-        if not all(i in inits and inits[i].data_type == onnx.TensorProto.FLOAT for i in n.input[1:]):
-            continue
-        gamma, beta, mean, var = (to_array(inits[i], base_dir).astype(np.float64).ravel() for i in n.input[1:])
-        if not gamma.size == beta.size == mean.size == var.size:
-            continue
-        scale = gamma / np.sqrt(var + float(node_attr(n, "epsilon", 1e-5)))
-        shift = beta - mean * scale
-        if not (np.isfinite(scale).all() and np.isfinite(shift).all()):
-            continue
+        scale, shift = st
         c = scale.size
         w, b = _fresh_name(used, f"{n.name or n.output[0]}_dw_w"), _fresh_name(used, f"{n.name or n.output[0]}_dw_b")
         m.graph.initializer.extend([
