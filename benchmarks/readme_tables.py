@@ -44,6 +44,8 @@ BLOCKS: dict[str, tuple[str, tuple[str, dict[str, str]]]] = {
     "fp16_speed_verdict": ("fp16_speed:readme_verdict", ("fp16_speed", {})),
     "ov_denormals": ("ov_denormals:readme_table", ("ov_denormals", {})),
     "ov_denormals_verdict": ("ov_denormals:readme_verdict", ("ov_denormals", {})),
+    "ov_silu_form": ("ov_silu_form:readme_table", ("ov_silu_form", {})),
+    "ov_silu_form_verdict": ("ov_silu_form:readme_verdict", ("ov_silu_form", {})),
     "calibration": ("calibration:readme_table", _CALIB),
     "calibration_ratios": ("calibration:readme_ratios", _CALIB),
     "calibration_goals": ("calibration:readme_goals", _CALIB),

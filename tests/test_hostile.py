@@ -362,6 +362,13 @@ for _prop, _needles in [("NOPE=1", ("NOPE", "settable:", "CPU_DENORMALS_OPTIMIZA
         "--ov-property", p, "--json", d / "o.json"], 2, *_needles, absent=("o.json",))  # fmt: skip
 row("bench --ov-property without openvino", lambda d: _bench(d, "--ov-property", "CPU_DENORMALS_OPTIMIZATION=YES"),
     2, "--runtime openvino")  # fmt: skip
+# --silu-form: a choice of how OpenVINO's placement writes SiLU; refused elsewhere rather than ignored
+row("quantize --silu-form typo", lambda d: _q(d, "-o", d / "q.onnx", "--runtime", "openvino", "--silu-form",
+    "tan"), 2, "--silu-form 'tan'", "auto, sigmoid, tanh", absent=("q.onnx",))  # fmt: skip
+row("quantize --silu-form without openvino", lambda d: _q(d, "-o", d / "q.onnx", "--silu-form", "tanh"), 2,
+    "--silu-form tanh", "--runtime openvino", "--runtime ort", absent=("q.onnx",))  # fmt: skip
+row("quantize --silu-form with --target", lambda d: _q(d, "-o", d / "q.onnx", "--runtime", "openvino", "--target",
+    "intel-cpu", "--silu-form", "sigmoid"), 2, "--target intel-cpu", absent=("q.onnx",))  # fmt: skip
 row("quantize --batch 0", lambda d: _q(d, "-o", d / "q.onnx", "--batch", "0"), 2, "--batch")
 row("quantize --samples -1", lambda d: _q(d, "-o", d / "q.onnx", "--samples", "-1"), 2, "--samples")
 # a typo in --exclude would quantize the layer the user meant to keep float: refused, with the nearest names

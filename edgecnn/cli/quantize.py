@@ -67,10 +67,17 @@ def quantize_cmd(
             help="Correct Conv biases for the mean error of weight rounding (one extra pass).",
         ),
     ] = True,
+    silu_form: Annotated[
+        str,
+        typer.Option(
+            help="--runtime openvino: SiLU as exported (sigmoid) or as x*(0.5+0.5*tanh(x/2)) (tanh); auto: tanh "
+            "on a CPU with AMX int8, where OpenVINO's int8 conv with a fused Sigmoid is slow."
+        ),
+    ] = "auto",
 ) -> None:
     """Quantize MODEL to INT8 (QDQ, calibrated on real images) or FP16, verified and stamped with provenance."""
     from edgecnn.graph.load import parse_input_shapes
-    from edgecnn.quantize.api import SCHEMA_VERSION, Precision, QuantizeConfig, quantize
+    from edgecnn.quantize.api import SCHEMA_VERSION, SILU_FORMS, Precision, QuantizeConfig, quantize
     from edgecnn.quantize.estimators import parse_method
     from edgecnn.quantize.params import QuantScheme, resolve_scheme
     from edgecnn.report.jsonio import write_json
@@ -111,6 +118,13 @@ def quantize_cmd(
         keep_float = load_target(target).float_only_ops  # ops the target runs only in float stay float
     from edgecnn.quantize.distributed import parse_backend
 
+    if silu_form not in SILU_FORMS:
+        raise BadInputError(f"--silu-form {silu_form!r}; valid values are {', '.join(SILU_FORMS)}")
+    if silu_form != "auto" and (target or runtime != "openvino" or prec is not Precision.INT8):
+        raise BadInputError(
+            f"--silu-form {silu_form}: applies to --precision int8 --runtime openvino without --target (got "
+            f"{'--target ' + target if target else '--runtime ' + runtime + ' --precision ' + precision})"
+        )
     if not 1 <= workers <= 1024:
         raise BadInputError(f"--workers {workers}; expected an integer from 1 to 1024")
     config = QuantizeConfig(
@@ -123,6 +137,7 @@ def quantize_cmd(
         workers=workers,
         backend=parse_backend(backend).value,
         bias_correction=bias_correction,
+        silu_form=silu_form,
     )
     if max_drop is not None or data is not None:
         if max_drop is None or data is None or prec is not Precision.INT8:
@@ -275,6 +290,14 @@ def print_report(r: QuantizeReport, output: Path) -> None:
         )
     if r.activations_fused:
         t.add_row("activations fused", f"{r.activations_fused} Relu/Clip folded into the quantized op")
+    if r.silu_form:
+        form, why = r.silu_form.split(": ", 1)
+        n = (
+            f"{r.silu_as_tanh} SiLU(s) on Conv outputs written as x·(0.5 + 0.5·tanh(x/2))"
+            if form == "tanh"
+            else "as exported"
+        )
+        t.add_row("SiLU form", f"{n} ({why})")
     t.add_row("kept float", str(len(r.kept_float)))
     if r.integer_forms:
         t.add_row("integer forms", f"{len(r.integer_forms)} node(s) without a runtime kernel rewritten in integer")

@@ -68,6 +68,34 @@ class QuantizeConfig:
     # auto, ONNX Runtime: also write the model with each Conv -> HardSwish -> Conv block's channels equalized
     # (edgecnn.quantize.equalize), ship it if measured better (MSE_WINS_BELOW); False: skip the candidate
     equalize: bool = True
+    # --runtime openvino: how a SiLU on a Conv's output is written (SILU_FORMS; silu_form decides "auto")
+    silu_form: str = "auto"
+
+
+# "sigmoid": as exported, Sigmoid·Mul (OpenVINO fuses it into the int8 convolution as a Swish post-op); "tanh":
+# x·(0.5 + 0.5·tanh(x/2)), the same function (qdq.silu_as_tanh); "auto": tanh on a CPU with AMX int8, where the
+# fused Swish makes OpenVINO's int8 convolutions 2-3x slower, else sigmoid (benchmarks/ov_silu_form.py measures
+# both sides: the AMX CPU and the same CPU limited to AVX512-VNNI and AVX2-VNNI).
+SILU_FORMS = ("auto", "sigmoid", "tanh")
+
+
+def silu_form(choice: str, runtime: str, flags: Iterable[str]) -> tuple[str, str]:
+    """(the form quantize writes SiLU in, why) for ``choice`` (SILU_FORMS) on ``runtime`` on a CPU with ``flags``
+    (edgecnn.profile.core.cpu_flags). Only OpenVINO's placement has a choice; elsewhere "sigmoid"."""
+    if runtime != "openvino":
+        return "sigmoid", ""
+    if choice != "auto":
+        return choice, f"--silu-form {choice}"
+    if "amx_int8" in flags:
+        return "tanh", (
+            "this CPU has AMX int8, where OpenVINO's int8 convolution with the Sigmoid fused runs 2-3x slower "
+            "(benchmarks/ov_silu_form.py); on a CPU without AMX the fused Sigmoid is faster: quantize with "
+            "--silu-form sigmoid for one"
+        )
+    return "sigmoid", (
+        "this CPU has no AMX int8: OpenVINO's int8 convolution with the Sigmoid fused is the faster form here; "
+        "for a CPU with AMX, --silu-form tanh"
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -124,6 +152,9 @@ class QuantizeReport:
     # auto, a float stem followed by a depthwise conv: the same error with that conv integer ("integer") and
     # kept float with the stem ("float"); the float one ships below MSE_WINS_BELOW
     stem_check: dict[str, float] = field(default_factory=dict)
+    # --runtime openvino: SiLUs on Conv outputs written as x·(0.5 + 0.5·tanh(x/2)) (silu_form), and why the form
+    silu_as_tanh: int = 0
+    silu_form: str = ""
 
     def to_dict(self) -> dict[str, object]:
         from dataclasses import asdict
@@ -491,6 +522,10 @@ def _quantize(
     policy = op_policy(config.runtime)
     if not config.channel_grids:
         policy = replace(policy, per_channel_depthwise=False)
+    from edgecnn.profile.core import cpu_flags
+
+    silu, silu_why = silu_form(config.silu_form, policy.name, cpu_flags())
+    policy = replace(policy, silu_as_tanh=silu == "tanh")
     the_plan = plan(prepared, config.exclude, quantize_outputs=config.scheme.quantize_outputs, policy=policy)
     # auto: grids per channel are a candidate measured against one grid per tensor (the channel check below)
     grid_plan, the_plan = the_plan, replace(the_plan, per_channel=()) if config.method is Method.AUTO else the_plan
@@ -695,9 +730,17 @@ def _quantize(
         per_channel_grids=res.per_channel,
         channel_check=channel_check,
         equalize_check=equalize_check,
+        silu_as_tanh=res.silu_as_tanh,
+        silu_form=f"{silu}: {silu_why}" if silu_why and _has_silu(prepared) else "",
         **common,  # type: ignore[arg-type]
     )
     return res.model, report, shipped_error
+
+
+def _has_silu(model: onnx.ModelProto) -> bool:
+    """A Sigmoid whose output a Mul reads with the Sigmoid's own input (a SiLU, whatever writes its input)."""
+    sig = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "Sigmoid" and n.input and n.output}
+    return any(n.op_type == "Mul" and any(sig.get(a) == b for a in n.input for b in n.input) for n in model.graph.node)
 
 
 def _f32_on(runtime: str) -> str:

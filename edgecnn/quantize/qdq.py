@@ -81,6 +81,9 @@ class OpPolicy:
     # v0::HardSigmoid runs as a separate "Math" kernel with layout Reorders around it; Add/Clip/Div is matched
     # as HSigmoid/HSwish and fused; edgecnn.quantize.qdq.hard_sigmoid_as_eltwise).
     hard_sigmoid_as_eltwise: bool = False
+    # A SiLU on a Conv's output (Sigmoid·Mul) written as x·(0.5 + 0.5·tanh(x/2)) (silu_as_tanh). Not a policy
+    # default: it depends on the CPU, so quantize sets it (api.silu_form: OpenVINO on a CPU with AMX int8).
+    silu_as_tanh: bool = False
     # A post-op chain also takes the Mul/Add/Sub/Div by constants right after it (PP-LCNet's learnable affine
     # block after its hard-swish): the runtime fuses them into the convolution's epilogue as well, so the one
     # Q/DQ goes after them instead of a requantization before and after each (OpenVINO; NNCF places them so).
@@ -282,6 +285,7 @@ class QdqPlan:
     concats: tuple[str, ...] = ()  # quantized Concat nodes (their inputs and output share one range)
     lookup_ops: frozenset[str] = frozenset()  # op types the writer turns into integer lookup tables
     hard_sigmoid_as_eltwise: bool = False  # float HardSigmoid written as Add/Clip/Div (OpPolicy field)
+    silu_as_tanh: bool = False  # SiLU after a Conv written with Tanh (OpPolicy field)
     decompose_ops: frozenset[str] = frozenset()  # op types the writer rewrites into QLinearAdd/QLinearMul form
     absorb_affine: bool = False  # scalar affine chains after integer ops go into the grids (OpPolicy field)
     # Activations read only by depthwise convs, with one grid per channel (axis 1; OpPolicy.per_channel_depthwise)
@@ -302,6 +306,7 @@ class QdqResult:
     kept_float: dict[str, str] = field(default_factory=dict)
     fused_activations: int = 0
     integer_forms: dict[str, str] = field(default_factory=dict)  # node -> the integer form written for it
+    silu_as_tanh: int = 0  # SiLUs written as x·(0.5 + 0.5·tanh(x/2)) (QdqPlan.silu_as_tanh)
     per_channel: list[str] = field(default_factory=list)  # activations written with one grid per channel
 
 
@@ -583,6 +588,7 @@ def plan(
         concats=tuple(keys[id(n)] for n in quantized if n.op_type == "Concat"),
         lookup_ops=policy.lookup_ops,
         hard_sigmoid_as_eltwise=policy.hard_sigmoid_as_eltwise,
+        silu_as_tanh=policy.silu_as_tanh,
         decompose_ops=policy.decompose_ops,
         absorb_affine=policy.absorb_affine,
         per_channel=per_channel,
@@ -904,6 +910,8 @@ def write_qdq(
                 )
     if the_plan.hard_sigmoid_as_eltwise:
         hard_sigmoid_as_eltwise(m)
+    if the_plan.silu_as_tanh:
+        result.silu_as_tanh = silu_as_tanh(m)
     if the_plan.contrib_gelu:
         for k in contrib_gelu(m, {n.output[0]: keys[id(n)] for n in nodes if n.output}):
             if result.kept_float.get(k) == GELU_REASON:
@@ -1021,6 +1029,55 @@ def _absorb_affine_chains(
             )
         out[h] = chain
     return out
+
+
+def silu_as_tanh(m: onnx.ModelProto) -> int:
+    """In place: the Sigmoid of every SiLU on a Conv's output (``Mul(y, Sigmoid(y))``, y read by those two only)
+    becomes ``0.5 + 0.5·tanh(y/2)``, the same function (float rounding apart). Returns how many.
+
+    Why (OpenVINO 2026.4, CPU with AMX int8, measured in benchmarks/ov_silu_form.py): the int8 convolution
+    fuses a Sigmoid·Mul as a Swish post-op, and that kernel (brgconv_avx512_amx_i8) runs 2-3x slower than
+    without it unless CPU_DENORMALS_OPTIMIZATION is set; written with Tanh, the convolution runs the jit AMX
+    kernel and the activation with the next FakeQuantize as one eltwise kernel after it (nudenet-320n: 167 ->
+    59 + 30 us on model.5). Without AMX (AVX512-VNNI, AVX2-VNNI) the fused Sigmoid is the faster one, so this
+    is a per-CPU choice, not an OpenVINO policy."""
+    g = m.graph
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for n in g.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    convs = {o for n in g.node if n.op_type == "Conv" for o in n.output}
+    graph_outputs = {o.name for o in g.output}
+    half = "silu_tanh_half"
+    out: list[onnx.NodeProto] = []
+    count = 0
+    for n in g.node:
+        y = n.input[0] if n.op_type == "Sigmoid" and n.domain in ("", "ai.onnx") and n.input else ""
+        users = readers.get(n.output[0], []) if y else []
+        if (
+            y in convs
+            and y not in graph_outputs
+            and n.output[0] not in graph_outputs
+            and len(users) == 1
+            and users[0].op_type == "Mul"
+            and sorted(users[0].input) == sorted([y, n.output[0]])
+            and {id(r) for r in readers.get(y, [])} == {id(n), id(users[0])}
+        ):
+            base = n.name or n.output[0]
+            out += [
+                helper.make_node("Mul", [y, half], [f"{base}_half_x"], name=f"{base}_half_x"),
+                helper.make_node("Tanh", [f"{base}_half_x"], [f"{base}_tanh"], name=f"{base}_tanh"),
+                helper.make_node("Mul", [f"{base}_tanh", half], [f"{base}_half_tanh"], name=f"{base}_half_tanh"),
+                helper.make_node("Add", [f"{base}_half_tanh", half], [n.output[0]], name=f"{base}_plus_half"),
+            ]
+            count += 1
+            continue
+        out.append(n)
+    if count:
+        g.initializer.append(numpy_helper.from_array(np.array(0.5, np.float32), half))
+        del g.node[:]
+        g.node.extend(out)
+    return count
 
 
 def hard_sigmoid_as_eltwise(m: onnx.ModelProto) -> int:
