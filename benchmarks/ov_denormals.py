@@ -35,11 +35,13 @@ from runner import (
     Variant,
     common_args,
     compare,
+    fmt_ratio,
     fmt_spread,
-    median,
+    load_note,
     model_names,
     run_benchmark,
     settings_from,
+    timing_header,
 )
 
 NAME = "ov_denormals"
@@ -95,21 +97,11 @@ def measure(
     return {"p50_ms": p50, "inference_precision": sess.inference_precision, "denormals_flushed": str(bool(denormals))}  # type: ignore[attr-defined]
 
 
-def _ratio(payload: dict[str, Any], a: str, b: str) -> str:
-    ma, mb = median(payload, a, "p50_ms"), median(payload, b, "p50_ms")
-    return "-" if not ma or mb is None else f"{mb / ma:.2f}x"
-
-
 def readme_table(payload: dict[str, Any]) -> str:
-    s, mach = payload["settings"], payload["machine"]
     lines = [
-        f"p50 in ms: median over {s['rounds']} alternating rounds, each a fresh process of {payload['iterations']} "
-        f"timed runs on a real image [min-max over the rounds]; {s['threads']} threads, batch {s['batch']}; "
-        f"{mach['cpu_model']} ({mach['cores_logical']} cores; {mach['cpu_flags']}), OpenVINO "
-        f"{mach['versions']['openvino']}, every file compiled with OpenVINO's default precision (float layers in "
+        f"{timing_header(payload)}, every file compiled with OpenVINO's default precision (float layers in "
         "bf16 here). `flush`: CPU_DENORMALS_OPTIMIZATION=YES. Ratios are of the medians: `/ fp32` to the float "
-        f"model with the same setting, `flush / default` of the same file. Load average "
-        f"{mach['loadavg_before'][0]:.1f} before, {mach['loadavg_after'][0]:.1f} after (a shared machine).",
+        f"model with the same setting, `flush / default` of the same file. {load_note(payload)}",
         "",
         "| model | file | p50 default ms | / fp32 | p50 flush ms | / fp32 | flush / default |",
         "|---|---|---|---|---|---|---|",
@@ -118,8 +110,8 @@ def readme_table(payload: dict[str, Any]) -> str:
         for f in FILES:
             d, fl = f"{m}/{f}/default", f"{m}/{f}/flush"
             lines.append(
-                f"| {m} | {f} | {fmt_spread(payload, d, 'p50_ms')} | {_ratio(payload, f'{m}/fp32/default', d)} | "
-                f"{fmt_spread(payload, fl, 'p50_ms')} | {_ratio(payload, f'{m}/fp32/flush', fl)} | {_ratio(payload, d, fl)} |"
+                f"| {m} | {f} | {fmt_spread(payload, d, 'p50_ms')} | {fmt_ratio(payload, f'{m}/fp32/default', d)} | "
+                f"{fmt_spread(payload, fl, 'p50_ms')} | {fmt_ratio(payload, f'{m}/fp32/flush', fl)} | {fmt_ratio(payload, d, fl)} |"
             )
     return "\n".join(lines)
 
@@ -135,7 +127,9 @@ def readme_verdict(payload: dict[str, Any]) -> str:
                 a, b = f"{m}/fp32/{setting}", f"{m}/{f}/{setting}"
                 verdict = compare(payload, b, a)
                 if verdict is not None:
-                    {"faster": faster, "slower": slower}.get(verdict, same).append(f"{m} {f} ({_ratio(payload, a, b)})")
+                    {"faster": faster, "slower": slower}.get(verdict, same).append(
+                        f"{m} {f} ({fmt_ratio(payload, a, b)})"
+                    )
         out.append(
             f"**{setting}**: INT8 faster than the float model beyond noise: {', '.join(faster) or 'none'}; within "
             f"noise: {', '.join(same) or 'none'}; slower: {', '.join(slower) or 'none'}."

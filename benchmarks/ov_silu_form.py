@@ -32,18 +32,20 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import ov_denormals
 from common import MODELS, timed_p50_ms
 from runner import (
-    BENCH_DIR,
     REPO,
     Variant,
     common_args,
     compare,
+    fmt_ratio,
     fmt_spread,
-    median,
+    load_note,
     model_names,
     run_benchmark,
     settings_from,
+    timing_header,
 )
 
 NAME = "ov_silu_form"
@@ -54,27 +56,15 @@ CPUS: dict[str, tuple[str, str]] = {
     "avx512-vnni": ("AVX512_CORE_VNNI", "f32"),
     "avx2-vnni": ("AVX2_VNNI", "f32"),
 }
-PRETRAINED = MODELS / "pretrained"
 WORK = MODELS / "silu_form"
-# name -> (float model, calibration images, PreprocessSpec, evaluation images, input name, input shape)
-MODEL_FILES: dict[str, tuple[Path, Path, Path, Path, str, list[int]]] = {
-    "nudenet-320n": (
-        PRETRAINED / "nudenet-3.4.2" / "nudenet" / "320n.onnx",
-        PRETRAINED / "img" / "nat" / "calib",
-        BENCH_DIR / "pretrained" / "nudenet.toml",
-        PRETRAINED / "img" / "nat" / "eval",
-        "images",
-        [1, 3, 320, 320],
-    ),
-    "yolo320": (
-        MODELS / "real" / "yolo320" / "model.onnx",
-        MODELS / "real" / "yolo320" / "calib",
-        MODELS / "real" / "yolo320" / "eval" / "preprocess.toml",
-        MODELS / "real" / "yolo320" / "eval",
-        "input",
-        [1, 3, 320, 320],
-    ),
-}
+MODELS_WITH_SILU = ("nudenet-320n", "yolo320")
+
+
+def model_files(name: str) -> tuple[Path, Path, Path, Path, str, list[int]]:
+    """(float model, calibration images, PreprocessSpec, evaluation images, input name, input shape) of ``name``:
+    ov_denormals' table, with the calibration images beside the evaluation ones."""
+    fp32, _, spec, data, input_name, shape = ov_denormals.MODEL_FILES[name]
+    return fp32, data.parent / "calib", spec, data, input_name, shape
 
 
 def measure(
@@ -106,7 +96,7 @@ def measure(
 
 def quantize_files(name: str, force: bool) -> dict[str, Path]:
     """The two INT8 files of ``name`` (written once by `edgecnn quantize`, kept under WORK)."""
-    fp32, calib, spec, _, input_name, shape = MODEL_FILES[name]
+    fp32, calib, spec, _, input_name, shape = model_files(name)
     out: dict[str, Path] = {"fp32": fp32}
     for form in FILES[1:]:
         dst = WORK / name / f"{form}.onnx"
@@ -138,7 +128,7 @@ def accuracy(name: str, files: dict[str, Path], n: int, threads: int) -> dict[st
     from edgecnn.preprocess import list_images, load_spec
     from edgecnn.runtimes import open_session
 
-    _, _, spec, data, input_name, shape = MODEL_FILES[name]
+    _, _, spec, data, input_name, shape = model_files(name)
     ps = load_spec(spec)
     xs = [ps.load(p)[None] for p in list_images(data)[:n]]
     ref_sess = open_session("ort", files["fp32"], threads=threads, input_shapes={input_name: tuple(shape)})
@@ -160,21 +150,11 @@ def accuracy(name: str, files: dict[str, Path], n: int, threads: int) -> dict[st
     return out
 
 
-def _ratio(payload: dict[str, Any], a: str, b: str) -> str:
-    ma, mb = median(payload, a, "p50_ms"), median(payload, b, "p50_ms")
-    return "-" if not ma or mb is None else f"{mb / ma:.2f}x"
-
-
 def readme_table(payload: dict[str, Any]) -> str:
-    s, mach = payload["settings"], payload["machine"]
     lines = [
-        f"p50 in ms: median over {s['rounds']} alternating rounds, each a fresh process of {payload['iterations']} "
-        f"timed runs on a real image [min-max over the rounds]; {s['threads']} threads, batch {s['batch']}; "
-        f"{mach['cpu_model']} ({mach['cores_logical']} cores; {mach['cpu_flags']}), OpenVINO "
-        f"{mach['versions']['openvino']}. `amx`: this CPU, OpenVINO's default precision (bf16 float layers); "
+        f"{timing_header(payload)}. `amx`: this CPU, OpenVINO's default precision (bf16 float layers); "
         "`avx512-vnni` / `avx2-vnni`: the same CPU limited by ONEDNN_MAX_CPU_ISA, float layers in f32. Ratios of the "
-        "medians: `tanh / sigmoid` of the two INT8 files, `/ fp32` to the float model on the same CPU. Load average "
-        f"{mach['loadavg_before'][0]:.1f} before, {mach['loadavg_after'][0]:.1f} after (a shared machine).",
+        f"medians: `tanh / sigmoid` of the two INT8 files, `/ fp32` to the float model on the same CPU. {load_note(payload)}",
         "",
         "| model | CPU | fp32 ms | sigmoid ms | / fp32 | tanh ms | / fp32 | tanh / sigmoid |",
         "|---|---|---|---|---|---|---|---|",
@@ -184,9 +164,9 @@ def readme_table(payload: dict[str, Any]) -> str:
             v = {f: f"{m}/{f}/{cpu}" for f in FILES}
             lines.append(
                 f"| {m} | {cpu} | {fmt_spread(payload, v['fp32'], 'p50_ms')} | "
-                f"{fmt_spread(payload, v['sigmoid'], 'p50_ms')} | {_ratio(payload, v['fp32'], v['sigmoid'])} | "
-                f"{fmt_spread(payload, v['tanh'], 'p50_ms')} | {_ratio(payload, v['fp32'], v['tanh'])} | "
-                f"{_ratio(payload, v['sigmoid'], v['tanh'])} |"
+                f"{fmt_spread(payload, v['sigmoid'], 'p50_ms')} | {fmt_ratio(payload, v['fp32'], v['sigmoid'])} | "
+                f"{fmt_spread(payload, v['tanh'], 'p50_ms')} | {fmt_ratio(payload, v['fp32'], v['tanh'])} | "
+                f"{fmt_ratio(payload, v['sigmoid'], v['tanh'])} |"
             )
     acc = payload.get("accuracy", {})
     if acc:
@@ -214,7 +194,7 @@ def readme_verdict(payload: dict[str, Any]) -> str:
             a, b = f"{m}/sigmoid/{cpu}", f"{m}/tanh/{cpu}"
             verdict = compare(payload, b, a)
             if verdict is not None:
-                said.get(verdict, said["same"]).append(f"{m} {_ratio(payload, a, b)}")
+                said.get(verdict, said["same"]).append(f"{m} {fmt_ratio(payload, a, b)}")
         out.append(
             f"**{cpu}**: tanh faster than sigmoid beyond noise: {', '.join(said['faster']) or 'none'}; slower: "
             f"{', '.join(said['slower']) or 'none'}; within noise: {', '.join(said['same']) or 'none'}."
@@ -224,7 +204,7 @@ def readme_verdict(payload: dict[str, Any]) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", default=",".join(MODEL_FILES))
+    ap.add_argument("--models", default=",".join(MODELS_WITH_SILU))
     ap.add_argument("--iterations", type=int, default=200, help="timed runs per measurement")
     ap.add_argument("--eval", type=int, default=64, help="held-out images for the SQNR")
     ap.add_argument("--requantize", action="store_true", help="write the INT8 files again")
@@ -234,10 +214,10 @@ def main() -> int:
     variants: list[Variant] = []
     acc: dict[str, Any] = {}
     for name in a.models.split(","):
-        if name not in MODEL_FILES:
-            print(f"error: --models {name}: valid names are {', '.join(MODEL_FILES)}", file=sys.stderr)
+        if name not in MODELS_WITH_SILU:
+            print(f"error: --models {name}: valid names are {', '.join(MODELS_WITH_SILU)}", file=sys.stderr)
             return 2
-        for p in MODEL_FILES[name][:4]:
+        for p in model_files(name)[:4]:
             if not p.exists():
                 print(
                     f"error: {p} not found; run benchmarks/pretrained.py and benchmarks/real_models.py first",
@@ -246,7 +226,7 @@ def main() -> int:
                 return 2
         files = quantize_files(name, a.requantize)
         acc[name] = accuracy(name, files, a.eval, settings.threads)
-        _, _, spec, data, input_name, shape = MODEL_FILES[name]
+        _, _, spec, data, input_name, shape = model_files(name)
         for f in FILES:
             for cpu in CPUS:
                 params = {

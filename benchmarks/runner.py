@@ -477,6 +477,30 @@ def fmt_spread(payload: dict[str, Any], variant: str, metric: str, spec: str = "
     return f"{m:{spec}} [{s[0]:{spec}}-{s[1]:{spec}}]"
 
 
+def fmt_ratio(payload: dict[str, Any], a: str, b: str, metric: str = "p50_ms") -> str:
+    """'0.81x': the median of ``b`` over the median of ``a``, or '-' when either is missing."""
+    ma, mb = median(payload, a, metric), median(payload, b, metric)
+    return "-" if not ma or mb is None else f"{mb / ma:.2f}x"
+
+
+def timing_header(payload: dict[str, Any]) -> str:
+    """The first sentence of a latency table: rounds, runs, threads, batch, CPU, OpenVINO version."""
+    s, mach = payload["settings"], payload["machine"]
+    return (
+        f"p50 in ms: median over {s['rounds']} alternating rounds, each a fresh process of {payload['iterations']} "
+        f"timed runs on a real image [min-max over the rounds]; {s['threads']} threads, batch {s['batch']}; "
+        f"{mach['cpu_model']} ({mach['cores_logical']} cores; {mach['cpu_flags']}), OpenVINO "
+        f"{mach['versions']['openvino']}"
+    )
+
+
+def load_note(payload: dict[str, Any]) -> str:
+    mach = payload["machine"]
+    return (
+        f"Load average {mach['loadavg_before'][0]:.1f} before, {mach['loadavg_after'][0]:.1f} after (a shared machine)."
+    )
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--child":
         sys.exit(_child(sys.argv[2], sys.argv[3]))
