@@ -87,8 +87,9 @@ def test_profile_reports_what_ran(model: Path, tmp_path: Path) -> None:
     assert json.loads(out.read_text())["profile"]["runtime_properties"] == {DENORMALS: "YES"}
 
 
-def _qdq_conv(path: Path) -> Path:
-    """x -> QuantizeLinear -> DequantizeLinear -> Conv 3x3: an INT8 (QDQ) model OpenVINO runs in int8."""
+def _qdq_conv(path: Path, silu: bool = False) -> Path:
+    """x -> QuantizeLinear -> DequantizeLinear -> Conv 3x3: an INT8 (QDQ) model OpenVINO runs in int8; ``silu``:
+    with a SiLU (Sigmoid·Mul) on the Conv's output."""
     import numpy as np
     from onnx import helper, numpy_helper
 
@@ -100,8 +101,10 @@ def _qdq_conv(path: Path) -> Path:
     nodes = [
         helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
         helper.make_node("DequantizeLinear", ["q", "s", "z"], ["d"]),
-        helper.make_node("Conv", ["d", "w"], ["y"], pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["d", "w"], ["c" if silu else "y"], pads=[1, 1, 1, 1]),
     ]
+    if silu:
+        nodes += [helper.make_node("Sigmoid", ["c"], ["s"]), helper.make_node("Mul", ["c", "s"], ["y"])]
     g = helper.make_graph(
         nodes, "qdq", [helper.make_tensor_value_info("x", 1, [1, 3, 16, 16])],
         [helper.make_tensor_value_info("y", 1, [1, 8, 16, 16])], inits,
@@ -110,12 +113,19 @@ def _qdq_conv(path: Path) -> Path:
 
 
 def test_bench_points_an_int8_model_on_an_amx_cpu_to_the_property(model: Path, tmp_path: Path) -> None:
-    """The hint appears for an INT8 model on OpenVINO exactly when this CPU has AMX int8 (where the denormal cost
-    was measured) and the property was not given; never for the float model."""
+    """The hint appears for an INT8 model with a SiLU on a Conv output on OpenVINO exactly when this CPU has AMX
+    int8 (where the cost was measured) and the property was not given; never for the float model, an INT8 model
+    without a Sigmoid on a Conv, or the same SiLU written with Tanh (quantize --silu-form tanh)."""
+    import onnx
+
     from edgecnn.cli import app
     from edgecnn.profile.core import cpu_flags
+    from edgecnn.quantize.qdq import silu_as_tanh
 
-    int8 = _qdq_conv(tmp_path / "int8.onnx")
+    int8 = _qdq_conv(tmp_path / "int8.onnx", silu=True)
+    plain = _qdq_conv(tmp_path / "plain.onnx")
+    tanh = onnx.load(str(int8))
+    assert silu_as_tanh(tanh) == 1
     hint = "without CPU_DENORMALS_OPTIMIZATION=YES"
 
     def said(*args: str) -> bool:
@@ -124,5 +134,6 @@ def test_bench_points_an_int8_model_on_an_amx_cpu_to_the_property(model: Path, t
         return hint in " ".join(res.output.split())
 
     assert said(str(int8)) is ("amx_int8" in cpu_flags())
-    assert not said(str(model))
+    assert not said(str(model)) and not said(str(plain))
+    assert not said(str(save(tanh, tmp_path / "tanh.onnx")))
     assert not said(str(int8), "--ov-property", f"{DENORMALS}=YES")

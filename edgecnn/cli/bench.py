@@ -257,8 +257,10 @@ def print_results(results: Sequence[BenchResult]) -> None:
 
 def denormal_hints(results: Sequence[BenchResult]) -> list[str]:
     """A line per INT8 ONNX model run on OpenVINO here, on a CPU with AMX int8, without
-    CPU_DENORMALS_OPTIMIZATION: its int8 3x3 convolutions ran about 2x slower for denormal floats there
-    (README, "INT8 on OpenVINO's CPU plugin"; benchmarks/ov_denormals.py), which a deployment config line fixes."""
+    CPU_DENORMALS_OPTIMIZATION, that has a Sigmoid on a Conv's output (a SiLU as exported, which OpenVINO fuses
+    into the int8 convolution): those convolutions ran 2-3x slower there, the Sigmoid in their epilogue meeting
+    denormal floats (README, "SiLU written with Tanh"; benchmarks/ov_denormals.py, ov_silu_form.py). Two fixes:
+    the file written with `quantize --silu-form tanh`, or a deployment config line."""
     from edgecnn.profile.core import cpu_flags
 
     todo = [
@@ -272,24 +274,31 @@ def denormal_hints(results: Sequence[BenchResult]) -> list[str]:
         return []
     out = []
     for r in todo:
-        if Path(r.model).suffix.lower() != ".onnx" or not _has_quantize_linear(Path(r.model)):
+        n = _int8_conv_sigmoids(Path(r.model)) if Path(r.model).suffix.lower() == ".onnx" else 0
+        if not n:
             continue
         out.append(
-            f"{safe(r.model_name)} is INT8 on OpenVINO on a CPU with AMX: there its int8 3x3 convolutions can take about "
-            "twice as long without CPU_DENORMALS_OPTIMIZATION=YES in compile_model's config; measure with "
-            '--ov-property CPU_DENORMALS_OPTIMIZATION=YES (README: "INT8 on OpenVINO\'s CPU plugin").'
+            f"{safe(r.model_name)} is INT8 on OpenVINO on a CPU with AMX, with {n} Sigmoid(s) on Conv outputs: "
+            "OpenVINO fuses them into the int8 convolutions, which there take 2-3x as long without "
+            "CPU_DENORMALS_OPTIMIZATION=YES in compile_model's config. Measure with --ov-property "
+            "CPU_DENORMALS_OPTIMIZATION=YES, or write the SiLUs with Tanh: edgecnn quantize --runtime openvino "
+            '--silu-form tanh (README: "SiLU written with Tanh").'
         )
     return out
 
 
-def _has_quantize_linear(path: Path) -> bool:
+def _int8_conv_sigmoids(path: Path) -> int:
+    """How many Sigmoids read a Conv's output in a QDQ model (0 for a float model, or a file onnx cannot parse)."""
     import onnx
 
     try:
         graph = onnx.load(str(path), load_external_data=False).graph
     except Exception:  # bench ran it; a file onnx cannot parse here gets no hint
-        return False
-    return any(n.op_type == "QuantizeLinear" for n in graph.node)
+        return 0
+    if not any(n.op_type == "QuantizeLinear" for n in graph.node):
+        return 0
+    convs = {o for n in graph.node if n.op_type == "Conv" for o in n.output}
+    return sum(1 for n in graph.node if n.op_type == "Sigmoid" and n.input and n.input[0] in convs)
 
 
 def timer_lines(results: Sequence[BenchResult]) -> list[str]:
