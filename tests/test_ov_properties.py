@@ -104,7 +104,7 @@ def _qdq_conv(path: Path, silu: bool = False) -> Path:
         helper.make_node("Conv", ["d", "w"], ["c" if silu else "y"], pads=[1, 1, 1, 1]),
     ]
     if silu:
-        nodes += [helper.make_node("Sigmoid", ["c"], ["s"]), helper.make_node("Mul", ["c", "s"], ["y"])]
+        nodes += [helper.make_node("Sigmoid", ["c"], ["sg"]), helper.make_node("Mul", ["c", "sg"], ["y"])]
     g = helper.make_graph(
         nodes, "qdq", [helper.make_tensor_value_info("x", 1, [1, 3, 16, 16])],
         [helper.make_tensor_value_info("y", 1, [1, 8, 16, 16])], inits,

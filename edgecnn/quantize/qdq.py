@@ -1042,26 +1042,27 @@ def silu_as_tanh(m: onnx.ModelProto) -> int:
     59 + 30 us on model.5). Without AMX (AVX512-VNNI, AVX2-VNNI) the fused Sigmoid is the faster one, so this
     is a per-CPU choice, not an OpenVINO policy."""
     g = m.graph
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for n in g.node:
+    nodes = list(g.node)
+    readers: dict[str, set[int]] = {}  # tensor -> positions of the nodes reading it
+    for k, n in enumerate(nodes):
         for i in n.input:
-            readers.setdefault(i, []).append(n)
-    convs = {o for n in g.node if n.op_type == "Conv" for o in n.output}
+            readers.setdefault(i, set()).add(k)
+    convs = {o for n in nodes if n.op_type == "Conv" for o in n.output}
     graph_outputs = {o.name for o in g.output}
     half = "silu_tanh_half"
     out: list[onnx.NodeProto] = []
     count = 0
-    for n in g.node:
+    for k, n in enumerate(nodes):
         y = n.input[0] if n.op_type == "Sigmoid" and n.domain in ("", "ai.onnx") and n.input else ""
-        users = readers.get(n.output[0], []) if y else []
+        users = sorted(readers.get(n.output[0], set())) if y else []
         if (
             y in convs
             and y not in graph_outputs
             and n.output[0] not in graph_outputs
             and len(users) == 1
-            and users[0].op_type == "Mul"
-            and sorted(users[0].input) == sorted([y, n.output[0]])
-            and {id(r) for r in readers.get(y, [])} == {id(n), id(users[0])}
+            and nodes[users[0]].op_type == "Mul"
+            and sorted(nodes[users[0]].input) == sorted([y, n.output[0]])
+            and readers.get(y) == {k, users[0]}
         ):
             base = n.name or n.output[0]
             out += [
