@@ -77,22 +77,33 @@ MODEL_FILES: dict[str, tuple[Path, Path, Path, Path, str, list[int]]] = {
 }
 
 
+def ov_p50(
+    model: str, spec: str, data: str, input_name: str, shape: list[int], iterations: int, threads: int,
+    options: dict[str, str],
+) -> tuple[float, Any]:  # fmt: skip
+    """(p50 in ms, the session): ``iterations`` timed calls (inputs bound once, GC paused) of ``model`` on OpenVINO
+    with session ``options``, on the first image of ``data`` preprocessed by ``spec``."""
+    from edgecnn.preprocess import list_images, load_spec
+    from edgecnn.runtimes import open_session
+
+    x = load_spec(Path(spec)).load(list_images(Path(data))[0])[None]
+    sess = open_session("openvino", model, threads=threads, input_shapes={input_name: tuple(shape)}, options=options)
+    call = sess.bind({sess.inputs()[0].name: x})  # type: ignore[attr-defined]
+    return timed_p50_ms(call, iterations, warmup=max(3, iterations // 5)), sess
+
+
 def measure(
     *, model: str, setting: str, spec: str, data: str, input_name: str, shape: list[int], iterations: int,
     threads: int, batch: int, **_: Any,
 ) -> dict[str, Any]:  # fmt: skip
     """p50 of ``iterations`` timed calls (inputs bound once, GC paused) of ``model`` on OpenVINO with its default
     precision, ``setting`` flush: CPU_DENORMALS_OPTIMIZATION=YES; the property as the compiled model reports it."""
-    from edgecnn.preprocess import list_images, load_spec
-    from edgecnn.runtimes import OV_PROPERTY, open_session
+    from edgecnn.runtimes import OV_PROPERTY
 
-    x = load_spec(Path(spec)).load(list_images(Path(data))[0])[None]
     options = {"inference_precision": "default"}
     if setting == "flush":
         options[OV_PROPERTY + "CPU_DENORMALS_OPTIMIZATION"] = "YES"
-    sess = open_session("openvino", model, threads=threads, input_shapes={input_name: tuple(shape)}, options=options)
-    call = sess.bind({sess.inputs()[0].name: x})  # type: ignore[attr-defined]
-    p50 = timed_p50_ms(call, iterations, warmup=max(3, iterations // 5))
+    p50, sess = ov_p50(model, spec, data, input_name, shape, iterations, threads, options)
     denormals = sess._compiled.get_property("CPU_DENORMALS_OPTIMIZATION")  # type: ignore[attr-defined]
     return {"p50_ms": p50, "inference_precision": sess.inference_precision, "denormals_flushed": str(bool(denormals))}  # type: ignore[attr-defined]
 

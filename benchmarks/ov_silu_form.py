@@ -33,7 +33,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ov_denormals
-from common import MODELS, timed_p50_ms
+from common import MODELS
 from runner import (
     REPO,
     Variant,
@@ -78,16 +78,9 @@ def measure(
     isa, precision = CPUS[cpu]
     if isa:
         os.environ["ONEDNN_MAX_CPU_ISA"] = isa
-    from edgecnn.preprocess import list_images, load_spec
-    from edgecnn.runtimes import open_session
-
-    x = load_spec(Path(spec)).load(list_images(Path(data))[0])[None]
-    sess = open_session(
-        "openvino", model, threads=threads, input_shapes={input_name: tuple(shape)},
-        options={"inference_precision": precision},
-    )  # fmt: skip
-    call = sess.bind({sess.inputs()[0].name: x})  # type: ignore[attr-defined]
-    p50 = timed_p50_ms(call, iterations, warmup=max(3, iterations // 5))
+    p50, sess = ov_denormals.ov_p50(
+        model, spec, data, input_name, shape, iterations, threads, {"inference_precision": precision}
+    )
     info = [n.get_rt_info() for n in sess._compiled.get_runtime_model().get_ops()]  # type: ignore[attr-defined]
     kernels = {i["primitiveType"].astype(str) for i in info if i["layerType"].astype(str) == "Convolution"}
     amx = any("amx" in k for k in kernels)

@@ -34,7 +34,17 @@ from edgecnn.quantize.equalize import Block, equalize, hard_swish_blocks, rescal
 from edgecnn.quantize.estimators import Consumer, Method, choose, estimate, tensor_consumers
 from edgecnn.quantize.fp16 import DEFAULT_BLOCK, convert_fp16
 from edgecnn.quantize.params import QuantScheme
-from edgecnn.quantize.qdq import UNARY_OPS, OpPolicy, QdqPlan, QdqResult, node_key, op_policy, plan, write_qdq
+from edgecnn.quantize.qdq import (
+    UNARY_OPS,
+    OpPolicy,
+    QdqPlan,
+    QdqResult,
+    conv_silus,
+    node_key,
+    op_policy,
+    plan,
+    write_qdq,
+)
 from edgecnn.runtimes import RUNTIMES, TAKING_TURNS, available_runtimes, open_session, runtime_version, usable_cores
 
 SCHEMA_VERSION = 1
@@ -731,16 +741,10 @@ def _quantize(
         channel_check=channel_check,
         equalize_check=equalize_check,
         silu_as_tanh=res.silu_as_tanh,
-        silu_form=f"{silu}: {silu_why}" if silu_why and _has_silu(prepared) else "",
+        silu_form=f"{silu}: {silu_why}" if silu_why and conv_silus(prepared) else "",
         **common,  # type: ignore[arg-type]
     )
     return res.model, report, shipped_error
-
-
-def _has_silu(model: onnx.ModelProto) -> bool:
-    """A Sigmoid whose output a Mul reads with the Sigmoid's own input (a SiLU, whatever writes its input)."""
-    sig = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "Sigmoid" and n.input and n.output}
-    return any(n.op_type == "Mul" and any(sig.get(a) == b for a in n.input for b in n.input) for n in model.graph.node)
 
 
 def _f32_on(runtime: str) -> str:

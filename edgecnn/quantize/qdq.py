@@ -1042,6 +1042,31 @@ def silu_as_tanh(m: onnx.ModelProto) -> int:
     59 + 30 us on model.5). Without AMX (AVX512-VNNI, AVX2-VNNI) the fused Sigmoid is the faster one, so this
     is a per-CPU choice, not an OpenVINO policy."""
     g = m.graph
+    found = set(conv_silus(m))
+    half = "silu_tanh_half"
+    out: list[onnx.NodeProto] = []
+    for k, n in enumerate(g.node):
+        if k not in found:
+            out.append(n)
+            continue
+        y, base = n.input[0], n.name or n.output[0]
+        out += [
+            helper.make_node("Mul", [y, half], [f"{base}_half_x"], name=f"{base}_half_x"),
+            helper.make_node("Tanh", [f"{base}_half_x"], [f"{base}_tanh"], name=f"{base}_tanh"),
+            helper.make_node("Mul", [f"{base}_tanh", half], [f"{base}_half_tanh"], name=f"{base}_half_tanh"),
+            helper.make_node("Add", [f"{base}_half_tanh", half], [n.output[0]], name=f"{base}_plus_half"),
+        ]
+    if found:
+        g.initializer.append(numpy_helper.from_array(np.array(0.5, np.float32), half))
+        del g.node[:]
+        g.node.extend(out)
+    return len(found)
+
+
+def conv_silus(m: onnx.ModelProto) -> list[int]:
+    """The node positions of the Sigmoids of every SiLU ``Mul(y, Sigmoid(y))`` on a Conv's output ``y`` that only those
+    two read, neither y nor the Sigmoid a graph output: the SiLUs OpenVINO fuses into the convolution."""
+    g = m.graph
     nodes = list(g.node)
     readers: dict[str, set[int]] = {}  # tensor -> positions of the nodes reading it
     for k, n in enumerate(nodes):
@@ -1049,9 +1074,7 @@ def silu_as_tanh(m: onnx.ModelProto) -> int:
             readers.setdefault(i, set()).add(k)
     convs = {o for n in nodes if n.op_type == "Conv" for o in n.output}
     graph_outputs = {o.name for o in g.output}
-    half = "silu_tanh_half"
-    out: list[onnx.NodeProto] = []
-    count = 0
+    out = []
     for k, n in enumerate(nodes):
         y = n.input[0] if n.op_type == "Sigmoid" and n.domain in ("", "ai.onnx") and n.input else ""
         users = sorted(readers.get(n.output[0], set())) if y else []
@@ -1064,21 +1087,8 @@ def silu_as_tanh(m: onnx.ModelProto) -> int:
             and sorted(nodes[users[0]].input) == sorted([y, n.output[0]])
             and readers.get(y) == {k, users[0]}
         ):
-            base = n.name or n.output[0]
-            out += [
-                helper.make_node("Mul", [y, half], [f"{base}_half_x"], name=f"{base}_half_x"),
-                helper.make_node("Tanh", [f"{base}_half_x"], [f"{base}_tanh"], name=f"{base}_tanh"),
-                helper.make_node("Mul", [f"{base}_tanh", half], [f"{base}_half_tanh"], name=f"{base}_half_tanh"),
-                helper.make_node("Add", [f"{base}_half_tanh", half], [n.output[0]], name=f"{base}_plus_half"),
-            ]
-            count += 1
-            continue
-        out.append(n)
-    if count:
-        g.initializer.append(numpy_helper.from_array(np.array(0.5, np.float32), half))
-        del g.node[:]
-        g.node.extend(out)
-    return count
+            out.append(k)
+    return out
 
 
 def hard_sigmoid_as_eltwise(m: onnx.ModelProto) -> int:
